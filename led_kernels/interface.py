@@ -1,0 +1,200 @@
+"""The public attention ops: validate, build the mask bookkeeping, choose a backend, run it.
+
+Layout everywhere is (B, N, H, D), the view of a linear projection (FlashAttention's layout). Any
+strides are accepted as long as the last dimension is contiguous; inputs are never copied.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from led_kernels import _validation as V
+from led_kernels.backends import choose_backend
+from led_kernels.masks import gather_rows, global_indices, key_flags, scatter_rows, valid_global_slots
+
+
+def banded_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    window: int,
+    *,
+    key_padding_mask: torch.Tensor | None = None,
+    global_idx: torch.Tensor | None = None,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Sliding-window attention with global keys: the local part of a Longformer/LED layer.
+
+    Every non-padded query ``i`` attends, under one softmax (float32), the keys
+    ``{j : |i - j| <= window, j not padding, j not global}`` plus every non-padded global key
+    (each once). Padding queries produce exactly 0; a row with nothing to attend produces 0.
+
+    Args:
+        q, k, v: (B, N, H, D) float16/bfloat16/float32 (float64 on the ``torch`` backend), last
+            dimension contiguous, any other strides (e.g. views of a fused QKV projection).
+        window: one-sided window ``w >= 0`` (Hugging Face's ``attention_window // 2``); ``w >= N`` is
+            dense attention.
+        key_padding_mask: (B, N) bool, True = padding.
+        global_idx: (B, G) int32/int64 global positions from :func:`global_indices` (sorted, -1
+            padded). Their keys are removed from the band and attended by every row instead.
+        scale: score scale, default ``1 / sqrt(D)``.
+        backend: ``"auto"``, ``"torch"``, ``"triton"``, ``"cuda"`` or ``"cpu"``.
+
+    Returns:
+        (B, N, H, D) in the input dtype. Differentiable in q, k and v.
+
+    Example::
+
+        >>> q = k = v = torch.randn(1, 100, 2, 16)
+        >>> out = banded_attention(q, k, v, window=8)   # each token sees 8 neighbours on each side
+        >>> out.shape
+        torch.Size([1, 100, 2, 16])
+    """
+    V.check_qkv({"q": q, "k": k, "v": v})
+    V.check_same_shape(q, "q", k, "k")
+    V.check_same_shape(q, "q", v, "v")
+    window = V.check_window(window)
+    b, n, _, d = q.shape
+    if key_padding_mask is not None:
+        V.check_mask(key_padding_mask, "key_padding_mask", b, n, q.device)
+    if global_idx is not None:
+        global_idx = V.check_global_idx(global_idx, b, n, q.device)
+    scale = V.check_scale(scale, d)
+    impl = choose_backend(backend, q.device, q.dtype, d)
+    flags = key_flags(b, n, q.device, key_padding_mask, global_idx)
+    return impl.banded_attention(q, k, v, window, flags, global_idx, scale)
+
+
+def global_attention(
+    q_global: torch.Tensor,
+    k_global: torch.Tensor,
+    v_global: torch.Tensor,
+    global_idx: torch.Tensor,
+    *,
+    key_padding_mask: torch.Tensor | None = None,
+    scale: float | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Dense attention of the global rows: the other half of a Longformer/LED layer.
+
+    Slot ``s`` of batch element ``b`` is the global token at position ``global_idx[b, s]``; it
+    attends every non-padded key of ``k_global``/``v_global`` under one float32 softmax. Slots
+    holding -1 (or a padded position) produce 0 rows.
+
+    Args:
+        q_global: (B, G, H, D) the global projections' queries of the global tokens, one row per
+            slot of ``global_idx`` (``longformer_attention`` gathers them for you).
+        k_global, v_global: (B, N, H, D) the global projections' keys and values of all tokens.
+        global_idx: (B, G) int32/int64 from :func:`global_indices`.
+        key_padding_mask: (B, N) bool, True = padding.
+        scale: default ``1 / sqrt(D)``.
+        backend: as in :func:`banded_attention`.
+
+    Returns:
+        (B, G, H, D) in the input dtype. Differentiable in q_global, k_global and v_global.
+
+    Example::
+
+        >>> gi = global_indices(torch.tensor([[True] + [False] * 99]))     # first token global
+        >>> kg = vg = torch.randn(1, 100, 2, 16)
+        >>> global_attention(kg[:, :1], kg, vg, gi).shape
+        torch.Size([1, 1, 2, 16])
+    """
+    V.check_qkv({"q_global": q_global, "k_global": k_global, "v_global": v_global})
+    V.check_same_shape(k_global, "k_global", v_global, "v_global")
+    b, n, h, d = k_global.shape
+    if q_global.shape[0] != b or q_global.shape[2:] != (h, d):
+        raise ValueError(
+            f"q_global must have shape (B, G, H, D) = ({b}, G, {h}, {d}) to match k_global, "
+            f"got {tuple(q_global.shape)}"
+        )
+    global_idx = V.check_global_idx(global_idx, b, n, k_global.device)
+    if global_idx.shape[1] != q_global.shape[1]:
+        raise ValueError(
+            f"global_idx has {global_idx.shape[1]} slots but q_global has {q_global.shape[1]} rows; "
+            "they must match"
+        )
+    if key_padding_mask is not None:
+        V.check_mask(key_padding_mask, "key_padding_mask", b, n, k_global.device)
+    scale = V.check_scale(scale, d)
+    impl = choose_backend(backend, k_global.device, k_global.dtype, d)
+    flags = key_flags(b, n, k_global.device, key_padding_mask, global_idx)
+    return impl.global_attention(q_global, k_global, v_global, global_idx, flags, scale)
+
+
+def longformer_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    window: int,
+    *,
+    global_mask: torch.Tensor | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+    q_global: torch.Tensor | None = None,
+    k_global: torch.Tensor | None = None,
+    v_global: torch.Tensor | None = None,
+    scale: float | None = None,
+    backend: str = "auto",
+    global_idx: torch.Tensor | None = None,
+    max_global: int | None = None,
+) -> torch.Tensor:
+    """A whole Longformer/LED self-attention (exactly Hugging Face's ``LEDEncoderSelfAttention``).
+
+    Every non-padded row gets :func:`banded_attention` (window plus global keys, local projections
+    q, k, v); then every global row is overwritten by :func:`global_attention` with the global
+    projections (all non-padded keys). Padding rows are 0.
+
+    Args:
+        q, k, v: (B, N, H, D) local projections (see :func:`banded_attention` for dtypes/strides).
+        window: one-sided window ``w`` (Hugging Face: ``attention_window // 2``).
+        global_mask: (B, N) bool, True = global token (a position that is also padding is padding).
+        key_padding_mask: (B, N) bool, True = padding.
+        q_global, k_global, v_global: (B, N, H, D) global projections of all tokens; each defaults
+            to q, k, v (one shared projection).
+        scale: default ``1 / sqrt(D)``.
+        backend: ``"auto"``, ``"torch"``, ``"triton"``, ``"cuda"`` or ``"cpu"``.
+        global_idx: optional precomputed ``global_indices(global_mask)``; pass it to share one
+            computation across layers and avoid a host sync (then ``global_mask`` may be omitted).
+        max_global: slots for ``global_indices`` when ``global_idx`` is not given (no host sync).
+
+    Returns:
+        (B, N, H, D) in the input dtype, differentiable in all six projections.
+
+    Example::
+
+        >>> q, k, v = torch.randn(3, 2, 300, 4, 32).unbind(0)
+        >>> glob = torch.zeros(2, 300, dtype=torch.bool); glob[:, 0] = True   # <s> is global
+        >>> out = longformer_attention(q, k, v, window=64, global_mask=glob)
+        >>> out.shape
+        torch.Size([2, 300, 4, 32])
+    """
+    V.check_qkv({"q": q, "k": k, "v": v})
+    V.check_same_shape(q, "q", k, "k")
+    V.check_same_shape(q, "q", v, "v")
+    b, n, _, d = q.shape
+    projections = {"q_global": q_global, "k_global": k_global, "v_global": v_global}
+    for name, x in projections.items():
+        if x is not None:
+            V.check_qkv({"q": q, name: x})
+            V.check_same_shape(q, "q", x, name)
+    window = V.check_window(window)
+    if key_padding_mask is not None:
+        V.check_mask(key_padding_mask, "key_padding_mask", b, n, q.device)
+    if global_idx is not None:
+        global_idx = V.check_global_idx(global_idx, b, n, q.device)
+    elif global_mask is not None:
+        V.check_mask(global_mask, "global_mask", b, n, q.device)
+        global_idx = global_indices(global_mask, max_global)
+    scale = V.check_scale(scale, d)
+    impl = choose_backend(backend, q.device, q.dtype, d)
+    flags = key_flags(b, n, q.device, key_padding_mask, global_idx)  # once for both halves
+
+    out = impl.banded_attention(q, k, v, window, flags, global_idx, scale)
+    if global_idx is None:
+        return out
+    qg = q if q_global is None else q_global
+    kg = k if k_global is None else k_global
+    vg = v if v_global is None else v_global
+    gout = impl.global_attention(gather_rows(qg, global_idx), kg, vg, global_idx, flags, scale)
+    return scatter_rows(out, gout, global_idx, valid_global_slots(global_idx, flags))
