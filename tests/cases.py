@@ -1,0 +1,50 @@
+"""Input builders shared by the tests: random projections, global and padding patterns."""
+
+from __future__ import annotations
+
+import torch
+
+GLOBAL_PATTERNS = ("none", "first", "scattered", "all")
+
+
+def global_mask(batch: int, n: int, pattern: str, device="cpu") -> torch.Tensor | None:
+    """(B, N) bool, or None for 'none'. Batch elements get different counts where possible."""
+    if pattern == "none":
+        return None
+    mask = torch.zeros(batch, n, dtype=torch.bool, device=device)
+    if pattern == "first":
+        mask[:, 0] = True
+    elif pattern == "scattered":
+        for b in range(batch):
+            step = 3 + 2 * b
+            mask[b, b % n :: step] = True
+            mask[b, n - 1] = True
+    elif pattern == "all":
+        mask[:] = True
+    else:
+        raise ValueError(pattern)
+    return mask
+
+
+def padding_mask(batch: int, n: int, pattern: str, device="cpu") -> torch.Tensor | None:
+    """'none'; 'tail': the last element loses its last third; 'full': the last element is all padding."""
+    if pattern == "none":
+        return None
+    mask = torch.zeros(batch, n, dtype=torch.bool, device=device)
+    if pattern == "tail":
+        mask[-1, n - n // 3 :] = True
+    elif pattern == "full":
+        mask[-1, :] = True
+    else:
+        raise ValueError(pattern)
+    return mask
+
+
+def fused_projections(batch, n, heads, dim, count=6, dtype=torch.float32, device="cpu", requires_grad=True):
+    """``count`` (B, N, H, D) views of one fused (B, N, count, H, D) tensor, as a fused QKV linear makes.
+
+    Returns the fused leaf (for the gradients) and the list of views.
+    """
+    fused = torch.randn(batch, n, count, heads, dim, dtype=dtype, device=device)
+    fused.requires_grad_(requires_grad)
+    return fused, list(fused.unbind(2))

@@ -1,0 +1,63 @@
+"""Test-wide set-up: seeding, NaN-poisoned allocations, the Triton interpreter on CPU-only machines.
+
+NaN poisoning: while a test runs, ``torch.empty``/``empty_like``/``Tensor.new_empty`` return
+floating-point tensors filled with NaN, so an output element a kernel forgot to write shows up as NaN
+instead of as plausible stale memory. Mark a test ``no_nan_poison`` to opt out (e.g. when tracing
+with ``torch.compile``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+import torch
+
+# The interpreter flag is read when a @triton.jit kernel is defined, so set it before anything
+# imports the kernels: on a machine with no GPU, the Triton backend runs through the interpreter.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+# the tests must not autotune
+os.environ.setdefault("LED_KERNELS_AUTOTUNE", "0")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "no_nan_poison: do not replace torch.empty with NaN-filled tensors")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    random.seed(0)
+    torch.manual_seed(0)
+    yield
+
+
+def _poisoned(factory):
+    def wrapper(*args, **kwargs):
+        out = factory(*args, **kwargs)
+        if out.is_floating_point() or out.is_complex():
+            out.fill_(float("nan"))
+        return out
+
+    return wrapper
+
+
+@pytest.fixture(autouse=True)
+def _nan_poison(request, monkeypatch):
+    if "no_nan_poison" in request.keywords:
+        yield
+        return
+    monkeypatch.setattr(torch, "empty", _poisoned(torch.empty))
+    monkeypatch.setattr(torch, "empty_like", _poisoned(torch.empty_like))
+    monkeypatch.setattr(torch.Tensor, "new_empty", _poisoned(torch.Tensor.new_empty))
+    yield
