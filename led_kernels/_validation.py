@@ -65,12 +65,15 @@ def _mask_meaning(name: str) -> str:
 
 
 def check_window(window) -> int:
-    if isinstance(window, bool) or not isinstance(window, int):
-        # accept 0-d integer tensors and numpy ints, which users pass around by accident
-        if hasattr(window, "__index__"):
+    """An int >= 0; integer-like values (numpy ints, 0-d integer tensors) are accepted, bools are not."""
+    if isinstance(window, bool) or (isinstance(window, torch.Tensor) and window.dtype == torch.bool):
+        raise TypeError(f"window must be an int (one-sided width w), got {window!r}")
+    if not isinstance(window, int):
+        try:
             window = window.__index__()
-        else:
-            raise TypeError(f"window must be an int (one-sided width w), got {type(window).__name__}")
+        except (AttributeError, TypeError, RuntimeError):
+            kind = type(window).__name__
+            raise TypeError(f"window must be an int (one-sided width w), got {kind}") from None
     if window < 0:
         raise ValueError(f"window must be >= 0 (the one-sided width w), got {window}")
     return window
