@@ -1,0 +1,163 @@
+// pybind11 bindings of led_kernels._C.
+//
+// The module links no libtorch (DESIGN section 5): every kernel takes raw device/host pointers
+// (Python ints from tensor.data_ptr()), sizes, element strides, a dtype code and, for CUDA, the
+// stream handle (torch.cuda.current_stream(device).cuda_stream). Python (led_kernels/ops/...)
+// owns allocation, argument checks and stream/device selection; this file only unpacks
+// arguments, re-checks what would otherwise corrupt memory, and releases the GIL around kernels.
+//
+// Errors: std::invalid_argument -> ValueError, std::runtime_error (CUDA errors) -> RuntimeError.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <array>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "led_kernels/build_info.h"
+#include "led_kernels/common.h"
+
+namespace py = pybind11;
+using led_kernels::BNHStrides;
+using led_kernels::DeltaParams;
+
+namespace {
+
+using Strides3 = std::array<int64_t, 3>;
+
+BNHStrides to_strides(const Strides3& s) { return BNHStrides{s[0], s[1], s[2]}; }
+
+DeltaParams make_delta_params(std::uintptr_t o_ptr, std::uintptr_t do_ptr, std::uintptr_t delta_ptr, int64_t B,
+                              int64_t N, int64_t H, int64_t D, const Strides3& o_strides,
+                              const Strides3& do_strides, int dtype_code) {
+  DeltaParams p;
+  p.out = reinterpret_cast<const void*>(o_ptr);
+  p.grad_out = reinterpret_cast<const void*>(do_ptr);
+  p.delta = reinterpret_cast<float*>(delta_ptr);
+  p.B = B;
+  p.N = N;
+  p.H = H;
+  p.D = D;
+  p.o_strides = to_strides(o_strides);
+  p.do_strides = to_strides(do_strides);
+  p.dtype = led_kernels::dtype_from_code(dtype_code);
+  return p;
+}
+
+void delta_cpu_binding(std::uintptr_t o_ptr, std::uintptr_t do_ptr, std::uintptr_t delta_ptr, int64_t B, int64_t N,
+                       int64_t H, int64_t D, const Strides3& o_strides, const Strides3& do_strides,
+                       int dtype_code, int num_threads) {
+  const DeltaParams p = make_delta_params(o_ptr, do_ptr, delta_ptr, B, N, H, D, o_strides, do_strides, dtype_code);
+  py::gil_scoped_release no_gil;  // the kernel touches no Python object
+  led_kernels::delta_cpu(p, num_threads);
+}
+
+void delta_cuda_binding(std::uintptr_t o_ptr, std::uintptr_t do_ptr, std::uintptr_t delta_ptr, int64_t B, int64_t N,
+                        int64_t H, int64_t D, const Strides3& o_strides, const Strides3& do_strides,
+                        int dtype_code, std::uintptr_t stream) {
+#ifdef LED_KERNELS_WITH_CUDA
+  const DeltaParams p = make_delta_params(o_ptr, do_ptr, delta_ptr, B, N, H, D, o_strides, do_strides, dtype_code);
+  py::gil_scoped_release no_gil;
+  led_kernels::delta_cuda(p, reinterpret_cast<void*>(stream));
+#else
+  (void)o_ptr, (void)do_ptr, (void)delta_ptr, (void)B, (void)N, (void)H, (void)D, (void)o_strides,
+      (void)do_strides, (void)dtype_code, (void)stream;
+  throw std::runtime_error(
+      "led_kernels._C was built without CUDA (nvcc not found at build time, or "
+      "LED_KERNELS_BUILD_CUDA=OFF); reinstall from the source tree with nvcc on PATH "
+      "(LED_KERNELS_BUILD_CUDA=ON pip install .) to get the CUDA kernels");
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() =
+      "led_kernels compiled kernels (CPU, and CUDA when built with nvcc). Links no libtorch: "
+      "functions take raw pointers, sizes, element strides, dtype codes and CUDA stream handles. "
+      "Use the wrappers in led_kernels.ops rather than calling these directly.";
+
+  m.def(
+      "has_cuda",
+      []() {
+#ifdef LED_KERNELS_WITH_CUDA
+        return true;
+#else
+        return false;
+#endif
+      },
+      "Whether this build contains the CUDA kernels.");
+  m.def(
+      "cuda_archs", []() { return std::string(LED_KERNELS_BUILD_CUDA_ARCHS); },
+      "CMAKE_CUDA_ARCHITECTURES of this build (e.g. '80;90'), '' without CUDA.");
+  m.def(
+      "cuda_device_count",
+      []() {
+#ifdef LED_KERNELS_WITH_CUDA
+        return led_kernels::cuda_device_count_noexcept();
+#else
+        return 0;
+#endif
+      },
+      "cudaGetDeviceCount as seen by the extension's (static) CUDA runtime; 0 when there is no "
+      "CUDA build, driver or device. Never raises.");
+  m.def(
+      "cuda_status",
+      []() -> std::string {
+#ifdef LED_KERNELS_WITH_CUDA
+        return led_kernels::cuda_status_string();
+#else
+        return "built without CUDA";
+#endif
+      },
+      "'no error', or why cudaGetDeviceCount failed (e.g. driver too old for the built runtime).");
+  m.def(
+      "build_info",
+      []() {
+        py::dict d;
+        d["cuda"] = py::bool_(
+#ifdef LED_KERNELS_WITH_CUDA
+            true
+#else
+            false
+#endif
+        );
+        d["cuda_mode"] = std::string(LED_KERNELS_BUILD_CUDA_MODE);  // LED_KERNELS_BUILD_CUDA at build time
+        d["cuda_archs"] = std::string(LED_KERNELS_BUILD_CUDA_ARCHS);
+        d["cuda_compiler_version"] = std::string(LED_KERNELS_BUILD_CUDA_COMPILER_VERSION);
+#ifdef LED_KERNELS_WITH_CUDA
+        d["cuda_runtime_version"] = led_kernels::cuda_runtime_version();
+        d["cuda_driver_version"] = led_kernels::cuda_driver_version();
+#else
+        d["cuda_runtime_version"] = 0;
+        d["cuda_driver_version"] = 0;
+#endif
+        d["cxx_compiler"] = std::string(LED_KERNELS_BUILD_CXX_COMPILER);
+        d["openmp"] = led_kernels::cpu_has_openmp();
+        return d;
+      },
+      "How this extension was built (CUDA archs and versions, compiler, OpenMP).");
+  m.def(
+      "dtype_codes",
+      []() {
+        py::dict d;
+        for (auto dt : {led_kernels::DType::kFloat32, led_kernels::DType::kFloat16, led_kernels::DType::kBFloat16}) {
+          d[led_kernels::dtype_name(dt)] = static_cast<int>(dt);
+        }
+        return d;
+      },
+      "Mapping dtype name ('float32', 'float16', 'bfloat16') -> the dtype_code the kernels take.");
+
+  m.def("delta_cpu", &delta_cpu_binding, py::arg("o_ptr"), py::arg("do_ptr"), py::arg("delta_ptr"), py::arg("B"),
+        py::arg("N"), py::arg("H"), py::arg("D"), py::arg("o_strides"), py::arg("do_strides"), py::arg("dtype_code"),
+        py::arg("num_threads") = 0,
+        "delta[b,h,i] = sum_d float(dO[b,i,h,d]) * float(O[b,i,h,d]) on host memory.\n"
+        "O, dO: (B,N,H,D) with element strides (b,n,h) and stride(D)=1; delta: (B,H,N) float32 "
+        "contiguous. num_threads <= 0: OpenMP default.");
+  m.def("delta_cuda", &delta_cuda_binding, py::arg("o_ptr"), py::arg("do_ptr"), py::arg("delta_ptr"), py::arg("B"),
+        py::arg("N"), py::arg("H"), py::arg("D"), py::arg("o_strides"), py::arg("do_strides"), py::arg("dtype_code"),
+        py::arg("stream"),
+        "As delta_cpu on device memory, enqueued on `stream` (a cudaStream_t as int; 0 = legacy "
+        "default stream). The caller makes the tensors' device current.");
+}
