@@ -1,0 +1,87 @@
+"""``led.LEDConfig`` has Hugging Face's fields and defaults, and reads/writes its ``config.json``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from led_testing import hf_config, transformers
+
+import led
+from led.configuration import _LED_FIELDS
+
+
+def test_defaults_equal_transformers():
+    ours, theirs = led.LEDConfig(), transformers.LEDConfig()
+    for name in _LED_FIELDS:
+        expected = getattr(theirs, name)
+        if name == "attention_window" and isinstance(expected, int):
+            expected = [expected] * theirs.encoder_layers  # transformers expands it when building the model
+        assert getattr(ours, name) == expected, name
+    assert ours.attn_backend == "auto" and ours.pad_to_window_size is False
+    assert ours.num_labels == theirs.num_labels == 2
+    for alias in ("hidden_size", "num_attention_heads", "num_hidden_layers", "initializer_range"):
+        assert getattr(ours, alias) == getattr(theirs, alias), alias
+
+
+def test_reads_transformers_config_json(tmp_path):
+    theirs = hf_config(num_labels=3, dropout=0.05, attention_window=[4, 6])
+    theirs.save_pretrained(tmp_path)
+    ours = led.LEDConfig.from_pretrained(tmp_path)
+    for name in _LED_FIELDS:
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert ours.num_labels == 3 and ours.id2label == theirs.id2label
+    assert ours.transformers_version == transformers.__version__  # unknown keys read as attributes
+
+
+def test_written_config_json_reads_in_transformers_and_round_trips(tmp_path):
+    ours = led.LEDConfig(
+        vocab_size=77,
+        d_model=48,
+        encoder_layers=3,
+        attention_window=10,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        id2label={0: "neg", 1: "neu", 2: "pos"},
+        attn_backend="torch",
+        pad_to_window_size=True,
+        num_beams=4,
+        some_legacy_flag=True,
+    )
+    ours.save_pretrained(tmp_path)
+    theirs = transformers.LEDConfig.from_pretrained(tmp_path)
+    for name in _LED_FIELDS:
+        assert getattr(theirs, name) == getattr(ours, name), name
+    assert theirs.id2label == ours.id2label and theirs.num_labels == 3
+    again = led.LEDConfig.from_pretrained(tmp_path)
+    assert again == ours
+    assert again.attn_backend == "torch" and again.pad_to_window_size is True
+    assert again.extra["num_beams"] == 4 and again.some_legacy_flag is True
+    data = json.loads((tmp_path / "config.json").read_text())
+    assert data["model_type"] == "led" and data["attention_window"] == [10, 10, 10]
+
+
+def test_hf_alias_names_are_accepted():
+    cfg = led.LEDConfig(hidden_size=64, num_attention_heads=4, decoder_attention_heads=4, num_hidden_layers=3)
+    assert (cfg.d_model, cfg.encoder_attention_heads, cfg.encoder_layers) == (64, 4, 3)
+    assert len(cfg.attention_window) == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"attention_window": 7}, "even"),
+        ({"attention_window": [8, 8], "encoder_layers": 3}, "one value per layer"),
+        ({"attn_backend": "nope"}, "attn_backend"),
+        ({"d_model": 30, "encoder_attention_heads": 4}, "divisible"),
+    ],
+)
+def test_invalid_configs_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        led.LEDConfig(**kwargs)
+
+
+def test_not_an_led_config(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bart"}))
+    with pytest.raises(ValueError, match="not an LED config"):
+        led.LEDConfig.from_pretrained(tmp_path)
