@@ -120,15 +120,15 @@ def _device_ok(name: str, device: torch.device) -> tuple[bool, str]:
     return True, ""
 
 
-def _dtype_ok(name: str, dtype: torch.dtype, head_dim: int) -> tuple[bool, str]:
-    if name in ("triton", "cuda"):
-        if dtype == torch.float64:
-            return False, f"backend {name!r} does not support float64 inputs (use 'torch' or 'cpu')"
-        if head_dim not in _supported_head_dims(name):
-            return (
-                False,
-                f"backend {name!r} supports head_dim in {_supported_head_dims(name)}, got {head_dim}",
-            )
+def _dtype_ok(name: str, dtype: torch.dtype) -> tuple[bool, str]:
+    if name != "torch" and dtype == torch.float64:
+        return False, f"backend {name!r} does not support float64 inputs (use backend='torch')"
+    return True, ""
+
+
+def _head_dim_ok(name: str, head_dim: int) -> tuple[bool, str]:
+    if name in ("triton", "cuda") and head_dim not in _supported_head_dims(name):
+        return False, f"backend {name!r} supports head_dim in {_supported_head_dims(name)}, got {head_dim}"
     return True, ""
 
 
@@ -152,13 +152,18 @@ def choose_backend(requested: str, device: torch.device, dtype: torch.dtype, hea
         ok, reason = _status(requested)
         if not ok:
             raise RuntimeError(f"backend {requested!r} is not available here: {reason}")
-        for check in (_device_ok(requested, device), _dtype_ok(requested, dtype, head_dim)):
-            if not check[0]:
-                raise ValueError(check[1])
+        checks = (
+            (_device_ok(requested, device), ValueError),
+            (_dtype_ok(requested, dtype), TypeError),
+            (_head_dim_ok(requested, head_dim), ValueError),
+        )
+        for (ok, reason), error in checks:
+            if not ok:
+                raise error(reason)
         return load_backend(requested)
     for name in AUTO_ORDER.get(device.type, ("torch",)):
         if not _status(name)[0]:
             continue
-        if _device_ok(name, device)[0] and _dtype_ok(name, dtype, head_dim)[0]:
+        if _device_ok(name, device)[0] and _dtype_ok(name, dtype)[0] and _head_dim_ok(name, head_dim)[0]:
             return load_backend(name)
     return load_backend("torch")

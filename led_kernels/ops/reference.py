@@ -1,7 +1,7 @@
 """The ``torch`` backend: exact Longformer/LED attention in plain PyTorch, O(N·w) memory.
 
 This is the reference every kernel is compared with and the fallback that runs anywhere. It walks
-the sequence in query blocks of ``BLOCK_M`` rows; a block attends the keys of its band (a slice of
+the sequence in query blocks of 64-256 rows (see _block_rows); a block attends the keys of its band (a slice of
 ``k``/``v``, no copy) plus the gathered global keys, under one float32 softmax. Each block runs
 under activation checkpointing when gradients are needed, so autograd keeps only the inputs and
 recomputes one block's scores at a time in the backward: memory stays O(N·(H·D) + BLOCK_M·(2w + G))
@@ -19,24 +19,23 @@ from torch.utils.checkpoint import checkpoint
 
 from led_kernels.masks import GLOBAL, LOCAL, PADDING, gather_rows, valid_global_slots
 
-BLOCK_M = 64  # query rows per block: small keeps the band waste (BLOCK_M / (2w+1)) low
+# Query rows per block: a block attends BLOCK_M + 2w band keys, so small blocks waste less work
+# (BLOCK_M / (2w+1)), while large ones pay the per-block costs (Python, slicing, recomputation)
+# fewer times. Scaling with w balances the two; see _block_rows.
+MIN_BLOCK_M, MAX_BLOCK_M = 64, 256
 GLOBAL_BLOCK = 64  # global query rows per block in the dense global rows
-
-
-def _safe_softmax(scores: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last dim (float32 or float64) with -inf masking; all-masked rows give 0."""
-    row_max = scores.amax(dim=-1, keepdim=True).detach()
-    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
-    e = torch.exp(scores - row_max)
-    denom = e.sum(dim=-1, keepdim=True)
-    return e / torch.where(denom > 0, denom, torch.ones_like(denom))
 
 
 def _attend(q_blk, keys, values, allowed, scale: float) -> torch.Tensor:
     # q_blk [B, M, H, D], keys/values [B, K, H, D], allowed [B, 1, M, K] -> [B, M, H, D]
     softmax_dtype = torch.promote_types(q_blk.dtype, torch.float32)  # fp32, or fp64 for fp64 inputs
-    scores = torch.einsum("bmhd,bkhd->bhmk", q_blk, keys).to(softmax_dtype) * scale
-    probs = _safe_softmax(scores.masked_fill(~allowed, float("-inf")))
+    scores = torch.einsum("bmhd,bkhd->bhmk", q_blk, keys).to(softmax_dtype)
+    # in place: neither op's backward needs the scores, and the block's largest tensor is not copied
+    scores = scores.mul_(scale).masked_fill_(~allowed, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    # a row with nothing to attend is all -inf: softmax gives NaN there; such rows output 0. (Their
+    # NaN never reaches a gradient: every entry of the row is masked, and masked_fill_ zeroes it.)
+    probs = probs.masked_fill(~allowed.any(dim=-1, keepdim=True), 0.0)
     return torch.einsum("bhmk,bkhd->bmhd", probs.to(values.dtype), values)
 
 
@@ -58,6 +57,13 @@ def _banded_block(
     return _attend(q_blk, keys, values, allowed[:, None], scale)
 
 
+def _block_rows(window: int) -> int:
+    rows = MIN_BLOCK_M
+    while rows < min(window, MAX_BLOCK_M):
+        rows *= 2
+    return rows
+
+
 def _run(fn, *args):
     if torch.is_grad_enabled() and any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
         return checkpoint(fn, *args, use_reentrant=False)
@@ -74,8 +80,9 @@ def banded_attention(q, k, v, window: int, key_flags, global_idx, scale: float) 
         glob_valid = valid_global_slots(global_idx, key_flags)
         k_glob, v_glob = gather_rows(k, global_idx), gather_rows(v, global_idx)
     blocks = []
-    for start in range(0, n, BLOCK_M):
-        end = min(n, start + BLOCK_M)
+    block_m = _block_rows(window)
+    for start in range(0, n, block_m):
+        end = min(n, start + block_m)
         band_start, band_end = max(0, start - window), min(n, end + window)
         blocks.append(
             _run(
