@@ -1,0 +1,15 @@
+"""Triton backend: fused Longformer/LED attention kernels (forward and backward).
+
+``banded_attention`` (kernel A: band minus global/padded keys, plus the global keys, one softmax per
+row) and ``global_attention`` (kernel B: rows of the global queries over every non-padded key), each a
+``torch.autograd.Function`` over ops registered as ``led_kernels::triton_*`` with fake
+implementations, so ``torch.compile(fullgraph=True)`` traces through them.
+
+Set ``TRITON_INTERPRET=1`` before importing to run on CPU (tests); ``LED_KERNELS_AUTOTUNE=0`` pins
+the fixed tile configs on a GPU.
+"""
+
+from .banded import banded_attention
+from .global_rows import global_attention
+
+__all__ = ["banded_attention", "global_attention"]

@@ -1,0 +1,606 @@
+"""Shared pieces of the Triton backend: switches, tile configs, small jit helpers, and the three
+auxiliary kernels both attention ops use (key-flag preprocessing, ``delta = rowsum(dO * O)``, and the
+deterministic reduction of split partials).
+
+Conventions used by every kernel in this package:
+
+- Tensors are (B, N, H, D) with the last dim contiguous; every other stride is passed explicitly and
+  inputs are read in place.
+- Scores live in the log2 domain: ``s = q.k * scale * log2(e)``, so the softmax uses ``exp2`` and the
+  scale is one folded constant. The saved row LSE is ``m + log2(l)`` in that same domain; rows with
+  nothing to attend (and padded query rows) store ``+inf`` so that the backward's
+  ``exp2(s - lse)`` is exactly 0 for them without any extra masking.
+- Key flags: 0 = local, 1 = padding, 2 = global (padding wins when both).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = math.log2(math.e)
+LOCAL, PADDING, GLOBAL = 0, 1, 2
+MAX_HEAD_DIM = 256
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# Autotuning is for real GPUs only: under the interpreter it would just multiply the (slow) runtime,
+# and tests want one reproducible config. LED_KERNELS_AUTOTUNE=0 pins the fixed configs on a GPU too.
+AUTOTUNE = (not INTERPRET) and os.environ.get("LED_KERNELS_AUTOTUNE", "1") != "0"
+
+
+def _install_interpreter_numpy_shim() -> None:
+    """Triton's interpreter converts scalar tensors (numpy arrays of shape (1,)) to Python ints with
+    ``int(array)``, which NumPy >= 2.4 refuses, so every loop with a runtime bound fails under
+    TRITON_INTERPRET=1. Re-patch ``__index__`` to read the single element. CPU interpreter only."""
+    import numpy as np
+
+    try:
+        int(np.zeros(1, dtype=np.int32))
+        return
+    except TypeError:
+        pass
+    from triton.runtime import interpreter as _interp
+
+    original = getattr(_interp, "_patch_lang_tensor", None)
+    if original is None or getattr(original, "_led_kernels_shim", False):
+        return
+
+    def patched(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    patched._led_kernels_shim = True
+    _interp._patch_lang_tensor = patched
+
+
+if INTERPRET:
+    _install_interpreter_numpy_shim()
+
+
+# ----------------------------------------------------------------------------------------------------
+# host-side helpers (tests monkeypatch `empty`, `kernel_config` and `target_programs`)
+# ----------------------------------------------------------------------------------------------------
+
+
+def empty(shape, dtype, device) -> torch.Tensor:
+    """Every output/scratch buffer of this backend is allocated here, uninitialised: kernels must
+    write every element (the tests swap this for a NaN-filled allocator to prove it)."""
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def block_d(head_dim: int) -> int:
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+def check_head_dim(head_dim: int) -> None:
+    if not 1 <= head_dim <= MAX_HEAD_DIM:
+        raise ValueError(
+            f"triton backend: head_dim must be in [1, {MAX_HEAD_DIM}] (non powers of two are padded), "
+            f"got head_dim={head_dim}"
+        )
+
+
+def check_scale(scale: float) -> None:
+    # The kernels take the row max of the raw scores and scale it afterwards, which only preserves
+    # order for scale >= 0; a negative softmax scale has no use in attention, so refuse it loudly.
+    if not scale >= 0.0 or math.isinf(scale):
+        raise ValueError(f"triton backend: scale must be a finite float >= 0, got scale={scale}")
+
+
+def log2_scale(scale: float) -> float:
+    """The folded constant ``scale * log2(e)``, kept > 0: with scale == 0 a masked -inf score times 0
+    would be NaN, while 1e-30 gives exp2 arguments that round to exactly the same uniform weights."""
+    return max(scale * LOG2E, 1e-30)
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """fp32 inputs follow torch's matmul TF32 switch (off by default: exact fp32); 16-bit inputs
+    ignore the setting."""
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return "ieee"
+    return "tf32"
+
+
+@functools.lru_cache(maxsize=16)
+def _num_sms(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def target_programs(device: torch.device) -> int:
+    """How many programs a split-KV launch should aim for (about two waves on a GPU)."""
+    if device.type == "cuda":
+        return 2 * _num_sms(device.index if device.index is not None else torch.cuda.current_device())
+    return 8
+
+
+def split_plan(n_rows: int, block: int, base_programs: int, device: torch.device) -> tuple[int, int]:
+    """Split ``n_rows`` (keys or queries) into ``splits`` chunks of ``chunk`` rows, ``chunk`` a multiple
+    of ``block``, so that ``base_programs * splits`` roughly fills the machine. Depends on shapes only
+    (no host sync), so the launch is capturable by torch.compile / CUDA graphs."""
+    n_tiles = triton.cdiv(max(n_rows, 1), block)
+    want = max(1, triton.cdiv(target_programs(device), max(base_programs, 1)))
+    min_tiles = 4 if device.type == "cuda" else 2  # amortise the extra combine pass
+    tiles_per = min(max(triton.cdiv(n_tiles, want), min_tiles), n_tiles)
+    return triton.cdiv(n_tiles, tiles_per), tiles_per * block
+
+
+def kernel_config(kind: str, head_dim: int, device: torch.device, elem_bytes: int = 2) -> dict:
+    """Fixed tile config per kernel kind (used whenever autotuning is off, and always for the small
+    split/reduce kernels), shrunk to the device's shared memory for wide heads / fp32. Under the
+    interpreter every tile is 16 so that tiny test shapes still cover several tiles, interior tiles and
+    both edges."""
+    if INTERPRET or device.type != "cuda":
+        return {
+            "BLOCK_M": 16,
+            "BLOCK_N": 16,
+            "num_warps": 4,
+            "num_stages": 1,
+        }
+    big = head_dim > 64
+    huge = head_dim > 128
+    table = {
+        # kernel A forward: query tile x key tile
+        "band_fwd": (64, 32, 4, 2) if huge else (128, 64, 8 if big else 4, 3),
+        # kernel A dQ: query tile x key tile
+        "band_dq": (64, 32, 4, 2) if huge else (128, 64, 8, 2),
+        # kernel A dK/dV: query tile (BLOCK_M) walked by a key tile (BLOCK_N)
+        "band_dkdv": (32, 64, 4, 2) if huge else (64, 128, 8, 2),
+        # kernel A: dK/dV of the gathered global keys, query tile (slot tile set apart)
+        "gkey_dkdv": (64, 64, 4, 2) if not huge else (32, 32, 4, 2),
+        # kernel B (global rows): BLOCK_M = slot tile (widened from G by the launcher), BLOCK_N = key tile
+        "glob_fwd": (16, 128 if not big else 64, 4, 3),
+        "glob_dq": (16, 64, 4, 2),
+        "glob_dkdv": (16, 128 if not big else 64, 4, 2),
+    }
+    bm, bn, warps, stages = table[kind]
+    cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": warps, "num_stages": stages}
+    return fit_config(kind, cfg, head_dim, elem_bytes, device)
+
+
+@functools.lru_cache(maxsize=16)
+def _smem_budget(device_index: int) -> int:
+    props = torch.cuda.get_device_properties(device_index)
+    optin = getattr(props, "shared_memory_per_block_optin", 0) or 166912  # A100's, the smallest target
+    return optin - 4096  # barriers, reduction scratch, layout conversions
+
+
+def smem_budget(device: torch.device) -> int:
+    if INTERPRET or device.type != "cuda":
+        return 1 << 30
+    return _smem_budget(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def smem_estimate(kind: str, bm: int, bn: int, stages: int, bd: int, elem_bytes: int) -> int:
+    """Shared memory of the pipelined operands: tiles resident for the whole program plus ``stages``
+    copies of the streamed K/V (or Q/dO) tiles. Matches Triton's allocation to a few percent."""
+    if kind in ("band_fwd", "glob_fwd"):
+        resident, streamed = bm * bd, 2 * bn * bd  # q; k, v
+    elif kind in ("band_dq", "glob_dq"):
+        resident, streamed = 2 * bm * bd, 2 * bn * bd  # q, dO; k, v
+    elif kind == "gkey_dkdv":
+        resident, streamed = 2 * 64 * bd, 2 * bm * bd  # gathered k, v (slot tile <= 64); q, dO
+    else:  # band_dkdv, glob_dkdv
+        resident, streamed = 2 * bn * bd, 2 * bm * bd  # k, v; q, dO
+    return (resident + stages * streamed) * elem_bytes
+
+
+def fit_config(kind: str, cfg: dict, head_dim: int, elem_bytes: int, device: torch.device) -> dict:
+    """Shrink a config until it fits the device's shared memory: fewer stages first (down to 2),
+    then halve the streamed tile, then the resident one (not below 16)."""
+    cfg = dict(cfg)
+    budget = smem_budget(device)
+    bd = block_d(head_dim)
+    streamed_key = "BLOCK_M" if kind in ("band_dkdv", "glob_dkdv", "gkey_dkdv") else "BLOCK_N"
+    resident_key = "BLOCK_N" if streamed_key == "BLOCK_M" else "BLOCK_M"
+
+    def est():
+        return smem_estimate(kind, cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["num_stages"], bd, elem_bytes)
+
+    while est() > budget:
+        if cfg["num_stages"] > 2:
+            cfg["num_stages"] -= 1
+        elif cfg[streamed_key] > 16:
+            cfg[streamed_key] //= 2
+        elif cfg[resident_key] > 16:
+            cfg[resident_key] //= 2
+        else:
+            break
+    return cfg
+
+
+def autotune_configs(kind: str) -> list[triton.Config]:
+    """A short list for the three heavy kernels of kernel A; everything else keeps its fixed config."""
+    if kind == "band_fwd":
+        shapes = [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 4), (128, 32, 4, 4)]
+    elif kind == "band_dq":
+        shapes = [(128, 64, 8, 2), (128, 32, 4, 3), (64, 64, 4, 3), (128, 64, 4, 3)]
+    else:  # band_dkdv
+        shapes = [(64, 128, 8, 2), (32, 128, 4, 3), (64, 64, 4, 3), (64, 128, 8, 3)]
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in shapes
+    ]
+
+
+def _prune_to_smem(kind: str):
+    """Autotune pruning: drop configs that cannot fit this device's shared memory (wide heads, fp32);
+    if none is left, fall back to the fixed config shrunk to fit."""
+
+    def prune(configs, named_args, **kwargs):
+        q = named_args["Q"]
+        head_dim = kwargs["HEAD_DIM"]
+        budget = smem_budget(q.device)
+        bd = block_d(head_dim)
+        elem = q.element_size()
+        keep = [
+            c
+            for c in configs
+            if smem_estimate(kind, c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_stages, bd, elem) <= budget
+        ]
+        if keep:
+            return keep
+        cfg = kernel_config(kind, head_dim, q.device, elem)
+        return [
+            triton.Config(
+                {"BLOCK_M": cfg["BLOCK_M"], "BLOCK_N": cfg["BLOCK_N"]},
+                num_warps=cfg["num_warps"],
+                num_stages=cfg["num_stages"],
+            )
+        ]
+
+    return prune
+
+
+def maybe_autotune(kind: str):
+    """Decorator: autotune over `autotune_configs(kind)` when AUTOTUNE, else leave the kernel plain (the
+    launcher then passes the fixed config). The key buckets N and w so a training run with varying
+    lengths does not retune on every new length."""
+
+    def deco(fn):
+        if not AUTOTUNE:
+            return fn
+        return triton.autotune(
+            configs=autotune_configs(kind),
+            key=["HEAD_DIM", "N_BUCKET", "W_BUCKET"],
+            prune_configs_by={"early_config_prune": _prune_to_smem(kind)},
+        )(fn)
+
+    return deco
+
+
+def launch_config(kind: str, head_dim: int, device: torch.device, elem_bytes: int, autotuned: bool) -> dict:
+    """Keyword arguments for a launch: nothing when the autotuner owns the block sizes."""
+    if autotuned and AUTOTUNE:
+        return {}
+    return kernel_config(kind, head_dim, device, elem_bytes)
+
+
+def bucket(x: int) -> int:
+    return triton.next_power_of_2(max(1, min(x, 1 << 16)))
+
+
+# ----------------------------------------------------------------------------------------------------
+# jit helpers
+# ----------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def load_rows(ptrs, row_ok, offs_d, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, MASK_ROWS: tl.constexpr):
+    """Load a [rows, BLOCK_D] tile; the row mask is compiled in only for edge tiles and the column
+    mask only when head_dim is not a power of two."""
+    if MASK_ROWS:
+        if BLOCK_D == HEAD_DIM:
+            x = tl.load(ptrs, mask=row_ok[:, None], other=0.0)
+        else:
+            x = tl.load(ptrs, mask=row_ok[:, None] & (offs_d < HEAD_DIM)[None, :], other=0.0)
+    else:
+        if BLOCK_D == HEAD_DIM:
+            x = tl.load(ptrs)
+        else:
+            x = tl.load(ptrs, mask=(offs_d < HEAD_DIM)[None, :], other=0.0)
+    return x
+
+
+@triton.jit
+def store_rows(ptrs, x, row_ok, offs_d, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
+    if BLOCK_D == HEAD_DIM:
+        tl.store(ptrs, x, mask=row_ok[:, None])
+    else:
+        tl.store(ptrs, x, mask=row_ok[:, None] & (offs_d < HEAD_DIM)[None, :])
+
+
+@triton.jit
+def softmax_step(m_i, qk, qk_scale):
+    """Online-softmax step on raw scores ``qk`` (masked entries already -inf; qk_scale > 0, so the scale
+    commutes with the row max and rides inside the exp2 argument as one FMA per score).
+
+    A row that has seen only -inf so far keeps m = -inf; exponentiating against 0 instead keeps every
+    exp2 argument free of (-inf) - (-inf) = NaN and gives p = 0, alpha = 0 for it. The guard is per row,
+    so unmasked tiles pay next to nothing for it."""
+    m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)  # [BLOCK_M]
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.exp2(qk * qk_scale - m_use[:, None])  # [BLOCK_M, BLOCK_N]
+    alpha = tl.exp2(m_i - m_use)  # [BLOCK_M]
+    return p, alpha, m_new
+
+
+@triton.jit
+def band_tiles(t0, T: tl.constexpr, U: tl.constexpr, window, lo_b, hi_b, N):
+    """Tiles of size U of the *other* axis that the band of the owner tile [t0, t0 + T) touches,
+    clipped to [lo_b, hi_b) (the span of non-padded tokens), split into three runs:
+
+        [lo, int_lo)      left edge: needs the |i - j| <= w mask
+        [int_lo, int_hi)  interior: every pair is inside the band and every row in bounds, so no
+                          band mask and no bounds mask
+        [int_hi, hi_r)    right edge: band mask (and bounds mask past N)
+
+    The band relation is symmetric, so kernel A's forward / dQ (owner = query tile) and dK/dV
+    (owner = key tile) share this. All quantities are >= 0, so integer division is floor."""
+    lo = tl.maximum(t0 - window, lo_b)
+    hi = tl.minimum(t0 + T + window, hi_b)
+    lo = (lo // U) * U
+    hi_r = tl.maximum(((hi + U - 1) // U) * U, lo)
+    # interior tile start u0 needs u0 >= t0 + T - 1 - w and end u0 + U <= min(t0 + w + 1, N)
+    int_lo = ((tl.maximum(t0 + T - 1 - window, lo) + U - 1) // U) * U
+    int_lo = tl.minimum(int_lo, hi_r)
+    int_hi = (tl.minimum(t0 + window + 1, N) // U) * U
+    int_hi = tl.minimum(tl.maximum(int_hi, int_lo), hi_r)
+    return lo, int_lo, int_hi, hi_r
+
+
+@triton.jit
+def chunk_tiles(c0, chunk, lo_b, hi_b, N, U: tl.constexpr):
+    """Tiles of size U inside the split chunk [c0, c0 + chunk) (c0 and chunk multiples of U), clipped
+    to [lo_b, hi_b): full in-bounds tiles [lo, full_hi) and the ragged tail [full_hi, hi_r)."""
+    lo = (tl.maximum(c0, lo_b) // U) * U
+    hi = tl.minimum(c0 + chunk, hi_b)
+    hi_r = tl.maximum(((hi + U - 1) // U) * U, lo)
+    full_hi = tl.minimum(tl.maximum((N // U) * U, lo), hi_r)
+    return lo, full_hi, hi_r
+
+
+# ----------------------------------------------------------------------------------------------------
+# auxiliary kernels
+# ----------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _prep_kernel(
+    Flags,  # int8 (B, N)
+    GIdx,  # int32 (B, G)
+    CumExcl,  # int32 (B, N + 1): CumExcl[b, j] = #{j' < j : flag != LOCAL}
+    CumPad,  # int32 (B, N + 1): CumPad[b, j] = #{j' < j : flag == PADDING}
+    Bounds,  # int32 (B, 4): first non-padded token, last non-padded + 1, #slots with idx >= 0, 0
+    N,
+    G,
+    BLOCK: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+):
+    # One program per batch element. The prefix counts let every attention kernel decide with two
+    # scalar loads whether a key tile of *any* size contains an excluded key, so autotuned tile sizes
+    # need no re-preprocessing; the bounds let them skip fully padded tails.
+    b = tl.program_id(0).to(tl.int64)
+    flags_row = Flags + b * N
+    ce_row = CumExcl + b * (N + 1)
+    cp_row = CumPad + b * (N + 1)
+    tl.store(ce_row, 0)
+    tl.store(cp_row, 0)
+    carry_e = tl.zeros([], dtype=tl.int32)
+    carry_p = tl.zeros([], dtype=tl.int32)
+    kv_lo = tl.zeros([], dtype=tl.int32) + N
+    kv_hi = tl.zeros([], dtype=tl.int32)
+    for start in range(0, N, BLOCK):
+        offs = start + tl.arange(0, BLOCK)  # [BLOCK]
+        inb = offs < N
+        f = tl.load(flags_row + offs, mask=inb, other=1)
+        excl = (f != 0).to(tl.int32)
+        pad = (f == 1).to(tl.int32)
+        tl.store(ce_row + 1 + offs, tl.cumsum(excl, 0) + carry_e, mask=inb)
+        tl.store(cp_row + 1 + offs, tl.cumsum(pad, 0) + carry_p, mask=inb)
+        carry_e += tl.sum(excl, 0)
+        carry_p += tl.sum(pad, 0)
+        keep = inb & (f != 1)
+        kv_lo = tl.minimum(kv_lo, tl.min(tl.where(keep, offs, N), 0))
+        kv_hi = tl.maximum(kv_hi, tl.max(tl.where(keep, offs + 1, 0), 0))
+    nslots = tl.zeros([], dtype=tl.int32)
+    for s0 in range(0, G, BLOCK_G):
+        offs_g = s0 + tl.arange(0, BLOCK_G)
+        gi = tl.load(GIdx + b * G + offs_g, mask=offs_g < G, other=-1)
+        nslots += tl.sum((gi >= 0).to(tl.int32), 0)
+    tl.store(Bounds + b * 4 + 0, kv_lo)
+    tl.store(Bounds + b * 4 + 1, kv_hi)
+    tl.store(Bounds + b * 4 + 2, nslots)
+    tl.store(Bounds + b * 4 + 3, 0)
+
+
+@triton.jit
+def _bwd_delta_kernel(
+    Out,
+    DO,
+    Delta,  # fp32 (B, H, M)
+    stride_ob,
+    stride_om,
+    stride_oh,
+    stride_dob,
+    stride_dom,
+    stride_doh,
+    M,
+    H,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_ok = rows < M
+    o_ptrs = Out + b * stride_ob + h * stride_oh + rows[:, None] * stride_om + offs_d[None, :]
+    do_ptrs = DO + b * stride_dob + h * stride_doh + rows[:, None] * stride_dom + offs_d[None, :]
+    o = load_rows(o_ptrs, row_ok, offs_d, HEAD_DIM, BLOCK_D, True).to(tl.float32)  # [BLOCK_M, BLOCK_D]
+    do = load_rows(do_ptrs, row_ok, offs_d, HEAD_DIM, BLOCK_D, True).to(tl.float32)
+    delta = tl.sum(o * do, 1)  # [BLOCK_M]
+    tl.store(Delta + pid_bh.to(tl.int64) * M + rows, delta, mask=row_ok)
+
+
+@triton.jit
+def _reduce_partials_kernel(
+    Part,  # fp32 (B*H, S, R, BLOCK_D)
+    Out,  # (B, *, H, HEAD_DIM) in the output dtype
+    GIdx,  # int32 (B, R): destination rows when SCATTER
+    Flags,  # int8 (B, N)
+    stride_ob,
+    stride_on,
+    stride_oh,
+    S,
+    R,
+    N,
+    H,
+    scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    SCATTER: tl.constexpr,
+):
+    # Sums split partials in a fixed order (deterministic, no atomics). With SCATTER, slot r goes to row
+    # GIdx[b, r] when that slot is valid; distinct slots name distinct rows, so the stores never race.
+    pid_r = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_in = rows < R
+    acc = tl.zeros([BLOCK_R, BLOCK_D], dtype=tl.float32)
+    part_base = Part + pid_bh.to(tl.int64) * S * R * BLOCK_D
+    for sp in range(0, S):
+        ptrs = part_base + (sp * R + rows)[:, None] * BLOCK_D + offs_d[None, :]
+        acc += tl.load(ptrs, mask=row_in[:, None], other=0.0)  # [BLOCK_R, BLOCK_D]
+    acc = acc * scale
+    if SCATTER:
+        gi = tl.load(GIdx + b * R + rows, mask=row_in, other=-1)
+        gf = tl.load(Flags + b * N + gi, mask=gi >= 0, other=0)
+        ok = (gi >= 0) & (gf == 2)
+        dest = tl.where(ok, gi, 0).to(tl.int64)
+    else:
+        ok = row_in
+        dest = rows.to(tl.int64)
+    ptrs = Out + b * stride_ob + h * stride_oh + dest[:, None] * stride_on + offs_d[None, :]
+    store_rows(ptrs, acc.to(Out.dtype.element_ty), ok, offs_d, HEAD_DIM, BLOCK_D)
+
+
+# ----------------------------------------------------------------------------------------------------
+# launchers + registered ops shared by both attention ops
+# ----------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("led_kernels::triton_prep", mutates_args=())
+def triton_prep(
+    key_flags: torch.Tensor, global_idx: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per batch element: prefix counts of excluded (non-local) and padded keys, and the bounds
+    (first non-padded, last non-padded + 1, number of listed global slots)."""
+    bsz, n = key_flags.shape
+    g = global_idx.shape[1]
+    dev = key_flags.device
+    cum_excl = empty((bsz, n + 1), torch.int32, dev)
+    cum_pad = empty((bsz, n + 1), torch.int32, dev)
+    bounds = empty((bsz, 4), torch.int32, dev)
+    if bsz == 0:
+        return cum_excl, cum_pad, bounds
+    # one program per batch element walking N in chunks: 8192 keys x 16 warps is the widest chunk
+    # that stays spill-free on sm_90 (two chunks for N = 16k)
+    block = min(triton.next_power_of_2(max(n, 16)), 8192 if dev.type == "cuda" else 1024)
+    block_g = min(triton.next_power_of_2(max(g, 16)), 1024)
+    num_warps = 16 if block >= 4096 else 4
+    _prep_kernel[(bsz,)](
+        key_flags,
+        global_idx,
+        cum_excl,
+        cum_pad,
+        bounds,
+        n,
+        g,
+        BLOCK=block,
+        BLOCK_G=block_g,
+        num_warps=num_warps,
+    )
+    return cum_excl, cum_pad, bounds
+
+
+@triton_prep.register_fake
+def _(key_flags, global_idx):
+    bsz, n = key_flags.shape
+    return (
+        key_flags.new_empty((bsz, n + 1), dtype=torch.int32),
+        key_flags.new_empty((bsz, n + 1), dtype=torch.int32),
+        key_flags.new_empty((bsz, 4), dtype=torch.int32),
+    )
+
+
+def bwd_delta(out: torch.Tensor, dout: torch.Tensor) -> torch.Tensor:
+    """delta[b, h, m] = sum_d dO * O in fp32, (B, H, M)."""
+    bsz, m, h, d = out.shape
+    delta = empty((bsz, h, m), torch.float32, out.device)
+    if delta.numel() == 0:
+        return delta
+    block_m = 16 if INTERPRET else 64
+    _bwd_delta_kernel[(triton.cdiv(m, block_m), bsz * h)](
+        out,
+        dout,
+        delta,
+        out.stride(0),
+        out.stride(1),
+        out.stride(2),
+        dout.stride(0),
+        dout.stride(1),
+        dout.stride(2),
+        m,
+        h,
+        HEAD_DIM=d,
+        BLOCK_D=block_d(d),
+        BLOCK_M=block_m,
+        num_warps=4,
+    )
+    return delta
+
+
+def reduce_partials(
+    part: torch.Tensor,
+    out: torch.Tensor,
+    global_idx: torch.Tensor,
+    key_flags: torch.Tensor,
+    scale: float,
+    scatter: bool,
+) -> None:
+    """out[rows] = scale * sum over splits of part, (B*H, S, R, BLOCK_D) -> rows of ``out``."""
+    bh, splits, r, bd = part.shape
+    bsz, n, h, d = out.shape
+    if bh == 0 or r == 0:
+        return
+    block_r = 16 if INTERPRET else 32
+    _reduce_partials_kernel[(triton.cdiv(r, block_r), bh)](
+        part,
+        out,
+        global_idx,
+        key_flags,
+        out.stride(0),
+        out.stride(1),
+        out.stride(2),
+        splits,
+        r,
+        key_flags.shape[1],
+        h,
+        scale,
+        HEAD_DIM=d,
+        BLOCK_D=bd,
+        BLOCK_R=block_r,
+        SCATTER=scatter,
+        num_warps=4,
+    )

@@ -1,0 +1,857 @@
+"""Kernel A: every query row's Longformer/LED attention, fused. Query i (not padding) attends
+
+    { j : |i - j| <= w and key j is local }  U  { the valid global keys }
+
+under one fp32 softmax. Layout of this file: jit tile bodies, kernels (forward; backward dQ, dK/dV of
+the band, dK/dV of the gathered global keys), launchers registered as ``led_kernels::`` ops, the
+autograd Function, and the public ``banded_attention``.
+
+Design, per (batch x head):
+
+- Forward / dQ: one program per query tile. The global keys are gathered first (slot tiles of
+  BLOCK_G, invalid slots masked); then the band is walked as three runs of key tiles (left edge,
+  interior, right edge, see ``band_tiles``). Interior tiles carry no band or bounds mask; a key tile
+  that contains a global or padded key (two scalar loads of the prefix counts say so) takes a
+  key-mask branch, all others the plain path.
+- dK/dV of the band: one program per key tile walking the query tiles of the transposed band (the
+  same edge/interior split, decided per tile inside one loop). Global and padded keys get exactly 0
+  here.
+- dK/dV of the global keys (they receive gradient from every query): one program per (slot tile,
+  query chunk); chunks write fp32 partials that a second kernel sums in a fixed order and scatters to
+  the global rows of dK/dV, overwriting the zeros the band pass left there. No atomics anywhere, so
+  gradients are bitwise reproducible.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import _common
+from ._common import (
+    band_tiles,
+    block_d,
+    bwd_delta,
+    check_head_dim,
+    check_scale,
+    chunk_tiles,
+    dot_precision,
+    launch_config,
+    load_rows,
+    log2_scale,
+    maybe_autotune,
+    reduce_partials,
+    softmax_step,
+    store_rows,
+)
+
+# ----------------------------------------------------------------------------------------------------
+# tile bodies
+# ----------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _fwd_band_tile(
+    acc,
+    l_i,
+    m_i,
+    q,
+    k_base,
+    v_base,
+    stride_kn,
+    stride_vn,
+    flags_row,
+    cum_row,
+    start_n,
+    offs_m,
+    offs_n,
+    offs_d,
+    N,
+    window,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    MASKED: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    cols = start_n + offs_n  # [BLOCK_N]
+    k_ptrs = k_base + cols[:, None] * stride_kn + offs_d[None, :]
+    v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :]
+    if MASKED:
+        col_ok = cols < N
+        k = load_rows(k_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True)  # [BLOCK_N, BLOCK_D]
+        v = load_rows(v_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True)
+        kf = tl.load(flags_row + cols, mask=col_ok, other=1)  # [BLOCK_N]
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_N]
+        dist = offs_m[:, None] - cols[None, :]
+        keep = (dist <= window) & (dist >= -window) & (kf == 0)[None, :]
+        qk = tl.where(keep, qk, float("-inf"))
+    else:
+        k = load_rows(k_ptrs, cols, offs_d, HEAD_DIM, BLOCK_D, False)
+        v = load_rows(v_ptrs, cols, offs_d, HEAD_DIM, BLOCK_D, False)
+        # global/padded keys inside the band: only the tiles holding one pay for the key mask. (Only
+        # the mask sits under the branch: an if/else around the whole softmax step breaks Triton's
+        # wgmma pipeliner on sm_90.)
+        n_excl = tl.load(cum_row + start_n + BLOCK_N) - tl.load(cum_row + start_n)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_N]
+        if n_excl != 0:
+            kf = tl.load(flags_row + cols)
+            qk = tl.where((kf == 0)[None, :], qk, float("-inf"))
+    p, alpha, m_new = softmax_step(m_i, qk, qk_scale)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_D]
+    return acc, l_i, m_new
+
+
+@triton.jit
+def _dq_band_tile(
+    dq,
+    q,
+    do,
+    lse,
+    delta,
+    k_base,
+    v_base,
+    stride_kn,
+    stride_vn,
+    flags_row,
+    cum_row,
+    start_n,
+    offs_m,
+    offs_n,
+    offs_d,
+    N,
+    window,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    MASKED: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    cols = start_n + offs_n  # [BLOCK_N]
+    k_ptrs = k_base + cols[:, None] * stride_kn + offs_d[None, :]
+    v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :]
+    if MASKED:
+        col_ok = cols < N
+        k = load_rows(k_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True)  # [BLOCK_N, BLOCK_D]
+        v = load_rows(v_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True)
+        kf = tl.load(flags_row + cols, mask=col_ok, other=1)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_N]
+        dist = offs_m[:, None] - cols[None, :]
+        keep = (dist <= window) & (dist >= -window) & (kf == 0)[None, :]
+        # where (not multiply): masked scores may overflow exp2 to inf, which must not reach dS
+        p = tl.where(keep, tl.exp2(qk * qk_scale - lse[:, None]), 0.0)
+    else:
+        k = load_rows(k_ptrs, cols, offs_d, HEAD_DIM, BLOCK_D, False)
+        v = load_rows(v_ptrs, cols, offs_d, HEAD_DIM, BLOCK_D, False)
+        n_excl = tl.load(cum_row + start_n + BLOCK_N) - tl.load(cum_row + start_n)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+        p = tl.exp2(qk * qk_scale - lse[:, None])  # [BLOCK_M, BLOCK_N]
+        if n_excl != 0:
+            kf = tl.load(flags_row + cols)
+            p = tl.where((kf == 0)[None, :], p, 0.0)
+    dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_N]
+    ds = p * (dp - delta[:, None])
+    dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_D]
+    return dq
+
+
+@triton.jit
+def _dkdv_tile(
+    dk,
+    dv,
+    k,
+    v,
+    key_keep,
+    need_mask,
+    q_base,
+    do_base,
+    lse_row,
+    delta_row,
+    stride_qn,
+    stride_don,
+    start_m,
+    offs_m,
+    offs_n,
+    offs_d,
+    N,
+    window,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    MASK_ROWS: tl.constexpr,
+    BAND: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    """One query tile's contribution to a key tile's dK/dV, computed transposed (keys on rows) so the
+    accumulators stay [BLOCK_N, BLOCK_D]. Shared by the band pass (BAND: edge tiles add |i - j| <= w to
+    the key mask) and the global passes (key_keep = slot validity / non-padded keys). ``need_mask``
+    (runtime) is false for interior tiles of clean key tiles: those skip the select entirely."""
+    rows = start_m + offs_m  # [BLOCK_M]
+    q_ptrs = q_base + rows[:, None] * stride_qn + offs_d[None, :]
+    do_ptrs = do_base + rows[:, None] * stride_don + offs_d[None, :]
+    if MASK_ROWS:
+        row_ok = rows < N
+        q = load_rows(q_ptrs, row_ok, offs_d, HEAD_DIM, BLOCK_D, True)  # [BLOCK_M, BLOCK_D]
+        do = load_rows(do_ptrs, row_ok, offs_d, HEAD_DIM, BLOCK_D, True)
+        # padded / out-of-range query rows: lse = +inf makes their probabilities exactly 0
+        lse = tl.load(lse_row + rows, mask=row_ok, other=float("inf"))  # [BLOCK_M]
+        delta = tl.load(delta_row + rows, mask=row_ok, other=0.0)
+    else:
+        q = load_rows(q_ptrs, rows, offs_d, HEAD_DIM, BLOCK_D, False)
+        do = load_rows(do_ptrs, rows, offs_d, HEAD_DIM, BLOCK_D, False)
+        lse = tl.load(lse_row + rows)
+        delta = tl.load(delta_row + rows)
+    qkT = tl.dot(k, tl.trans(q), input_precision=DOT_PREC)  # [BLOCK_N, BLOCK_M]
+    pT = tl.exp2(qkT * qk_scale - lse[None, :])
+    if need_mask:
+        if BAND:
+            dist = rows[None, :] - offs_n[:, None]
+            keep = (dist <= window) & (dist >= -window) & key_keep[:, None]
+        else:
+            keep = key_keep[:, None]
+        pT = tl.where(keep, pT, 0.0)
+    dv += tl.dot(pT.to(do.dtype), do, input_precision=DOT_PREC)  # [BLOCK_N, BLOCK_D]
+    dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)  # [BLOCK_N, BLOCK_M]
+    dsT = pT * (dpT - delta[None, :])
+    dk += tl.dot(dsT.to(q.dtype), q, input_precision=DOT_PREC)  # [BLOCK_N, BLOCK_D]
+    return dk, dv
+
+
+# ----------------------------------------------------------------------------------------------------
+# kernels
+# ----------------------------------------------------------------------------------------------------
+
+
+@maybe_autotune("band_fwd")
+@triton.jit
+def _band_fwd_kernel(
+    Q,
+    K,
+    V,
+    Out,
+    Lse,  # fp32 (B, H, N), log2 domain
+    Flags,
+    CumExcl,
+    Bounds,
+    GIdx,
+    stride_qb,
+    stride_qn,
+    stride_qh,
+    stride_kb,
+    stride_kn,
+    stride_kh,
+    stride_vb,
+    stride_vn,
+    stride_vh,
+    stride_ob,
+    stride_on,
+    stride_oh,
+    N,
+    H,
+    G,
+    window,
+    qk_scale,
+    N_BUCKET,  # autotune key only
+    W_BUCKET,  # autotune key only
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    q_base = Q + b * stride_qb + h * stride_qh
+    k_base = K + b * stride_kb + h * stride_kh
+    v_base = V + b * stride_vb + h * stride_vh
+    flags_row = Flags + b * N
+    cum_row = CumExcl + b * (N + 1)
+
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_g = tl.arange(0, BLOCK_G)
+    row_ok = offs_m < N
+
+    kv_lo = tl.load(Bounds + b * 4 + 0)
+    kv_hi = tl.load(Bounds + b * 4 + 1)
+    nslots = tl.load(Bounds + b * 4 + 2)
+    # a query tile entirely outside the non-padded span only writes zeros: empty every loop
+    active = (m0 < kv_hi) & (m0 + BLOCK_M > kv_lo)
+    nslots = tl.where(active, nslots, 0)
+    hi_b = tl.where(active, kv_hi, 0)
+
+    q = load_rows(
+        q_base + offs_m[:, None] * stride_qn + offs_d[None, :], row_ok, offs_d, HEAD_DIM, BLOCK_D, True
+    )
+    qf = tl.load(flags_row + offs_m, mask=row_ok, other=1)  # [BLOCK_M]
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+
+    # prologue: the gathered global keys (invalid slots -> -inf columns)
+    for s0 in range(0, nslots, BLOCK_G):
+        slots = s0 + offs_g
+        gi = tl.load(GIdx + b * G + slots, mask=slots < nslots, other=-1)  # [BLOCK_G]
+        gf = tl.load(flags_row + gi, mask=gi >= 0, other=0)
+        g_ok = (gi >= 0) & (gf == 2)
+        gi64 = tl.where(g_ok, gi, 0).to(tl.int64)
+        k = load_rows(
+            k_base + gi64[:, None] * stride_kn + offs_d[None, :], g_ok, offs_d, HEAD_DIM, BLOCK_D, True
+        )
+        v = load_rows(
+            v_base + gi64[:, None] * stride_vn + offs_d[None, :], g_ok, offs_d, HEAD_DIM, BLOCK_D, True
+        )
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_G]
+        qk = tl.where(g_ok[None, :], qk, float("-inf"))
+        p, alpha, m_i = softmax_step(m_i, qk, qk_scale)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+
+    lo, int_lo, int_hi, hi_r = band_tiles(m0, BLOCK_M, BLOCK_N, window, kv_lo, hi_b, N)
+    for start_n in range(lo, int_lo, BLOCK_N):
+        acc, l_i, m_i = _fwd_band_tile(
+            acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, flags_row, cum_row, start_n,
+            offs_m, offs_n, offs_d, N, window, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, True, DOT_PREC,
+        )  # fmt: skip
+    for start_n in range(int_lo, int_hi, BLOCK_N):
+        acc, l_i, m_i = _fwd_band_tile(
+            acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, flags_row, cum_row, start_n,
+            offs_m, offs_n, offs_d, N, window, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, False, DOT_PREC,
+        )  # fmt: skip
+    for start_n in range(int_hi, hi_r, BLOCK_N):
+        acc, l_i, m_i = _fwd_band_tile(
+            acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, flags_row, cum_row, start_n,
+            offs_m, offs_n, offs_d, N, window, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, True, DOT_PREC,
+        )  # fmt: skip
+
+    # epilogue: padded query rows and rows that attended nothing output 0 and store lse = +inf
+    live = (qf != 1) & (l_i > 0.0)
+    l_safe = tl.where(live, l_i, 1.0)
+    out = tl.where(live[:, None], acc / l_safe[:, None], 0.0)
+    lse = tl.where(live, m_i + tl.log2(l_safe), float("inf"))
+    o_ptrs = Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :]
+    store_rows(o_ptrs, out.to(Out.dtype.element_ty), row_ok, offs_d, HEAD_DIM, BLOCK_D)
+    tl.store(Lse + pid_bh.to(tl.int64) * N + offs_m, lse, mask=row_ok)
+
+
+@maybe_autotune("band_dq")
+@triton.jit
+def _band_dq_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    DQ,
+    Lse,
+    Delta,
+    Flags,
+    CumExcl,
+    Bounds,
+    GIdx,
+    stride_qb,
+    stride_qn,
+    stride_qh,
+    stride_kb,
+    stride_kn,
+    stride_kh,
+    stride_vb,
+    stride_vn,
+    stride_vh,
+    stride_dob,
+    stride_don,
+    stride_doh,
+    stride_dqb,
+    stride_dqn,
+    stride_dqh,
+    N,
+    H,
+    G,
+    window,
+    qk_scale,
+    scale,
+    N_BUCKET,
+    W_BUCKET,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    # Second backward pass, one program per query tile: same key walk as the forward, dQ in registers
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    q_base = Q + b * stride_qb + h * stride_qh
+    k_base = K + b * stride_kb + h * stride_kh
+    v_base = V + b * stride_vb + h * stride_vh
+    do_base = DO + b * stride_dob + h * stride_doh
+    flags_row = Flags + b * N
+    cum_row = CumExcl + b * (N + 1)
+    lse_row = Lse + pid_bh.to(tl.int64) * N
+    delta_row = Delta + pid_bh.to(tl.int64) * N
+
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_g = tl.arange(0, BLOCK_G)
+    row_ok = offs_m < N
+
+    kv_lo = tl.load(Bounds + b * 4 + 0)
+    kv_hi = tl.load(Bounds + b * 4 + 1)
+    nslots = tl.load(Bounds + b * 4 + 2)
+    active = (m0 < kv_hi) & (m0 + BLOCK_M > kv_lo)
+    nslots = tl.where(active, nslots, 0)
+    hi_b = tl.where(active, kv_hi, 0)
+
+    q = load_rows(
+        q_base + offs_m[:, None] * stride_qn + offs_d[None, :], row_ok, offs_d, HEAD_DIM, BLOCK_D, True
+    )
+    do = load_rows(
+        do_base + offs_m[:, None] * stride_don + offs_d[None, :], row_ok, offs_d, HEAD_DIM, BLOCK_D, True
+    )
+    lse = tl.load(lse_row + offs_m, mask=row_ok, other=float("inf"))  # [BLOCK_M]
+    delta = tl.load(delta_row + offs_m, mask=row_ok, other=0.0)
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+
+    for s0 in range(0, nslots, BLOCK_G):
+        slots = s0 + offs_g
+        gi = tl.load(GIdx + b * G + slots, mask=slots < nslots, other=-1)
+        gf = tl.load(flags_row + gi, mask=gi >= 0, other=0)
+        g_ok = (gi >= 0) & (gf == 2)
+        gi64 = tl.where(g_ok, gi, 0).to(tl.int64)
+        k = load_rows(
+            k_base + gi64[:, None] * stride_kn + offs_d[None, :], g_ok, offs_d, HEAD_DIM, BLOCK_D, True
+        )
+        v = load_rows(
+            v_base + gi64[:, None] * stride_vn + offs_d[None, :], g_ok, offs_d, HEAD_DIM, BLOCK_D, True
+        )
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_G]
+        p = tl.where(g_ok[None, :], tl.exp2(qk * qk_scale - lse[:, None]), 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)
+
+    lo, int_lo, int_hi, hi_r = band_tiles(m0, BLOCK_M, BLOCK_N, window, kv_lo, hi_b, N)
+    for start_n in range(lo, int_lo, BLOCK_N):
+        dq = _dq_band_tile(
+            dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn, flags_row, cum_row, start_n,
+            offs_m, offs_n, offs_d, N, window, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, True, DOT_PREC,
+        )  # fmt: skip
+    for start_n in range(int_lo, int_hi, BLOCK_N):
+        dq = _dq_band_tile(
+            dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn, flags_row, cum_row, start_n,
+            offs_m, offs_n, offs_d, N, window, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, False, DOT_PREC,
+        )  # fmt: skip
+    for start_n in range(int_hi, hi_r, BLOCK_N):
+        dq = _dq_band_tile(
+            dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn, flags_row, cum_row, start_n,
+            offs_m, offs_n, offs_d, N, window, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, True, DOT_PREC,
+        )  # fmt: skip
+
+    dq = dq * scale
+    dq_ptrs = DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dqn + offs_d[None, :]
+    store_rows(dq_ptrs, dq.to(DQ.dtype.element_ty), row_ok, offs_d, HEAD_DIM, BLOCK_D)
+
+
+@maybe_autotune("band_dkdv")
+@triton.jit
+def _band_dkdv_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    DK,
+    DV,
+    Lse,
+    Delta,
+    Flags,
+    Bounds,
+    stride_qb,
+    stride_qn,
+    stride_qh,
+    stride_kb,
+    stride_kn,
+    stride_kh,
+    stride_vb,
+    stride_vn,
+    stride_vh,
+    stride_dob,
+    stride_don,
+    stride_doh,
+    stride_dkb,
+    stride_dkn,
+    stride_dkh,
+    stride_dvb,
+    stride_dvn,
+    stride_dvh,
+    N,
+    H,
+    window,
+    qk_scale,
+    scale,
+    N_BUCKET,
+    W_BUCKET,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    # One program per key tile; it owns dK/dV of its keys for the band part only (global and padded
+    # keys are excluded from every band, so their rows are written as 0 here).
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    q_base = Q + b * stride_qb + h * stride_qh
+    do_base = DO + b * stride_dob + h * stride_doh
+    k_base = K + b * stride_kb + h * stride_kh
+    v_base = V + b * stride_vb + h * stride_vh
+    flags_row = Flags + b * N
+    lse_row = Lse + pid_bh.to(tl.int64) * N
+    delta_row = Delta + pid_bh.to(tl.int64) * N
+
+    n0 = pid_n * BLOCK_N
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    col_ok = offs_n < N
+
+    k = load_rows(
+        k_base + offs_n[:, None] * stride_kn + offs_d[None, :], col_ok, offs_d, HEAD_DIM, BLOCK_D, True
+    )
+    v = load_rows(
+        v_base + offs_n[:, None] * stride_vn + offs_d[None, :], col_ok, offs_d, HEAD_DIM, BLOCK_D, True
+    )
+    kf = tl.load(flags_row + offs_n, mask=col_ok, other=1)
+    key_keep = kf == 0  # [BLOCK_N]
+    n_keep = tl.sum(key_keep.to(tl.int32), 0)
+    keys_clean = (n_keep == BLOCK_N).to(tl.int32)
+
+    kv_lo = tl.load(Bounds + b * 4 + 0)
+    kv_hi = tl.load(Bounds + b * 4 + 1)
+    hi_b = tl.where(n_keep > 0, kv_hi, 0)  # no local key in this tile: nothing to do
+
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    lo, int_lo, int_hi, hi_r = band_tiles(n0, BLOCK_N, BLOCK_M, window, kv_lo, hi_b, N)
+    # One loop with a per-tile runtime mask decision rather than three loops as in the forward: on
+    # sm_90 a dK/dV accumulator carried across consecutive loops makes ptxas serialise the wgmmas
+    # (C7515). Row-bound masks on the loads are kept (only the last query tile needs them; they are
+    # predicates on the async copies, not score work).
+    for start_m in range(lo, hi_r, BLOCK_M):
+        need_mask = (start_m < int_lo) | (start_m >= int_hi) | (keys_clean == 0)
+        dk, dv = _dkdv_tile(
+            dk, dv, k, v, key_keep, need_mask, q_base, do_base, lse_row, delta_row, stride_qn, stride_don,
+            start_m, offs_m, offs_n, offs_d, N, window, qk_scale, HEAD_DIM, BLOCK_D, True, True, DOT_PREC,
+        )  # fmt: skip
+
+    dk = dk * scale
+    dk_ptrs = DK + b * stride_dkb + h * stride_dkh + offs_n[:, None] * stride_dkn + offs_d[None, :]
+    dv_ptrs = DV + b * stride_dvb + h * stride_dvh + offs_n[:, None] * stride_dvn + offs_d[None, :]
+    store_rows(dk_ptrs, dk.to(DK.dtype.element_ty), col_ok, offs_d, HEAD_DIM, BLOCK_D)
+    store_rows(dv_ptrs, dv.to(DV.dtype.element_ty), col_ok, offs_d, HEAD_DIM, BLOCK_D)
+
+
+@triton.jit
+def _gkey_dkdv_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    DK,  # DIRECT: dK (B, N, H, D); else fp32 partials (B*H, S, G, BLOCK_D)
+    DV,
+    Lse,
+    Delta,
+    Flags,
+    Bounds,
+    GIdx,
+    stride_qb,
+    stride_qn,
+    stride_qh,
+    stride_kb,
+    stride_kn,
+    stride_kh,
+    stride_vb,
+    stride_vn,
+    stride_vh,
+    stride_dob,
+    stride_don,
+    stride_doh,
+    stride_dkb,
+    stride_dkn,
+    stride_dkh,
+    stride_dvb,
+    stride_dvn,
+    stride_dvh,
+    N,
+    H,
+    G,
+    chunk,
+    qk_scale,
+    scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    DIRECT: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+):
+    # Global keys get gradient from every non-padded query. One program per (slot tile, query chunk,
+    # batch x head); G is usually tiny, so the query axis is what gets split across the machine.
+    pid_g = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    pid_bh = tl.program_id(2)
+    n_split = tl.num_programs(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    q_base = Q + b * stride_qb + h * stride_qh
+    do_base = DO + b * stride_dob + h * stride_doh
+    k_base = K + b * stride_kb + h * stride_kh
+    v_base = V + b * stride_vb + h * stride_vh
+    flags_row = Flags + b * N
+    lse_row = Lse + pid_bh.to(tl.int64) * N
+    delta_row = Delta + pid_bh.to(tl.int64) * N
+
+    slots = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    gi = tl.load(GIdx + b * G + slots, mask=slots < G, other=-1)  # [BLOCK_G]
+    gf = tl.load(flags_row + gi, mask=gi >= 0, other=0)
+    g_ok = (gi >= 0) & (gf == 2)
+    gi64 = tl.where(g_ok, gi, 0).to(tl.int64)
+    k = load_rows(k_base + gi64[:, None] * stride_kn + offs_d[None, :], g_ok, offs_d, HEAD_DIM, BLOCK_D, True)
+    v = load_rows(v_base + gi64[:, None] * stride_vn + offs_d[None, :], g_ok, offs_d, HEAD_DIM, BLOCK_D, True)
+
+    kv_lo = tl.load(Bounds + b * 4 + 0)
+    kv_hi = tl.load(Bounds + b * 4 + 1)
+    nslots = tl.load(Bounds + b * 4 + 2)
+    hi_b = tl.where(pid_g * BLOCK_G < nslots, kv_hi, 0)
+    lo, full_hi, hi_r = chunk_tiles(pid_s * chunk, chunk, kv_lo, hi_b, N, BLOCK_M)
+
+    dk = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
+    for start_m in range(lo, full_hi, BLOCK_M):
+        dk, dv = _dkdv_tile(
+            dk, dv, k, v, g_ok, 1, q_base, do_base, lse_row, delta_row, stride_qn, stride_don,
+            start_m, offs_m, slots, offs_d, N, 0, qk_scale, HEAD_DIM, BLOCK_D, False, False, DOT_PREC,
+        )  # fmt: skip
+    for start_m in range(full_hi, hi_r, BLOCK_M):
+        dk, dv = _dkdv_tile(
+            dk, dv, k, v, g_ok, 1, q_base, do_base, lse_row, delta_row, stride_qn, stride_don,
+            start_m, offs_m, slots, offs_d, N, 0, qk_scale, HEAD_DIM, BLOCK_D, True, False, DOT_PREC,
+        )  # fmt: skip
+
+    if DIRECT:
+        # a single chunk: write straight into the global rows (the band pass left zeros there)
+        dk_ptrs = DK + b * stride_dkb + h * stride_dkh + gi64[:, None] * stride_dkn + offs_d[None, :]
+        dv_ptrs = DV + b * stride_dvb + h * stride_dvh + gi64[:, None] * stride_dvn + offs_d[None, :]
+        store_rows(dk_ptrs, (dk * scale).to(DK.dtype.element_ty), g_ok, offs_d, HEAD_DIM, BLOCK_D)
+        store_rows(dv_ptrs, dv.to(DV.dtype.element_ty), g_ok, offs_d, HEAD_DIM, BLOCK_D)
+    else:
+        part = (pid_bh.to(tl.int64) * n_split + pid_s) * G
+        p_ptrs = (part + slots)[:, None] * BLOCK_D + offs_d[None, :]
+        tl.store(DK + p_ptrs, dk, mask=(slots < G)[:, None])
+        tl.store(DV + p_ptrs, dv, mask=(slots < G)[:, None])
+
+
+# ----------------------------------------------------------------------------------------------------
+# launchers (registered ops)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _block_g(num_slots: int) -> int:
+    if _common.INTERPRET:
+        return 16
+    return min(64, max(16, triton.next_power_of_2(max(num_slots, 1))))
+
+
+def _strides3(t: torch.Tensor) -> tuple[int, int, int]:
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+@torch.library.custom_op("led_kernels::triton_banded_fwd", mutates_args=())
+def triton_banded_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_flags: torch.Tensor,
+    global_idx: torch.Tensor,
+    cum_excl: torch.Tensor,
+    bounds: torch.Tensor,
+    window: int,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    bsz, n, h, d = q.shape
+    g = global_idx.shape[1]
+    out = _common.empty((bsz, n, h, d), q.dtype, q.device)
+    lse = _common.empty((bsz, h, n), torch.float32, q.device)
+    if out.numel() == 0:
+        return out, lse.fill_(float("inf"))
+    w = min(window, n)
+    cfg = launch_config("band_fwd", d, q.device, q.element_size(), autotuned=True)
+    grid = lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), bsz * h)
+    _band_fwd_kernel[grid](
+        q, k, v, out, lse, key_flags, cum_excl, bounds, global_idx,
+        *_strides3(q), *_strides3(k), *_strides3(v), *_strides3(out),
+        n, h, g, w, log2_scale(scale), _common.bucket(n), _common.bucket(w),
+        HEAD_DIM=d, BLOCK_D=block_d(d), BLOCK_G=_block_g(g), DOT_PREC=dot_precision(q.dtype), **cfg,
+    )  # fmt: skip
+    return out, lse
+
+
+@triton_banded_fwd.register_fake
+def _(q, k, v, key_flags, global_idx, cum_excl, bounds, window, scale):
+    bsz, n, h, d = q.shape
+    return q.new_empty((bsz, n, h, d)), q.new_empty((bsz, h, n), dtype=torch.float32)
+
+
+@torch.library.custom_op("led_kernels::triton_banded_bwd", mutates_args=())
+def triton_banded_bwd(
+    dout: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    key_flags: torch.Tensor,
+    global_idx: torch.Tensor,
+    cum_excl: torch.Tensor,
+    bounds: torch.Tensor,
+    window: int,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    bsz, n, h, d = q.shape
+    g = global_idx.shape[1]
+    dev = q.device
+    dq = _common.empty((bsz, n, h, d), q.dtype, dev)
+    dk = _common.empty((bsz, n, h, d), k.dtype, dev)
+    dv = _common.empty((bsz, n, h, d), v.dtype, dev)
+    if dq.numel() == 0:
+        return dq, dk, dv
+    w = min(window, n)
+    bd = block_d(d)
+    prec = dot_precision(q.dtype)
+    delta = bwd_delta(out, dout)
+
+    cfg = launch_config("band_dq", d, dev, q.element_size(), autotuned=True)
+    grid = lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), bsz * h)
+    _band_dq_kernel[grid](
+        q, k, v, dout, dq, lse, delta, key_flags, cum_excl, bounds, global_idx,
+        *_strides3(q), *_strides3(k), *_strides3(v), *_strides3(dout), *_strides3(dq),
+        n, h, g, w, log2_scale(scale), scale, _common.bucket(n), _common.bucket(w),
+        HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=_block_g(g), DOT_PREC=prec, **cfg,
+    )  # fmt: skip
+
+    cfg = launch_config("band_dkdv", d, dev, q.element_size(), autotuned=True)
+    grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), bsz * h)
+    _band_dkdv_kernel[grid](
+        q, k, v, dout, dk, dv, lse, delta, key_flags, bounds,
+        *_strides3(q), *_strides3(k), *_strides3(v), *_strides3(dout), *_strides3(dk), *_strides3(dv),
+        n, h, w, log2_scale(scale), scale, _common.bucket(n), _common.bucket(w),
+        HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=prec, **cfg,
+    )  # fmt: skip
+
+    if g > 0:
+        # after the band pass (same stream): it overwrites the zeros that pass wrote at global rows
+        cfg = _common.kernel_config("gkey_dkdv", d, dev, q.element_size())
+        block_g = _block_g(g)
+        n_gtiles = triton.cdiv(g, block_g)
+        splits, chunk = _common.split_plan(n, cfg["BLOCK_M"], n_gtiles * bsz * h, dev)
+        direct = splits == 1
+        if direct:
+            dk_t, dv_t = dk, dv
+        else:
+            dk_t = _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
+            dv_t = _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
+        _gkey_dkdv_kernel[(n_gtiles, splits, bsz * h)](
+            q, k, v, dout, dk_t, dv_t, lse, delta, key_flags, bounds, global_idx,
+            *_strides3(q), *_strides3(k), *_strides3(v), *_strides3(dout), *_strides3(dk), *_strides3(dv),
+            n, h, g, chunk, log2_scale(scale), scale,
+            HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=block_g, DOT_PREC=prec, DIRECT=direct, **cfg,
+        )  # fmt: skip
+        if not direct:
+            reduce_partials(dk_t, dk, global_idx, key_flags, scale, scatter=True)
+            reduce_partials(dv_t, dv, global_idx, key_flags, 1.0, scatter=True)
+    return dq, dk, dv
+
+
+@triton_banded_bwd.register_fake
+def _(dout, q, k, v, out, lse, key_flags, global_idx, cum_excl, bounds, window, scale):
+    # contiguous like the real op (empty_like would keep a dense permuted input's strides)
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+# ----------------------------------------------------------------------------------------------------
+# autograd + public entry point
+# ----------------------------------------------------------------------------------------------------
+
+
+class BandedAttentionFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, window, key_flags, global_idx, scale):
+        cum_excl, _, bounds = torch.ops.led_kernels.triton_prep(key_flags, global_idx)
+        out, lse = torch.ops.led_kernels.triton_banded_fwd(
+            q, k, v, key_flags, global_idx, cum_excl, bounds, window, scale
+        )
+        ctx.save_for_backward(q, k, v, out, lse, key_flags, global_idx, cum_excl, bounds)
+        ctx.window = window
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, lse, key_flags, global_idx, cum_excl, bounds = ctx.saved_tensors
+        if dout.stride(-1) != 1:
+            dout = dout.contiguous()
+        dq, dk, dv = torch.ops.led_kernels.triton_banded_bwd(
+            dout, q, k, v, out, lse, key_flags, global_idx, cum_excl, bounds, ctx.window, ctx.scale
+        )
+        return dq, dk, dv, None, None, None, None
+
+
+def banded_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    window: int,
+    key_flags: torch.Tensor,
+    global_idx: torch.Tensor | None,
+    scale: float,
+) -> torch.Tensor:
+    """Longformer/LED banded attention of every query row (Triton kernel A), differentiable in q, k, v.
+
+    Args:
+        q, k, v: (B, N, H, D), same float dtype and device, last dim contiguous (any other strides,
+            e.g. views of a fused QKV projection; read in place). Head dims up to 256; non powers of
+            two are zero-padded inside the kernel.
+        window: one-sided window w >= 0; query i sees local keys j with |i - j| <= w (w >= N: dense).
+        key_flags: int8 (B, N), 0 local, 1 padding, 2 global.
+        global_idx: int32 (B, G) ascending global positions then -1, or None for no global tokens.
+            Slot s is used iff global_idx[b, s] >= 0 and key_flags[b, global_idx[b, s]] == 2; those keys
+            are attended by every non-padded query (once, even inside its band).
+        scale: softmax scale (>= 0), usually 1/sqrt(D).
+
+    Returns:
+        (B, N, H, D) in q's dtype; padded query rows (and rows with nothing to attend) are 0. Rows of
+        global queries are computed like any other row (the caller overwrites them).
+    """
+    bsz, _, _, d = q.shape
+    check_head_dim(d)
+    check_scale(scale)
+    if global_idx is None:
+        global_idx = torch.full((bsz, 0), -1, dtype=torch.int32, device=q.device)
+    return BandedAttentionFunction.apply(q, k, v, int(window), key_flags, global_idx, float(scale))

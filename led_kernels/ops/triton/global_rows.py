@@ -1,0 +1,662 @@
+"""Kernel B: the rows of global queries. Slot s of batch b (valid iff global_idx[b, s] >= 0 and that
+token's flag is GLOBAL) attends every non-padded key with the global projections, in fp32. Layout:
+jit tile bodies, kernels, launchers registered as ``led_kernels::`` ops, autograd Function, public
+``global_attention``.
+
+G is often 1 (summarization) or a few hundred (QA), while N is up to 16k, so the forward and dQ split
+the keys across programs (split-KV): each (slot tile, key chunk) program writes an fp32 partial
+(output normalised by its own sum, plus its LSE), and a second small kernel merges the chunks by LSE
+in a fixed order. dK/dV need no split: one program per key tile walks the (few) slot tiles and owns
+its rows outright. Nothing uses atomics, so results and gradients are bitwise reproducible.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import _common
+from ._common import (
+    block_d,
+    bwd_delta,
+    check_head_dim,
+    check_scale,
+    chunk_tiles,
+    dot_precision,
+    load_rows,
+    log2_scale,
+    reduce_partials,
+    softmax_step,
+    store_rows,
+)
+from .banded import _dkdv_tile
+
+# ----------------------------------------------------------------------------------------------------
+# tile bodies
+# ----------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _fwd_tile(
+    acc,
+    l_i,
+    m_i,
+    q,
+    k_base,
+    v_base,
+    stride_kn,
+    stride_vn,
+    flags_row,
+    cum_row,
+    start_n,
+    offs_n,
+    offs_d,
+    N,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    MASKED: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    cols = start_n + offs_n  # [BLOCK_N]
+    k_ptrs = k_base + cols[:, None] * stride_kn + offs_d[None, :]
+    v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :]
+    if MASKED:
+        col_ok = cols < N
+        k = load_rows(k_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True)  # [BLOCK_N, BLOCK_D]
+        v = load_rows(v_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True)
+        kf = tl.load(flags_row + cols, mask=col_ok, other=1)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_N]
+        qk = tl.where((kf != 1)[None, :], qk, float("-inf"))
+    else:
+        k = load_rows(k_ptrs, cols, offs_d, HEAD_DIM, BLOCK_D, False)
+        v = load_rows(v_ptrs, cols, offs_d, HEAD_DIM, BLOCK_D, False)
+        # only tiles holding a padded key pay for the mask (kept alone under the branch, see kernel A)
+        n_pad = tl.load(cum_row + start_n + BLOCK_N) - tl.load(cum_row + start_n)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+        if n_pad != 0:
+            kf = tl.load(flags_row + cols)
+            qk = tl.where((kf != 1)[None, :], qk, float("-inf"))
+    p, alpha, m_new = softmax_step(m_i, qk, qk_scale)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_D]
+    return acc, l_i, m_new
+
+
+@triton.jit
+def _dq_tile(
+    dq,
+    q,
+    do,
+    lse,
+    delta,
+    k_base,
+    v_base,
+    stride_kn,
+    stride_vn,
+    flags_row,
+    cum_row,
+    start_n,
+    offs_n,
+    offs_d,
+    N,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    MASKED: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    cols = start_n + offs_n
+    k_ptrs = k_base + cols[:, None] * stride_kn + offs_d[None, :]
+    v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :]
+    if MASKED:
+        col_ok = cols < N
+        k = load_rows(k_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True)  # [BLOCK_N, BLOCK_D]
+        v = load_rows(v_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True)
+        kf = tl.load(flags_row + cols, mask=col_ok, other=1)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_N]
+        p = tl.where((kf != 1)[None, :], tl.exp2(qk * qk_scale - lse[:, None]), 0.0)
+    else:
+        k = load_rows(k_ptrs, cols, offs_d, HEAD_DIM, BLOCK_D, False)
+        v = load_rows(v_ptrs, cols, offs_d, HEAD_DIM, BLOCK_D, False)
+        n_pad = tl.load(cum_row + start_n + BLOCK_N) - tl.load(cum_row + start_n)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+        p = tl.exp2(qk * qk_scale - lse[:, None])
+        if n_pad != 0:
+            kf = tl.load(flags_row + cols)
+            p = tl.where((kf != 1)[None, :], p, 0.0)
+    dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_N]
+    ds = p * (dp - delta[:, None])
+    dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_D]
+    return dq
+
+
+@triton.jit
+def _slot_rows(GIdx, flags_row, b, G, rows):
+    row_in = rows < G
+    gi = tl.load(GIdx + b * G + rows, mask=row_in, other=-1)
+    gf = tl.load(flags_row + gi, mask=gi >= 0, other=0)
+    return row_in, (gi >= 0) & (gf == 2)
+
+
+# ----------------------------------------------------------------------------------------------------
+# kernels
+# ----------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _glob_fwd_kernel(
+    QG,
+    K,
+    V,
+    Out,  # DIRECT: (B, G, H, D); else fp32 partials (B*H, S, G, BLOCK_D)
+    Lse,  # DIRECT: fp32 (B, H, G); else fp32 partial LSEs (B*H, S, G)
+    Flags,
+    CumPad,
+    Bounds,
+    GIdx,
+    stride_qb,
+    stride_qn,
+    stride_qh,
+    stride_kb,
+    stride_kn,
+    stride_kh,
+    stride_vb,
+    stride_vn,
+    stride_vh,
+    stride_ob,
+    stride_on,
+    stride_oh,
+    N,
+    H,
+    G,
+    chunk,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    DIRECT: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_g = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    pid_bh = tl.program_id(2)
+    n_split = tl.num_programs(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    q_base = QG + b * stride_qb + h * stride_qh
+    k_base = K + b * stride_kb + h * stride_kh
+    v_base = V + b * stride_vb + h * stride_vh
+    flags_row = Flags + b * N
+    cum_row = CumPad + b * (N + 1)
+
+    rows = pid_g * BLOCK_M + tl.arange(0, BLOCK_M)  # slots
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_in, row_ok = _slot_rows(GIdx, flags_row, b, G, rows)
+    q = load_rows(
+        q_base + rows[:, None] * stride_qn + offs_d[None, :], row_in, offs_d, HEAD_DIM, BLOCK_D, True
+    )
+
+    kv_lo = tl.load(Bounds + b * 4 + 0)
+    kv_hi = tl.load(Bounds + b * 4 + 1)
+    nslots = tl.load(Bounds + b * 4 + 2)
+    hi_b = tl.where(pid_g * BLOCK_M < nslots, kv_hi, 0)  # slot tile of -1 padding: no work
+    lo, full_hi, hi_r = chunk_tiles(pid_s * chunk, chunk, kv_lo, hi_b, N, BLOCK_N)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for start_n in range(lo, full_hi, BLOCK_N):
+        acc, l_i, m_i = _fwd_tile(
+            acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, flags_row, cum_row, start_n,
+            offs_n, offs_d, N, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, False, DOT_PREC,
+        )  # fmt: skip
+    for start_n in range(full_hi, hi_r, BLOCK_N):
+        acc, l_i, m_i = _fwd_tile(
+            acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, flags_row, cum_row, start_n,
+            offs_n, offs_d, N, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, True, DOT_PREC,
+        )  # fmt: skip
+
+    if DIRECT:
+        live = row_ok & (l_i > 0.0)
+        l_safe = tl.where(live, l_i, 1.0)
+        out = tl.where(live[:, None], acc / l_safe[:, None], 0.0)
+        lse = tl.where(live, m_i + tl.log2(l_safe), float("inf"))
+        o_ptrs = Out + b * stride_ob + h * stride_oh + rows[:, None] * stride_on + offs_d[None, :]
+        store_rows(o_ptrs, out.to(Out.dtype.element_ty), row_in, offs_d, HEAD_DIM, BLOCK_D)
+        tl.store(Lse + pid_bh.to(tl.int64) * G + rows, lse, mask=row_in)
+    else:
+        # partial: normalised by its own sum, weighted later by exp2(lse_part - lse_total)
+        has = l_i > 0.0
+        l_safe = tl.where(has, l_i, 1.0)
+        part = (pid_bh.to(tl.int64) * n_split + pid_s) * G + rows  # [BLOCK_M]
+        tl.store(Out + part[:, None] * BLOCK_D + offs_d[None, :], acc / l_safe[:, None], mask=row_in[:, None])
+        tl.store(Lse + part, tl.where(has, m_i + tl.log2(l_safe), float("-inf")), mask=row_in)
+
+
+@triton.jit
+def _glob_combine_kernel(
+    OPart,  # fp32 (B*H, S, G, BLOCK_D)
+    LsePart,  # fp32 (B*H, S, G)
+    Out,
+    Lse,
+    Flags,
+    GIdx,
+    stride_ob,
+    stride_on,
+    stride_oh,
+    S,
+    N,
+    H,
+    G,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+):
+    # LSE merge of the key chunks, in split order (deterministic)
+    pid_g = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    rows = pid_g * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_in, row_ok = _slot_rows(GIdx, Flags + b * N, b, G, rows)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    base = pid_bh.to(tl.int64) * S * G
+    for sp in range(0, S):
+        part = base + sp * G + rows
+        lse_p = tl.load(LsePart + part, mask=row_in, other=float("-inf"))  # [BLOCK_M]
+        o_p = tl.load(OPart + part[:, None] * BLOCK_D + offs_d[None, :], mask=row_in[:, None], other=0.0)
+        m_new = tl.maximum(m_i, lse_p)
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_use)
+        wgt = tl.exp2(lse_p - m_use)
+        acc = acc * alpha[:, None] + wgt[:, None] * o_p
+        l_i = l_i * alpha + wgt
+        m_i = m_new
+    live = row_ok & (l_i > 0.0)
+    l_safe = tl.where(live, l_i, 1.0)
+    out = tl.where(live[:, None], acc / l_safe[:, None], 0.0)
+    lse = tl.where(live, m_i + tl.log2(l_safe), float("inf"))
+    o_ptrs = Out + b * stride_ob + h * stride_oh + rows[:, None] * stride_on + offs_d[None, :]
+    store_rows(o_ptrs, out.to(Out.dtype.element_ty), row_in, offs_d, HEAD_DIM, BLOCK_D)
+    tl.store(Lse + pid_bh.to(tl.int64) * G + rows, lse, mask=row_in)
+
+
+@triton.jit
+def _glob_dq_kernel(
+    QG,
+    K,
+    V,
+    DO,
+    DQ,  # DIRECT: dQ_global (B, G, H, D); else fp32 partials (B*H, S, G, BLOCK_D)
+    Lse,
+    Delta,
+    Flags,
+    CumPad,
+    Bounds,
+    GIdx,
+    stride_qb,
+    stride_qn,
+    stride_qh,
+    stride_kb,
+    stride_kn,
+    stride_kh,
+    stride_vb,
+    stride_vn,
+    stride_vh,
+    stride_dob,
+    stride_don,
+    stride_doh,
+    stride_dqb,
+    stride_dqn,
+    stride_dqh,
+    N,
+    H,
+    G,
+    chunk,
+    qk_scale,
+    scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    DIRECT: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_g = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    pid_bh = tl.program_id(2)
+    n_split = tl.num_programs(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    q_base = QG + b * stride_qb + h * stride_qh
+    do_base = DO + b * stride_dob + h * stride_doh
+    k_base = K + b * stride_kb + h * stride_kh
+    v_base = V + b * stride_vb + h * stride_vh
+    flags_row = Flags + b * N
+    cum_row = CumPad + b * (N + 1)
+
+    rows = pid_g * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_in = rows < G
+    q = load_rows(
+        q_base + rows[:, None] * stride_qn + offs_d[None, :], row_in, offs_d, HEAD_DIM, BLOCK_D, True
+    )
+    do = load_rows(
+        do_base + rows[:, None] * stride_don + offs_d[None, :], row_in, offs_d, HEAD_DIM, BLOCK_D, True
+    )
+    # invalid slots stored lse = +inf in the forward, so their p (and dQ) is exactly 0
+    lse = tl.load(Lse + pid_bh.to(tl.int64) * G + rows, mask=row_in, other=float("inf"))
+    delta = tl.load(Delta + pid_bh.to(tl.int64) * G + rows, mask=row_in, other=0.0)
+
+    kv_lo = tl.load(Bounds + b * 4 + 0)
+    kv_hi = tl.load(Bounds + b * 4 + 1)
+    nslots = tl.load(Bounds + b * 4 + 2)
+    hi_b = tl.where(pid_g * BLOCK_M < nslots, kv_hi, 0)
+    lo, full_hi, hi_r = chunk_tiles(pid_s * chunk, chunk, kv_lo, hi_b, N, BLOCK_N)
+
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for start_n in range(lo, full_hi, BLOCK_N):
+        dq = _dq_tile(
+            dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn, flags_row, cum_row, start_n,
+            offs_n, offs_d, N, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, False, DOT_PREC,
+        )  # fmt: skip
+    for start_n in range(full_hi, hi_r, BLOCK_N):
+        dq = _dq_tile(
+            dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn, flags_row, cum_row, start_n,
+            offs_n, offs_d, N, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, True, DOT_PREC,
+        )  # fmt: skip
+
+    if DIRECT:
+        dq_ptrs = DQ + b * stride_dqb + h * stride_dqh + rows[:, None] * stride_dqn + offs_d[None, :]
+        store_rows(dq_ptrs, (dq * scale).to(DQ.dtype.element_ty), row_in, offs_d, HEAD_DIM, BLOCK_D)
+    else:
+        part = (pid_bh.to(tl.int64) * n_split + pid_s) * G + rows
+        tl.store(DQ + part[:, None] * BLOCK_D + offs_d[None, :], dq, mask=row_in[:, None])
+
+
+@triton.jit
+def _glob_dkdv_kernel(
+    QG,
+    K,
+    V,
+    DO,
+    DK,
+    DV,
+    Lse,
+    Delta,
+    Flags,
+    Bounds,
+    stride_qb,
+    stride_qn,
+    stride_qh,
+    stride_kb,
+    stride_kn,
+    stride_kh,
+    stride_vb,
+    stride_vn,
+    stride_vh,
+    stride_dob,
+    stride_don,
+    stride_doh,
+    stride_dkb,
+    stride_dkn,
+    stride_dkh,
+    stride_dvb,
+    stride_dvn,
+    stride_dvh,
+    N,
+    H,
+    G,
+    qk_scale,
+    scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    # One program per key tile walking all slot tiles: every key row is owned by one program.
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    q_base = QG + b * stride_qb + h * stride_qh
+    do_base = DO + b * stride_dob + h * stride_doh
+    k_base = K + b * stride_kb + h * stride_kh
+    v_base = V + b * stride_vb + h * stride_vh
+    lse_row = Lse + pid_bh.to(tl.int64) * G
+    delta_row = Delta + pid_bh.to(tl.int64) * G
+
+    n0 = pid_n * BLOCK_N
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    col_ok = offs_n < N
+    k = load_rows(
+        k_base + offs_n[:, None] * stride_kn + offs_d[None, :], col_ok, offs_d, HEAD_DIM, BLOCK_D, True
+    )
+    v = load_rows(
+        v_base + offs_n[:, None] * stride_vn + offs_d[None, :], col_ok, offs_d, HEAD_DIM, BLOCK_D, True
+    )
+    kf = tl.load(Flags + b * N + offs_n, mask=col_ok, other=1)
+    key_keep = kf != 1  # [BLOCK_N]
+    n_keep = tl.sum(key_keep.to(tl.int32), 0)
+    need_mask = n_keep != BLOCK_N  # some key of this tile is padding: mask its columns
+
+    nslots = tl.load(Bounds + b * 4 + 2)
+    s_hi = tl.where(n_keep > 0, ((nslots + BLOCK_M - 1) // BLOCK_M) * BLOCK_M, 0)
+    s_full = tl.minimum((G // BLOCK_M) * BLOCK_M, s_hi)
+
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    for s0 in range(0, s_full, BLOCK_M):
+        dk, dv = _dkdv_tile(
+            dk, dv, k, v, key_keep, need_mask, q_base, do_base, lse_row, delta_row, stride_qn, stride_don,
+            s0, offs_m, offs_n, offs_d, G, 0, qk_scale, HEAD_DIM, BLOCK_D, False, False, DOT_PREC,
+        )  # fmt: skip
+    for s0 in range(s_full, s_hi, BLOCK_M):
+        dk, dv = _dkdv_tile(
+            dk, dv, k, v, key_keep, need_mask, q_base, do_base, lse_row, delta_row, stride_qn, stride_don,
+            s0, offs_m, offs_n, offs_d, G, 0, qk_scale, HEAD_DIM, BLOCK_D, True, False, DOT_PREC,
+        )  # fmt: skip
+
+    dk = dk * scale
+    dk_ptrs = DK + b * stride_dkb + h * stride_dkh + offs_n[:, None] * stride_dkn + offs_d[None, :]
+    dv_ptrs = DV + b * stride_dvb + h * stride_dvh + offs_n[:, None] * stride_dvn + offs_d[None, :]
+    store_rows(dk_ptrs, dk.to(DK.dtype.element_ty), col_ok, offs_d, HEAD_DIM, BLOCK_D)
+    store_rows(dv_ptrs, dv.to(DV.dtype.element_ty), col_ok, offs_d, HEAD_DIM, BLOCK_D)
+
+
+# ----------------------------------------------------------------------------------------------------
+# launchers (registered ops)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _strides3(t: torch.Tensor) -> tuple[int, int, int]:
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+def _slot_config(kind: str, g: int, head_dim: int, like: torch.Tensor) -> dict:
+    """Fixed config with the slot tile widened from G: 16 rows (the smallest MMA) for the usual
+    handful of globals, up to 64 for QA-style hundreds of global tokens; then refitted to smem."""
+    cfg = dict(_common.kernel_config(kind, head_dim, like.device, like.element_size()))
+    if _common.INTERPRET:
+        return cfg
+    cfg["BLOCK_M"] = min(64, max(cfg["BLOCK_M"], triton.next_power_of_2(max(g, 1))))
+    return _common.fit_config(kind, cfg, head_dim, like.element_size(), like.device)
+
+
+@torch.library.custom_op("led_kernels::triton_global_fwd", mutates_args=())
+def triton_global_fwd(
+    q_global: torch.Tensor,
+    k_global: torch.Tensor,
+    v_global: torch.Tensor,
+    global_idx: torch.Tensor,
+    key_flags: torch.Tensor,
+    cum_pad: torch.Tensor,
+    bounds: torch.Tensor,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    bsz, g, h, d = q_global.shape
+    n = k_global.shape[1]
+    dev = q_global.device
+    out = _common.empty((bsz, g, h, d), q_global.dtype, dev)
+    lse = _common.empty((bsz, h, g), torch.float32, dev)
+    if out.numel() == 0:
+        return out, lse
+    bd = block_d(d)
+    cfg = _slot_config("glob_fwd", g, d, q_global)
+    n_gtiles = triton.cdiv(g, cfg["BLOCK_M"])
+    splits, chunk = _common.split_plan(n, cfg["BLOCK_N"], n_gtiles * bsz * h, dev)
+    direct = splits == 1
+    if direct:
+        o_t, lse_t = out, lse
+    else:
+        o_t = _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
+        lse_t = _common.empty((bsz * h, splits, g), torch.float32, dev)
+    _glob_fwd_kernel[(n_gtiles, splits, bsz * h)](
+        q_global, k_global, v_global, o_t, lse_t, key_flags, cum_pad, bounds, global_idx,
+        *_strides3(q_global), *_strides3(k_global), *_strides3(v_global), *_strides3(out),
+        n, h, g, chunk, log2_scale(scale),
+        HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=dot_precision(q_global.dtype), DIRECT=direct, **cfg,
+    )  # fmt: skip
+    if not direct:
+        _glob_combine_kernel[(n_gtiles, bsz * h)](
+            o_t, lse_t, out, lse, key_flags, global_idx, *_strides3(out), splits, n, h, g,
+            HEAD_DIM=d, BLOCK_D=bd, BLOCK_M=cfg["BLOCK_M"], num_warps=4,
+        )  # fmt: skip
+    return out, lse
+
+
+@triton_global_fwd.register_fake
+def _(q_global, k_global, v_global, global_idx, key_flags, cum_pad, bounds, scale):
+    bsz, g, h, d = q_global.shape
+    return q_global.new_empty((bsz, g, h, d)), q_global.new_empty((bsz, h, g), dtype=torch.float32)
+
+
+@torch.library.custom_op("led_kernels::triton_global_bwd", mutates_args=())
+def triton_global_bwd(
+    dout: torch.Tensor,
+    q_global: torch.Tensor,
+    k_global: torch.Tensor,
+    v_global: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    global_idx: torch.Tensor,
+    key_flags: torch.Tensor,
+    cum_pad: torch.Tensor,
+    bounds: torch.Tensor,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    bsz, g, h, d = q_global.shape
+    n = k_global.shape[1]
+    dev = q_global.device
+    dq = _common.empty((bsz, g, h, d), q_global.dtype, dev)
+    dk = _common.empty((bsz, n, h, d), k_global.dtype, dev)
+    dv = _common.empty((bsz, n, h, d), v_global.dtype, dev)
+    if bsz * h == 0:
+        return dq, dk, dv
+    bd = block_d(d)
+    prec = dot_precision(q_global.dtype)
+    delta = bwd_delta(out, dout)
+
+    # dK/dV of every key (G = 0 included: the loop is empty and the rows are written as zeros)
+    cfg = _slot_config("glob_dkdv", g, d, q_global)
+    _glob_dkdv_kernel[(triton.cdiv(n, cfg["BLOCK_N"]), bsz * h)](
+        q_global, k_global, v_global, dout, dk, dv, lse, delta, key_flags, bounds,
+        *_strides3(q_global), *_strides3(k_global), *_strides3(v_global), *_strides3(dout),
+        *_strides3(dk), *_strides3(dv),
+        n, h, g, log2_scale(scale), scale,
+        HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=prec, **cfg,
+    )  # fmt: skip
+
+    if g == 0:
+        return dq, dk, dv
+    cfg = _slot_config("glob_dq", g, d, q_global)
+    n_gtiles = triton.cdiv(g, cfg["BLOCK_M"])
+    splits, chunk = _common.split_plan(n, cfg["BLOCK_N"], n_gtiles * bsz * h, dev)
+    direct = splits == 1
+    dq_t = dq if direct else _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
+    _glob_dq_kernel[(n_gtiles, splits, bsz * h)](
+        q_global, k_global, v_global, dout, dq_t, lse, delta, key_flags, cum_pad, bounds, global_idx,
+        *_strides3(q_global), *_strides3(k_global), *_strides3(v_global), *_strides3(dout), *_strides3(dq),
+        n, h, g, chunk, log2_scale(scale), scale,
+        HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=prec, DIRECT=direct, **cfg,
+    )  # fmt: skip
+    if not direct:
+        reduce_partials(dq_t, dq, global_idx, key_flags, scale, scatter=False)
+    return dq, dk, dv
+
+
+@triton_global_bwd.register_fake
+def _(dout, q_global, k_global, v_global, out, lse, global_idx, key_flags, cum_pad, bounds, scale):
+    return (
+        q_global.new_empty(q_global.shape),
+        k_global.new_empty(k_global.shape),
+        v_global.new_empty(v_global.shape),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# autograd + public entry point
+# ----------------------------------------------------------------------------------------------------
+
+
+class GlobalAttentionFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q_global, k_global, v_global, global_idx, key_flags, scale):
+        _, cum_pad, bounds = torch.ops.led_kernels.triton_prep(key_flags, global_idx)
+        out, lse = torch.ops.led_kernels.triton_global_fwd(
+            q_global, k_global, v_global, global_idx, key_flags, cum_pad, bounds, scale
+        )
+        ctx.save_for_backward(q_global, k_global, v_global, out, lse, global_idx, key_flags, cum_pad, bounds)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q_global, k_global, v_global, out, lse, global_idx, key_flags, cum_pad, bounds = ctx.saved_tensors
+        if dout.stride(-1) != 1:
+            dout = dout.contiguous()
+        dq, dk, dv = torch.ops.led_kernels.triton_global_bwd(
+            dout, q_global, k_global, v_global, out, lse, global_idx, key_flags, cum_pad, bounds, ctx.scale
+        )
+        return dq, dk, dv, None, None, None
+
+
+def global_attention(
+    q_global: torch.Tensor,
+    k_global: torch.Tensor,
+    v_global: torch.Tensor,
+    global_idx: torch.Tensor,
+    key_flags: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Rows of the global queries (Triton kernel B), differentiable in q_global, k_global, v_global.
+
+    Args:
+        q_global: (B, G, H, D), one row per slot of ``global_idx`` (already gathered).
+        k_global, v_global: (B, N, H, D). All three: same float dtype and device, last dim contiguous
+            (read in place through their strides).
+        global_idx: int32 (B, G), ascending global positions then -1. Slot s is valid iff
+            global_idx[b, s] >= 0 and key_flags[b, global_idx[b, s]] == 2.
+        key_flags: int8 (B, N), 0 local, 1 padding, 2 global.
+        scale: softmax scale (>= 0), usually 1/sqrt(D).
+
+    Returns:
+        (B, G, H, D) in q_global's dtype: valid slots attend every non-padded key (fp32 softmax);
+        invalid slots are 0.
+    """
+    check_head_dim(q_global.shape[-1])
+    check_scale(scale)
+    return GlobalAttentionFunction.apply(q_global, k_global, v_global, global_idx, key_flags, float(scale))

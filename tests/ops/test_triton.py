@@ -1,0 +1,493 @@
+"""Triton backend (kernels A and B) against the dense fp64 oracle: outputs and the gradients of every
+input, odd lengths, every window regime, global/padding patterns, strided inputs, NaN-poisoned
+allocations, determinism, the split-KV and tile-shape variants, and torch.compile tracing.
+
+Without a GPU the kernels run under Triton's interpreter (numpy, fp32/fp16 only), so shapes stay
+small; tiles are 16 there, so N up to 100 still covers several tiles, interior tiles and both edges.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    # must precede the first import of the kernels: @triton.jit picks the interpreter at decoration
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("LED_KERNELS_AUTOTUNE", "0")  # one fixed config per kernel, read at import
+
+pytest.importorskip("triton")
+
+import oracle  # noqa: E402
+
+from led_kernels.ops.triton import _common, banded_attention, global_attention  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("triton kernels need a GPU or TRITON_INTERPRET=1", allow_module_level=True)
+
+LOW_PRECISION = [torch.float16] + ([torch.bfloat16] if DEVICE == "cuda" else [])
+
+
+# ----------------------------------------------------------------------------------------------------
+# fixtures and case builders
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def nan_poisoned_allocations(monkeypatch):
+    """Every buffer the backend allocates starts as NaN (floats) or garbage (ints), so an element a
+    kernel forgets to write shows up as a NaN / wrong value in the comparisons below."""
+
+    def poisoned(shape, dtype, device):
+        t = torch.empty(shape, dtype=dtype, device=device)
+        if dtype.is_floating_point:
+            return t.fill_(float("nan"))
+        return t.fill_(-0x3F3F3F3F if dtype == torch.int32 else -77)
+
+    monkeypatch.setattr(_common, "empty", poisoned)
+
+
+def _global_mask(pattern: str, b: int, n: int, gen: torch.Generator) -> torch.Tensor:
+    m = torch.zeros(b, n, dtype=torch.bool)
+    if pattern == "first":
+        m[:, 0] = True
+    elif pattern == "scattered":
+        m = torch.rand(b, n, generator=gen) < 0.2
+        m[0, 0] = True
+        m[-1, n - 1] = True
+    elif pattern == "all":
+        m[:] = True
+    elif pattern != "none":
+        raise ValueError(pattern)
+    return m
+
+
+def _padding_mask(pattern: str, b: int, n: int, gen: torch.Generator) -> torch.Tensor:
+    m = torch.zeros(b, n, dtype=torch.bool)
+    if pattern == "tail":  # last element of the batch padded over its last ~third
+        m[-1, n - max(1, n // 3) :] = True
+    elif pattern == "full":  # last element of the batch entirely padding
+        m[-1] = True
+    elif pattern == "holes":  # padding anywhere (also on global tokens: those slots become invalid)
+        m = torch.rand(b, n, generator=gen) < 0.25
+    elif pattern != "none":
+        raise ValueError(pattern)
+    return m
+
+
+def _global_idx(global_mask: torch.Tensor, extra_slots: int = 1) -> torch.Tensor:
+    """Ascending positions then -1, like lk.global_indices, plus ``extra_slots`` trailing -1 slots."""
+    b, n = global_mask.shape
+    counts = global_mask.sum(1)
+    g = int(counts.max()) + extra_slots if b else 0
+    gi = torch.full((b, g), -1, dtype=torch.int32)
+    for i in range(b):
+        pos = torch.nonzero(global_mask[i]).flatten()
+        gi[i, : pos.numel()] = pos.to(torch.int32)
+    return gi
+
+
+def _qkv(b, n, h, d, dtype, fused, gen):
+    """q, k, v as independent tensors or as strided views of one fused (B, N, 3, H, D) projection."""
+    if fused:
+        qkv = torch.randn(b, n, 3, h, d, generator=gen).to(DEVICE, dtype)
+        return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    return tuple(torch.randn(b, n, h, d, generator=gen).to(DEVICE, dtype) for _ in range(3))
+
+
+def _case(b, n, h, d, glob, pad, dtype=torch.float32, fused=False, seed=0, extra_slots=None):
+    if extra_slots is None:  # "all": G == N exactly; otherwise one trailing -1 slot
+        extra_slots = 0 if glob == "all" else 1
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = _qkv(b, n, h, d, dtype, fused, gen)
+    gmask = _global_mask(glob, b, n, gen)
+    pmask = _padding_mask(pad, b, n, gen)
+    flags = oracle.key_flags_from_masks(n, b, pmask, gmask, "cpu").to(DEVICE)
+    gi = _global_idx(gmask, extra_slots).to(DEVICE)
+    return q, k, v, flags, gi
+
+
+def _grad_out(shape, dtype, strided, seed):
+    """Upstream gradient, optionally a strided view (last dim contiguous) read in place by the kernels."""
+    gen = torch.Generator().manual_seed(seed)
+    if strided:
+        b, n, h, d = shape
+        return torch.randn(b, n, 2, h, d, generator=gen).to(DEVICE, dtype)[:, :, 1]
+    return torch.randn(shape, generator=gen).to(DEVICE, dtype)
+
+
+def _leaves(*ts):
+    return [t.detach().requires_grad_() for t in ts]
+
+
+def _leaves64(*ts):
+    return [t.detach().double().requires_grad_() for t in ts]
+
+
+def _assert_finite(name, t):
+    assert torch.isfinite(t).all(), f"{name}: {(~torch.isfinite(t)).sum().item()} non-finite elements"
+
+
+def _close(name, actual, expected, atol, rtol):
+    _assert_finite(name, actual)
+    torch.testing.assert_close(
+        actual.double(), expected.double(), atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}"
+    )
+
+
+def _run_banded(q, k, v, window, flags, gi, scale, dout):
+    q, k, v = _leaves(q, k, v)
+    out = banded_attention(q, k, v, window, flags, gi, scale)
+    grads = torch.autograd.grad(out, (q, k, v), dout)
+    return out, grads
+
+
+def _run_global(qg, kg, vg, gi, flags, scale, dout):
+    qg, kg, vg = _leaves(qg, kg, vg)
+    out = global_attention(qg, kg, vg, gi, flags, scale)
+    grads = torch.autograd.grad(out, (qg, kg, vg), dout)
+    return out, grads
+
+
+def _oracle_banded(q, k, v, window, flags, scale, dout, dtype=torch.float64):
+    if dtype == torch.float64:
+        q, k, v = _leaves64(q, k, v)
+    else:
+        q, k, v = _leaves(q, k, v)
+    out = oracle.dense_banded_attention(q, k, v, window, flags, scale=scale, dtype=dtype)
+    grads = torch.autograd.grad(out, (q, k, v), dout.to(out.dtype))
+    return out, grads
+
+
+def _oracle_global(qg, kg, vg, gi, flags, scale, dout, dtype=torch.float64):
+    if dtype == torch.float64:
+        qg, kg, vg = _leaves64(qg, kg, vg)
+    else:
+        qg, kg, vg = _leaves(qg, kg, vg)
+    out = oracle.dense_global_attention(qg, kg, vg, gi, flags, scale=scale, dtype=dtype)
+    grads = torch.autograd.grad(out, (qg, kg, vg), dout.to(out.dtype))
+    return out, grads
+
+
+FP32_TOL = {"out": (1e-4, 1e-4), "grad": (1e-3, 1e-3)}
+if DEVICE == "cuda":  # tensor-core fp32 (ieee) sums in a different order; same order of magnitude
+    FP32_TOL = {"out": (2e-4, 2e-4), "grad": (2e-3, 2e-3)}
+
+
+def _check_fp32(names, got, ref):
+    out, grads = got
+    rout, rgrads = ref
+    _close(f"{names[0]} out", out, rout, *FP32_TOL["out"])
+    for name, g, rg in zip(names[1:], grads, rgrads):
+        _close(f"d{name}", g, rg, *FP32_TOL["grad"])
+
+
+# ----------------------------------------------------------------------------------------------------
+# kernel A: banded attention
+# ----------------------------------------------------------------------------------------------------
+
+# (N, window, global pattern, padding pattern, B, H, D, fused qkv)
+BANDED_CASES = [
+    (1, 0, "none", "none", 2, 2, 16, False),
+    (1, 3, "first", "none", 1, 2, 16, False),
+    (7, 0, "none", "none", 2, 2, 16, False),
+    (7, 1, "first", "tail", 2, 3, 16, True),
+    (7, 10**6, "all", "none", 2, 2, 32, False),
+    (37, 1, "scattered", "tail", 2, 2, 16, False),
+    (37, 5, "first", "full", 2, 2, 32, True),
+    (37, 20, "scattered", "holes", 2, 3, 16, False),
+    (37, 40, "none", "holes", 2, 2, 16, False),
+    (100, 3, "none", "none", 1, 2, 16, False),
+    # w = 15 / 30 / 47 put a tile edge exactly on the interior boundary (off-by-one in band_tiles)
+    (100, 15, "first", "none", 1, 2, 16, False),
+    (100, 30, "scattered", "tail", 1, 2, 16, False),
+    (100, 47, "none", "holes", 2, 2, 16, False),
+    (100, 17, "first", "tail", 2, 2, 16, True),
+    (100, 40, "scattered", "holes", 2, 2, 32, False),
+    (100, 64, "all", "tail", 2, 2, 16, False),
+    (100, 100, "first", "none", 1, 3, 16, True),
+    (83, 33, "scattered", "none", 2, 2, 24, False),  # head_dim not a power of two (padded to 32)
+    (200, 64, "scattered", "tail", 1, 2, 16, True),
+]
+
+
+def _banded_id(c):
+    n, w, glob, pad, b, h, d, fused = c
+    return f"N{n}-w{'inf' if w >= 10**6 else w}-glob_{glob}-pad_{pad}-B{b}H{h}D{d}" + (
+        "-fused" if fused else ""
+    )
+
+
+@pytest.mark.parametrize("case", BANDED_CASES, ids=[_banded_id(c) for c in BANDED_CASES])
+def test_banded_fp32_matches_oracle(case):
+    n, w, glob, pad, b, h, d, fused = case
+    q, k, v, flags, gi = _case(b, n, h, d, glob, pad, fused=fused, seed=n + w)
+    scale = d**-0.5
+    dout = _grad_out((b, n, h, d), torch.float32, strided=fused, seed=1)
+    got = _run_banded(q, k, v, w, flags, gi if glob != "none" else None, scale, dout)
+    ref = _oracle_banded(q, k, v, w, flags, scale, dout)
+    _check_fp32(["banded", "q", "k", "v"], got, ref)
+    # padded query rows are exactly 0
+    assert (got[0][flags == 1] == 0).all()
+
+
+def test_banded_no_slots_and_only_invalid_slots_agree():
+    """global_idx None, an empty (B, 0) tensor and slots that are all -1 or padded mean the same."""
+    b, n, h, d = 2, 37, 2, 16
+    q, k, v, flags, _ = _case(b, n, h, d, "none", "tail", seed=3)
+    scale = d**-0.5
+    dout = torch.randn(b, n, h, d, generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    gi_padded_global = torch.tensor(
+        [[-1, -1], [n - 1, -1]], dtype=torch.int32, device=DEVICE
+    )  # n-1 is padding
+    runs = [
+        _run_banded(q, k, v, 4, flags, gi, scale, dout)
+        for gi in (None, torch.empty(b, 0, dtype=torch.int32, device=DEVICE), gi_padded_global)
+    ]
+    for out, grads in runs[1:]:
+        assert torch.equal(out, runs[0][0])
+        for g, g0 in zip(grads, runs[0][1]):
+            assert torch.equal(g, g0)
+    _check_fp32(["banded", "q", "k", "v"], runs[0], _oracle_banded(q, k, v, 4, flags, scale, dout))
+
+
+# ----------------------------------------------------------------------------------------------------
+# kernel B: global rows
+# ----------------------------------------------------------------------------------------------------
+
+# (N, global pattern, padding pattern, B, H, D, fused)
+GLOBAL_CASES = [
+    (1, "first", "none", 2, 2, 16, False),
+    (7, "first", "tail", 2, 3, 16, True),
+    (37, "scattered", "none", 2, 2, 32, False),
+    (37, "scattered", "holes", 2, 2, 16, True),
+    (37, "all", "full", 2, 2, 16, False),
+    (100, "first", "tail", 2, 2, 16, False),
+    (100, "scattered", "holes", 1, 3, 16, False),
+    (100, "all", "none", 1, 2, 32, True),
+    (61, "scattered", "none", 2, 2, 24, False),
+]
+
+
+def _global_id(c):
+    n, glob, pad, b, h, d, fused = c
+    return f"N{n}-glob_{glob}-pad_{pad}-B{b}H{h}D{d}" + ("-fused" if fused else "")
+
+
+@pytest.mark.parametrize("case", GLOBAL_CASES, ids=[_global_id(c) for c in GLOBAL_CASES])
+def test_global_fp32_matches_oracle(case):
+    n, glob, pad, b, h, d, fused = case
+    _, kg, vg, flags, gi = _case(b, n, h, d, glob, pad, fused=fused, seed=7 * n)
+    gen = torch.Generator().manual_seed(5)
+    g = gi.shape[1]
+    qg = torch.randn(b, g, h, d, generator=gen).to(DEVICE)
+    scale = d**-0.5
+    dout = _grad_out((b, g, h, d), torch.float32, strided=fused, seed=2)
+    got = _run_global(qg, kg, vg, gi, flags, scale, dout)
+    ref = _oracle_global(qg, kg, vg, gi, flags, scale, dout)
+    _check_fp32(["global", "q_global", "k_global", "v_global"], got, ref)
+
+
+def test_global_without_slots():
+    """G = 0: empty output, and k/v gradients that are written (zeros), not left uninitialised."""
+    b, n, h, d = 2, 37, 2, 16
+    _, kg, vg, flags, _ = _case(b, n, h, d, "none", "tail", seed=1)
+    gi = torch.empty(b, 0, dtype=torch.int32, device=DEVICE)
+    qg = torch.randn(b, 0, h, d, device=DEVICE, requires_grad=True)
+    kg, vg = _leaves(kg, vg)
+    out = global_attention(qg, kg, vg, gi, flags, d**-0.5)
+    assert out.shape == (b, 0, h, d)
+    dq, dk, dv = torch.autograd.grad(out, (qg, kg, vg), torch.zeros_like(out), allow_unused=False)
+    assert dq.shape == qg.shape
+    assert torch.equal(dk, torch.zeros_like(dk)) and torch.equal(dv, torch.zeros_like(dv))
+
+
+# ----------------------------------------------------------------------------------------------------
+# low precision: error at most 2x the error of the same math done by PyTorch in that precision
+# ----------------------------------------------------------------------------------------------------
+
+
+def _check_low_precision(names, got, ref64, ref_lp):
+    for i, name in enumerate(names):
+        a = got[0] if i == 0 else got[1][i - 1]
+        r = ref64[0] if i == 0 else ref64[1][i - 1]
+        rl = ref_lp[0] if i == 0 else ref_lp[1][i - 1]
+        _assert_finite(name, a)
+        err = (a.double() - r).abs().max().item()
+        torch_err = (rl.double() - r).abs().max().item()
+        assert err <= 2 * torch_err + 1e-4, f"{name}: kernel error {err:.3g} vs torch error {torch_err:.3g}"
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=lambda t: str(t).split(".")[-1])
+@pytest.mark.parametrize(
+    "n,w,glob,pad", [(37, 5, "scattered", "tail"), (100, 40, "first", "holes")], ids=["N37-w5", "N100-w40"]
+)
+def test_banded_low_precision(dtype, n, w, glob, pad):
+    b, h, d = 2, 2, 32
+    q, k, v, flags, gi = _case(b, n, h, d, glob, pad, dtype=dtype, seed=11)
+    scale = d**-0.5
+    dout = torch.randn(b, n, h, d, generator=torch.Generator().manual_seed(3)).to(DEVICE, dtype)
+    got = _run_banded(q, k, v, w, flags, gi, scale, dout)
+    ref64 = _oracle_banded(q, k, v, w, flags, scale, dout)
+    ref_lp = _oracle_banded(q, k, v, w, flags, scale, dout, dtype=dtype)
+    _check_low_precision(["out", "dq", "dk", "dv"], got, ref64, ref_lp)
+
+
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=lambda t: str(t).split(".")[-1])
+def test_global_low_precision(dtype):
+    b, n, h, d = 2, 100, 2, 32
+    _, kg, vg, flags, gi = _case(b, n, h, d, "scattered", "tail", dtype=dtype, seed=12)
+    gen = torch.Generator().manual_seed(6)
+    qg = torch.randn(b, gi.shape[1], h, d, generator=gen).to(DEVICE, dtype)
+    dout = torch.randn(qg.shape, generator=gen).to(DEVICE, dtype)
+    scale = d**-0.5
+    got = _run_global(qg, kg, vg, gi, flags, scale, dout)
+    ref64 = _oracle_global(qg, kg, vg, gi, flags, scale, dout)
+    ref_lp = _oracle_global(qg, kg, vg, gi, flags, scale, dout, dtype=dtype)
+    _check_low_precision(["out", "dq_global", "dk_global", "dv_global"], got, ref64, ref_lp)
+
+
+# ----------------------------------------------------------------------------------------------------
+# launch variants: non-square tiles, split-KV on/off
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bm,bn", [(32, 16), (16, 32)], ids=["BM32-BN16", "BM16-BN32"])
+def test_non_square_tiles(monkeypatch, bm, bn):
+    """Band bounds, interior detection and the key-tile flags with query and key tiles of different
+    sizes (the GPU configs are all non-square)."""
+    original = _common.kernel_config
+
+    def config(kind, head_dim, device, *args, **kwargs):
+        cfg = dict(original(kind, head_dim, device, *args, **kwargs))
+        cfg.update(BLOCK_M=bm, BLOCK_N=bn)
+        return cfg
+
+    monkeypatch.setattr(_common, "kernel_config", config)
+    b, n, h, d, w = 2, 100, 2, 16, 47  # w = 15 mod 16 and mod 32: tile edges on the band edge
+    q, k, v, flags, gi = _case(b, n, h, d, "scattered", "holes", seed=21)
+    scale = d**-0.5
+    gen = torch.Generator().manual_seed(4)
+    dout = torch.randn(b, n, h, d, generator=gen).to(DEVICE)
+    _check_fp32(
+        ["banded", "q", "k", "v"],
+        _run_banded(q, k, v, w, flags, gi, scale, dout),
+        _oracle_banded(q, k, v, w, flags, scale, dout),
+    )
+    qg = torch.randn(b, gi.shape[1], h, d, generator=gen).to(DEVICE)
+    doutg = torch.randn(qg.shape, generator=gen).to(DEVICE)
+    _check_fp32(
+        ["global", "q_global", "k_global", "v_global"],
+        _run_global(qg, k, v, gi, flags, scale, doutg),
+        _oracle_global(qg, k, v, gi, flags, scale, doutg),
+    )
+
+
+@pytest.mark.parametrize("target", [1, 64], ids=["single-split", "many-splits"])
+def test_split_kv_variants(monkeypatch, target):
+    """Kernel B's split-KV + LSE combine and kernel A's global-key dK/dV partials + reduction, against
+    their single-program (direct write) versions."""
+    monkeypatch.setattr(_common, "target_programs", lambda device: target)
+    b, n, h, d = 2, 100, 2, 16
+    q, k, v, flags, gi = _case(b, n, h, d, "scattered", "tail", seed=31)
+    scale = d**-0.5
+    gen = torch.Generator().manual_seed(8)
+    dout = torch.randn(b, n, h, d, generator=gen).to(DEVICE)
+    _check_fp32(
+        ["banded", "q", "k", "v"],
+        _run_banded(q, k, v, 9, flags, gi, scale, dout),
+        _oracle_banded(q, k, v, 9, flags, scale, dout),
+    )
+    qg = torch.randn(b, gi.shape[1], h, d, generator=gen).to(DEVICE)
+    doutg = torch.randn(qg.shape, generator=gen).to(DEVICE)
+    _check_fp32(
+        ["global", "q_global", "k_global", "v_global"],
+        _run_global(qg, k, v, gi, flags, scale, doutg),
+        _oracle_global(qg, k, v, gi, flags, scale, doutg),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# determinism, compile, errors
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_backward_is_deterministic():
+    b, n, h, d = 2, 100, 2, 16
+    q, k, v, flags, gi = _case(b, n, h, d, "scattered", "holes", fused=True, seed=41)
+    gen = torch.Generator().manual_seed(9)
+    dout = torch.randn(b, n, h, d, generator=gen).to(DEVICE)
+    qg = torch.randn(b, gi.shape[1], h, d, generator=gen).to(DEVICE)
+    doutg = torch.randn(qg.shape, generator=gen).to(DEVICE)
+    first = _run_banded(q, k, v, 13, flags, gi, 0.25, dout)
+    second = _run_banded(q, k, v, 13, flags, gi, 0.25, dout)
+    firstg = _run_global(qg, k, v, gi, flags, 0.25, doutg)
+    secondg = _run_global(qg, k, v, gi, flags, 0.25, doutg)
+    for x, y in [(first, second), (firstg, secondg)]:
+        assert torch.equal(x[0], y[0])
+        for gx, gy in zip(x[1], y[1]):
+            assert torch.equal(gx, gy)
+
+
+def test_torch_compile_fullgraph():
+    """The ops are registered custom ops with fake implementations: a whole layer traces in one graph."""
+    b, n, h, d, w = 2, 37, 2, 16, 6
+    q, k, v, flags, gi = _case(b, n, h, d, "scattered", "tail", seed=51)
+    scale = d**-0.5
+
+    def layer(q, k, v, qg):
+        out = banded_attention(q, k, v, w, flags, gi, scale)
+        gout = global_attention(qg, k, v, gi, flags, scale)
+        return out.sum() + gout.sum() * 0.5
+
+    qg = torch.randn(b, gi.shape[1], h, d, device=DEVICE)
+    torch._dynamo.reset()
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    leaves = _leaves(q, k, v, qg)
+    loss = compiled(*leaves)
+    grads = torch.autograd.grad(loss, leaves)
+    leaves_e = _leaves(q, k, v, qg)
+    loss_e = layer(*leaves_e)
+    grads_e = torch.autograd.grad(loss_e, leaves_e)
+    assert torch.equal(loss, loss_e)
+    for g, ge in zip(grads, grads_e):
+        assert torch.equal(g, ge)
+
+
+def test_registered_ops_pass_opcheck():
+    """Schema, fake (meta) implementations and AOT dispatch of every led_kernels::triton_* op, with
+    strided inputs: what torch.compile relies on."""
+    b, n, h, d = 2, 37, 2, 16
+    q, k, v, flags, gi = _case(b, n, h, d, "scattered", "tail", fused=True, seed=61)
+    ops = torch.ops.led_kernels
+    cum_excl, cum_pad, bounds = ops.triton_prep(flags, gi)
+    out, lse = ops.triton_banded_fwd(q, k, v, flags, gi, cum_excl, bounds, 5, 0.25)
+    qg = torch.randn(b, gi.shape[1], h, d, device=DEVICE)
+    og, lg = ops.triton_global_fwd(qg, k, v, gi, flags, cum_pad, bounds, 0.25)
+    dout = _grad_out(out.shape, out.dtype, strided=True, seed=3)
+    cases = [
+        (ops.triton_prep.default, (flags, gi)),
+        (ops.triton_banded_fwd.default, (q, k, v, flags, gi, cum_excl, bounds, 5, 0.25)),
+        (ops.triton_banded_bwd.default, (dout, q, k, v, out, lse, flags, gi, cum_excl, bounds, 5, 0.25)),
+        (ops.triton_global_fwd.default, (qg, k, v, gi, flags, cum_pad, bounds, 0.25)),
+        (
+            ops.triton_global_bwd.default,
+            (torch.randn_like(og), qg, k, v, og, lg, gi, flags, cum_pad, bounds, 0.25),
+        ),
+    ]
+    for op, args in cases:
+        result = torch.library.opcheck(op, args)
+        assert all(status == "SUCCESS" for status in result.values()), (op, result)
+
+
+def test_rejects_unsupported_head_dim_and_scale():
+    q = torch.randn(1, 4, 1, 300, device=DEVICE)
+    flags = torch.zeros(1, 4, dtype=torch.int8, device=DEVICE)
+    with pytest.raises(ValueError, match="head_dim"):
+        banded_attention(q, q, q, 1, flags, None, 0.1)
+    q = torch.randn(1, 4, 1, 16, device=DEVICE)
+    with pytest.raises(ValueError, match="scale"):
+        banded_attention(q, q, q, 1, flags, None, -1.0)
