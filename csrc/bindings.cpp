@@ -17,6 +17,7 @@
 
 #include "led_kernels/build_info.h"
 #include "led_kernels/common.h"
+#include "led_kernels/cpu_attention.h"
 
 namespace py = pybind11;
 using led_kernels::BNHStrides;
@@ -68,6 +69,77 @@ void delta_cuda_binding(std::uintptr_t o_ptr, std::uintptr_t do_ptr, std::uintpt
       "LED_KERNELS_BUILD_CUDA=OFF); reinstall from the source tree with nvcc on PATH "
       "(LED_KERNELS_BUILD_CUDA=ON pip install .) to get the CUDA kernels");
 #endif
+}
+
+void attention_fwd_cpu_binding(int kind, std::uintptr_t q_ptr, std::uintptr_t k_ptr, std::uintptr_t v_ptr,
+                               std::uintptr_t out_ptr, std::uintptr_t lse_ptr, std::uintptr_t flags_ptr,
+                               std::uintptr_t gidx_ptr, int64_t B, int64_t M, int64_t N, int64_t H, int64_t D,
+                               int64_t G, int64_t window, double scale, const Strides3& q_strides,
+                               const Strides3& k_strides, const Strides3& v_strides, const Strides3& o_strides,
+                               int dtype_code, int num_threads) {
+  led_kernels::AttnFwdParams p;
+  p.kind = static_cast<led_kernels::AttnKind>(kind);
+  p.q = reinterpret_cast<const void*>(q_ptr);
+  p.k = reinterpret_cast<const void*>(k_ptr);
+  p.v = reinterpret_cast<const void*>(v_ptr);
+  p.out = reinterpret_cast<void*>(out_ptr);
+  p.lse = reinterpret_cast<float*>(lse_ptr);
+  p.key_flags = reinterpret_cast<const int8_t*>(flags_ptr);
+  p.global_idx = reinterpret_cast<const int32_t*>(gidx_ptr);
+  p.B = B;
+  p.M = M;
+  p.N = N;
+  p.H = H;
+  p.D = D;
+  p.G = G;
+  p.window = window;
+  p.scale = scale;
+  p.q_strides = to_strides(q_strides);
+  p.k_strides = to_strides(k_strides);
+  p.v_strides = to_strides(v_strides);
+  p.o_strides = to_strides(o_strides);
+  p.dtype = led_kernels::dtype_from_code(dtype_code);
+  py::gil_scoped_release no_gil;
+  led_kernels::attention_fwd_cpu(p, num_threads);
+}
+
+void attention_bwd_cpu_binding(int kind, std::uintptr_t q_ptr, std::uintptr_t k_ptr, std::uintptr_t v_ptr,
+                               std::uintptr_t do_ptr, std::uintptr_t lse_ptr, std::uintptr_t dq_ptr, std::uintptr_t dk_ptr, std::uintptr_t dv_ptr,
+                               std::uintptr_t flags_ptr, std::uintptr_t gidx_ptr, int64_t B, int64_t M, int64_t N,
+                               int64_t H, int64_t D, int64_t G, int64_t window, double scale,
+                               const Strides3& q_strides, const Strides3& k_strides, const Strides3& v_strides,
+                               const Strides3& do_strides, const Strides3& dq_strides, const Strides3& dk_strides,
+                               const Strides3& dv_strides, int dtype_code, int num_threads) {
+  led_kernels::AttnBwdParams p;
+  p.kind = static_cast<led_kernels::AttnKind>(kind);
+  p.q = reinterpret_cast<const void*>(q_ptr);
+  p.k = reinterpret_cast<const void*>(k_ptr);
+  p.v = reinterpret_cast<const void*>(v_ptr);
+  p.dout = reinterpret_cast<const void*>(do_ptr);
+  p.lse = reinterpret_cast<const float*>(lse_ptr);
+  p.dq = reinterpret_cast<void*>(dq_ptr);
+  p.dk = reinterpret_cast<void*>(dk_ptr);
+  p.dv = reinterpret_cast<void*>(dv_ptr);
+  p.key_flags = reinterpret_cast<const int8_t*>(flags_ptr);
+  p.global_idx = reinterpret_cast<const int32_t*>(gidx_ptr);
+  p.B = B;
+  p.M = M;
+  p.N = N;
+  p.H = H;
+  p.D = D;
+  p.G = G;
+  p.window = window;
+  p.scale = scale;
+  p.q_strides = to_strides(q_strides);
+  p.k_strides = to_strides(k_strides);
+  p.v_strides = to_strides(v_strides);
+  p.do_strides = to_strides(do_strides);
+  p.dq_strides = to_strides(dq_strides);
+  p.dk_strides = to_strides(dk_strides);
+  p.dv_strides = to_strides(dv_strides);
+  p.dtype = led_kernels::dtype_from_code(dtype_code);
+  py::gil_scoped_release no_gil;
+  led_kernels::attention_bwd_cpu(p, num_threads);
 }
 
 }  // namespace
@@ -160,4 +232,29 @@ PYBIND11_MODULE(_C, m) {
         py::arg("stream"),
         "As delta_cpu on device memory, enqueued on `stream` (a cudaStream_t as int; 0 = legacy "
         "default stream). The caller makes the tensors' device current.");
+
+  m.def("attention_fwd_cpu", &attention_fwd_cpu_binding, py::arg("kind"), py::arg("q_ptr"), py::arg("k_ptr"),
+        py::arg("v_ptr"), py::arg("out_ptr"), py::arg("lse_ptr"), py::arg("flags_ptr"), py::arg("gidx_ptr"),
+        py::arg("B"), py::arg("M"), py::arg("N"), py::arg("H"), py::arg("D"), py::arg("G"), py::arg("window"),
+        py::arg("scale"), py::arg("q_strides"), py::arg("k_strides"), py::arg("v_strides"), py::arg("o_strides"),
+        py::arg("dtype_code"), py::arg("num_threads") = 0,
+        "Forward of the CPU attention kernels on host memory (csrc/include/led_kernels/cpu_attention.h).\n"
+        "kind 0: banded rows (kernel A, M == N), 1: global rows (kernel B, M == G). q/out: (B,M,H,D), "
+        "k/v: (B,N,H,D), element strides (b,n,h), stride(D)=1; lse: (B,H,M) float32 contiguous; "
+        "flags: int8 (B,N); gidx: int32 (B,G) or 0. num_threads <= 0: OpenMP default.");
+  m.def("attention_bwd_cpu", &attention_bwd_cpu_binding, py::arg("kind"), py::arg("q_ptr"), py::arg("k_ptr"),
+        py::arg("v_ptr"), py::arg("do_ptr"), py::arg("lse_ptr"), py::arg("dq_ptr"),
+        py::arg("dk_ptr"), py::arg("dv_ptr"), py::arg("flags_ptr"), py::arg("gidx_ptr"), py::arg("B"),
+        py::arg("M"), py::arg("N"), py::arg("H"), py::arg("D"), py::arg("G"), py::arg("window"), py::arg("scale"),
+        py::arg("q_strides"), py::arg("k_strides"), py::arg("v_strides"), py::arg("do_strides"),
+        py::arg("dq_strides"), py::arg("dk_strides"), py::arg("dv_strides"), py::arg("dtype_code"),
+        py::arg("num_threads") = 0,
+        "Backward of attention_fwd_cpu: writes dq (B,M,H,D), dk and dv (B,N,H,D) completely; lse from the "
+        "forward. Deterministic (bitwise, for any thread count).");
+  m.def(
+      "cpu_attention_isa", []() { return std::string(led_kernels::cpu_attention_isa()); },
+      "The instruction set the CPU attention kernels use here ('avx512', 'avx2' or 'generic'); the "
+      "environment variable LED_KERNELS_CPU_ISA selects another one this machine can run.");
+  m.def("cpu_attention_isas", &led_kernels::cpu_attention_isas,
+        "Every instruction set of the CPU attention kernels this build can run on this machine, best first.");
 }

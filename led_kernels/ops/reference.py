@@ -1,11 +1,11 @@
 """The ``torch`` backend: exact Longformer/LED attention in plain PyTorch, O(N·w) memory.
 
 This is the reference every kernel is compared with and the fallback that runs anywhere. It walks
-the sequence in query blocks of 64-256 rows (see _block_rows); a block attends the keys of its band (a slice of
-``k``/``v``, no copy) plus the gathered global keys, under one float32 softmax. Each block runs
-under activation checkpointing when gradients are needed, so autograd keeps only the inputs and
-recomputes one block's scores at a time in the backward: memory stays O(N·(H·D) + BLOCK_M·(2w + G))
-instead of Hugging Face's N x (2w+1) score matrices.
+the sequence in query blocks of 64-256 rows (see ``_block_rows``); a block attends the keys of its
+band (a slice of ``k``/``v``, no copy) plus the gathered global keys, under one float32 softmax. Each
+block runs under activation checkpointing when gradients are needed, so autograd keeps only the
+inputs and recomputes one block's scores at a time in the backward: memory stays
+O(N·(H·D) + block·(2w + G)) instead of Hugging Face's N x (2w+1) score matrices.
 
 Precision follows the usual low-precision recipe (and so is the baseline for the kernels' error
 bound): QK^T and PV in the input dtype (fp32 accumulation inside the matmul), scale, masking and

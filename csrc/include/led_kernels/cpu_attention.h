@@ -1,0 +1,102 @@
+// Declarations of the CPU attention kernels (csrc/cpu/attention*.cpp): forward and backward of
+//
+//   kind kBanded      (kernel A): query row i of (B, N, H, D) attends the keys
+//                     { j : |i - j| <= window, key_flags[j] == 0 }  U  { the valid global keys }
+//                     under one fp32 softmax; padding rows (key_flags[i] == 1) and rows with
+//                     nothing to attend produce 0.
+//   kind kGlobalRows  (kernel B): slot s of q (B, G, H, D) attends every non-padded key
+//                     (key_flags[j] != 1) of k/v (B, N, H, D); invalid slots produce 0.
+//
+// A global slot s of batch element b is valid iff 0 <= global_idx[b, s] < N and
+// key_flags[b, global_idx[b, s]] == 2 (led_kernels/masks.py).
+//
+// Like delta_cpu, the kernels take raw pointers, sizes and element strides (DESIGN section 5):
+// Python allocates every tensor (the kernels' own scratch excepted). Tensors are (B, rows, H, D)
+// with stride(D) == 1 and the strides given, except lse, which is (B, H, 2, rows) float32
+// contiguous.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "led_kernels/common.h"
+
+namespace led_kernels {
+
+enum class AttnKind : int {
+  kBanded = 0,
+  kGlobalRows = 1,
+};
+
+// Forward. Rows: M = N (kBanded) or M = G (kGlobalRows).
+//   q   : (B, M, H, D)      k, v : (B, N, H, D)      out : (B, M, H, D) written, input dtype
+//   lse : (B, H, 2, M) float32 written: the softmax statistics of each row in base-2 units of
+//         the scaled scores t_j = scale * log2(e) * q.k_j: [.., 0, i] = m = max_j t_j and
+//         [.., 1, i] = log2(sum_j 2^(t_j - m)), i.e. logsumexp = (m + log2 sum) * ln(2). A row that
+//         attends nothing (padding, invalid slot, empty row) has m = +inf and 0, so that the
+//         backward's 2^(t - m) is exactly 0 there. Two numbers instead of one logsumexp: the
+//         backward forms 2^((t - m) - log2 sum), whose first difference is exact near the max.
+struct AttnFwdParams {
+  AttnKind kind;
+  const void* q;
+  const void* k;
+  const void* v;
+  void* out;
+  float* lse;
+  const int8_t* key_flags;    // (B, N) 0 local, 1 padding, 2 global
+  const int32_t* global_idx;  // (B, G) or nullptr when G == 0
+  int64_t B, M, N, H, D, G;
+  int64_t window;             // kBanded only; >= 0
+  double scale;  // folded with log2(e) in double, then rounded once (see attention_impl.h)
+  BNHStrides q_strides, k_strides, v_strides, o_strides;
+  DType dtype;
+};
+
+// Backward: dq (B, M, H, D), dk and dv (B, N, H, D), all written completely in the input dtype
+// (zeros where no gradient flows). lse is the forward's. The backward's delta (sum_j P dP) is
+// computed inside, from the recomputed probabilities (see attention_impl.h, bwd_q_tile), so no
+// forward output is needed.
+struct AttnBwdParams {
+  AttnKind kind;
+  const void* q;
+  const void* k;
+  const void* v;
+  const void* dout;
+  const float* lse;
+  void* dq;
+  void* dk;
+  void* dv;
+  const int8_t* key_flags;
+  const int32_t* global_idx;
+  int64_t B, M, N, H, D, G;
+  int64_t window;
+  double scale;  // folded with log2(e) in double, then rounded once (see attention_impl.h)
+  BNHStrides q_strides, k_strides, v_strides, do_strides, dq_strides, dk_strides, dv_strides;
+  DType dtype;
+};
+
+// num_threads <= 0: the OpenMP default. Both are deterministic: every output element is produced
+// by one task in a fixed order and the work split depends on the shape only, so results are
+// bitwise equal across runs and thread counts (for a given instruction set).
+void attention_fwd_cpu(const AttnFwdParams& p, int num_threads);
+void attention_bwd_cpu(const AttnBwdParams& p, int num_threads);
+
+// The instruction set the CPU attention kernels run with on this machine: "avx512", "avx2" or
+// "generic": the best one compiled in and supported by the CPU, or the one the environment
+// variable LED_KERNELS_CPU_ISA names (read on every call; std::invalid_argument if this machine
+// cannot run it).
+const char* cpu_attention_isa();
+
+// Every ISA this build can run on this machine, best first (for tests and benchmarks).
+std::vector<std::string> cpu_attention_isas();
+
+// 64-byte aligned scratch memory for the kernels (csrc/cpu/attention.cpp). The per-ISA translation
+// units allocate only through these non-template functions, built without ISA flags, so that no
+// allocator code compiled for AVX-512 can be shared with the generic path (see attention_impl.h).
+// Throws std::bad_alloc.
+void* cpu_workspace_alloc(size_t bytes);
+void cpu_workspace_free(void* p) noexcept;
+
+}  // namespace led_kernels
