@@ -137,7 +137,25 @@ def _supported_head_dims(name: str) -> tuple[int, ...]:
     return getattr(module, "SUPPORTED_HEAD_DIMS", (16, 32, 64, 128))
 
 
+_LOADED: dict[str, ModuleType] = {}
+
+
 def load_backend(name: str) -> ModuleType:
+    module = _LOADED.get(name)
+    if module is None:
+        if torch.compiler.is_compiling():
+            # importlib cannot be traced. The CPU-side backends are imported with this module (see
+            # the end of the file); a GPU backend's first call must happen in eager mode, or this
+            # call is a graph break.
+            module = _import_outside_graph(name)
+        else:
+            module = importlib.import_module(_MODULES[name])
+        _LOADED[name] = module
+    return module
+
+
+@torch.compiler.disable
+def _import_outside_graph(name: str) -> ModuleType:
     return importlib.import_module(_MODULES[name])
 
 
@@ -167,3 +185,11 @@ def choose_backend(requested: str, device: torch.device, dtype: torch.dtype, hea
         if _device_ok(name, device)[0] and _dtype_ok(name, dtype)[0] and _head_dim_ok(name, head_dim)[0]:
             return load_backend(name)
     return load_backend("torch")
+
+
+# Import the backends that need no GPU now, so that torch.compile never meets an import in a graph.
+# (The GPU ones are imported on first use: probing CUDA at import time would initialise it before
+# a DataLoader forks.)
+for _name in ("torch", "cpu"):
+    if _status(_name)[0]:
+        load_backend(_name)
