@@ -7,10 +7,13 @@ Public ops (layout (B, N, H, D))::
     gout = lk.global_attention(q_global, k_global, v_global, gi, key_padding_mask=...)
     out = lk.longformer_attention(q, k, v, window, global_mask=..., key_padding_mask=...)
 
+Hugging Face: ``lk.patch_hf_model(model)`` swaps these into a ``transformers`` LED/Longformer model.
+
 Backends: ``torch`` (reference), ``triton``, ``cuda``, ``cpu``; see :func:`available_backends`.
 """
 
 from led_kernels.backends import BackendStatus, available_backends
+from led_kernels.integrations.hf import patch_hf_model
 from led_kernels.interface import banded_attention, global_attention, longformer_attention
 from led_kernels.masks import global_indices
 
@@ -23,4 +26,5 @@ __all__ = [
     "global_attention",
     "global_indices",
     "longformer_attention",
+    "patch_hf_model",
 ]
