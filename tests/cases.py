@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+import led_kernels as lk
+
 GLOBAL_PATTERNS = ("none", "first", "scattered", "all")
 
 
@@ -48,3 +50,20 @@ def fused_projections(batch, n, heads, dim, count=6, dtype=torch.float32, device
     fused = torch.randn(batch, n, count, heads, dim, dtype=dtype, device=device)
     fused.requires_grad_(requires_grad)
     return fused, list(fused.unbind(2))
+
+
+def longformer_layer(views, window, global_mask, padding_mask, backend):
+    """``lk.longformer_attention`` over six projections (q, k, v, q_global, k_global, v_global)."""
+    q, k, v, qg, kg, vg = views
+    return lk.longformer_attention(
+        q,
+        k,
+        v,
+        window,
+        global_mask=global_mask,
+        key_padding_mask=padding_mask,
+        q_global=qg,
+        k_global=kg,
+        v_global=vg,
+        backend=backend,
+    )

@@ -14,7 +14,7 @@ import random
 import oracle
 import pytest
 import torch
-from cases import GLOBAL_PATTERNS, fused_projections, global_mask, padding_mask
+from cases import GLOBAL_PATTERNS, fused_projections, global_mask, longformer_layer, padding_mask
 
 import led_kernels as lk
 from led_kernels import _extension as ext
@@ -42,29 +42,13 @@ def isa(request, monkeypatch):
     return request.param
 
 
-def _layer(fused_views, window, gm, pm, backend):
-    q, k, v, qg, kg, vg = fused_views
-    return lk.longformer_attention(
-        q,
-        k,
-        v,
-        window,
-        global_mask=gm,
-        key_padding_mask=pm,
-        q_global=qg,
-        k_global=kg,
-        v_global=vg,
-        backend=backend,
-    )
-
-
 def _layer_and_grads(shape, window, gpat, ppat, dtype, backend, seed=0):
     """Whole layer on six views of one fused (B, N, 6, H, D) leaf: output and its gradient."""
     b, n, h, d = shape
     torch.manual_seed(seed)
     fused, views = fused_projections(b, n, h, d, dtype=dtype)
     gm, pm = global_mask(b, n, gpat), padding_mask(b, n, ppat)
-    out = _layer(views, window, gm, pm, backend)
+    out = longformer_layer(views, window, gm, pm, backend)
     ref = oracle.dense_longformer_attention(*views[:3], window, pm, gm, *views[3:])
     dout = torch.randn(ref.shape, dtype=torch.float64)
     (grad,) = torch.autograd.grad(out, fused, dout.to(dtype))
@@ -256,11 +240,11 @@ def test_strided_views_are_read_in_place():
     b, n, h, d = 2, 70, 3, 16
     fused, views = fused_projections(b, n, h, d, requires_grad=False)
     gm, pm = global_mask(b, n, "scattered"), padding_mask(b, n, "tail")
-    ref = _layer([x.contiguous() for x in views], 9, gm, pm, "cpu")
-    assert torch.equal(_layer(views, 9, gm, pm, "cpu"), ref)
+    ref = longformer_layer([x.contiguous() for x in views], 9, gm, pm, "cpu")
+    assert torch.equal(longformer_layer(views, 9, gm, pm, "cpu"), ref)
     bhnd = [x.transpose(1, 2).contiguous().transpose(1, 2) for x in views]
     assert bhnd[0].stride(1) == d and bhnd[0].stride(2) == n * d
-    assert torch.equal(_layer(bhnd, 9, gm, pm, "cpu"), ref)
+    assert torch.equal(longformer_layer(bhnd, 9, gm, pm, "cpu"), ref)
 
 
 def test_backward_is_deterministic_across_runs_and_threads():
@@ -273,7 +257,7 @@ def test_backward_is_deterministic_across_runs_and_threads():
     try:
         for nt in (threads, threads, 1, 3):
             torch.set_num_threads(nt)
-            out = _layer(views, 13, gm, pm, "cpu")
+            out = longformer_layer(views, 13, gm, pm, "cpu")
             (g,) = torch.autograd.grad(out, fused, dout)
             results.append((out, g))
     finally:

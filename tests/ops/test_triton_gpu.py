@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cases import fused_projections
-
-import led_kernels as lk
+from cases import fused_projections, longformer_layer
 
 pytestmark = pytest.mark.gpu
 
@@ -28,34 +26,18 @@ def _masks(b, n, n_global, device):
     return gm, pm
 
 
-def _layer(views, window, gm, pm, backend):
-    q, k, v, qg, kg, vg = views
-    return lk.longformer_attention(
-        q,
-        k,
-        v,
-        window,
-        global_mask=gm,
-        key_padding_mask=pm,
-        q_global=qg,
-        k_global=kg,
-        v_global=vg,
-        backend=backend,
-    )
-
-
 def _errors(b, n, h, d, window, n_global, dtype):
     device = "cuda"
     fused64, views64 = fused_projections(b, n, h, d, dtype=torch.float64, device=device)
     gm, pm = _masks(b, n, n_global, device)
-    ref = _layer(views64, window, gm, pm, "torch")
+    ref = longformer_layer(views64, window, gm, pm, "torch")
     grad_out = torch.randn_like(ref)
     (ref_grad,) = torch.autograd.grad(ref, fused64, grad_out)
 
     results = {}
     for backend in ("triton", "torch"):
         fused = fused64.detach().to(dtype).requires_grad_()
-        out = _layer(list(fused.unbind(2)), window, gm, pm, backend)
+        out = longformer_layer(list(fused.unbind(2)), window, gm, pm, backend)
         (grad,) = torch.autograd.grad(out, fused, grad_out.to(dtype))
         assert torch.isfinite(out).all() and torch.isfinite(grad).all(), backend
         results[backend] = (
@@ -88,7 +70,7 @@ def test_backward_is_bitwise_deterministic_on_gpu():
     gm, pm = _masks(1, 4096, 8, "cuda")
     grads = []
     for _ in range(2):
-        out = _layer(views, 256, gm, pm, "triton")
+        out = longformer_layer(views, 256, gm, pm, "triton")
         (g,) = torch.autograd.grad(out, fused, torch.ones_like(out))
         grads.append(g)
     assert torch.equal(grads[0], grads[1])
