@@ -15,6 +15,7 @@ import torch
 
 import led_kernels as lk
 import led_kernels.interface
+import led_kernels.masks
 from led_kernels.integrations import hf as lk_hf
 from led_kernels.integrations import unpatch_hf_model
 
@@ -240,6 +241,46 @@ def test_attention_dropout_falls_back_while_training(monkeypatch, count_calls):
     with torch.no_grad():
         torch.testing.assert_close(model(**batch).loss, ref(**batch).loss, atol=1e-5, rtol=0)
     assert len(count_calls) == 2
+
+
+@pytest.mark.parametrize("kind", list(MODELS))
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "checkpointed"])
+def test_global_indices_computed_once_per_forward(kind, checkpointing, monkeypatch, count_calls):
+    """Every layer (and a checkpointed layer's recomputation) reuses the forward's global indices:
+    one global_indices call, hence at most one host sync, per forward."""
+    calls = []
+    real = led_kernels.masks.global_indices
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].clone())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(led_kernels.masks, "global_indices", counting)
+    make, make_batch = MODELS[kind]
+    model = lk.patch_hf_model(make(), backend="torch")
+    if checkpointing:
+        model.gradient_checkpointing_enable()
+    batch = make_batch(True)
+    model(**batch).loss.backward()
+    assert len(count_calls) == (4 if checkpointing else 2) and len(calls) == 1
+    # the mask it saw excludes padding: the padded row's tokens are never global
+    assert not (calls[0][:, :N] & (batch["attention_mask"] == 0)).any()
+    model(**batch).loss.backward()  # a new forward builds new mask tensors: computed again
+    assert len(calls) == 2
+
+
+def test_shared_global_indices_notices_in_place_edits():
+    glob = torch.zeros(2, 10, dtype=torch.bool)
+    glob[:, 0] = True
+    masked = torch.zeros(2, 10, dtype=torch.bool)
+    first = lk_hf._shared_global_indices(glob, masked)
+    assert lk_hf._shared_global_indices(glob, masked) is first
+    glob[1, 5] = True
+    second = lk_hf._shared_global_indices(glob, masked)
+    assert second.tolist() == [[0, -1], [0, 5]]
+    masked[1, 0] = True
+    assert lk_hf._shared_global_indices(glob, masked).tolist() == [[0], [5]]
+    assert lk_hf._shared_global_indices(glob, None).tolist() == [[0, -1], [0, 5]]
 
 
 def test_patch_errors_repatch_and_unpatch(count_calls):

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import types
 import warnings
+import weakref
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 #: Class names of the Hugging Face self-attention modules that are patched (same forward signature).
 PATCHABLE = ("LEDEncoderSelfAttention", "LongformerSelfAttention")
@@ -20,6 +22,31 @@ def _warn_once(key: str, message: str) -> None:
     if key not in _warned:
         _warned.add(key)
         warnings.warn(message, UserWarning, stacklevel=3)
+
+
+# Hugging Face's encoder builds is_index_global_attn / is_index_masked once per forward and hands the
+# same tensor objects to every layer (and again to a checkpointed layer's recomputation), so the
+# global indices are computed once per forward, not once per layer: keyed by the identity of those
+# tensors, dropped with them, and invalidated if either is modified in place.
+_global_idx_cache: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def _shared_global_indices(is_index_global_attn: torch.Tensor, is_index_masked: torch.Tensor | None):
+    from led_kernels.masks import global_indices
+
+    versions = (is_index_global_attn._version, None if is_index_masked is None else is_index_masked._version)
+    cached = _global_idx_cache.get(is_index_global_attn)
+    if cached is not None:
+        masked_ref, cached_versions, index = cached
+        if masked_ref() is is_index_masked and cached_versions == versions:
+            return index
+    global_mask = is_index_global_attn
+    if is_index_masked is not None:
+        global_mask = global_mask & ~is_index_masked  # padding wins, as in Hugging Face
+    index = global_indices(global_mask)
+    masked_ref = (lambda: None) if is_index_masked is None else weakref.ref(is_index_masked)
+    _global_idx_cache[is_index_global_attn] = (masked_ref, versions, index)
+    return index
 
 
 def _is_patchable(module: torch.nn.Module) -> bool:
@@ -79,12 +106,12 @@ def _lk_forward(
         is_index_masked = attention_mask < 0
     if is_index_global_attn is None and attention_mask is not None:
         is_index_global_attn = attention_mask > 0
-    global_mask = None
+    global_idx = None
     # is_global_attn is only a hint: a Python False lets us skip the global part (and its host sync).
     if is_index_global_attn is not None and is_global_attn is not False:
-        global_mask = is_index_global_attn
-        if is_index_masked is not None:
-            global_mask = global_mask & ~is_index_masked
+        global_idx = _shared_global_indices(is_index_global_attn, is_index_masked)
+        if global_idx.shape[1] == 0:
+            global_idx = None
 
     b, n, e = hidden_states.shape
     h, d = self.num_heads, self.head_dim
@@ -95,15 +122,15 @@ def _lk_forward(
 
     q, k, v = project("query"), project("key"), project("value")
     qg = kg = vg = None
-    if global_mask is not None:  # the global projections are only needed (and only trained) then
+    if global_idx is not None:  # the global projections are only needed (and only trained) then
         qg, kg, vg = project("query_global"), project("key_global"), project("value_global")
     out = longformer_attention(
         q,
         k,
         v,
         self.one_sided_attn_window_size,
-        global_mask=global_mask,
         key_padding_mask=is_index_masked,
+        global_idx=global_idx,
         q_global=qg,
         k_global=kg,
         v_global=vg,
