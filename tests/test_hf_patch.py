@@ -301,6 +301,56 @@ def test_patch_errors_repatch_and_unpatch(count_calls):
     assert len(count_calls) == 2
 
 
+class _Batches(torch.utils.data.Dataset):
+    """Eight copies of one padded, global-first batch element, split per row (the Trainer batches them)."""
+
+    def __init__(self, make_batch):
+        self.rows = []
+        for _ in range(4):
+            batch = make_batch(True)
+            self.rows += [{k: v[i] for k, v in batch.items()} for i in range(B)]
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+
+def _train_with_trainer(model, dataset, out_dir):
+    args = transformers.TrainingArguments(
+        output_dir=str(out_dir),
+        per_device_train_batch_size=2,
+        max_steps=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+        use_cpu=True,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=dataset)
+    trainer.train()
+    return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+
+
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_patched_model_trains_inside_the_hf_trainer(kind, tmp_path, count_calls):
+    pytest.importorskip("accelerate")
+    make, make_batch = MODELS[kind]
+    ref = make()
+    model = lk.patch_hf_model(copy.deepcopy(ref), backend="torch")
+    dataset = _Batches(make_batch)
+    ref_losses = _train_with_trainer(ref, dataset, tmp_path / "ref")
+    losses = _train_with_trainer(model, dataset, tmp_path / "patched")
+    assert len(losses) == 4 and len(count_calls) >= 8  # 4 steps x 2 layers ran on led-kernels
+    torch.testing.assert_close(torch.tensor(losses), torch.tensor(ref_losses), atol=1e-4, rtol=0)
+    for (name, p), r in zip(model.named_parameters(), ref.parameters()):  # the updates match too
+        torch.testing.assert_close(p, r, atol=1e-4, rtol=0, msg=lambda m, name=name: f"{name}: {m}")
+
+
 def test_import_does_not_import_transformers():
     import subprocess
     import sys
