@@ -777,11 +777,13 @@ def triton_banded_bwd(
         else:
             dk_t = _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
             dv_t = _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
+        # no **cfg: this kernel has no BLOCK_N (its key tile is the slot tile BLOCK_G)
         _gkey_dkdv_kernel[(n_gtiles, splits, bsz * h)](
             q, k, v, dout, dk_t, dv_t, lse, delta, key_flags, bounds, global_idx,
             *_strides3(q), *_strides3(k), *_strides3(v), *_strides3(dout), *_strides3(dk), *_strides3(dv),
             n, h, g, chunk, log2_scale(scale), scale,
-            HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=block_g, DOT_PREC=prec, DIRECT=direct, **cfg,
+            HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=block_g, DOT_PREC=prec, DIRECT=direct,
+            BLOCK_M=cfg["BLOCK_M"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         )  # fmt: skip
         if not direct:
             reduce_partials(dk_t, dk, global_idx, key_flags, scale, scatter=True)

@@ -1,0 +1,70 @@
+"""Every launch of the ``triton`` backend compiles for real GPU targets, checked without a GPU.
+
+The interpreter tests run the kernels' arithmetic but not Triton's GPU compiler: the interpreter
+ignores launch keywords a kernel does not take, and never meets register, shared-memory or lowering
+limits. Here each launcher runs on fake CUDA tensors of a real shape, its launches are compiled
+offline for sm_90 / sm_80 (``benchmarks.inspect_kernels``), and each compiled kernel must exist, and on
+sm_90 at the headline shape the hot kernels must use ``wgmma`` and not spill.
+
+The compilation runs in a subprocess because this test session sets ``TRITON_INTERPRET=1`` before the
+kernels are defined (interpreted kernels cannot be compiled).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = """
+import json, sys
+import torch
+from benchmarks.inspect_kernels import DTYPES, capture_launches, inspect
+arch, dtype, d, g = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+rows = []
+for launch in capture_launches(arch, DTYPES[dtype], 1, 16384, 12, d, 512, g):
+    r = inspect(launch, arch)
+    rows.append(dict(label=r.label, name=r.name, error=r.error, spills=r.ptxas.get("spill_stores"),
+                     regs=r.ptxas.get("regs"), wgmma=r.ptx.get("wgmma", 0), mma=r.ptx.get("mma.sync", 0)))
+print("ROWS " + json.dumps(rows))
+"""
+
+# (arch, dtype, head_dim, globals): the headline (H100, bf16, D=64, G=1), A100 with many globals, and
+# a wide head without globals
+TARGETS = [(90, "bfloat16", 64, 1), (80, "float16", 64, 64), (90, "bfloat16", 128, 0)]
+
+
+def _compile(arch: int, dtype: str, head_dim: int, globals_: int) -> list[dict]:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(arch), dtype, str(head_dim), str(globals_)],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=900,
+    )  # fmt: skip
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("ROWS ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    return json.loads(lines[-1][5:])
+
+
+@pytest.mark.parametrize("arch,dtype,head_dim,globals_", TARGETS, ids=lambda x: str(x))
+def test_every_launch_compiles_for_the_gpu(arch, dtype, head_dim, globals_):
+    pytest.importorskip("triton")
+    rows = _compile(arch, dtype, head_dim, globals_)
+    names = {r["name"] for r in rows}
+    # kernel A and B, forward and backward, all reached (B only with global tokens)
+    assert {"_band_fwd_kernel", "_band_dq_kernel", "_band_dkdv_kernel"} <= names, names
+    if globals_:
+        assert {"_gkey_dkdv_kernel", "_glob_dkdv_kernel", "_glob_dq_kernel"} <= names, names
+    errors = [(r["label"], r["error"]) for r in rows if r["error"]]
+    assert not errors, errors
+    assert all(r["regs"] for r in rows), rows
+    if (arch, head_dim) == (90, 64):
+        hot = {r["name"]: r for r in rows if r["name"].startswith("_band_")}
+        for name, r in hot.items():
+            assert r["spills"] == 0, (name, r)
+            assert r["wgmma"] > 0 and r["mma"] == 0, (name, r)  # Hopper's warpgroup MMA, not mma.sync
