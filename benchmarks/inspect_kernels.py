@@ -169,7 +169,9 @@ class Launch:
 
     def config(self) -> dict:
         return {
-            k: self.kwargs[k] for k in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages") if k in self.kwargs
+            k: self.kwargs[k]
+            for k in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages", "maxnreg")
+            if k in self.kwargs
         }
 
     def programs(self) -> int | None:
@@ -307,6 +309,8 @@ def autotune_variants(launch: Launch, arch: int, dtype: torch.dtype) -> list[Lau
     out = []
     for i, c in enumerate(configs):
         kw = dict(launch.kwargs, **c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages)
+        if c.maxnreg:
+            kw["maxnreg"] = c.maxnreg
         if kw == launch.kwargs:
             launch.label += f" [fixed=tune {i + 1}]"  # the fixed config is one of the candidates
             continue
@@ -608,7 +612,8 @@ def band_tile_accounting(seqlen: int, window: int, block_m: int, block_n: int) -
 
 def _cfg_str(cfg: dict) -> str:
     bm, bn = cfg.get("BLOCK_M", "-"), cfg.get("BLOCK_N", "-")
-    return f"{bm}x{bn} w{cfg.get('num_warps', '?')} s{cfg.get('num_stages', '?')}"
+    regs = f" r{cfg['maxnreg']}" if cfg.get("maxnreg") else ""
+    return f"{bm}x{bn} w{cfg.get('num_warps', '?')} s{cfg.get('num_stages', '?')}{regs}"
 
 
 def _width(reports: list[Report], extra: int = 0) -> int:

@@ -2,8 +2,10 @@
 
 Only metadata is inspected (shapes, dtypes, devices, strides), so the checks cost no device work and
 no host synchronisation. The values of ``global_idx`` are checked where that is free: on CPU tensors in
-eager mode (or on any device when ``LED_KERNELS_CHECK_VALUES=1``). Kernels additionally ignore
-out-of-range indices, so a bad index on a GPU can never read out of bounds.
+eager mode (or on any device when ``LED_KERNELS_CHECK_VALUES=1``). Not inside a ``torch.compile``
+graph: reading them there would be a graph break and, on a GPU, a host sync on every call. Instead
+every backend treats an index outside [-1, N) as -1 (``led_kernels.masks``), so a bad index can
+neither read out of bounds nor change the other rows' results.
 """
 
 from __future__ import annotations

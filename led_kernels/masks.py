@@ -5,8 +5,10 @@ Kernels never see boolean masks directly. They get
 - ``key_flags``: int8 (B, N), ``LOCAL`` (0), ``PADDING`` (1) or ``GLOBAL`` (2); padding wins when a
   position is both, as in Hugging Face (``attention_mask * (global_attention_mask + 1)``).
 - ``global_idx``: int32 (B, G), each row the sorted global positions of one batch element, then -1.
-  A slot is *valid* when its index is >= 0 and the flag there is ``GLOBAL`` (so a global token that is
-  also padding is ignored everywhere).
+  A slot is *valid* when its index is in [0, N) and the flag there is ``GLOBAL`` (so a global token
+  that is also padding is ignored everywhere). An index outside [0, N) acts as -1 here and in every
+  kernel: the public ops reject one where that check is free (see ``_validation``), and where it is
+  not (compiled graphs, GPU tensors) it can neither read out of bounds nor change the result.
 
 Both are built with a handful of elementwise/scatter ops and no host synchronisation, except
 ``global_indices(mask)`` without ``max_global``, which reads the largest count once.
@@ -81,7 +83,8 @@ def key_flags(
     """(B, N) int8 per-key flags from the padding mask and the global indices."""
     flags = torch.zeros(batch, n + 1, dtype=torch.int8, device=device)
     if global_idx is not None and global_idx.shape[1] > 0:
-        idx = torch.where(global_idx >= 0, global_idx, torch.full_like(global_idx, n)).long()
+        in_range = (global_idx >= 0) & (global_idx < n)
+        idx = torch.where(in_range, global_idx, torch.full_like(global_idx, n)).long()  # column n: cut off
         flags.scatter_(1, idx, GLOBAL)
     flags = flags[:, :n]
     if key_padding_mask is not None:
@@ -91,14 +94,16 @@ def key_flags(
 
 def valid_global_slots(global_idx: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
     """(B, G) bool: the slot names a position that is global and not padding."""
-    gathered = torch.gather(flags, 1, global_idx.long().clamp(min=0))
-    return (global_idx >= 0) & (gathered == GLOBAL)
+    n = flags.shape[1]
+    gathered = torch.gather(flags, 1, global_idx.long().clamp(0, max(n - 1, 0)))
+    return (global_idx >= 0) & (global_idx < n) & (gathered == GLOBAL)
 
 
 def gather_rows(x: torch.Tensor, global_idx: torch.Tensor) -> torch.Tensor:
-    """x (B, N, H, D) -> (B, G, H, D): the rows named by global_idx (slot -1 reads row 0)."""
-    b, _, h, d = x.shape
-    index = global_idx.long().clamp(min=0)[:, :, None, None].expand(b, global_idx.shape[1], h, d)
+    """x (B, N, H, D) -> (B, G, H, D): the rows named by global_idx (slot -1, or out of range, reads
+    row 0 or N - 1)."""
+    b, n, h, d = x.shape
+    index = global_idx.long().clamp(0, max(n - 1, 0))[:, :, None, None].expand(b, global_idx.shape[1], h, d)
     return torch.gather(x, 1, index)
 
 

@@ -176,27 +176,3 @@ def test_empty_batch_and_single_token():
     q, k, v = _qkv(n=1)
     out = lk.longformer_attention(q, k, v, 0, global_mask=torch.ones(1, 1, dtype=torch.bool))
     torch.testing.assert_close(out, v)
-
-
-# --- torch.compile ------------------------------------------------------------------------------
-
-
-@pytest.mark.no_nan_poison
-@pytest.mark.parametrize("backend", ["torch", "cpu"])
-def test_public_op_compiles_fullgraph(backend):
-    if not lk.available_backends()[backend].available:
-        pytest.skip(lk.available_backends()[backend].reason)
-    q, k, v = (t.requires_grad_() for t in _qkv(b=2, n=40))
-    gi = lk.global_indices(torch.tensor([[True] + [False] * 39, [False] * 39 + [True]]))
-
-    def layer(q, k, v):
-        return lk.longformer_attention(q, k, v, 5, global_idx=gi, backend=backend)
-
-    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
-    out = compiled(q, k, v)
-    ref = layer(q, k, v)
-    torch.testing.assert_close(out, ref, atol=0, rtol=0)
-    grads = torch.autograd.grad(out.sum(), (q, k, v))
-    ref_grads = torch.autograd.grad(ref.sum(), (q, k, v))
-    for a, b in zip(grads, ref_grads):
-        torch.testing.assert_close(a, b, atol=0, rtol=0)

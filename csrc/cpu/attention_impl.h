@@ -282,7 +282,12 @@ inline void store_row(typename Elem<DT>::S* dst, int n, float mult, const float*
 // A register block of mr x nv vectors accumulates the whole K loop, so C is read/written once.
 // ---------------------------------------------------------------------------------------------
 
-template <int mr, int nv, bool kAcc>
+// kSafe: a product with a zero factor adds nothing, even when the other factor is NaN or inf. The
+// attention products multiply probabilities (or dS) that are exactly 0 for masked pairs with rows of
+// K, V, Q or dO, so a non-finite row would otherwise reach every row of its tile (0 * NaN = NaN);
+// callers take this path only for operands holding a non-finite value (rows_nonfinite). The kept
+// products are the same fused multiply-adds as the fast path's, so finite results are bitwise equal.
+template <int mr, int nv, bool kAcc, bool kSafe>
 inline void ukernel(int K, const float* __restrict A, ptrdiff_t ars, ptrdiff_t acs, const float* __restrict B,
                     ptrdiff_t ldb, float* __restrict C, ptrdiff_t ldc) {
   vf c[mr][nv];
@@ -300,8 +305,14 @@ inline void ukernel(int K, const float* __restrict A, ptrdiff_t ars, ptrdiff_t a
 #pragma GCC unroll 16
     for (int m = 0; m < mr; ++m) {
       const vf a = splat(ak[m * ars]);
+      if constexpr (kSafe) {
+        const vi a_nz = a != vf{};
 #pragma GCC unroll 16
-      for (int v = 0; v < nv; ++v) c[m][v] += a * b[v];
+        for (int v = 0; v < nv; ++v) c[m][v] = sel(a_nz & (b[v] != vf{}), c[m][v] + a * b[v], c[m][v]);
+      } else {
+#pragma GCC unroll 16
+        for (int v = 0; v < nv; ++v) c[m][v] += a * b[v];
+      }
     }
   }
 #pragma GCC unroll 16
@@ -311,19 +322,19 @@ inline void ukernel(int K, const float* __restrict A, ptrdiff_t ars, ptrdiff_t a
   }
 }
 
-template <int mr, bool kAcc>
+template <int mr, bool kAcc, bool kSafe>
 inline void ukernel_nv(int nv, int K, const float* A, ptrdiff_t ars, ptrdiff_t acs, const float* B, ptrdiff_t ldb,
                        float* C, ptrdiff_t ldc) {
   switch (nv) {
-    case 1: ukernel<mr, 1, kAcc>(K, A, ars, acs, B, ldb, C, ldc); break;
-    case 2: if constexpr (NV >= 2) ukernel<mr, 2, kAcc>(K, A, ars, acs, B, ldb, C, ldc); break;
-    case 3: if constexpr (NV >= 3) ukernel<mr, 3, kAcc>(K, A, ars, acs, B, ldb, C, ldc); break;
-    case 4: if constexpr (NV >= 4) ukernel<mr, 4, kAcc>(K, A, ars, acs, B, ldb, C, ldc); break;
+    case 1: ukernel<mr, 1, kAcc, kSafe>(K, A, ars, acs, B, ldb, C, ldc); break;
+    case 2: if constexpr (NV >= 2) ukernel<mr, 2, kAcc, kSafe>(K, A, ars, acs, B, ldb, C, ldc); break;
+    case 3: if constexpr (NV >= 3) ukernel<mr, 3, kAcc, kSafe>(K, A, ars, acs, B, ldb, C, ldc); break;
+    case 4: if constexpr (NV >= 4) ukernel<mr, 4, kAcc, kSafe>(K, A, ars, acs, B, ldb, C, ldc); break;
     default: break;
   }
 }
 
-template <bool kAcc>
+template <bool kAcc, bool kSafe = false>
 void gemm(int M, int N, int K, const float* A, ptrdiff_t ars, ptrdiff_t acs, const float* B, ptrdiff_t ldb, float* C,
           ptrdiff_t ldc) {
   static_assert(NV >= 1 && NV <= 4 && MR >= 1 && MR <= 8, "register block out of range");
@@ -332,21 +343,53 @@ void gemm(int M, int N, int K, const float* A, ptrdiff_t ars, ptrdiff_t acs, con
     const float* Bn = B + n0;
     float* Cn = C + n0;
     int m0 = 0;
-    for (; m0 + MR <= M; m0 += MR) ukernel_nv<MR, kAcc>(nv, K, A + m0 * ars, ars, acs, Bn, ldb, Cn + m0 * ldc, ldc);
+    for (; m0 + MR <= M; m0 += MR) {
+      ukernel_nv<MR, kAcc, kSafe>(nv, K, A + m0 * ars, ars, acs, Bn, ldb, Cn + m0 * ldc, ldc);
+    }
     const float* At = A + m0 * ars;
     float* Ct = Cn + m0 * ldc;
     switch (M - m0) {  // row tail
       case 0: break;
-      case 1: ukernel_nv<1, kAcc>(nv, K, At, ars, acs, Bn, ldb, Ct, ldc); break;
-      case 2: if constexpr (MR > 2) ukernel_nv<2, kAcc>(nv, K, At, ars, acs, Bn, ldb, Ct, ldc); break;
-      case 3: if constexpr (MR > 3) ukernel_nv<3, kAcc>(nv, K, At, ars, acs, Bn, ldb, Ct, ldc); break;
-      case 4: if constexpr (MR > 4) ukernel_nv<4, kAcc>(nv, K, At, ars, acs, Bn, ldb, Ct, ldc); break;
-      case 5: if constexpr (MR > 5) ukernel_nv<5, kAcc>(nv, K, At, ars, acs, Bn, ldb, Ct, ldc); break;
-      case 6: if constexpr (MR > 6) ukernel_nv<6, kAcc>(nv, K, At, ars, acs, Bn, ldb, Ct, ldc); break;
-      case 7: if constexpr (MR > 7) ukernel_nv<7, kAcc>(nv, K, At, ars, acs, Bn, ldb, Ct, ldc); break;
+      case 1: ukernel_nv<1, kAcc, kSafe>(nv, K, At, ars, acs, Bn, ldb, Ct, ldc); break;
+      case 2: if constexpr (MR > 2) ukernel_nv<2, kAcc, kSafe>(nv, K, At, ars, acs, Bn, ldb, Ct, ldc); break;
+      case 3: if constexpr (MR > 3) ukernel_nv<3, kAcc, kSafe>(nv, K, At, ars, acs, Bn, ldb, Ct, ldc); break;
+      case 4: if constexpr (MR > 4) ukernel_nv<4, kAcc, kSafe>(nv, K, At, ars, acs, Bn, ldb, Ct, ldc); break;
+      case 5: if constexpr (MR > 5) ukernel_nv<5, kAcc, kSafe>(nv, K, At, ars, acs, Bn, ldb, Ct, ldc); break;
+      case 6: if constexpr (MR > 6) ukernel_nv<6, kAcc, kSafe>(nv, K, At, ars, acs, Bn, ldb, Ct, ldc); break;
+      case 7: if constexpr (MR > 7) ukernel_nv<7, kAcc, kSafe>(nv, K, At, ars, acs, Bn, ldb, Ct, ldc); break;
       default: break;
     }
   }
+}
+
+// C (+)= A * B as gemm, through the safe products when `safe` (see ukernel).
+template <bool kAcc>
+inline void gemm_nan_safe(bool safe, int M, int N, int K, const float* A, ptrdiff_t ars, ptrdiff_t acs, const float* B,
+                          ptrdiff_t ldb, float* C, ptrdiff_t ldc) {
+  if (safe) {
+    gemm<kAcc, true>(M, N, K, A, ars, acs, B, ldb, C, ldc);
+  } else {
+    gemm<kAcc, false>(M, N, K, A, ars, acs, B, ldb, C, ldc);
+  }
+}
+
+// Whether rows 0 .. n of a float block (row stride `stride`, `cols` columns) hold a NaN or an inf:
+// x * 0 is 0 for every finite x and NaN otherwise, so one accumulator tells. A pass over a tile's
+// operand rows costs ~1/(2T) of the products that read them.
+inline bool rows_nonfinite(const float* p, ptrdiff_t stride, int n, int64_t cols) {
+  vf acc = vf{};
+  float tail = 0.0f;
+  for (int r = 0; r < n; ++r) {
+    const float* row = p + r * stride;
+    int64_t d = 0;
+    for (; d + W <= cols; d += W) acc += ld(row + d) * 0.0f;
+    for (; d < cols; ++d) tail += row[d] * 0.0f;
+  }
+  float lanes[W];
+  st(lanes, acc);
+  bool bad = tail != tail;
+  for (int i = 0; i < W; ++i) bad |= lanes[i] != lanes[i];
+  return bad;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -562,7 +605,8 @@ void pack_T(const View<const typename Elem<DT>::S>& x, int64_t b, int64_t h, int
   }
 }
 
-// out[r0 + i][d] = mult[i] * panel[d * T + i] for i < n, converted to the output dtype.
+// out[r0 + i][d] = mult[i] * panel[d * T + i] for i < n, converted to the output dtype. A row with
+// multiplier 0 is exactly 0, whatever its accumulator holds (a padding row that met a NaN key).
 template <int DT>
 void unpack_T(const View<typename Elem<DT>::S>& out, int64_t b, int64_t h, int64_t r0, int n, int64_t D,
               const float* panel, const float* mult, float* stage) {
@@ -570,11 +614,19 @@ void unpack_T(const View<typename Elem<DT>::S>& out, int64_t b, int64_t h, int64
     for (int i = 0; i < n; ++i) {
       float* dst = out.row(b, r0 + i, h);
       const float mi = mult[i];
+      if (mi == 0.0f) {
+        std::memset(dst, 0, sizeof(float) * D);
+        continue;
+      }
       for (int64_t d = 0; d < D; ++d) dst[d] = mi * panel[d * T + i];
     }
   } else {
     for (int i = 0; i < n; ++i) {
       const float mi = mult[i];
+      if (mi == 0.0f) {
+        std::memset(stage + i * D, 0, sizeof(float) * D);
+        continue;
+      }
       for (int64_t d = 0; d < D; ++d) stage[i * D + d] = mi * panel[d * T + i];
     }
     for (int i = 0; i < n; ++i) store_row<DT>(out.row(b, r0 + i, h), static_cast<int>(D), 1.0f, stage + i * D);
@@ -775,13 +827,15 @@ void fwd_tile(const Problem& pb, const FwdArgs<DT>& a, int64_t b, int64_t h, int
     gemm<false>(kt.n, np, static_cast<int>(D), kt.k, kt.ks, 1, s.qT, T, s.s, T);
     mask_scores_T(pb, b, kt, r0, np, s.s);
     online_softmax_T(s.s, kt.n, np, s.m, s.l, s.acc0, D);
-    // O^T (D x np) += V^T (D x kt.n) * P^T (kt.n x np)
-    gemm<true>(static_cast<int>(D), np, kt.n, kt.v, 1, kt.vs, s.s, T, s.acc0, T);
+    // O^T (D x np) += V^T (D x kt.n) * P^T (kt.n x np); masked pairs have P = 0 (see ukernel)
+    const bool safe = (kt.key_mask || kt.band_mask) && rows_nonfinite(kt.v, kt.vs, kt.n, D);
+    gemm_nan_safe<true>(safe, static_cast<int>(D), np, kt.n, kt.v, 1, kt.vs, s.s, T, s.acc0, T);
   });
 
   for (int i = 0; i < n; ++i) {
     const float l = s.l[i];
-    if (s.mult[i] != 0.0f && l > 0.0f) {
+    // NaN l: the row attended a non-finite score or value; it stays NaN (never silently 0)
+    if (s.mult[i] != 0.0f && !(l <= 0.0f)) {
       s.mult[i] = 1.0f / l;
       lse_max[i] = s.m[i];
       lse_log[i] = std::log2(l);
@@ -797,6 +851,10 @@ void fwd_tile(const Problem& pb, const FwdArgs<DT>& a, int64_t b, int64_t h, int
 // ---------------------------------------------------------------------------------------------
 // Backward
 // ---------------------------------------------------------------------------------------------
+
+// dS = P (dP - delta) / sum P, and exactly 0 where P is: dP is NaN on every row next to a non-finite
+// value row, masked pairs included, and a row's delta is NaN when the row attended one.
+inline vf ds_of(vf p, vf dp, vf delta, vf inv_sum) { return sel(p != vf{}, p * (dp - delta) * inv_sum, vf{}); }
 
 template <int DT>
 struct BwdArgs {
@@ -848,6 +906,8 @@ void bwd_global_keys_tile(const Problem& pb, const BwdArgs<DT>& a, int64_t b, in
     // S (rn x nkp) = (c Q) (rn x D) * K^T (D x nkp);  dP (rn x nkp) = dO (rn x D) * V^T (D x nkp)
     gemm<false>(rn, nkp, Di, cQ, D, 1, s.qT, T, s.s, T);
     gemm<false>(rn, nkp, Di, dO, dld, 1, s.doT, T, s.dp, T);
+    // rows that attend nothing get P = dS = 0 below, but their Q / dO rows still meet them
+    const bool safe = rows_nonfinite(cQ, D, rn, D) || rows_nonfinite(dO, dld, rn, D);
     for (int i = 0; i < rn; ++i) {
       float* srow = s.s + i * T;
       float* drow = s.dp + i * T;
@@ -862,12 +922,12 @@ void bwd_global_keys_tile(const Problem& pb, const BwdArgs<DT>& a, int64_t b, in
         // (s - max) first: exact for the scores near the max, which carry the weight
         const vf pv = vexp2((ld(srow + c0) + ld(s.bias + c0) - vmx) - vlg);
         st(srow + c0, pv);
-        st(drow + c0, pv * (ld(drow + c0) - vdelta) * vis);  // dS = P (dP - delta) / sum P
+        st(drow + c0, ds_of(pv, ld(drow + c0), vdelta, vis));
       }
     }
     // dV^T (D x nkp) += dO^T (D x rn) * P (rn x nkp);  dK^T += (c Q)^T (D x rn) * dS (rn x nkp)
-    gemm<true>(Di, nkp, rn, dO, 1, dld, s.s, T, s.acc1, T);
-    gemm<true>(Di, nkp, rn, cQ, 1, D, s.dp, T, s.acc0, T);
+    gemm_nan_safe<true>(safe, Di, nkp, rn, dO, 1, dld, s.s, T, s.acc1, T);
+    gemm_nan_safe<true>(safe, Di, nkp, rn, cQ, 1, D, s.dp, T, s.acc0, T);
   }
   float* gk = a.gk + ((b * pb.H + h) * pb.G + gslot0) * D;
   float* gv = a.gv + ((b * pb.H + h) * pb.G + gslot0) * D;
@@ -932,14 +992,17 @@ void bwd_global_rows_keys_tile(const Problem& pb, const BwdArgs<DT>& a, int64_t 
       gemm<false>(n, np, Di, kt.v, kt.vs, 1, s.doT, T, s.dp, T);  // dP^T
       for (int c0 = 0; c0 < np; c0 += W) {
         const vf mx = ld(s.rmax + c0), lg = ld(s.rlog + c0), dl = ld(s.dlt + c0), is = ld(s.mult + c0);
+        const vi dead = mx == splat(kInf);
         for (int j = 0; j < n; ++j) {
-          const vf pv = vexp2((ld(s.s + j * T + c0) - mx) - lg);
+          const vf sv = ld(s.s + j * T + c0);
+          const vf pv = sel((sv == splat(-kInf)) | dead, vf{}, vexp2((sv - mx) - lg));
           st(s.s + j * T + c0, pv);
-          st(s.dp + j * T + c0, pv * (ld(s.dp + j * T + c0) - dl) * is);  // dS^T
+          st(s.dp + j * T + c0, ds_of(pv, ld(s.dp + j * T + c0), dl, is));  // dS^T
         }
       }
-      gemm<true>(n, dp, rn, s.s, T, 1, s.da, dp, s.ring_v, dp);   // dV += P^T dO
-      gemm<true>(n, dp, rn, s.dp, T, 1, s.qa, dp, s.ring_k, dp);  // dK += dS^T (c Q)
+      const bool safe = rows_nonfinite(s.qa, dp, rn, Di) || rows_nonfinite(s.da, dp, rn, Di);
+      gemm_nan_safe<true>(safe, n, dp, rn, s.s, T, 1, s.da, dp, s.ring_v, dp);   // dV += P^T dO
+      gemm_nan_safe<true>(safe, n, dp, rn, s.dp, T, 1, s.qa, dp, s.ring_k, dp);  // dK += dS^T (c Q)
     }
   }
   for (int j = 0; j < n; ++j) {
@@ -973,14 +1036,15 @@ struct KeyAcc {
 
 // dV rows += P^T (kt.n x n) * dO (n x dp) and dK rows += dS^T (kt.n x n) * (c Q) (n x dp) for the
 // key tile kt (contiguous positions kt.p0 ..), split where the ring wraps.
+// safe: cQ or dO hold a non-finite row (see ukernel).
 inline void key_acc_add(KeyAcc& acc, const KeyTile& kt, const float* P, const float* dS, int n, const float* cQ,
-                        const float* dO) {
+                        const float* dO, bool safe) {
   acc.ensure(kt.p0 + kt.n);
   for (int done = 0; done < kt.n;) {
     const int64_t idx = (kt.p0 + done - acc.ks) % acc.rows;
     const int cnt = static_cast<int>(imin<int64_t>(kt.n - done, acc.rows - idx));
-    gemm<true>(cnt, acc.dp, n, P + done * T, T, 1, dO, acc.dp, acc.v + idx * acc.dp, acc.dp);
-    gemm<true>(cnt, acc.dp, n, dS + done * T, T, 1, cQ, acc.dp, acc.k + idx * acc.dp, acc.dp);
+    gemm_nan_safe<true>(safe, cnt, acc.dp, n, P + done * T, T, 1, dO, acc.dp, acc.v + idx * acc.dp, acc.dp);
+    gemm_nan_safe<true>(safe, cnt, acc.dp, n, dS + done * T, T, 1, cQ, acc.dp, acc.k + idx * acc.dp, acc.dp);
     done += cnt;
   }
 }
@@ -1024,6 +1088,7 @@ void bwd_q_tile(const Problem& pb, const BwdArgs<DT>& a, int64_t b, int64_t h, i
   }
   pack_T<DT>(a.q, b, h, r0, nullptr, n, D, pb.c, s.qT, s.stage);
   pack_T<DT>(a.dout, b, h, r0, nullptr, n, D, 1.0f, s.doT, s.stage);
+  bool rows_safe = false;  // the key GEMMs meet a non-finite Q or dO row
   if (acc != nullptr) {  // row-major c * Q and dO, zero padded to dp columns: B of the key GEMMs
     for (int i = 0; i < n; ++i) {
       float* cq = s.qa + i * acc->dp;
@@ -1032,6 +1097,7 @@ void bwd_q_tile(const Problem& pb, const BwdArgs<DT>& a, int64_t b, int64_t h, i
       load_row<DT>(a.dout.row(b, r0 + i, h), Di, 1.0f, dd);
       for (int d = Di; d < acc->dp; ++d) cq[d] = dd[d] = 0.0f;
     }
+    rows_safe = rows_nonfinite(s.qa, acc->dp, n, Di) || rows_nonfinite(s.da, acc->dp, n, Di);
   }
   prefetch_rows(a.q, b, h, r0 + T, T, pb.M, D);
   prefetch_rows(a.dout, b, h, r0 + T, T, pb.M, D);
@@ -1046,12 +1112,16 @@ void bwd_q_tile(const Problem& pb, const BwdArgs<DT>& a, int64_t b, int64_t h, i
     gemm<false>(kt.n, np, Di, kt.v, kt.vs, 1, s.doT, T, dP, T);
     for (int c0 = 0; c0 < np; c0 += W) {
       const vf mx = ld(s.rmax + c0), lg = ld(s.rlog + c0);
+      // exactly 0 for masked pairs and rows that attend nothing, even next to a non-finite score
+      // (a padding row's NaN query) or statistic (a row that attended a non-finite value)
+      const vi dead = mx == splat(kInf);
       vf sp[4] = {}, spd[4] = {};
       for (int j = 0; j < kt.n; ++j) {
-        const vf pv = vexp2((ld(P + j * T + c0) - mx) - lg);
+        const vf sv = ld(P + j * T + c0);
+        const vf pv = sel((sv == splat(-kInf)) | dead, vf{}, vexp2((sv - mx) - lg));
         st(P + j * T + c0, pv);
         sp[j & 3] += pv;
-        spd[j & 3] += pv * ld(dP + j * T + c0);
+        spd[j & 3] += sel(pv != vf{}, pv * ld(dP + j * T + c0), vf{});
       }
       if (sums) {
         st(s.l + c0, ld(s.l + c0) + ((sp[0] + sp[1]) + (sp[2] + sp[3])));
@@ -1092,12 +1162,12 @@ void bwd_q_tile(const Problem& pb, const BwdArgs<DT>& a, int64_t b, int64_t h, i
     for (int c0 = 0; c0 < np; c0 += W) {
       const vf dl = ld(s.dlt + c0), is = ld(s.mult + c0);
       for (int j = 0; j < kt.n; ++j) {
-        st(dP + j * T + c0, ld(P + j * T + c0) * (ld(dP + j * T + c0) - dl) * is);  // dS^T
+        st(dP + j * T + c0, ds_of(ld(P + j * T + c0), ld(dP + j * T + c0), dl, is));  // dS^T
       }
     }
     // dQ^T (D x np) += K^T (D x kt.n) * dS^T (kt.n x np)
-    gemm<true>(Di, np, kt.n, kt.k, 1, kt.ks, dP, T, s.acc0, T);
-    if (acc != nullptr && kt.p0 >= 0) key_acc_add(*acc, kt, P, dP, n, s.qa, s.da);
+    gemm_nan_safe<true>(rows_nonfinite(kt.k, kt.ks, kt.n, D), Di, np, kt.n, kt.k, 1, kt.ks, dP, T, s.acc0, T);
+    if (acc != nullptr && kt.p0 >= 0) key_acc_add(*acc, kt, P, dP, n, s.qa, s.da, rows_safe);
     ++tile;
   });
   for (int i = 0; i < n; ++i) s.mult[i] = pb.scale;

@@ -19,6 +19,12 @@ AVX2+FMA and plain 16-byte vectors and the best one the CPU supports is chosen a
 Inputs are read in place through their strides (views of a fused projection are never copied); compute
 is float32 for float32/float16/bfloat16 inputs and outputs have the input dtype. float64 is not
 supported (``TypeError``): use the ``torch`` backend for it.
+
+A NaN or inf in a row of q, k, v (or of the upstream gradient) reaches only the rows that attend it
+(they come out NaN) and the gradients that depend on those: masked pairs have probability exactly 0,
+and the products of a tile that holds a non-finite operand row skip zero factors instead of
+multiplying them (``ukernel``'s safe path, taken only for such tiles; finite results are bitwise the
+same).
 """
 
 import torch
@@ -135,7 +141,9 @@ def cpu_banded_bwd(
 
 @cpu_banded_bwd.register_fake
 def _(dout, q, k, v, lse, key_flags, global_idx, window, scale):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    # contiguous like the real op (empty_like would keep a dense permuted input's strides, and compiled
+    # code that trusted them would read the gradients in the wrong order)
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _banded_setup_context(ctx, inputs, output):
@@ -247,7 +255,12 @@ def cpu_global_bwd(
 
 @cpu_global_bwd.register_fake
 def _(dout, q_global, k_global, v_global, lse, global_idx, key_flags, scale):
-    return torch.empty_like(q_global), torch.empty_like(k_global), torch.empty_like(v_global)
+    # contiguous like the real op (see cpu_banded_bwd's fake)
+    return (
+        q_global.new_empty(q_global.shape),
+        k_global.new_empty(k_global.shape),
+        v_global.new_empty(v_global.shape),
+    )
 
 
 def _global_setup_context(ctx, inputs, output):

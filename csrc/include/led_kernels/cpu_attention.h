@@ -10,6 +10,10 @@
 // A global slot s of batch element b is valid iff 0 <= global_idx[b, s] < N and
 // key_flags[b, global_idx[b, s]] == 2 (led_kernels/masks.py).
 //
+// Non-finite inputs: a row of q, k or v (or dout) holding a NaN or an inf changes only the rows that
+// attend it, which come out NaN (never a silent 0), and the gradients that depend on those rows;
+// every other element is bitwise what it would be without it.
+//
 // Like delta_cpu, the kernels take raw pointers, sizes and element strides (DESIGN section 5):
 // Python allocates every tensor (the kernels' own scratch excepted). Tensors are (B, rows, H, D)
 // with stride(D) == 1 and the strides given, except lse, which is (B, H, 2, rows) float32

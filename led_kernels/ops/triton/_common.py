@@ -11,6 +11,16 @@ Conventions used by every kernel in this package:
   nothing to attend (and padded query rows) store ``+inf`` so that the backward's
   ``exp2(s - lse)`` is exactly 0 for them without any extra masking.
 - Key flags: 0 = local, 1 = padding, 2 = global (padding wins when both).
+- Non-finite inputs stay with the rows that attend them. A masked pair has p = 0 (or dS = 0), and
+  0 * NaN = NaN inside a tl.dot would reach every row of the tile, so no dot may meet a non-finite
+  row next to a masked pair: masked tiles load the keys that no row attends (global / padded keys
+  of a band, padded keys of the global rows) as 0, zero their other non-finite key / value rows
+  (``nonfinite_rows``) and set the scores of the pairs that attend one to NaN; unmasked tiles hold
+  no such key at all (``excluded_keys``: a walk whose unmasked run would meet one takes the masked
+  body instead); a row whose output is not finite saves a NaN lse (``poisoned_lse``), and a
+  backward pass over queries loads the rows without a finite lse as 0 and uses delta = 0 for them
+  (``live_rows``). A row that attended a non-finite value comes out NaN (never 0), and so do the
+  gradients that depend on it.
 """
 
 from __future__ import annotations
@@ -143,13 +153,19 @@ def kernel_config(kind: str, head_dim: int, device: torch.device, elem_bytes: in
         }
     big = head_dim > 64
     huge = head_dim > 128
+    # Before Hopper the dots are mma.sync with register-resident accumulators, and ptxas spills the
+    # Hopper tiles (dK/dV 64x128 by kilobytes at D=64): narrower tiles there, checked spill-free with
+    # benchmarks.inspect_kernels
+    ampere = torch.cuda.get_device_capability(device)[0] < 9
     table = {
         # kernel A forward: query tile x key tile
-        "band_fwd": (64, 32, 4, 2) if huge else (128, 64, 8 if big else 4, 3),
+        "band_fwd": (64, 32, 4, 2)
+        if huge or (ampere and big)
+        else (128, 32 if ampere else 64, 8 if big else 4, 3),
         # kernel A dQ: query tile x key tile
-        "band_dq": (64, 32, 4, 2) if huge else (128, 64, 8, 2),
+        "band_dq": (64, 32, 4, 2) if huge else (128, 32 if ampere else 64, 8, 2),
         # kernel A dK/dV: query tile (BLOCK_M) walked by a key tile (BLOCK_N)
-        "band_dkdv": (32, 64, 4, 2) if huge else (64, 128, 8, 2),
+        "band_dkdv": (32, 64, 4, 2) if huge or (ampere and big) else (32 if ampere else 64, 128, 8, 2),
         # kernel A: dK/dV of the gathered global keys, query tile (slot tile set apart)
         "gkey_dkdv": (64, 64, 4, 2) if not huge else (32, 32, 4, 2),
         # kernel B (global rows): BLOCK_M = slot tile (widened from G by the launcher), BLOCK_N = key tile
@@ -215,14 +231,25 @@ def fit_config(kind: str, cfg: dict, head_dim: int, elem_bytes: int, device: tor
 
 def autotune_configs(kind: str) -> list[triton.Config]:
     """A short list for the three heavy kernels of kernel A; everything else keeps its fixed config."""
+    # (BLOCK_M, BLOCK_N, warps, stages, max registers per thread or 0), screened offline for sm_90 at
+    # D=64 with benchmarks.inspect_kernels: no candidate spills more than a few bytes or has ptxas
+    # serialise its wgmma (64x128 dK/dV with 3 stages does, so it is not here). The register-capped
+    # 8-warp forward fits two programs per SM, so one program's softmax can overlap the other's MMAs.
     if kind == "band_fwd":
-        shapes = [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 4), (128, 32, 4, 4)]
+        shapes = [
+            (128, 64, 4, 3, 0),
+            (128, 64, 8, 3, 128),
+            (128, 64, 8, 3, 0),
+            (64, 64, 4, 4, 0),
+            (128, 32, 4, 4, 0),
+        ]
     elif kind == "band_dq":
-        shapes = [(128, 64, 8, 2), (128, 32, 4, 3), (64, 64, 4, 3), (128, 64, 4, 3)]
+        shapes = [(128, 64, 8, 2, 0), (128, 64, 8, 3, 0), (128, 32, 4, 3, 0), (64, 64, 4, 3, 0)]
     else:  # band_dkdv
-        shapes = [(64, 128, 8, 2), (32, 128, 4, 3), (64, 64, 4, 3), (64, 128, 8, 3)]
+        shapes = [(64, 128, 8, 2, 0), (64, 64, 4, 3, 0), (32, 128, 8, 2, 0), (32, 128, 4, 3, 0)]
     return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in shapes
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s, maxnreg=r or None)
+        for bm, bn, w, s, r in shapes
     ]
 
 
@@ -306,6 +333,40 @@ def load_rows(ptrs, row_ok, offs_d, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexp
 
 
 @triton.jit
+def nonfinite_rows(x):
+    """[rows] fp32 of a [rows, cols] tile: 0 for a finite row, NaN for a row holding a NaN or an inf
+    (x * 0 is NaN exactly there); added to scores, it poisons the pairs that attend such a row."""
+    return tl.sum(x.to(tl.float32) * 0.0, 1)
+
+
+@triton.jit
+def load_finite_kv(k_ptrs, v_ptrs, row_ok, offs_d, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
+    """A program's resident key and value tiles, with the rows holding a NaN or an inf (in k or v)
+    loaded as 0. Loaded twice rather than zeroed in registers: the tiles the dots read then come
+    straight from memory, which keeps ptxas from serialising Hopper's wgmma (C7513)."""
+    k = load_rows(k_ptrs, row_ok, offs_d, HEAD_DIM, BLOCK_D, True)
+    v = load_rows(v_ptrs, row_ok, offs_d, HEAD_DIM, BLOCK_D, True)
+    ok = row_ok & (nonfinite_rows(k) == 0.0) & (nonfinite_rows(v) == 0.0)
+    k = load_rows(k_ptrs, ok, offs_d, HEAD_DIM, BLOCK_D, True)
+    v = load_rows(v_ptrs, ok, offs_d, HEAD_DIM, BLOCK_D, True)
+    return k, v
+
+
+@triton.jit
+def live_rows(lse):
+    """Query rows with a finite saved statistic: rows that attend nothing store lse = +inf, rows whose
+    output is not finite (they attended a non-finite score or value) a NaN one (``poisoned_lse``)."""
+    return tl.abs(lse) < float("inf")
+
+
+@triton.jit
+def poisoned_lse(lse, out):
+    """lse, NaN on the rows of out (a [rows, cols] tile) that are not finite: a row that met a NaN value
+    only through p @ v has a finite sum, and the backward must still know it is not live."""
+    return lse + nonfinite_rows(out)
+
+
+@triton.jit
 def store_rows(ptrs, x, row_ok, offs_d, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
     if BLOCK_D == HEAD_DIM:
         tl.store(ptrs, x, mask=row_ok[:, None])
@@ -350,6 +411,17 @@ def band_tiles(t0, T: tl.constexpr, U: tl.constexpr, window, lo_b, hi_b, N):
     int_hi = (tl.minimum(t0 + window + 1, N) // U) * U
     int_hi = tl.minimum(tl.maximum(int_hi, int_lo), hi_r)
     return lo, int_lo, int_hi, hi_r
+
+
+@triton.jit
+def excluded_keys(run_lo, run_hi, cum_row):
+    """How many excluded keys (``cum_row``: their prefix counts) the tiles [run_lo, run_hi) hold. A
+    walk whose unmasked run holds one goes through the masked tile body for that run too: the masked
+    body zeroes excluded keys as it loads them, so the unmasked body needs no key mask, no per-tile
+    flag lookup and no branch. (Walks meeting one are few in practice: those near a leading block of
+    global tokens and near the padded tail.)"""
+    has_run = run_hi > run_lo
+    return tl.load(cum_row + run_hi, mask=has_run, other=0) - tl.load(cum_row + run_lo, mask=has_run, other=0)
 
 
 @triton.jit
@@ -485,7 +557,7 @@ def _reduce_partials_kernel(
     acc = acc * scale
     if SCATTER:
         gi = tl.load(GIdx + b * R + rows, mask=row_in, other=-1)
-        gf = tl.load(Flags + b * N + gi, mask=gi >= 0, other=0)
+        gf = tl.load(Flags + b * N + gi, mask=(gi >= 0) & (gi < N), other=0)  # out of range: not global
         ok = (gi >= 0) & (gf == 2)
         dest = tl.where(ok, gi, 0).to(tl.int64)
     else:

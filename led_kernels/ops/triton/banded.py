@@ -10,9 +10,10 @@ Design, per (batch x head):
 
 - Forward / dQ: one program per query tile. The global keys are gathered first (slot tiles of
   BLOCK_G, invalid slots masked); then the band is walked as three runs of key tiles (left edge,
-  interior, right edge, see ``band_tiles``). Interior tiles carry no band or bounds mask; a key tile
-  that contains a global or padded key (two scalar loads of the prefix counts say so) takes a
-  key-mask branch, all others the plain path.
+  interior, right edge, see ``band_tiles``). Interior tiles carry no mask at all: when the interior
+  run holds a global or padded key (two scalar loads of the prefix counts say so), the whole walk
+  takes the masked body instead (``_common.excluded_keys``, which also keeps non-finite inputs in
+  their rows, see ``_common``).
 - dK/dV of the band: one program per key tile walking the query tiles of the transposed band (the
   same edge/interior split, decided per tile inside one loop). Global and padded keys get exactly 0
   here.
@@ -37,10 +38,15 @@ from ._common import (
     check_scale,
     chunk_tiles,
     dot_precision,
+    excluded_keys,
     launch_config,
+    live_rows,
+    load_finite_kv,
     load_rows,
     log2_scale,
     maybe_autotune,
+    nonfinite_rows,
+    poisoned_lse,
     reduce_partials,
     softmax_step,
     store_rows,
@@ -62,7 +68,6 @@ def _fwd_band_tile(
     stride_kn,
     stride_vn,
     flags_row,
-    cum_row,
     start_n,
     offs_m,
     offs_n,
@@ -81,24 +86,22 @@ def _fwd_band_tile(
     v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :]
     if MASKED:
         col_ok = cols < N
-        k = load_rows(k_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True)  # [BLOCK_N, BLOCK_D]
-        v = load_rows(v_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True)
         kf = tl.load(flags_row + cols, mask=col_ok, other=1)  # [BLOCK_N]
+        # global/padded keys (attended by no row of the band) load as 0, see _common
+        k = load_rows(k_ptrs, kf == 0, offs_d, HEAD_DIM, BLOCK_D, True)  # [BLOCK_N, BLOCK_D]
+        v = load_rows(v_ptrs, kf == 0, offs_d, HEAD_DIM, BLOCK_D, True)
+        # a non-finite value row is zeroed for p @ v and poisons the scores of the rows that attend it
+        v_nan = nonfinite_rows(v)  # [BLOCK_N]
+        v = tl.where((v_nan == 0.0)[:, None], v, tl.zeros_like(v))
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_N]
         dist = offs_m[:, None] - cols[None, :]
         keep = (dist <= window) & (dist >= -window) & (kf == 0)[None, :]
-        qk = tl.where(keep, qk, float("-inf"))
+        qk = tl.where(keep, qk + v_nan[None, :], float("-inf"))
     else:
+        # every pair is in the band and every key local (excluded_keys): nothing to mask
         k = load_rows(k_ptrs, cols, offs_d, HEAD_DIM, BLOCK_D, False)
         v = load_rows(v_ptrs, cols, offs_d, HEAD_DIM, BLOCK_D, False)
-        # global/padded keys inside the band: only the tiles holding one pay for the key mask. (Only
-        # the mask sits under the branch: an if/else around the whole softmax step breaks Triton's
-        # wgmma pipeliner on sm_90.)
-        n_excl = tl.load(cum_row + start_n + BLOCK_N) - tl.load(cum_row + start_n)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_N]
-        if n_excl != 0:
-            kf = tl.load(flags_row + cols)
-            qk = tl.where((kf == 0)[None, :], qk, float("-inf"))
     p, alpha, m_new = softmax_step(m_i, qk, qk_scale)
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_D]
@@ -117,7 +120,6 @@ def _dq_band_tile(
     stride_kn,
     stride_vn,
     flags_row,
-    cum_row,
     start_n,
     offs_m,
     offs_n,
@@ -136,23 +138,22 @@ def _dq_band_tile(
     v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :]
     if MASKED:
         col_ok = cols < N
-        k = load_rows(k_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True)  # [BLOCK_N, BLOCK_D]
-        v = load_rows(v_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True)
         kf = tl.load(flags_row + cols, mask=col_ok, other=1)
+        k = load_rows(k_ptrs, kf == 0, offs_d, HEAD_DIM, BLOCK_D, True)  # [BLOCK_N, BLOCK_D]
+        v = load_rows(v_ptrs, kf == 0, offs_d, HEAD_DIM, BLOCK_D, True)
+        # non-finite key / value rows zeroed: the rows that attend one carry a NaN lse (see _common)
+        k = tl.where((nonfinite_rows(k) == 0.0)[:, None], k, tl.zeros_like(k))
+        v = tl.where((nonfinite_rows(v) == 0.0)[:, None], v, tl.zeros_like(v))
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_N]
         dist = offs_m[:, None] - cols[None, :]
         keep = (dist <= window) & (dist >= -window) & (kf == 0)[None, :]
         # where (not multiply): masked scores may overflow exp2 to inf, which must not reach dS
         p = tl.where(keep, tl.exp2(qk * qk_scale - lse[:, None]), 0.0)
-    else:
+    else:  # as in _fwd_band_tile: nothing to mask
         k = load_rows(k_ptrs, cols, offs_d, HEAD_DIM, BLOCK_D, False)
         v = load_rows(v_ptrs, cols, offs_d, HEAD_DIM, BLOCK_D, False)
-        n_excl = tl.load(cum_row + start_n + BLOCK_N) - tl.load(cum_row + start_n)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
         p = tl.exp2(qk * qk_scale - lse[:, None])  # [BLOCK_M, BLOCK_N]
-        if n_excl != 0:
-            kf = tl.load(flags_row + cols)
-            p = tl.where((kf == 0)[None, :], p, 0.0)
     dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_N]
     ds = p * (dp - delta[:, None])
     dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_D]
@@ -195,16 +196,18 @@ def _dkdv_tile(
     do_ptrs = do_base + rows[:, None] * stride_don + offs_d[None, :]
     if MASK_ROWS:
         row_ok = rows < N
-        q = load_rows(q_ptrs, row_ok, offs_d, HEAD_DIM, BLOCK_D, True)  # [BLOCK_M, BLOCK_D]
-        do = load_rows(do_ptrs, row_ok, offs_d, HEAD_DIM, BLOCK_D, True)
         # padded / out-of-range query rows: lse = +inf makes their probabilities exactly 0
         lse = tl.load(lse_row + rows, mask=row_ok, other=float("inf"))  # [BLOCK_M]
         delta = tl.load(delta_row + rows, mask=row_ok, other=0.0)
     else:
-        q = load_rows(q_ptrs, rows, offs_d, HEAD_DIM, BLOCK_D, False)
-        do = load_rows(do_ptrs, rows, offs_d, HEAD_DIM, BLOCK_D, False)
         lse = tl.load(lse_row + rows)
         delta = tl.load(delta_row + rows)
+    # Rows that attend nothing or attended a non-finite value load as 0 with delta = 0 (see _common):
+    # a predicate on the copies. Their probabilities stay exp2(. - lse), 0 or NaN as they should.
+    live = live_rows(lse)
+    q = load_rows(q_ptrs, live, offs_d, HEAD_DIM, BLOCK_D, True)  # [BLOCK_M, BLOCK_D]
+    do = load_rows(do_ptrs, live, offs_d, HEAD_DIM, BLOCK_D, True)
+    delta = tl.where(live, delta, 0.0)
     qkT = tl.dot(k, tl.trans(q), input_precision=DOT_PREC)  # [BLOCK_N, BLOCK_M]
     pT = tl.exp2(qkT * qk_scale - lse[None, :])
     if need_mask:
@@ -302,7 +305,7 @@ def _band_fwd_kernel(
     for s0 in range(0, nslots, BLOCK_G):
         slots = s0 + offs_g
         gi = tl.load(GIdx + b * G + slots, mask=slots < nslots, other=-1)  # [BLOCK_G]
-        gf = tl.load(flags_row + gi, mask=gi >= 0, other=0)
+        gf = tl.load(flags_row + gi, mask=(gi >= 0) & (gi < N), other=0)  # out of range: not global
         g_ok = (gi >= 0) & (gf == 2)
         gi64 = tl.where(g_ok, gi, 0).to(tl.int64)
         k = load_rows(
@@ -318,27 +321,31 @@ def _band_fwd_kernel(
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
 
     lo, int_lo, int_hi, hi_r = band_tiles(m0, BLOCK_M, BLOCK_N, window, kv_lo, hi_b, N)
+    # an interior run holding a global / padded key is walked by the masked body (see _common)
+    clean = excluded_keys(int_lo, int_hi, cum_row) == 0
+    int_lo, int_hi = tl.where(clean, int_lo, hi_r), tl.where(clean, int_hi, hi_r)
     for start_n in range(lo, int_lo, BLOCK_N):
         acc, l_i, m_i = _fwd_band_tile(
-            acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, flags_row, cum_row, start_n,
+            acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, flags_row, start_n,
             offs_m, offs_n, offs_d, N, window, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, True, DOT_PREC,
         )  # fmt: skip
     for start_n in range(int_lo, int_hi, BLOCK_N):
         acc, l_i, m_i = _fwd_band_tile(
-            acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, flags_row, cum_row, start_n,
+            acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, flags_row, start_n,
             offs_m, offs_n, offs_d, N, window, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, False, DOT_PREC,
         )  # fmt: skip
     for start_n in range(int_hi, hi_r, BLOCK_N):
         acc, l_i, m_i = _fwd_band_tile(
-            acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, flags_row, cum_row, start_n,
+            acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, flags_row, start_n,
             offs_m, offs_n, offs_d, N, window, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, True, DOT_PREC,
         )  # fmt: skip
 
-    # epilogue: padded query rows and rows that attended nothing output 0 and store lse = +inf
-    live = (qf != 1) & (l_i > 0.0)
+    # epilogue: padded query rows and rows that attended nothing output 0 and store lse = +inf; a
+    # NaN l (the row attended a non-finite score) stays NaN
+    live = (qf != 1) & ((l_i > 0.0) | (l_i != l_i))
     l_safe = tl.where(live, l_i, 1.0)
     out = tl.where(live[:, None], acc / l_safe[:, None], 0.0)
-    lse = tl.where(live, m_i + tl.log2(l_safe), float("inf"))
+    lse = poisoned_lse(tl.where(live, m_i + tl.log2(l_safe), float("inf")), out)
     o_ptrs = Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :]
     store_rows(o_ptrs, out.to(Out.dtype.element_ty), row_ok, offs_d, HEAD_DIM, BLOCK_D)
     tl.store(Lse + pid_bh.to(tl.int64) * N + offs_m, lse, mask=row_ok)
@@ -429,7 +436,7 @@ def _band_dq_kernel(
     for s0 in range(0, nslots, BLOCK_G):
         slots = s0 + offs_g
         gi = tl.load(GIdx + b * G + slots, mask=slots < nslots, other=-1)
-        gf = tl.load(flags_row + gi, mask=gi >= 0, other=0)
+        gf = tl.load(flags_row + gi, mask=(gi >= 0) & (gi < N), other=0)  # out of range: not global
         g_ok = (gi >= 0) & (gf == 2)
         gi64 = tl.where(g_ok, gi, 0).to(tl.int64)
         k = load_rows(
@@ -445,23 +452,27 @@ def _band_dq_kernel(
         dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)
 
     lo, int_lo, int_hi, hi_r = band_tiles(m0, BLOCK_M, BLOCK_N, window, kv_lo, hi_b, N)
+    # an interior run holding a global / padded key is walked by the masked body (see _common)
+    clean = excluded_keys(int_lo, int_hi, cum_row) == 0
+    int_lo, int_hi = tl.where(clean, int_lo, hi_r), tl.where(clean, int_hi, hi_r)
     for start_n in range(lo, int_lo, BLOCK_N):
         dq = _dq_band_tile(
-            dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn, flags_row, cum_row, start_n,
+            dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn, flags_row, start_n,
             offs_m, offs_n, offs_d, N, window, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, True, DOT_PREC,
         )  # fmt: skip
     for start_n in range(int_lo, int_hi, BLOCK_N):
         dq = _dq_band_tile(
-            dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn, flags_row, cum_row, start_n,
+            dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn, flags_row, start_n,
             offs_m, offs_n, offs_d, N, window, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, False, DOT_PREC,
         )  # fmt: skip
     for start_n in range(int_hi, hi_r, BLOCK_N):
         dq = _dq_band_tile(
-            dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn, flags_row, cum_row, start_n,
+            dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn, flags_row, start_n,
             offs_m, offs_n, offs_d, N, window, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, True, DOT_PREC,
         )  # fmt: skip
 
-    dq = dq * scale
+    # rows that attend nothing: 0, even where a non-finite score made their p NaN
+    dq = tl.where((lse != float("inf"))[:, None], dq * scale, 0.0)
     dq_ptrs = DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dqn + offs_d[None, :]
     store_rows(dq_ptrs, dq.to(DQ.dtype.element_ty), row_ok, offs_d, HEAD_DIM, BLOCK_D)
 
@@ -530,12 +541,12 @@ def _band_dkdv_kernel(
     offs_d = tl.arange(0, BLOCK_D)
     col_ok = offs_n < N
 
-    k = load_rows(
-        k_base + offs_n[:, None] * stride_kn + offs_d[None, :], col_ok, offs_d, HEAD_DIM, BLOCK_D, True
-    )
-    v = load_rows(
-        v_base + offs_n[:, None] * stride_vn + offs_d[None, :], col_ok, offs_d, HEAD_DIM, BLOCK_D, True
-    )
+    # non-finite rows load as 0: the query rows that attend one carry a NaN statistic (see _common)
+    k, v = load_finite_kv(
+        k_base + offs_n[:, None] * stride_kn + offs_d[None, :],
+        v_base + offs_n[:, None] * stride_vn + offs_d[None, :],
+        col_ok, offs_d, HEAD_DIM, BLOCK_D,
+    )  # fmt: skip
     kf = tl.load(flags_row + offs_n, mask=col_ok, other=1)
     key_keep = kf == 0  # [BLOCK_N]
     n_keep = tl.sum(key_keep.to(tl.int32), 0)
@@ -630,11 +641,14 @@ def _gkey_dkdv_kernel(
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     gi = tl.load(GIdx + b * G + slots, mask=slots < G, other=-1)  # [BLOCK_G]
-    gf = tl.load(flags_row + gi, mask=gi >= 0, other=0)
+    gf = tl.load(flags_row + gi, mask=(gi >= 0) & (gi < N), other=0)  # out of range: not global
     g_ok = (gi >= 0) & (gf == 2)
     gi64 = tl.where(g_ok, gi, 0).to(tl.int64)
-    k = load_rows(k_base + gi64[:, None] * stride_kn + offs_d[None, :], g_ok, offs_d, HEAD_DIM, BLOCK_D, True)
-    v = load_rows(v_base + gi64[:, None] * stride_vn + offs_d[None, :], g_ok, offs_d, HEAD_DIM, BLOCK_D, True)
+    k, v = load_finite_kv(  # as in _band_dkdv_kernel
+        k_base + gi64[:, None] * stride_kn + offs_d[None, :],
+        v_base + gi64[:, None] * stride_vn + offs_d[None, :],
+        g_ok, offs_d, HEAD_DIM, BLOCK_D,
+    )  # fmt: skip
 
     kv_lo = tl.load(Bounds + b * 4 + 0)
     kv_hi = tl.load(Bounds + b * 4 + 1)

@@ -24,8 +24,11 @@ from ._common import (
     check_scale,
     chunk_tiles,
     dot_precision,
+    excluded_keys,
+    load_finite_kv,
     load_rows,
     log2_scale,
+    poisoned_lse,
     reduce_partials,
     softmax_step,
     store_rows,
@@ -48,7 +51,6 @@ def _fwd_tile(
     stride_kn,
     stride_vn,
     flags_row,
-    cum_row,
     start_n,
     offs_n,
     offs_d,
@@ -63,22 +65,18 @@ def _fwd_tile(
     cols = start_n + offs_n  # [BLOCK_N]
     k_ptrs = k_base + cols[:, None] * stride_kn + offs_d[None, :]
     v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :]
+    # padded keys (attended by no row) load as 0, see _common
     if MASKED:
         col_ok = cols < N
-        k = load_rows(k_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True)  # [BLOCK_N, BLOCK_D]
-        v = load_rows(v_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True)
         kf = tl.load(flags_row + cols, mask=col_ok, other=1)
+        k = load_rows(k_ptrs, kf != 1, offs_d, HEAD_DIM, BLOCK_D, True)  # [BLOCK_N, BLOCK_D]
+        v = load_rows(v_ptrs, kf != 1, offs_d, HEAD_DIM, BLOCK_D, True)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_N]
         qk = tl.where((kf != 1)[None, :], qk, float("-inf"))
-    else:
+    else:  # no padded key in the unmasked run (see the kernels): nothing to mask
         k = load_rows(k_ptrs, cols, offs_d, HEAD_DIM, BLOCK_D, False)
         v = load_rows(v_ptrs, cols, offs_d, HEAD_DIM, BLOCK_D, False)
-        # only tiles holding a padded key pay for the mask (kept alone under the branch, see kernel A)
-        n_pad = tl.load(cum_row + start_n + BLOCK_N) - tl.load(cum_row + start_n)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
-        if n_pad != 0:
-            kf = tl.load(flags_row + cols)
-            qk = tl.where((kf != 1)[None, :], qk, float("-inf"))
     p, alpha, m_new = softmax_step(m_i, qk, qk_scale)
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_D]
@@ -97,7 +95,6 @@ def _dq_tile(
     stride_kn,
     stride_vn,
     flags_row,
-    cum_row,
     start_n,
     offs_n,
     offs_d,
@@ -112,22 +109,19 @@ def _dq_tile(
     cols = start_n + offs_n
     k_ptrs = k_base + cols[:, None] * stride_kn + offs_d[None, :]
     v_ptrs = v_base + cols[:, None] * stride_vn + offs_d[None, :]
+    # padded keys (attended by no row) load as 0, see _common
     if MASKED:
         col_ok = cols < N
-        k = load_rows(k_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True)  # [BLOCK_N, BLOCK_D]
-        v = load_rows(v_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True)
         kf = tl.load(flags_row + cols, mask=col_ok, other=1)
+        k = load_rows(k_ptrs, kf != 1, offs_d, HEAD_DIM, BLOCK_D, True)  # [BLOCK_N, BLOCK_D]
+        v = load_rows(v_ptrs, kf != 1, offs_d, HEAD_DIM, BLOCK_D, True)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_N]
         p = tl.where((kf != 1)[None, :], tl.exp2(qk * qk_scale - lse[:, None]), 0.0)
-    else:
+    else:  # as in _fwd_tile: nothing to mask
         k = load_rows(k_ptrs, cols, offs_d, HEAD_DIM, BLOCK_D, False)
         v = load_rows(v_ptrs, cols, offs_d, HEAD_DIM, BLOCK_D, False)
-        n_pad = tl.load(cum_row + start_n + BLOCK_N) - tl.load(cum_row + start_n)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
         p = tl.exp2(qk * qk_scale - lse[:, None])
-        if n_pad != 0:
-            kf = tl.load(flags_row + cols)
-            p = tl.where((kf != 1)[None, :], p, 0.0)
     dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_N]
     ds = p * (dp - delta[:, None])
     dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_D]
@@ -135,10 +129,10 @@ def _dq_tile(
 
 
 @triton.jit
-def _slot_rows(GIdx, flags_row, b, G, rows):
+def _slot_rows(GIdx, flags_row, b, G, N, rows):
     row_in = rows < G
     gi = tl.load(GIdx + b * G + rows, mask=row_in, other=-1)
-    gf = tl.load(flags_row + gi, mask=gi >= 0, other=0)
+    gf = tl.load(flags_row + gi, mask=(gi >= 0) & (gi < N), other=0)  # out of range: not global
     return row_in, (gi >= 0) & (gf == 2)
 
 
@@ -197,7 +191,7 @@ def _glob_fwd_kernel(
     rows = pid_g * BLOCK_M + tl.arange(0, BLOCK_M)  # slots
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    row_in, row_ok = _slot_rows(GIdx, flags_row, b, G, rows)
+    row_in, row_ok = _slot_rows(GIdx, flags_row, b, G, N, rows)
     q = load_rows(
         q_base + rows[:, None] * stride_qn + offs_d[None, :], row_in, offs_d, HEAD_DIM, BLOCK_D, True
     )
@@ -207,32 +201,34 @@ def _glob_fwd_kernel(
     nslots = tl.load(Bounds + b * 4 + 2)
     hi_b = tl.where(pid_g * BLOCK_M < nslots, kv_hi, 0)  # slot tile of -1 padding: no work
     lo, full_hi, hi_r = chunk_tiles(pid_s * chunk, chunk, kv_lo, hi_b, N, BLOCK_N)
+    # a run of full tiles holding a padded key is walked by the masked body (see _common)
+    full_hi = tl.where(excluded_keys(lo, full_hi, cum_row) == 0, full_hi, lo)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     for start_n in range(lo, full_hi, BLOCK_N):
         acc, l_i, m_i = _fwd_tile(
-            acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, flags_row, cum_row, start_n,
+            acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, flags_row, start_n,
             offs_n, offs_d, N, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, False, DOT_PREC,
         )  # fmt: skip
     for start_n in range(full_hi, hi_r, BLOCK_N):
         acc, l_i, m_i = _fwd_tile(
-            acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, flags_row, cum_row, start_n,
+            acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, flags_row, start_n,
             offs_n, offs_d, N, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, True, DOT_PREC,
         )  # fmt: skip
 
     if DIRECT:
-        live = row_ok & (l_i > 0.0)
+        live = row_ok & ((l_i > 0.0) | (l_i != l_i))  # a NaN l stays NaN (see _common)
         l_safe = tl.where(live, l_i, 1.0)
         out = tl.where(live[:, None], acc / l_safe[:, None], 0.0)
-        lse = tl.where(live, m_i + tl.log2(l_safe), float("inf"))
+        lse = poisoned_lse(tl.where(live, m_i + tl.log2(l_safe), float("inf")), out)
         o_ptrs = Out + b * stride_ob + h * stride_oh + rows[:, None] * stride_on + offs_d[None, :]
         store_rows(o_ptrs, out.to(Out.dtype.element_ty), row_in, offs_d, HEAD_DIM, BLOCK_D)
         tl.store(Lse + pid_bh.to(tl.int64) * G + rows, lse, mask=row_in)
     else:
         # partial: normalised by its own sum, weighted later by exp2(lse_part - lse_total)
-        has = l_i > 0.0
+        has = (l_i > 0.0) | (l_i != l_i)
         l_safe = tl.where(has, l_i, 1.0)
         part = (pid_bh.to(tl.int64) * n_split + pid_s) * G + rows  # [BLOCK_M]
         tl.store(Out + part[:, None] * BLOCK_D + offs_d[None, :], acc / l_safe[:, None], mask=row_in[:, None])
@@ -265,7 +261,7 @@ def _glob_combine_kernel(
     h = (pid_bh % H).to(tl.int64)
     rows = pid_g * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    row_in, row_ok = _slot_rows(GIdx, Flags + b * N, b, G, rows)
+    row_in, row_ok = _slot_rows(GIdx, Flags + b * N, b, G, N, rows)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
@@ -281,10 +277,10 @@ def _glob_combine_kernel(
         acc = acc * alpha[:, None] + wgt[:, None] * o_p
         l_i = l_i * alpha + wgt
         m_i = m_new
-    live = row_ok & (l_i > 0.0)
+    live = row_ok & ((l_i > 0.0) | (l_i != l_i))
     l_safe = tl.where(live, l_i, 1.0)
     out = tl.where(live[:, None], acc / l_safe[:, None], 0.0)
-    lse = tl.where(live, m_i + tl.log2(l_safe), float("inf"))
+    lse = poisoned_lse(tl.where(live, m_i + tl.log2(l_safe), float("inf")), out)
     o_ptrs = Out + b * stride_ob + h * stride_oh + rows[:, None] * stride_on + offs_d[None, :]
     store_rows(o_ptrs, out.to(Out.dtype.element_ty), row_in, offs_d, HEAD_DIM, BLOCK_D)
     tl.store(Lse + pid_bh.to(tl.int64) * G + rows, lse, mask=row_in)
@@ -363,19 +359,23 @@ def _glob_dq_kernel(
     nslots = tl.load(Bounds + b * 4 + 2)
     hi_b = tl.where(pid_g * BLOCK_M < nslots, kv_hi, 0)
     lo, full_hi, hi_r = chunk_tiles(pid_s * chunk, chunk, kv_lo, hi_b, N, BLOCK_N)
+    # a run of full tiles holding a padded key is walked by the masked body (see _common)
+    full_hi = tl.where(excluded_keys(lo, full_hi, cum_row) == 0, full_hi, lo)
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     for start_n in range(lo, full_hi, BLOCK_N):
         dq = _dq_tile(
-            dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn, flags_row, cum_row, start_n,
+            dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn, flags_row, start_n,
             offs_n, offs_d, N, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, False, DOT_PREC,
         )  # fmt: skip
     for start_n in range(full_hi, hi_r, BLOCK_N):
         dq = _dq_tile(
-            dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn, flags_row, cum_row, start_n,
+            dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn, flags_row, start_n,
             offs_n, offs_d, N, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, True, DOT_PREC,
         )  # fmt: skip
 
+    # invalid slots: 0, even where a non-finite score made their p NaN
+    dq = tl.where((lse != float("inf"))[:, None], dq, 0.0)
     if DIRECT:
         dq_ptrs = DQ + b * stride_dqb + h * stride_dqh + rows[:, None] * stride_dqn + offs_d[None, :]
         store_rows(dq_ptrs, (dq * scale).to(DQ.dtype.element_ty), row_in, offs_d, HEAD_DIM, BLOCK_D)
@@ -442,12 +442,12 @@ def _glob_dkdv_kernel(
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     col_ok = offs_n < N
-    k = load_rows(
-        k_base + offs_n[:, None] * stride_kn + offs_d[None, :], col_ok, offs_d, HEAD_DIM, BLOCK_D, True
-    )
-    v = load_rows(
-        v_base + offs_n[:, None] * stride_vn + offs_d[None, :], col_ok, offs_d, HEAD_DIM, BLOCK_D, True
-    )
+    # non-finite rows load as 0: the slots that attend one carry a NaN statistic (see _common)
+    k, v = load_finite_kv(
+        k_base + offs_n[:, None] * stride_kn + offs_d[None, :],
+        v_base + offs_n[:, None] * stride_vn + offs_d[None, :],
+        col_ok, offs_d, HEAD_DIM, BLOCK_D,
+    )  # fmt: skip
     kf = tl.load(Flags + b * N + offs_n, mask=col_ok, other=1)
     key_keep = kf != 1  # [BLOCK_N]
     n_keep = tl.sum(key_keep.to(tl.int32), 0)
