@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             for checkpointing in ckpt:
                 job = dict(
                     impl=impl,
-                    backend=args.backend,
+                    backend=backend,
                     checkpointing=checkpointing,
                     seqlen=seqlen,
                     target_len=args.target_len,
