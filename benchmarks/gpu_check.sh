@@ -7,6 +7,10 @@
 #   bash benchmarks/gpu_check.sh sanitize   # compute-sanitizer memcheck + racecheck on small cases
 #   bash benchmarks/gpu_check.sh all        # everything above, in that order
 #
+# For a short lease (about 15 minutes of device time), two calls on the same warm machine:
+#   bash benchmarks/gpu_check.sh core       # GPU tests of the triton backend + the headline figures
+#   bash benchmarks/gpu_check.sh rest       # LED-base step at 16k, extension tests, scale tests
+#
 # Expects torch, triton, transformers, pybind11, scikit-build-core, cmake and ninja to be installed
 # (it installs this package without dependencies). Results land in benchmarks/results/ (named after
 # the GPU); with $OUT set (a folder that is copied back), the logs and results are also copied there.
@@ -17,13 +21,16 @@ OUT="${OUT:-}"
 LOGDIR="${OUT:-benchmarks/results}"
 mkdir -p "$LOGDIR"
 status=0
+export PYTHONUNBUFFERED=1
+touch /tmp/gpu_check_start
 
 run() {  # run "<name>" cmd...: tee the output into $LOGDIR/<name>.log, remember a failure
     local name="$1"
     shift
     echo "=== $name: $*"
     local start=$SECONDS
-    "$@" 2>&1 | tee "$LOGDIR/$name.log"
+    # LIMIT (seconds) bounds one step, so that a slow step cannot eat a short lease
+    timeout -k 10 "${LIMIT:-100000}" "$@" 2>&1 | tee "$LOGDIR/$name.log"
     local rc=${PIPESTATUS[0]}
     echo "=== $name: exit $rc after $((SECONDS - start)) s"
     [ "$rc" -eq 0 ] || status=1
@@ -41,6 +48,29 @@ stage_tests() {
     nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv | tee "$LOGDIR/gpu-state.log"
     run pytest-gpu python -m pytest -q -m gpu -p no:cacheprovider --durations=15
     run selfcheck python -m benchmarks.selfcheck
+}
+
+install_background() {  # build the extension while the GPU tests run (they do not need it)
+    python -c "import led_kernels._C" 2>/dev/null && return
+    cap=$(python -c "import torch; print('%d%d' % torch.cuda.get_device_capability())")
+    LED_KERNELS_CUDA_ARCHS="$cap" CMAKE_BUILD_PARALLEL_LEVEL=4 nice -n 19 \
+        pip install -q --no-build-isolation --no-deps -e . >"$LOGDIR/install.log" 2>&1 &
+}
+
+stage_core() {
+    install_background
+    nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv | tee "$LOGDIR/gpu-state.log"
+    LIMIT=120 run pytest-triton-gpu python -m pytest -q -p no:cacheprovider -n 8 tests/ops/test_triton_gpu.py
+    LIMIT=210 run bench-headline python -m benchmarks --seqlens 16384 --globals 1 --window 512 --head-dim 64 --check
+    LIMIT=100 run bench-ratios python -m benchmarks --providers triton flex --seqlens 8192 16384 --globals 0 1 \
+        --window 512 --head-dim 64
+    wait  # the background build
+}
+
+stage_rest() {
+    LIMIT=240 run train-step-16k python -m benchmarks.train_step --seqlens 16384 --timeout 100
+    LIMIT=60 run pytest-extension-gpu python -m pytest -q -m gpu -p no:cacheprovider tests/test_extension.py
+    LIMIT=150 run pytest-triton-gpu-scale python -m pytest -q -p no:cacheprovider tests/ops/test_triton_gpu_scale.py
 }
 
 stage_bench() {
@@ -72,10 +102,13 @@ case "$stage" in
     train) stage_train ;;
     sanitize) stage_sanitize ;;
     all) stage_tests; stage_bench; stage_train; stage_sanitize ;;
-    *) echo "unknown stage $stage (tests, bench, train, sanitize, all)" >&2; exit 2 ;;
+    core) stage_core ;;
+    rest) stage_rest ;;
+    *) echo "unknown stage $stage (tests, bench, train, sanitize, all, core, rest)" >&2; exit 2 ;;
 esac
 if [ -n "$OUT" ]; then
-    mkdir -p "$OUT/results"
-    cp -r benchmarks/results/. "$OUT/results/"
+    # one archive: the files written under benchmarks/results/ by this run
+    find benchmarks/results -type f -newer /tmp/gpu_check_start -print0 |
+        tar czf "$OUT/results-$stage.tgz" --null -T -
 fi
 exit $status
