@@ -11,6 +11,8 @@
 #   bash benchmarks/gpu_check.sh core       # GPU tests of the triton backend + the headline figures
 #   bash benchmarks/gpu_check.sh rest       # LED-base step at 16k, extension tests, scale tests
 #
+# On the lent GPU machines, first: export PATH=/opt/torch/.venv/bin:$PATH (the python that has torch;
+# its venv has no plain `pip`, hence `python -m pip`).
 # Expects torch, triton, transformers, pybind11, scikit-build-core, cmake and ninja to be installed
 # (it installs this package without dependencies). Results land in benchmarks/results/ (named after
 # the GPU); with $OUT set (a folder that is copied back), the logs and results are also copied there.
@@ -40,7 +42,7 @@ install() {
     python -c "import led_kernels._C" 2>/dev/null && return
     # one architecture keeps the build short; the GPU here is the one that will run it
     cap=$(python -c "import torch; print('%d%d' % torch.cuda.get_device_capability())")
-    run install env LED_KERNELS_CUDA_ARCHS="$cap" pip install -q --no-build-isolation --no-deps -e .
+    run install env LED_KERNELS_CUDA_ARCHS="$cap" python -m pip install -q --no-build-isolation --no-deps -e .
 }
 
 stage_tests() {
@@ -54,7 +56,7 @@ install_background() {  # build the extension while the GPU tests run (they do n
     python -c "import led_kernels._C" 2>/dev/null && return
     cap=$(python -c "import torch; print('%d%d' % torch.cuda.get_device_capability())")
     LED_KERNELS_CUDA_ARCHS="$cap" CMAKE_BUILD_PARALLEL_LEVEL=4 nice -n 19 \
-        pip install -q --no-build-isolation --no-deps -e . >"$LOGDIR/install.log" 2>&1 &
+        python -m pip install -q --no-build-isolation --no-deps -e . >"$LOGDIR/install.log" 2>&1 &
 }
 
 stage_core() {

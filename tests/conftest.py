@@ -46,7 +46,8 @@ def _poisoned(factory):
     def wrapper(*args, **kwargs):
         out = factory(*args, **kwargs)
         if out.is_floating_point() or out.is_complex():
-            out.fill_(float("nan"))
+            with torch.no_grad():  # a leaf that requires grad (e.g. checkpoint's dummy) is filled too
+                out.fill_(float("nan"))
         return out
 
     return wrapper
