@@ -22,7 +22,8 @@ MODE_FLOP_FACTOR = {"fwd": 1.0, "bwd": 2.5, "fwd_bwd": 3.5}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 OP = "longformer_attention"
 CSV_COLUMNS = (
-    "gpu,op,provider,dtype,batch,seqlen,heads,head_dim,window,globals,mode,median_ms,tflops,peak_mem_mb,commit"
+    "gpu,op,provider,dtype,batch,seqlen,heads,head_dim,window,globals,mode,median_ms,tflops,peak_mem_mb,"
+    "host_ms,commit"
 ).split(",")
 
 

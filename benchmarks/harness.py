@@ -4,7 +4,7 @@ For each case of the sweep and each provider that can run it, every mode (fwd, b
 measured (median time over ``--reps`` after ``--warmup``, peak memory above the inputs; see
 :mod:`benchmarks.measure` for exactly how), and rows in the fixed schema
 
-    gpu,op,provider,dtype,batch,seqlen,heads,head_dim,window,globals,mode,median_ms,tflops,peak_mem_mb,commit
+    gpu,op,provider,dtype,batch,seqlen,heads,head_dim,window,globals,mode,median_ms,tflops,peak_mem_mb,host_ms,commit
 
 are merged into ``<out-dir>/<device-slug>-attention[-<tag>].csv`` (rows of the same device, provider,
 shape and mode are replaced; ``--overwrite`` starts the file afresh). A table with each provider's
@@ -298,11 +298,12 @@ def make_row(gpu: str, provider: str, case: Case, mode: str, m: Measurement, com
         "median_ms": f"{m.median_ms:.4f}",
         "tflops": f"{tflops:.4f}",
         "peak_mem_mb": f"{m.peak_mem_mb:.1f}",
+        "host_ms": "" if m.host_ms is None else f"{m.host_ms:.4f}",
         "commit": commit,
     }
 
 
-_KEY = [c for c in CSV_COLUMNS if c not in ("median_ms", "tflops", "peak_mem_mb", "commit")]
+_KEY = [c for c in CSV_COLUMNS if c not in ("median_ms", "tflops", "peak_mem_mb", "host_ms", "commit")]
 _PROVIDER_ORDER = {name: i for i, name in enumerate(("triton", "cuda", "cpu", "flex", "sdpa", "torch", "hf"))}
 _MODE_ORDER = {m: i for i, m in enumerate(MODES)}
 
@@ -330,8 +331,9 @@ def write_csv(path: Path, rows: list[dict], *, merge: bool) -> int:
     if merge and path.exists():
         with path.open(newline="") as f:
             reader = csv.DictReader(f)
-            if reader.fieldnames == CSV_COLUMNS:
-                existing = list(reader)
+            if reader.fieldnames and set(reader.fieldnames) <= set(CSV_COLUMNS):
+                # files written before a column was added keep their rows (the new column empty)
+                existing = [{c: r.get(c) or "" for c in CSV_COLUMNS} for r in reader]
             else:
                 log.warning("%s has another header; rewriting it with this run's rows only", path)
     new_keys = {tuple(str(r[k]) for k in _KEY) for r in rows}

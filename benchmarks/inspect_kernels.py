@@ -70,7 +70,7 @@ from triton.compiler import ASTSource, make_backend
 from triton.runtime import autotuner as _tt_autotuner
 from triton.runtime import jit as _tt_jit
 
-from led_kernels.ops.triton import _common, banded, global_rows
+from led_kernels.ops.triton import _common, banded, longformer
 
 # Per architecture: a representative part, its SM count and opt-in shared memory per block (bytes),
 # shared memory per SM (bytes), registers per SM and max resident threads per SM.
@@ -155,7 +155,7 @@ LOOP_PATTERNS = {
 
 @dataclass
 class Launch:
-    step: str  # which launcher, e.g. "A.fwd"
+    step: str  # which pass: "fwd" or "bwd"
     fn: _tt_jit.JITFunction
     args: tuple
     kwargs: dict
@@ -201,20 +201,17 @@ def _fake_device(arch: int):
         multi_processor_count=sms,
         shared_memory_per_block_optin=optin,
     )
-    caches = [getattr(getattr(_common, n, None), "cache_clear", None) for n in ("_num_sms", "_smem_budget")]
     saved = torch.cuda.get_device_properties
     saved_autotune = _common.AUTOTUNE
     torch.cuda.get_device_properties = lambda *a, **k: props
     _common.AUTOTUNE = False
-    for clear in filter(None, caches):
-        clear()
+    _common.clear_device_caches()
     try:
         yield
     finally:
         torch.cuda.get_device_properties = saved
         _common.AUTOTUNE = saved_autotune
-        for clear in filter(None, caches):
-            clear()
+        _common.clear_device_caches()
 
 
 @contextlib.contextmanager
@@ -259,28 +256,27 @@ def capture_launches(arch, dtype, batch, seqlen, heads, head_dim, window, global
         key_flags = torch.zeros((batch, seqlen), dtype=torch.int8, device=dev)
         global_idx = torch.zeros((batch, globals_), dtype=torch.int32, device=dev)
 
-        # as BandedAttentionFunction / GlobalAttentionFunction.forward: each runs the preprocessing
-        step[0] = "A.fwd"
-        cum_excl, _, bounds = _launcher(_common.triton_prep)(key_flags, global_idx)
-        out, lse = _launcher(banded.triton_banded_fwd)(
-            q, k, v, key_flags, global_idx, cum_excl, bounds, window, scale
-        )
-        step[0] = "A.bwd"
-        _launcher(banded.triton_banded_bwd)(
-            dout, q, k, v, out, lse, key_flags, global_idx, cum_excl, bounds, window, scale
-        )
-        if globals_ > 0:  # longformer_attention runs kernel B only with global tokens
-            qg, dgout = (
-                torch.empty((batch, globals_, heads, head_dim), dtype=dtype, device=dev) for _ in "ab"
+        if globals_ > 0:
+            # what longformer_attention runs with global tokens: both kernels as one op (LED's separate
+            # global projections)
+            qg, kg, vg = (torch.empty(shape, dtype=dtype, device=dev) for _ in "qkv")
+            step[0] = "fwd"
+            out, lse, glse, *prep = _launcher(longformer.triton_longformer_fwd)(
+                q, k, v, qg, kg, vg, key_flags, global_idx, window, scale
             )
-            step[0] = "B.fwd"
-            _, cum_pad, bounds = _launcher(_common.triton_prep)(key_flags, global_idx)
-            gout, glse = _launcher(global_rows.triton_global_fwd)(
-                qg, k, v, global_idx, key_flags, cum_pad, bounds, scale
+            step[0] = "bwd"
+            _launcher(longformer.triton_longformer_bwd)(
+                dout, q, k, v, qg, kg, vg, out, lse, glse, key_flags, global_idx, *prep, window, scale, False
             )
-            step[0] = "B.bwd"
-            _launcher(global_rows.triton_global_bwd)(
-                dgout, qg, k, v, gout, glse, global_idx, key_flags, cum_pad, bounds, scale
+        else:  # kernel A alone, as BandedAttentionFunction runs it
+            step[0] = "fwd"
+            cum_excl, _, bounds = _launcher(_common.triton_prep)(key_flags, global_idx)
+            out, lse = _launcher(banded.triton_banded_fwd)(
+                q, k, v, key_flags, global_idx, cum_excl, bounds, window, scale
+            )
+            step[0] = "bwd"
+            _launcher(banded.triton_banded_bwd)(
+                dout, q, k, v, out, lse, key_flags, global_idx, cum_excl, bounds, window, scale
             )
     # identical consecutive launches (e.g. the reduction run for dK then dV) are compiled once
     unique: list[Launch] = []

@@ -9,10 +9,15 @@ Modes (``torch.autograd.grad(out, leaf, dout)`` is the backward; the gradient is
 - ``fwd_bwd``: forward then backward, both timed.
 
 Timing: ``warmup`` untimed reps (they also trigger ``torch.compile``), then ``reps`` timed reps; the
-median is reported. On a GPU each rep is bracketed by CUDA events, with ``torch.cuda.synchronize()``
-before the start event and after the end event, and the L2 cache is flushed (a 256 MiB buffer is
-zeroed) before each rep; on the CPU ``time.perf_counter``. Python's garbage collector is off during the
-reps; each rep's results are released after its timer stops.
+median is reported. On a GPU (as ``triton.testing.do_bench`` does) the reps are queued back to back
+with no host synchronisation between them, each one after an L2 flush (a 256 MiB buffer is zeroed) and
+bracketed by CUDA events: ``median_ms`` is the GPU time of one call, as in training, where Python runs
+ahead of the GPU. Where Python cannot keep up (the call's host time exceeds its GPU time, or the call
+synchronises the host), the GPU waits inside the bracket and the wait is counted. ``host_ms`` is the
+median host (Python) time of one call, so that a host-bound call shows as ``host_ms`` close to
+``median_ms``. On the CPU ``time.perf_counter`` gives both. Python's garbage collector is off during
+the reps; each rep's results are released after its end event is queued (the caching allocator orders
+the reuse on the stream).
 
 Peak memory (``peak_mem_mb``, MiB = 2^20 bytes), always above what the inputs already hold (the fused
 leaf, the upstream gradient, masks and other per-case state built in ``prepare``):
@@ -71,6 +76,7 @@ class Measurement:
     median_ms: float | None = None
     peak_mem_mb: float | None = None
     times_ms: list[float] = field(default_factory=list)
+    host_ms: float | None = None
     reason: str = ""
     max_abs_err: float | None = None
 
@@ -120,37 +126,47 @@ def _l2_flush_buffer(device: torch.device) -> torch.Tensor | None:
     return _FLUSH[device]
 
 
-def time_mode(prep: Prepared, mode: str, device: torch.device, reps: int, warmup: int) -> list[float]:
-    """Milliseconds of each of ``reps`` timed runs of ``mode`` after ``warmup`` untimed ones."""
+def time_mode(
+    prep: Prepared, mode: str, device: torch.device, reps: int, warmup: int
+) -> tuple[list[float], list[float]]:
+    """Milliseconds of each of ``reps`` timed runs of ``mode`` after ``warmup`` untimed ones: the GPU
+    (or, on the CPU, wall) time of each run and its host time (see the module doc)."""
     flush = _l2_flush_buffer(device)
+    on_gpu = device.type == "cuda"
+    events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
     times: list[float] = []
+    host: list[float] = []
     gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
+        _sync(device)
         for i in range(warmup + reps):
             pre = prep.forward() if mode == "bwd" else None
             if flush is not None:
                 flush.zero_()
-            _sync(device)
-            if device.type == "cuda":
+            if on_gpu:
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
-                result = run_mode(prep, mode, pre)
+            t0 = time.perf_counter()
+            result = run_mode(prep, mode, pre)
+            t_host = (time.perf_counter() - t0) * 1e3
+            if on_gpu:
                 end.record()
-                torch.cuda.synchronize(device)
-                ms = start.elapsed_time(end)
-            else:
-                t0 = time.perf_counter()
-                result = run_mode(prep, mode, pre)
-                ms = (time.perf_counter() - t0) * 1e3
             del result, pre
             if i >= warmup:
-                times.append(ms)
+                host.append(t_host)
+                if on_gpu:
+                    events.append((start, end))
+                else:
+                    times.append(t_host)
+        _sync(device)
     finally:
         if gc_was_enabled:
             gc.enable()
-    return times
+    if on_gpu:
+        times = [start.elapsed_time(end) for start, end in events]
+    return times, host
 
 
 def gpu_peak_mb(prep: Prepared, mode: str, device: torch.device) -> float:
@@ -298,14 +314,15 @@ def measure(
                     n_reps = max(min(3, reps), min(reps, int(time_budget_s / t_call)))
                     if t_call * (warmup + n_reps) > time_budget_s:
                         n_warmup = 0
-                times = time_mode(prep, mode, device, n_reps, n_warmup)
+                times, host = time_mode(prep, mode, device, n_reps, n_warmup)
             else:
                 time_mode(prep, mode, device, 0, max(1, warmup))  # warmup (and compilation) first
                 peak = gpu_peak_mb(prep, mode, device) if device.type == "cuda" else float("nan")
                 m = Measurement("ok", peak_mem_mb=peak)
-                times = time_mode(prep, mode, device, reps, 0)
+                times, host = time_mode(prep, mode, device, reps, 0)
             m.times_ms = times
             m.median_ms = statistics.median(times)
+            m.host_ms = statistics.median(host)
             if check and mode == modes[0]:
                 err = check_output(prep, inputs, case)
                 m.max_abs_err = err
@@ -338,6 +355,8 @@ def format_measurement(provider: str, mode: str, m: Measurement) -> str:
     """One log line for a measurement."""
     if m.status == "ok":
         line = f"    {provider:6s} {mode:7s} {m.median_ms:11.3f} ms  peak {m.peak_mem_mb:9.1f} MiB"
+        if m.host_ms is not None and m.host_ms != m.median_ms:
+            line += f"  host {m.host_ms:.3f} ms"
         if m.times_ms:
             line += f"  (min {min(m.times_ms):.3f}, max {max(m.times_ms):.3f}, n={len(m.times_ms)})"
     else:

@@ -190,6 +190,11 @@ def longformer_attention(
     impl = choose_backend(backend, q.device, q.dtype, d)
     flags = key_flags(b, n, q.device, key_padding_mask, global_idx)  # once for both halves
 
+    if global_idx is not None and hasattr(impl, "longformer_attention"):
+        # the backend runs both kernels as one op (one preprocessing, B's rows written into A's output)
+        return impl.longformer_attention(
+            q, k, v, q_global, k_global, v_global, window, flags, global_idx, scale
+        )
     out = impl.banded_attention(q, k, v, window, flags, global_idx, scale)
     if global_idx is None:
         return out

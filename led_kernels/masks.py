@@ -83,8 +83,9 @@ def key_flags(
     """(B, N) int8 per-key flags from the padding mask and the global indices."""
     flags = torch.zeros(batch, n + 1, dtype=torch.int8, device=device)
     if global_idx is not None and global_idx.shape[1] > 0:
-        in_range = (global_idx >= 0) & (global_idx < n)
-        idx = torch.where(in_range, global_idx, torch.full_like(global_idx, n)).long()  # column n: cut off
+        # -1 and out-of-range slots land in column n, which is cut off (clamp to [-1, n], then -1 -> n);
+        # few ops, since on a GPU each one costs a launch on every layer's call
+        idx = (global_idx.clamp(-1, n) % (n + 1)).long()
         flags.scatter_(1, idx, GLOBAL)
     flags = flags[:, :n]
     if key_padding_mask is not None:

@@ -130,7 +130,18 @@ def _triton_cases(shape, window, dtype, globals_, layout, seed=0):
     qg = gather_rows(q, gi)
     gout, glse = OPS.triton_global_fwd(qg, k, v, gi, flags, cum_pad, bounds, scale)
     dout, gdout = _dout(out.shape, dtype, seed).contiguous(), _dout(gout.shape, dtype, seed).contiguous()
-    return [
+    # the whole layer, with separate global projections and with the shared one
+    qkv_g = _layouts(b, n, h, d, dtype, seed + 7)[layout]
+    layer = []
+    for projections, shared in ((qkv_g, False), ((q, k, v), True)):
+        fwd_args = (q, k, v, *projections, flags, gi, window, scale)
+        lout, llse, lglse, *prep = OPS.triton_longformer_fwd(*fwd_args)
+        bwd_args = (dout, q, k, v, *projections, lout, llse, lglse, flags, gi, *prep, window, scale, shared)
+        layer += [
+            (OPS.triton_longformer_fwd.default, fwd_args),
+            (OPS.triton_longformer_bwd.default, _nograd(*bwd_args)),
+        ]
+    return layer + [
         (OPS.triton_prep.default, (flags, gi)),
         (OPS.triton_banded_fwd.default, (q, k, v, flags, gi, cum_excl, bounds, window, scale)),
         (
@@ -156,6 +167,8 @@ CASES = {
     "triton_banded_bwd": "triton",
     "triton_global_fwd": "triton",
     "triton_global_bwd": "triton",
+    "triton_longformer_fwd": "triton",
+    "triton_longformer_bwd": "triton",
 }
 
 

@@ -22,7 +22,13 @@ pytest.importorskip("triton")
 
 import oracle  # noqa: E402
 
-from led_kernels.ops.triton import _common, banded_attention, global_attention  # noqa: E402
+from led_kernels.masks import gather_rows, scatter_rows, valid_global_slots  # noqa: E402
+from led_kernels.ops.triton import (  # noqa: E402
+    _common,
+    banded_attention,
+    global_attention,
+    longformer_attention,
+)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
@@ -408,6 +414,85 @@ def test_split_kv_variants(monkeypatch, target):
         _run_global(qg, k, v, gi, flags, scale, doutg),
         _oracle_global(qg, k, v, gi, flags, scale, doutg),
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# the whole layer: kernels A and B as one op (what lk.longformer_attention runs)
+# ----------------------------------------------------------------------------------------------------
+
+# (N, window, global pattern, padding pattern, projections, extra -1 slots, split target)
+LAYER_CASES = [
+    (1, 0, "first", "none", "separate", 0, None),
+    (7, 2, "all", "none", "shared", 0, None),
+    (37, 5, "first", "tail", "separate", 1, None),
+    (37, 20, "scattered", "holes", "shared", 2, None),
+    (37, 40, "scattered", "full", "partial", 1, None),
+    (100, 15, "first", "none", "shared", 0, 64),
+    (100, 17, "scattered", "tail", "separate", 1, 64),
+    (100, 30, "scattered", "holes", "partial", 0, 1),
+    (83, 33, "first", "tail", "separate", 3, None),
+]
+
+
+def _layer_id(c):
+    n, w, glob, pad, proj, extra, split = c
+    return f"N{n}-w{w}-glob_{glob}-pad_{pad}-{proj}-extra{extra}" + (f"-split{split}" if split else "")
+
+
+def _layer_inputs(n, glob, pad, proj, extra, seed, d=16):
+    b, h = 2, 2
+    gen = torch.Generator().manual_seed(seed)
+    local = [torch.randn(b, n, h, d, generator=gen).to(DEVICE) for _ in range(3)]
+    glob_proj = [torch.randn(b, n, h, d, generator=gen).to(DEVICE) for _ in range(3)]
+    if proj == "shared":
+        glob_proj = [None, None, None]
+    elif proj == "partial":  # only k_global given: q_global and v_global are the local ones
+        glob_proj = [None, glob_proj[1], None]
+    gmask = _global_mask(glob, b, n, gen)
+    pmask = _padding_mask(pad, b, n, gen)
+    flags = oracle.key_flags_from_masks(n, b, pmask, gmask, "cpu").to(DEVICE)
+    gi = _global_idx(gmask, extra).to(DEVICE)
+    dout = torch.randn(b, n, h, d, generator=gen).to(DEVICE)
+    return local, glob_proj, gmask.to(DEVICE), pmask.to(DEVICE), flags, gi, dout
+
+
+@pytest.mark.parametrize("case", LAYER_CASES, ids=[_layer_id(c) for c in LAYER_CASES])
+def test_layer_fp32_matches_oracle(monkeypatch, case):
+    n, w, glob, pad, proj, extra, split = case
+    if split is not None:
+        monkeypatch.setattr(_common, "target_programs", lambda device: split)
+    local, glob_proj, gmask, pmask, flags, gi, dout = _layer_inputs(n, glob, pad, proj, extra, seed=n + w)
+    scale = 16**-0.5
+    given = [i for i, x in enumerate(glob_proj) if x is not None]
+
+    leaves = _leaves(*local, *[glob_proj[i] for i in given])
+    proj_leaves = [None, None, None]
+    for j, i in enumerate(given):
+        proj_leaves[i] = leaves[3 + j]
+    out = longformer_attention(*leaves[:3], *proj_leaves, w, flags, gi, scale)
+    grads = torch.autograd.grad(out, leaves, dout)
+
+    ref_leaves = _leaves64(*local, *[glob_proj[i] for i in given])
+    ref_proj = [None, None, None]
+    for j, i in enumerate(given):
+        ref_proj[i] = ref_leaves[3 + j]
+    ref = oracle.dense_longformer_attention(
+        *ref_leaves[:3], w, key_padding_mask=pmask, global_mask=gmask, q_global=ref_proj[0],
+        k_global=ref_proj[1], v_global=ref_proj[2], scale=scale,
+    )  # fmt: skip
+    ref_grads = torch.autograd.grad(ref, ref_leaves, dout.double())
+    names = ["q", "k", "v"] + [["q_global", "k_global", "v_global"][i] for i in given]
+    _check_fp32(["layer", *names], (out, grads), (ref, ref_grads))
+
+
+def test_layer_forward_equals_the_composed_kernels():
+    """One op or banded + global + scatter: the same kernels, so the same bits in the forward."""
+    local, glob_proj, _, _, flags, gi, _ = _layer_inputs(100, "scattered", "holes", "separate", 1, seed=5)
+    fused = longformer_attention(*local, *glob_proj, 17, flags, gi, 0.25)
+    band = banded_attention(*local, 17, flags, gi, 0.25)
+    rows = global_attention(gather_rows(glob_proj[0], gi), *glob_proj[1:], gi, flags, 0.25)
+    composed = scatter_rows(band, rows, gi, valid_global_slots(gi, flags))
+    assert torch.equal(fused, composed)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 ``banded_attention`` (kernel A: band minus global/padded keys, plus the global keys, one softmax per
 row) and ``global_attention`` (kernel B: rows of the global queries over every non-padded key), each a
 ``torch.autograd.Function`` over ops registered as ``led_kernels::triton_*`` with fake
-implementations, so ``torch.compile(fullgraph=True)`` traces through them.
+implementations, so ``torch.compile(fullgraph=True)`` traces through them. ``longformer_attention``
+runs both as one layer (``longformer.py``): what ``led_kernels.longformer_attention`` calls.
 
 Set ``TRITON_INTERPRET=1`` before importing to run on CPU (tests); ``LED_KERNELS_AUTOTUNE=0`` pins
 the fixed tile configs on a GPU.
@@ -11,5 +12,6 @@ the fixed tile configs on a GPU.
 
 from .banded import banded_attention
 from .global_rows import global_attention
+from .longformer import longformer_attention
 
-__all__ = ["banded_attention", "global_attention"]
+__all__ = ["banded_attention", "global_attention", "longformer_attention"]

@@ -77,6 +77,17 @@ if INTERPRET:
 # ----------------------------------------------------------------------------------------------------
 
 
+def cdiv(a: int, b: int) -> int:
+    """Host-side ceil division for launch grids (``triton.cdiv`` is a constexpr function whose Python
+    call costs microseconds, which adds up over a layer's launches)."""
+    return -(-a // b)
+
+
+def next_power_of_2(x: int) -> int:
+    """Host-side ``triton.next_power_of_2`` (see ``cdiv``); 1 for x <= 1."""
+    return 1 << (x - 1).bit_length() if x > 1 else 1
+
+
 def empty(shape, dtype, device) -> torch.Tensor:
     """Every output/scratch buffer of this backend is allocated here, uninitialised: kernels must
     write every element (the tests swap this for a NaN-filled allocator to prove it)."""
@@ -84,7 +95,7 @@ def empty(shape, dtype, device) -> torch.Tensor:
 
 
 def block_d(head_dim: int) -> int:
-    return max(16, triton.next_power_of_2(head_dim))
+    return max(16, next_power_of_2(head_dim))
 
 
 def check_head_dim(head_dim: int) -> None:
@@ -116,7 +127,23 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "tf32"
 
 
-@functools.lru_cache(maxsize=16)
+def device_cache(fn):
+    """``functools.lru_cache`` for lookups that depend on the device's properties, listed in
+    ``DEVICE_CACHES`` so that ``clear_device_caches`` can reset them (offline inspection fakes them)."""
+    cached = functools.lru_cache(maxsize=256)(fn)
+    DEVICE_CACHES.append(cached)
+    return cached
+
+
+DEVICE_CACHES: list = []
+
+
+def clear_device_caches() -> None:
+    for cached in DEVICE_CACHES:
+        cached.cache_clear()
+
+
+@device_cache
 def _num_sms(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
@@ -132,18 +159,23 @@ def split_plan(n_rows: int, block: int, base_programs: int, device: torch.device
     """Split ``n_rows`` (keys or queries) into ``splits`` chunks of ``chunk`` rows, ``chunk`` a multiple
     of ``block``, so that ``base_programs * splits`` roughly fills the machine. Depends on shapes only
     (no host sync), so the launch is capturable by torch.compile / CUDA graphs."""
-    n_tiles = triton.cdiv(max(n_rows, 1), block)
-    want = max(1, triton.cdiv(target_programs(device), max(base_programs, 1)))
+    n_tiles = cdiv(max(n_rows, 1), block)
+    want = max(1, cdiv(target_programs(device), max(base_programs, 1)))
     min_tiles = 4 if device.type == "cuda" else 2  # amortise the extra combine pass
-    tiles_per = min(max(triton.cdiv(n_tiles, want), min_tiles), n_tiles)
-    return triton.cdiv(n_tiles, tiles_per), tiles_per * block
+    tiles_per = min(max(cdiv(n_tiles, want), min_tiles), n_tiles)
+    return cdiv(n_tiles, tiles_per), tiles_per * block
 
 
 def kernel_config(kind: str, head_dim: int, device: torch.device, elem_bytes: int = 2) -> dict:
     """Fixed tile config per kernel kind (used whenever autotuning is off, and always for the small
     split/reduce kernels), shrunk to the device's shared memory for wide heads / fp32. Under the
     interpreter every tile is 16 so that tiny test shapes still cover several tiles, interior tiles and
-    both edges."""
+    both edges. Cached: it runs on every launch, where host time is what a small layer waits on."""
+    return dict(_kernel_config(kind, head_dim, device, elem_bytes))
+
+
+@device_cache
+def _kernel_config(kind: str, head_dim: int, device: torch.device, elem_bytes: int) -> dict:
     if INTERPRET or device.type != "cuda":
         return {
             "BLOCK_M": 16,
@@ -178,7 +210,7 @@ def kernel_config(kind: str, head_dim: int, device: torch.device, elem_bytes: in
     return fit_config(kind, cfg, head_dim, elem_bytes, device)
 
 
-@functools.lru_cache(maxsize=16)
+@device_cache
 def _smem_budget(device_index: int) -> int:
     props = torch.cuda.get_device_properties(device_index)
     optin = getattr(props, "shared_memory_per_block_optin", 0) or 166912  # A100's, the smallest target
@@ -307,7 +339,7 @@ def launch_config(kind: str, head_dim: int, device: torch.device, elem_bytes: in
 
 
 def bucket(x: int) -> int:
-    return triton.next_power_of_2(max(1, min(x, 1 << 16)))
+    return next_power_of_2(max(1, min(x, 1 << 16)))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -525,6 +557,8 @@ def _bwd_delta_kernel(
 def _reduce_partials_kernel(
     Part,  # fp32 (B*H, S, R, BLOCK_D)
     Out,  # (B, *, H, HEAD_DIM) in the output dtype
+    Part2,  # program_id(2) == 1: a second (partials, output, scale) of the same shapes (dK then dV)
+    Out2,
     GIdx,  # int32 (B, R): destination rows when SCATTER
     Flags,  # int8 (B, N)
     stride_ob,
@@ -535,6 +569,7 @@ def _reduce_partials_kernel(
     N,
     H,
     scale,
+    scale2,
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_R: tl.constexpr,
@@ -544,6 +579,10 @@ def _reduce_partials_kernel(
     # GIdx[b, r] when that slot is valid; distinct slots name distinct rows, so the stores never race.
     pid_r = tl.program_id(0)
     pid_bh = tl.program_id(1)
+    if tl.program_id(2) == 1:
+        Part = Part2
+        Out = Out2
+        scale = scale2
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
     rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -578,6 +617,13 @@ def triton_prep(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per batch element: prefix counts of excluded (non-local) and padded keys, and the bounds
     (first non-padded, last non-padded + 1, number of listed global slots)."""
+    return launch_prep(key_flags, global_idx)
+
+
+def launch_prep(
+    key_flags: torch.Tensor, global_idx: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The body of ``triton_prep``, callable from inside other ops without a second dispatch."""
     bsz, n = key_flags.shape
     g = global_idx.shape[1]
     dev = key_flags.device
@@ -588,8 +634,8 @@ def triton_prep(
         return cum_excl, cum_pad, bounds
     # one program per batch element walking N in chunks: 8192 keys x 16 warps is the widest chunk
     # that stays spill-free on sm_90 (two chunks for N = 16k)
-    block = min(triton.next_power_of_2(max(n, 16)), 8192 if dev.type == "cuda" else 1024)
-    block_g = min(triton.next_power_of_2(max(g, 16)), 1024)
+    block = min(next_power_of_2(max(n, 16)), 8192 if dev.type == "cuda" else 1024)
+    block_g = min(next_power_of_2(max(g, 16)), 1024)
     num_warps = 16 if block >= 4096 else 4
     _prep_kernel[(bsz,)](
         key_flags,
@@ -623,7 +669,7 @@ def bwd_delta(out: torch.Tensor, dout: torch.Tensor) -> torch.Tensor:
     if delta.numel() == 0:
         return delta
     block_m = 16 if INTERPRET else 64
-    _bwd_delta_kernel[(triton.cdiv(m, block_m), bsz * h)](
+    _bwd_delta_kernel[(cdiv(m, block_m), bsz * h)](
         out,
         dout,
         delta,
@@ -650,16 +696,23 @@ def reduce_partials(
     key_flags: torch.Tensor,
     scale: float,
     scatter: bool,
+    second: tuple[torch.Tensor, torch.Tensor, float] | None = None,
 ) -> None:
-    """out[rows] = scale * sum over splits of part, (B*H, S, R, BLOCK_D) -> rows of ``out``."""
+    """out[rows] = scale * sum over splits of part, (B*H, S, R, BLOCK_D) -> rows of ``out``; ``second``
+    = (part, out, scale) of the same shapes, strides and dtype, reduced in the same launch (dK, dV)."""
     bh, splits, r, bd = part.shape
     bsz, n, h, d = out.shape
     if bh == 0 or r == 0:
         return
+    part2, out2, scale2 = second if second is not None else (part, out, scale)
+    if part2.shape != part.shape or out2.stride() != out.stride() or out2.dtype != out.dtype:
+        raise ValueError("reduce_partials: the second pair must match the first (shape, strides, dtype)")
     block_r = 16 if INTERPRET else 32
-    _reduce_partials_kernel[(triton.cdiv(r, block_r), bh)](
+    _reduce_partials_kernel[(cdiv(r, block_r), bh, 1 if second is None else 2)](
         part,
         out,
+        part2,
+        out2,
         global_idx,
         key_flags,
         out.stride(0),
@@ -670,6 +723,7 @@ def reduce_partials(
         key_flags.shape[1],
         h,
         scale,
+        scale2,
         HEAD_DIM=d,
         BLOCK_D=bd,
         BLOCK_R=block_r,

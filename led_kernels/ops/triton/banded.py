@@ -264,6 +264,7 @@ def _band_fwd_kernel(
     BLOCK_D: tl.constexpr,
     BLOCK_G: tl.constexpr,
     DOT_PREC: tl.constexpr,
+    DROP_GLOBAL_ROWS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
@@ -346,6 +347,9 @@ def _band_fwd_kernel(
     l_safe = tl.where(live, l_i, 1.0)
     out = tl.where(live[:, None], acc / l_safe[:, None], 0.0)
     lse = poisoned_lse(tl.where(live, m_i + tl.log2(l_safe), float("inf")), out)
+    if DROP_GLOBAL_ROWS:
+        # kernel B overwrites these rows: lse = +inf takes them out of this kernel's backward
+        lse = tl.where(qf == 2, float("inf"), lse)
     o_ptrs = Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :]
     store_rows(o_ptrs, out.to(Out.dtype.element_ty), row_ok, offs_d, HEAD_DIM, BLOCK_D)
     tl.store(Lse + pid_bh.to(tl.int64) * N + offs_m, lse, mask=row_ok)
@@ -690,11 +694,41 @@ def _gkey_dkdv_kernel(
 def _block_g(num_slots: int) -> int:
     if _common.INTERPRET:
         return 16
-    return min(64, max(16, triton.next_power_of_2(max(num_slots, 1))))
+    return min(64, max(16, _common.next_power_of_2(max(num_slots, 1))))
 
 
 def _strides3(t: torch.Tensor) -> tuple[int, int, int]:
     return t.stride(0), t.stride(1), t.stride(2)
+
+
+def launch_band_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_flags: torch.Tensor,
+    global_idx: torch.Tensor,
+    cum_excl: torch.Tensor,
+    bounds: torch.Tensor,
+    window: int,
+    scale: float,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    drop_global_rows: bool,
+) -> None:
+    """Kernel A forward into out (B, N, H, D) and lse (B, H, N). ``drop_global_rows``: the rows of
+    global queries get lse = +inf (kernel B overwrites them, so this kernel's backward skips them)."""
+    bsz, n, h, d = q.shape
+    g = global_idx.shape[1]
+    w = min(window, n)
+    cfg = launch_config("band_fwd", d, q.device, q.element_size(), autotuned=True)
+    grid = lambda meta: (_common.cdiv(n, meta["BLOCK_M"]), bsz * h)
+    _band_fwd_kernel[grid](
+        q, k, v, out, lse, key_flags, cum_excl, bounds, global_idx,
+        *_strides3(q), *_strides3(k), *_strides3(v), *_strides3(out),
+        n, h, g, w, log2_scale(scale), _common.bucket(n), _common.bucket(w),
+        HEAD_DIM=d, BLOCK_D=block_d(d), BLOCK_G=_block_g(g), DOT_PREC=dot_precision(q.dtype),
+        DROP_GLOBAL_ROWS=drop_global_rows, **cfg,
+    )  # fmt: skip
 
 
 @torch.library.custom_op("led_kernels::triton_banded_fwd", mutates_args=())
@@ -710,20 +744,11 @@ def triton_banded_fwd(
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     bsz, n, h, d = q.shape
-    g = global_idx.shape[1]
     out = _common.empty((bsz, n, h, d), q.dtype, q.device)
     lse = _common.empty((bsz, h, n), torch.float32, q.device)
     if out.numel() == 0:
         return out, lse.fill_(float("inf"))
-    w = min(window, n)
-    cfg = launch_config("band_fwd", d, q.device, q.element_size(), autotuned=True)
-    grid = lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), bsz * h)
-    _band_fwd_kernel[grid](
-        q, k, v, out, lse, key_flags, cum_excl, bounds, global_idx,
-        *_strides3(q), *_strides3(k), *_strides3(v), *_strides3(out),
-        n, h, g, w, log2_scale(scale), _common.bucket(n), _common.bucket(w),
-        HEAD_DIM=d, BLOCK_D=block_d(d), BLOCK_G=_block_g(g), DOT_PREC=dot_precision(q.dtype), **cfg,
-    )  # fmt: skip
+    launch_band_fwd(q, k, v, key_flags, global_idx, cum_excl, bounds, window, scale, out, lse, False)
     return out, lse
 
 
@@ -731,6 +756,73 @@ def triton_banded_fwd(
 def _(q, k, v, key_flags, global_idx, cum_excl, bounds, window, scale):
     bsz, n, h, d = q.shape
     return q.new_empty((bsz, n, h, d)), q.new_empty((bsz, h, n), dtype=torch.float32)
+
+
+def launch_band_bwd(
+    dout: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    lse: torch.Tensor,
+    delta: torch.Tensor,
+    key_flags: torch.Tensor,
+    global_idx: torch.Tensor,
+    cum_excl: torch.Tensor,
+    bounds: torch.Tensor,
+    window: int,
+    scale: float,
+    dq: torch.Tensor,
+    dk: torch.Tensor,
+    dv: torch.Tensor,
+) -> None:
+    """Kernel A backward: every row of dq, dk, dv (B, N, H, D) written; delta = rowsum(dout * out)."""
+    bsz, n, h, d = q.shape
+    g = global_idx.shape[1]
+    dev = q.device
+    w = min(window, n)
+    bd = block_d(d)
+    prec = dot_precision(q.dtype)
+
+    cfg = launch_config("band_dq", d, dev, q.element_size(), autotuned=True)
+    grid = lambda meta: (_common.cdiv(n, meta["BLOCK_M"]), bsz * h)
+    _band_dq_kernel[grid](
+        q, k, v, dout, dq, lse, delta, key_flags, cum_excl, bounds, global_idx,
+        *_strides3(q), *_strides3(k), *_strides3(v), *_strides3(dout), *_strides3(dq),
+        n, h, g, w, log2_scale(scale), scale, _common.bucket(n), _common.bucket(w),
+        HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=_block_g(g), DOT_PREC=prec, **cfg,
+    )  # fmt: skip
+
+    cfg = launch_config("band_dkdv", d, dev, q.element_size(), autotuned=True)
+    grid = lambda meta: (_common.cdiv(n, meta["BLOCK_N"]), bsz * h)
+    _band_dkdv_kernel[grid](
+        q, k, v, dout, dk, dv, lse, delta, key_flags, bounds,
+        *_strides3(q), *_strides3(k), *_strides3(v), *_strides3(dout), *_strides3(dk), *_strides3(dv),
+        n, h, w, log2_scale(scale), scale, _common.bucket(n), _common.bucket(w),
+        HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=prec, **cfg,
+    )  # fmt: skip
+
+    if g > 0:
+        # after the band pass (same stream): it overwrites the zeros that pass wrote at global rows
+        cfg = _common.kernel_config("gkey_dkdv", d, dev, q.element_size())
+        block_g = _block_g(g)
+        n_gtiles = _common.cdiv(g, block_g)
+        splits, chunk = _common.split_plan(n, cfg["BLOCK_M"], n_gtiles * bsz * h, dev)
+        direct = splits == 1
+        if direct:
+            dk_t, dv_t = dk, dv
+        else:
+            dk_t = _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
+            dv_t = _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
+        # no **cfg: this kernel has no BLOCK_N (its key tile is the slot tile BLOCK_G)
+        _gkey_dkdv_kernel[(n_gtiles, splits, bsz * h)](
+            q, k, v, dout, dk_t, dv_t, lse, delta, key_flags, bounds, global_idx,
+            *_strides3(q), *_strides3(k), *_strides3(v), *_strides3(dout), *_strides3(dk), *_strides3(dv),
+            n, h, g, chunk, log2_scale(scale), scale,
+            HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=block_g, DOT_PREC=prec, DIRECT=direct,
+            BLOCK_M=cfg["BLOCK_M"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        )  # fmt: skip
+        if not direct:
+            reduce_partials(dk_t, dk, global_idx, key_flags, scale, scatter=True, second=(dv_t, dv, 1.0))
 
 
 @torch.library.custom_op("led_kernels::triton_banded_bwd", mutates_args=())
@@ -749,59 +841,16 @@ def triton_banded_bwd(
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     bsz, n, h, d = q.shape
-    g = global_idx.shape[1]
     dev = q.device
     dq = _common.empty((bsz, n, h, d), q.dtype, dev)
     dk = _common.empty((bsz, n, h, d), k.dtype, dev)
     dv = _common.empty((bsz, n, h, d), v.dtype, dev)
     if dq.numel() == 0:
         return dq, dk, dv
-    w = min(window, n)
-    bd = block_d(d)
-    prec = dot_precision(q.dtype)
     delta = bwd_delta(out, dout)
-
-    cfg = launch_config("band_dq", d, dev, q.element_size(), autotuned=True)
-    grid = lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), bsz * h)
-    _band_dq_kernel[grid](
-        q, k, v, dout, dq, lse, delta, key_flags, cum_excl, bounds, global_idx,
-        *_strides3(q), *_strides3(k), *_strides3(v), *_strides3(dout), *_strides3(dq),
-        n, h, g, w, log2_scale(scale), scale, _common.bucket(n), _common.bucket(w),
-        HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=_block_g(g), DOT_PREC=prec, **cfg,
-    )  # fmt: skip
-
-    cfg = launch_config("band_dkdv", d, dev, q.element_size(), autotuned=True)
-    grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), bsz * h)
-    _band_dkdv_kernel[grid](
-        q, k, v, dout, dk, dv, lse, delta, key_flags, bounds,
-        *_strides3(q), *_strides3(k), *_strides3(v), *_strides3(dout), *_strides3(dk), *_strides3(dv),
-        n, h, w, log2_scale(scale), scale, _common.bucket(n), _common.bucket(w),
-        HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=prec, **cfg,
-    )  # fmt: skip
-
-    if g > 0:
-        # after the band pass (same stream): it overwrites the zeros that pass wrote at global rows
-        cfg = _common.kernel_config("gkey_dkdv", d, dev, q.element_size())
-        block_g = _block_g(g)
-        n_gtiles = triton.cdiv(g, block_g)
-        splits, chunk = _common.split_plan(n, cfg["BLOCK_M"], n_gtiles * bsz * h, dev)
-        direct = splits == 1
-        if direct:
-            dk_t, dv_t = dk, dv
-        else:
-            dk_t = _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
-            dv_t = _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
-        # no **cfg: this kernel has no BLOCK_N (its key tile is the slot tile BLOCK_G)
-        _gkey_dkdv_kernel[(n_gtiles, splits, bsz * h)](
-            q, k, v, dout, dk_t, dv_t, lse, delta, key_flags, bounds, global_idx,
-            *_strides3(q), *_strides3(k), *_strides3(v), *_strides3(dout), *_strides3(dk), *_strides3(dv),
-            n, h, g, chunk, log2_scale(scale), scale,
-            HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=block_g, DOT_PREC=prec, DIRECT=direct,
-            BLOCK_M=cfg["BLOCK_M"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-        )  # fmt: skip
-        if not direct:
-            reduce_partials(dk_t, dk, global_idx, key_flags, scale, scatter=True)
-            reduce_partials(dv_t, dv, global_idx, key_flags, 1.0, scatter=True)
+    launch_band_bwd(
+        dout, q, k, v, lse, delta, key_flags, global_idx, cum_excl, bounds, window, scale, dq, dk, dv
+    )
     return dq, dk, dv
 
 

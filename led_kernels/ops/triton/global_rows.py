@@ -130,10 +130,38 @@ def _dq_tile(
 
 @triton.jit
 def _slot_rows(GIdx, flags_row, b, G, N, rows):
+    """Slots ``rows`` of batch b: in range (< G), valid (a global, non-padded token), and the token's
+    position (0 where invalid, so that it can be used as an address)."""
     row_in = rows < G
     gi = tl.load(GIdx + b * G + rows, mask=row_in, other=-1)
     gf = tl.load(flags_row + gi, mask=(gi >= 0) & (gi < N), other=0)  # out of range: not global
-    return row_in, (gi >= 0) & (gf == 2)
+    row_ok = (gi >= 0) & (gf == 2)
+    return row_in, row_ok, tl.where(row_ok, gi, 0).to(tl.int64)
+
+
+@triton.jit
+def _store_slot_rows(
+    base,
+    stride_n,
+    x,
+    rows,
+    gi64,
+    row_in,
+    row_ok,
+    offs_d,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BY_INDEX: tl.constexpr,
+):
+    """Store one [BLOCK_M, BLOCK_D] tile of slot rows: at rows ``rows`` of a (G, D) view (every slot in
+    range), or, BY_INDEX, at the slots' token rows of an (N, D) view (valid slots only: the other rows
+    belong to kernel A)."""
+    if BY_INDEX:
+        ptrs = base + gi64[:, None] * stride_n + offs_d[None, :]
+        store_rows(ptrs, x.to(base.dtype.element_ty), row_ok, offs_d, HEAD_DIM, BLOCK_D)
+    else:
+        ptrs = base + rows[:, None] * stride_n + offs_d[None, :]
+        store_rows(ptrs, x.to(base.dtype.element_ty), row_in, offs_d, HEAD_DIM, BLOCK_D)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -143,10 +171,10 @@ def _slot_rows(GIdx, flags_row, b, G, N, rows):
 
 @triton.jit
 def _glob_fwd_kernel(
-    QG,
+    QG,  # (B, G, H, D), or (B, N, H, D) with BY_INDEX
     K,
     V,
-    Out,  # DIRECT: (B, G, H, D); else fp32 partials (B*H, S, G, BLOCK_D)
+    Out,  # DIRECT: (B, G, H, D) ((B, N, H, D) with BY_INDEX); else fp32 partials (B*H, S, G, BLOCK_D)
     Lse,  # DIRECT: fp32 (B, H, G); else fp32 partial LSEs (B*H, S, G)
     Flags,
     CumPad,
@@ -173,9 +201,13 @@ def _glob_fwd_kernel(
     BLOCK_D: tl.constexpr,
     DOT_PREC: tl.constexpr,
     DIRECT: tl.constexpr,
+    BY_INDEX: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
+    # BY_INDEX: slot s's q row and output row are rows GIdx[b, s] of (B, N, H, D) tensors (q_global;
+    # kernel A's output, whose rows of global queries this overwrites) instead of rows s of (B, G, H, D)
+    # ones
     pid_g = tl.program_id(0)
     pid_s = tl.program_id(1)
     pid_bh = tl.program_id(2)
@@ -191,10 +223,15 @@ def _glob_fwd_kernel(
     rows = pid_g * BLOCK_M + tl.arange(0, BLOCK_M)  # slots
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    row_in, row_ok = _slot_rows(GIdx, flags_row, b, G, N, rows)
-    q = load_rows(
-        q_base + rows[:, None] * stride_qn + offs_d[None, :], row_in, offs_d, HEAD_DIM, BLOCK_D, True
-    )
+    row_in, row_ok, gi64 = _slot_rows(GIdx, flags_row, b, G, N, rows)
+    if BY_INDEX:
+        q = load_rows(
+            q_base + gi64[:, None] * stride_qn + offs_d[None, :], row_ok, offs_d, HEAD_DIM, BLOCK_D, True
+        )
+    else:
+        q = load_rows(
+            q_base + rows[:, None] * stride_qn + offs_d[None, :], row_in, offs_d, HEAD_DIM, BLOCK_D, True
+        )
 
     kv_lo = tl.load(Bounds + b * 4 + 0)
     kv_hi = tl.load(Bounds + b * 4 + 1)
@@ -223,8 +260,10 @@ def _glob_fwd_kernel(
         l_safe = tl.where(live, l_i, 1.0)
         out = tl.where(live[:, None], acc / l_safe[:, None], 0.0)
         lse = poisoned_lse(tl.where(live, m_i + tl.log2(l_safe), float("inf")), out)
-        o_ptrs = Out + b * stride_ob + h * stride_oh + rows[:, None] * stride_on + offs_d[None, :]
-        store_rows(o_ptrs, out.to(Out.dtype.element_ty), row_in, offs_d, HEAD_DIM, BLOCK_D)
+        _store_slot_rows(
+            Out + b * stride_ob + h * stride_oh, stride_on, out, rows, gi64, row_in, row_ok, offs_d,
+            HEAD_DIM, BLOCK_D, BY_INDEX,
+        )  # fmt: skip
         tl.store(Lse + pid_bh.to(tl.int64) * G + rows, lse, mask=row_in)
     else:
         # partial: normalised by its own sum, weighted later by exp2(lse_part - lse_total)
@@ -253,6 +292,7 @@ def _glob_combine_kernel(
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr,
+    BY_INDEX: tl.constexpr,
 ):
     # LSE merge of the key chunks, in split order (deterministic)
     pid_g = tl.program_id(0)
@@ -261,7 +301,7 @@ def _glob_combine_kernel(
     h = (pid_bh % H).to(tl.int64)
     rows = pid_g * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    row_in, row_ok = _slot_rows(GIdx, Flags + b * N, b, G, N, rows)
+    row_in, row_ok, gi64 = _slot_rows(GIdx, Flags + b * N, b, G, N, rows)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
@@ -281,8 +321,10 @@ def _glob_combine_kernel(
     l_safe = tl.where(live, l_i, 1.0)
     out = tl.where(live[:, None], acc / l_safe[:, None], 0.0)
     lse = poisoned_lse(tl.where(live, m_i + tl.log2(l_safe), float("inf")), out)
-    o_ptrs = Out + b * stride_ob + h * stride_oh + rows[:, None] * stride_on + offs_d[None, :]
-    store_rows(o_ptrs, out.to(Out.dtype.element_ty), row_in, offs_d, HEAD_DIM, BLOCK_D)
+    _store_slot_rows(
+        Out + b * stride_ob + h * stride_oh, stride_on, out, rows, gi64, row_in, row_ok, offs_d,
+        HEAD_DIM, BLOCK_D, BY_INDEX,
+    )  # fmt: skip
     tl.store(Lse + pid_bh.to(tl.int64) * G + rows, lse, mask=row_in)
 
 
@@ -292,7 +334,7 @@ def _glob_dq_kernel(
     K,
     V,
     DO,
-    DQ,  # DIRECT: dQ_global (B, G, H, D); else fp32 partials (B*H, S, G, BLOCK_D)
+    DQ,  # DIRECT: (B, G, H, D), or (B, N, H, D) with DQ_BY_INDEX; else fp32 partials (B*H, S, G, BLOCK_D)
     Lse,
     Delta,
     Flags,
@@ -324,6 +366,7 @@ def _glob_dq_kernel(
     BLOCK_D: tl.constexpr,
     DOT_PREC: tl.constexpr,
     DIRECT: tl.constexpr,
+    DQ_BY_INDEX: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
@@ -377,8 +420,11 @@ def _glob_dq_kernel(
     # invalid slots: 0, even where a non-finite score made their p NaN
     dq = tl.where((lse != float("inf"))[:, None], dq, 0.0)
     if DIRECT:
-        dq_ptrs = DQ + b * stride_dqb + h * stride_dqh + rows[:, None] * stride_dqn + offs_d[None, :]
-        store_rows(dq_ptrs, (dq * scale).to(DQ.dtype.element_ty), row_in, offs_d, HEAD_DIM, BLOCK_D)
+        row_in, row_ok, gi64 = _slot_rows(GIdx, flags_row, b, G, N, rows)
+        _store_slot_rows(
+            DQ + b * stride_dqb + h * stride_dqh, stride_dqn, dq * scale, rows, gi64, row_in, row_ok,
+            offs_d, HEAD_DIM, BLOCK_D, DQ_BY_INDEX,
+        )  # fmt: skip
     else:
         part = (pid_bh.to(tl.int64) * n_split + pid_s) * G + rows
         tl.store(DQ + part[:, None] * BLOCK_D + offs_d[None, :], dq, mask=row_in[:, None])
@@ -422,10 +468,12 @@ def _glob_dkdv_kernel(
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
     DOT_PREC: tl.constexpr,
+    ACCUMULATE: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
     # One program per key tile walking all slot tiles: every key row is owned by one program.
+    # ACCUMULATE: add to what DK/DV hold (kernel A's gradient, when both kernels share k and v) in fp32.
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)
@@ -473,8 +521,62 @@ def _glob_dkdv_kernel(
     dk = dk * scale
     dk_ptrs = DK + b * stride_dkb + h * stride_dkh + offs_n[:, None] * stride_dkn + offs_d[None, :]
     dv_ptrs = DV + b * stride_dvb + h * stride_dvh + offs_n[:, None] * stride_dvn + offs_d[None, :]
+    if ACCUMULATE:
+        dk += load_rows(dk_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True).to(tl.float32)
+        dv += load_rows(dv_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True).to(tl.float32)
     store_rows(dk_ptrs, dk.to(DK.dtype.element_ty), col_ok, offs_d, HEAD_DIM, BLOCK_D)
     store_rows(dv_ptrs, dv.to(DV.dtype.element_ty), col_ok, offs_d, HEAD_DIM, BLOCK_D)
+
+
+@triton.jit
+def _gather_slots_kernel(
+    X,  # (B, N, H, D): q_global
+    DO,  # (B, N, H, D): upstream gradient
+    Out,  # (B, N, H, D): layer output (its global rows are kernel B's)
+    GIdx,
+    Flags,
+    XG,  # (B, G, H, D) out: X's slot rows
+    DOG,  # (B, G, H, D) out: DO's slot rows
+    DeltaG,  # fp32 (B, H, G) out: rowsum(dO * O) of the slot rows
+    stride_xb,
+    stride_xn,
+    stride_xh,
+    stride_dob,
+    stride_don,
+    stride_doh,
+    stride_ob,
+    stride_on,
+    stride_oh,
+    stride_gb,  # XG and DOG (both contiguous)
+    stride_gn,
+    stride_gh,
+    N,
+    H,
+    G,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+):
+    # The slot rows that kernel B's backward reads, in one launch: invalid slots get zeros (their lse is
+    # +inf, so nothing uses them)
+    pid_g = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    rows = pid_g * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_in, row_ok, gi64 = _slot_rows(GIdx, Flags + b * N, b, G, N, rows)
+    x_ptrs = X + b * stride_xb + h * stride_xh + gi64[:, None] * stride_xn + offs_d[None, :]
+    do_ptrs = DO + b * stride_dob + h * stride_doh + gi64[:, None] * stride_don + offs_d[None, :]
+    o_ptrs = Out + b * stride_ob + h * stride_oh + gi64[:, None] * stride_on + offs_d[None, :]
+    x = load_rows(x_ptrs, row_ok, offs_d, HEAD_DIM, BLOCK_D, True)  # [BLOCK_M, BLOCK_D]
+    do = load_rows(do_ptrs, row_ok, offs_d, HEAD_DIM, BLOCK_D, True)
+    o = load_rows(o_ptrs, row_ok, offs_d, HEAD_DIM, BLOCK_D, True)
+    g_off = b * stride_gb + h * stride_gh + rows[:, None] * stride_gn + offs_d[None, :]
+    store_rows(XG + g_off, x, row_in, offs_d, HEAD_DIM, BLOCK_D)
+    store_rows(DOG + g_off, do, row_in, offs_d, HEAD_DIM, BLOCK_D)
+    delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)  # [BLOCK_M]
+    tl.store(DeltaG + pid_bh.to(tl.int64) * G + rows, delta, mask=row_in)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -489,11 +591,89 @@ def _strides3(t: torch.Tensor) -> tuple[int, int, int]:
 def _slot_config(kind: str, g: int, head_dim: int, like: torch.Tensor) -> dict:
     """Fixed config with the slot tile widened from G: 16 rows (the smallest MMA) for the usual
     handful of globals, up to 64 for QA-style hundreds of global tokens; then refitted to smem."""
-    cfg = dict(_common.kernel_config(kind, head_dim, like.device, like.element_size()))
+    return dict(_slot_config_cached(kind, g, head_dim, like.device, like.element_size()))
+
+
+@_common.device_cache
+def _slot_config_cached(kind: str, g: int, head_dim: int, device: torch.device, elem_bytes: int) -> dict:
+    cfg = _common.kernel_config(kind, head_dim, device, elem_bytes)
     if _common.INTERPRET:
         return cfg
-    cfg["BLOCK_M"] = min(64, max(cfg["BLOCK_M"], triton.next_power_of_2(max(g, 1))))
-    return _common.fit_config(kind, cfg, head_dim, like.element_size(), like.device)
+    cfg["BLOCK_M"] = min(64, max(cfg["BLOCK_M"], _common.next_power_of_2(max(g, 1))))
+    if kind == "glob_dkdv" and cfg["BLOCK_M"] >= 32:
+        # the [BLOCK_N, D] dK/dV accumulators plus a wide slot tile spill kilobytes at 4 warps (sm_90,
+        # G = 64: benchmarks.inspect_kernels); 8 warps hold them in registers
+        cfg["num_warps"] = 8
+    return _common.fit_config(kind, cfg, head_dim, elem_bytes, device)
+
+
+def launch_global_fwd(
+    q_rows: torch.Tensor,
+    k_global: torch.Tensor,
+    v_global: torch.Tensor,
+    global_idx: torch.Tensor,
+    key_flags: torch.Tensor,
+    cum_pad: torch.Tensor,
+    bounds: torch.Tensor,
+    scale: float,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    by_index: bool,
+) -> None:
+    """Kernel B forward; writes lse (B, H, G) and the output. q_rows (B, G, H, D) are the slot rows and
+    ``out`` is (B, G, H, D); or, ``by_index``, q_rows is q_global (B, N, H, D) and the valid slots' rows
+    are read from it and written to ``out`` (B, N, H, D) at the slots' positions."""
+    bsz, _, h, d = q_rows.shape
+    g = global_idx.shape[1]
+    n = k_global.shape[1]
+    dev = q_rows.device
+    bd = block_d(d)
+    cfg = _slot_config("glob_fwd", g, d, q_rows)
+    n_gtiles = _common.cdiv(g, cfg["BLOCK_M"])
+    splits, chunk = _common.split_plan(n, cfg["BLOCK_N"], n_gtiles * bsz * h, dev)
+    direct = splits == 1
+    if direct:
+        o_t, lse_t = out, lse
+    else:
+        o_t = _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
+        lse_t = _common.empty((bsz * h, splits, g), torch.float32, dev)
+    _glob_fwd_kernel[(n_gtiles, splits, bsz * h)](
+        q_rows, k_global, v_global, o_t, lse_t, key_flags, cum_pad, bounds, global_idx,
+        *_strides3(q_rows), *_strides3(k_global), *_strides3(v_global), *_strides3(out),
+        n, h, g, chunk, log2_scale(scale),
+        HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=dot_precision(q_rows.dtype), DIRECT=direct,
+        BY_INDEX=by_index, **cfg,
+    )  # fmt: skip
+    if not direct:
+        _glob_combine_kernel[(n_gtiles, bsz * h)](
+            o_t, lse_t, out, lse, key_flags, global_idx, *_strides3(out), splits, n, h, g,
+            HEAD_DIM=d, BLOCK_D=bd, BLOCK_M=cfg["BLOCK_M"], BY_INDEX=by_index, num_warps=4,
+        )  # fmt: skip
+
+
+def gather_slots(
+    q_global: torch.Tensor,
+    global_idx: torch.Tensor,
+    key_flags: torch.Tensor,
+    dout: torch.Tensor,
+    out: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For kernel B's backward, in one launch: the slot rows (B, G, H, D) of q_global and dout (all
+    (B, N, H, D); zeros for invalid slots) and delta = rowsum(dout * out) of those rows, fp32 (B, H, G)."""
+    bsz, n, h, d = q_global.shape
+    g = global_idx.shape[1]
+    qg = _common.empty((bsz, g, h, d), q_global.dtype, q_global.device)
+    dog = _common.empty((bsz, g, h, d), dout.dtype, dout.device)
+    delta = _common.empty((bsz, h, g), torch.float32, dout.device)
+    if qg.numel() == 0:
+        return qg, dog, delta.zero_()
+    block_m = 16 if _common.INTERPRET else min(64, max(16, _common.next_power_of_2(g)))
+    _gather_slots_kernel[(_common.cdiv(g, block_m), bsz * h)](
+        q_global, dout, out, global_idx, key_flags, qg, dog, delta,
+        *_strides3(q_global), *_strides3(dout), *_strides3(out), *_strides3(qg),
+        n, h, g, HEAD_DIM=d, BLOCK_D=block_d(d), BLOCK_M=block_m, num_warps=4,
+    )  # fmt: skip
+    return qg, dog, delta
 
 
 @torch.library.custom_op("led_kernels::triton_global_fwd", mutates_args=())
@@ -508,33 +688,14 @@ def triton_global_fwd(
     scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     bsz, g, h, d = q_global.shape
-    n = k_global.shape[1]
     dev = q_global.device
     out = _common.empty((bsz, g, h, d), q_global.dtype, dev)
     lse = _common.empty((bsz, h, g), torch.float32, dev)
     if out.numel() == 0:
         return out, lse
-    bd = block_d(d)
-    cfg = _slot_config("glob_fwd", g, d, q_global)
-    n_gtiles = triton.cdiv(g, cfg["BLOCK_M"])
-    splits, chunk = _common.split_plan(n, cfg["BLOCK_N"], n_gtiles * bsz * h, dev)
-    direct = splits == 1
-    if direct:
-        o_t, lse_t = out, lse
-    else:
-        o_t = _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
-        lse_t = _common.empty((bsz * h, splits, g), torch.float32, dev)
-    _glob_fwd_kernel[(n_gtiles, splits, bsz * h)](
-        q_global, k_global, v_global, o_t, lse_t, key_flags, cum_pad, bounds, global_idx,
-        *_strides3(q_global), *_strides3(k_global), *_strides3(v_global), *_strides3(out),
-        n, h, g, chunk, log2_scale(scale),
-        HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=dot_precision(q_global.dtype), DIRECT=direct, **cfg,
-    )  # fmt: skip
-    if not direct:
-        _glob_combine_kernel[(n_gtiles, bsz * h)](
-            o_t, lse_t, out, lse, key_flags, global_idx, *_strides3(out), splits, n, h, g,
-            HEAD_DIM=d, BLOCK_D=bd, BLOCK_M=cfg["BLOCK_M"], num_warps=4,
-        )  # fmt: skip
+    launch_global_fwd(
+        q_global, k_global, v_global, global_idx, key_flags, cum_pad, bounds, scale, out, lse, False
+    )
     return out, lse
 
 
@@ -542,6 +703,63 @@ def triton_global_fwd(
 def _(q_global, k_global, v_global, global_idx, key_flags, cum_pad, bounds, scale):
     bsz, g, h, d = q_global.shape
     return q_global.new_empty((bsz, g, h, d)), q_global.new_empty((bsz, h, g), dtype=torch.float32)
+
+
+def launch_global_bwd(
+    dout_rows: torch.Tensor,
+    q_rows: torch.Tensor,
+    k_global: torch.Tensor,
+    v_global: torch.Tensor,
+    lse: torch.Tensor,
+    delta: torch.Tensor,
+    global_idx: torch.Tensor,
+    key_flags: torch.Tensor,
+    cum_pad: torch.Tensor,
+    bounds: torch.Tensor,
+    scale: float,
+    dq: torch.Tensor,
+    dk: torch.Tensor,
+    dv: torch.Tensor,
+    dq_by_index: bool,
+    accumulate_kv: bool,
+) -> None:
+    """Kernel B backward from the slot rows dout_rows, q_rows (B, G, H, D), lse and delta (B, H, G).
+
+    dK/dV (B, N, H, D): every row written, or, ``accumulate_kv``, added to (kernel A's gradient of
+    shared k, v). dQ: rows of dq (B, G, H, D), or, ``dq_by_index``, the valid slots' token rows of dq
+    (B, N, H, D) (the other rows are left alone)."""
+    bsz, g, h, d = q_rows.shape
+    n = k_global.shape[1]
+    dev = q_rows.device
+    bd = block_d(d)
+    prec = dot_precision(q_rows.dtype)
+
+    # dK/dV of every key (G = 0 included: the loop is empty and the rows are written as zeros)
+    cfg = _slot_config("glob_dkdv", g, d, q_rows)
+    _glob_dkdv_kernel[(_common.cdiv(n, cfg["BLOCK_N"]), bsz * h)](
+        q_rows, k_global, v_global, dout_rows, dk, dv, lse, delta, key_flags, bounds,
+        *_strides3(q_rows), *_strides3(k_global), *_strides3(v_global), *_strides3(dout_rows),
+        *_strides3(dk), *_strides3(dv),
+        n, h, g, log2_scale(scale), scale,
+        HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=prec, ACCUMULATE=accumulate_kv, **cfg,
+    )  # fmt: skip
+
+    if g == 0:
+        return
+    cfg = _slot_config("glob_dq", g, d, q_rows)
+    n_gtiles = _common.cdiv(g, cfg["BLOCK_M"])
+    splits, chunk = _common.split_plan(n, cfg["BLOCK_N"], n_gtiles * bsz * h, dev)
+    direct = splits == 1
+    dq_t = dq if direct else _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
+    _glob_dq_kernel[(n_gtiles, splits, bsz * h)](
+        q_rows, k_global, v_global, dout_rows, dq_t, lse, delta, key_flags, cum_pad, bounds, global_idx,
+        *_strides3(q_rows), *_strides3(k_global), *_strides3(v_global), *_strides3(dout_rows),
+        *_strides3(dq),
+        n, h, g, chunk, log2_scale(scale), scale,
+        HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=prec, DIRECT=direct, DQ_BY_INDEX=dq_by_index, **cfg,
+    )  # fmt: skip
+    if not direct:
+        reduce_partials(dq_t, dq, global_idx, key_flags, scale, scatter=dq_by_index)
 
 
 @torch.library.custom_op("led_kernels::triton_global_bwd", mutates_args=())
@@ -566,35 +784,11 @@ def triton_global_bwd(
     dv = _common.empty((bsz, n, h, d), v_global.dtype, dev)
     if bsz * h == 0:
         return dq, dk, dv
-    bd = block_d(d)
-    prec = dot_precision(q_global.dtype)
     delta = bwd_delta(out, dout)
-
-    # dK/dV of every key (G = 0 included: the loop is empty and the rows are written as zeros)
-    cfg = _slot_config("glob_dkdv", g, d, q_global)
-    _glob_dkdv_kernel[(triton.cdiv(n, cfg["BLOCK_N"]), bsz * h)](
-        q_global, k_global, v_global, dout, dk, dv, lse, delta, key_flags, bounds,
-        *_strides3(q_global), *_strides3(k_global), *_strides3(v_global), *_strides3(dout),
-        *_strides3(dk), *_strides3(dv),
-        n, h, g, log2_scale(scale), scale,
-        HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=prec, **cfg,
+    launch_global_bwd(
+        dout, q_global, k_global, v_global, lse, delta, global_idx, key_flags, cum_pad, bounds, scale,
+        dq, dk, dv, dq_by_index=False, accumulate_kv=False,
     )  # fmt: skip
-
-    if g == 0:
-        return dq, dk, dv
-    cfg = _slot_config("glob_dq", g, d, q_global)
-    n_gtiles = triton.cdiv(g, cfg["BLOCK_M"])
-    splits, chunk = _common.split_plan(n, cfg["BLOCK_N"], n_gtiles * bsz * h, dev)
-    direct = splits == 1
-    dq_t = dq if direct else _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
-    _glob_dq_kernel[(n_gtiles, splits, bsz * h)](
-        q_global, k_global, v_global, dout, dq_t, lse, delta, key_flags, cum_pad, bounds, global_idx,
-        *_strides3(q_global), *_strides3(k_global), *_strides3(v_global), *_strides3(dout), *_strides3(dq),
-        n, h, g, chunk, log2_scale(scale), scale,
-        HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=prec, DIRECT=direct, **cfg,
-    )  # fmt: skip
-    if not direct:
-        reduce_partials(dq_t, dq, global_idx, key_flags, scale, scatter=False)
     return dq, dk, dv
 
 

@@ -1,0 +1,132 @@
+"""``python -m benchmarks.host_overhead``: the host (Python) cost of one call of the triton backend,
+measurable without a GPU.
+
+A small layer on a GPU is host-bound when the Python side of a call (validation, autograd, dispatch of
+the registered ops, launch configuration, the aten ops around the kernels) takes longer than its
+kernels. This runs ``led_kernels.longformer_attention(backend="triton")`` on tiny CPU tensors with every
+Triton launch replaced by a no-op, so what is timed is that Python side alone. It does not include
+Triton's own launch cost or the CUDA launch latency of the aten ops, so on a GPU machine the host time
+is larger; the counts (Triton launches and aten calls per call) carry over as they are. Use it to
+compare versions of the backend on one machine.
+
+    python -m benchmarks.host_overhead [--globals 0 1] [--reps 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import statistics
+import sys
+import time
+
+os.environ["TRITON_INTERPRET"] = "1"  # lets the triton backend take CPU tensors; no kernel runs
+
+import torch  # noqa: E402
+
+import led_kernels as lk  # noqa: E402
+from led_kernels import _validation  # noqa: E402
+from led_kernels.ops.triton import _common, banded, global_rows  # noqa: E402
+
+#: aten ops that launch no kernel: views, metadata, allocations
+_NO_KERNEL = {
+    "empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided", "view", "_unsafe_view",
+    "reshape", "slice", "narrow", "select", "as_strided", "expand", "unsqueeze", "squeeze", "detach",
+    "alias", "t", "transpose", "permute", "unbind", "split", "lift_fresh", "resolve_conj", "resolve_neg",
+}  # fmt: skip
+
+
+class _NoLaunch:
+    """Stands in for a @triton.jit / autotuned kernel: ``kernel[grid](...)`` counts and returns."""
+
+    launches = 0
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            _NoLaunch.launches += 1
+
+        return launch
+
+
+def _as_on_a_gpu() -> None:
+    """No kernel runs; global_idx's value checks (done on CPU tensors only: on a GPU they would be a
+    host sync) are skipped, as they are for GPU tensors."""
+    _validation._should_check_values = lambda x: False
+    for module in (_common, banded, global_rows):
+        for name in dir(module):
+            if type(getattr(module, name)).__name__ in ("JITFunction", "InterpretedFunction", "Autotuner"):
+                setattr(module, name, _NoLaunch())
+
+
+def _aten_calls(fn) -> collections.Counter:
+    """aten ops of one call that would launch a kernel on a GPU (views and allocations left out)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    counts = collections.Counter()
+    for event in prof.events():
+        name = event.name.removeprefix("aten::")
+        if name in ("to", "contiguous") and not event.cpu_children:
+            continue  # already of that dtype / layout: returns its input, no kernel
+        if event.name.startswith("aten::") and name not in _NO_KERNEL:
+            # only the outermost aten op of a nest (aten::zeros -> aten::zero_ -> aten::fill_ is one)
+            parent = event.cpu_parent
+            while parent is not None and not parent.name.startswith("aten::"):
+                parent = parent.cpu_parent
+            if parent is None:
+                counts[name] += 1
+    return counts
+
+
+def _calls(fused: torch.Tensor, dout: torch.Tensor, global_idx: torch.Tensor | None, window: int):
+    """The forward and forward+backward of one layer, as the attention benchmark's triton provider runs
+    them (six views of one fused projection)."""
+
+    def forward():
+        q, k, v, qg, kg, vg = fused.unbind(2)
+        return lk.longformer_attention(
+            q, k, v, window, q_global=qg, k_global=kg, v_global=vg, global_idx=global_idx, backend="triton"
+        )
+
+    def forward_backward():
+        torch.autograd.grad(forward(), fused, dout)
+
+    return {"fwd": forward, "fwd_bwd": forward_backward}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.host_overhead", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("--globals", type=int, nargs="+", default=[0, 1], help="global tokens (the first G)")
+    p.add_argument("--reps", type=int, default=300)
+    args = p.parse_args(argv)
+    _as_on_a_gpu()
+    torch.set_num_threads(1)
+    b, n, h, d, w = 1, 64, 1, 16, 8  # tiny: the aten ops' own work is negligible
+    fused = torch.randn(b, n, 6, h, d, requires_grad=True)
+    dout = torch.randn(b, n, h, d)
+    print(f"{'G':>3} {'mode':8} {'host us':>8} {'triton launches':>16} {'aten calls':>11}  aten calls by op")
+    for g in args.globals:
+        mask = torch.zeros(b, n, dtype=torch.bool)
+        mask[:, :g] = True
+        global_idx = lk.global_indices(mask) if g else None
+        for mode, fn in _calls(fused, dout, global_idx, w).items():
+            for _ in range(20):
+                fn()
+            _NoLaunch.launches = 0
+            times = []
+            for _ in range(args.reps):
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e6)
+            launches = _NoLaunch.launches / args.reps
+            calls = _aten_calls(fn)
+            by_op = ", ".join(f"{op} {c}" for op, c in calls.most_common())
+            host = statistics.median(times)
+            print(f"{g:>3} {mode:8} {host:8.0f} {launches:16.0f} {sum(calls.values()):11d}  {by_op}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
