@@ -485,6 +485,42 @@ def test_layer_fp32_matches_oracle(monkeypatch, case):
     _check_fp32(["layer", *names], (out, grads), (ref, ref_grads))
 
 
+@pytest.mark.parametrize("dtype", LOW_PRECISION, ids=lambda t: str(t).split(".")[-1])
+@pytest.mark.parametrize("proj", ["shared", "separate"])
+def test_layer_low_precision(dtype, proj):
+    """16-bit inputs: each output and gradient within 2x the error of the dense reference computed in the
+    same dtype (both against fp64), the in-place accumulation of shared projections included."""
+    local, glob_proj, gmask, pmask, flags, gi, dout = _layer_inputs(
+        100, "scattered", "tail", proj, 1, seed=21
+    )
+    local = [x.to(dtype) for x in local]
+    glob_proj = [None if x is None else x.to(dtype) for x in glob_proj]
+    dout = dout.to(dtype)
+    inputs = local + [x for x in glob_proj if x is not None]
+    names = ["out", "dq", "dk", "dv"] + (
+        ["dq_global", "dk_global", "dv_global"] if proj == "separate" else []
+    )
+
+    def run(attend, leaves):
+        local_leaves, glob_leaves = leaves[:3], leaves[3:] or [None, None, None]
+        out = attend(local_leaves, glob_leaves)
+        return out, torch.autograd.grad(out, leaves, dout.to(out.dtype))
+
+    def kernel(loc, glo):
+        return longformer_attention(*loc, *glo, 17, flags, gi, 0.25)
+
+    def dense(loc, glo, dtype):
+        return oracle.dense_longformer_attention(
+            *loc, 17, key_padding_mask=pmask, global_mask=gmask, q_global=glo[0], k_global=glo[1],
+            v_global=glo[2], scale=0.25, dtype=dtype,
+        )  # fmt: skip
+
+    got = run(kernel, _leaves(*inputs))
+    ref64 = run(lambda loc, glo: dense(loc, glo, torch.float64), _leaves64(*inputs))
+    ref_lp = run(lambda loc, glo: dense(loc, glo, dtype), _leaves(*inputs))
+    _check_low_precision(names, got, ref64, ref_lp)
+
+
 def test_layer_forward_equals_the_composed_kernels():
     """One op or banded + global + scatter: the same kernels, so the same bits in the forward."""
     local, glob_proj, _, _, flags, gi, _ = _layer_inputs(100, "scattered", "holes", "separate", 1, seed=5)
