@@ -8,7 +8,7 @@
 #   bash benchmarks/gpu_check.sh all        # everything above, in that order
 #
 # For a short lease (about 15 minutes of device time), two calls on the same warm machine:
-#   bash benchmarks/gpu_check.sh core       # GPU tests of the triton backend + the headline figures
+#   bash benchmarks/gpu_check.sh core       # GPU tests of the triton backend, headline figures, profile
 #   bash benchmarks/gpu_check.sh rest       # LED-base step at 16k, extension tests, scale tests
 #
 # On the lent GPU machines, first: export PATH=/opt/torch/.venv/bin:$PATH (the python that has torch;
@@ -68,6 +68,7 @@ stage_core() {
         --globals 1 --window 512 --head-dim 64 --check
     LIMIT=90 run bench-ratios python -m benchmarks --providers triton --seqlens 8192 16384 --globals 0 1 \
         --window 512 --head-dim 64 --tag ratios
+    LIMIT=60 run profile-triton python -m benchmarks.profile_layer --provider triton
     wait  # the background build
 }
 

@@ -1,0 +1,96 @@
+"""``python -m benchmarks.profile_layer``: where one provider's time goes, kernel by kernel (GPU).
+
+Runs a provider of the attention benchmark (same inputs, same calls as ``python -m benchmarks``) under
+``torch.profiler`` and prints, for the forward and for forward + backward: the GPU time of every
+kernel per call, the GPU time summed, the wall time per call, and for the ``triton`` backend the tile
+configs its autotuner chose. A call whose wall time is well above its summed GPU time is host-bound.
+
+    python -m benchmarks.profile_layer [--provider triton] [--seqlen 16384] [--globals 1] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.cases import Case, make_inputs
+from benchmarks.measure import run_mode
+from benchmarks.providers import get_provider
+
+
+def autotuned_configs() -> dict[str, str]:
+    """The config each autotuned Triton kernel of the backend picked, per autotuning key."""
+    from led_kernels.ops.triton import banded
+
+    chosen = {}
+    for name in ("_band_fwd_kernel", "_band_dq_kernel", "_band_dkdv_kernel"):
+        kernel = getattr(banded, name)
+        for key, config in getattr(kernel, "cache", {}).items():
+            chosen[f"{name} {key}"] = str(config)
+    return chosen
+
+
+def profile_mode(prep, mode: str, reps: int) -> tuple[str, float, float]:
+    """(kernel table, summed GPU ms per call, wall ms per call) of ``reps`` back-to-back calls."""
+    for _ in range(3):
+        run_mode(prep, mode, prep.forward() if mode == "bwd" else None)
+    torch.cuda.synchronize()
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            run_mode(prep, mode)
+        torch.cuda.synchronize()
+        wall_ms = (time.perf_counter() - t0) * 1e3 / reps
+    events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    events = events or [e for e in prof.key_averages() if getattr(e, "self_device_time_total", 0) > 0]
+    rows, gpu_us = [], 0.0
+    for e in sorted(events, key=lambda e: -e.self_device_time_total):
+        us = e.self_device_time_total / reps
+        gpu_us += us
+        rows.append(f"  {us:9.1f} us  x{e.count // reps:<3d} {e.key[:90]}")
+    return "\n".join(rows), gpu_us / 1e3, wall_ms
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.profile_layer", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("--provider", default="triton")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--seqlen", type=int, default=16384)
+    p.add_argument("--heads", type=int, default=12)
+    p.add_argument("--head-dim", type=int, default=64)
+    p.add_argument("--window", type=int, default=512)
+    p.add_argument("--globals", type=int, default=1)
+    p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--out", type=Path, help="also write the report here")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        p.error("needs a CUDA GPU")
+    case = Case(args.batch, args.seqlen, args.heads, args.head_dim, args.window, args.globals, args.dtype)
+    provider = get_provider(args.provider)
+    reason = provider.skip_reason(case, torch.device("cuda"), caps=False)
+    if reason:
+        p.error(f"{args.provider} cannot run {case.short()}: {reason}")
+    prep = provider.prepare(make_inputs(case, "cuda"))
+    lines = [f"{args.provider} on {case.short()}, {torch.cuda.get_device_name()}, {args.reps} calls per mode"]
+    for mode in ("fwd", "fwd_bwd"):
+        table, gpu_ms, wall_ms = profile_mode(prep, mode, args.reps)
+        lines += [f"{mode}: GPU {gpu_ms:.3f} ms (kernels summed), wall {wall_ms:.3f} ms per call", table]
+    if args.provider == "triton":
+        lines += ["autotuned configs:"] + [f"  {k}: {v}" for k, v in autotuned_configs().items()]
+    report = "\n".join(lines)
+    print(report)
+    if args.out:
+        args.out.write_text(report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
