@@ -272,6 +272,7 @@ def autotune_configs(kind: str) -> list[triton.Config]:
             (128, 64, 4, 3, 0),
             (128, 64, 8, 3, 128),
             (128, 64, 8, 3, 0),
+            (128, 128, 8, 3, 0),  # FlashAttention-2's D=64 forward tile: half the key-loop trips
             (64, 64, 4, 4, 0),
             (128, 32, 4, 4, 0),
         ]
