@@ -47,19 +47,16 @@ import time
 from pathlib import Path
 
 from benchmarks.cases import device_name, device_slug, git_commit
+from led.train.presets import PRESETS
 
 OP = "led_train_step"
 IMPLS = ("led", "hf+patch", "hf")
+# led-base-16384: the `base` preset's shape (led.train.presets) with the released checkpoint's vocabulary
+# and positions, the per-layer window list transformers' config expects, and no attention dropout
 LED_BASE = dict(
+    PRESETS["base"],
     vocab_size=50265,
-    d_model=768,
-    encoder_layers=6,
-    decoder_layers=6,
-    encoder_attention_heads=12,
-    decoder_attention_heads=12,
-    encoder_ffn_dim=3072,
-    decoder_ffn_dim=3072,
-    attention_window=[1024] * 6,
+    attention_window=[PRESETS["base"]["attention_window"]] * PRESETS["base"]["encoder_layers"],
     max_encoder_position_embeddings=16384,
     max_decoder_position_embeddings=1024,
     attention_dropout=0.0,

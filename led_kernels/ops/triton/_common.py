@@ -88,6 +88,11 @@ def next_power_of_2(x: int) -> int:
     return 1 << (x - 1).bit_length() if x > 1 else 1
 
 
+def strides3(t: torch.Tensor) -> tuple[int, int, int]:
+    """Element strides of the batch, sequence and head dims of a (B, N, H, D) tensor (D is contiguous)."""
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
 def empty(shape, dtype, device) -> torch.Tensor:
     """Every output/scratch buffer of this backend is allocated here, uninitialised: kernels must
     write every element (the tests swap this for a NaN-filled allocator to prove it)."""
@@ -705,9 +710,12 @@ def reduce_partials(
     bsz, n, h, d = out.shape
     if bh == 0 or r == 0:
         return
-    part2, out2, scale2 = second if second is not None else (part, out, scale)
-    if part2.shape != part.shape or out2.stride() != out.stride() or out2.dtype != out.dtype:
-        raise ValueError("reduce_partials: the second pair must match the first (shape, strides, dtype)")
+    if second is None:
+        part2, out2, scale2 = part, out, scale
+    else:
+        part2, out2, scale2 = second
+        if part2.shape != part.shape or out2.stride() != out.stride() or out2.dtype != out.dtype:
+            raise ValueError("reduce_partials: the second pair must match the first (shape, strides, dtype)")
     block_r = 16 if INTERPRET else 32
     _reduce_partials_kernel[(cdiv(r, block_r), bh, 1 if second is None else 2)](
         part,

@@ -50,6 +50,7 @@ from ._common import (
     reduce_partials,
     softmax_step,
     store_rows,
+    strides3,
 )
 
 # ----------------------------------------------------------------------------------------------------
@@ -697,10 +698,6 @@ def _block_g(num_slots: int) -> int:
     return min(64, max(16, _common.next_power_of_2(max(num_slots, 1))))
 
 
-def _strides3(t: torch.Tensor) -> tuple[int, int, int]:
-    return t.stride(0), t.stride(1), t.stride(2)
-
-
 def launch_band_fwd(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -724,7 +721,7 @@ def launch_band_fwd(
     grid = lambda meta: (_common.cdiv(n, meta["BLOCK_M"]), bsz * h)
     _band_fwd_kernel[grid](
         q, k, v, out, lse, key_flags, cum_excl, bounds, global_idx,
-        *_strides3(q), *_strides3(k), *_strides3(v), *_strides3(out),
+        *strides3(q), *strides3(k), *strides3(v), *strides3(out),
         n, h, g, w, log2_scale(scale), _common.bucket(n), _common.bucket(w),
         HEAD_DIM=d, BLOCK_D=block_d(d), BLOCK_G=_block_g(g), DOT_PREC=dot_precision(q.dtype),
         DROP_GLOBAL_ROWS=drop_global_rows, **cfg,
@@ -787,7 +784,7 @@ def launch_band_bwd(
     grid = lambda meta: (_common.cdiv(n, meta["BLOCK_M"]), bsz * h)
     _band_dq_kernel[grid](
         q, k, v, dout, dq, lse, delta, key_flags, cum_excl, bounds, global_idx,
-        *_strides3(q), *_strides3(k), *_strides3(v), *_strides3(dout), *_strides3(dq),
+        *strides3(q), *strides3(k), *strides3(v), *strides3(dout), *strides3(dq),
         n, h, g, w, log2_scale(scale), scale, _common.bucket(n), _common.bucket(w),
         HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=_block_g(g), DOT_PREC=prec, **cfg,
     )  # fmt: skip
@@ -796,7 +793,7 @@ def launch_band_bwd(
     grid = lambda meta: (_common.cdiv(n, meta["BLOCK_N"]), bsz * h)
     _band_dkdv_kernel[grid](
         q, k, v, dout, dk, dv, lse, delta, key_flags, bounds,
-        *_strides3(q), *_strides3(k), *_strides3(v), *_strides3(dout), *_strides3(dk), *_strides3(dv),
+        *strides3(q), *strides3(k), *strides3(v), *strides3(dout), *strides3(dk), *strides3(dv),
         n, h, w, log2_scale(scale), scale, _common.bucket(n), _common.bucket(w),
         HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=prec, **cfg,
     )  # fmt: skip
@@ -816,7 +813,7 @@ def launch_band_bwd(
         # no **cfg: this kernel has no BLOCK_N (its key tile is the slot tile BLOCK_G)
         _gkey_dkdv_kernel[(n_gtiles, splits, bsz * h)](
             q, k, v, dout, dk_t, dv_t, lse, delta, key_flags, bounds, global_idx,
-            *_strides3(q), *_strides3(k), *_strides3(v), *_strides3(dout), *_strides3(dk), *_strides3(dv),
+            *strides3(q), *strides3(k), *strides3(v), *strides3(dout), *strides3(dk), *strides3(dv),
             n, h, g, chunk, log2_scale(scale), scale,
             HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=block_g, DOT_PREC=prec, DIRECT=direct,
             BLOCK_M=cfg["BLOCK_M"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],

@@ -32,6 +32,7 @@ from ._common import (
     reduce_partials,
     softmax_step,
     store_rows,
+    strides3,
 )
 from .banded import _dkdv_tile
 
@@ -584,10 +585,6 @@ def _gather_slots_kernel(
 # ----------------------------------------------------------------------------------------------------
 
 
-def _strides3(t: torch.Tensor) -> tuple[int, int, int]:
-    return t.stride(0), t.stride(1), t.stride(2)
-
-
 def _slot_config(kind: str, g: int, head_dim: int, like: torch.Tensor) -> dict:
     """Fixed config with the slot tile widened from G: 16 rows (the smallest MMA) for the usual
     handful of globals, up to 64 for QA-style hundreds of global tokens; then refitted to smem."""
@@ -639,14 +636,14 @@ def launch_global_fwd(
         lse_t = _common.empty((bsz * h, splits, g), torch.float32, dev)
     _glob_fwd_kernel[(n_gtiles, splits, bsz * h)](
         q_rows, k_global, v_global, o_t, lse_t, key_flags, cum_pad, bounds, global_idx,
-        *_strides3(q_rows), *_strides3(k_global), *_strides3(v_global), *_strides3(out),
+        *strides3(q_rows), *strides3(k_global), *strides3(v_global), *strides3(out),
         n, h, g, chunk, log2_scale(scale),
         HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=dot_precision(q_rows.dtype), DIRECT=direct,
         BY_INDEX=by_index, **cfg,
     )  # fmt: skip
     if not direct:
         _glob_combine_kernel[(n_gtiles, bsz * h)](
-            o_t, lse_t, out, lse, key_flags, global_idx, *_strides3(out), splits, n, h, g,
+            o_t, lse_t, out, lse, key_flags, global_idx, *strides3(out), splits, n, h, g,
             HEAD_DIM=d, BLOCK_D=bd, BLOCK_M=cfg["BLOCK_M"], BY_INDEX=by_index, num_warps=4,
         )  # fmt: skip
 
@@ -670,7 +667,7 @@ def gather_slots(
     block_m = 16 if _common.INTERPRET else min(64, max(16, _common.next_power_of_2(g)))
     _gather_slots_kernel[(_common.cdiv(g, block_m), bsz * h)](
         q_global, dout, out, global_idx, key_flags, qg, dog, delta,
-        *_strides3(q_global), *_strides3(dout), *_strides3(out), *_strides3(qg),
+        *strides3(q_global), *strides3(dout), *strides3(out), *strides3(qg),
         n, h, g, HEAD_DIM=d, BLOCK_D=block_d(d), BLOCK_M=block_m, num_warps=4,
     )  # fmt: skip
     return qg, dog, delta
@@ -738,8 +735,8 @@ def launch_global_bwd(
     cfg = _slot_config("glob_dkdv", g, d, q_rows)
     _glob_dkdv_kernel[(_common.cdiv(n, cfg["BLOCK_N"]), bsz * h)](
         q_rows, k_global, v_global, dout_rows, dk, dv, lse, delta, key_flags, bounds,
-        *_strides3(q_rows), *_strides3(k_global), *_strides3(v_global), *_strides3(dout_rows),
-        *_strides3(dk), *_strides3(dv),
+        *strides3(q_rows), *strides3(k_global), *strides3(v_global), *strides3(dout_rows),
+        *strides3(dk), *strides3(dv),
         n, h, g, log2_scale(scale), scale,
         HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=prec, ACCUMULATE=accumulate_kv, **cfg,
     )  # fmt: skip
@@ -753,8 +750,8 @@ def launch_global_bwd(
     dq_t = dq if direct else _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
     _glob_dq_kernel[(n_gtiles, splits, bsz * h)](
         q_rows, k_global, v_global, dout_rows, dq_t, lse, delta, key_flags, cum_pad, bounds, global_idx,
-        *_strides3(q_rows), *_strides3(k_global), *_strides3(v_global), *_strides3(dout_rows),
-        *_strides3(dq),
+        *strides3(q_rows), *strides3(k_global), *strides3(v_global), *strides3(dout_rows),
+        *strides3(dq),
         n, h, g, chunk, log2_scale(scale), scale,
         HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=prec, DIRECT=direct, DQ_BY_INDEX=dq_by_index, **cfg,
     )  # fmt: skip
