@@ -11,6 +11,10 @@
 #   bash benchmarks/gpu_check.sh core       # GPU tests of the triton backend, headline figures, profile
 #   bash benchmarks/gpu_check.sh rest       # LED-base step at 16k, extension tests, scale tests
 #
+# After a change to the triton backend, with about 5 minutes of device time (no flex: its first
+# torch.compile alone takes minutes on a fresh machine):
+#   bash benchmarks/gpu_check.sh verify     # GPU tests of the triton backend, headline figures, profile
+#
 # On the lent GPU machines, first: export PATH=/opt/torch/.venv/bin:$PATH (the python that has torch;
 # its venv has no plain `pip`, hence `python -m pip`).
 # Expects torch, triton, transformers, pybind11, scikit-build-core, cmake and ninja to be installed
@@ -73,6 +77,18 @@ stage_core() {
     wait  # the background build
 }
 
+stage_verify() {
+    nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv | tee "$LOGDIR/gpu-state.log"
+    LIMIT=110 run pytest-triton-gpu python -m pytest -q -p no:cacheprovider -n 8 tests/ops/test_triton_gpu.py \
+        tests/ops/test_triton_prep.py
+    # one process: one autotuning; the ratio bars (8k vs 16k, G=0 vs G=1) and hf in the same run
+    LIMIT=90 run bench-headline python -m benchmarks --providers triton sdpa hf --seqlens 8192 16384 \
+        --globals 0 1 --window 512 --head-dim 64 --check
+    LIMIT=25 run profile-triton python -m benchmarks.profile_layer --provider triton
+    LIMIT=60 run train-step-16k python -m benchmarks.train_step --seqlens 16384 --impls led hf \
+        --checkpointing off --timeout 40
+}
+
 stage_rest() {
     LIMIT=240 run train-step-16k python -m benchmarks.train_step --seqlens 16384 --timeout 100
     LIMIT=60 run pytest-extension-gpu python -m pytest -q -m gpu -p no:cacheprovider tests/test_extension.py
@@ -109,8 +125,9 @@ case "$stage" in
     sanitize) stage_sanitize ;;
     all) stage_tests; stage_bench; stage_train; stage_sanitize ;;
     core) stage_core ;;
+    verify) stage_verify ;;
     rest) stage_rest ;;
-    *) echo "unknown stage $stage (tests, bench, train, sanitize, all, core, rest)" >&2; exit 2 ;;
+    *) echo "unknown stage $stage (tests, bench, train, sanitize, all, core, rest, verify)" >&2; exit 2 ;;
 esac
 if [ -n "$OUT" ]; then
     # one archive: the files written under benchmarks/results/ by this run

@@ -9,7 +9,12 @@ Triton's own launch cost or the CUDA launch latency of the aten ops, so on a GPU
 is larger; the counts (Triton launches and aten calls per call) carry over as they are. Use it to
 compare versions of the backend on one machine.
 
-    python -m benchmarks.host_overhead [--globals 0 1] [--reps 300]
+With ``--triton-launch`` the kernels are compiled for sm_90 and launched through Triton's real
+launch path (its binder, caches and autotuner, and this backend's cached launches), with only the C
+launcher that would call cuLaunchKernel replaced (``benchmarks.fake_cuda_driver``): Triton's own
+per-launch cost is then included. ``LED_KERNELS_FAST_LAUNCH=0`` compares with Triton's generic path.
+
+    python -m benchmarks.host_overhead [--globals 0 1] [--reps 300] [--triton-launch]
 """
 
 from __future__ import annotations
@@ -21,7 +26,15 @@ import statistics
 import sys
 import time
 
-os.environ["TRITON_INTERPRET"] = "1"  # lets the triton backend take CPU tensors; no kernel runs
+# decided before led_kernels' kernels are defined: interpreted (stubbed) or compiled (fake driver)
+TRITON_LAUNCH = __name__ == "__main__" and "--triton-launch" in sys.argv[1:]
+if TRITON_LAUNCH:
+    os.environ.pop("TRITON_INTERPRET", None)
+    from benchmarks import fake_cuda_driver
+
+    fake_cuda_driver.install(arch=90)
+else:
+    os.environ["TRITON_INTERPRET"] = "1"  # lets the triton backend take CPU tensors; no kernel runs
 
 import torch  # noqa: E402
 
@@ -100,8 +113,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--globals", type=int, nargs="+", default=[0, 1], help="global tokens (the first G)")
     p.add_argument("--reps", type=int, default=300)
+    p.add_argument(
+        "--triton-launch",
+        action="store_true",
+        help="compile the kernels (sm_90) and time Triton's real launch path, only cuLaunchKernel faked",
+    )
     args = p.parse_args(argv)
-    _as_on_a_gpu()
+    if args.triton_launch != TRITON_LAUNCH:
+        p.error("--triton-launch is only honoured when run as python -m benchmarks.host_overhead")
+    if TRITON_LAUNCH:
+        launches = fake_cuda_driver.LAUNCHES
+        count_launches = lambda: len(launches)  # noqa: E731
+    else:
+        _as_on_a_gpu()
+        count_launches = lambda: _NoLaunch.launches  # noqa: E731
     torch.set_num_threads(1)
     b, n, h, d, w = 1, 64, 1, 16, 8  # tiny: the aten ops' own work is negligible
     fused = torch.randn(b, n, 6, h, d, requires_grad=True)
@@ -115,16 +140,18 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(20):
                 fn()
             _NoLaunch.launches = 0
+            if TRITON_LAUNCH:
+                launches.clear()
             times = []
             for _ in range(args.reps):
                 t0 = time.perf_counter()
                 fn()
                 times.append((time.perf_counter() - t0) * 1e6)
-            launches = _NoLaunch.launches / args.reps
+            n_launches = count_launches() / args.reps
             calls = _aten_calls(fn)
             by_op = ", ".join(f"{op} {c}" for op, c in calls.most_common())
             host = statistics.median(times)
-            print(f"{g:>3} {mode:8} {host:8.0f} {launches:16.0f} {sum(calls.values()):11d}  {by_op}")
+            print(f"{g:>3} {mode:8} {host:8.0f} {n_launches:16.0f} {sum(calls.values()):11d}  {by_op}")
     return 0
 
 

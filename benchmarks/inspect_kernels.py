@@ -70,7 +70,7 @@ from triton.compiler import ASTSource, make_backend
 from triton.runtime import autotuner as _tt_autotuner
 from triton.runtime import jit as _tt_jit
 
-from led_kernels.ops.triton import _common, banded, longformer
+from led_kernels.ops.triton import _common, _launch, banded, longformer
 
 # Per architecture: a representative part, its SM count and opt-in shared memory per block (bytes),
 # shared memory per SM (bytes), registers per SM and max resident threads per SM.
@@ -223,11 +223,14 @@ def _recording(log: list, step: list):
 
     classes = [_tt_jit.JITFunction, _tt_autotuner.Autotuner, _tt_autotuner.Heuristics]
     saved = [c.__dict__.get("run") for c in classes]
+    saved_fast = _launch.ENABLED
     for c in classes:
         c.run = fake_run
+    _launch.ENABLED = False  # every launch through kernel[grid](...), i.e. through fake_run
     try:
         yield
     finally:
+        _launch.ENABLED = saved_fast
         for c, r in zip(classes, saved, strict=True):
             if r is None:
                 del c.run

@@ -13,6 +13,12 @@ from led_kernels.backends import choose_backend
 from led_kernels.masks import gather_rows, global_indices, key_flags, scatter_rows, valid_global_slots
 
 
+def _key_flags(impl, batch, n, device, key_padding_mask, global_idx) -> torch.Tensor:
+    """The backend's own key-flag builder when it has one (one launch on a GPU), else the aten ops."""
+    build = getattr(impl, "key_flags", key_flags)
+    return build(batch, n, device, key_padding_mask, global_idx)
+
+
 def banded_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -62,7 +68,7 @@ def banded_attention(
         global_idx = V.check_global_idx(global_idx, b, n, q.device)
     scale = V.check_scale(scale, d)
     impl = choose_backend(backend, q.device, q.dtype, d)
-    flags = key_flags(b, n, q.device, key_padding_mask, global_idx)
+    flags = _key_flags(impl, b, n, q.device, key_padding_mask, global_idx)
     return impl.banded_attention(q, k, v, window, flags, global_idx, scale)
 
 
@@ -119,7 +125,7 @@ def global_attention(
         V.check_mask(key_padding_mask, "key_padding_mask", b, n, k_global.device)
     scale = V.check_scale(scale, d)
     impl = choose_backend(backend, k_global.device, k_global.dtype, d)
-    flags = key_flags(b, n, k_global.device, key_padding_mask, global_idx)
+    flags = _key_flags(impl, b, n, k_global.device, key_padding_mask, global_idx)
     return impl.global_attention(q_global, k_global, v_global, global_idx, flags, scale)
 
 
@@ -169,15 +175,13 @@ def longformer_attention(
         >>> out.shape
         torch.Size([2, 300, 4, 32])
     """
-    V.check_qkv({"q": q, "k": k, "v": v})
-    V.check_same_shape(q, "q", k, "k")
-    V.check_same_shape(q, "q", v, "v")
-    b, n, _, d = q.shape
     projections = {"q_global": q_global, "k_global": k_global, "v_global": v_global}
-    for name, x in projections.items():
-        if x is not None:
-            V.check_qkv({"q": q, name: x})
+    tensors = {"q": q, "k": k, "v": v, **{name: x for name, x in projections.items() if x is not None}}
+    V.check_qkv(tensors)  # one pass over all of them: this runs on every layer's call
+    for name, x in tensors.items():
+        if x is not q:
             V.check_same_shape(q, "q", x, name)
+    b, n, _, d = q.shape
     window = V.check_window(window)
     if key_padding_mask is not None:
         V.check_mask(key_padding_mask, "key_padding_mask", b, n, q.device)
@@ -188,10 +192,14 @@ def longformer_attention(
         global_idx = global_indices(global_mask, max_global)
     scale = V.check_scale(scale, d)
     impl = choose_backend(backend, q.device, q.dtype, d)
-    flags = key_flags(b, n, q.device, key_padding_mask, global_idx)  # once for both halves
+    flags = _key_flags(impl, b, n, q.device, key_padding_mask, global_idx)  # once for both halves
 
-    if global_idx is not None and hasattr(impl, "longformer_attention"):
-        # the backend runs both kernels as one op (one preprocessing, B's rows written into A's output)
+    if hasattr(impl, "longformer_attention"):
+        # the backend runs the layer as one op: one preprocessing, B's rows written into A's output;
+        # without global tokens, kernel A alone (the global projections are unused)
+        if global_idx is None:
+            no_globals = torch.empty((b, 0), dtype=torch.int32, device=q.device)
+            return impl.longformer_attention(q, k, v, None, None, None, window, flags, no_globals, scale)
         return impl.longformer_attention(
             q, k, v, q_global, k_global, v_global, window, flags, global_idx, scale
         )

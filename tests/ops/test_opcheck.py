@@ -18,7 +18,7 @@ import torch
 
 import led_kernels as lk
 from led_kernels import _extension as ext
-from led_kernels.masks import gather_rows, key_flags
+from led_kernels.masks import PADDING, gather_rows, key_flags
 
 OPS = torch.ops.led_kernels
 NAMESPACE = "led_kernels::"
@@ -141,7 +141,10 @@ def _triton_cases(shape, window, dtype, globals_, layout, seed=0):
             (OPS.triton_longformer_fwd.default, fwd_args),
             (OPS.triton_longformer_bwd.default, _nograd(*bwd_args)),
         ]
+    padding = flags == PADDING
     return layer + [
+        (OPS.triton_key_flags.default, (gi, None, n)),
+        (OPS.triton_key_flags.default, (gi, padding, n)),
         (OPS.triton_prep.default, (flags, gi)),
         (OPS.triton_banded_fwd.default, (q, k, v, flags, gi, cum_excl, bounds, window, scale)),
         (
@@ -162,6 +165,7 @@ CASES = {
     "cpu_global_fwd": "cpu",
     "cpu_global_bwd": "cpu",
     "attention_delta": "cpu",
+    "triton_key_flags": "triton",
     "triton_prep": "triton",
     "triton_banded_fwd": "triton",
     "triton_banded_bwd": "triton",

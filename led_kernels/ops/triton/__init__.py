@@ -10,8 +10,9 @@ Set ``TRITON_INTERPRET=1`` before importing to run on CPU (tests); ``LED_KERNELS
 the fixed tile configs on a GPU.
 """
 
+from ._common import key_flags
 from .banded import banded_attention
 from .global_rows import global_attention
 from .longformer import longformer_attention
 
-__all__ = ["banded_attention", "global_attention", "longformer_attention"]
+__all__ = ["banded_attention", "global_attention", "key_flags", "longformer_attention"]

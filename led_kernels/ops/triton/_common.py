@@ -33,6 +33,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._launch import call_op, launch
+
 LOG2E = math.log2(math.e)
 LOCAL, PADDING, GLOBAL = 0, 1, 2
 MAX_HEAD_DIM = 256
@@ -488,43 +490,61 @@ def _prep_kernel(
     N,
     G,
     BLOCK: tl.constexpr,
+    WALK: tl.constexpr,
     BLOCK_G: tl.constexpr,
 ):
-    # One program per batch element. The prefix counts let every attention kernel decide with two
-    # scalar loads whether a key tile of *any* size contains an excluded key, so autotuned tile sizes
-    # need no re-preprocessing; the bounds let them skip fully padded tails.
-    b = tl.program_id(0).to(tl.int64)
+    # Grid (B, max(1, cdiv(N, BLOCK))): program (b, i) writes CumExcl / CumPad[b, 1 + i*BLOCK + k]
+    # for its block; program (b, 0) also writes entry 0 and Bounds[b], so every output element has
+    # exactly one writer (deterministic, no atomics). For N = 0 the single program (b, 0) writes just
+    # entry 0 and the bounds. The prefix counts let every attention kernel decide with two scalar
+    # loads whether a key tile of *any* size contains an excluded key, so autotuned tile sizes need
+    # no re-preprocessing; the bounds let them skip fully padded tails.
+    b = tl.program_id(0).to(tl.int64)  # int64: b * (N + 1) may pass 2**31
+    start = tl.program_id(1) * BLOCK
     flags_row = Flags + b * N
     ce_row = CumExcl + b * (N + 1)
     cp_row = CumPad + b * (N + 1)
-    tl.store(ce_row, 0)
-    tl.store(cp_row, 0)
-    carry_e = tl.zeros([], dtype=tl.int32)
-    carry_p = tl.zeros([], dtype=tl.int32)
-    kv_lo = tl.zeros([], dtype=tl.int32) + N
-    kv_hi = tl.zeros([], dtype=tl.int32)
-    for start in range(0, N, BLOCK):
-        offs = start + tl.arange(0, BLOCK)  # [BLOCK]
-        inb = offs < N
-        f = tl.load(flags_row + offs, mask=inb, other=1)
-        excl = (f != 0).to(tl.int32)
-        pad = (f == 1).to(tl.int32)
-        tl.store(ce_row + 1 + offs, tl.cumsum(excl, 0) + carry_e, mask=inb)
-        tl.store(cp_row + 1 + offs, tl.cumsum(pad, 0) + carry_p, mask=inb)
-        carry_e += tl.sum(excl, 0)
-        carry_p += tl.sum(pad, 0)
-        keep = inb & (f != 1)
-        kv_lo = tl.minimum(kv_lo, tl.min(tl.where(keep, offs, N), 0))
-        kv_hi = tl.maximum(kv_hi, tl.max(tl.where(keep, offs + 1, 0), 0))
-    nslots = tl.zeros([], dtype=tl.int32)
-    for s0 in range(0, G, BLOCK_G):
-        offs_g = s0 + tl.arange(0, BLOCK_G)
-        gi = tl.load(GIdx + b * G + offs_g, mask=offs_g < G, other=-1)
-        nslots += tl.sum((gi >= 0).to(tl.int32), 0)
-    tl.store(Bounds + b * 4 + 0, kv_lo)
-    tl.store(Bounds + b * 4 + 1, kv_hi)
-    tl.store(Bounds + b * 4 + 2, nslots)
-    tl.store(Bounds + b * 4 + 3, 0)
+    offs = start + tl.arange(0, BLOCK)  # [BLOCK]
+    inb = offs < N
+    f = tl.load(flags_row + offs, mask=inb, other=0)  # [BLOCK], issued before the carry walk
+    # carry = counts over [0, start). The walk adds into [WALK] vectors and reduces once after the
+    # loop, so iterations depend on each other only through elementwise adds (no reduction per
+    # chunk); WALK >= BLOCK keeps the walk short for the last blocks of a long row.
+    offs_w = tl.arange(0, WALK)  # [WALK]
+    acc_e = tl.zeros([WALK], dtype=tl.int32)
+    acc_p = tl.zeros([WALK], dtype=tl.int32)
+    for s0 in range(0, start, WALK):
+        fw = tl.load(flags_row + s0 + offs_w, mask=s0 + offs_w < start, other=0)  # [WALK]
+        acc_e += (fw != 0).to(tl.int32)
+        acc_p += (fw == 1).to(tl.int32)
+    carry_e = tl.sum(acc_e, 0)
+    carry_p = tl.sum(acc_p, 0)
+    excl = (f != 0).to(tl.int32)  # [BLOCK]
+    pad = (f == 1).to(tl.int32)  # [BLOCK]
+    tl.store(ce_row + 1 + offs, tl.cumsum(excl, 0) + carry_e, mask=inb)
+    tl.store(cp_row + 1 + offs, tl.cumsum(pad, 0) + carry_p, mask=inb)
+    if start == 0:
+        tl.store(ce_row, 0)
+        tl.store(cp_row, 0)
+        # bounds over the whole row, vectorized like the carry walk: elementwise min / max per
+        # lane, one reduction at the end (out-of-range lanes load as padding, so they never count)
+        lo_v = tl.zeros([WALK], dtype=tl.int32) + N
+        hi_v = tl.zeros([WALK], dtype=tl.int32)
+        for s0 in range(0, N, WALK):
+            pos = s0 + offs_w  # [WALK]
+            fw = tl.load(flags_row + pos, mask=pos < N, other=1)  # [WALK]
+            keep = fw != 1
+            lo_v = tl.minimum(lo_v, tl.where(keep, pos, N))
+            hi_v = tl.maximum(hi_v, tl.where(keep, pos + 1, 0))
+        offs_g = tl.arange(0, BLOCK_G)  # [BLOCK_G]
+        slots_v = tl.zeros([BLOCK_G], dtype=tl.int32)
+        for s0 in range(0, G, BLOCK_G):
+            gi = tl.load(GIdx + b * G + s0 + offs_g, mask=s0 + offs_g < G, other=-1)  # [BLOCK_G]
+            slots_v += (gi >= 0).to(tl.int32)
+        tl.store(Bounds + b * 4 + 0, tl.min(lo_v, 0))
+        tl.store(Bounds + b * 4 + 1, tl.max(hi_v, 0))
+        tl.store(Bounds + b * 4 + 2, tl.sum(slots_v, 0))
+        tl.store(Bounds + b * 4 + 3, 0)
 
 
 @triton.jit
@@ -612,9 +632,93 @@ def _reduce_partials_kernel(
     store_rows(ptrs, acc.to(Out.dtype.element_ty), ok, offs_d, HEAD_DIM, BLOCK_D)
 
 
+@triton.jit
+def _key_flags_kernel(
+    Pad,  # uint8 (B, N), 1 = padding (read only when HAS_PAD)
+    GIdx,  # int32 (B, G), contiguous: global positions, -1 (or out of range) = unused slot
+    Flags,  # int8 (B, N), contiguous: 0 local, 1 padding, 2 global (padding wins)
+    N,
+    G,
+    stride_pb,
+    stride_pn,
+    HAS_PAD: tl.constexpr,
+    BLOCK: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+):
+    # One program per batch element: the row is filled, then the global slots are scattered into it.
+    # One launch where the same flags from aten ops take five (zeros, clamp, remainder, cast, scatter).
+    b = tl.program_id(0).to(tl.int64)
+    flags_row = Flags + b * N
+    for start in range(0, N, BLOCK):
+        offs = start + tl.arange(0, BLOCK)  # [BLOCK]
+        inb = offs < N
+        f = tl.zeros([BLOCK], dtype=tl.int8)
+        if HAS_PAD:
+            p = tl.load(Pad + b * stride_pb + offs * stride_pn, mask=inb, other=0)
+            f = (p != 0).to(tl.int8)  # PADDING = 1
+        tl.store(flags_row + offs, f, mask=inb)
+    # the scatter may hit positions that other threads filled: their stores must land first
+    tl.debug_barrier()
+    for s0 in range(0, G, BLOCK_G):
+        offs_g = s0 + tl.arange(0, BLOCK_G)  # [BLOCK_G]
+        gi = tl.load(GIdx + b * G + offs_g, mask=offs_g < G, other=-1)
+        ok = (gi >= 0) & (gi < N)
+        if HAS_PAD:
+            p = tl.load(Pad + b * stride_pb + gi * stride_pn, mask=ok, other=1)
+            ok = ok & (p == 0)
+        tl.store(flags_row + gi, tl.full([BLOCK_G], 2, tl.int8), mask=ok)  # GLOBAL = 2
+
+
 # ----------------------------------------------------------------------------------------------------
 # launchers + registered ops shared by both attention ops
 # ----------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("led_kernels::triton_key_flags", mutates_args=())
+def triton_key_flags(global_idx: torch.Tensor, key_padding_mask: torch.Tensor | None, n: int) -> torch.Tensor:
+    """int8 (B, N) key flags from global_idx (B, G) int32 and an optional (B, N) bool padding mask:
+    the same values as ``led_kernels.masks.key_flags``, in one launch."""
+    bsz = global_idx.shape[0]
+    flags = empty((bsz, n), torch.int8, global_idx.device)
+    if flags.numel() == 0:
+        return flags
+    has_pad = key_padding_mask is not None
+    pad = key_padding_mask.view(torch.uint8) if has_pad else flags
+    g = global_idx.shape[1]
+    launch(
+        _key_flags_kernel,
+        (bsz,),
+        pad,
+        global_idx,
+        flags,
+        n,
+        g,
+        pad.stride(0),
+        pad.stride(1),
+        HAS_PAD=has_pad,
+        BLOCK=min(next_power_of_2(max(n, 16)), 1024 if global_idx.device.type == "cuda" else 64),
+        BLOCK_G=min(next_power_of_2(max(g, 16)), 1024 if global_idx.device.type == "cuda" else 32),
+        num_warps=4,
+    )
+    return flags
+
+
+@triton_key_flags.register_fake
+def _(global_idx, key_padding_mask, n):
+    return global_idx.new_empty((global_idx.shape[0], n), dtype=torch.int8)
+
+
+def key_flags(
+    batch: int,
+    n: int,
+    device: torch.device,
+    key_padding_mask: torch.Tensor | None,
+    global_idx: torch.Tensor | None,
+) -> torch.Tensor:
+    """``led_kernels.masks.key_flags`` for this backend (same signature and values)."""
+    if global_idx is None:
+        global_idx = torch.empty((batch, 0), dtype=torch.int32, device=device)
+    return call_op(triton_key_flags, global_idx, key_padding_mask, n)
 
 
 @torch.library.custom_op("led_kernels::triton_prep", mutates_args=())
@@ -638,12 +742,22 @@ def launch_prep(
     bounds = empty((bsz, 4), torch.int32, dev)
     if bsz == 0:
         return cum_excl, cum_pad, bounds
-    # one program per batch element walking N in chunks: 8192 keys x 16 warps is the widest chunk
-    # that stays spill-free on sm_90 (two chunks for N = 16k)
-    block = min(next_power_of_2(max(n, 16)), 8192 if dev.type == "cuda" else 1024)
+    # parallel over the sequence: blocks of BLOCK keys, each summing the keys before it in WALK-wide
+    # chunks. On a GPU, 1024-key blocks give 16 programs per row at N = 16k, and 4096-key chunks keep
+    # the longest walk (the last block's carry, block 0's bounds) at 4 iterations. Under the
+    # interpreter, blocks of N / 16 (at least 16) and 2-block chunks: several blocks and a partial
+    # last chunk even for short rows, so CPU tests cover the carry, while the quadratic walk stays small.
+    if dev.type == "cuda":
+        block = min(next_power_of_2(max(n, 16)), 1024)
+        walk = min(next_power_of_2(max(n, 16)), 4096)
+    else:
+        block = min(max(next_power_of_2(cdiv(n, 16)), 16), 1024)
+        walk = 2 * block
     block_g = min(next_power_of_2(max(g, 16)), 1024)
-    num_warps = 16 if block >= 4096 else 4
-    _prep_kernel[(bsz,)](
+    # at least one block, so that N = 0 still writes entry 0 and the bounds of every row
+    launch(
+        _prep_kernel,
+        (bsz, max(cdiv(n, block), 1)),
         key_flags,
         global_idx,
         cum_excl,
@@ -652,8 +766,9 @@ def launch_prep(
         n,
         g,
         BLOCK=block,
+        WALK=walk,
         BLOCK_G=block_g,
-        num_warps=num_warps,
+        num_warps=4,
     )
     return cum_excl, cum_pad, bounds
 
@@ -675,7 +790,9 @@ def bwd_delta(out: torch.Tensor, dout: torch.Tensor) -> torch.Tensor:
     if delta.numel() == 0:
         return delta
     block_m = 16 if INTERPRET else 64
-    _bwd_delta_kernel[(cdiv(m, block_m), bsz * h)](
+    launch(
+        _bwd_delta_kernel,
+        (cdiv(m, block_m), bsz * h),
         out,
         dout,
         delta,
@@ -717,7 +834,9 @@ def reduce_partials(
         if part2.shape != part.shape or out2.stride() != out.stride() or out2.dtype != out.dtype:
             raise ValueError("reduce_partials: the second pair must match the first (shape, strides, dtype)")
     block_r = 16 if INTERPRET else 32
-    _reduce_partials_kernel[(cdiv(r, block_r), bh, 1 if second is None else 2)](
+    launch(
+        _reduce_partials_kernel,
+        (cdiv(r, block_r), bh, 1 if second is None else 2),
         part,
         out,
         part2,

@@ -52,6 +52,7 @@ from ._common import (
     store_rows,
     strides3,
 )
+from ._launch import call_op, launch
 
 # ----------------------------------------------------------------------------------------------------
 # tile bodies
@@ -719,7 +720,8 @@ def launch_band_fwd(
     w = min(window, n)
     cfg = launch_config("band_fwd", d, q.device, q.element_size(), autotuned=True)
     grid = lambda meta: (_common.cdiv(n, meta["BLOCK_M"]), bsz * h)
-    _band_fwd_kernel[grid](
+    launch(
+        _band_fwd_kernel, grid,
         q, k, v, out, lse, key_flags, cum_excl, bounds, global_idx,
         *strides3(q), *strides3(k), *strides3(v), *strides3(out),
         n, h, g, w, log2_scale(scale), _common.bucket(n), _common.bucket(w),
@@ -782,7 +784,8 @@ def launch_band_bwd(
 
     cfg = launch_config("band_dq", d, dev, q.element_size(), autotuned=True)
     grid = lambda meta: (_common.cdiv(n, meta["BLOCK_M"]), bsz * h)
-    _band_dq_kernel[grid](
+    launch(
+        _band_dq_kernel, grid,
         q, k, v, dout, dq, lse, delta, key_flags, cum_excl, bounds, global_idx,
         *strides3(q), *strides3(k), *strides3(v), *strides3(dout), *strides3(dq),
         n, h, g, w, log2_scale(scale), scale, _common.bucket(n), _common.bucket(w),
@@ -791,7 +794,8 @@ def launch_band_bwd(
 
     cfg = launch_config("band_dkdv", d, dev, q.element_size(), autotuned=True)
     grid = lambda meta: (_common.cdiv(n, meta["BLOCK_N"]), bsz * h)
-    _band_dkdv_kernel[grid](
+    launch(
+        _band_dkdv_kernel, grid,
         q, k, v, dout, dk, dv, lse, delta, key_flags, bounds,
         *strides3(q), *strides3(k), *strides3(v), *strides3(dout), *strides3(dk), *strides3(dv),
         n, h, w, log2_scale(scale), scale, _common.bucket(n), _common.bucket(w),
@@ -811,7 +815,8 @@ def launch_band_bwd(
             dk_t = _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
             dv_t = _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
         # no **cfg: this kernel has no BLOCK_N (its key tile is the slot tile BLOCK_G)
-        _gkey_dkdv_kernel[(n_gtiles, splits, bsz * h)](
+        launch(
+            _gkey_dkdv_kernel, (n_gtiles, splits, bsz * h),
             q, k, v, dout, dk_t, dv_t, lse, delta, key_flags, bounds, global_idx,
             *strides3(q), *strides3(k), *strides3(v), *strides3(dout), *strides3(dk), *strides3(dv),
             n, h, g, chunk, log2_scale(scale), scale,
@@ -865,10 +870,8 @@ def _(dout, q, k, v, out, lse, key_flags, global_idx, cum_excl, bounds, window, 
 class BandedAttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, window, key_flags, global_idx, scale):
-        cum_excl, _, bounds = torch.ops.led_kernels.triton_prep(key_flags, global_idx)
-        out, lse = torch.ops.led_kernels.triton_banded_fwd(
-            q, k, v, key_flags, global_idx, cum_excl, bounds, window, scale
-        )
+        cum_excl, _, bounds = call_op(_common.triton_prep, key_flags, global_idx)
+        out, lse = call_op(triton_banded_fwd, q, k, v, key_flags, global_idx, cum_excl, bounds, window, scale)
         ctx.save_for_backward(q, k, v, out, lse, key_flags, global_idx, cum_excl, bounds)
         ctx.window = window
         ctx.scale = scale
@@ -879,9 +882,10 @@ class BandedAttentionFunction(torch.autograd.Function):
         q, k, v, out, lse, key_flags, global_idx, cum_excl, bounds = ctx.saved_tensors
         if dout.stride(-1) != 1:
             dout = dout.contiguous()
-        dq, dk, dv = torch.ops.led_kernels.triton_banded_bwd(
-            dout, q, k, v, out, lse, key_flags, global_idx, cum_excl, bounds, ctx.window, ctx.scale
-        )
+        dq, dk, dv = call_op(
+            triton_banded_bwd, dout, q, k, v, out, lse, key_flags, global_idx, cum_excl, bounds, ctx.window,
+            ctx.scale,
+        )  # fmt: skip
         return dq, dk, dv, None, None, None, None
 
 

@@ -34,6 +34,7 @@ from ._common import (
     store_rows,
     strides3,
 )
+from ._launch import call_op, launch
 from .banded import _dkdv_tile
 
 # ----------------------------------------------------------------------------------------------------
@@ -634,7 +635,8 @@ def launch_global_fwd(
     else:
         o_t = _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
         lse_t = _common.empty((bsz * h, splits, g), torch.float32, dev)
-    _glob_fwd_kernel[(n_gtiles, splits, bsz * h)](
+    launch(
+        _glob_fwd_kernel, (n_gtiles, splits, bsz * h),
         q_rows, k_global, v_global, o_t, lse_t, key_flags, cum_pad, bounds, global_idx,
         *strides3(q_rows), *strides3(k_global), *strides3(v_global), *strides3(out),
         n, h, g, chunk, log2_scale(scale),
@@ -642,7 +644,8 @@ def launch_global_fwd(
         BY_INDEX=by_index, **cfg,
     )  # fmt: skip
     if not direct:
-        _glob_combine_kernel[(n_gtiles, bsz * h)](
+        launch(
+            _glob_combine_kernel, (n_gtiles, bsz * h),
             o_t, lse_t, out, lse, key_flags, global_idx, *strides3(out), splits, n, h, g,
             HEAD_DIM=d, BLOCK_D=bd, BLOCK_M=cfg["BLOCK_M"], BY_INDEX=by_index, num_warps=4,
         )  # fmt: skip
@@ -665,7 +668,8 @@ def gather_slots(
     if qg.numel() == 0:
         return qg, dog, delta.zero_()
     block_m = 16 if _common.INTERPRET else min(64, max(16, _common.next_power_of_2(g)))
-    _gather_slots_kernel[(_common.cdiv(g, block_m), bsz * h)](
+    launch(
+        _gather_slots_kernel, (_common.cdiv(g, block_m), bsz * h),
         q_global, dout, out, global_idx, key_flags, qg, dog, delta,
         *strides3(q_global), *strides3(dout), *strides3(out), *strides3(qg),
         n, h, g, HEAD_DIM=d, BLOCK_D=block_d(d), BLOCK_M=block_m, num_warps=4,
@@ -733,7 +737,8 @@ def launch_global_bwd(
 
     # dK/dV of every key (G = 0 included: the loop is empty and the rows are written as zeros)
     cfg = _slot_config("glob_dkdv", g, d, q_rows)
-    _glob_dkdv_kernel[(_common.cdiv(n, cfg["BLOCK_N"]), bsz * h)](
+    launch(
+        _glob_dkdv_kernel, (_common.cdiv(n, cfg["BLOCK_N"]), bsz * h),
         q_rows, k_global, v_global, dout_rows, dk, dv, lse, delta, key_flags, bounds,
         *strides3(q_rows), *strides3(k_global), *strides3(v_global), *strides3(dout_rows),
         *strides3(dk), *strides3(dv),
@@ -748,7 +753,8 @@ def launch_global_bwd(
     splits, chunk = _common.split_plan(n, cfg["BLOCK_N"], n_gtiles * bsz * h, dev)
     direct = splits == 1
     dq_t = dq if direct else _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
-    _glob_dq_kernel[(n_gtiles, splits, bsz * h)](
+    launch(
+        _glob_dq_kernel, (n_gtiles, splits, bsz * h),
         q_rows, k_global, v_global, dout_rows, dq_t, lse, delta, key_flags, cum_pad, bounds, global_idx,
         *strides3(q_rows), *strides3(k_global), *strides3(v_global), *strides3(dout_rows),
         *strides3(dq),
@@ -806,9 +812,9 @@ def _(dout, q_global, k_global, v_global, out, lse, global_idx, key_flags, cum_p
 class GlobalAttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q_global, k_global, v_global, global_idx, key_flags, scale):
-        _, cum_pad, bounds = torch.ops.led_kernels.triton_prep(key_flags, global_idx)
-        out, lse = torch.ops.led_kernels.triton_global_fwd(
-            q_global, k_global, v_global, global_idx, key_flags, cum_pad, bounds, scale
+        _, cum_pad, bounds = call_op(_common.triton_prep, key_flags, global_idx)
+        out, lse = call_op(
+            triton_global_fwd, q_global, k_global, v_global, global_idx, key_flags, cum_pad, bounds, scale
         )
         ctx.save_for_backward(q_global, k_global, v_global, out, lse, global_idx, key_flags, cum_pad, bounds)
         ctx.scale = scale
@@ -819,9 +825,10 @@ class GlobalAttentionFunction(torch.autograd.Function):
         q_global, k_global, v_global, out, lse, global_idx, key_flags, cum_pad, bounds = ctx.saved_tensors
         if dout.stride(-1) != 1:
             dout = dout.contiguous()
-        dq, dk, dv = torch.ops.led_kernels.triton_global_bwd(
-            dout, q_global, k_global, v_global, out, lse, global_idx, key_flags, cum_pad, bounds, ctx.scale
-        )
+        dq, dk, dv = call_op(
+            triton_global_bwd, dout, q_global, k_global, v_global, out, lse, global_idx, key_flags, cum_pad,
+            bounds, ctx.scale,
+        )  # fmt: skip
         return dq, dk, dv, None, None, None
 
 

@@ -23,6 +23,7 @@ import torch
 
 from . import _common
 from ._common import bwd_delta, check_head_dim, check_scale, launch_prep
+from ._launch import call_op
 from .banded import launch_band_bwd, launch_band_fwd
 from .global_rows import gather_slots, launch_global_bwd, launch_global_fwd
 
@@ -157,8 +158,8 @@ def _(dout, q, k, v, q_global, k_global, v_global, out, lse, glse, key_flags, gl
 class LongformerAttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, q_global, k_global, v_global, window, key_flags, global_idx, scale, shared):
-        out, lse, glse, cum_excl, cum_pad, bounds = torch.ops.led_kernels.triton_longformer_fwd(
-            q, k, v, q_global, k_global, v_global, key_flags, global_idx, window, scale
+        out, lse, glse, cum_excl, cum_pad, bounds = call_op(
+            triton_longformer_fwd, q, k, v, q_global, k_global, v_global, key_flags, global_idx, window, scale
         )
         ctx.save_for_backward(
             q,
@@ -183,9 +184,7 @@ class LongformerAttentionFunction(torch.autograd.Function):
     def backward(ctx, dout):
         if dout.stride(-1) != 1:
             dout = dout.contiguous()
-        grads = torch.ops.led_kernels.triton_longformer_bwd(
-            dout, *ctx.saved_tensors, ctx.window, ctx.scale, ctx.shared
-        )
+        grads = call_op(triton_longformer_bwd, dout, *ctx.saved_tensors, ctx.window, ctx.scale, ctx.shared)
         dq, dk, dv, dqg, dkg, dvg = grads
         if ctx.shared:
             dqg = dkg = dvg = None
