@@ -55,9 +55,10 @@ _KNOB_OPTIONS = ("instrumentation_mode", "fpsan_homomorphic_casts")
 _TUNED: dict = {}
 #: autotuner -> positions of its key arguments and of the tensors among the positional arguments
 _PLANS: dict = {}
-#: (jit function, device, specialization, options) -> the compiled kernel
+#: (id of the jit function, device, specialization, options) -> the compiled kernel
 _COMPILED: dict = {}
-#: (jit function, device, keywords, argument values) -> (compiled kernel, the trailing launch values)
+#: (id of the jit function, device, knobs, keywords, argument values) -> (compiled kernel, the
+#: trailing launch values)
 _BY_ARGS: dict = {}
 _MAX_ENTRIES = 4096
 #: argument types taken by value into the launch key; anything else is a tensor (dtype, address mod 16)
@@ -113,12 +114,13 @@ def _launch_jit(fn: JITFunction, grid: Any, args: tuple, meta: dict) -> bool:
         return False  # it adds to the specialisation: Triton's path
     try:
         device = driver.active.get_current_device()
-        # exact argument values (each tensor by dtype and address mod 16): at least as fine as the
+        # keyed by id(fn): a JITFunction hashes its source key in Python, and kernels live as long as
+        # their modules. Exact argument values (each tensor by dtype and address mod 16): as fine as the
         # specialisation Triton derives from them, and cheaper to form than running its binder; the
         # knobs that Triton turns into options, in case they change between calls
         knobs = (_knobs.runtime.debug, *(getattr(_knobs.compilation, k, None) for k in _KNOB_OPTIONS))
         by_args = (
-            fn, device, knobs, tuple(meta.items()),
+            id(fn), device, knobs, tuple(meta.items()),
             tuple([a if type(a) in _PLAIN else (a.dtype, a.data_ptr() & 15) for a in args]),
         )  # fmt: skip
         entry = _BY_ARGS.get(by_args)
@@ -138,7 +140,7 @@ def _launch_jit(fn: JITFunction, grid: Any, args: tuple, meta: dict) -> bool:
             if hasattr(_knobs.compilation, name):
                 meta[name] = getattr(_knobs.compilation, name)
         bound, specialization, options = binder(*args, **meta)
-        key = (fn, device, tuple(specialization), tuple(options.items()))
+        key = (id(fn), device, tuple(specialization), tuple(options.items()))
         compiled = _COMPILED.get(key)
     except (AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
         _UNSUPPORTED.append(f"jit: {e!r}")
