@@ -84,7 +84,7 @@ stage_verify() {
     # one process: one autotuning; the ratio bars (8k vs 16k, G=0 vs G=1) and hf in the same run
     LIMIT=90 run bench-headline python -m benchmarks --providers triton sdpa hf --seqlens 8192 16384 \
         --globals 0 1 --window 512 --head-dim 64 --check
-    LIMIT=25 run profile-triton python -m benchmarks.profile_layer --provider triton
+    LIMIT=25 run profile-triton python -m benchmarks.profile_layer --provider triton --host
     LIMIT=60 run train-step-16k python -m benchmarks.train_step --seqlens 16384 --impls led hf \
         --checkpointing off --timeout 40
 }

@@ -4,13 +4,19 @@ Runs a provider of the attention benchmark (same inputs, same calls as ``python 
 ``torch.profiler`` and prints, for the forward and for forward + backward: the GPU time of every
 kernel per call, the GPU time summed, the wall time per call, and for the ``triton`` backend the tile
 configs its autotuner chose. A call whose wall time is well above its summed GPU time is host-bound.
+``--host`` adds where the host time of a forward goes: the Python time per call without the profiler
+(calls queued, no host sync between them) and ``cProfile``'s functions by their own time.
 
-    python -m benchmarks.profile_layer [--provider triton] [--seqlen 16384] [--globals 1] [--out FILE]
+    python -m benchmarks.profile_layer [--provider triton] [--seqlen 16384] [--globals 1] [--host]
+        [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
+import pstats
 import sys
 import time
 from pathlib import Path
@@ -56,6 +62,32 @@ def profile_mode(prep, mode: str, reps: int) -> tuple[str, float, float]:
     return "\n".join(rows), gpu_us / 1e3, wall_ms
 
 
+def host_profile(prep, mode: str, reps: int, top: int = 25) -> str:
+    """Median Python time of one call (no profiler, calls queued as in training) and cProfile's
+    functions by own time over ``reps`` calls."""
+    for _ in range(5):
+        run_mode(prep, mode)
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        result = run_mode(prep, mode)
+        times.append((time.perf_counter() - t0) * 1e3)
+        del result
+    torch.cuda.synchronize()
+    times.sort()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(reps):
+        run_mode(prep, mode)
+    profiler.disable()
+    torch.cuda.synchronize()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+    lines = [line for line in out.getvalue().splitlines() if line.strip()]
+    return "\n".join([f"{mode} host: {times[len(times) // 2]:.3f} ms per call (median of {reps})", *lines])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.profile_layer", description=__doc__.splitlines()[0]
@@ -69,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=512)
     p.add_argument("--globals", type=int, default=1)
     p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--host", action="store_true", help="also profile the host side of a forward")
     p.add_argument("--out", type=Path, help="also write the report here")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -83,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     for mode in ("fwd", "fwd_bwd"):
         table, gpu_ms, wall_ms = profile_mode(prep, mode, args.reps)
         lines += [f"{mode}: GPU {gpu_ms:.3f} ms (kernels summed), wall {wall_ms:.3f} ms per call", table]
+    if args.host:
+        lines.append(host_profile(prep, "fwd", max(args.reps, 100)))
     if args.provider == "triton":
         lines += ["autotuned configs:"] + [f"  {k}: {v}" for k, v in autotuned_configs().items()]
     report = "\n".join(lines)
