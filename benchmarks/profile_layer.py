@@ -5,7 +5,8 @@ Runs a provider of the attention benchmark (same inputs, same calls as ``python 
 kernel per call, the GPU time summed, the wall time per call, and for the ``triton`` backend the tile
 configs its autotuner chose. A call whose wall time is well above its summed GPU time is host-bound.
 ``--host`` adds where the host time of a forward goes: the Python time per call without the profiler
-(calls queued, no host sync between them) and ``cProfile``'s functions by their own time.
+(calls queued, no host sync between them), any host-device synchronisation inside a call (torch's
+sync debug mode) and ``cProfile``'s functions by their own time.
 
     python -m benchmarks.profile_layer [--provider triton] [--seqlen 16384] [--globals 1] [--host]
         [--out FILE]
@@ -19,6 +20,7 @@ import io
 import pstats
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -85,7 +87,22 @@ def host_profile(prep, mode: str, reps: int, top: int = 25) -> str:
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
     lines = [line for line in out.getvalue().splitlines() if line.strip()]
-    return "\n".join([f"{mode} host: {times[len(times) // 2]:.3f} ms per call (median of {reps})", *lines])
+    head = f"{mode} host: {times[len(times) // 2]:.3f} ms per call (median of {reps})"
+    return "\n".join([head, *syncs(prep, mode), *lines])
+
+
+def syncs(prep, mode: str) -> list[str]:
+    """The host-device synchronisations of one call, as torch's sync debug mode reports them."""
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run_mode(prep, mode)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    found = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message).lower()]
+    return [f"{mode} host-device syncs in one call: {len(found)}", *(f"  {m[:150]}" for m in found)]
 
 
 def main(argv: list[str] | None = None) -> int:
