@@ -2,7 +2,7 @@
 GPU: Triton's binder and kernel caches, the autotuner, compilation for a real target (sm_90 by
 default, with Triton's ptxas), and led_kernels' launchers, on CPU tensors. Only the last step, the
 C launcher that calls cuLaunchKernel, is replaced by a recorder (``LAUNCHES``), and the autotuner's
-timing runs are replaced by a fixed preference for its first candidate.
+timing runs by a choice that depends only on the tuning key's values.
 
 Uses: the host cost of a call with Triton's own launch overhead included (``python -m
 benchmarks.host_overhead --triton-launch``), and tests that the backend's cached launch path passes
@@ -108,10 +108,15 @@ def install(arch: int = 90, sms: int = 132, smem_optin: int = 232448) -> None:
 
     driver.set_active(FakeCudaDriver())
 
-    def first_candidate_wins(self, *args, config, **kwargs):
-        return [float(self.configs.index(config)) if config in self.configs else 0.0]
+    def choice_by_key(self, *args, config, **kwargs):
+        # no timing: the candidate "wins" that the tuning key's values pick (the same one every time
+        # for a key, a different one for another key), so a cache that mixes keys up shows
+        key = tuple(int(v) for v in (self.nargs.get(k) for k in self.keys) if isinstance(v, int))
+        favourite = sum(v.bit_length() for v in key) % len(self.configs)
+        index = self.configs.index(config) if config in self.configs else 0
+        return [0.0 if index == favourite else 1.0 + index]
 
-    Autotuner._bench = first_candidate_wins
+    Autotuner._bench = choice_by_key
 
     from led_kernels import _validation, backends
 

@@ -1,7 +1,8 @@
 """The triton backend's cached launch path (``ops/triton/_launch.py``) launches exactly what Triton's own
 ``kernel[grid](...)`` path launches: the same compiled kernel, grid and arguments, for every launch of
-a layer's forward and backward, also when an input's alignment changes between calls (Triton then
-specialises a different kernel, and the cache must not hand back the old one).
+a layer's forward and backward over a sequence of calls that repeat and vary (input alignment, length,
+batch, padding, global tokens, shared projections), each on fresh inputs (a stale address shows), and
+for scalar arguments that Python equates but Triton specialises apart (1, True, 1.0).
 
 Checked without a GPU: ``benchmarks.fake_cuda_driver`` runs Triton's real binder, autotuner and sm_90
 compilation on CPU tensors and records what would reach cuLaunchKernel. In a subprocess, because
@@ -22,73 +23,107 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = r"""
 import json
 import torch
+import triton
+import triton.language as tl
 from benchmarks import fake_cuda_driver as fake
 fake.install(arch=90)
 import led_kernels as lk
 from led_kernels.ops.triton import _launch
 
-b, n, h, d, w = 2, 80, 2, 32, 12
+h, d, w = 2, 32, 12
 torch.manual_seed(0)
-store = torch.randn(b * n * 6 * h * d + 1, dtype=torch.float16)
-dout = torch.randn(b, n, h, d, dtype=torch.float16)
-mask = torch.zeros(b, n, dtype=torch.bool)
-mask[:, :3] = True
-mask[1, 40] = True
-padding = torch.zeros(b, n, dtype=torch.bool)
-padding[1, -7:] = True
-global_idx = lk.global_indices(mask)
+keep = []  # every input buffer stays alive, so that a stale address cannot be reused by a new one
 
-def layer(offset, shared):
-    # six projections as views of one fused buffer; offset 1 element = inputs not 16-byte aligned
+
+def layer(b, n, offset, shared, gi_rows, pad_rows):
+    # six projections as views of one fresh fused buffer; offset 1 element = not 16-byte aligned
+    store = torch.randn(b * n * 6 * h * d + 1, dtype=torch.float16)
+    keep.append(store)
     fused = store[offset: offset + b * n * 6 * h * d].view(b, n, 6, h, d).detach().requires_grad_()
+    mask = torch.zeros(b, n, dtype=torch.bool)
+    mask[:, :gi_rows] = True
+    padding = torch.zeros(b, n, dtype=torch.bool)
+    padding[b - 1, n - pad_rows:] = True
     q, k, v, qg, kg, vg = fused.unbind(2)
     extra = {} if shared else dict(q_global=qg, k_global=kg, v_global=vg)
-    out = lk.longformer_attention(q, k, v, w, global_idx=global_idx, key_padding_mask=padding,
+    gi = lk.global_indices(mask) if gi_rows else None
+    out = lk.longformer_attention(q, k, v, w, global_idx=gi, key_padding_mask=padding,
                                   backend="triton", **extra)
-    torch.autograd.grad(out, fused, dout)
+    torch.autograd.grad(out, fused, torch.randn(b, n, h, d, dtype=torch.float16))
+    return store
 
-def describe(x):
+
+def describe(x, store):
+    # an input by its place in this call's own buffer (a stale address from another call shows);
+    # anything else by what the specialisation sees
     if isinstance(x, torch.Tensor):
+        lo = store.data_ptr()
+        if lo <= x.data_ptr() < lo + store.numel() * store.element_size():
+            return ["input", x.data_ptr() - lo, list(x.shape), list(x.stride())]
         return ["tensor", str(x.dtype), list(x.shape), list(x.stride()), x.data_ptr() % 16]
     return [type(x).__name__, x if isinstance(x, (int, float, bool, str)) or x is None else repr(x)]
 
+
+@triton.jit
+def _probe(X, n, s, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    tl.store(X + offs, tl.load(X + offs) * s + n, mask=offs < n)
+
+
+# (batch, length, offset, shared projections, global rows, padded rows): repeats (the cached path),
+# unaligned inputs, another length (another specialisation and autotuning key), no global tokens
+CALLS = [(2, 80, 0, False, 3, 7)] * 2 + [(2, 80, 1, False, 3, 7)] * 2 + [(1, 200, 0, True, 1, 0)] * 2
+CALLS += [(2, 80, 0, False, 3, 7), (1, 200, 0, True, 0, 5), (1, 200, 0, True, 0, 5), (2, 80, 0, False, 3, 7)]
+# same specialisation (lengths and strides divisible by 16), other grids: 96 rows, 3 batch elements
+CALLS += [(2, 96, 0, False, 3, 7), (3, 80, 0, False, 3, 7), (2, 80, 0, False, 3, 7)]
 runs = {}
 for mode in ("triton", "cached"):
     _launch.ENABLED = mode == "cached"
     record = []
-    for offset, shared in [(0, False), (0, False), (1, False), (1, False), (0, True), (0, True), (0, False)]:
+    for call in CALLS:
         fake.LAUNCHES.clear()
-        layer(offset, shared)
-        record.append([[r.name, list(r.grid), r.function, [describe(a) for a in r.args]]
+        store = layer(*call)
+        record.append([[r.name, list(r.grid), r.function, [describe(a, store) for a in r.args]]
                        for r in fake.LAUNCHES])
+    # True, 1 and 1.0 are equal Python keys but three specialisations for Triton
+    x = torch.zeros(16)
+    fake.LAUNCHES.clear()
+    for n in (1, 1, 1, True, 1.0, 2, 2):
+        _launch.launch(_probe, (1,), x, n, 0.5, BLOCK=16)
+    record.append([[r.name, r.function, [describe(a, x) for a in r.args]] for r in fake.LAUNCHES])
     runs[mode] = record
 print("RUNS " + json.dumps({"runs": runs, "unsupported": _launch._UNSUPPORTED,
-                            "compiled": len(_launch._COMPILED), "tuned": len(_launch._TUNED)}))
+                            "by_args": len(_launch._BY_ARGS), "tuned": len(_launch._TUNED)}))
 """
 
 
-def test_cached_launches_equal_tritons_own():
+def test_cached_launches_equal_tritons_own(tmp_path):
     pytest.importorskip("triton")
+    script = tmp_path / "launches.py"  # a file: @triton.jit reads its kernels' source
+    script.write_text(SCRIPT)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["LED_KERNELS_AUTOTUNE"] = "1"  # the autotuned kernels' path too (candidates are not timed)
     env.pop("LED_KERNELS_FAST_LAUNCH", None)
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, cwd=REPO, timeout=900
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=REPO, timeout=900
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RUNS ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     result = json.loads(lines[-1][5:])
     assert result["unsupported"] == [], result["unsupported"]  # the cached path was taken ...
-    assert result["compiled"] > 0 and result["tuned"] > 0  # ... for plain and autotuned kernels
+    assert result["by_args"] > 0 and result["tuned"] > 0  # ... past the binder, for autotuned kernels too
     own, cached = result["runs"]["triton"], result["runs"]["cached"]
     assert len(own) == len(cached)
     for call, (a, b) in enumerate(zip(own, cached, strict=True)):
-        assert len(a) > 4, a  # kernel A and B, forward and backward
+        assert len(a) >= 4, a  # kernel A and B, forward and backward (the probe: 7 launches)
         for launch_a, launch_b in zip(a, b, strict=True):
             assert launch_a == launch_b, (call, launch_a[0])
-    # the unaligned inputs ran other compiled kernels than the aligned ones (so a cache keyed on less
-    # than Triton's specialisation would have been caught above)
-    aligned = {(r[0], r[2]) for r in own[1]}
-    unaligned = {(r[0], r[2]) for r in own[3]}
-    assert aligned != unaligned
+    # the unaligned inputs ran other compiled kernels than the aligned ones, the two lengths other
+    # tile configs, and the probe three kernels for 1 / True / 1.0 (so a cache keyed on less than
+    # Triton's specialisation, or on the autotuner's key alone, would have been caught above)
+    assert {(r[0], r[2]) for r in own[1]} != {(r[0], r[2]) for r in own[3]}
+    same_kernels_other_grids = [{(r[0], r[2]) for r in own[i]} for i in (-4, -3, -2)]
+    assert same_kernels_other_grids[0] == same_kernels_other_grids[2]
+    assert [r[1] for r in own[-4]] != [r[1] for r in own[-2]]
+    assert len({r[1] for r in own[-1][:5]}) == 3  # the probe's compiled kernels for 1, True, 1.0

@@ -654,7 +654,7 @@ def _key_flags_kernel(
         inb = offs < N
         f = tl.zeros([BLOCK], dtype=tl.int8)
         if HAS_PAD:
-            p = tl.load(Pad + b * stride_pb + offs * stride_pn, mask=inb, other=0)
+            p = tl.load(Pad + b * stride_pb + offs.to(tl.int64) * stride_pn, mask=inb, other=0)
             f = (p != 0).to(tl.int8)  # PADDING = 1
         tl.store(flags_row + offs, f, mask=inb)
     # the scatter may hit positions that other threads filled: their stores must land first
@@ -664,7 +664,7 @@ def _key_flags_kernel(
         gi = tl.load(GIdx + b * G + offs_g, mask=offs_g < G, other=-1)
         ok = (gi >= 0) & (gi < N)
         if HAS_PAD:
-            p = tl.load(Pad + b * stride_pb + gi * stride_pn, mask=ok, other=1)
+            p = tl.load(Pad + b * stride_pb + gi.to(tl.int64) * stride_pn, mask=ok, other=1)
             ok = ok & (p == 0)
         tl.store(flags_row + gi, tl.full([BLOCK_G], 2, tl.int8), mask=ok)  # GLOBAL = 2
 
@@ -678,6 +678,10 @@ def _key_flags_kernel(
 def triton_key_flags(global_idx: torch.Tensor, key_padding_mask: torch.Tensor | None, n: int) -> torch.Tensor:
     """int8 (B, N) key flags from global_idx (B, G) int32 and an optional (B, N) bool padding mask:
     the same values as ``led_kernels.masks.key_flags``, in one launch."""
+    if global_idx.dtype != torch.int32 or not global_idx.is_contiguous():
+        raise ValueError("triton_key_flags: global_idx must be a contiguous int32 tensor")
+    if key_padding_mask is not None and key_padding_mask.dtype != torch.bool:
+        raise TypeError(f"triton_key_flags: key_padding_mask must be bool, got {key_padding_mask.dtype}")
     bsz = global_idx.shape[0]
     flags = empty((bsz, n), torch.int8, global_idx.device)
     if flags.numel() == 0:

@@ -53,7 +53,7 @@ _KNOB_OPTIONS = ("instrumentation_mode", "fpsan_homomorphic_casts")
 
 #: (autotuner, its key, the call's keyword arguments) -> the launch keywords of the config it chose
 _TUNED: dict = {}
-#: autotuner -> positions of its key arguments and of the tensors among the positional arguments
+#: autotuner -> positions of its key arguments among the positional arguments, and their names
 _PLANS: dict = {}
 #: (id of the jit function, device, specialization, options) -> the compiled kernel
 _COMPILED: dict = {}
@@ -61,14 +61,17 @@ _COMPILED: dict = {}
 #: trailing launch values)
 _BY_ARGS: dict = {}
 _MAX_ENTRIES = 4096
-#: argument types taken by value into the launch key; anything else is a tensor (dtype, address mod 16)
+#: argument types taken by value into the launch key, with their type (True, 1 and 1.0 are equal and
+#: hash alike, but Triton specialises them apart); anything else is a tensor (dtype, address mod 16)
 _PLAIN = frozenset({int, float, bool, str, type(None)})
 #: set when this Triton's internals are not the ones the fast path was written against
 _UNSUPPORTED: list[str] = []
 
 
 def launch(kernel: Any, grid: Any, *args: Any, **meta: Any) -> None:
-    """``kernel[grid](*args, **meta)``, with the per-call host work cached after the first call."""
+    """``kernel[grid](*args, **meta)``, with the per-call host work cached after the first call. A
+    callable grid is called with the launch keywords (``meta``, the autotuner's config included), not
+    with every argument by name as Triton's own path does."""
     if ENABLED and not _UNSUPPORTED:
         kind = type(kernel)
         if kind is Autotuner:
@@ -88,21 +91,22 @@ def _launch_tuned(tuner: Autotuner, grid: Any, args: tuple, meta: dict) -> bool:
         except (AttributeError, ValueError) as e:
             _UNSUPPORTED.append(f"autotuner: {e!r}")
             return False
-        tensors = tuple(i for i, a in enumerate(args) if isinstance(a, torch.Tensor))
-        plan = _PLANS[tuner] = (tuple(keys), tuple(tuner.keys), tensors)
-    keys, names, tensors = plan
+        plan = _PLANS[tuner] = (tuple(keys), tuple(tuner.keys))
+    keys, names = plan
     try:
         key_values = tuple(args[i] if i < len(args) else meta[k] for i, k in zip(keys, names))
-        dtypes = tuple(args[i].dtype for i in tensors)
-    except (AttributeError, IndexError, KeyError):  # another call shape at this kernel: Triton's path
+    except (IndexError, KeyError):  # another call shape at this kernel: Triton's path
         return False
+    dtypes = tuple([a.dtype for a in args if isinstance(a, torch.Tensor)])
     # the autotuner's own key (its key arguments, the tensors' dtypes) plus the call's keywords, on
     # which the autotuner does not key but which may differ between call sites
     key = (tuner, key_values, dtypes, tuple(meta.items()))
     tuned = _TUNED.get(key)
     if tuned is None:
         tuner[grid](*args, **meta)  # tunes on the first call of this key, and launches
-        config = getattr(tuner, "best_config", None)
+        # the autotuner's cache entry for this key (its format in Triton 3.6 / 3.9); else its last choice
+        own_key = (*key_values, *(str(d) for d in dtypes))
+        config = getattr(tuner, "cache", {}).get(own_key) or getattr(tuner, "best_config", None)
         if config is not None and config.pre_hook is None and type(tuner.fn) is JITFunction:
             _TUNED[key] = config.all_kwargs()
         return True
@@ -110,8 +114,10 @@ def _launch_tuned(tuner: Autotuner, grid: Any, args: tuple, meta: dict) -> bool:
 
 
 def _launch_jit(fn: JITFunction, grid: Any, args: tuple, meta: dict) -> bool:
-    if getattr(_knobs.runtime, "add_stages_inspection_hook", None) is not None:
-        return False  # it adds to the specialisation: Triton's path
+    if getattr(_knobs.runtime, "add_stages_inspection_hook", None) is not None or getattr(
+        fn, "pre_run_hooks", None
+    ):
+        return False  # a hook that adds to the specialisation or runs before each launch: Triton's path
     try:
         device = driver.active.get_current_device()
         # keyed by id(fn): a JITFunction hashes its source key in Python, and kernels live as long as
@@ -119,20 +125,24 @@ def _launch_jit(fn: JITFunction, grid: Any, args: tuple, meta: dict) -> bool:
         # specialisation Triton derives from them, and cheaper to form than running its binder; the
         # knobs that Triton turns into options, in case they change between calls
         knobs = (_knobs.runtime.debug, *(getattr(_knobs.compilation, k, None) for k in _KNOB_OPTIONS))
-        by_args = (
-            id(fn), device, knobs, tuple(meta.items()),
-            tuple([a if type(a) in _PLAIN else (a.dtype, a.data_ptr() & 15) for a in args]),
-        )  # fmt: skip
+        arg_key = [
+            a if type(a) is int else (type(a), a) if type(a) in _PLAIN else (a.dtype, a.data_ptr() & 15)
+            for a in args
+        ]
+        by_args = (id(fn), device, knobs, tuple(meta.items()), tuple(arg_key))
         entry = _BY_ARGS.get(by_args)
-    except (AttributeError, RuntimeError, TypeError) as e:  # e.g. an unhashable argument
-        _UNSUPPORTED.append(f"jit: {e!r}")
+    except (AttributeError, RuntimeError, TypeError):  # e.g. an unhashable argument: Triton's path
         return False
     if entry is not None:
         compiled, tail = entry
         _run(compiled, device, grid, args + tail, meta)
         return True
     try:
-        binder = fn.device_caches[device][4]
+        _, _, target, _, binder = fn.device_caches[device]
+        if target.backend != "cuda":
+            # checked against the CUDA backend only (AMD's also specialises on the storage size)
+            _UNSUPPORTED.append(f"target {target.backend}")
+            return False
         # meta is this call's own dict (from **meta): adding Triton's options to it is harmless for a
         # fallback launch, which adds the same
         meta["debug"] = meta.get("debug", fn.debug) or _knobs.runtime.debug
@@ -142,8 +152,10 @@ def _launch_jit(fn: JITFunction, grid: Any, args: tuple, meta: dict) -> bool:
         bound, specialization, options = binder(*args, **meta)
         key = (id(fn), device, tuple(specialization), tuple(options.items()))
         compiled = _COMPILED.get(key)
-    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
+    except (AttributeError, IndexError, ValueError) as e:  # not the internals this was written for
         _UNSUPPORTED.append(f"jit: {e!r}")
+        return False
+    except (KeyError, TypeError):  # a call the binder rejects: Triton's path raises the error
         return False
     if compiled is None:
         compiled = fn.run(*args, grid=grid, warmup=False, **meta)  # compiles if needed, and launches
@@ -190,11 +202,19 @@ def _empty_chain(hook: Any) -> bool:
 
 def call_op(op: Any, *args: Any) -> Any:
     """Run a registered op (a ``torch.library.custom_op``): through the dispatcher while torch.compile
-    traces or a dispatch mode (fake tensors, ...) is active, its Python body directly otherwise. The
+    or torch.jit traces, a dispatch mode (fake tensors, ...) is active or the first argument is a tensor
+    subclass; its Python body directly otherwise (so a kernel registered for the op with
+    ``register_kernel`` is not used in eager mode, and profiles show the kernels, not the op). The
     ops run inside an autograd.Function, where the dispatcher's layers (autograd, the compile-disable
     wrapper, redispatch) do nothing for them but cost several microseconds of host time per call."""
     body = getattr(op, "_init_fn", None)
-    if body is None or torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0:
+    if (
+        body is None
+        or type(args[0]) is not torch.Tensor  # a tensor subclass dispatches through the op
+        or torch.compiler.is_compiling()
+        or torch._C._len_torch_dispatch_stack() > 0
+        or torch.jit.is_tracing()
+    ):
         return op(*args)
     return body(*args)
 
