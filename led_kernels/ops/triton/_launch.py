@@ -3,12 +3,13 @@
 A layer whose kernels take a few hundred microseconds waits on the host when the Python around them
 takes longer, and Triton's generic launch path does more per call than a fixed call site needs: the
 autotuner rebuilds dicts of every argument to find its key, the JIT prints its options into a string
-to find the compiled kernel, checks its globals and reads its knobs. ``launch`` keeps what makes a
-launch correct, Triton's own binder, which specialises every argument (a different dtype, alignment
-or integer width still finds or compiles its own kernel), and caches the rest per call site: the
-autotuner's choice per (kernel, key) and the compiled kernel per specialization. The first launch of
-each goes through Triton's path (tuning and compiling as usual); anything unexpected (the
-interpreter, stand-ins for kernels, a Triton whose internals differ) takes Triton's path always.
+to find the compiled kernel, checks its globals and reads its knobs, and calls its (usually empty)
+launch hooks. Here the first launch of each kernel and tuning key goes through Triton's path (tuning
+and compiling as usual); a new argument signature then runs Triton's own binder, which specialises
+every argument (dtype, alignment, integer value and width), to find the compiled kernel; and a
+repeated signature (the exact scalar values with their types, each tensor's dtype and address mod
+16, the keywords and Triton's option knobs) reuses it directly. Anything unexpected (the
+interpreter, stand-ins for kernels, another Triton version or target, hooks) takes Triton's path.
 
 ``LED_KERNELS_FAST_LAUNCH=0`` turns it off.
 """
