@@ -14,6 +14,8 @@
 # After a change to the triton backend, with about 5 minutes of device time (no flex: its first
 # torch.compile alone takes minutes on a fresh machine):
 #   bash benchmarks/gpu_check.sh verify     # GPU tests of the triton backend, headline figures, profile
+#   bash benchmarks/gpu_check.sh fused      # kernel B's forward inside kernel A's launch against two
+#                                           # launches (LED_KERNELS_FUSED_FORWARD=1): tests, A/B, profile
 #
 # On the lent GPU machines, first: export PATH=/opt/torch/.venv/bin:$PATH (the python that has torch;
 # its venv has no plain `pip`, hence `python -m pip`).
@@ -89,6 +91,18 @@ stage_verify() {
         --checkpointing off --timeout 40
 }
 
+stage_fused() {
+    # the interpreter-checked layer tests on the GPU, both forward variants (they flip the switch)
+    LIMIT=100 run pytest-fused-forward python -m pytest -q -p no:cacheprovider -n 8 tests/ops/test_triton.py \
+        -k "layer or one_launch"
+    LIMIT=50 run bench-forward-two-launches python -m benchmarks --providers triton --seqlens 16384 \
+        --globals 0 1 64 --window 512 --head-dim 64 --modes fwd fwd_bwd --tag forward-two-launches
+    LIMIT=50 run bench-forward-one-launch env LED_KERNELS_FUSED_FORWARD=1 python -m benchmarks --providers triton \
+        --seqlens 16384 --globals 0 1 64 --window 512 --head-dim 64 --modes fwd fwd_bwd --tag forward-one-launch
+    LIMIT=25 run profile-fused-forward env LED_KERNELS_FUSED_FORWARD=1 python -m benchmarks.profile_layer \
+        --provider triton
+}
+
 stage_rest() {
     LIMIT=240 run train-step-16k python -m benchmarks.train_step --seqlens 16384 --timeout 100
     LIMIT=60 run pytest-extension-gpu python -m pytest -q -m gpu -p no:cacheprovider tests/test_extension.py
@@ -126,8 +140,9 @@ case "$stage" in
     all) stage_tests; stage_bench; stage_train; stage_sanitize ;;
     core) stage_core ;;
     verify) stage_verify ;;
+    fused) stage_fused ;;
     rest) stage_rest ;;
-    *) echo "unknown stage $stage (tests, bench, train, sanitize, all, core, rest, verify)" >&2; exit 2 ;;
+    *) echo "unknown stage $stage (tests, bench, train, sanitize, all, core, rest, verify, fused)" >&2; exit 2 ;;
 esac
 if [ -n "$OUT" ]; then
     # one archive: the files written under benchmarks/results/ by this run

@@ -27,6 +27,7 @@ from led_kernels.ops.triton import (  # noqa: E402
     _common,
     banded_attention,
     global_attention,
+    longformer,
     longformer_attention,
 )
 
@@ -456,8 +457,17 @@ def _layer_inputs(n, glob, pad, proj, extra, seed, d=16):
     return local, glob_proj, gmask.to(DEVICE), pmask.to(DEVICE), flags, gi, dout
 
 
+# the layer's forward as kernel A then kernel B (two launches and B's combine), or as one launch of A's
+# tiles and B's key chunks then the combine (LED_KERNELS_FUSED_FORWARD=1)
+FORWARD_LAUNCHES = pytest.mark.parametrize(
+    "fused_forward", [False, True], ids=["fwd_a_then_b", "fwd_a_with_b"]
+)
+
+
+@FORWARD_LAUNCHES
 @pytest.mark.parametrize("case", LAYER_CASES, ids=[_layer_id(c) for c in LAYER_CASES])
-def test_layer_fp32_matches_oracle(monkeypatch, case):
+def test_layer_fp32_matches_oracle(monkeypatch, case, fused_forward):
+    monkeypatch.setattr(longformer, "FUSED_FORWARD", fused_forward)
     n, w, glob, pad, proj, extra, split = case
     if split is not None:
         monkeypatch.setattr(_common, "target_programs", lambda device: split)
@@ -485,11 +495,13 @@ def test_layer_fp32_matches_oracle(monkeypatch, case):
     _check_fp32(["layer", *names], (out, grads), (ref, ref_grads))
 
 
+@FORWARD_LAUNCHES
 @pytest.mark.parametrize("dtype", LOW_PRECISION, ids=lambda t: str(t).split(".")[-1])
 @pytest.mark.parametrize("proj", ["shared", "separate"])
-def test_layer_low_precision(dtype, proj):
+def test_layer_low_precision(monkeypatch, dtype, proj, fused_forward):
     """16-bit inputs: each output and gradient within 2x the error of the dense reference computed in the
     same dtype (both against fp64), the in-place accumulation of shared projections included."""
+    monkeypatch.setattr(longformer, "FUSED_FORWARD", fused_forward)
     local, glob_proj, gmask, pmask, flags, gi, dout = _layer_inputs(
         100, "scattered", "tail", proj, 1, seed=21
     )
@@ -519,6 +531,19 @@ def test_layer_low_precision(dtype, proj):
     ref64 = run(lambda loc, glo: dense(loc, glo, torch.float64), _leaves64(*inputs))
     ref_lp = run(lambda loc, glo: dense(loc, glo, dtype), _leaves(*inputs))
     _check_low_precision(names, got, ref64, ref_lp)
+
+
+@pytest.mark.parametrize("proj", ["shared", "separate"])
+def test_one_launch_forward_equals_two(monkeypatch, proj):
+    """Kernel B's key chunks inside kernel A's launch compute what B's own launch computes (both split
+    the keys into the same chunks here, merged by the same combine): the same bits, every row."""
+    monkeypatch.setattr(_common, "target_programs", lambda device: 64)  # several key chunks
+    local, glob_proj, _, _, flags, gi, _ = _layer_inputs(100, "scattered", "holes", proj, 1, seed=9)
+    outs = []
+    for fused_forward in (False, True):
+        monkeypatch.setattr(longformer, "FUSED_FORWARD", fused_forward)
+        outs.append(longformer_attention(*local, *glob_proj, 17, flags, gi, 0.25))
+    assert torch.equal(outs[0], outs[1])
 
 
 def test_layer_forward_equals_the_composed_kernels():

@@ -34,13 +34,19 @@ for launch in capture_launches(arch, DTYPES[dtype], 1, 16384, 12, d, 512, g):
 print("ROWS " + json.dumps(rows))
 """
 
-# (arch, dtype, head_dim, globals): the headline (H100, bf16, D=64, G=1), A100 with many globals, and
-# a wide head without globals
-TARGETS = [(90, "bfloat16", 64, 1), (80, "float16", 64, 64), (90, "bfloat16", 128, 0)]
+# (arch, dtype, head_dim, globals, fused forward): the headline (H100, bf16, D=64, G=1), A100 with many
+# globals, a wide head without globals, and the headline with kernel B's forward in kernel A's launch
+TARGETS = [
+    (90, "bfloat16", 64, 1, False),
+    (80, "float16", 64, 64, False),
+    (90, "bfloat16", 128, 0, False),
+    (90, "bfloat16", 64, 1, True),
+]
 
 
-def _compile(arch: int, dtype: str, head_dim: int, globals_: int) -> list[dict]:
+def _compile(arch: int, dtype: str, head_dim: int, globals_: int, fused: bool = False) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["LED_KERNELS_FUSED_FORWARD"] = "1" if fused else "0"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(arch), dtype, str(head_dim), str(globals_)],
@@ -51,22 +57,26 @@ def _compile(arch: int, dtype: str, head_dim: int, globals_: int) -> list[dict]:
     return json.loads(lines[-1][5:])
 
 
-@pytest.mark.parametrize("arch,dtype,head_dim,globals_", TARGETS, ids=lambda x: str(x))
-def test_every_launch_compiles_for_the_gpu(arch, dtype, head_dim, globals_):
+@pytest.mark.parametrize("arch,dtype,head_dim,globals_,fused", TARGETS, ids=lambda x: str(x))
+def test_every_launch_compiles_for_the_gpu(arch, dtype, head_dim, globals_, fused):
     pytest.importorskip("triton")
-    rows = _compile(arch, dtype, head_dim, globals_)
+    rows = _compile(arch, dtype, head_dim, globals_, fused)
     names = {r["name"] for r in rows}
-    # kernel A and B, forward and backward, all reached (B only with global tokens)
-    assert {"_band_fwd_kernel", "_band_dq_kernel", "_band_dkdv_kernel"} <= names, names
+    # kernel A and B, forward and backward, all reached (B only with global tokens; with the fused
+    # forward, A's forward and B's key chunks are one kernel)
+    forward = "_layer_fwd_kernel" if fused else "_band_fwd_kernel"
+    assert {forward, "_band_dq_kernel", "_band_dkdv_kernel"} <= names, names
     if globals_:
         assert {"_gkey_dkdv_kernel", "_glob_dkdv_kernel", "_glob_dq_kernel"} <= names, names
     errors = [(r["label"], r["error"]) for r in rows if r["error"]]
     assert not errors, errors
     assert all(r["regs"] for r in rows), rows
     if (arch, head_dim) == (90, 64):
-        hot = {r["name"]: r for r in rows if r["name"].startswith("_band_")}
+        hot = {r["name"]: r for r in rows if r["name"].startswith(("_band_", "_layer_"))}
         for name, r in hot.items():
             # the register count sits near the 255 cap, and a few bytes of spill come and go with the
             # Triton/ptxas version (none with 3.6, 12 bytes in band_fwd with 3.9): a large spill fails
             assert r["spills"] <= 64, (name, r)
-            assert r["wgmma"] > 0 and r["mma"] == 0, (name, r)  # Hopper's warpgroup MMA, not mma.sync
+            assert r["wgmma"] > 0, (name, r)  # Hopper's warpgroup MMA for kernel A's tiles, ...
+            if name != "_layer_fwd_kernel":  # ... where B's 16-row slot tiles take mma.sync
+                assert r["mma"] == 0, (name, r)

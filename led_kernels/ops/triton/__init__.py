@@ -7,7 +7,9 @@ implementations, so ``torch.compile(fullgraph=True)`` traces through them. ``lon
 runs both as one layer (``longformer.py``): what ``led_kernels.longformer_attention`` calls.
 
 Set ``TRITON_INTERPRET=1`` before importing to run on CPU (tests); ``LED_KERNELS_AUTOTUNE=0`` pins
-the fixed tile configs on a GPU.
+the fixed tile configs on a GPU; ``LED_KERNELS_FAST_LAUNCH=0`` takes Triton's generic launch path on
+every call (``_launch.py``); ``LED_KERNELS_FUSED_FORWARD=1`` runs kernel B's forward inside kernel A's
+launch (``longformer.py``).
 """
 
 from ._common import key_flags

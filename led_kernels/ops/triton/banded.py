@@ -231,9 +231,10 @@ def _dkdv_tile(
 # ----------------------------------------------------------------------------------------------------
 
 
-@maybe_autotune("band_fwd")
 @triton.jit
-def _band_fwd_kernel(
+def _band_fwd_program(
+    pid_m,
+    pid_bh,
     Q,
     K,
     V,
@@ -260,8 +261,6 @@ def _band_fwd_kernel(
     G,
     window,
     qk_scale,
-    N_BUCKET,  # autotune key only
-    W_BUCKET,  # autotune key only
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_G: tl.constexpr,
@@ -270,8 +269,8 @@ def _band_fwd_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    """Program (pid_m, pid_bh) of kernel A's forward: one query tile of one (batch, head); also run
+    inside the layer's forward launch (``longformer._layer_fwd_kernel``)."""
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
     q_base = Q + b * stride_qb + h * stride_qh
@@ -355,6 +354,53 @@ def _band_fwd_kernel(
     o_ptrs = Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :]
     store_rows(o_ptrs, out.to(Out.dtype.element_ty), row_ok, offs_d, HEAD_DIM, BLOCK_D)
     tl.store(Lse + pid_bh.to(tl.int64) * N + offs_m, lse, mask=row_ok)
+
+
+@maybe_autotune("band_fwd")
+@triton.jit
+def _band_fwd_kernel(
+    Q,
+    K,
+    V,
+    Out,
+    Lse,  # fp32 (B, H, N), log2 domain
+    Flags,
+    CumExcl,
+    Bounds,
+    GIdx,
+    stride_qb,
+    stride_qn,
+    stride_qh,
+    stride_kb,
+    stride_kn,
+    stride_kh,
+    stride_vb,
+    stride_vn,
+    stride_vh,
+    stride_ob,
+    stride_on,
+    stride_oh,
+    N,
+    H,
+    G,
+    window,
+    qk_scale,
+    N_BUCKET,  # autotune key only
+    W_BUCKET,  # autotune key only
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    DROP_GLOBAL_ROWS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    _band_fwd_program(
+        tl.program_id(0), tl.program_id(1), Q, K, V, Out, Lse, Flags, CumExcl, Bounds, GIdx,
+        stride_qb, stride_qn, stride_qh, stride_kb, stride_kn, stride_kh, stride_vb, stride_vn, stride_vh,
+        stride_ob, stride_on, stride_oh, N, H, G, window, qk_scale,
+        HEAD_DIM, BLOCK_D, BLOCK_G, DOT_PREC, DROP_GLOBAL_ROWS, BLOCK_M, BLOCK_N,
+    )  # fmt: skip
 
 
 @maybe_autotune("band_dq")

@@ -172,7 +172,11 @@ def _store_slot_rows(
 
 
 @triton.jit
-def _glob_fwd_kernel(
+def _glob_fwd_program(
+    pid_g,
+    pid_s,
+    n_split,
+    pid_bh,
     QG,  # (B, G, H, D), or (B, N, H, D) with BY_INDEX
     K,
     V,
@@ -207,13 +211,10 @@ def _glob_fwd_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    # BY_INDEX: slot s's q row and output row are rows GIdx[b, s] of (B, N, H, D) tensors (q_global;
-    # kernel A's output, whose rows of global queries this overwrites) instead of rows s of (B, G, H, D)
-    # ones
-    pid_g = tl.program_id(0)
-    pid_s = tl.program_id(1)
-    pid_bh = tl.program_id(2)
-    n_split = tl.num_programs(1)
+    """Program (slot tile pid_g, key chunk pid_s of n_split, pid_bh) of kernel B's forward; also run
+    inside the layer's forward launch (``longformer._layer_fwd_kernel``). BY_INDEX: slot s's q row and
+    output row are rows GIdx[b, s] of (B, N, H, D) tensors (q_global; kernel A's output, whose rows of
+    global queries this overwrites) instead of rows s of (B, G, H, D) ones."""
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
     q_base = QG + b * stride_qb + h * stride_qh
@@ -274,6 +275,51 @@ def _glob_fwd_kernel(
         part = (pid_bh.to(tl.int64) * n_split + pid_s) * G + rows  # [BLOCK_M]
         tl.store(Out + part[:, None] * BLOCK_D + offs_d[None, :], acc / l_safe[:, None], mask=row_in[:, None])
         tl.store(Lse + part, tl.where(has, m_i + tl.log2(l_safe), float("-inf")), mask=row_in)
+
+
+@triton.jit
+def _glob_fwd_kernel(
+    QG,  # (B, G, H, D), or (B, N, H, D) with BY_INDEX
+    K,
+    V,
+    Out,  # DIRECT: (B, G, H, D) ((B, N, H, D) with BY_INDEX); else fp32 partials (B*H, S, G, BLOCK_D)
+    Lse,  # DIRECT: fp32 (B, H, G); else fp32 partial LSEs (B*H, S, G)
+    Flags,
+    CumPad,
+    Bounds,
+    GIdx,
+    stride_qb,
+    stride_qn,
+    stride_qh,
+    stride_kb,
+    stride_kn,
+    stride_kh,
+    stride_vb,
+    stride_vn,
+    stride_vh,
+    stride_ob,
+    stride_on,
+    stride_oh,
+    N,
+    H,
+    G,
+    chunk,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    DIRECT: tl.constexpr,
+    BY_INDEX: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    _glob_fwd_program(
+        tl.program_id(0), tl.program_id(1), tl.num_programs(1), tl.program_id(2),
+        QG, K, V, Out, Lse, Flags, CumPad, Bounds, GIdx,
+        stride_qb, stride_qn, stride_qh, stride_kb, stride_kn, stride_kh, stride_vb, stride_vn, stride_vh,
+        stride_ob, stride_on, stride_oh, N, H, G, chunk, qk_scale,
+        HEAD_DIM, BLOCK_D, DOT_PREC, DIRECT, BY_INDEX, BLOCK_M, BLOCK_N,
+    )  # fmt: skip
 
 
 @triton.jit

@@ -7,7 +7,8 @@ output, their backward, and autograd additions of the gradients when both kernel
 
 - forward: one ``prep``; kernel A writes every row and stores lse = +inf at the global rows (taking
   them out of its own backward); kernel B reads its q rows at the global positions and writes its
-  output straight into A's output there.
+  output straight into A's output there. With ``LED_KERNELS_FUSED_FORWARD=1``, B's key chunks run as
+  extra programs of A's launch (``_layer_fwd_kernel``) and only B's combine follows it.
 - backward: kernel A's backward (its delta pass, dQ, dK/dV; the global rows drop out through their
   lse); one launch gathers kernel B's slot rows of q and dO with their delta; kernel B's dK/dV are
   added in place to A's when the projections are shared (else written to their own tensors), and its
@@ -19,13 +20,176 @@ one stream.
 
 from __future__ import annotations
 
+import os
+
 import torch
+import triton
+import triton.language as tl
 
 from . import _common
-from ._common import bwd_delta, check_head_dim, check_scale, launch_prep
-from ._launch import call_op
-from .banded import launch_band_bwd, launch_band_fwd
-from .global_rows import gather_slots, launch_global_bwd, launch_global_fwd
+from ._common import (
+    block_d,
+    bwd_delta,
+    check_head_dim,
+    check_scale,
+    dot_precision,
+    launch_config,
+    launch_prep,
+    log2_scale,
+    maybe_autotune,
+    strides3,
+)
+from ._launch import call_op, launch
+from .banded import _band_fwd_program, _block_g, launch_band_bwd, launch_band_fwd
+from .global_rows import (
+    _glob_combine_kernel,
+    _glob_fwd_program,
+    _slot_config,
+    gather_slots,
+    launch_global_bwd,
+    launch_global_fwd,
+)
+
+#: kernel B's forward programs in kernel A's launch (``_layer_fwd_kernel``) instead of a launch of their
+#: own after it. Off by default until measured on a GPU: ``LED_KERNELS_FUSED_FORWARD=1``
+FUSED_FORWARD = os.environ.get("LED_KERNELS_FUSED_FORWARD", "0") == "1"
+
+# ----------------------------------------------------------------------------------------------------
+# the forward as one launch (kernel A's tiles and kernel B's key chunks), then B's combine
+# ----------------------------------------------------------------------------------------------------
+
+
+@maybe_autotune("band_fwd")
+@triton.jit
+def _layer_fwd_kernel(
+    Q,
+    K,
+    V,
+    Out,
+    Lse,  # fp32 (B, H, N), log2 domain
+    Flags,
+    CumExcl,
+    Bounds,
+    GIdx,
+    stride_qb,
+    stride_qn,
+    stride_qh,
+    stride_kb,
+    stride_kn,
+    stride_kh,
+    stride_vb,
+    stride_vn,
+    stride_vh,
+    stride_ob,
+    stride_on,
+    stride_oh,
+    QG,  # (B, N, H, D): kernel B reads its q rows at the global positions
+    KG,
+    VG,
+    OPart,  # fp32 (B*H, S, G, BLOCK_D): kernel B's per-chunk outputs, merged by _glob_combine_kernel
+    LsePart,  # fp32 (B*H, S, G)
+    CumPad,
+    stride_gqb,
+    stride_gqn,
+    stride_gqh,
+    stride_gkb,
+    stride_gkn,
+    stride_gkh,
+    stride_gvb,
+    stride_gvn,
+    stride_gvh,
+    N,
+    H,
+    G,
+    window,
+    qk_scale,
+    chunk,
+    n_split,
+    N_BUCKET,  # autotune key only
+    W_BUCKET,  # autotune key only
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    SLOT_BLOCK: tl.constexpr,  # kernel B's slot tile
+    KEY_BLOCK: tl.constexpr,  # kernel B's key tile
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    # per (batch, head): kernel A's query tiles, then kernel B's (slot tile, key chunk) programs, so
+    # that B's memory-bound sweep over all keys runs beside A's compute-bound tiles instead of after
+    pid = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    n_band = tl.cdiv(N, BLOCK_M)
+    if pid < n_band:
+        _band_fwd_program(
+            pid, pid_bh, Q, K, V, Out, Lse, Flags, CumExcl, Bounds, GIdx,
+            stride_qb, stride_qn, stride_qh, stride_kb, stride_kn, stride_kh, stride_vb, stride_vn,
+            stride_vh, stride_ob, stride_on, stride_oh, N, H, G, window, qk_scale,
+            HEAD_DIM, BLOCK_D, BLOCK_G, DOT_PREC, True, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
+    else:
+        j = pid - n_band
+        _glob_fwd_program(
+            j // n_split, j % n_split, n_split, pid_bh, QG, KG, VG, OPart, LsePart, Flags, CumPad, Bounds,
+            GIdx, stride_gqb, stride_gqn, stride_gqh, stride_gkb, stride_gkn, stride_gkh, stride_gvb,
+            stride_gvn, stride_gvh, stride_ob, stride_on, stride_oh, N, H, G, chunk, qk_scale,
+            HEAD_DIM, BLOCK_D, DOT_PREC, False, True, SLOT_BLOCK, KEY_BLOCK,
+        )  # fmt: skip
+
+
+def launch_layer_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_global: torch.Tensor,
+    k_global: torch.Tensor,
+    v_global: torch.Tensor,
+    key_flags: torch.Tensor,
+    global_idx: torch.Tensor,
+    cum_excl: torch.Tensor,
+    cum_pad: torch.Tensor,
+    bounds: torch.Tensor,
+    window: int,
+    scale: float,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    glse: torch.Tensor,
+) -> None:
+    """The layer's forward in two launches (G > 0): kernel A's tiles with kernel B's key chunks, then
+    B's combine, which writes the global rows of ``out`` (A wrote them first, with lse = +inf)."""
+    bsz, n, h, d = q.shape
+    g = global_idx.shape[1]
+    dev = q.device
+    bd = block_d(d)
+    w = min(window, n)
+    cfg = launch_config("band_fwd", d, dev, q.element_size(), autotuned=True)
+    slot = _slot_config("glob_fwd", g, d, q_global)
+    # B's key tile at most 64: its pipelined K/V buffers then fit in what A's tiles already take, so
+    # the shared launch keeps A's programs per SM (benchmarks.inspect_kernels --autotune, sm_90)
+    key_block = min(slot["BLOCK_N"], 64)
+    n_gtiles = _common.cdiv(g, slot["BLOCK_M"])
+    splits, chunk = _common.split_plan(n, key_block, n_gtiles * bsz * h, dev)
+    o_t = _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
+    lse_t = _common.empty((bsz * h, splits, g), torch.float32, dev)
+    n_glob = n_gtiles * splits
+    grid = lambda meta: (_common.cdiv(n, meta["BLOCK_M"]) + n_glob, bsz * h)  # noqa: E731
+    launch(
+        _layer_fwd_kernel, grid,
+        q, k, v, out, lse, key_flags, cum_excl, bounds, global_idx,
+        *strides3(q), *strides3(k), *strides3(v), *strides3(out),
+        q_global, k_global, v_global, o_t, lse_t, cum_pad,
+        *strides3(q_global), *strides3(k_global), *strides3(v_global),
+        n, h, g, w, log2_scale(scale), chunk, splits, _common.bucket(n), _common.bucket(w),
+        HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=_block_g(g), DOT_PREC=dot_precision(q.dtype),
+        SLOT_BLOCK=slot["BLOCK_M"], KEY_BLOCK=key_block, **cfg,
+    )  # fmt: skip
+    launch(
+        _glob_combine_kernel, (n_gtiles, bsz * h),
+        o_t, lse_t, out, glse, key_flags, global_idx, *strides3(out), splits, n, h, g,
+        HEAD_DIM=d, BLOCK_D=bd, BLOCK_M=slot["BLOCK_M"], BY_INDEX=True, num_warps=4,
+    )  # fmt: skip
+
 
 # ----------------------------------------------------------------------------------------------------
 # registered ops
@@ -56,6 +220,12 @@ def triton_longformer_fwd(
     cum_excl, cum_pad, bounds = launch_prep(key_flags, global_idx)
     if out.numel() == 0:
         return out, lse.fill_(float("inf")), glse.fill_(float("inf")), cum_excl, cum_pad, bounds
+    if g > 0 and FUSED_FORWARD:
+        launch_layer_fwd(
+            q, k, v, q_global, k_global, v_global, key_flags, global_idx, cum_excl, cum_pad, bounds, window,
+            scale, out, lse, glse,
+        )  # fmt: skip
+        return out, lse, glse, cum_excl, cum_pad, bounds
     launch_band_fwd(q, k, v, key_flags, global_idx, cum_excl, bounds, window, scale, out, lse, True)
     if g > 0:
         launch_global_fwd(
