@@ -676,11 +676,7 @@ def launch_global_fwd(
     n_gtiles = _common.cdiv(g, cfg["BLOCK_M"])
     splits, chunk = _common.split_plan(n, cfg["BLOCK_N"], n_gtiles * bsz * h, dev)
     direct = splits == 1
-    if direct:
-        o_t, lse_t = out, lse
-    else:
-        o_t = _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
-        lse_t = _common.empty((bsz * h, splits, g), torch.float32, dev)
+    o_t, lse_t = (out, lse) if direct else partial_outputs(bsz * h, splits, g, bd, dev)
     launch(
         _glob_fwd_kernel, (n_gtiles, splits, bsz * h),
         q_rows, k_global, v_global, o_t, lse_t, key_flags, cum_pad, bounds, global_idx,
@@ -690,11 +686,39 @@ def launch_global_fwd(
         BY_INDEX=by_index, **cfg,
     )  # fmt: skip
     if not direct:
-        launch(
-            _glob_combine_kernel, (n_gtiles, bsz * h),
-            o_t, lse_t, out, lse, key_flags, global_idx, *strides3(out), splits, n, h, g,
-            HEAD_DIM=d, BLOCK_D=bd, BLOCK_M=cfg["BLOCK_M"], BY_INDEX=by_index, num_warps=4,
-        )  # fmt: skip
+        launch_global_combine(o_t, lse_t, out, lse, key_flags, global_idx, cfg["BLOCK_M"], by_index)
+
+
+def partial_outputs(
+    bh: int, splits: int, g: int, bd: int, dev: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kernel B's forward split over key chunks: fp32 outputs (B*H, S, G, BLOCK_D), each normalised by
+    its own sum, and their LSEs (B*H, S, G)."""
+    return (
+        _common.empty((bh, splits, g, bd), torch.float32, dev),
+        _common.empty((bh, splits, g), torch.float32, dev),
+    )
+
+
+def launch_global_combine(
+    o_t: torch.Tensor,
+    lse_t: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    key_flags: torch.Tensor,
+    global_idx: torch.Tensor,
+    slot_block: int,
+    by_index: bool,
+) -> None:
+    """Merge the key-chunk partials of ``partial_outputs`` in chunk order (deterministic) into kernel
+    B's rows of ``out`` and ``lse`` (B, H, G); ``by_index`` as in ``launch_global_fwd``."""
+    bh, splits, g, bd = o_t.shape
+    n, h, d = key_flags.shape[1], out.shape[2], out.shape[3]
+    launch(
+        _glob_combine_kernel, (_common.cdiv(g, slot_block), bh),
+        o_t, lse_t, out, lse, key_flags, global_idx, *strides3(out), splits, n, h, g,
+        HEAD_DIM=d, BLOCK_D=bd, BLOCK_M=slot_block, BY_INDEX=by_index, num_warps=4,
+    )  # fmt: skip
 
 
 def gather_slots(

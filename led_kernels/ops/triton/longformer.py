@@ -42,12 +42,13 @@ from ._common import (
 from ._launch import call_op, launch
 from .banded import _band_fwd_program, _block_g, launch_band_bwd, launch_band_fwd
 from .global_rows import (
-    _glob_combine_kernel,
     _glob_fwd_program,
     _slot_config,
     gather_slots,
     launch_global_bwd,
+    launch_global_combine,
     launch_global_fwd,
+    partial_outputs,
 )
 
 #: kernel B's forward programs in kernel A's launch (``_layer_fwd_kernel``) instead of a launch of their
@@ -170,8 +171,7 @@ def launch_layer_fwd(
     key_block = min(slot["BLOCK_N"], 64)
     n_gtiles = _common.cdiv(g, slot["BLOCK_M"])
     splits, chunk = _common.split_plan(n, key_block, n_gtiles * bsz * h, dev)
-    o_t = _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
-    lse_t = _common.empty((bsz * h, splits, g), torch.float32, dev)
+    o_t, lse_t = partial_outputs(bsz * h, splits, g, bd, dev)
     n_glob = n_gtiles * splits
     grid = lambda meta: (_common.cdiv(n, meta["BLOCK_M"]) + n_glob, bsz * h)  # noqa: E731
     launch(
@@ -184,11 +184,7 @@ def launch_layer_fwd(
         HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=_block_g(g), DOT_PREC=dot_precision(q.dtype),
         SLOT_BLOCK=slot["BLOCK_M"], KEY_BLOCK=key_block, **cfg,
     )  # fmt: skip
-    launch(
-        _glob_combine_kernel, (n_gtiles, bsz * h),
-        o_t, lse_t, out, glse, key_flags, global_idx, *strides3(out), splits, n, h, g,
-        HEAD_DIM=d, BLOCK_D=bd, BLOCK_M=slot["BLOCK_M"], BY_INDEX=True, num_warps=4,
-    )  # fmt: skip
+    launch_global_combine(o_t, lse_t, out, glse, key_flags, global_idx, slot["BLOCK_M"], True)
 
 
 # ----------------------------------------------------------------------------------------------------
