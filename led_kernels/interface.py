@@ -192,17 +192,16 @@ def longformer_attention(
         global_idx = global_indices(global_mask, max_global)
     scale = V.check_scale(scale, d)
     impl = choose_backend(backend, q.device, q.dtype, d)
+    # a backend that runs the layer as one op (one preprocessing, B's rows written into A's output)
+    # takes an empty index without global tokens; its global projections are then unused
+    one_op = hasattr(impl, "longformer_attention")
+    no_globals = global_idx is None
+    if one_op and no_globals:
+        global_idx = torch.empty((b, 0), dtype=torch.int32, device=q.device)
     flags = _key_flags(impl, b, n, q.device, key_padding_mask, global_idx)  # once for both halves
-
-    if hasattr(impl, "longformer_attention"):
-        # the backend runs the layer as one op: one preprocessing, B's rows written into A's output;
-        # without global tokens, kernel A alone (the global projections are unused)
-        if global_idx is None:
-            no_globals = torch.empty((b, 0), dtype=torch.int32, device=q.device)
-            return impl.longformer_attention(q, k, v, None, None, None, window, flags, no_globals, scale)
-        return impl.longformer_attention(
-            q, k, v, q_global, k_global, v_global, window, flags, global_idx, scale
-        )
+    if one_op:
+        projections = (None, None, None) if no_globals else (q_global, k_global, v_global)
+        return impl.longformer_attention(q, k, v, *projections, window, flags, global_idx, scale)
     out = impl.banded_attention(q, k, v, window, flags, global_idx, scale)
     if global_idx is None:
         return out
