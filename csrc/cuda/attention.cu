@@ -1,0 +1,20 @@
+// The cuda backend's attention kernels, instantiated for the GPU (the kernels and their launch
+// logic live in attention_fwd.cuh, shared with the CPU emulator build of tests/cuda_emu/).
+#include <cuda_runtime.h>
+
+#include "attention_fwd.cuh"
+#include "cuda_check.h"
+#include "led_kernels/cuda_attention.h"
+
+namespace led_kernels {
+
+size_t attention_fwd_cuda_workspace_bytes(AttnKind kind, int64_t B, int64_t H, int64_t G, int64_t N, int64_t D) {
+  return cuda_attn::fwd_workspace_bytes(kind, B, H, G, N, D);
+}
+
+void attention_fwd_cuda(const AttnFwdParams& p, float* workspace, size_t workspace_bytes, void* stream) {
+  cuda_attn::attention_fwd(p, workspace, workspace_bytes, static_cast<cudaStream_t>(stream));
+  check_launch("attention_fwd_cuda kernel launch failed");
+}
+
+}  // namespace led_kernels

@@ -1,0 +1,142 @@
+// The handful of GPU primitives the attention kernels use, behind one small interface.
+//
+// Compiled by nvcc (__CUDACC__) these are the real instructions: mma.sync m16n8k16 with fp32
+// accumulation, ldmatrix (plain and transposed), warp shuffles, __syncthreads. Compiled by a host
+// compiler with LED_SIMT_EMULATOR defined, the same names come from an emulator (tests/cuda_emu/):
+// every CUDA thread of a block is a fiber and every warp collective exchanges the lanes' registers
+// exactly as the PTX ISA defines the fragment layouts. The kernels' own code (tiling, masking, the
+// online softmax, fragment bookkeeping) is therefore the same source in both builds, and the
+// emulated build runs it on the CPU against the reference.
+//
+// Fragment layouts of mma.m16n8k16 (PTX ISA, "Matrix fragments for mma.m16n8k16"), with
+// g = lane / 4 and t = lane % 4; every 32-bit register holds two consecutive 16-bit elements:
+//   A (16 x 16, row-major):  a[0] = A[g][2t..2t+1]      a[1] = A[g+8][2t..2t+1]
+//                            a[2] = A[g][2t+8..2t+9]    a[3] = A[g+8][2t+8..2t+9]
+//   B (16 x 8, k x n):       b[0] = B[2t..2t+1][g]      b[1] = B[2t+8..2t+9][g]
+//   C, D (16 x 8, fp32):     c[0..1] = C[g][2t..2t+1]   c[2..3] = C[g+8][2t..2t+1]
+// ldmatrix.x4 loads four 8 x 8 matrices of 16-bit elements; lanes 8j..8j+7 give the row addresses
+// of matrix j, and register j of lane L receives row L/4, elements 2(L%4)..2(L%4)+1 of matrix j
+// (.trans: rows 2(L%4) and 2(L%4)+1 of column L/4, i.e. the transposed matrix).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+
+#define LED_DEVICE __device__ __forceinline__
+#define LED_KERNEL __global__
+
+namespace led_kernels {
+namespace simt {
+
+LED_DEVICE int thread_index() { return static_cast<int>(threadIdx.x); }
+LED_DEVICE int64_t block_index() { return static_cast<int64_t>(blockIdx.x); }
+LED_DEVICE void sync_block() { __syncthreads(); }
+LED_DEVICE float shfl_xor(float v, int lane_mask) { return __shfl_xor_sync(0xffffffffu, v, lane_mask); }
+LED_DEVICE int any_sync(int pred) { return __any_sync(0xffffffffu, pred); }
+
+// Dynamic shared memory of the block (the launch's third argument), 16-byte aligned.
+LED_DEVICE unsigned char* shared_memory() {
+  extern __shared__ __align__(16) unsigned char led_smem[];
+  return led_smem;
+}
+
+// Bounds checks are the emulator's; on the GPU compute-sanitizer does that job.
+LED_DEVICE void check_global(const void*, int) {}
+
+LED_DEVICE uint32_t smem_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+LED_DEVICE void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(row)));
+}
+
+LED_DEVICE void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(row)));
+}
+
+template <typename T>
+LED_DEVICE void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+
+template <>
+LED_DEVICE void mma_16816<__half>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <>
+LED_DEVICE void mma_16816<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+LED_DEVICE float fast_exp2(float x) { return exp2f(x); }
+
+}  // namespace simt
+}  // namespace led_kernels
+
+#define LED_LAUNCH(kernel, grid, threads, smem_bytes, stream, ...) \
+  kernel<<<(grid), (threads), (smem_bytes), (stream)>>>(__VA_ARGS__)
+
+#elif defined(LED_SIMT_EMULATOR)
+
+#include "simt_emulator.h"  // tests/cuda_emu/: the same names, run on the CPU
+
+#else
+#error "simt.cuh: compile with nvcc, or define LED_SIMT_EMULATOR (tests/cuda_emu/) for the CPU emulator"
+#endif
+
+namespace led_kernels {
+namespace simt {
+
+// Two floats rounded to the 16-bit type and packed as one mma operand register (low = first).
+template <typename T>
+LED_DEVICE uint32_t pack2(float lo, float hi);
+
+template <>
+LED_DEVICE uint32_t pack2<__half>(float lo, float hi) {
+  const __half2 h = __floats2half2_rn(lo, hi);
+  uint32_t bits;
+  memcpy(&bits, &h, 4);  // (a pointer cast would break strict aliasing in the host build)
+  return bits;
+}
+
+template <>
+LED_DEVICE uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  uint32_t bits;
+  memcpy(&bits, &h, 4);
+  return bits;
+}
+
+template <typename T>
+LED_DEVICE float to_float(T x);
+template <>
+LED_DEVICE float to_float<__half>(__half x) { return __half2float(x); }
+template <>
+LED_DEVICE float to_float<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T>
+LED_DEVICE T from_float(float x);
+template <>
+LED_DEVICE __half from_float<__half>(float x) { return __float2half_rn(x); }
+template <>
+LED_DEVICE __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+}  // namespace simt
+}  // namespace led_kernels

@@ -1,0 +1,24 @@
+// Declarations of the cuda backend's attention kernels (csrc/cuda/attention.cu): the same two
+// kinds, arguments and saved statistics as the CPU kernels (cpu_attention.h), on device memory,
+// enqueued on a stream. float16 and bfloat16 inputs, head dims 16, 32, 64 and 128.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "led_kernels/cpu_attention.h"
+
+namespace led_kernels {
+
+#ifdef LED_KERNELS_WITH_CUDA
+// Bytes of device workspace attention_fwd_cuda needs for these sizes (kernel B's per-chunk
+// partials), 0 when none. Python allocates it (DESIGN section 5: Python owns every tensor).
+size_t attention_fwd_cuda_workspace_bytes(AttnKind kind, int64_t B, int64_t H, int64_t G, int64_t N, int64_t D);
+
+// Forward (see cpu_attention.h for the semantics and the saved statistics). `stream` is a
+// cudaStream_t passed as an opaque pointer. Throws std::invalid_argument for arguments the kernels
+// cannot take and std::runtime_error for CUDA errors.
+void attention_fwd_cuda(const AttnFwdParams& p, float* workspace, size_t workspace_bytes, void* stream);
+#endif
+
+}  // namespace led_kernels

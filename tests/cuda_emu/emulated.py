@@ -1,0 +1,131 @@
+"""The cuda backend's kernels, compiled for the CPU emulator (simt_emulator.h) and called through ctypes.
+
+``build(directory)`` compiles ``emulated_attention.cpp`` (the kernels of ``csrc/cuda/attention_fwd.cuh``
+with the emulator's primitives) with the host C++ compiler; ``Emulated.attention_fwd`` runs them on CPU
+tensors with the arguments ``attention_fwd_cuda`` takes, registering every tensor's storage so that
+an access outside them fails the launch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import torch
+
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+KIND_BANDED, KIND_GLOBAL = 0, 1
+_DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+
+
+def cuda_include_dir() -> Path | None:
+    """The CUDA toolkit's include directory (for cuda_fp16.h / cuda_bf16.h), or None."""
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(str(Path(os.path.realpath(nvcc)).parent.parent))
+    candidates += ["/usr/local/cuda", *sorted(map(str, Path("/usr/local").glob("cuda-*")), reverse=True)]
+    for root in candidates:
+        if root and (Path(root) / "include" / "cuda_fp16.h").is_file():
+            return Path(root) / "include"
+    return None
+
+
+def build(directory: Path) -> Path:
+    """Compiles the emulated kernels into ``directory``; returns the shared library's path."""
+    include = cuda_include_dir()
+    if include is None:
+        raise FileNotFoundError("no CUDA toolkit headers (cuda_fp16.h) found; set CUDA_HOME")
+    lib = directory / "libled_emulated_attention.so"
+    cmd = [
+        os.environ.get("CXX", "g++"), "-std=c++17", "-O2", "-g", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror",
+        "-DLED_SIMT_EMULATOR", f"-I{ROOT / 'csrc' / 'cuda'}", f"-I{ROOT / 'csrc' / 'include'}", f"-I{HERE}",
+        f"-I{include}", str(HERE / "emulated_attention.cpp"), "-o", str(lib),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"building the emulated kernels failed:\n{' '.join(cmd)}\n{done.stderr}")
+    return lib
+
+
+class EmulatorError(RuntimeError):
+    """A launch the emulator refused or that failed inside (bounds, deadlock, bad arguments)."""
+
+
+def _storage_range(t: torch.Tensor) -> tuple[int, int]:
+    storage = t.untyped_storage()
+    return storage.data_ptr(), storage.nbytes()
+
+
+class Emulated:
+    def __init__(self, lib_path: Path) -> None:
+        lib = ctypes.CDLL(str(lib_path))
+        u64, i64 = ctypes.c_uint64, ctypes.c_int64
+        lib.led_emu_register_range.argtypes = [u64, u64]
+        lib.led_emu_clear_ranges.argtypes = []
+        lib.led_emu_set_seed.argtypes = [u64]
+        lib.led_emu_fwd_workspace_bytes.argtypes = [ctypes.c_int, i64, i64, i64, i64, i64]
+        lib.led_emu_fwd_workspace_bytes.restype = u64
+        lib.led_emu_attention_fwd.argtypes = [
+            ctypes.c_int, *([u64] * 7), *([i64] * 7), ctypes.c_double, ctypes.POINTER(i64), ctypes.c_int,
+            u64, u64, ctypes.c_char_p, ctypes.c_int,
+        ]  # fmt: skip
+        lib.led_emu_attention_fwd.restype = ctypes.c_int
+        self.lib = lib
+
+    def workspace_bytes(self, kind: int, b: int, h: int, g: int, n: int, d: int) -> int:
+        return int(self.lib.led_emu_fwd_workspace_bytes(kind, b, h, g, n, d))
+
+    def attention_fwd(
+        self,
+        kind: int,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_flags: torch.Tensor,
+        global_idx: torch.Tensor | None,
+        window: int,
+        scale: float,
+        *,
+        seed: int = 0,
+        ranges: list[tuple[int, int]] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Kernel A (kind 0: rows of q (B, N, H, D)) or B (kind 1: slots of q (B, G, H, D)) forward.
+
+        Returns (out, lse): out (B, M, H, D) in q's dtype and lse (B, H, 2, M) float32, both
+        NaN-poisoned before the launch. ``ranges`` replaces the registered tensor ranges (for
+        testing the bounds check itself).
+        """
+        b, m, h, d = q.shape
+        n = k.shape[1]
+        g = 0 if global_idx is None else global_idx.shape[1]
+        out = torch.full((b, m, h, d), float("nan"), dtype=q.dtype)
+        lse = torch.full((b, h, 2, m), float("nan"), dtype=torch.float32)
+        flags = key_flags.to(torch.int8).contiguous()
+        gidx = None if global_idx is None else global_idx.to(torch.int32).contiguous()
+        ws_bytes = self.workspace_bytes(kind, b, h, g, n, d)
+        workspace = torch.full((max(ws_bytes // 4, 1),), float("nan"), dtype=torch.float32)
+        tensors = [q, k, v, out, lse, flags, workspace] + ([gidx] if gidx is not None else [])
+        self.lib.led_emu_clear_ranges()
+        for ptr, nbytes in ranges if ranges is not None else map(_storage_range, tensors):
+            self.lib.led_emu_register_range(ptr, nbytes)
+        strides = (ctypes.c_int64 * 12)(*(s for t in (q, k, v, out) for s in t.stride()[:3]))
+        error = ctypes.create_string_buffer(1024)
+        self.lib.led_emu_set_seed(seed)
+        rc = self.lib.led_emu_attention_fwd(
+            kind, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(), flags.data_ptr(),
+            0 if gidx is None else gidx.data_ptr(), b, m, n, h, d, g, window, scale, strides,
+            _DTYPE_CODES.get(q.dtype, -1), workspace.data_ptr(), ws_bytes, error, len(error),
+        )  # fmt: skip
+        self.lib.led_emu_clear_ranges()
+        if rc != 0:
+            raise EmulatorError(error.value.decode())
+        return out, lse
+
+
+__all__ = ["Emulated", "EmulatorError", "KIND_BANDED", "KIND_GLOBAL", "build", "cuda_include_dir"]

@@ -1,0 +1,76 @@
+// The cuda backend's attention kernels (csrc/cuda/attention_fwd.cuh, unchanged) built for the
+// CPU emulator of simt_emulator.h, as a small C library for tests/ops/test_cuda_emulated.py
+// (loaded with ctypes: plain C types, pointers as integers, errors as a message and a non-zero
+// return code instead of an exception crossing the C boundary).
+#ifndef LED_SIMT_EMULATOR
+#define LED_SIMT_EMULATOR 1
+#endif
+
+#include <cstdint>
+#include <cstring>
+#include <exception>
+
+#include "attention_fwd.cuh"
+
+namespace {
+
+led_kernels::BNHStrides strides(const int64_t* s) { return led_kernels::BNHStrides{s[0], s[1], s[2]}; }
+
+int report(const std::exception& e, char* error, int error_len) {
+  if (error != nullptr && error_len > 0) {
+    std::strncpy(error, e.what(), static_cast<size_t>(error_len) - 1);
+    error[error_len - 1] = '\0';
+  }
+  return 1;
+}
+
+}  // namespace
+
+extern "C" {
+
+// Global accesses outside [ptr, ptr + bytes) of every registered range fail the launch.
+void led_emu_register_range(uintptr_t ptr, uint64_t bytes) {
+  led_kernels::simt_emu::global_ranges().push_back({ptr, ptr + bytes});
+}
+
+void led_emu_clear_ranges() { led_kernels::simt_emu::global_ranges().clear(); }
+
+// Seeds the schedules of the following launches (each launch takes the next seed).
+void led_emu_set_seed(uint64_t seed) { led_kernels::simt_emu::launch_seed() = seed; }
+
+uint64_t led_emu_fwd_workspace_bytes(int kind, int64_t B, int64_t H, int64_t G, int64_t N, int64_t D) {
+  return led_kernels::cuda_attn::fwd_workspace_bytes(static_cast<led_kernels::AttnKind>(kind), B, H, G, N, D);
+}
+
+// attention_fwd_cuda's arguments (see attention.cu); strides: 4 x (b, n, h) for q, k, v, out.
+int led_emu_attention_fwd(int kind, uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t out, uintptr_t lse,
+                          uintptr_t key_flags, uintptr_t global_idx, int64_t B, int64_t M, int64_t N, int64_t H,
+                          int64_t D, int64_t G, int64_t window, double scale, const int64_t* strides12,
+                          int dtype_code, uintptr_t workspace, uint64_t workspace_bytes, char* error,
+                          int error_len) {
+  try {
+    led_kernels::AttnFwdParams p;
+    p.kind = static_cast<led_kernels::AttnKind>(kind);
+    p.q = reinterpret_cast<const void*>(q);
+    p.k = reinterpret_cast<const void*>(k);
+    p.v = reinterpret_cast<const void*>(v);
+    p.out = reinterpret_cast<void*>(out);
+    p.lse = reinterpret_cast<float*>(lse);
+    p.key_flags = reinterpret_cast<const int8_t*>(key_flags);
+    p.global_idx = reinterpret_cast<const int32_t*>(global_idx);
+    p.B = B, p.M = M, p.N = N, p.H = H, p.D = D, p.G = G;
+    p.window = window;
+    p.scale = scale;
+    p.q_strides = strides(strides12);
+    p.k_strides = strides(strides12 + 3);
+    p.v_strides = strides(strides12 + 6);
+    p.o_strides = strides(strides12 + 9);
+    p.dtype = led_kernels::dtype_from_code(dtype_code);
+    led_kernels::cuda_attn::attention_fwd(p, reinterpret_cast<float*>(workspace), workspace_bytes, 0);
+    return 0;
+  } catch (const std::exception& e) {
+    return report(e, error, error_len);
+  }
+}
+
+}  // extern "C"

@@ -1,0 +1,397 @@
+// A CPU emulator of the few GPU primitives in csrc/cuda/simt.cuh, so that the CUDA attention
+// kernels (the very same source) run on a machine without a GPU and are checked against the
+// reference there.
+//
+// Model. A launch runs its blocks one after another. Each CUDA thread of a block is a fiber
+// (ucontext) with its own stack; all fibers of a block share the block's dynamic shared memory.
+// A fiber runs until it reaches a collective (__syncthreads, a shuffle, ldmatrix, mma), where it
+// parks; the collective completes when every thread it involves has arrived (the whole block,
+// or the 32 lanes of the warp). The scheduler picks warps at random (seeded per launch) and tends
+// to keep running the one it picked, so warps drift apart between block barriers and a missing
+// barrier between a shared-memory write and another warp's read shows up as a wrong result
+// instead of passing by luck of a lockstep schedule. A collective that can
+// never complete (a barrier inside divergent code) is reported as a deadlock.
+//
+// Exchanges. A collective's lanes post their operands in a per-warp mailbox, wait for each
+// other, then every lane computes its own result from all the posted operands, following the
+// PTX ISA's fragment layouts (see simt.cuh). Mailboxes alternate between two buffers by the
+// collective's generation: a lane that runs ahead into the next collective writes the other
+// buffer, while its peers may still be reading this one.
+//
+// Checks. Every shared-memory access made through the primitives is bounds-checked against the
+// launch's dynamic allocation, and global accesses the kernels declare (simt::check_global)
+// against the ranges the caller registered: an out-of-bounds access throws instead of reading
+// a neighbour's memory.
+#pragma once
+
+#include <ucontext.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#define LED_DEVICE inline
+#define LED_KERNEL
+#define __launch_bounds__(...)
+
+namespace led_kernels {
+namespace simt_emu {
+
+struct Dim {
+  int64_t blocks;
+  int threads;
+};
+
+enum class FiberState { kRunnable, kBlocked, kDone };
+
+struct Fiber {
+  ucontext_t context;
+  std::unique_ptr<char[]> stack;
+  int thread = 0;
+  FiberState state = FiberState::kRunnable;
+  const void* waiting_on = nullptr;  // the barrier a blocked fiber waits for
+};
+
+struct Barrier {
+  int arrived = 0;
+  uint64_t generation = 0;
+};
+
+// Up to 12 32-bit words per lane and collective (an mma posts a[4], b[2], c[4]).
+constexpr int kMailWords = 12;
+struct Mailbox {
+  uint32_t words[2][32][kMailWords];
+  const unsigned char* address[2][32];
+};
+
+constexpr size_t kStackBytes = 256 * 1024;
+
+struct Range {
+  uintptr_t begin, end;
+};
+
+struct Launch {
+  std::vector<Fiber> fibers;
+  ucontext_t scheduler;
+  int threads = 0;
+  int64_t block = 0;
+  std::vector<Barrier> warp_barriers;
+  Barrier block_barrier;
+  std::vector<Mailbox> mailboxes;
+  std::vector<unsigned char> smem;
+  std::function<void()> body;
+  std::mt19937_64 rng;
+  std::string error;
+  Fiber* current = nullptr;
+};
+
+inline Launch*& current_launch() {
+  static Launch* launch = nullptr;
+  return launch;
+}
+
+inline std::vector<Range>& global_ranges() {
+  static std::vector<Range> ranges;
+  return ranges;
+}
+
+inline uint64_t& launch_seed() {
+  static uint64_t seed = 0;
+  return seed;
+}
+
+[[noreturn]] inline void fail(const std::string& what) { throw std::runtime_error("simt emulator: " + what); }
+
+inline Launch& launch() { return *current_launch(); }
+inline Fiber& fiber() { return *launch().current; }
+inline int lane() { return fiber().thread & 31; }
+inline int warp() { return fiber().thread >> 5; }
+
+// Park the current fiber until `barrier` has seen `participants` arrivals; returns the
+// generation this arrival belonged to (its mailbox parity).
+inline uint64_t arrive(Barrier& barrier, int participants, int first_thread) {
+  Launch& l = launch();
+  Fiber& f = fiber();
+  const uint64_t generation = barrier.generation;
+  if (++barrier.arrived == participants) {
+    barrier.arrived = 0;
+    ++barrier.generation;
+    for (int t = first_thread; t < first_thread + participants; ++t) {
+      Fiber& other = l.fibers[t];
+      if (other.state == FiberState::kBlocked && other.waiting_on == &barrier) {
+        other.state = FiberState::kRunnable;
+        other.waiting_on = nullptr;
+      }
+    }
+  } else {
+    f.state = FiberState::kBlocked;
+    f.waiting_on = &barrier;
+  }
+  // Yield even when this arrival released the others, so that their order is shuffled too.
+  swapcontext(&f.context, &l.scheduler);
+  if (barrier.generation == generation) fail("a fiber resumed before its collective completed");
+  return generation;
+}
+
+inline uint64_t warp_arrive() {
+  Launch& l = launch();
+  const int w = warp();
+  const int first = w * 32;
+  const int lanes = std::min(32, l.threads - first);
+  if (lanes != 32) fail("warp collectives need full warps (blockDim a multiple of 32)");
+  return arrive(l.warp_barriers[w], 32, first);
+}
+
+inline Mailbox& mailbox() { return launch().mailboxes[warp()]; }
+
+inline void check_shared(const void* p, size_t bytes, const char* who) {
+  const Launch& l = launch();
+  const auto* c = static_cast<const unsigned char*>(p);
+  if (l.smem.empty() || c < l.smem.data() || c + bytes > l.smem.data() + l.smem.size()) {
+    fail(std::string(who) + ": shared-memory access outside the block's " + std::to_string(l.smem.size()) +
+         " bytes");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launching
+// ---------------------------------------------------------------------------------------------
+
+inline void fiber_entry() {
+  Launch& l = launch();
+  try {
+    l.body();
+  } catch (const std::exception& e) {
+    if (l.error.empty()) l.error = e.what();
+  }
+  l.current->state = FiberState::kDone;
+  swapcontext(&l.current->context, &l.scheduler);
+}
+
+inline void run_block(Launch& l) {
+  for (int t = 0; t < l.threads; ++t) {
+    Fiber& f = l.fibers[t];
+    f.thread = t;
+    f.state = FiberState::kRunnable;
+    f.waiting_on = nullptr;
+    getcontext(&f.context);
+    f.context.uc_stack.ss_sp = f.stack.get();
+    f.context.uc_stack.ss_size = kStackBytes;
+    f.context.uc_link = nullptr;
+    makecontext(&f.context, fiber_entry, 0);
+  }
+  for (auto& b : l.warp_barriers) b = Barrier{};
+  l.block_barrier = Barrier{};
+  // Scheduling is per warp: a step runs every runnable lane of one warp up to its next
+  // collective. The same warp keeps running with probability 3/4, so warps drift many
+  // collectives apart between block barriers, as they may on the GPU.
+  const int warps = l.threads / 32;
+  std::vector<int> ready, lanes;
+  int current = 0;
+  for (;;) {
+    ready.clear();
+    bool all_done = true;
+    for (int w = 0; w < warps; ++w) {
+      bool runnable = false;
+      for (int t = 32 * w; t < 32 * w + 32; ++t) {
+        runnable |= l.fibers[t].state == FiberState::kRunnable;
+        all_done &= l.fibers[t].state == FiberState::kDone;
+      }
+      if (runnable) ready.push_back(w);
+    }
+    if (all_done) break;
+    if (ready.empty()) fail("deadlock in block " + std::to_string(l.block) + ": a collective can never complete "
+                            "(a barrier or warp collective inside divergent code)");
+    const bool stay = std::find(ready.begin(), ready.end(), current) != ready.end() && l.rng() % 4 != 0;
+    if (!stay) current = ready[l.rng() % ready.size()];
+    lanes.clear();
+    for (int t = 32 * current; t < 32 * current + 32; ++t) {
+      if (l.fibers[t].state == FiberState::kRunnable) lanes.push_back(t);
+    }
+    std::shuffle(lanes.begin(), lanes.end(), l.rng);
+    for (int t : lanes) {
+      if (l.fibers[t].state != FiberState::kRunnable) continue;
+      l.current = &l.fibers[t];
+      swapcontext(&l.scheduler, &l.current->context);
+      if (!l.error.empty()) fail(l.error + " (block " + std::to_string(l.block) + ", thread " +
+                                 std::to_string(t) + ")");
+    }
+  }
+}
+
+// Runs kernel(args...) over `blocks` blocks of `threads` threads with `smem_bytes` of dynamic
+// shared memory, poisoned with NaN-like bytes (0xFF) before every block so that a read of an
+// unwritten element shows.
+template <typename Kernel, typename... Args>
+void run(Kernel kernel, int64_t blocks, int threads, size_t smem_bytes, Args... args) {
+  if (current_launch() != nullptr) fail("nested launch");
+  if (threads <= 0 || threads % 32 != 0 || threads > 1024) fail("bad block size " + std::to_string(threads));
+  auto owned = std::make_unique<Launch>();
+  Launch& l = *owned;
+  l.threads = threads;
+  l.fibers.resize(threads);
+  for (auto& f : l.fibers) f.stack.reset(new char[kStackBytes]);
+  l.warp_barriers.resize(threads / 32);
+  l.mailboxes.resize(threads / 32);
+  l.rng.seed(launch_seed()++);
+  l.body = [&]() { kernel(args...); };
+  current_launch() = &l;
+  try {
+    for (int64_t b = 0; b < blocks; ++b) {
+      l.block = b;
+      l.smem.assign(smem_bytes, 0xFF);
+      run_block(l);
+    }
+  } catch (...) {
+    current_launch() = nullptr;
+    throw;
+  }
+  current_launch() = nullptr;
+}
+
+}  // namespace simt_emu
+
+// ---------------------------------------------------------------------------------------------
+// The primitives of simt.cuh
+// ---------------------------------------------------------------------------------------------
+namespace simt {
+
+inline int thread_index() { return simt_emu::fiber().thread; }
+inline int64_t block_index() { return simt_emu::launch().block; }
+
+inline void sync_block() {
+  simt_emu::Launch& l = simt_emu::launch();
+  simt_emu::arrive(l.block_barrier, l.threads, 0);
+}
+
+inline float shfl_xor(float v, int lane_mask) {
+  simt_emu::Mailbox& box = simt_emu::mailbox();
+  const int me = simt_emu::lane();
+  const uint64_t gen = simt_emu::launch().warp_barriers[simt_emu::warp()].generation;
+  std::memcpy(&box.words[gen & 1][me][0], &v, 4);
+  simt_emu::warp_arrive();
+  float out;
+  std::memcpy(&out, &box.words[gen & 1][me ^ (lane_mask & 31)][0], 4);
+  return out;
+}
+
+inline int any_sync(int pred) {
+  simt_emu::Mailbox& box = simt_emu::mailbox();
+  const int me = simt_emu::lane();
+  const uint64_t gen = simt_emu::launch().warp_barriers[simt_emu::warp()].generation;
+  box.words[gen & 1][me][0] = pred != 0;
+  simt_emu::warp_arrive();
+  for (int l = 0; l < 32; ++l) {
+    if (box.words[gen & 1][l][0]) return 1;
+  }
+  return 0;
+}
+
+inline unsigned char* shared_memory() { return simt_emu::launch().smem.data(); }
+
+inline void check_global(const void* p, int bytes) {
+  const auto& ranges = simt_emu::global_ranges();
+  if (ranges.empty()) return;
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  for (const auto& r : ranges) {
+    if (a >= r.begin && a + static_cast<uintptr_t>(bytes) <= r.end) return;
+  }
+  simt_emu::fail("global-memory access of " + std::to_string(bytes) + " bytes outside every registered tensor");
+}
+
+namespace detail {
+
+// Lanes post a row address; register j of lane L is built from the rows of matrix j.
+inline void ldmatrix(uint32_t (&r)[4], const void* row, bool trans) {
+  simt_emu::Mailbox& box = simt_emu::mailbox();
+  const int me = simt_emu::lane();
+  const uint64_t gen = simt_emu::launch().warp_barriers[simt_emu::warp()].generation;
+  const auto* p = static_cast<const unsigned char*>(row);
+  simt_emu::check_shared(p, 16, "ldmatrix");
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0) simt_emu::fail("ldmatrix: row address not 16-byte aligned");
+  box.address[gen & 1][me] = p;
+  simt_emu::warp_arrive();
+  for (int j = 0; j < 4; ++j) {
+    uint16_t e[2];
+    for (int x = 0; x < 2; ++x) {
+      if (!trans) {  // row me/4, elements 2(me%4) + x
+        std::memcpy(&e[x], box.address[gen & 1][8 * j + me / 4] + 2 * (2 * (me % 4) + x), 2);
+      } else {  // row 2(me%4) + x, element me/4
+        std::memcpy(&e[x], box.address[gen & 1][8 * j + 2 * (me % 4) + x] + 2 * (me / 4), 2);
+      }
+    }
+    r[j] = static_cast<uint32_t>(e[0]) | (static_cast<uint32_t>(e[1]) << 16);
+  }
+}
+
+inline float half_bits_to_float(uint16_t bits, __half) {
+  __half_raw raw;
+  raw.x = bits;
+  return __half2float(__half(raw));
+}
+
+inline float half_bits_to_float(uint16_t bits, __nv_bfloat16) {
+  uint32_t f = static_cast<uint32_t>(bits) << 16;
+  float out;
+  std::memcpy(&out, &f, 4);
+  return out;
+}
+
+template <typename T>
+float element(uint32_t reg, int which) {
+  return half_bits_to_float(static_cast<uint16_t>(which ? reg >> 16 : reg & 0xFFFFu), T{});
+}
+
+}  // namespace detail
+
+inline void ldmatrix_x4(uint32_t (&r)[4], const void* row) { detail::ldmatrix(r, row, false); }
+inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) { detail::ldmatrix(r, row, true); }
+
+// D = A B + D for one m16n8k16 tile: every lane rebuilds A (16 x 16) and B (16 x 8) from the
+// posted fragments and computes its own four elements of D in fp32.
+template <typename T>
+inline void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  simt_emu::Mailbox& box = simt_emu::mailbox();
+  const int me = simt_emu::lane();
+  const uint64_t gen = simt_emu::launch().warp_barriers[simt_emu::warp()].generation;
+  uint32_t* mine = box.words[gen & 1][me];
+  for (int i = 0; i < 4; ++i) mine[i] = a[i];
+  mine[4] = b0;
+  mine[5] = b1;
+  simt_emu::warp_arrive();
+  const auto& w = box.words[gen & 1];
+  auto A = [&](int row, int k) {  // owner lane (row % 8) * 4 + (k % 8) / 2, register row/8 + 2 (k/8)
+    const int owner = (row % 8) * 4 + (k % 8) / 2;
+    return detail::element<T>(w[owner][row / 8 + 2 * (k / 8)], k % 2);
+  };
+  auto B = [&](int k, int col) {  // owner lane col * 4 + (k % 8) / 2, register 4 + k/8
+    const int owner = col * 4 + (k % 8) / 2;
+    return detail::element<T>(w[owner][4 + k / 8], k % 2);
+  };
+  const int g = me / 4, t = me % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + 8 * (i / 2);
+    const int col = 2 * t + (i % 2);
+    float acc = d[i];
+    for (int k = 0; k < 16; ++k) acc += A(row, k) * B(k, col);
+    d[i] = acc;
+  }
+}
+
+inline float fast_exp2(float x) { return std::exp2(x); }
+
+}  // namespace simt
+}  // namespace led_kernels
+
+// kernel<<<blocks, threads, smem, stream>>>(args...) of the CUDA build; grid is 1-D here.
+#define LED_LAUNCH(kernel, grid, threads, smem_bytes, stream, ...) \
+  ((void)(stream), ::led_kernels::simt_emu::run(kernel, static_cast<int64_t>(grid), (threads), (smem_bytes), __VA_ARGS__))

@@ -1,0 +1,201 @@
+"""The cuda backend's kernels (csrc/cuda/attention_*.cuh) run on the CPU through the SIMT emulator.
+
+The kernels' source is compiled unchanged with the emulator's primitives (tests/cuda_emu/): every CUDA
+thread is a fiber, warp collectives (mma.sync, ldmatrix, shuffles) exchange registers with the PTX ISA's
+fragment layouts, shared and global accesses are bounds-checked, and waiters resume in a seeded random
+order (a missing barrier changes results between seeds). What this cannot show: timing, the hardware's
+own instruction semantics (the GPU tests do), and races finer than one collective.
+
+fp16/bf16 against the fp64 oracle: the error is at most twice the ``torch`` backend's own error in the
+same dtype (FlashAttention's rule), never NaN; outputs are NaN-poisoned before every launch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import oracle
+import pytest
+import torch
+from cases import global_mask, padding_mask
+from cuda_emu import emulated as E
+
+import led_kernels as lk
+from led_kernels.masks import gather_rows
+
+LOW = (torch.float16, torch.bfloat16)
+LN2 = math.log(2.0)
+
+
+@pytest.fixture(scope="session")
+def emu(tmp_path_factory):
+    if E.cuda_include_dir() is None:
+        pytest.skip("no CUDA toolkit headers (cuda_fp16.h): set CUDA_HOME")
+    return E.Emulated(E.build(tmp_path_factory.mktemp("cuda_emu")))
+
+
+def _inputs(b, n, h, d, gpat, ppat, dtype, max_global=None, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v, qg, kg, vg = (torch.randn(b, n, h, d, generator=gen).to(dtype) for _ in range(6))
+    gm, pm = global_mask(b, n, gpat), padding_mask(b, n, ppat)
+    gi = None if gm is None else lk.global_indices(gm, max_global=max_global)
+    flags = oracle.key_flags_from_masks(n, b, pm, gm, "cpu")
+    return (q, k, v, qg, kg, vg), gm, pm, gi, flags
+
+
+def _lse_oracle(q, k, allowed, scale):
+    """Natural-log logsumexp of each row's allowed scores, (B, H, M) float64 (-inf where none)."""
+    scores = torch.einsum("bmhd,bnhd->bhmn", q.double(), k.double()) * scale
+    return scores.masked_fill(~allowed[:, None], float("-inf")).logsumexp(-1)
+
+
+def _check_lse(lse, lse_ref):
+    """lse (B, H, 2, M) in base-2 halves against the natural logsumexp; empty rows are (+inf, 0)."""
+    empty = torch.isneginf(lse_ref)
+    m, log2l = lse[:, :, 0].double(), lse[:, :, 1].double()
+    assert torch.isposinf(m[empty]).all() and (log2l[empty] == 0).all()
+    full = (m + log2l) * LN2
+    torch.testing.assert_close(full[~empty], lse_ref[~empty], atol=2e-2, rtol=1e-3)
+
+
+def _band_allowed(n, window, flags):
+    pos = torch.arange(n)
+    band = ((pos[:, None] - pos[None, :]).abs() <= window)[None] & (flags == oracle.LOCAL)[:, None, :]
+    return (band | (flags == oracle.GLOBAL)[:, None, :]) & (flags != oracle.PADDING)[:, :, None]
+
+
+# (B, N, H, D, window, global pattern, padding pattern): odd lengths, one row, windows of 0, inside a
+# tile, across tiles and >= N (dense), every head dim
+BANDED_CASES = [
+    (1, 1, 1, 16, 0, "none", "none"),
+    (2, 37, 2, 16, 5, "scattered", "tail"),
+    (1, 130, 2, 32, 64, "first", "none"),
+    (2, 100, 1, 64, 1000, "all", "tail"),
+    (1, 70, 1, 128, 3, "scattered", "none"),
+    (2, 150, 1, 32, 0, "first", "full"),
+    (1, 200, 1, 64, 70, "none", "none"),
+]
+
+
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+@pytest.mark.parametrize("case", BANDED_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_banded_fwd_matches_oracle(emu, case, dtype):
+    b, n, h, d, window, gpat, ppat = case
+    (q, k, v, *_), gm, pm, gi, flags = _inputs(b, n, h, d, gpat, ppat, dtype, max_global=None)
+    scale = d**-0.5
+    out, lse = emu.attention_fwd(E.KIND_BANDED, q, k, v, flags, gi, window, scale)
+    ref = oracle.dense_banded_attention(q, k, v, window, flags, scale=scale)
+    ours = lk.banded_attention(q, k, v, window, key_padding_mask=pm, global_idx=gi, backend="torch")
+    assert torch.isfinite(out).all()
+    err, err_torch = (out.double() - ref).abs().max(), (ours.double() - ref).abs().max()
+    assert err <= 2 * err_torch + 1e-6, f"error {err:.3g} > 2 x torch backend's {err_torch:.3g}"
+    if pm is not None:
+        assert (out[pm] == 0).all()
+    _check_lse(lse, _lse_oracle(q, k, _band_allowed(n, window, flags), scale))
+
+
+# (B, N, H, D, global pattern, padding, spare slots): N = 600 and 1030 split kernel B's keys into chunks
+GLOBAL_CASES = [
+    (2, 37, 2, 16, "scattered", "tail", 2),
+    (1, 130, 2, 32, "first", "none", 0),
+    (2, 100, 1, 64, "all", "tail", 0),
+    (1, 70, 1, 128, "scattered", "full", 3),
+    (2, 600, 1, 64, "scattered", "tail", 1),
+    (1, 1030, 2, 32, "first", "tail", 0),
+]
+
+
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+@pytest.mark.parametrize("case", GLOBAL_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_global_fwd_matches_oracle(emu, case, dtype):
+    b, n, h, d, gpat, ppat, spare = case
+    (_, _, _, qg_full, kg, vg), gm, pm, gi, flags = _inputs(b, n, h, d, gpat, ppat, dtype)
+    gi = torch.cat([gi, torch.full((b, spare), -1, dtype=gi.dtype)], 1)  # unused slots: 0 rows
+    qg = gather_rows(qg_full, gi)
+    g = gi.shape[1]
+    split = emu.workspace_bytes(E.KIND_GLOBAL, b, h, g, n, d) > 0
+    assert split == (n >= 512), "the cases meant to split kernel B's keys do (and only those)"
+    out, lse = emu.attention_fwd(E.KIND_GLOBAL, qg, kg, vg, flags, gi, 0, 0.2)
+    ref = oracle.dense_global_attention(qg, kg, vg, gi, flags, scale=0.2)
+    ours = lk.global_attention(qg, kg, vg, gi, key_padding_mask=pm, scale=0.2, backend="torch")
+    assert torch.isfinite(out).all()
+    err, err_torch = (out.double() - ref).abs().max(), (ours.double() - ref).abs().max()
+    assert err <= 2 * err_torch + 1e-6, f"error {err:.3g} > 2 x torch backend's {err_torch:.3g}"
+    row_flags = torch.gather(flags, 1, gi.long().clamp(min=0))
+    valid = (gi >= 0) & (row_flags == oracle.GLOBAL)
+    assert (out[~valid] == 0).all()
+    allowed = valid[:, :, None] & (flags != oracle.PADDING)[:, None, :]
+    _check_lse(lse, _lse_oracle(qg, kg, allowed, 0.2))
+
+
+def test_views_of_a_fused_projection_and_unaligned_rows(emu):
+    """q, k, v read in place from a (B, N, 3, H, D) projection, also when rows are not 16-byte aligned."""
+    b, n, h, d, window = 2, 90, 2, 32, 9
+    fused = torch.randn(b, n, 3, h, d + 1).half()  # rows of d + 1 elements: unaligned starts
+    for narrow in (slice(0, d), slice(1, d + 1)):
+        q, k, v = fused[..., narrow].unbind(2)
+        assert q.stride(-1) == 1 and not q.is_contiguous()
+        flags = torch.zeros(b, n, dtype=torch.int8)
+        out, _ = emu.attention_fwd(E.KIND_BANDED, q, k, v, flags, None, window, 0.3)
+        dense, _ = emu.attention_fwd(
+            E.KIND_BANDED, q.contiguous(), k.contiguous(), v.contiguous(), flags, None, window, 0.3
+        )
+        assert torch.equal(out, dense)
+        ref = oracle.dense_banded_attention(q, k, v, window, flags, scale=0.3)
+        assert (out.double() - ref).abs().max() < 2e-3
+
+
+def test_schedules_give_identical_bits(emu):
+    """Different fiber schedules (a barrier missing between a shared write and another warp's read
+    would show here) give the same bits, for both kernels and kernel B's split."""
+    (q, k, v, qg_full, kg, vg), gm, pm, gi, flags = _inputs(1, 600, 1, 32, "scattered", "tail", torch.float16)
+    qg = gather_rows(qg_full, gi)
+    first = None
+    for seed in (0, 1, 2):
+        a = emu.attention_fwd(E.KIND_BANDED, q, k, v, flags, gi, 70, 0.25, seed=seed)
+        g = emu.attention_fwd(E.KIND_GLOBAL, qg, kg, vg, flags, gi, 0, 0.25, seed=seed)
+        if first is None:
+            first = (a, g)
+            continue
+        for x, y in zip((*a, *g), (*first[0], *first[1])):
+            assert torch.equal(x, y)
+
+
+def test_nan_in_a_value_row_reaches_only_the_rows_that_attend_it(emu):
+    """0 * NaN in P V would spread a NaN value row to every row of its tile; it must not."""
+    b, n, h, d, window = 1, 140, 1, 16, 10
+    (q, k, v, *_), gm, pm, gi, flags = _inputs(b, n, h, d, "first", "none", torch.float16)
+    clean, _ = emu.attention_fwd(E.KIND_BANDED, q, k, v, flags, gi, window, 0.25)
+    for j0 in (70, 0):  # a local key, and the global key (attended by every row)
+        v_bad = v.clone()
+        v_bad[0, j0, 0, 3] = float("inf") if j0 else float("nan")
+        out, _ = emu.attention_fwd(E.KIND_BANDED, q, k, v_bad, flags, gi, window, 0.25)
+        attends = _band_allowed(n, window, flags)[0, :, j0]
+        assert out[0, attends].isnan().all()
+        assert torch.equal(out[0, ~attends], clean[0, ~attends])
+
+
+def test_bounds_checks_catch_an_access_outside_the_tensors(emu):
+    """The emulator's global-memory check is live: registering k one row short fails the launch."""
+    (q, k, v, *_), _, _, gi, flags = _inputs(1, 64, 1, 16, "none", "none", torch.float16)
+    ranges = [(t.data_ptr(), t.numel() * t.element_size()) for t in (q, v)]
+    ranges.append((k.data_ptr(), (k.numel() - 16) * k.element_size()))
+    with pytest.raises(E.EmulatorError, match="outside every registered tensor"):
+        emu.attention_fwd(E.KIND_BANDED, q, k, v, flags, None, 100, 0.25, ranges=ranges)
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (dict(dtype=torch.float32), "float16 or bfloat16"),
+        (dict(d=24), "head dim"),
+        (dict(window=-1), "negative"),
+    ],
+    ids=["fp32", "head-dim-24", "negative-window"],
+)
+def test_bad_arguments_are_refused(emu, change, match):
+    args = dict(dtype=torch.float16, d=16, window=3) | change
+    q = torch.randn(1, 10, 1, args["d"]).to(args["dtype"])
+    flags = torch.zeros(1, 10, dtype=torch.int8)
+    with pytest.raises(E.EmulatorError, match=match):
+        emu.attention_fwd(E.KIND_BANDED, q, q, q, flags, None, args["window"], 0.25)
