@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 KIND_BANDED, KIND_GLOBAL = 0, 1
@@ -43,9 +42,10 @@ def build(directory: Path) -> Path:
         raise FileNotFoundError("no CUDA toolkit headers (cuda_fp16.h) found; set CUDA_HOME")
     lib = directory / "libled_emulated_attention.so"
     cmd = [
-        os.environ.get("CXX", "g++"), "-std=c++17", "-O2", "-g", "-fPIC", "-shared", "-Wall", "-Wextra", "-Werror",
-        "-DLED_SIMT_EMULATOR", f"-I{ROOT / 'csrc' / 'cuda'}", f"-I{ROOT / 'csrc' / 'include'}", f"-I{HERE}",
-        f"-I{include}", str(HERE / "emulated_attention.cpp"), "-o", str(lib),
+        os.environ.get("CXX", "g++"), "-std=c++17", "-O2", "-g", "-fPIC", "-shared",
+        "-Wall", "-Wextra", "-Werror", "-DLED_SIMT_EMULATOR",
+        f"-I{ROOT / 'csrc' / 'cuda'}", f"-I{ROOT / 'csrc' / 'include'}", f"-I{HERE}", f"-I{include}",
+        str(HERE / "emulated_attention.cpp"), "-o", str(lib),
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
