@@ -16,9 +16,7 @@
 // few slots a (b, h) pair would leave the GPU idle, so the keys are split into chunks: each chunk
 // writes an unnormalized partial output with its (max, sum) and combine_kernel merges them.
 //
-// Non-finite values: masked keys' V rows are zeroed in shared memory, and a V row holding a NaN or
-// an inf is zeroed too while its score is made NaN (`poison`) for the rows that attend it, so the
-// NaN reaches exactly those rows (0 * NaN in P V would otherwise spread it to every row of the tile).
+// Non-finite values: V is the tensor contracted over keys here (see attention_common.cuh).
 //
 // The statistics saved per row are the cpu backend's (cpu_attention.h): m = max_j t_j and log2 of
 // l = sum_j 2^(t_j - m); a row that attends nothing (padding, invalid slot) gets m = +inf, 0 and
@@ -28,48 +26,18 @@
 // for the GPU, tests/cuda_emu/ for the CPU emulator (see simt.cuh).
 #pragma once
 
-#include <cmath>
-#include <cstdint>
-#include <cstring>
-#include <limits>
-#include <stdexcept>
-#include <string>
-
-#include "led_kernels/cpu_attention.h"
-#include "simt.cuh"
+#include "attention_common.cuh"
 
 namespace led_kernels {
 namespace cuda_attn {
 
-constexpr int kBlockM = 64;  // query rows per block (4 warps x 16)
-constexpr int kBlockN = 64;  // keys per tile
-constexpr int kWarps = 4;
-constexpr int kThreads = 32 * kWarps;
-constexpr int kSplitTargetBlocks = 256;  // kernel B: split keys until about this many blocks run
-constexpr int kMinChunkTiles = 4;        // ... but never into chunks of fewer key tiles
-
-// Shared-memory row of a staged tile, in elements: D plus 8, so that the 8 rows one ldmatrix
-// phase reads start in 8 different 16-byte bank groups.
 template <int D>
-constexpr int smem_row() {
-  return D + 8;
-}
-
-template <int D>
-constexpr size_t smem_bytes() {
+constexpr size_t fwd_smem_bytes() {
   // K tile, V tile (Q is staged in the K tile before the loop), key positions, key poison
-  return 2 * static_cast<size_t>(kBlockN) * smem_row<D>() * 2 + kBlockN * sizeof(int32_t) + kBlockN * sizeof(float);
+  return 2 * tile_bytes<D>() + kBlockN * sizeof(int32_t) + kBlockN * sizeof(float);
 }
 
-// Where the keys of a tile come from.
-enum class KeySource : int {
-  kBand = 0,         // positions j0 + r, local keys only (padding and global keys masked)
-  kGlobalSlots = 1,  // positions global_idx[b, s0 + r], valid global keys only
-  kNonPadded = 2,    // positions j0 + r, every key that is not padding (kernel B)
-};
-
-// Everything a forward kernel reads, passed by value. Sizes are int64; positions fit in int32
-// (the launcher checks N < 2^31).
+// Everything a forward kernel reads, passed by value. Positions fit in int32 (N < 2^31 checked).
 struct FwdArgs {
   const void* q;  // (B, M, H, D): the query rows (N rows for kernel A, G slots for kernel B)
   const void* k;  // (B, N, H, D)
@@ -89,114 +57,6 @@ struct FwdArgs {
   float* part_ml;  // (B, H, chunks, 2, G) max and sum
 };
 
-template <typename T>
-LED_DEVICE bool is_nonfinite_bits(uint16_t bits);
-template <>
-LED_DEVICE bool is_nonfinite_bits<__half>(uint16_t bits) {
-  return (bits & 0x7C00u) == 0x7C00u;
-}
-template <>
-LED_DEVICE bool is_nonfinite_bits<__nv_bfloat16>(uint16_t bits) {
-  return (bits & 0x7F80u) == 0x7F80u;
-}
-
-// 8 consecutive elements (16 bytes) of one row, or zeros.
-struct Chunk8 {
-  uint32_t w[4];
-};
-
-template <typename T>
-LED_DEVICE Chunk8 load_chunk(const T* src, bool aligned) {
-  Chunk8 c;
-  simt::check_global(src, 16);
-  if (aligned) {
-    const uint4 v = *reinterpret_cast<const uint4*>(src);
-    c.w[0] = v.x, c.w[1] = v.y, c.w[2] = v.z, c.w[3] = v.w;
-  } else {
-    const uint16_t* s = reinterpret_cast<const uint16_t*>(src);
-    for (int i = 0; i < 4; ++i) c.w[i] = static_cast<uint32_t>(s[2 * i]) | (static_cast<uint32_t>(s[2 * i + 1]) << 16);
-  }
-  return c;
-}
-
-LED_DEVICE void store_chunk(void* smem_dst, const Chunk8& c) {
-  uint4 v;
-  v.x = c.w[0], v.y = c.w[1], v.z = c.w[2], v.w = c.w[3];
-  *reinterpret_cast<uint4*>(smem_dst) = v;
-}
-
-template <typename T>
-LED_DEVICE bool chunk_nonfinite(const Chunk8& c) {
-  bool bad = false;
-  for (int i = 0; i < 4; ++i) {
-    bad |= is_nonfinite_bits<T>(static_cast<uint16_t>(c.w[i] & 0xFFFFu));
-    bad |= is_nonfinite_bits<T>(static_cast<uint16_t>(c.w[i] >> 16));
-  }
-  return bad;
-}
-
-// Rows [row0, row0 + 64) of a (B, rows, H, D) tensor into a padded shared tile; rows at or past
-// `rows` are zero.
-template <typename T, int D>
-LED_DEVICE void load_query_tile(const FwdArgs& a, T* tile, int64_t b, int64_t h, int64_t row0) {
-  constexpr int kChunks = D / 8;
-  const T* base = static_cast<const T*>(a.q) + b * a.qs.b + h * a.qs.h;
-  for (int c = simt::thread_index(); c < kBlockM * kChunks; c += kThreads) {
-    const int r = c / kChunks, col = (c % kChunks) * 8;
-    const int64_t row = row0 + r;
-    Chunk8 x = {{0, 0, 0, 0}};
-    if (row < a.M) x = load_chunk(base + row * a.qs.n + col, a.aligned);
-    store_chunk(tile + r * smem_row<D>() + col, x);
-  }
-}
-
-// The position of key r of a tile, or -1 when no query row may attend it.
-LED_DEVICE int32_t key_position(const FwdArgs& a, KeySource src, int64_t b, int64_t base, int r) {
-  const int8_t* flags = a.key_flags + b * a.N;
-  if (src == KeySource::kGlobalSlots) {
-    const int64_t s = base + r;
-    if (s >= a.G) return -1;
-    const int32_t j = a.global_idx[b * a.G + s];
-    return (j >= 0 && j < a.N && flags[j] == 2) ? j : -1;
-  }
-  const int64_t j = base + r;
-  if (j >= a.N) return -1;
-  const int8_t f = flags[j];
-  const bool ok = src == KeySource::kBand ? f == 0 : f != 1;
-  return ok ? static_cast<int32_t>(j) : -1;
-}
-
-// One tile of K and V rows into shared memory, with each row's position and poison. The lanes
-// that hold one row are D/8 consecutive lanes of a warp (D/8 divides 32), so a row's "any
-// non-finite" is a shuffle reduction among them.
-template <typename T, int D>
-LED_DEVICE void load_key_tile(const FwdArgs& a, KeySource src, int64_t b, int64_t h, int64_t base, T* ks, T* vs,
-                              int32_t* key_pos, float* poison) {
-  constexpr int kChunks = D / 8;
-  static_assert(kChunks <= 32 && (32 % kChunks) == 0, "a row's chunks must sit in one warp");
-  static_assert((kBlockN * kChunks) % kThreads == 0, "whole passes only (every lane joins the shuffles)");
-  const T* kbase = static_cast<const T*>(a.k) + b * a.ks.b + h * a.ks.h;
-  const T* vbase = static_cast<const T*>(a.v) + b * a.vs.b + h * a.vs.h;
-  for (int c = simt::thread_index(); c < kBlockN * kChunks; c += kThreads) {
-    const int r = c / kChunks, col = (c % kChunks) * 8;
-    const int32_t j = key_position(a, src, b, base, r);
-    Chunk8 kx = {{0, 0, 0, 0}}, vx = {{0, 0, 0, 0}};
-    if (j >= 0) {
-      kx = load_chunk(kbase + j * a.ks.n + col, a.aligned);
-      vx = load_chunk(vbase + j * a.vs.n + col, a.aligned);
-    }
-    float bad = chunk_nonfinite<T>(vx) ? 1.0f : 0.0f;
-    for (int off = 1; off < kChunks; off <<= 1) bad = fmaxf(bad, simt::shfl_xor(bad, off));
-    if (bad != 0.0f) vx = Chunk8{{0, 0, 0, 0}};
-    store_chunk(ks + r * smem_row<D>() + col, kx);
-    store_chunk(vs + r * smem_row<D>() + col, vx);
-    if (col == 0) {
-      key_pos[r] = j;
-      poison[r] = bad != 0.0f ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
-    }
-  }
-}
-
 // One warp's 16 query rows: Q fragments, output accumulator and softmax statistics.
 // Lane (g, t) = (lane / 4, lane % 4) holds rows g and g + 8 (x = 0, 1 below).
 template <typename T, int D>
@@ -207,10 +67,7 @@ struct WarpRows {
   float l[2];             // running sum of 2^(t - m) over this lane's columns (quad-reduced at the end)
 
   LED_DEVICE void init(const T* q_tile, int warp, int lane) {
-    const int j = lane / 8, r = lane % 8;
-    for (int kt = 0; kt < D / 16; ++kt) {
-      simt::ldmatrix_x4(q[kt], q_tile + (warp * 16 + r + 8 * (j & 1)) * smem_row<D>() + kt * 16 + 8 * (j >> 1));
-    }
+    load_a_fragments<D>(q, q_tile, warp * 16, lane);
     for (int dn = 0; dn < D / 8; ++dn) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
     m[0] = m[1] = -INFINITY;
     l[0] = l[1] = 0.0f;
@@ -220,18 +77,10 @@ struct WarpRows {
   // banded = apply |row - key| <= window (false: every valid key of the tile is attended).
   LED_DEVICE void attend(const T* ks, const T* vs, const int32_t* key_pos, const float* poison, int lane,
                          const int64_t (&row)[2], bool banded, int64_t window, float scale_log2) {
-    const int j = lane / 8, r = lane % 8, t = lane % 4;
+    const int t = lane % 4;
     float s[kBlockN / 8][4];  // [8 key groups][rows g, g+8 x 2 keys]
     for (int nt = 0; nt < kBlockN / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-    // S = Q K^T: K rows are B's columns, so plain ldmatrix of K gives B fragments.
-    for (int kt = 0; kt < D / 16; ++kt) {
-      for (int np = 0; np < kBlockN / 16; ++np) {
-        uint32_t kb[4];
-        simt::ldmatrix_x4(kb, ks + (np * 16 + r + 8 * (j >> 1)) * smem_row<D>() + kt * 16 + 8 * (j & 1));
-        simt::mma_16816<T>(s[2 * np], q[kt], kb[0], kb[1]);
-        simt::mma_16816<T>(s[2 * np + 1], q[kt], kb[2], kb[3]);
-      }
-    }
+    mma_a_tile_t<T, D>(s, q, ks, lane);
     // Mask, scale, row max.
     float tile_max[2] = {-INFINITY, -INFINITY};
     for (int nt = 0; nt < kBlockN / 8; ++nt) {
@@ -256,10 +105,7 @@ struct WarpRows {
       m[x] = m_new;
     }
     for (int nt = 0; nt < kBlockN / 8; ++nt) {
-      for (int e = 0; e < 4; ++e) {
-        const float p = simt::fast_exp2(s[nt][e] - m_use[e >> 1]);
-        s[nt][e] = p;
-      }
+      for (int e = 0; e < 4; ++e) s[nt][e] = simt::fast_exp2(s[nt][e] - m_use[e >> 1]);
     }
     for (int x = 0; x < 2; ++x) {
       float sum = 0.0f;
@@ -270,21 +116,7 @@ struct WarpRows {
       o[dn][0] *= alpha[0], o[dn][1] *= alpha[0];
       o[dn][2] *= alpha[1], o[dn][3] *= alpha[1];
     }
-    // O += P V: P's accumulator layout for keys [16kk, 16kk + 16) is exactly an A fragment once
-    // packed to 16 bits; V rows are B's rows, so ldmatrix.trans gives B fragments.
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      uint32_t pa[4];
-      pa[0] = simt::pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-      pa[1] = simt::pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-      pa[2] = simt::pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      pa[3] = simt::pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-      for (int dp = 0; dp < D / 16; ++dp) {
-        uint32_t vb[4];
-        simt::ldmatrix_x4_trans(vb, vs + (kk * 16 + r + 8 * (j & 1)) * smem_row<D>() + dp * 16 + 8 * (j >> 1));
-        simt::mma_16816<T>(o[2 * dp], pa, vb[0], vb[1]);
-        simt::mma_16816<T>(o[2 * dp + 1], pa, vb[2], vb[3]);
-      }
-    }
+    mma_p_tile<T, D>(o, s, vs, lane);
   }
 
   // The row sums over the quad (every lane ends with the full sums).
@@ -304,13 +136,7 @@ LED_DEVICE void write_row(const FwdArgs& a, const WarpRows<T, D>& w, int x, int6
   const bool attended = live && w.l[x] != 0.0f;  // NaN sums stay: that row attended a NaN
   const float inv = attended ? 1.0f / w.l[x] : 0.0f;
   T* dst = static_cast<T*>(a.out) + b * a.os.b + row * a.os.n + h * a.os.h;
-  for (int dn = 0; dn < D / 8; ++dn) {
-    const float o0 = attended ? w.o[dn][2 * x] * inv : 0.0f;
-    const float o1 = attended ? w.o[dn][2 * x + 1] * inv : 0.0f;
-    const uint32_t packed = simt::pack2<T>(o0, o1);
-    simt::check_global(dst + dn * 8 + 2 * t, 4);
-    *reinterpret_cast<uint32_t*>(dst + dn * 8 + 2 * t) = packed;
-  }
+  store_acc_row<T, D>(dst, w.o, x, inv, t);
   if (t == 0) {
     float* lse = a.lse + (b * a.H + h) * 2 * a.M;
     simt::check_global(lse + row, 4);
@@ -318,6 +144,13 @@ LED_DEVICE void write_row(const FwdArgs& a, const WarpRows<T, D>& w, int x, int6
     lse[row] = attended ? w.m[x] : INFINITY;
     lse[a.M + row] = attended ? log2f(w.l[x]) : 0.0f;
   }
+}
+
+template <typename T>
+LED_DEVICE void fwd_tiles(const FwdArgs& a, Rows<T>& q, Rows<T>& k, Rows<T>& v) {
+  q = Rows<T>{static_cast<const T*>(a.q), a.qs, a.M};
+  k = Rows<T>{static_cast<const T*>(a.k), a.ks, a.N};
+  v = Rows<T>{static_cast<const T*>(a.v), a.vs, a.N};
 }
 
 // Kernel A. Blocks: (query tile fastest, then head, then batch).
@@ -328,15 +161,17 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
   T* vs = ks + kBlockN * smem_row<D>();
   int32_t* key_pos = reinterpret_cast<int32_t*>(vs + kBlockN * smem_row<D>());
   float* poison = reinterpret_cast<float*>(key_pos + kBlockN);
+  Rows<T> q, k, v;
+  fwd_tiles(a, q, k, v);
 
-  const int64_t tiles = (a.N + kBlockM - 1) / kBlockM;
+  const int64_t tiles = ceil_div(a.N, kBlockM);
   const int64_t bid = simt::block_index();
   const int64_t i0 = (bid % tiles) * kBlockM;
   const int64_t h = (bid / tiles) % a.H;
   const int64_t b = bid / (tiles * a.H);
   const int warp = simt::thread_index() / 32, lane = simt::thread_index() % 32;
 
-  load_query_tile<T, D>(a, ks, b, h, i0);
+  load_row_tile<T, D>(q, a.aligned, b, h, i0, ks);
   simt::sync_block();
   WarpRows<T, D> w;
   w.init(ks, warp, lane);
@@ -347,13 +182,15 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
   const int64_t hi = a.window >= a.N - last_row ? a.N - 1 : last_row + a.window;
   for (int64_t j0 = (lo / kBlockN) * kBlockN; j0 <= hi; j0 += kBlockN) {
     simt::sync_block();  // every warp is done with the previous tile (or with Q)
-    load_key_tile<T, D>(a, KeySource::kBand, b, h, j0, ks, vs, key_pos, poison);
+    load_key_tile<T, D, Contracted::kValue>(k, v, a.aligned, a.key_flags, a.global_idx, a.N, a.G, KeySource::kBand,
+                                            b, h, j0, ks, vs, key_pos, poison);
     simt::sync_block();
     w.attend(ks, vs, key_pos, poison, lane, row, true, a.window, a.scale_log2);
   }
   for (int64_t s0 = 0; s0 < a.G; s0 += kBlockN) {
     simt::sync_block();
-    load_key_tile<T, D>(a, KeySource::kGlobalSlots, b, h, s0, ks, vs, key_pos, poison);
+    load_key_tile<T, D, Contracted::kValue>(k, v, a.aligned, a.key_flags, a.global_idx, a.N, a.G,
+                                            KeySource::kGlobalSlots, b, h, s0, ks, vs, key_pos, poison);
     simt::sync_block();
     w.attend(ks, vs, key_pos, poison, lane, row, false, 0, a.scale_log2);
   }
@@ -362,12 +199,6 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
   for (int x = 0; x < 2; ++x) {
     if (row[x] < a.N) write_row<T, D>(a, w, x, b, h, row[x], flags[row[x]] != 1, lane % 4);
   }
-}
-
-// Whether slot s of batch element b is a valid global row (cpu_attention.h).
-LED_DEVICE bool slot_valid(const FwdArgs& a, int64_t b, int64_t s) {
-  const int32_t j = a.global_idx[b * a.G + s];
-  return j >= 0 && j < a.N && a.key_flags[b * a.N + j] == 2;
 }
 
 // Kernel B. Blocks: (key chunk fastest, then slot tile, head, batch). With one chunk the rows are
@@ -379,8 +210,10 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
   T* vs = ks + kBlockN * smem_row<D>();
   int32_t* key_pos = reinterpret_cast<int32_t*>(vs + kBlockN * smem_row<D>());
   float* poison = reinterpret_cast<float*>(key_pos + kBlockN);
+  Rows<T> q, k, v;
+  fwd_tiles(a, q, k, v);
 
-  const int64_t slot_tiles = (a.G + kBlockM - 1) / kBlockM;
+  const int64_t slot_tiles = ceil_div(a.G, kBlockM);
   const int64_t bid = simt::block_index();
   const int64_t chunk = bid % a.chunks;
   const int64_t s0 = ((bid / a.chunks) % slot_tiles) * kBlockM;
@@ -388,7 +221,7 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
   const int64_t b = bid / (a.chunks * slot_tiles * a.H);
   const int warp = simt::thread_index() / 32, lane = simt::thread_index() % 32;
 
-  load_query_tile<T, D>(a, ks, b, h, s0);
+  load_row_tile<T, D>(q, a.aligned, b, h, s0, ks);
   simt::sync_block();
   WarpRows<T, D> w;
   w.init(ks, warp, lane);
@@ -398,7 +231,8 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
   const int64_t k_end = k_begin + a.chunk_keys < a.N ? k_begin + a.chunk_keys : a.N;
   for (int64_t j0 = k_begin; j0 < k_end; j0 += kBlockN) {
     simt::sync_block();
-    load_key_tile<T, D>(a, KeySource::kNonPadded, b, h, j0, ks, vs, key_pos, poison);
+    load_key_tile<T, D, Contracted::kValue>(k, v, a.aligned, a.key_flags, a.global_idx, a.N, a.G,
+                                            KeySource::kNonPadded, b, h, j0, ks, vs, key_pos, poison);
     simt::sync_block();
     w.attend(ks, vs, key_pos, poison, lane, unused_row, false, 0, a.scale_log2);
   }
@@ -408,16 +242,11 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
     const int64_t s = s0 + warp * 16 + lane / 4 + 8 * x;
     if (s >= a.G) continue;
     if (a.chunks == 1) {
-      write_row<T, D>(a, w, x, b, h, s, slot_valid(a, b, s), t);
+      write_row<T, D>(a, w, x, b, h, s, slot_valid(a.key_flags, a.global_idx, a.N, a.G, b, s), t);
       continue;
     }
     const int64_t part = (b * a.H + h) * a.chunks + chunk;
-    float* po = a.part_o + (part * a.G + s) * D;
-    for (int dn = 0; dn < D / 8; ++dn) {
-      simt::check_global(po + dn * 8 + 2 * t, 8);
-      po[dn * 8 + 2 * t] = w.o[dn][2 * x];
-      po[dn * 8 + 2 * t + 1] = w.o[dn][2 * x + 1];
-    }
+    store_acc_row_f32<D>(a.part_o + (part * a.G + s) * D, w.o, x, 1.0f, t);
     if (t == 0) {
       float* ml = a.part_ml + part * 2 * a.G;
       simt::check_global(ml + s, 4);
@@ -446,7 +275,7 @@ LED_KERNEL void __launch_bounds__(kThreads) combine_kernel(FwdArgs a) {
     const float* ml = a.part_ml + (part0 + c) * 2 * a.G;
     l += ml[a.G + s] * simt::fast_exp2(ml[s] - m_use);
   }
-  const bool attended = slot_valid(a, b, s) && l != 0.0f;
+  const bool attended = slot_valid(a.key_flags, a.global_idx, a.N, a.G, b, s) && l != 0.0f;
   const float inv = attended ? 1.0f / l : 0.0f;
   T* dst = static_cast<T*>(a.out) + b * a.os.b + s * a.os.n + h * a.os.h;
   for (int d = lane; d < D; d += 32) {
@@ -469,32 +298,16 @@ LED_KERNEL void __launch_bounds__(kThreads) combine_kernel(FwdArgs a) {
 // Host side
 // ---------------------------------------------------------------------------------------------
 
-// Kernel B's chunk size: split the keys until about kSplitTargetBlocks blocks run, but keep at
-// least kMinChunkTiles tiles per chunk. Depends on the sizes only (not on the GPU), so results
-// are the same on every device.
-inline int64_t global_chunk_keys(int64_t B, int64_t H, int64_t G, int64_t N) {
-  const int64_t key_tiles = (N + kBlockN - 1) / kBlockN;
-  const int64_t blocks = B * H * ((G + kBlockM - 1) / kBlockM);
-  int64_t chunks = blocks >= kSplitTargetBlocks ? 1 : (kSplitTargetBlocks + blocks - 1) / blocks;
-  const int64_t max_chunks = key_tiles / kMinChunkTiles > 1 ? key_tiles / kMinChunkTiles : 1;
-  if (chunks > max_chunks) chunks = max_chunks;
-  const int64_t tiles_per_chunk = (key_tiles + chunks - 1) / chunks;
-  return (tiles_per_chunk > 0 ? tiles_per_chunk : 1) * kBlockN;
+inline int64_t global_fwd_chunk_keys(int64_t B, int64_t H, int64_t G, int64_t N) {
+  return chunk_rows(B * H * ceil_div(G, kBlockM), N);
 }
-
-inline int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
 
 // Bytes of workspace attention_fwd needs (kernel B's partials), 0 when it needs none.
 inline size_t fwd_workspace_bytes(AttnKind kind, int64_t B, int64_t H, int64_t G, int64_t N, int64_t D) {
   if (kind != AttnKind::kGlobalRows || B * H * G == 0 || N == 0) return 0;
-  const int64_t chunks = ceil_div(N, global_chunk_keys(B, H, G, N));
+  const int64_t chunks = chunk_count(N, global_fwd_chunk_keys(B, H, G, N));
   if (chunks <= 1) return 0;
   return static_cast<size_t>(B * H * chunks * G * (D + 2)) * sizeof(float);
-}
-
-inline bool row_starts_aligned(const void* p, const BNHStrides& s, int elem_bytes) {
-  return reinterpret_cast<uintptr_t>(p) % 16 == 0 && (s.b * elem_bytes) % 16 == 0 &&
-         (s.n * elem_bytes) % 16 == 0 && (s.h * elem_bytes) % 16 == 0;
 }
 
 template <typename T, int D, typename Stream>
@@ -508,15 +321,15 @@ void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
   a.aligned = row_starts_aligned(p.q, p.q_strides, 2) && row_starts_aligned(p.k, p.k_strides, 2) &&
               row_starts_aligned(p.v, p.v_strides, 2);
   a.chunk_keys = p.N, a.chunks = 1, a.part_o = nullptr, a.part_ml = nullptr;
-  constexpr size_t smem = smem_bytes<D>();
+  constexpr size_t smem = fwd_smem_bytes<D>();
   if (p.kind == AttnKind::kBanded) {
     const int64_t blocks = p.B * p.H * ceil_div(p.N, kBlockM);
     auto kernel = banded_fwd_kernel<T, D>;  // (a template-id would split the macro's arguments)
     LED_LAUNCH(kernel, blocks, kThreads, smem, stream, a);
     return;
   }
-  a.chunk_keys = global_chunk_keys(p.B, p.H, p.G, p.N);
-  a.chunks = p.N > 0 ? ceil_div(p.N, a.chunk_keys) : 1;  // no keys: one pass writes the zero rows
+  a.chunk_keys = global_fwd_chunk_keys(p.B, p.H, p.G, p.N);
+  a.chunks = chunk_count(p.N, a.chunk_keys);  // no keys: one pass writes the zero rows
   if (a.chunks > 1) {
     a.part_o = workspace;
     a.part_ml = workspace + p.B * p.H * a.chunks * p.G * D;
@@ -530,25 +343,14 @@ void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
   }
 }
 
-// Checks what the kernels rely on; throws std::invalid_argument naming the problem.
-inline void check_fwd_params(const AttnFwdParams& p, size_t workspace_bytes, const char* who) {
-  auto bad = [&](const std::string& what) { throw std::invalid_argument(std::string(who) + ": " + what); };
-  if (p.dtype != DType::kFloat16 && p.dtype != DType::kBFloat16) bad("float16 or bfloat16 inputs only");
-  if (p.D != 16 && p.D != 32 && p.D != 64 && p.D != 128) bad("head dim must be 16, 32, 64 or 128");
-  if (p.B < 0 || p.M < 0 || p.N < 0 || p.H < 0 || p.G < 0 || p.window < 0) bad("negative size or window");
-  if (p.N >= (int64_t{1} << 31) || p.M >= (int64_t{1} << 31)) bad("sequence length must be below 2^31");
-  if (p.kind == AttnKind::kBanded && p.M != p.N) bad("banded rows must equal N");
-  if (p.kind == AttnKind::kGlobalRows && p.M != p.G) bad("global rows must equal G");
-  if (p.G > 0 && p.global_idx == nullptr) bad("global_idx is null with G > 0");
-  if (reinterpret_cast<uintptr_t>(p.out) % 4 != 0 || p.o_strides.b % 2 || p.o_strides.n % 2 || p.o_strides.h % 2) {
-    bad("out rows must be 4-byte aligned");
-  }
-  if (workspace_bytes < fwd_workspace_bytes(p.kind, p.B, p.H, p.G, p.N, p.D)) bad("workspace too small");
-}
-
 template <typename Stream>
 void attention_fwd(const AttnFwdParams& p, float* workspace, size_t workspace_bytes, Stream stream) {
-  check_fwd_params(p, workspace_bytes, "attention_fwd_cuda");
+  const char* who = "attention_fwd_cuda";
+  check_common(p.dtype, p.kind, p.B, p.M, p.N, p.H, p.D, p.G, p.window, p.global_idx, who);
+  if (!rows_4byte_aligned(p.out, p.o_strides)) throw std::invalid_argument(std::string(who) + ": out rows must be 4-byte aligned");
+  if (workspace_bytes < fwd_workspace_bytes(p.kind, p.B, p.H, p.G, p.N, p.D)) {
+    throw std::invalid_argument(std::string(who) + ": workspace too small");
+  }
   if (p.B * p.H * p.M == 0) return;
   const bool half = p.dtype == DType::kFloat16;
   switch (p.D) {

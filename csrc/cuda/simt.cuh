@@ -24,6 +24,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 #if defined(__CUDACC__)
 
@@ -87,11 +89,39 @@ LED_DEVICE void mma_16816<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4], 
 
 LED_DEVICE float fast_exp2(float x) { return exp2f(x); }
 
+// A 32-bit store to global memory at a 4-byte aligned address.
+LED_DEVICE void store_u32(void* dst, uint32_t v) { *reinterpret_cast<uint32_t*>(dst) = v; }
+
+
+#ifdef LED_SIMT_EMULATOR
+namespace detail {
+template <typename T>
+float element(uint32_t reg, int which) {
+  return bits_to_float<T>(static_cast<uint16_t>(which ? reg >> 16 : reg & 0xFFFFu));
+}
+}  // namespace detail
+#endif
+
 }  // namespace simt
 }  // namespace led_kernels
 
 #define LED_LAUNCH(kernel, grid, threads, smem_bytes, stream, ...) \
   kernel<<<(grid), (threads), (smem_bytes), (stream)>>>(__VA_ARGS__)
+
+// Dynamic shared memory above 48 KiB needs an opt-in per kernel (sm_80: up to 163 KiB, sm_90: 227 KiB).
+#define LED_SET_SMEM_LIMIT(kernel, smem_bytes)                                                   \
+  do {                                                                                          \
+    if ((smem_bytes) > 48 * 1024) {                                                              \
+      const cudaError_t led_attr_err_ = cudaFuncSetAttribute(                                    \
+          kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes));    \
+      if (led_attr_err_ != cudaSuccess) {                                                        \
+        (void)cudaGetLastError();                                                                \
+        throw std::runtime_error(std::string("led_kernels: cannot give a kernel ") +            \
+                                 std::to_string(smem_bytes) + " bytes of shared memory: " +      \
+                                 cudaGetErrorString(led_attr_err_));                              \
+      }                                                                                         \
+    }                                                                                           \
+  } while (0)
 
 #elif defined(LED_SIMT_EMULATOR)
 
@@ -124,6 +154,22 @@ LED_DEVICE uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
   return bits;
 }
 
+// A 16-bit element given by its bits, as float.
+template <typename T>
+LED_DEVICE float bits_to_float(uint16_t bits);
+template <>
+LED_DEVICE float bits_to_float<__half>(uint16_t bits) {
+  __half_raw raw;
+  raw.x = bits;
+  return __half2float(__half(raw));
+}
+template <>
+LED_DEVICE float bits_to_float<__nv_bfloat16>(uint16_t bits) {
+  __nv_bfloat16_raw raw;
+  raw.x = bits;
+  return __bfloat162float(__nv_bfloat16(raw));
+}
+
 template <typename T>
 LED_DEVICE float to_float(T x);
 template <>
@@ -137,6 +183,16 @@ template <>
 LED_DEVICE __half from_float<__half>(float x) { return __float2half_rn(x); }
 template <>
 LED_DEVICE __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+
+
+#ifdef LED_SIMT_EMULATOR
+namespace detail {
+template <typename T>
+float element(uint32_t reg, int which) {
+  return bits_to_float<T>(static_cast<uint16_t>(which ? reg >> 16 : reg & 0xFFFFu));
+}
+}  // namespace detail
+#endif
 
 }  // namespace simt
 }  // namespace led_kernels

@@ -76,10 +76,22 @@ class Emulated:
             u64, u64, ctypes.c_char_p, ctypes.c_int,
         ]  # fmt: skip
         lib.led_emu_attention_fwd.restype = ctypes.c_int
+        lib.led_emu_bwd_workspace_bytes.argtypes = [ctypes.c_int, i64, i64, i64, i64, i64]
+        lib.led_emu_bwd_workspace_bytes.restype = u64
+        lib.led_emu_attention_bwd.argtypes = [
+            ctypes.c_int, *([u64] * 11), *([i64] * 7), ctypes.c_double, ctypes.POINTER(i64), ctypes.c_int,
+            u64, u64, ctypes.c_char_p, ctypes.c_int,
+        ]  # fmt: skip
+        lib.led_emu_attention_bwd.restype = ctypes.c_int
         self.lib = lib
 
     def workspace_bytes(self, kind: int, b: int, h: int, g: int, n: int, d: int) -> int:
         return int(self.lib.led_emu_fwd_workspace_bytes(kind, b, h, g, n, d))
+
+    def _register(self, tensors, ranges):
+        self.lib.led_emu_clear_ranges()
+        for ptr, nbytes in ranges if ranges is not None else map(_storage_range, tensors):
+            self.lib.led_emu_register_range(ptr, nbytes)
 
     def attention_fwd(
         self,
@@ -111,9 +123,7 @@ class Emulated:
         ws_bytes = self.workspace_bytes(kind, b, h, g, n, d)
         workspace = torch.full((max(ws_bytes // 4, 1),), float("nan"), dtype=torch.float32)
         tensors = [q, k, v, out, lse, flags, workspace] + ([gidx] if gidx is not None else [])
-        self.lib.led_emu_clear_ranges()
-        for ptr, nbytes in ranges if ranges is not None else map(_storage_range, tensors):
-            self.lib.led_emu_register_range(ptr, nbytes)
+        self._register(tensors, ranges)
         strides = (ctypes.c_int64 * 12)(*(s for t in (q, k, v, out) for s in t.stride()[:3]))
         error = ctypes.create_string_buffer(1024)
         self.lib.led_emu_set_seed(seed)
@@ -126,6 +136,54 @@ class Emulated:
         if rc != 0:
             raise EmulatorError(error.value.decode())
         return out, lse
+
+    def attention_bwd(
+        self,
+        kind: int,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        out: torch.Tensor,
+        dout: torch.Tensor,
+        lse: torch.Tensor,
+        key_flags: torch.Tensor,
+        global_idx: torch.Tensor | None,
+        window: int,
+        scale: float,
+        *,
+        seed: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Backward of :meth:`attention_fwd` (``out``, ``lse``: its results): dq (B, M, H, D), dk and dv
+        (B, N, H, D), NaN-poisoned before the launch."""
+        b, m, h, d = q.shape
+        n = k.shape[1]
+        g = 0 if global_idx is None else global_idx.shape[1]
+        dq = torch.full((b, m, h, d), float("nan"), dtype=q.dtype)
+        dk = torch.full((b, n, h, d), float("nan"), dtype=q.dtype)
+        dv = torch.full((b, n, h, d), float("nan"), dtype=q.dtype)
+        flags = key_flags.to(torch.int8).contiguous()
+        gidx = None if global_idx is None else global_idx.to(torch.int32).contiguous()
+        ws_bytes = int(self.lib.led_emu_bwd_workspace_bytes(kind, b, h, g, n, d))
+        workspace = torch.full((max(ws_bytes // 4, 1),), float("nan"), dtype=torch.float32)
+        tensors = [q, k, v, out, dout, lse, dq, dk, dv, flags, workspace] + (
+            [gidx] if gidx is not None else []
+        )
+        self._register(tensors, None)
+        strides = (ctypes.c_int64 * 24)(
+            *(s for t in (q, k, v, out, dout, dq, dk, dv) for s in t.stride()[:3])
+        )
+        error = ctypes.create_string_buffer(1024)
+        self.lib.led_emu_set_seed(seed)
+        rc = self.lib.led_emu_attention_bwd(
+            kind, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), dout.data_ptr(), lse.data_ptr(),
+            dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), flags.data_ptr(),
+            0 if gidx is None else gidx.data_ptr(), b, m, n, h, d, g, window, scale, strides,
+            _DTYPE_CODES.get(q.dtype, -1), workspace.data_ptr(), ws_bytes, error, len(error),
+        )  # fmt: skip
+        self.lib.led_emu_clear_ranges()
+        if rc != 0:
+            raise EmulatorError(error.value.decode())
+        return dq, dk, dv
 
 
 __all__ = ["Emulated", "EmulatorError", "KIND_BANDED", "KIND_GLOBAL", "build", "cuda_include_dir"]

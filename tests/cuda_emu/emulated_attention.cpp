@@ -10,6 +10,7 @@
 #include <cstring>
 #include <exception>
 
+#include "attention_bwd.cuh"
 #include "attention_fwd.cuh"
 
 namespace {
@@ -67,6 +68,49 @@ int led_emu_attention_fwd(int kind, uintptr_t q, uintptr_t k, uintptr_t v, uintp
     p.o_strides = strides(strides12 + 9);
     p.dtype = led_kernels::dtype_from_code(dtype_code);
     led_kernels::cuda_attn::attention_fwd(p, reinterpret_cast<float*>(workspace), workspace_bytes, 0);
+    return 0;
+  } catch (const std::exception& e) {
+    return report(e, error, error_len);
+  }
+}
+
+uint64_t led_emu_bwd_workspace_bytes(int kind, int64_t B, int64_t H, int64_t G, int64_t N, int64_t D) {
+  return led_kernels::cuda_attn::bwd_workspace_bytes(static_cast<led_kernels::AttnKind>(kind), B, H, G, N, D);
+}
+
+// attention_bwd_cuda's arguments; strides: 8 x (b, n, h) for q, k, v, out, dout, dq, dk, dv.
+int led_emu_attention_bwd(int kind, uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t out, uintptr_t dout,
+                          uintptr_t lse, uintptr_t dq, uintptr_t dk, uintptr_t dv, uintptr_t key_flags,
+                          uintptr_t global_idx, int64_t B, int64_t M, int64_t N, int64_t H, int64_t D, int64_t G,
+                          int64_t window, double scale, const int64_t* strides24, int dtype_code, uintptr_t workspace,
+                          uint64_t workspace_bytes, char* error, int error_len) {
+  try {
+    led_kernels::AttnBwdParams p;
+    p.kind = static_cast<led_kernels::AttnKind>(kind);
+    p.q = reinterpret_cast<const void*>(q);
+    p.k = reinterpret_cast<const void*>(k);
+    p.v = reinterpret_cast<const void*>(v);
+    p.dout = reinterpret_cast<const void*>(dout);
+    p.lse = reinterpret_cast<const float*>(lse);
+    p.dq = reinterpret_cast<void*>(dq);
+    p.dk = reinterpret_cast<void*>(dk);
+    p.dv = reinterpret_cast<void*>(dv);
+    p.key_flags = reinterpret_cast<const int8_t*>(key_flags);
+    p.global_idx = reinterpret_cast<const int32_t*>(global_idx);
+    p.B = B, p.M = M, p.N = N, p.H = H, p.D = D, p.G = G;
+    p.window = window;
+    p.scale = scale;
+    p.q_strides = strides(strides24);
+    p.k_strides = strides(strides24 + 3);
+    p.v_strides = strides(strides24 + 6);
+    const led_kernels::BNHStrides o_strides = strides(strides24 + 9);
+    p.do_strides = strides(strides24 + 12);
+    p.dq_strides = strides(strides24 + 15);
+    p.dk_strides = strides(strides24 + 18);
+    p.dv_strides = strides(strides24 + 21);
+    p.dtype = led_kernels::dtype_from_code(dtype_code);
+    led_kernels::cuda_attn::attention_bwd(p, reinterpret_cast<const void*>(out), o_strides,
+                                          reinterpret_cast<float*>(workspace), workspace_bytes, 0);
     return 0;
   } catch (const std::exception& e) {
     return report(e, error, error_len);

@@ -333,23 +333,8 @@ inline void ldmatrix(uint32_t (&r)[4], const void* row, bool trans) {
   }
 }
 
-inline float half_bits_to_float(uint16_t bits, __half) {
-  __half_raw raw;
-  raw.x = bits;
-  return __half2float(__half(raw));
-}
-
-inline float half_bits_to_float(uint16_t bits, __nv_bfloat16) {
-  uint32_t f = static_cast<uint32_t>(bits) << 16;
-  float out;
-  std::memcpy(&out, &f, 4);
-  return out;
-}
-
 template <typename T>
-float element(uint32_t reg, int which) {
-  return half_bits_to_float(static_cast<uint16_t>(which ? reg >> 16 : reg & 0xFFFFu), T{});
-}
+float element(uint32_t reg, int which);  // defined after simt.cuh's bits_to_float (below)
 
 }  // namespace detail
 
@@ -389,8 +374,20 @@ inline void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32
 
 inline float fast_exp2(float x) { return std::exp2(x); }
 
+inline void store_u32(void* dst, uint32_t v) {
+  if (reinterpret_cast<uintptr_t>(dst) % 4 != 0) simt_emu::fail("store_u32: address not 4-byte aligned");
+  std::memcpy(dst, &v, 4);
+}
+
 }  // namespace simt
 }  // namespace led_kernels
+
+// The kernel's shared memory must fit the largest GPU's (227 KiB on sm_90).
+#define LED_SET_SMEM_LIMIT(kernel, smem_bytes)                                                          \
+  do {                                                                                                 \
+    (void)(kernel);                                                                                    \
+    if ((smem_bytes) > 227 * 1024) ::led_kernels::simt_emu::fail("more shared memory than any GPU has"); \
+  } while (0)
 
 // kernel<<<blocks, threads, smem, stream>>>(args...) of the CUDA build; grid is 1-D here.
 #define LED_LAUNCH(kernel, grid, threads, smem_bytes, stream, ...) \

@@ -199,3 +199,118 @@ def test_bad_arguments_are_refused(emu, change, match):
     flags = torch.zeros(1, 10, dtype=torch.int8)
     with pytest.raises(E.EmulatorError, match=match):
         emu.attention_fwd(E.KIND_BANDED, q, q, q, flags, None, args["window"], 0.25)
+
+
+# ----------------------------------------------------------------------------------------------------
+# backward
+# ----------------------------------------------------------------------------------------------------
+
+
+def _grads_vs_oracle(op, inputs, dout, ref_fn, torch_fn):
+    """Per input: (kernel error, torch backend error) against the fp64 oracle's gradient, max abs."""
+    doubles = [x.double().requires_grad_() for x in inputs]
+    grads_ref = torch.autograd.grad(ref_fn(*doubles), doubles, dout.double())
+    lows = [x.clone().requires_grad_() for x in inputs]
+    grads_torch = torch.autograd.grad(torch_fn(*lows), lows, dout)
+    return [
+        ((g.double() - r).abs().max().item(), (t.double() - r).abs().max().item())
+        for g, t, r in zip(op, grads_torch, grads_ref)
+    ]
+
+
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+@pytest.mark.parametrize("case", BANDED_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_banded_bwd_matches_oracle(emu, case, dtype):
+    b, n, h, d, window, gpat, ppat = case
+    (q, k, v, *_), gm, pm, gi, flags = _inputs(b, n, h, d, gpat, ppat, dtype, seed=1)
+    scale = d**-0.5
+    out, lse = emu.attention_fwd(E.KIND_BANDED, q, k, v, flags, gi, window, scale)
+    dout = torch.randn(q.shape).to(dtype)
+    grads = emu.attention_bwd(E.KIND_BANDED, q, k, v, out, dout, lse, flags, gi, window, scale)
+    errors = _grads_vs_oracle(
+        grads, (q, k, v), dout,
+        lambda q, k, v: oracle.dense_banded_attention(q, k, v, window, flags, scale=scale),
+        lambda q, k, v: lk.banded_attention(q, k, v, window, key_padding_mask=pm, global_idx=gi,
+                                            backend="torch"),
+    )  # fmt: skip
+    for name, g, (err, err_torch) in zip("qkv", grads, errors):
+        assert torch.isfinite(g).all(), f"d{name} has non-finite values"
+        assert err <= 2 * err_torch + 1e-6, f"d{name}: error {err:.3g} > 2 x torch backend's {err_torch:.3g}"
+    if pm is not None:  # padding rows and keys get exactly 0
+        for g in grads:
+            assert (g[pm] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+@pytest.mark.parametrize("case", GLOBAL_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_global_bwd_matches_oracle(emu, case, dtype):
+    b, n, h, d, gpat, ppat, spare = case
+    (_, _, _, qg_full, kg, vg), gm, pm, gi, flags = _inputs(b, n, h, d, gpat, ppat, dtype, seed=1)
+    gi = torch.cat([gi, torch.full((b, spare), -1, dtype=gi.dtype)], 1)
+    qg = gather_rows(qg_full, gi)
+    out, lse = emu.attention_fwd(E.KIND_GLOBAL, qg, kg, vg, flags, gi, 0, 0.2)
+    dout = torch.randn(qg.shape).to(dtype)
+    grads = emu.attention_bwd(E.KIND_GLOBAL, qg, kg, vg, out, dout, lse, flags, gi, 0, 0.2)
+    errors = _grads_vs_oracle(
+        grads, (qg, kg, vg), dout,
+        lambda q, k, v: oracle.dense_global_attention(q, k, v, gi, flags, scale=0.2),
+        lambda q, k, v: lk.global_attention(q, k, v, gi, key_padding_mask=pm, scale=0.2, backend="torch"),
+    )  # fmt: skip
+    for name, g, (err, err_torch) in zip(("q_global", "k_global", "v_global"), grads, errors):
+        assert torch.isfinite(g).all(), f"d{name} has non-finite values"
+        assert err <= 2 * err_torch + 1e-6, f"d{name}: error {err:.3g} > 2 x torch backend's {err_torch:.3g}"
+
+
+def test_backward_schedules_give_identical_bits(emu):
+    """Both backward passes (with kernel A's global keys and kernel B's dQ split into chunks) give the
+    same bits under different schedules: no atomics, no order that depends on timing."""
+    (q, k, v, qg_full, kg, vg), gm, pm, gi, flags = _inputs(
+        1, 600, 1, 32, "scattered", "tail", torch.bfloat16
+    )
+    qg = gather_rows(qg_full, gi)
+    runs = []
+    for seed in (0, 5):
+        out, lse = emu.attention_fwd(E.KIND_BANDED, q, k, v, flags, gi, 70, 0.25, seed=seed)
+        dout = torch.ones_like(out)
+        grads = emu.attention_bwd(E.KIND_BANDED, q, k, v, out, dout, lse, flags, gi, 70, 0.25, seed=seed)
+        gout, glse = emu.attention_fwd(E.KIND_GLOBAL, qg, kg, vg, flags, gi, 0, 0.25, seed=seed)
+        ggrads = emu.attention_bwd(
+            E.KIND_GLOBAL, qg, kg, vg, gout, dout[:, : gi.shape[1]], glse, flags, gi, 0, 0.25
+        )
+        runs.append((*grads, *ggrads))
+    for x, y in zip(*runs):
+        assert torch.equal(x, y)
+
+
+# target -> position of the NaN, for kernel A's backward: local and global keys, a query row
+BWD_NAN_CASES = [("q", 70), ("k", 70), ("v", 70), ("k", 0), ("v", 0)]
+
+
+@pytest.mark.parametrize("target,j0", BWD_NAN_CASES, ids=[f"{t}-{j}" for t, j in BWD_NAN_CASES])
+def test_backward_nan_reaches_only_what_depends_on_it(emu, target, j0):
+    """A NaN in one row of q, k or v (and in the upstream gradient of the rows it reaches) leaves every
+    gradient element that does not depend on it bitwise unchanged, and makes those that do NaN."""
+    b, n, h, d, window = 1, 200, 1, 16, 10
+    (q, k, v, *_), gm, pm, gi, flags = _inputs(b, n, h, d, "first", "none", torch.float16, seed=3)
+    allowed = _band_allowed(n, window, flags)[0]  # [query, key]
+    dout = torch.randn(q.shape).to(torch.float16)
+    clean_out, clean_lse = emu.attention_fwd(E.KIND_BANDED, q, k, v, flags, gi, window, 0.25)
+    clean = emu.attention_bwd(E.KIND_BANDED, q, k, v, clean_out, dout, clean_lse, flags, gi, window, 0.25)
+    inputs = {"q": q.clone(), "k": k.clone(), "v": v.clone()}
+    inputs[target][0, j0, 0, 5] = float("nan")
+    rows = torch.zeros(n, dtype=torch.bool)  # query rows whose output is NaN
+    if target == "q":
+        rows[j0] = True
+    else:
+        rows = allowed[:, j0].clone()
+    keys = (allowed & rows[:, None]).any(0)  # keys those rows attend
+    dout_bad = dout.clone()
+    dout_bad[0, rows] = float("nan")  # what a loss of the NaN rows hands back
+    out, lse = emu.attention_fwd(E.KIND_BANDED, *inputs.values(), flags, gi, window, 0.25)
+    assert out[0, rows].isnan().all() and torch.equal(out[0, ~rows], clean_out[0, ~rows])
+    grads = emu.attention_bwd(E.KIND_BANDED, *inputs.values(), out, dout_bad, lse, flags, gi, window, 0.25)
+    for name, g, g_clean, may in zip("qkv", grads, clean, (rows, keys, keys)):
+        assert torch.equal(g[0, ~may], g_clean[0, ~may]), (
+            f"d{name} changed where it does not depend on the NaN"
+        )
+        assert g[0, may].isnan().any(dim=-1).all(), f"d{name}: an element that depends on the NaN is not NaN"

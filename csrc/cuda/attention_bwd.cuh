@@ -1,0 +1,519 @@
+// Backward kernels of the cuda backend, FlashAttention-2 style with tensor-core MMA, deterministic
+// (no atomics: every gradient element is written by one block, partial sums are reduced in a fixed
+// order).
+//
+// With P the forward's probabilities (recomputed from the saved per-row statistics m and log2 l:
+// P = 2^((t - m) - log2 l), t = scale * log2(e) * q.k) and delta_i = dO_i . O_i:
+//   dV_j = sum_i P_ij dO_i      dS_ij = P_ij (dO_i . V_j - delta_i)
+//   dQ_i = scale sum_j dS_ij K_j      dK_j = scale sum_i dS_ij Q_i
+//
+// Kernels:
+//   delta_kernel       delta = rowsum(dO * O), one thread per row.
+//   dq_kernel          one block per 64 query rows (as the forward): S = Q K^T and dP = dO V^T from
+//                      registers, dQ += dS K. Kernel A: the band's key tiles, then the global keys;
+//                      kernel B: one chunk of keys, written as an fp32 partial.
+//   dkdv_kernel        one block per 64 keys, each warp owning 16 of them: S^T = K Q^T and
+//                      dP^T = V dO^T, dV += P^T dO and dK += dS^T Q over the query tiles that can
+//                      attend those keys. Three uses: kernel A's band keys (query rows within the
+//                      window), kernel A's global keys (every query row, split into chunks, fp32
+//                      partials), kernel B's keys (every global slot).
+//   reduce_kernel      sums the chunks of a partial in chunk order and writes the rows.
+// A key that is global gets no band gradient (its band entries are masked) and its whole gradient
+// from the global-key pass, which runs after the band pass and overwrites its row.
+//
+// Non-finite values (attention_common.cuh): the dq kernel contracts over keys with dS K, so K rows
+// are checked (a non-finite V only reaches dP's column, which masking selects away); the dkdv kernel
+// contracts over query rows, so Q and dO rows are checked. Masked entries are selected to exactly
+// 0, never computed as 0 * x.
+#pragma once
+
+#include <tuple>
+
+#include "attention_common.cuh"
+
+namespace led_kernels {
+namespace cuda_attn {
+
+// Where a dkdv block takes its keys and which query rows it sweeps.
+enum class DkdvMode : int {
+  kBandKeys = 0,    // kernel A: local keys of a tile, query rows within the window
+  kGlobalKeys = 1,  // kernel A: the global keys, one chunk of query rows (fp32 partials)
+  kAllKeys = 2,     // kernel B: non-padded keys of a tile, every global slot
+};
+
+struct BwdArgs {
+  const void* q;     // (B, M, H, D)
+  const void* k;     // (B, N, H, D)
+  const void* v;     // (B, N, H, D)
+  const void* out;   // (B, M, H, D) the forward's output
+  const void* dout;  // (B, M, H, D)
+  const float* lse;  // (B, H, 2, M) the forward's statistics
+  float* delta;      // (B, H, M) workspace
+  void* dq;          // (B, M, H, D)
+  void* dk;          // (B, N, H, D)
+  void* dv;
+  const int8_t* key_flags;
+  const int32_t* global_idx;
+  int64_t B, M, N, H, G;
+  int64_t window;
+  float scale_log2, scale;
+  BNHStrides qs, ks, vs, os, dos, dqs, dks, dvs;
+  bool aligned;     // q, k, v, dout rows start 16-byte aligned
+  bool o_aligned;   // out and dout rows start 16-byte aligned (delta_kernel)
+  bool global_rows;  // kernel B (rows are global slots)
+  // split sweeps: kernel A's global keys over query rows, kernel B's dq over keys
+  int64_t chunk, chunks;
+  float* part_dk;  // (B, H, chunks, G, D), kernel A
+  float* part_dv;  // (B, H, chunks, G, D), kernel A
+  float* part_dq;  // (B, H, chunks, G, D), kernel B
+};
+
+// Whether query row i attends anything at all (kernel A: not padding; kernel B: a valid slot).
+LED_DEVICE bool row_live(const BwdArgs& a, int64_t b, int64_t i) {
+  if (i >= a.M) return false;
+  if (a.global_rows) return slot_valid(a.key_flags, a.global_idx, a.N, a.G, b, i);
+  return a.key_flags[b * a.N + i] != 1;
+}
+
+template <int D>
+constexpr size_t dq_smem_bytes() {
+  return 2 * tile_bytes<D>() + kBlockN * sizeof(int32_t) + kBlockN * sizeof(float);
+}
+
+template <int D>
+constexpr size_t dkdv_smem_bytes() {
+  // K, V, Q, dO tiles; per query row: position, m, log2 l, delta, poison
+  return 4 * tile_bytes<D>() + kBlockM * (sizeof(int32_t) + 4 * sizeof(float));
+}
+
+// delta[b, h, i] = sum_d dO[b, i, h, d] * O[b, i, h, d] in fp32; one thread per row.
+template <typename T, int D>
+LED_KERNEL void __launch_bounds__(kThreads) delta_kernel(BwdArgs a) {
+  const int64_t row = simt::block_index() * kThreads + simt::thread_index();
+  if (row >= a.B * a.M * a.H) return;
+  const int64_t h = row % a.H;
+  const int64_t i = (row / a.H) % a.M;
+  const int64_t b = row / (a.H * a.M);
+  const T* o = static_cast<const T*>(a.out) + b * a.os.b + i * a.os.n + h * a.os.h;
+  const T* g = static_cast<const T*>(a.dout) + b * a.dos.b + i * a.dos.n + h * a.dos.h;
+  float acc = 0.0f;
+  for (int d = 0; d < D; d += 8) {
+    const Chunk8 oc = load_chunk(o + d, a.o_aligned), gc = load_chunk(g + d, a.o_aligned);
+    for (int e = 0; e < 8; ++e) {
+      const uint32_t ow = oc.w[e / 2], gw = gc.w[e / 2];
+      const float of = simt::bits_to_float<T>(static_cast<uint16_t>(e % 2 ? ow >> 16 : ow & 0xFFFFu));
+      const float gf = simt::bits_to_float<T>(static_cast<uint16_t>(e % 2 ? gw >> 16 : gw & 0xFFFFu));
+      acc = fmaf(of, gf, acc);
+    }
+  }
+  float* dst = a.delta + (b * a.H + h) * a.M + i;
+  simt::check_global(dst, 4);
+  *dst = acc;
+}
+
+// Kernel A: blocks (query tile, head, batch), dQ written. Kernel B: blocks (key chunk, slot tile,
+// head, batch), dQ partials written.
+template <typename T, int D>
+LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
+  unsigned char* smem = simt::shared_memory();
+  T* ks = reinterpret_cast<T*>(smem);
+  T* vs = ks + kBlockN * smem_row<D>();
+  int32_t* key_pos = reinterpret_cast<int32_t*>(vs + kBlockN * smem_row<D>());
+  float* poison = reinterpret_cast<float*>(key_pos + kBlockN);
+  const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
+  const Rows<T> dout{static_cast<const T*>(a.dout), a.dos, a.M};
+  const Rows<T> k{static_cast<const T*>(a.k), a.ks, a.N};
+  const Rows<T> v{static_cast<const T*>(a.v), a.vs, a.N};
+
+  const int64_t bid = simt::block_index();
+  int64_t i0, h, b, chunk = 0;
+  if (a.global_rows) {
+    const int64_t slot_tiles = ceil_div(a.G, kBlockM);
+    chunk = bid % a.chunks;
+    i0 = ((bid / a.chunks) % slot_tiles) * kBlockM;
+    h = (bid / (a.chunks * slot_tiles)) % a.H;
+    b = bid / (a.chunks * slot_tiles * a.H);
+  } else {
+    const int64_t tiles = ceil_div(a.N, kBlockM);
+    i0 = (bid % tiles) * kBlockM;
+    h = (bid / tiles) % a.H;
+    b = bid / (tiles * a.H);
+  }
+  const int warp = simt::thread_index() / 32, lane = simt::thread_index() % 32, t = lane % 4;
+
+  load_row_tile<T, D>(q, a.aligned, b, h, i0, ks);
+  load_row_tile<T, D>(dout, a.aligned, b, h, i0, vs);
+  simt::sync_block();
+  uint32_t qf[D / 16][4], df[D / 16][4];
+  load_a_fragments<D>(qf, ks, warp * 16, lane);
+  load_a_fragments<D>(df, vs, warp * 16, lane);
+
+  int64_t row[2];
+  bool live[2];
+  float m[2], log2l[2], delta[2];
+  for (int x = 0; x < 2; ++x) {
+    row[x] = i0 + warp * 16 + lane / 4 + 8 * x;
+    live[x] = row_live(a, b, row[x]);
+    const float* stats = a.lse + (b * a.H + h) * 2 * a.M;
+    m[x] = live[x] ? stats[row[x]] : 0.0f;
+    log2l[x] = live[x] ? stats[a.M + row[x]] : 0.0f;
+    delta[x] = live[x] ? a.delta[(b * a.H + h) * a.M + row[x]] : 0.0f;
+  }
+  float acc[D / 8][4];
+  for (int dn = 0; dn < D / 8; ++dn) acc[dn][0] = acc[dn][1] = acc[dn][2] = acc[dn][3] = 0.0f;
+
+  // One staged key tile: dQ += dS K.
+  auto attend = [&](bool banded) {
+    float s[kBlockN / 8][4], dp[kBlockN / 8][4];
+    for (int nt = 0; nt < kBlockN / 8; ++nt) {
+      for (int e = 0; e < 4; ++e) s[nt][e] = dp[nt][e] = 0.0f;
+    }
+    mma_a_tile_t<T, D>(s, qf, ks, lane);
+    mma_a_tile_t<T, D>(dp, df, vs, lane);
+    for (int nt = 0; nt < kBlockN / 8; ++nt) {
+      for (int e = 0; e < 4; ++e) {
+        const int col = nt * 8 + 2 * t + (e & 1);
+        const int x = e >> 1;
+        const int32_t kp = key_pos[col];
+        const bool keep = live[x] && kp >= 0 && (!banded || (row[x] - kp <= a.window && kp - row[x] <= a.window));
+        const float p = simt::fast_exp2((s[nt][e] * a.scale_log2 - m[x]) - log2l[x]);
+        s[nt][e] = keep ? p * (dp[nt][e] - delta[x]) + poison[col] : 0.0f;
+      }
+    }
+    mma_p_tile<T, D>(acc, s, ks, lane);
+  };
+
+  if (a.global_rows) {
+    const int64_t k_begin = chunk * a.chunk;
+    const int64_t k_end = k_begin + a.chunk < a.N ? k_begin + a.chunk : a.N;
+    for (int64_t j0 = k_begin; j0 < k_end; j0 += kBlockN) {
+      simt::sync_block();
+      load_key_tile<T, D, Contracted::kKey>(k, v, a.aligned, a.key_flags, a.global_idx, a.N, a.G,
+                                            KeySource::kNonPadded, b, h, j0, ks, vs, key_pos, poison);
+      simt::sync_block();
+      attend(false);
+    }
+    const int64_t part = (b * a.H + h) * a.chunks + chunk;
+    for (int x = 0; x < 2; ++x) {
+      if (row[x] < a.G) store_acc_row_f32<D>(a.part_dq + (part * a.G + row[x]) * D, acc, x, a.scale, t);
+    }
+    return;
+  }
+  const int64_t last_row = (i0 + kBlockM < a.N ? i0 + kBlockM : a.N) - 1;
+  const int64_t lo = a.window >= i0 ? 0 : i0 - a.window;
+  const int64_t hi = a.window >= a.N - last_row ? a.N - 1 : last_row + a.window;
+  for (int64_t j0 = (lo / kBlockN) * kBlockN; j0 <= hi; j0 += kBlockN) {
+    simt::sync_block();
+    load_key_tile<T, D, Contracted::kKey>(k, v, a.aligned, a.key_flags, a.global_idx, a.N, a.G, KeySource::kBand, b,
+                                          h, j0, ks, vs, key_pos, poison);
+    simt::sync_block();
+    attend(true);
+  }
+  for (int64_t s0 = 0; s0 < a.G; s0 += kBlockN) {
+    simt::sync_block();
+    load_key_tile<T, D, Contracted::kKey>(k, v, a.aligned, a.key_flags, a.global_idx, a.N, a.G,
+                                          KeySource::kGlobalSlots, b, h, s0, ks, vs, key_pos, poison);
+    simt::sync_block();
+    attend(false);
+  }
+  T* dq = static_cast<T*>(a.dq);
+  for (int x = 0; x < 2; ++x) {
+    if (row[x] < a.N) store_acc_row<T, D>(dq + b * a.dqs.b + row[x] * a.dqs.n + h * a.dqs.h, acc, x, a.scale, t);
+  }
+}
+
+// Query rows [i0, i0 + 64) of q and dout with their statistics, for the dkdv sweep; rows at or
+// past `end` or that attend nothing get position -1. A row holding a non-finite value in q or dout
+// is zeroed in both and poisoned.
+template <typename T, int D>
+LED_DEVICE void load_query_rows(const BwdArgs& a, int64_t b, int64_t h, int64_t i0, int64_t end, T* qs, T* dos,
+                                int32_t* pos, float* m, float* log2l, float* delta, float* poison) {
+  constexpr int kChunks = D / 8;
+  const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
+  const Rows<T> dout{static_cast<const T*>(a.dout), a.dos, a.M};
+  for (int c = simt::thread_index(); c < kBlockM * kChunks; c += kThreads) {
+    const int r = c / kChunks, col = (c % kChunks) * 8;
+    const int64_t i = i0 + r;
+    const bool live = i < end && row_live(a, b, i);
+    Chunk8 qx = zero_chunk(), dx = zero_chunk();
+    if (live) {
+      qx = load_chunk(q.row(b, h, i) + col, a.aligned);
+      dx = load_chunk(dout.row(b, h, i) + col, a.aligned);
+    }
+    const bool bad = row_any<D>(chunk_nonfinite<T>(qx) || chunk_nonfinite<T>(dx));
+    if (bad) qx = dx = zero_chunk();
+    store_chunk(qs + r * smem_row<D>() + col, qx);
+    store_chunk(dos + r * smem_row<D>() + col, dx);
+    if (col == 0) {
+      const float* stats = a.lse + (b * a.H + h) * 2 * a.M;
+      pos[r] = live ? static_cast<int32_t>(i) : -1;
+      m[r] = live ? stats[i] : 0.0f;
+      log2l[r] = live ? stats[a.M + i] : 0.0f;
+      delta[r] = live ? a.delta[(b * a.H + h) * a.M + i] : 0.0f;
+      poison[r] = bad ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+    }
+  }
+}
+
+// acc[16 x 64] += A[16 x D] * tile[64 x D]^T with A read from rows [a_row0, a_row0 + 16) of a staged
+// tile (fragments loaded per 16 dims, so they need no registers across the loop).
+template <typename T, int D>
+LED_DEVICE void mma_smem_a_tile_t(float (&acc)[kBlockN / 8][4], const T* a_tile, int a_row0, const T* tile,
+                                  int lane) {
+  const int j = lane / 8, r = lane % 8;
+  for (int kt = 0; kt < D / 16; ++kt) {
+    uint32_t af[4];
+    simt::ldmatrix_x4(af, a_tile + (a_row0 + r + 8 * (j & 1)) * smem_row<D>() + kt * 16 + 8 * (j >> 1));
+    for (int np = 0; np < kBlockN / 16; ++np) {
+      uint32_t kb[4];
+      simt::ldmatrix_x4(kb, tile + (np * 16 + r + 8 * (j >> 1)) * smem_row<D>() + kt * 16 + 8 * (j & 1));
+      simt::mma_16816<T>(acc[2 * np], af, kb[0], kb[1]);
+      simt::mma_16816<T>(acc[2 * np + 1], af, kb[2], kb[3]);
+    }
+  }
+}
+
+template <typename T, int D, DkdvMode kMode>
+LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
+  unsigned char* smem = simt::shared_memory();
+  T* ks = reinterpret_cast<T*>(smem);
+  T* vs = ks + kBlockN * smem_row<D>();
+  T* qs = vs + kBlockN * smem_row<D>();
+  T* dos = qs + kBlockM * smem_row<D>();
+  int32_t* row_pos = reinterpret_cast<int32_t*>(dos + kBlockM * smem_row<D>());
+  float* row_m = reinterpret_cast<float*>(row_pos + kBlockM);
+  float* row_log2l = row_m + kBlockM;
+  float* row_delta = row_log2l + kBlockM;
+  float* row_poison = row_delta + kBlockM;
+  const Rows<T> k{static_cast<const T*>(a.k), a.ks, a.N};
+  const Rows<T> v{static_cast<const T*>(a.v), a.vs, a.N};
+
+  const int64_t bid = simt::block_index();
+  int64_t base, h, b, chunk = 0, begin, end;
+  KeySource src;
+  if (kMode == DkdvMode::kGlobalKeys) {
+    const int64_t slot_tiles = ceil_div(a.G, kBlockN);
+    chunk = bid % a.chunks;
+    base = ((bid / a.chunks) % slot_tiles) * kBlockN;
+    h = (bid / (a.chunks * slot_tiles)) % a.H;
+    b = bid / (a.chunks * slot_tiles * a.H);
+    src = KeySource::kGlobalSlots;
+    begin = chunk * a.chunk;
+    end = begin + a.chunk < a.M ? begin + a.chunk : a.M;
+  } else {
+    const int64_t tiles = ceil_div(a.N, kBlockN);
+    base = (bid % tiles) * kBlockN;
+    h = (bid / tiles) % a.H;
+    b = bid / (tiles * a.H);
+    if (kMode == DkdvMode::kBandKeys) {
+      src = KeySource::kBand;
+      const int64_t last_key = (base + kBlockN < a.N ? base + kBlockN : a.N) - 1;
+      begin = a.window >= base ? 0 : base - a.window;
+      end = a.window >= a.N - last_key ? a.N : last_key + a.window + 1;
+    } else {
+      src = KeySource::kNonPadded;
+      begin = 0;
+      end = a.M;
+    }
+  }
+  const int warp = simt::thread_index() / 32, lane = simt::thread_index() % 32, t = lane % 4;
+  int32_t* key_pos = row_pos;  // staging only: overwritten by the first query tile
+  float* unused_poison = row_m;
+  load_key_tile<T, D, Contracted::kNone>(k, v, a.aligned, a.key_flags, a.global_idx, a.N, a.G, src, b, h, base, ks,
+                                         vs, key_pos, unused_poison);
+  simt::sync_block();
+  int32_t kpos[2];
+  for (int x = 0; x < 2; ++x) kpos[x] = key_pos[warp * 16 + lane / 4 + 8 * x];
+  const bool banded = kMode == DkdvMode::kBandKeys;
+
+  float dk[D / 8][4], dv[D / 8][4];
+  for (int dn = 0; dn < D / 8; ++dn) {
+    for (int e = 0; e < 4; ++e) dk[dn][e] = dv[dn][e] = 0.0f;
+  }
+  for (int64_t i0 = (begin / kBlockM) * kBlockM; i0 < end; i0 += kBlockM) {
+    simt::sync_block();  // the previous tile (or the key positions above) is consumed
+    load_query_rows<T, D>(a, b, h, i0, end, qs, dos, row_pos, row_m, row_log2l, row_delta, row_poison);
+    simt::sync_block();
+    float st[kBlockM / 8][4], dpt[kBlockM / 8][4];  // [query groups][keys g, g+8 x 2 queries]
+    for (int nt = 0; nt < kBlockM / 8; ++nt) {
+      for (int e = 0; e < 4; ++e) st[nt][e] = dpt[nt][e] = 0.0f;
+    }
+    mma_smem_a_tile_t<T, D>(st, ks, warp * 16, qs, lane);
+    mma_smem_a_tile_t<T, D>(dpt, vs, warp * 16, dos, lane);
+    for (int nt = 0; nt < kBlockM / 8; ++nt) {
+      for (int e = 0; e < 4; ++e) {
+        const int col = nt * 8 + 2 * t + (e & 1);
+        const int32_t kp = kpos[e >> 1], rp = row_pos[col];
+        const bool keep = kp >= 0 && rp >= 0 && (!banded || (rp - kp <= a.window && kp - rp <= a.window));
+        const float p = simt::fast_exp2((st[nt][e] * a.scale_log2 - row_m[col]) - row_log2l[col]) + row_poison[col];
+        st[nt][e] = keep ? p : 0.0f;
+        dpt[nt][e] = keep ? p * (dpt[nt][e] - row_delta[col]) : 0.0f;
+      }
+    }
+    mma_p_tile<T, D>(dv, st, dos, lane);
+    mma_p_tile<T, D>(dk, dpt, qs, lane);
+  }
+
+  for (int x = 0; x < 2; ++x) {
+    const int64_t r = base + warp * 16 + lane / 4 + 8 * x;
+    if (kMode == DkdvMode::kGlobalKeys) {
+      if (r >= a.G) continue;
+      const int64_t part = ((b * a.H + h) * a.chunks + chunk) * a.G + r;
+      store_acc_row_f32<D>(a.part_dk + part * D, dk, x, a.scale, t);
+      store_acc_row_f32<D>(a.part_dv + part * D, dv, x, 1.0f, t);
+    } else {
+      if (r >= a.N) continue;
+      store_acc_row<T, D>(static_cast<T*>(a.dk) + b * a.dks.b + r * a.dks.n + h * a.dks.h, dk, x, a.scale, t);
+      store_acc_row<T, D>(static_cast<T*>(a.dv) + b * a.dvs.b + r * a.dvs.n + h * a.dvs.h, dv, x, 1.0f, t);
+    }
+  }
+}
+
+// Sums the chunks of fp32 partials (B, H, chunks, G, D) in chunk order: one warp per (b, h, slot),
+// lanes over the head dim. kernel A (global keys): dK and dV rows at the slot's position, valid
+// slots only; kernel B: the dQ row of every slot.
+template <typename T, int D>
+LED_KERNEL void __launch_bounds__(kThreads) reduce_kernel(BwdArgs a) {
+  const int64_t row = simt::block_index() * kWarps + simt::thread_index() / 32;
+  const int lane = simt::thread_index() % 32;
+  if (row >= a.B * a.H * a.G) return;  // whole warps: no collective below
+  const int64_t s = row % a.G;
+  const int64_t h = (row / a.G) % a.H;
+  const int64_t b = row / (a.G * a.H);
+  const int64_t part0 = (b * a.H + h) * a.chunks;
+  const int count = a.global_rows ? 1 : 2;
+  for (int which = 0; which < count; ++which) {
+    T* dst;
+    const float* part;
+    if (a.global_rows) {
+      dst = static_cast<T*>(a.dq) + b * a.dqs.b + s * a.dqs.n + h * a.dqs.h;
+      part = a.part_dq;
+    } else {
+      if (!slot_valid(a.key_flags, a.global_idx, a.N, a.G, b, s)) return;
+      const int64_t j = a.global_idx[b * a.G + s];
+      dst = which == 0 ? static_cast<T*>(a.dk) + b * a.dks.b + j * a.dks.n + h * a.dks.h
+                       : static_cast<T*>(a.dv) + b * a.dvs.b + j * a.dvs.n + h * a.dvs.h;
+      part = which == 0 ? a.part_dk : a.part_dv;
+    }
+    for (int d = lane; d < D; d += 32) {
+      float acc = 0.0f;
+      for (int64_t c = 0; c < a.chunks; ++c) acc += part[((part0 + c) * a.G + s) * D + d];
+      simt::check_global(dst + d, 2);
+      dst[d] = simt::from_float<T>(acc);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host side
+// ---------------------------------------------------------------------------------------------
+
+// Rows per chunk of the split sweep: kernel A's global keys over the N query rows, kernel B's dQ
+// over the N keys.
+inline int64_t bwd_chunk(int64_t B, int64_t H, int64_t G, int64_t N) {
+  return chunk_rows(B * H * ceil_div(G, kBlockN), N);
+}
+
+struct BwdWorkspace {
+  size_t delta, parts;  // floats
+};
+
+inline BwdWorkspace bwd_workspace_floats(AttnKind kind, int64_t B, int64_t H, int64_t G, int64_t N, int64_t D) {
+  const int64_t M = kind == AttnKind::kBanded ? N : G;
+  BwdWorkspace w{static_cast<size_t>(B * H * M), 0};
+  if (B * H * G > 0 && N > 0) {
+    const int64_t chunks = chunk_count(N, bwd_chunk(B, H, G, N));
+    w.parts = static_cast<size_t>((kind == AttnKind::kBanded ? 2 : 1) * B * H * chunks * G * D);
+  }
+  return w;
+}
+
+// Bytes of workspace attention_bwd needs: delta, and the partials of the split sweeps.
+inline size_t bwd_workspace_bytes(AttnKind kind, int64_t B, int64_t H, int64_t G, int64_t N, int64_t D) {
+  const BwdWorkspace w = bwd_workspace_floats(kind, B, H, G, N, D);
+  return (w.delta + w.parts) * sizeof(float);
+}
+
+template <typename T, int D, typename Stream>
+void launch_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, float* workspace, Stream stream) {
+  BwdArgs a;
+  a.q = p.q, a.k = p.k, a.v = p.v, a.out = out, a.dout = p.dout, a.lse = p.lse;
+  a.dq = p.dq, a.dk = p.dk, a.dv = p.dv;
+  a.key_flags = p.key_flags, a.global_idx = p.global_idx;
+  a.B = p.B, a.M = p.M, a.N = p.N, a.H = p.H, a.G = p.G, a.window = p.window;
+  a.scale_log2 = static_cast<float>(p.scale * 1.4426950408889634);
+  a.scale = static_cast<float>(p.scale);
+  a.qs = p.q_strides, a.ks = p.k_strides, a.vs = p.v_strides, a.os = o_strides, a.dos = p.do_strides;
+  a.dqs = p.dq_strides, a.dks = p.dk_strides, a.dvs = p.dv_strides;
+  a.aligned = row_starts_aligned(p.q, p.q_strides, 2) && row_starts_aligned(p.k, p.k_strides, 2) &&
+              row_starts_aligned(p.v, p.v_strides, 2) && row_starts_aligned(p.dout, p.do_strides, 2);
+  a.o_aligned = row_starts_aligned(out, o_strides, 2) && row_starts_aligned(p.dout, p.do_strides, 2);
+  a.global_rows = p.kind == AttnKind::kGlobalRows;
+  const BwdWorkspace w = bwd_workspace_floats(p.kind, p.B, p.H, p.G, p.N, p.D);
+  a.delta = workspace;
+  a.chunk = bwd_chunk(p.B, p.H, p.G, p.N);
+  a.chunks = chunk_count(p.N, a.chunk);
+  float* parts = workspace + w.delta;
+  const size_t part = static_cast<size_t>(p.B * p.H * a.chunks * p.G * D);
+  a.part_dk = a.global_rows ? nullptr : parts;
+  a.part_dv = a.global_rows ? nullptr : parts + part;
+  a.part_dq = a.global_rows ? parts : nullptr;
+
+  if (p.M > 0) {
+    auto delta = delta_kernel<T, D>;
+    LED_LAUNCH(delta, ceil_div(p.B * p.M * p.H, kThreads), kThreads, 0, stream, a);
+  }
+  constexpr size_t dq_smem = dq_smem_bytes<D>();
+  constexpr size_t dkdv_smem = dkdv_smem_bytes<D>();
+  auto dq = dq_kernel<T, D>;
+  if (!a.global_rows) {
+    LED_LAUNCH(dq, p.B * p.H * ceil_div(p.N, kBlockM), kThreads, dq_smem, stream, a);
+    auto band = dkdv_kernel<T, D, DkdvMode::kBandKeys>;
+    LED_SET_SMEM_LIMIT(band, dkdv_smem);
+    LED_LAUNCH(band, p.B * p.H * ceil_div(p.N, kBlockN), kThreads, dkdv_smem, stream, a);
+    if (p.G > 0) {
+      auto global = dkdv_kernel<T, D, DkdvMode::kGlobalKeys>;
+      LED_SET_SMEM_LIMIT(global, dkdv_smem);
+      LED_LAUNCH(global, p.B * p.H * ceil_div(p.G, kBlockN) * a.chunks, kThreads, dkdv_smem, stream, a);
+      auto reduce = reduce_kernel<T, D>;
+      LED_LAUNCH(reduce, ceil_div(p.B * p.H * p.G, kWarps), kThreads, 0, stream, a);
+    }
+    return;
+  }
+  if (p.G > 0) {
+    LED_LAUNCH(dq, p.B * p.H * ceil_div(p.G, kBlockM) * a.chunks, kThreads, dq_smem, stream, a);
+    auto reduce = reduce_kernel<T, D>;
+    LED_LAUNCH(reduce, ceil_div(p.B * p.H * p.G, kWarps), kThreads, 0, stream, a);
+  }
+  auto keys = dkdv_kernel<T, D, DkdvMode::kAllKeys>;
+  LED_SET_SMEM_LIMIT(keys, dkdv_smem);
+  LED_LAUNCH(keys, p.B * p.H * ceil_div(p.N, kBlockN), kThreads, dkdv_smem, stream, a);
+}
+
+// Backward of attention_fwd. `out` / `o_strides`: the forward's output (for delta). Writes dq, dk
+// and dv completely.
+template <typename Stream>
+void attention_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, float* workspace,
+                   size_t workspace_bytes, Stream stream) {
+  const char* who = "attention_bwd_cuda";
+  check_common(p.dtype, p.kind, p.B, p.M, p.N, p.H, p.D, p.G, p.window, p.global_idx, who);
+  for (const auto& [ptr, s, name] : {std::make_tuple(static_cast<const void*>(p.dq), p.dq_strides, "dq"),
+                                     std::make_tuple(static_cast<const void*>(p.dk), p.dk_strides, "dk"),
+                                     std::make_tuple(static_cast<const void*>(p.dv), p.dv_strides, "dv")}) {
+    if (!rows_4byte_aligned(ptr, s)) throw std::invalid_argument(std::string(who) + ": " + name + " rows must be 4-byte aligned");
+  }
+  if (workspace_bytes < bwd_workspace_bytes(p.kind, p.B, p.H, p.G, p.N, p.D)) {
+    throw std::invalid_argument(std::string(who) + ": workspace too small");
+  }
+  if (p.B * p.H == 0 || (p.N == 0 && p.M == 0)) return;
+  const bool half = p.dtype == DType::kFloat16;
+  switch (p.D) {
+    case 16: half ? launch_bwd<__half, 16>(p, out, o_strides, workspace, stream) : launch_bwd<__nv_bfloat16, 16>(p, out, o_strides, workspace, stream); break;
+    case 32: half ? launch_bwd<__half, 32>(p, out, o_strides, workspace, stream) : launch_bwd<__nv_bfloat16, 32>(p, out, o_strides, workspace, stream); break;
+    case 64: half ? launch_bwd<__half, 64>(p, out, o_strides, workspace, stream) : launch_bwd<__nv_bfloat16, 64>(p, out, o_strides, workspace, stream); break;
+    default: half ? launch_bwd<__half, 128>(p, out, o_strides, workspace, stream) : launch_bwd<__nv_bfloat16, 128>(p, out, o_strides, workspace, stream); break;
+  }
+}
+
+}  // namespace cuda_attn
+}  // namespace led_kernels

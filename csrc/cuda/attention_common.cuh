@@ -1,0 +1,301 @@
+// Tiles, loads and conventions shared by the cuda backend's forward (attention_fwd.cuh) and
+// backward (attention_bwd.cuh) kernels.
+//
+// A block is 4 warps. Tiles are 64 rows of D 16-bit elements staged in shared memory with rows
+// padded by 8 elements, so that the 8 rows one ldmatrix phase reads start in 8 different 16-byte
+// bank groups. Global rows are read as 16-byte chunks when every row start is 16-byte aligned
+// (the usual case, also for views of a fused projection), else element by element.
+//
+// Non-finite inputs. Tensor-core products cannot skip a zero factor, so 0 * NaN or 0 * inf in a
+// contraction over rows would spread a non-finite row to every row of its tile. A row that is
+// contracted over (V in P V, K in dS K, Q and dO in the backward's dS^T Q and P^T dO) is therefore
+// zeroed in shared memory when it holds a non-finite value, and its `poison` (NaN, else 0) is
+// added to the entries of exactly the rows (or keys) that attend it, which come out NaN as they
+// should; every other entry is bitwise what it would be without the bad row.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+#include "led_kernels/cpu_attention.h"
+#include "simt.cuh"
+
+namespace led_kernels {
+namespace cuda_attn {
+
+constexpr int kBlockM = 64;  // query rows per block (4 warps x 16)
+constexpr int kBlockN = 64;  // keys per tile
+constexpr int kWarps = 4;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kSplitTargetBlocks = 256;  // split a long sweep until about this many blocks run
+constexpr int kMinChunkTiles = 4;        // ... but never into chunks of fewer tiles
+
+template <int D>
+constexpr int smem_row() {
+  return D + 8;
+}
+
+template <int D>
+constexpr size_t tile_bytes() {
+  return static_cast<size_t>(kBlockN) * smem_row<D>() * 2;
+}
+
+inline int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
+
+// Where the keys of a tile come from.
+enum class KeySource : int {
+  kBand = 0,         // positions j0 + r, local keys only (padding and global keys masked)
+  kGlobalSlots = 1,  // positions global_idx[b, s0 + r], valid global keys only
+  kNonPadded = 2,    // positions j0 + r, every key that is not padding (kernel B)
+};
+
+// Which staged tensor a key tile checks for non-finite rows (the one contracted over keys).
+enum class Contracted : int { kNone = 0, kKey = 1, kValue = 2 };
+
+template <typename T>
+LED_DEVICE bool is_nonfinite_bits(uint16_t bits);
+template <>
+LED_DEVICE bool is_nonfinite_bits<__half>(uint16_t bits) {
+  return (bits & 0x7C00u) == 0x7C00u;
+}
+template <>
+LED_DEVICE bool is_nonfinite_bits<__nv_bfloat16>(uint16_t bits) {
+  return (bits & 0x7F80u) == 0x7F80u;
+}
+
+// 8 consecutive elements (16 bytes) of one row.
+struct Chunk8 {
+  uint32_t w[4];
+};
+
+LED_DEVICE Chunk8 zero_chunk() { return Chunk8{{0, 0, 0, 0}}; }
+
+template <typename T>
+LED_DEVICE Chunk8 load_chunk(const T* src, bool aligned) {
+  Chunk8 c;
+  simt::check_global(src, 16);
+  if (aligned) {
+    const uint4 v = *reinterpret_cast<const uint4*>(src);
+    c.w[0] = v.x, c.w[1] = v.y, c.w[2] = v.z, c.w[3] = v.w;
+  } else {
+    const uint16_t* s = reinterpret_cast<const uint16_t*>(src);
+    for (int i = 0; i < 4; ++i) c.w[i] = static_cast<uint32_t>(s[2 * i]) | (static_cast<uint32_t>(s[2 * i + 1]) << 16);
+  }
+  return c;
+}
+
+LED_DEVICE void store_chunk(void* smem_dst, const Chunk8& c) {
+  uint4 v;
+  v.x = c.w[0], v.y = c.w[1], v.z = c.w[2], v.w = c.w[3];
+  *reinterpret_cast<uint4*>(smem_dst) = v;
+}
+
+template <typename T>
+LED_DEVICE bool chunk_nonfinite(const Chunk8& c) {
+  bool bad = false;
+  for (int i = 0; i < 4; ++i) {
+    bad |= is_nonfinite_bits<T>(static_cast<uint16_t>(c.w[i] & 0xFFFFu));
+    bad |= is_nonfinite_bits<T>(static_cast<uint16_t>(c.w[i] >> 16));
+  }
+  return bad;
+}
+
+// "Any lane of my row is non-finite": the D/8 lanes holding one row are consecutive lanes of a
+// warp (D/8 divides 32, and every pass covers whole rows), so this is a butterfly among them.
+template <int D>
+LED_DEVICE bool row_any(bool mine) {
+  float bad = mine ? 1.0f : 0.0f;
+  for (int off = 1; off < D / 8; off <<= 1) bad = fmaxf(bad, simt::shfl_xor(bad, off));
+  return bad != 0.0f;
+}
+
+// A (B, rows, H, D) tensor: base pointer, element strides, row count.
+template <typename T>
+struct Rows {
+  const T* base;
+  BNHStrides s;
+  int64_t rows;
+
+  LED_DEVICE const T* row(int64_t b, int64_t h, int64_t i) const { return base + b * s.b + i * s.n + h * s.h; }
+};
+
+// Rows [row0, row0 + 64) of `src` into a padded shared tile; rows at or past src.rows are 0.
+template <typename T, int D>
+LED_DEVICE void load_row_tile(const Rows<T>& src, bool aligned, int64_t b, int64_t h, int64_t row0, T* tile) {
+  constexpr int kChunks = D / 8;
+  for (int c = simt::thread_index(); c < kBlockM * kChunks; c += kThreads) {
+    const int r = c / kChunks, col = (c % kChunks) * 8;
+    Chunk8 x = zero_chunk();
+    if (row0 + r < src.rows) x = load_chunk(src.row(b, h, row0 + r) + col, aligned);
+    store_chunk(tile + r * smem_row<D>() + col, x);
+  }
+}
+
+// The position of key r of a tile, or -1 when no query row may attend it.
+LED_DEVICE int32_t key_position(const int8_t* key_flags, const int32_t* global_idx, int64_t N, int64_t G,
+                                KeySource src, int64_t b, int64_t base, int r) {
+  const int8_t* flags = key_flags + b * N;
+  if (src == KeySource::kGlobalSlots) {
+    const int64_t s = base + r;
+    if (s >= G) return -1;
+    const int32_t j = global_idx[b * G + s];
+    return (j >= 0 && j < N && flags[j] == 2) ? j : -1;
+  }
+  const int64_t j = base + r;
+  if (j >= N) return -1;
+  const int8_t f = flags[j];
+  const bool ok = src == KeySource::kBand ? f == 0 : f != 1;
+  return ok ? static_cast<int32_t>(j) : -1;
+}
+
+// Whether slot s of batch element b is a valid global row (cpu_attention.h).
+LED_DEVICE bool slot_valid(const int8_t* key_flags, const int32_t* global_idx, int64_t N, int64_t G, int64_t b,
+                           int64_t s) {
+  const int32_t j = global_idx[b * G + s];
+  return j >= 0 && j < N && key_flags[b * N + j] == 2;
+}
+
+// One tile of K and V rows into shared memory, with each row's position (-1: masked, zero rows)
+// and the poison of the contracted tensor.
+template <typename T, int D, Contracted kCheck>
+LED_DEVICE void load_key_tile(const Rows<T>& k, const Rows<T>& v, bool aligned, const int8_t* key_flags,
+                              const int32_t* global_idx, int64_t N, int64_t G, KeySource src, int64_t b,
+                              int64_t h, int64_t base, T* ks, T* vs, int32_t* key_pos, float* poison) {
+  constexpr int kChunks = D / 8;
+  static_assert(kChunks <= 32 && (32 % kChunks) == 0, "a row's chunks must sit in one warp");
+  static_assert((kBlockN * kChunks) % kThreads == 0, "whole passes only (every lane joins the shuffles)");
+  for (int c = simt::thread_index(); c < kBlockN * kChunks; c += kThreads) {
+    const int r = c / kChunks, col = (c % kChunks) * 8;
+    const int32_t j = key_position(key_flags, global_idx, N, G, src, b, base, r);
+    Chunk8 kx = zero_chunk(), vx = zero_chunk();
+    if (j >= 0) {
+      kx = load_chunk(k.row(b, h, j) + col, aligned);
+      vx = load_chunk(v.row(b, h, j) + col, aligned);
+    }
+    bool bad = false;
+    if (kCheck != Contracted::kNone) {
+      bad = row_any<D>(chunk_nonfinite<T>(kCheck == Contracted::kKey ? kx : vx));
+      if (bad && kCheck == Contracted::kKey) kx = zero_chunk();
+      if (bad && kCheck == Contracted::kValue) vx = zero_chunk();
+    }
+    store_chunk(ks + r * smem_row<D>() + col, kx);
+    store_chunk(vs + r * smem_row<D>() + col, vx);
+    if (col == 0) {
+      key_pos[r] = j;
+      poison[r] = bad ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+    }
+  }
+}
+
+// A fragments (16 rows x D, one register quadruple per 16 dims) of rows [row0, row0 + 16) of a
+// staged tile.
+template <int D, typename T>
+LED_DEVICE void load_a_fragments(uint32_t (&frag)[D / 16][4], const T* tile, int row0, int lane) {
+  const int j = lane / 8, r = lane % 8;
+  for (int kt = 0; kt < D / 16; ++kt) {
+    simt::ldmatrix_x4(frag[kt], tile + (row0 + r + 8 * (j & 1)) * smem_row<D>() + kt * 16 + 8 * (j >> 1));
+  }
+}
+
+// acc[16 x 64] += A[16 x D] * tile[64 x D]^T: the tile's rows are B's columns, so plain ldmatrix
+// of the tile gives B fragments.
+template <typename T, int D>
+LED_DEVICE void mma_a_tile_t(float (&acc)[kBlockN / 8][4], const uint32_t (&a)[D / 16][4], const T* tile,
+                             int lane) {
+  const int j = lane / 8, r = lane % 8;
+  for (int kt = 0; kt < D / 16; ++kt) {
+    for (int np = 0; np < kBlockN / 16; ++np) {
+      uint32_t kb[4];
+      simt::ldmatrix_x4(kb, tile + (np * 16 + r + 8 * (j >> 1)) * smem_row<D>() + kt * 16 + 8 * (j & 1));
+      simt::mma_16816<T>(acc[2 * np], a[kt], kb[0], kb[1]);
+      simt::mma_16816<T>(acc[2 * np + 1], a[kt], kb[2], kb[3]);
+    }
+  }
+}
+
+// acc[16 x D] += P[16 x 64] * tile[64 x D], P given as fp32 accumulators (16 x 64, the C layout
+// of mma_a_tile_t), which for keys [16kk, 16kk + 16) are exactly an A fragment once packed to 16
+// bits; the tile's rows are B's rows, so ldmatrix.trans gives B fragments.
+template <typename T, int D>
+LED_DEVICE void mma_p_tile(float (&acc)[D / 8][4], const float (&p)[kBlockN / 8][4], const T* tile, int lane) {
+  const int j = lane / 8, r = lane % 8;
+  for (int kk = 0; kk < kBlockN / 16; ++kk) {
+    uint32_t pa[4];
+    pa[0] = simt::pack2<T>(p[2 * kk][0], p[2 * kk][1]);
+    pa[1] = simt::pack2<T>(p[2 * kk][2], p[2 * kk][3]);
+    pa[2] = simt::pack2<T>(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+    pa[3] = simt::pack2<T>(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+    for (int dp = 0; dp < D / 16; ++dp) {
+      uint32_t vb[4];
+      simt::ldmatrix_x4_trans(vb, tile + (kk * 16 + r + 8 * (j & 1)) * smem_row<D>() + dp * 16 + 8 * (j >> 1));
+      simt::mma_16816<T>(acc[2 * dp], pa, vb[0], vb[1]);
+      simt::mma_16816<T>(acc[2 * dp + 1], pa, vb[2], vb[3]);
+    }
+  }
+}
+
+// Writes rows g and g + 8 (x = 0, 1) of a 16 x D accumulator times `mul`, as the 16-bit type, into
+// row `dst` (null: not written) of a (.., D) tensor.
+template <typename T, int D>
+LED_DEVICE void store_acc_row(T* dst, const float (&acc)[D / 8][4], int x, float mul, int t) {
+  for (int dn = 0; dn < D / 8; ++dn) {
+    const uint32_t packed = simt::pack2<T>(acc[dn][2 * x] * mul, acc[dn][2 * x + 1] * mul);
+    simt::check_global(dst + dn * 8 + 2 * t, 4);
+    simt::store_u32(dst + dn * 8 + 2 * t, packed);
+  }
+}
+
+// The same row in fp32 (partials of a split sweep).
+template <int D>
+LED_DEVICE void store_acc_row_f32(float* dst, const float (&acc)[D / 8][4], int x, float mul, int t) {
+  for (int dn = 0; dn < D / 8; ++dn) {
+    simt::check_global(dst + dn * 8 + 2 * t, 8);
+    dst[dn * 8 + 2 * t] = acc[dn][2 * x] * mul;
+    dst[dn * 8 + 2 * t + 1] = acc[dn][2 * x + 1] * mul;
+  }
+}
+
+// Chunks of a long sweep (kernel B's keys, the global keys' rows in the backward): split until
+// about kSplitTargetBlocks blocks run, with at least kMinChunkTiles tiles per chunk. Depends on
+// the sizes only (not on the GPU), so results are the same on every device.
+inline int64_t chunk_rows(int64_t blocks_without_split, int64_t length) {
+  const int64_t tiles = ceil_div(length, kBlockN);
+  int64_t chunks = blocks_without_split >= kSplitTargetBlocks
+                       ? 1
+                       : ceil_div(kSplitTargetBlocks, blocks_without_split > 0 ? blocks_without_split : 1);
+  const int64_t max_chunks = tiles / kMinChunkTiles > 1 ? tiles / kMinChunkTiles : 1;
+  if (chunks > max_chunks) chunks = max_chunks;
+  const int64_t tiles_per_chunk = ceil_div(tiles, chunks);
+  return (tiles_per_chunk > 0 ? tiles_per_chunk : 1) * kBlockN;
+}
+
+inline int64_t chunk_count(int64_t length, int64_t chunk) { return length > 0 ? ceil_div(length, chunk) : 1; }
+
+inline bool row_starts_aligned(const void* p, const BNHStrides& s, int elem_bytes) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0 && (s.b * elem_bytes) % 16 == 0 &&
+         (s.n * elem_bytes) % 16 == 0 && (s.h * elem_bytes) % 16 == 0;
+}
+
+inline bool rows_4byte_aligned(const void* p, const BNHStrides& s) {
+  return reinterpret_cast<uintptr_t>(p) % 4 == 0 && s.b % 2 == 0 && s.n % 2 == 0 && s.h % 2 == 0;
+}
+
+// Common argument checks; throws std::invalid_argument naming the problem.
+inline void check_common(DType dtype, AttnKind kind, int64_t B, int64_t M, int64_t N, int64_t H, int64_t D,
+                         int64_t G, int64_t window, const int32_t* global_idx, const char* who) {
+  auto bad = [&](const std::string& what) { throw std::invalid_argument(std::string(who) + ": " + what); };
+  if (dtype != DType::kFloat16 && dtype != DType::kBFloat16) bad("float16 or bfloat16 inputs only");
+  if (D != 16 && D != 32 && D != 64 && D != 128) bad("head dim must be 16, 32, 64 or 128");
+  if (B < 0 || M < 0 || N < 0 || H < 0 || G < 0 || window < 0) bad("negative size or window");
+  if (N >= (int64_t{1} << 31) || M >= (int64_t{1} << 31)) bad("sequence length must be below 2^31");
+  if (kind == AttnKind::kBanded && M != N) bad("banded rows must equal N");
+  if (kind == AttnKind::kGlobalRows && M != G) bad("global rows must equal G");
+  if (G > 0 && global_idx == nullptr) bad("global_idx is null with G > 0");
+}
+
+}  // namespace cuda_attn
+}  // namespace led_kernels
