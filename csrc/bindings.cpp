@@ -18,6 +18,7 @@
 #include "led_kernels/build_info.h"
 #include "led_kernels/common.h"
 #include "led_kernels/cpu_attention.h"
+#include "led_kernels/cuda_attention.h"
 
 namespace py = pybind11;
 using led_kernels::BNHStrides;
@@ -28,6 +29,13 @@ namespace {
 using Strides3 = std::array<int64_t, 3>;
 
 BNHStrides to_strides(const Strides3& s) { return BNHStrides{s[0], s[1], s[2]}; }
+
+[[noreturn]] void no_cuda() {
+  throw std::runtime_error(
+      "led_kernels._C was built without CUDA (nvcc not found at build time, or "
+      "LED_KERNELS_BUILD_CUDA=OFF); reinstall from the source tree with nvcc on PATH "
+      "(LED_KERNELS_BUILD_CUDA=ON pip install .) to get the CUDA kernels");
+}
 
 DeltaParams make_delta_params(std::uintptr_t o_ptr, std::uintptr_t do_ptr, std::uintptr_t delta_ptr, int64_t B,
                               int64_t N, int64_t H, int64_t D, const Strides3& o_strides,
@@ -64,10 +72,7 @@ void delta_cuda_binding(std::uintptr_t o_ptr, std::uintptr_t do_ptr, std::uintpt
 #else
   (void)o_ptr, (void)do_ptr, (void)delta_ptr, (void)B, (void)N, (void)H, (void)D, (void)o_strides,
       (void)do_strides, (void)dtype_code, (void)stream;
-  throw std::runtime_error(
-      "led_kernels._C was built without CUDA (nvcc not found at build time, or "
-      "LED_KERNELS_BUILD_CUDA=OFF); reinstall from the source tree with nvcc on PATH "
-      "(LED_KERNELS_BUILD_CUDA=ON pip install .) to get the CUDA kernels");
+  no_cuda();
 #endif
 }
 
@@ -140,6 +145,108 @@ void attention_bwd_cpu_binding(int kind, std::uintptr_t q_ptr, std::uintptr_t k_
   p.dtype = led_kernels::dtype_from_code(dtype_code);
   py::gil_scoped_release no_gil;
   led_kernels::attention_bwd_cpu(p, num_threads);
+}
+
+
+led_kernels::AttnKind attn_kind(int kind) {
+  if (kind != 0 && kind != 1) throw std::invalid_argument("led_kernels: attention kind must be 0 (banded) or 1 (global rows)");
+  return static_cast<led_kernels::AttnKind>(kind);
+}
+
+uint64_t attention_cuda_workspace_bytes_binding(bool backward, int kind, int64_t B, int64_t H, int64_t G, int64_t N,
+                                                int64_t D) {
+#ifdef LED_KERNELS_WITH_CUDA
+  const auto k = attn_kind(kind);
+  return backward ? led_kernels::attention_bwd_cuda_workspace_bytes(k, B, H, G, N, D)
+                  : led_kernels::attention_fwd_cuda_workspace_bytes(k, B, H, G, N, D);
+#else
+  (void)backward, (void)kind, (void)B, (void)H, (void)G, (void)N, (void)D;
+  no_cuda();
+#endif
+}
+
+void attention_fwd_cuda_binding(int kind, std::uintptr_t q_ptr, std::uintptr_t k_ptr, std::uintptr_t v_ptr,
+                                std::uintptr_t out_ptr, std::uintptr_t lse_ptr, std::uintptr_t flags_ptr,
+                                std::uintptr_t gidx_ptr, int64_t B, int64_t M, int64_t N, int64_t H, int64_t D,
+                                int64_t G, int64_t window, double scale, const Strides3& q_strides,
+                                const Strides3& k_strides, const Strides3& v_strides, const Strides3& o_strides,
+                                int dtype_code, std::uintptr_t workspace_ptr, uint64_t workspace_bytes,
+                                std::uintptr_t stream) {
+#ifdef LED_KERNELS_WITH_CUDA
+  led_kernels::AttnFwdParams p;
+  p.kind = attn_kind(kind);
+  p.q = reinterpret_cast<const void*>(q_ptr);
+  p.k = reinterpret_cast<const void*>(k_ptr);
+  p.v = reinterpret_cast<const void*>(v_ptr);
+  p.out = reinterpret_cast<void*>(out_ptr);
+  p.lse = reinterpret_cast<float*>(lse_ptr);
+  p.key_flags = reinterpret_cast<const int8_t*>(flags_ptr);
+  p.global_idx = reinterpret_cast<const int32_t*>(gidx_ptr);
+  p.B = B, p.M = M, p.N = N, p.H = H, p.D = D, p.G = G;
+  p.window = window;
+  p.scale = scale;
+  p.q_strides = to_strides(q_strides);
+  p.k_strides = to_strides(k_strides);
+  p.v_strides = to_strides(v_strides);
+  p.o_strides = to_strides(o_strides);
+  p.dtype = led_kernels::dtype_from_code(dtype_code);
+  py::gil_scoped_release no_gil;
+  led_kernels::attention_fwd_cuda(p, reinterpret_cast<float*>(workspace_ptr), workspace_bytes,
+                                  reinterpret_cast<void*>(stream));
+#else
+  (void)kind, (void)q_ptr, (void)k_ptr, (void)v_ptr, (void)out_ptr, (void)lse_ptr, (void)flags_ptr, (void)gidx_ptr,
+      (void)B, (void)M, (void)N, (void)H, (void)D, (void)G, (void)window, (void)scale, (void)q_strides,
+      (void)k_strides, (void)v_strides, (void)o_strides, (void)dtype_code, (void)workspace_ptr,
+      (void)workspace_bytes, (void)stream;
+  no_cuda();
+#endif
+}
+
+void attention_bwd_cuda_binding(int kind, std::uintptr_t q_ptr, std::uintptr_t k_ptr, std::uintptr_t v_ptr,
+                                std::uintptr_t out_ptr, std::uintptr_t do_ptr, std::uintptr_t lse_ptr,
+                                std::uintptr_t dq_ptr, std::uintptr_t dk_ptr, std::uintptr_t dv_ptr,
+                                std::uintptr_t flags_ptr, std::uintptr_t gidx_ptr, int64_t B, int64_t M, int64_t N,
+                                int64_t H, int64_t D, int64_t G, int64_t window, double scale,
+                                const Strides3& q_strides, const Strides3& k_strides, const Strides3& v_strides,
+                                const Strides3& o_strides, const Strides3& do_strides, const Strides3& dq_strides,
+                                const Strides3& dk_strides, const Strides3& dv_strides, int dtype_code,
+                                std::uintptr_t workspace_ptr, uint64_t workspace_bytes, std::uintptr_t stream) {
+#ifdef LED_KERNELS_WITH_CUDA
+  led_kernels::AttnBwdParams p;
+  p.kind = attn_kind(kind);
+  p.q = reinterpret_cast<const void*>(q_ptr);
+  p.k = reinterpret_cast<const void*>(k_ptr);
+  p.v = reinterpret_cast<const void*>(v_ptr);
+  p.dout = reinterpret_cast<const void*>(do_ptr);
+  p.lse = reinterpret_cast<const float*>(lse_ptr);
+  p.dq = reinterpret_cast<void*>(dq_ptr);
+  p.dk = reinterpret_cast<void*>(dk_ptr);
+  p.dv = reinterpret_cast<void*>(dv_ptr);
+  p.key_flags = reinterpret_cast<const int8_t*>(flags_ptr);
+  p.global_idx = reinterpret_cast<const int32_t*>(gidx_ptr);
+  p.B = B, p.M = M, p.N = N, p.H = H, p.D = D, p.G = G;
+  p.window = window;
+  p.scale = scale;
+  p.q_strides = to_strides(q_strides);
+  p.k_strides = to_strides(k_strides);
+  p.v_strides = to_strides(v_strides);
+  p.do_strides = to_strides(do_strides);
+  p.dq_strides = to_strides(dq_strides);
+  p.dk_strides = to_strides(dk_strides);
+  p.dv_strides = to_strides(dv_strides);
+  p.dtype = led_kernels::dtype_from_code(dtype_code);
+  py::gil_scoped_release no_gil;
+  led_kernels::attention_bwd_cuda(p, reinterpret_cast<const void*>(out_ptr), to_strides(o_strides),
+                                  reinterpret_cast<float*>(workspace_ptr), workspace_bytes,
+                                  reinterpret_cast<void*>(stream));
+#else
+  (void)kind, (void)q_ptr, (void)k_ptr, (void)v_ptr, (void)out_ptr, (void)do_ptr, (void)lse_ptr, (void)dq_ptr,
+      (void)dk_ptr, (void)dv_ptr, (void)flags_ptr, (void)gidx_ptr, (void)B, (void)M, (void)N, (void)H, (void)D,
+      (void)G, (void)window, (void)scale, (void)q_strides, (void)k_strides, (void)v_strides, (void)o_strides,
+      (void)do_strides, (void)dq_strides, (void)dk_strides, (void)dv_strides, (void)dtype_code,
+      (void)workspace_ptr, (void)workspace_bytes, (void)stream;
+  no_cuda();
+#endif
 }
 
 }  // namespace
@@ -251,6 +358,26 @@ PYBIND11_MODULE(_C, m) {
         py::arg("num_threads") = 0,
         "Backward of attention_fwd_cpu: writes dq (B,M,H,D), dk and dv (B,N,H,D) completely; lse from the "
         "forward. Deterministic (bitwise, for any thread count).");
+  m.def("attention_cuda_workspace_bytes", &attention_cuda_workspace_bytes_binding, py::arg("backward"),
+        py::arg("kind"), py::arg("B"), py::arg("H"), py::arg("G"), py::arg("N"), py::arg("D"),
+        "Bytes of device workspace attention_fwd_cuda (backward=False) or attention_bwd_cuda needs.");
+  m.def("attention_fwd_cuda", &attention_fwd_cuda_binding, py::arg("kind"), py::arg("q_ptr"), py::arg("k_ptr"),
+        py::arg("v_ptr"), py::arg("out_ptr"), py::arg("lse_ptr"), py::arg("flags_ptr"), py::arg("gidx_ptr"),
+        py::arg("B"), py::arg("M"), py::arg("N"), py::arg("H"), py::arg("D"), py::arg("G"), py::arg("window"),
+        py::arg("scale"), py::arg("q_strides"), py::arg("k_strides"), py::arg("v_strides"), py::arg("o_strides"),
+        py::arg("dtype_code"), py::arg("workspace_ptr"), py::arg("workspace_bytes"), py::arg("stream"),
+        "As attention_fwd_cpu on device memory (float16/bfloat16, head dims 16/32/64/128), enqueued on "
+        "`stream` (a cudaStream_t as int), with `workspace_bytes` (attention_cuda_workspace_bytes) of "
+        "float32 device workspace. The caller makes the tensors' device current.");
+  m.def("attention_bwd_cuda", &attention_bwd_cuda_binding, py::arg("kind"), py::arg("q_ptr"), py::arg("k_ptr"),
+        py::arg("v_ptr"), py::arg("out_ptr"), py::arg("do_ptr"), py::arg("lse_ptr"), py::arg("dq_ptr"),
+        py::arg("dk_ptr"), py::arg("dv_ptr"), py::arg("flags_ptr"), py::arg("gidx_ptr"), py::arg("B"), py::arg("M"),
+        py::arg("N"), py::arg("H"), py::arg("D"), py::arg("G"), py::arg("window"), py::arg("scale"),
+        py::arg("q_strides"), py::arg("k_strides"), py::arg("v_strides"), py::arg("o_strides"),
+        py::arg("do_strides"), py::arg("dq_strides"), py::arg("dk_strides"), py::arg("dv_strides"),
+        py::arg("dtype_code"), py::arg("workspace_ptr"), py::arg("workspace_bytes"), py::arg("stream"),
+        "Backward of attention_fwd_cuda: writes dq (B,M,H,D), dk and dv (B,N,H,D) completely; out and lse "
+        "from the forward. Deterministic.");
   m.def(
       "cpu_attention_isa", []() { return std::string(led_kernels::cpu_attention_isa()); },
       "The instruction set the CPU attention kernels use here ('avx512', 'avx2' or 'generic'); the "

@@ -62,3 +62,25 @@ def _nan_poison(request, monkeypatch):
     monkeypatch.setattr(torch, "empty_like", _poisoned(torch.empty_like))
     monkeypatch.setattr(torch.Tensor, "new_empty", _poisoned(torch.Tensor.new_empty))
     yield
+
+
+@pytest.fixture(scope="session")
+def cuda_emulator(tmp_path_factory):
+    """The cuda backend's kernels compiled for the CPU emulator of tests/cuda_emu/ (once per process)."""
+    from cuda_emu import emulated
+
+    if emulated.cuda_include_dir() is None:
+        pytest.skip("no CUDA toolkit headers (cuda_fp16.h) for the emulated kernels: set CUDA_HOME")
+    return emulated.Emulated(emulated.build(tmp_path_factory.mktemp("cuda_emu")))
+
+
+@pytest.fixture
+def emulated_cuda_backend(cuda_emulator, monkeypatch):
+    """The ``cuda`` backend's Python layer running the emulated kernels on host tensors."""
+    from cuda_emu import emulated
+
+    from led_kernels.ops import cuda
+
+    kernels = emulated.EmulatedExtension(cuda_emulator)
+    monkeypatch.setattr(cuda, "_kernels", kernels)
+    return kernels

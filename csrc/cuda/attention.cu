@@ -1,7 +1,9 @@
-// The cuda backend's attention kernels, instantiated for the GPU (the kernels and their launch
-// logic live in attention_fwd.cuh, shared with the CPU emulator build of tests/cuda_emu/).
+// The cuda backend's attention kernels, instantiated for the GPU. The kernels and their launch
+// logic live in attention_{common,fwd,bwd}.cuh, shared with the CPU emulator build of
+// tests/cuda_emu/, which runs the same source against the reference.
 #include <cuda_runtime.h>
 
+#include "attention_bwd.cuh"
 #include "attention_fwd.cuh"
 #include "cuda_check.h"
 #include "led_kernels/cuda_attention.h"
@@ -12,9 +14,19 @@ size_t attention_fwd_cuda_workspace_bytes(AttnKind kind, int64_t B, int64_t H, i
   return cuda_attn::fwd_workspace_bytes(kind, B, H, G, N, D);
 }
 
+size_t attention_bwd_cuda_workspace_bytes(AttnKind kind, int64_t B, int64_t H, int64_t G, int64_t N, int64_t D) {
+  return cuda_attn::bwd_workspace_bytes(kind, B, H, G, N, D);
+}
+
 void attention_fwd_cuda(const AttnFwdParams& p, float* workspace, size_t workspace_bytes, void* stream) {
   cuda_attn::attention_fwd(p, workspace, workspace_bytes, static_cast<cudaStream_t>(stream));
   check_launch("attention_fwd_cuda kernel launch failed");
+}
+
+void attention_bwd_cuda(const AttnBwdParams& p, const void* out, BNHStrides o_strides, float* workspace,
+                        size_t workspace_bytes, void* stream) {
+  cuda_attn::attention_bwd(p, out, o_strides, workspace, workspace_bytes, static_cast<cudaStream_t>(stream));
+  check_launch("attention_bwd_cuda kernel launch failed");
 }
 
 }  // namespace led_kernels

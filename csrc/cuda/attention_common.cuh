@@ -44,7 +44,7 @@ constexpr size_t tile_bytes() {
   return static_cast<size_t>(kBlockN) * smem_row<D>() * 2;
 }
 
-inline int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
+LED_HOST_DEVICE int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
 
 // Where the keys of a tile come from.
 enum class KeySource : int {

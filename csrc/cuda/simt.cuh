@@ -30,6 +30,7 @@
 #if defined(__CUDACC__)
 
 #define LED_DEVICE __device__ __forceinline__
+#define LED_HOST_DEVICE __host__ __device__ __forceinline__
 #define LED_KERNEL __global__
 
 namespace led_kernels {

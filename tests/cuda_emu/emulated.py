@@ -186,4 +186,65 @@ class Emulated:
         return dq, dk, dv
 
 
-__all__ = ["Emulated", "EmulatorError", "KIND_BANDED", "KIND_GLOBAL", "build", "cuda_include_dir"]
+class EmulatedExtension:
+    """The CUDA entry points of ``led_kernels._C`` (same names and arguments) backed by the emulated
+    kernels, for host tensors: set ``led_kernels.ops.cuda._kernels`` to one to run the ``cuda`` backend's
+    Python layer (ops, autograd, registration) on the CPU. Global accesses are not range-checked here
+    (only pointers cross this interface); :class:`Emulated` checks them."""
+
+    def __init__(self, emulated: Emulated) -> None:
+        self.lib = emulated.lib
+        self.calls: list[str] = []
+
+    def attention_cuda_workspace_bytes(self, backward, kind, b, h, g, n, d):
+        fn = self.lib.led_emu_bwd_workspace_bytes if backward else self.lib.led_emu_fwd_workspace_bytes
+        return int(fn(kind, b, h, g, n, d))
+
+    def _call(self, fn, name, args, strides, dtype_code, workspace_ptr, workspace_bytes, stream):
+        assert stream == 0, "host tensors run on no stream"
+        flat = (ctypes.c_int64 * (3 * len(strides)))(*(s for triple in strides for s in triple))
+        error = ctypes.create_string_buffer(1024)
+        self.lib.led_emu_clear_ranges()
+        rc = fn(*args, flat, dtype_code, workspace_ptr, workspace_bytes, error, len(error))
+        if rc != 0:
+            raise ValueError(error.value.decode())
+        self.calls.append(name)
+
+    def attention_fwd_cuda(self, kind, *args):
+        *head, qs, ks, vs, os_, dtype_code, ws_ptr, ws_bytes, stream = args
+        strides = (qs, ks, vs, os_)
+        self._call(
+            self.lib.led_emu_attention_fwd,
+            "fwd",
+            (kind, *head),
+            strides,
+            dtype_code,
+            ws_ptr,
+            ws_bytes,
+            stream,
+        )
+
+    def attention_bwd_cuda(self, kind, *args):
+        *head, qs, ks, vs, os_, dos, dqs, dks, dvs, dtype_code, ws_ptr, ws_bytes, stream = args
+        strides = (qs, ks, vs, os_, dos, dqs, dks, dvs)
+        self._call(
+            self.lib.led_emu_attention_bwd,
+            "bwd",
+            (kind, *head),
+            strides,
+            dtype_code,
+            ws_ptr,
+            ws_bytes,
+            stream,
+        )
+
+
+__all__ = [
+    "Emulated",
+    "EmulatedExtension",
+    "EmulatorError",
+    "KIND_BANDED",
+    "KIND_GLOBAL",
+    "build",
+    "cuda_include_dir",
+]

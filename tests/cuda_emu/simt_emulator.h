@@ -40,6 +40,7 @@
 #include <vector>
 
 #define LED_DEVICE inline
+#define LED_HOST_DEVICE inline
 #define LED_KERNEL
 #define __launch_bounds__(...)
 

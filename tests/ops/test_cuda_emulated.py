@@ -27,11 +27,9 @@ LOW = (torch.float16, torch.bfloat16)
 LN2 = math.log(2.0)
 
 
-@pytest.fixture(scope="session")
-def emu(tmp_path_factory):
-    if E.cuda_include_dir() is None:
-        pytest.skip("no CUDA toolkit headers (cuda_fp16.h): set CUDA_HOME")
-    return E.Emulated(E.build(tmp_path_factory.mktemp("cuda_emu")))
+@pytest.fixture
+def emu(cuda_emulator):
+    return cuda_emulator
 
 
 def _inputs(b, n, h, d, gpat, ppat, dtype, max_global=None, seed=0):

@@ -8,7 +8,8 @@ the layouts the ops must read in place: q/k/v as views of a fused (B, N, 3, H, D
 tensors, a batch without global slots, a window past the sequence and one-token sequences.
 
 Every op of the namespace must appear in ``CASES``: a new op fails ``test_every_registered_op_is_checked``
-until it gets cases here. ``attention_delta`` has a CPU kernel, so it is checked here like the others.
+until it gets cases here. ``attention_delta`` has a CPU kernel, so it is checked here like the others. The
+``cuda`` backend's ops run their emulated kernels on host tensors here (tests/cuda_emu/).
 """
 
 from __future__ import annotations
@@ -28,13 +29,19 @@ def _backend_ready(name: str) -> bool:
     return lk.available_backends()[name].available
 
 
+def _registers(backend: str) -> bool:
+    """Whether this backend's ops are registered in this process (the cuda module imports anywhere)."""
+    return backend == "cuda" or (ext.is_built() if backend == "cpu" else _backend_ready(backend))
+
+
 def _import_registrations() -> None:
-    # every module that registers ops: the CPU kernels and delta (compiled extension), and Triton
+    # every module that registers ops: the CPU kernels and delta (compiled extension), Triton, CUDA
     if ext.is_built():
         import led_kernels.ops.cpu  # noqa: F401
         import led_kernels.ops.delta  # noqa: F401
     if _backend_ready("triton"):
         import led_kernels.ops.triton  # noqa: F401
+    import led_kernels.ops.cuda  # noqa: F401
 
 
 _import_registrations()
@@ -159,6 +166,30 @@ def _triton_cases(shape, window, dtype, globals_, layout, seed=0):
     ]
 
 
+def _cuda_cases(shape, window, dtype, globals_, layout, seed=0):
+    # float16/bfloat16 only: float32 variants run in float16
+    dtype = torch.float16 if dtype == torch.float32 else dtype
+    b, n, h, d = shape
+    q, k, v = _grad(_layouts(b, n, h, d, dtype, seed)[layout])
+    flags, gi = _masks(b, n, globals_)
+    scale = d**-0.5
+    out, lse = OPS.cuda_banded_fwd(q, k, v, flags, gi, window, scale)
+    dout = _dout(out.shape, dtype, seed).contiguous()
+    cases = [
+        (OPS.cuda_banded_fwd.default, (q, k, v, flags, gi, window, scale)),
+        (OPS.cuda_banded_bwd.default, _nograd(dout, q, k, v, out, lse, flags, gi, window, scale)),
+    ]
+    if gi is not None:
+        qg = gather_rows(q.detach(), gi).requires_grad_()
+        gout, glse = OPS.cuda_global_fwd(qg, k, v, gi, flags, scale)
+        gdout = _dout(gout.shape, dtype, seed).contiguous()
+        cases += [
+            (OPS.cuda_global_fwd.default, (qg, k, v, gi, flags, scale)),
+            (OPS.cuda_global_bwd.default, _nograd(gdout, qg, k, v, gout, glse, gi, flags, scale)),
+        ]
+    return cases
+
+
 CASES = {
     "cpu_banded_fwd": "cpu",
     "cpu_banded_bwd": "cpu",
@@ -173,6 +204,10 @@ CASES = {
     "triton_global_bwd": "triton",
     "triton_longformer_fwd": "triton",
     "triton_longformer_bwd": "triton",
+    "cuda_banded_fwd": "cuda",
+    "cuda_banded_bwd": "cuda",
+    "cuda_global_fwd": "cuda",
+    "cuda_global_bwd": "cuda",
 }
 
 
@@ -185,7 +220,7 @@ def _registered_ops() -> set[str]:
 def test_every_registered_op_is_checked():
     """The namespace holds exactly the ops this file checks (none unchecked, none stale)."""
     registered = _registered_ops()
-    expected = {op for op, backend in CASES.items() if _backend_ready(backend)}
+    expected = {op for op, backend in CASES.items() if _registers(backend)}
     assert expected, "no backend with registered ops is available"
     assert registered == expected, (registered - expected, expected - registered)
 
@@ -215,3 +250,11 @@ def test_triton_ops(variant):
     seen: set[str] = set()
     _check_all(_triton_cases(*variant), seen)
     assert seen == {op for op, backend in CASES.items() if backend == "triton"}
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_cuda_ops_emulated(emulated_cuda_backend, variant):
+    seen: set[str] = set()
+    _check_all(_cuda_cases(*variant), seen)
+    expected = {op for op, backend in CASES.items() if backend == "cuda"}
+    assert seen == (expected if variant[3] else {"cuda_banded_fwd", "cuda_banded_bwd"})

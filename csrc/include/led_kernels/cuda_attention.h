@@ -11,14 +11,20 @@
 namespace led_kernels {
 
 #ifdef LED_KERNELS_WITH_CUDA
-// Bytes of device workspace attention_fwd_cuda needs for these sizes (kernel B's per-chunk
-// partials), 0 when none. Python allocates it (DESIGN section 5: Python owns every tensor).
+// Bytes of device workspace the forward / backward need for these sizes (the backward's delta,
+// the partial sums of the sweeps split into chunks). Python allocates it (DESIGN section 5).
 size_t attention_fwd_cuda_workspace_bytes(AttnKind kind, int64_t B, int64_t H, int64_t G, int64_t N, int64_t D);
+size_t attention_bwd_cuda_workspace_bytes(AttnKind kind, int64_t B, int64_t H, int64_t G, int64_t N, int64_t D);
 
 // Forward (see cpu_attention.h for the semantics and the saved statistics). `stream` is a
 // cudaStream_t passed as an opaque pointer. Throws std::invalid_argument for arguments the kernels
 // cannot take and std::runtime_error for CUDA errors.
 void attention_fwd_cuda(const AttnFwdParams& p, float* workspace, size_t workspace_bytes, void* stream);
+
+// Backward: writes dq, dk and dv completely. `out` / `o_strides` are the forward's output (its
+// rows give delta = dO . O). Deterministic: the same inputs give the same bits.
+void attention_bwd_cuda(const AttnBwdParams& p, const void* out, BNHStrides o_strides, float* workspace,
+                        size_t workspace_bytes, void* stream);
 #endif
 
 }  // namespace led_kernels

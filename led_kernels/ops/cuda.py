@@ -1,0 +1,338 @@
+"""The ``cuda`` backend: CUDA kernels of ``led_kernels._C`` (csrc/cuda/attention*.cuh), forward and backward.
+
+``banded_attention`` (kernel A: band minus global/padded keys, plus the valid global keys, one softmax per
+row) and ``global_attention`` (kernel B: the global slots' rows over every non-padded key), each a
+``torch.library.custom_op`` (``led_kernels::cuda_banded_fwd`` / ``cuda_banded_bwd`` / ``cuda_global_fwd`` /
+``cuda_global_bwd``) with a fake implementation and a registered autograd formula, so
+``torch.compile(fullgraph=True)`` traces through them.
+
+The kernels are FlashAttention-2 style on tensor cores (``mma.sync`` m16n8k16 with fp32 accumulation,
+``ldmatrix``): blocks of 4 warps x 16 query rows, key tiles of 64 staged in shared memory, an online base-2
+softmax in registers, band-aware tile ranges. Kernel B splits its keys into chunks combined by their
+statistics when there are few global rows. The backward recomputes the probabilities from the saved
+statistics: dQ per query tile, dK/dV per key tile (each warp owns 16 keys); the sweeps that would leave the
+GPU idle (kernel A's global keys over every row, kernel B's dQ over every key) are split into chunks whose
+fp32 partials are summed in a fixed order, so gradients are bitwise reproducible (no atomics).
+
+float16 and bfloat16 inputs, head dims 16, 32, 64 and 128, any strides with a contiguous last dimension
+(read in place). float32 inputs are refused with a ``TypeError`` naming the ``triton`` backend, which
+takes them (``backend="auto"`` picks it for float32). The statistics saved per row are the ``cpu``
+backend's: ``lse`` (B, H, 2, rows) float32 with the row max and log2 of the row sum in base-2 units.
+
+A NaN or inf in a row of q, k, v (or of the upstream gradient) reaches only the rows that attend it and the
+gradients that depend on those (see csrc/cuda/attention_common.cuh).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from led_kernels import _extension as ext
+
+SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16)
+_KIND_BANDED = 0  # AttnKind::kBanded (csrc/include/led_kernels/cpu_attention.h)
+_KIND_GLOBAL = 1  # AttnKind::kGlobalRows
+
+# The kernel entry points: the compiled extension, or (tests only) the same kernels built for the CPU
+# emulator of tests/cuda_emu/, which run on host memory. See _launch_context.
+_kernels: Any = None
+
+
+def _c() -> Any:
+    return ext.C if _kernels is None else _kernels
+
+
+def _strides3(t: Tensor) -> tuple[int, int, int]:
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+def _rows_last_dim_contiguous(t: Tensor) -> Tensor:
+    # Upstream gradients may be expanded or transposed views; the kernels need stride(D) == 1.
+    return t if t.shape[-1] <= 1 or t.stride(-1) == 1 else t.contiguous()
+
+
+def _check_input(t: Tensor, name: str) -> None:
+    if t.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(
+            f"backend 'cuda' supports float16 and bfloat16 inputs, got {name} of dtype {t.dtype} "
+            "(backend='triton' takes float32; backend='auto' picks it)"
+        )
+    if t.shape[-1] not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(
+            f"backend 'cuda' supports head_dim in {SUPPORTED_HEAD_DIMS}, got {name} with {t.shape[-1]}"
+        )
+    if _kernels is None and t.device.type != "cuda":
+        raise ValueError(f"backend 'cuda' needs CUDA tensors, got {name} on {t.device}")
+
+
+class _launch_context:
+    """Makes the tensors' device current (the extension's own CUDA runtime follows it) and gives the
+    current stream's handle; a no-op for host tensors (the emulated kernels of the tests)."""
+
+    def __init__(self, t: Tensor) -> None:
+        self.device = t.device
+        self.guard = torch.cuda.device(t.device) if t.device.type == "cuda" else None
+
+    def __enter__(self) -> int:
+        if self.guard is None:
+            return 0
+        self.guard.__enter__()
+        return torch.cuda.current_stream(self.device).cuda_stream
+
+    def __exit__(self, *exc: object) -> None:
+        if self.guard is not None:
+            self.guard.__exit__(*exc)
+
+
+def _workspace(
+    backward: bool, kind: int, b: int, h: int, g: int, n: int, d: int, device
+) -> tuple[Tensor, int]:
+    nbytes = int(_c().attention_cuda_workspace_bytes(backward, kind, b, h, g, n, d))
+    return torch.empty((max(nbytes, 4) + 3) // 4, dtype=torch.float32, device=device), nbytes
+
+
+def _ptr(t: Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def _forward(kind, q, k, v, key_flags, global_idx, window, scale) -> tuple[Tensor, Tensor]:
+    # q (B, M, H, D) rows, k/v (B, N, H, D) -> out (B, M, H, D), lse (B, H, 2, M) float32
+    b, m, h, d = q.shape
+    n = k.shape[1]
+    g = 0 if global_idx is None else global_idx.shape[1]
+    out = torch.empty((b, m, h, d), dtype=q.dtype, device=q.device)
+    lse = torch.empty((b, h, 2, m), dtype=torch.float32, device=q.device)
+    if out.numel() == 0:
+        return out, lse.fill_(float("inf"))
+    workspace, nbytes = _workspace(False, kind, b, h, g, n, d, q.device)
+    with _launch_context(q) as stream:
+        _c().attention_fwd_cuda(
+            kind, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(),
+            key_flags.data_ptr(), _ptr(global_idx), b, m, n, h, d, g, window, scale,
+            _strides3(q), _strides3(k), _strides3(v), _strides3(out),
+            ext.dtype_code(q.dtype), workspace.data_ptr(), nbytes, stream,
+        )  # fmt: skip
+    return out, lse
+
+
+def _backward(
+    kind, dout, q, k, v, out, lse, key_flags, global_idx, window, scale
+) -> tuple[Tensor, Tensor, Tensor]:
+    b, m, h, d = q.shape
+    n = k.shape[1]
+    g = 0 if global_idx is None else global_idx.shape[1]
+    dq = torch.empty((b, m, h, d), dtype=q.dtype, device=q.device)
+    dk = torch.empty((b, n, h, d), dtype=k.dtype, device=q.device)
+    dv = torch.empty((b, n, h, d), dtype=v.dtype, device=q.device)
+    if b * h * d == 0 or (m == 0 and n == 0):
+        return dq, dk, dv
+    workspace, nbytes = _workspace(True, kind, b, h, g, n, d, q.device)
+    with _launch_context(q) as stream:
+        _c().attention_bwd_cuda(
+            kind, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), dout.data_ptr(), lse.data_ptr(),
+            dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), key_flags.data_ptr(), _ptr(global_idx),
+            b, m, n, h, d, g, window, scale,
+            _strides3(q), _strides3(k), _strides3(v), _strides3(out), _strides3(dout),
+            _strides3(dq), _strides3(dk), _strides3(dv),
+            ext.dtype_code(q.dtype), workspace.data_ptr(), nbytes, stream,
+        )  # fmt: skip
+    return dq, dk, dv
+
+
+# ----------------------------------------------------------------------------------------------------
+# kernel A: banded rows
+# ----------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("led_kernels::cuda_banded_fwd", mutates_args=())
+def cuda_banded_fwd(
+    q: Tensor, k: Tensor, v: Tensor, key_flags: Tensor, global_idx: Tensor | None, window: int, scale: float
+) -> tuple[Tensor, Tensor]:
+    # q, k, v (B, N, H, D) -> out (B, N, H, D) input dtype, lse (B, H, 2, N) float32 row statistics
+    return _forward(_KIND_BANDED, q, k, v, key_flags, global_idx, window, scale)
+
+
+@cuda_banded_fwd.register_fake
+def _(q, k, v, key_flags, global_idx, window, scale):
+    b, n, h, d = q.shape
+    return q.new_empty((b, n, h, d)), q.new_empty((b, h, 2, n), dtype=torch.float32)
+
+
+@torch.library.custom_op("led_kernels::cuda_banded_bwd", mutates_args=())
+def cuda_banded_bwd(
+    dout: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    key_flags: Tensor,
+    global_idx: Tensor | None,
+    window: int,
+    scale: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    # dout, q, k, v, out (B, N, H, D), lse (B, H, 2, N) -> dq, dk, dv (B, N, H, D) in the input dtype
+    return _backward(_KIND_BANDED, dout, q, k, v, out, lse, key_flags, global_idx, window, scale)
+
+
+@cuda_banded_bwd.register_fake
+def _(dout, q, k, v, out, lse, key_flags, global_idx, window, scale):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+
+
+def _banded_setup_context(ctx, inputs, output):
+    q, k, v, key_flags, global_idx, window, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, key_flags, global_idx)
+    ctx.window = window
+    ctx.scale = scale
+
+
+def _banded_backward(ctx, dout, dlse):
+    q, k, v, out, lse, key_flags, global_idx = ctx.saved_tensors
+    dq, dk, dv = torch.ops.led_kernels.cuda_banded_bwd(
+        _rows_last_dim_contiguous(dout), q, k, v, out, lse, key_flags, global_idx, ctx.window, ctx.scale
+    )
+    return dq, dk, dv, None, None, None, None
+
+
+cuda_banded_fwd.register_autograd(_banded_backward, setup_context=_banded_setup_context)
+
+
+def _prepare_indices(key_flags: Tensor, global_idx: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    # The frontend passes int8 / int32 contiguous tensors already; these are no-ops then.
+    key_flags = key_flags.to(torch.int8).contiguous()
+    if global_idx is not None:
+        global_idx = global_idx.to(torch.int32).contiguous()
+    return key_flags, global_idx
+
+
+def banded_attention(
+    q: Tensor, k: Tensor, v: Tensor, window: int, key_flags: Tensor, global_idx: Tensor | None, scale: float
+) -> Tensor:
+    """Longformer/LED banded attention of every query row (kernel A), differentiable in q, k, v.
+
+    Args:
+        q, k, v: (B, N, H, D) float16/bfloat16 CUDA tensors, D in 16/32/64/128, last dim contiguous, any
+            other strides (read in place).
+        window: one-sided window w >= 0 (w >= N: dense).
+        key_flags: int8 (B, N): 0 local, 1 padding, 2 global.
+        global_idx: int32 (B, G) sorted global positions then -1, or None. Slot s is used iff
+            global_idx[b, s] >= 0 and key_flags[b, global_idx[b, s]] == 2.
+        scale: score scale.
+
+    Returns:
+        (B, N, H, D) in the input dtype: row i (not padding) attends {|i - j| <= w, key j local} plus
+        the valid global keys under one float32 softmax; padding rows and rows with nothing to attend are 0.
+    """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _check_input(t, name)
+    key_flags, global_idx = _prepare_indices(key_flags, global_idx)
+    if global_idx is not None and global_idx.shape[1] == 0:
+        global_idx = None
+    out, _ = torch.ops.led_kernels.cuda_banded_fwd(q, k, v, key_flags, global_idx, int(window), float(scale))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# kernel B: global rows
+# ----------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("led_kernels::cuda_global_fwd", mutates_args=())
+def cuda_global_fwd(
+    q_global: Tensor, k_global: Tensor, v_global: Tensor, global_idx: Tensor, key_flags: Tensor, scale: float
+) -> tuple[Tensor, Tensor]:
+    # q_global (B, G, H, D), k_global/v_global (B, N, H, D) -> out (B, G, H, D), lse (B, H, 2, G) float32
+    return _forward(_KIND_GLOBAL, q_global, k_global, v_global, key_flags, global_idx, 0, scale)
+
+
+@cuda_global_fwd.register_fake
+def _(q_global, k_global, v_global, global_idx, key_flags, scale):
+    b, g, h, d = q_global.shape
+    return q_global.new_empty((b, g, h, d)), q_global.new_empty((b, h, 2, g), dtype=torch.float32)
+
+
+@torch.library.custom_op("led_kernels::cuda_global_bwd", mutates_args=())
+def cuda_global_bwd(
+    dout: Tensor,
+    q_global: Tensor,
+    k_global: Tensor,
+    v_global: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    global_idx: Tensor,
+    key_flags: Tensor,
+    scale: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    # dout, out (B, G, H, D), lse (B, H, 2, G) -> dq_global (B, G, H, D), dk_global, dv_global (B, N, H, D)
+    return _backward(
+        _KIND_GLOBAL, dout, q_global, k_global, v_global, out, lse, key_flags, global_idx, 0, scale
+    )
+
+
+@cuda_global_bwd.register_fake
+def _(dout, q_global, k_global, v_global, out, lse, global_idx, key_flags, scale):
+    return (
+        q_global.new_empty(q_global.shape),
+        k_global.new_empty(k_global.shape),
+        v_global.new_empty(v_global.shape),
+    )
+
+
+def _global_setup_context(ctx, inputs, output):
+    q_global, k_global, v_global, global_idx, key_flags, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(q_global, k_global, v_global, out, lse, global_idx, key_flags)
+    ctx.scale = scale
+
+
+def _global_backward(ctx, dout, dlse):
+    q_global, k_global, v_global, out, lse, global_idx, key_flags = ctx.saved_tensors
+    dq, dk, dv = torch.ops.led_kernels.cuda_global_bwd(
+        _rows_last_dim_contiguous(dout),
+        q_global,
+        k_global,
+        v_global,
+        out,
+        lse,
+        global_idx,
+        key_flags,
+        ctx.scale,
+    )
+    return dq, dk, dv, None, None, None
+
+
+cuda_global_fwd.register_autograd(_global_backward, setup_context=_global_setup_context)
+
+
+def global_attention(
+    q_global: Tensor, k_global: Tensor, v_global: Tensor, global_idx: Tensor, key_flags: Tensor, scale: float
+) -> Tensor:
+    """Dense attention of the global rows (kernel B), differentiable in q_global, k_global, v_global.
+
+    Args:
+        q_global: (B, G, H, D) one query row per slot of ``global_idx``.
+        k_global, v_global: (B, N, H, D). Same dtype, head-dim and stride rules as :func:`banded_attention`.
+        global_idx: int32 (B, G) sorted positions then -1.
+        key_flags: int8 (B, N): 0 local, 1 padding, 2 global.
+        scale: score scale.
+
+    Returns:
+        (B, G, H, D): a valid slot attends every non-padded key under one float32 softmax; invalid slots
+        (-1, or a position that is not global) are 0.
+    """
+    for name, t in (("q_global", q_global), ("k_global", k_global), ("v_global", v_global)):
+        _check_input(t, name)
+    key_flags, global_idx = _prepare_indices(key_flags, global_idx)
+    out, _ = torch.ops.led_kernels.cuda_global_fwd(
+        q_global, k_global, v_global, global_idx, key_flags, float(scale)
+    )
+    return out
+
+
+__all__ = ["SUPPORTED_DTYPES", "SUPPORTED_HEAD_DIMS", "banded_attention", "global_attention"]

@@ -1,0 +1,218 @@
+"""The ``cuda`` backend (led_kernels.ops.cuda): its ops, autograd and argument handling.
+
+On the CPU the backend's Python layer runs the emulated kernels (tests/cuda_emu/, the same kernel source
+as the GPU build) on host tensors: argument marshalling (pointers, strides, workspace sizes, dtype codes),
+the registered ops and their autograd formulas are checked against the fp64 oracle, with the inputs as
+views of a fused projection. On a GPU (marker ``gpu``) the compiled kernels are checked the same way and at
+long sequences, against the fp64 ``torch`` backend.
+
+Low precision follows FlashAttention's rule: the error against fp64 is at most twice the ``torch``
+backend's own error in the same dtype, never NaN.
+"""
+
+from __future__ import annotations
+
+import oracle
+import pytest
+import torch
+from cases import GLOBAL_PATTERNS, fused_projections, global_mask, longformer_layer, padding_mask
+
+import led_kernels as lk
+from led_kernels import backends
+from led_kernels.masks import gather_rows, key_flags, scatter_rows, valid_global_slots
+from led_kernels.ops import cuda
+
+LOW = (torch.float16, torch.bfloat16)
+SIX = ("q", "k", "v", "q_global", "k_global", "v_global")
+
+
+def _layer_via_module(views, window, gm, pm):
+    """The whole layer from the backend module's two ops, composed as ``longformer_attention`` does."""
+    q, k, v, qg, kg, vg = views
+    b, n, _, d = q.shape
+    gi = None if gm is None else lk.global_indices(gm)
+    flags = key_flags(b, n, q.device, pm, gi)
+    out = cuda.banded_attention(q, k, v, window, flags, gi, d**-0.5)
+    if gi is None:
+        return out
+    gout = cuda.global_attention(gather_rows(qg, gi), kg, vg, gi, flags, d**-0.5)
+    return scatter_rows(out, gout, gi, valid_global_slots(gi, flags))
+
+
+def _errors_vs_oracle(shape, window, gpat, ppat, dtype, seed=0):
+    """(output error, per-projection gradient errors) of the cuda module and of the torch backend."""
+    b, n, h, d = shape
+    torch.manual_seed(seed)
+    fused64, views64 = fused_projections(b, n, h, d, dtype=torch.float64)
+    gm, pm = global_mask(b, n, gpat), padding_mask(b, n, ppat)
+    ref = oracle.dense_longformer_attention(*views64[:3], window, pm, gm, *views64[3:])
+    dout = torch.randn(ref.shape, dtype=torch.float64)
+    (grad_ref,) = torch.autograd.grad(ref, fused64, dout)
+    results = {}
+    for name, run in (
+        ("cuda", lambda views: _layer_via_module(views, window, gm, pm)),
+        ("torch", lambda views: longformer_layer(views, window, gm, pm, "torch")),
+    ):
+        fused = fused64.detach().to(dtype).requires_grad_()
+        out = run(list(fused.unbind(2)))
+        (grad,) = torch.autograd.grad(out, fused, dout.to(dtype))
+        assert torch.isfinite(out).all() and torch.isfinite(grad).all(), name
+        results[name] = (
+            (out.double() - ref).abs().max().item(),
+            [(grad[:, :, i].double() - grad_ref[:, :, i]).abs().max().item() for i in range(6)],
+        )
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------
+# the Python layer on the CPU, through the emulated kernels
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+@pytest.mark.parametrize("gpat", GLOBAL_PATTERNS)
+@pytest.mark.parametrize("shape,window", [((2, 37, 2, 16), 5), ((1, 130, 2, 32), 40)], ids=["n37", "n130"])
+def test_layer_matches_oracle_emulated(emulated_cuda_backend, shape, window, gpat, dtype):
+    errors = _errors_vs_oracle(shape, window, gpat, "tail", dtype)
+    (out_err, grad_errs), (out_err_t, grad_errs_t) = errors["cuda"], errors["torch"]
+    assert out_err <= 2 * out_err_t + 1e-6
+    for name, err, err_t in zip(SIX, grad_errs, grad_errs_t):
+        assert err <= 2 * err_t + 1e-6, f"d{name}: error {err:.3g} > 2 x torch backend's {err_t:.3g}"
+    assert emulated_cuda_backend.calls.count("bwd") == (1 if gpat == "none" else 2)
+
+
+def test_strided_layouts_are_read_in_place_emulated(emulated_cuda_backend):
+    """A (B, H, N, D) tensor seen as (B, N, H, D) and a transposed upstream gradient give the bits of
+    contiguous copies."""
+    b, n, h, d, window = 2, 50, 2, 16, 6
+    base = torch.randn(3, b, h, n, d).half()
+    flags = torch.zeros(b, n, dtype=torch.int8)
+    results = []
+    for tensors in ([t.transpose(1, 2) for t in base], [t.transpose(1, 2).contiguous() for t in base]):
+        q, k, v = (t.detach().requires_grad_() for t in tensors)
+        out = cuda.banded_attention(q, k, v, window, flags, None, 0.25)
+        dout = torch.randn(b, d, n, h, generator=torch.Generator().manual_seed(1)).half().permute(0, 2, 3, 1)
+        grads = torch.autograd.grad(out, (q, k, v), dout)
+        results.append((out, *grads))
+    for x, y in zip(*results):
+        assert torch.equal(x, y)
+
+
+def test_no_global_slots_emulated(emulated_cuda_backend):
+    """G = 0: global_attention returns (B, 0, H, D) and zero key gradients."""
+    b, n, h, d = 2, 20, 1, 16
+    _, (q, k, v, *_) = fused_projections(b, n, h, d, dtype=torch.float16)
+    gi = torch.empty(b, 0, dtype=torch.int32)
+    flags = key_flags(b, n, q.device, None, gi)
+    out = cuda.global_attention(q[:, :0], k, v, gi, flags, 0.25)
+    assert out.shape == (b, 0, h, d)
+    banded = cuda.banded_attention(q, k, v, 3, flags, gi, 0.25)
+    torch.testing.assert_close(
+        banded.double(), oracle.dense_banded_attention(q, k, v, 3, flags, scale=0.25), atol=2e-3, rtol=0
+    )
+
+
+@pytest.mark.parametrize(
+    "make,error,match",
+    [
+        (lambda: torch.randn(1, 8, 1, 16), TypeError, "float16 and bfloat16"),
+        (lambda: torch.randn(1, 8, 1, 24).half(), ValueError, "head_dim"),
+    ],
+    ids=["float32", "head-dim-24"],
+)
+def test_unsupported_inputs_are_refused(make, error, match):
+    x = make()
+    flags = torch.zeros(1, 8, dtype=torch.int8)
+    with pytest.raises(error, match=match):
+        cuda.banded_attention(x, x, x, 2, flags, None, 0.25)
+
+
+def test_host_tensors_are_refused_by_the_compiled_kernels():
+    """Without the emulator, host tensors never reach the CUDA kernels."""
+    x = torch.randn(1, 8, 1, 16).half()
+    with pytest.raises(ValueError, match="needs CUDA tensors, got q on cpu"):
+        cuda.banded_attention(x, x, x, 2, torch.zeros(1, 8, dtype=torch.int8), None, 0.25)
+
+
+def test_auto_prefers_triton_and_refuses_float32_for_cuda():
+    assert backends.AUTO_ORDER["cuda"][:2] == ("triton", "cuda")
+    ok, why = backends._dtype_ok("cuda", torch.float32)
+    assert not ok and "triton" in why
+    assert backends._dtype_ok("cuda", torch.bfloat16)[0]
+
+
+# ----------------------------------------------------------------------------------------------------
+# on a GPU: the compiled kernels
+# ----------------------------------------------------------------------------------------------------
+
+needs_cuda_backend = pytest.mark.skipif(
+    not lk.available_backends()["cuda"].available, reason=lk.available_backends()["cuda"].reason
+)
+
+
+def _gpu_errors(b, n, h, d, window, n_global, dtype):
+    device = "cuda"
+    fused64, views64 = fused_projections(b, n, h, d, dtype=torch.float64, device=device)
+    gm = torch.zeros(b, n, dtype=torch.bool, device=device)
+    if n_global:
+        gm[:, torch.linspace(0, n - 1, n_global).long()] = True
+    pm = torch.zeros(b, n, dtype=torch.bool, device=device)
+    pm[-1, n - n // 7 :] = True
+    ref = longformer_layer(views64, window, gm, pm, "torch")
+    grad_out = torch.randn_like(ref)
+    (ref_grad,) = torch.autograd.grad(ref, fused64, grad_out)
+    results = {}
+    for backend in ("cuda", "torch"):
+        fused = fused64.detach().to(dtype).requires_grad_()
+        out = longformer_layer(list(fused.unbind(2)), window, gm, pm, backend)
+        (grad,) = torch.autograd.grad(out, fused, grad_out.to(dtype))
+        assert torch.isfinite(out).all() and torch.isfinite(grad).all(), backend
+        results[backend] = (
+            (out.double() - ref).abs().max().item(),
+            (grad.double() - ref_grad).abs().max().item(),
+        )
+    return results
+
+
+@pytest.mark.gpu
+@needs_cuda_backend
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+@pytest.mark.parametrize("d", cuda.SUPPORTED_HEAD_DIMS)
+def test_gpu_every_head_dim(dtype, d):
+    errors = _gpu_errors(2, 1000, 2, d, 100, 3, dtype)
+    (out_err, grad_err), (out_t, grad_t) = errors["cuda"], errors["torch"]
+    assert out_err <= 2 * out_t + 1e-5 and grad_err <= 2 * grad_t + 1e-5, errors
+
+
+@pytest.mark.gpu
+@needs_cuda_backend
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+@pytest.mark.parametrize(
+    "n,window,n_global", [(16384, 512, 1), (8192, 256, 64), (4097, 0, 0), (3000, 4000, 5)]
+)
+def test_gpu_long_sequences(n, window, n_global, dtype):
+    errors = _gpu_errors(1, n, 2, 64, window, n_global, dtype)
+    (out_err, grad_err), (out_t, grad_t) = errors["cuda"], errors["torch"]
+    assert out_err <= 2 * out_t + 1e-5 and grad_err <= 2 * grad_t + 1e-5, errors
+
+
+@pytest.mark.gpu
+@needs_cuda_backend
+def test_gpu_backward_is_deterministic():
+    b, n, h, d = 1, 4096, 4, 64
+    fused, views = fused_projections(b, n, h, d, dtype=torch.bfloat16, device="cuda")
+    gm = torch.zeros(b, n, dtype=torch.bool, device="cuda")
+    gm[:, :3] = True
+    grads = []
+    for _ in range(2):
+        out = longformer_layer(views, 256, gm, None, "cuda")
+        grads.append(torch.autograd.grad(out, fused, torch.ones_like(out))[0])
+    assert torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.gpu
+@needs_cuda_backend
+def test_gpu_float32_points_to_triton():
+    x = torch.randn(1, 64, 1, 64, device="cuda")
+    with pytest.raises(TypeError, match="triton"):
+        lk.banded_attention(x, x, x, 4, backend="cuda")
