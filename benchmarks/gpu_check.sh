@@ -17,6 +17,9 @@
 #   bash benchmarks/gpu_check.sh fused      # kernel B's forward inside kernel A's launch against two
 #                                           # launches (LED_KERNELS_FUSED_FORWARD=1): tests, A/B, profile
 #
+# The cuda backend (compiled kernels; about 6 minutes, build included):
+#   bash benchmarks/gpu_check.sh cuda       # build, GPU tests, compute-sanitizer, headline against triton
+#
 # On the lent GPU machines, first: export PATH=/opt/torch/.venv/bin:$PATH (the python that has torch;
 # its venv has no plain `pip`, hence `python -m pip`).
 # Expects torch, triton, transformers, pybind11, scikit-build-core, cmake and ninja to be installed
@@ -103,6 +106,20 @@ stage_fused() {
         --provider triton
 }
 
+stage_cuda() {
+    install
+    nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv | tee "$LOGDIR/gpu-state.log"
+    LIMIT=150 run pytest-cuda-gpu python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py \
+        --durations=10
+    for tool in memcheck racecheck; do
+        LIMIT=60 run "sanitizer-cuda-$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 \
+            python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k sanitizer_case
+    done
+    LIMIT=90 run bench-cuda python -m benchmarks --providers cuda triton sdpa hf --seqlens 8192 16384 \
+        --globals 0 1 --window 512 --head-dim 64 --check --tag cuda
+    LIMIT=30 run profile-cuda python -m benchmarks.profile_layer --provider cuda
+}
+
 stage_rest() {
     LIMIT=240 run train-step-16k python -m benchmarks.train_step --seqlens 16384 --timeout 100
     LIMIT=60 run pytest-extension-gpu python -m pytest -q -m gpu -p no:cacheprovider tests/test_extension.py
@@ -142,7 +159,8 @@ case "$stage" in
     verify) stage_verify ;;
     fused) stage_fused ;;
     rest) stage_rest ;;
-    *) echo "unknown stage $stage (tests, bench, train, sanitize, all, core, rest, verify, fused)" >&2; exit 2 ;;
+    cuda) stage_cuda ;;
+    *) echo "unknown stage $stage (tests, bench, train, sanitize, all, core, rest, verify, fused, cuda)" >&2; exit 2 ;;
 esac
 if [ -n "$OUT" ]; then
     # one archive: the files written under benchmarks/results/ by this run

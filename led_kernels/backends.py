@@ -129,7 +129,7 @@ def _dtype_ok(name: str, dtype: torch.dtype) -> tuple[bool, str]:
     if name != "torch" and dtype == torch.float64:
         return False, f"backend {name!r} does not support float64 inputs (use backend='torch')"
     if name == "cuda" and dtype == torch.float32:
-        return False, "backend 'cuda' supports float16 and bfloat16 inputs, got float32 (use backend='triton')"
+        return False, "backend 'cuda' takes float16 and bfloat16 inputs, got float32 (use backend='triton')"
     return True, ""
 
 

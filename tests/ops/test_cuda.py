@@ -216,3 +216,21 @@ def test_gpu_float32_points_to_triton():
     x = torch.randn(1, 64, 1, 64, device="cuda")
     with pytest.raises(TypeError, match="triton"):
         lk.banded_attention(x, x, x, 4, backend="cuda")
+
+
+@pytest.mark.gpu
+@needs_cuda_backend
+@pytest.mark.parametrize("d", cuda.SUPPORTED_HEAD_DIMS)
+def test_gpu_sanitizer_case(d):
+    """Every kernel (both forwards, the split combine, delta, dQ, the three dK/dV sweeps, both reductions)
+    on a small case, for compute-sanitizer (benchmarks/gpu_check.sh cuda): 600 keys split kernel B's sweep."""
+    b, n, h = 1, 600, 1
+    fused, views = fused_projections(b, n, h, d, dtype=torch.float16, device="cuda")
+    gm = torch.zeros(b, n, dtype=torch.bool, device="cuda")
+    gm[:, [0, 300, n - 1]] = True
+    pm = torch.zeros(b, n, dtype=torch.bool, device="cuda")
+    pm[:, n - 20 :] = True
+    out = longformer_layer(views, 70, gm, pm, "cuda")
+    (grad,) = torch.autograd.grad(out, fused, torch.randn_like(out))
+    torch.cuda.synchronize()
+    assert torch.isfinite(out).all() and torch.isfinite(grad).all()
