@@ -122,8 +122,8 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
   float* poison = reinterpret_cast<float*>(key_pos + kBlockN);
   const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
   const Rows<T> dout{static_cast<const T*>(a.dout), a.dos, a.M};
-  const Rows<T> k{static_cast<const T*>(a.k), a.ks, a.N};
-  const Rows<T> v{static_cast<const T*>(a.v), a.vs, a.N};
+  const KeySet<T> keys{Rows<T>{static_cast<const T*>(a.k), a.ks, a.N}, Rows<T>{static_cast<const T*>(a.v), a.vs, a.N},
+                       a.aligned, a.key_flags, a.global_idx, a.N, a.G};
 
   const int64_t bid = simt::block_index();
   int64_t i0, h, b, chunk = 0;
@@ -188,8 +188,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
     const int64_t k_end = k_begin + a.chunk < a.N ? k_begin + a.chunk : a.N;
     for (int64_t j0 = k_begin; j0 < k_end; j0 += kBlockN) {
       simt::sync_block();
-      load_key_tile<T, D, Contracted::kKey>(k, v, a.aligned, a.key_flags, a.global_idx, a.N, a.G,
-                                            KeySource::kNonPadded, b, h, j0, ks, vs, key_pos, poison);
+      load_key_tile<T, D, Contracted::kKey>(keys, KeySource::kNonPadded, b, h, j0, ks, vs, key_pos, poison);
       simt::sync_block();
       attend(false);
     }
@@ -204,15 +203,13 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
   const int64_t hi = a.window >= a.N - last_row ? a.N - 1 : last_row + a.window;
   for (int64_t j0 = (lo / kBlockN) * kBlockN; j0 <= hi; j0 += kBlockN) {
     simt::sync_block();
-    load_key_tile<T, D, Contracted::kKey>(k, v, a.aligned, a.key_flags, a.global_idx, a.N, a.G, KeySource::kBand, b,
-                                          h, j0, ks, vs, key_pos, poison);
+    load_key_tile<T, D, Contracted::kKey>(keys, KeySource::kBand, b, h, j0, ks, vs, key_pos, poison);
     simt::sync_block();
     attend(true);
   }
   for (int64_t s0 = 0; s0 < a.G; s0 += kBlockN) {
     simt::sync_block();
-    load_key_tile<T, D, Contracted::kKey>(k, v, a.aligned, a.key_flags, a.global_idx, a.N, a.G,
-                                          KeySource::kGlobalSlots, b, h, s0, ks, vs, key_pos, poison);
+    load_key_tile<T, D, Contracted::kKey>(keys, KeySource::kGlobalSlots, b, h, s0, ks, vs, key_pos, poison);
     simt::sync_block();
     attend(false);
   }
@@ -285,8 +282,8 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
   float* row_log2l = row_m + kBlockM;
   float* row_delta = row_log2l + kBlockM;
   float* row_poison = row_delta + kBlockM;
-  const Rows<T> k{static_cast<const T*>(a.k), a.ks, a.N};
-  const Rows<T> v{static_cast<const T*>(a.v), a.vs, a.N};
+  const KeySet<T> keys{Rows<T>{static_cast<const T*>(a.k), a.ks, a.N}, Rows<T>{static_cast<const T*>(a.v), a.vs, a.N},
+                       a.aligned, a.key_flags, a.global_idx, a.N, a.G};
 
   const int64_t bid = simt::block_index();
   int64_t base, h, b, chunk = 0, begin, end;
@@ -319,8 +316,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
   const int warp = simt::thread_index() / 32, lane = simt::thread_index() % 32, t = lane % 4;
   int32_t* key_pos = row_pos;  // staging only: overwritten by the first query tile
   float* unused_poison = row_m;
-  load_key_tile<T, D, Contracted::kNone>(k, v, a.aligned, a.key_flags, a.global_idx, a.N, a.G, src, b, h, base, ks,
-                                         vs, key_pos, unused_poison);
+  load_key_tile<T, D, Contracted::kNone>(keys, src, b, h, base, ks, vs, key_pos, unused_poison);
   simt::sync_block();
   int32_t kpos[2];
   for (int x = 0; x < 2; ++x) kpos[x] = key_pos[warp * 16 + lane / 4 + 8 * x];

@@ -159,36 +159,95 @@ LED_DEVICE bool slot_valid(const int8_t* key_flags, const int32_t* global_idx, i
   return j >= 0 && j < N && key_flags[b * N + j] == 2;
 }
 
-// One tile of K and V rows into shared memory, with each row's position (-1: masked, zero rows)
-// and the poison of the contracted tensor.
-template <typename T, int D, Contracted kCheck>
-LED_DEVICE void load_key_tile(const Rows<T>& k, const Rows<T>& v, bool aligned, const int8_t* key_flags,
-                              const int32_t* global_idx, int64_t N, int64_t G, KeySource src, int64_t b,
-                              int64_t h, int64_t base, T* ks, T* vs, int32_t* key_pos, float* poison) {
-  constexpr int kChunks = D / 8;
+// Everything that says where a tile's keys come from.
+template <typename T>
+struct KeySet {
+  Rows<T> k, v;
+  bool aligned;
+  const int8_t* key_flags;
+  const int32_t* global_idx;
+  int64_t N, G;
+
+  LED_DEVICE int32_t position(KeySource src, int64_t b, int64_t base, int r) const {
+    return key_position(key_flags, global_idx, N, G, src, b, base, r);
+  }
+};
+
+// One tile of K and V rows held in registers between its global loads and its shared-memory
+// stores, so that the loads of the next tile can be in flight while this one is computed on.
+template <int D>
+struct KeyTileRegs {
+  static constexpr int kChunks = D / 8;
+  static constexpr int kPasses = kBlockN * kChunks / kThreads;
   static_assert(kChunks <= 32 && (32 % kChunks) == 0, "a row's chunks must sit in one warp");
   static_assert((kBlockN * kChunks) % kThreads == 0, "whole passes only (every lane joins the shuffles)");
-  for (int c = simt::thread_index(); c < kBlockN * kChunks; c += kThreads) {
-    const int r = c / kChunks, col = (c % kChunks) * 8;
-    const int32_t j = key_position(key_flags, global_idx, N, G, src, b, base, r);
-    Chunk8 kx = zero_chunk(), vx = zero_chunk();
-    if (j >= 0) {
-      kx = load_chunk(k.row(b, h, j) + col, aligned);
-      vx = load_chunk(v.row(b, h, j) + col, aligned);
-    }
-    bool bad = false;
-    if (kCheck != Contracted::kNone) {
-      bad = row_any<D>(chunk_nonfinite<T>(kCheck == Contracted::kKey ? kx : vx));
-      if (bad && kCheck == Contracted::kKey) kx = zero_chunk();
-      if (bad && kCheck == Contracted::kValue) vx = zero_chunk();
-    }
-    store_chunk(ks + r * smem_row<D>() + col, kx);
-    store_chunk(vs + r * smem_row<D>() + col, vx);
-    if (col == 0) {
-      key_pos[r] = j;
-      poison[r] = bad ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
-    }
+  Chunk8 k[kPasses], v[kPasses];
+  int32_t pos[kPasses];
+};
+
+// Pass p of a tile (D / 8 consecutive lanes per key row, kPasses passes over the 64 rows).
+template <typename T, int D>
+LED_DEVICE void fetch_key_pass(KeyTileRegs<D>& regs, int p, const KeySet<T>& keys, KeySource src, int64_t b,
+                               int64_t h, int64_t base) {
+  using R = KeyTileRegs<D>;
+  const int c = simt::thread_index() + p * kThreads;
+  const int r = c / R::kChunks, col = (c % R::kChunks) * 8;
+  const int32_t j = keys.position(src, b, base, r);
+  regs.pos[p] = j;
+  regs.k[p] = j >= 0 ? load_chunk(keys.k.row(b, h, j) + col, keys.aligned) : zero_chunk();
+  regs.v[p] = j >= 0 ? load_chunk(keys.v.row(b, h, j) + col, keys.aligned) : zero_chunk();
+}
+
+// Pass p of a fetched tile into shared memory, with each row's position (-1: masked, zero rows)
+// and the poison of the contracted tensor (zeroed when non-finite).
+template <typename T, int D, Contracted kCheck>
+LED_DEVICE void stage_key_pass(KeyTileRegs<D>& regs, int p, T* ks, T* vs, int32_t* key_pos, float* poison) {
+  using R = KeyTileRegs<D>;
+  const int c = simt::thread_index() + p * kThreads;
+  const int r = c / R::kChunks, col = (c % R::kChunks) * 8;
+  bool bad = false;
+  if (kCheck != Contracted::kNone) {
+    bad = row_any<D>(chunk_nonfinite<T>(kCheck == Contracted::kKey ? regs.k[p] : regs.v[p]));
+    if (bad && kCheck == Contracted::kKey) regs.k[p] = zero_chunk();
+    if (bad && kCheck == Contracted::kValue) regs.v[p] = zero_chunk();
   }
+  store_chunk(ks + r * smem_row<D>() + col, regs.k[p]);
+  store_chunk(vs + r * smem_row<D>() + col, regs.v[p]);
+  if (col == 0) {
+    key_pos[r] = regs.pos[p];
+    poison[r] = bad ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+  }
+}
+
+// The whole tile into registers (to be staged later: prefetching).
+template <typename T, int D>
+LED_DEVICE void fetch_key_tile(KeyTileRegs<D>& regs, const KeySet<T>& keys, KeySource src, int64_t b, int64_t h,
+                               int64_t base) {
+  for (int p = 0; p < KeyTileRegs<D>::kPasses; ++p) fetch_key_pass<T, D>(regs, p, keys, src, b, h, base);
+}
+
+template <typename T, int D, Contracted kCheck>
+LED_DEVICE void stage_key_tile(KeyTileRegs<D>& regs, T* ks, T* vs, int32_t* key_pos, float* poison) {
+  for (int p = 0; p < KeyTileRegs<D>::kPasses; ++p) stage_key_pass<T, D, kCheck>(regs, p, ks, vs, key_pos, poison);
+}
+
+// Straight into shared memory, pass by pass (only one pass's chunks live in registers).
+template <typename T, int D, Contracted kCheck>
+LED_DEVICE void load_key_tile(const KeySet<T>& keys, KeySource src, int64_t b, int64_t h, int64_t base, T* ks, T* vs,
+                              int32_t* key_pos, float* poison) {
+  KeyTileRegs<D> regs;
+  for (int p = 0; p < KeyTileRegs<D>::kPasses; ++p) {
+    fetch_key_pass<T, D>(regs, p, keys, src, b, h, base);
+    stage_key_pass<T, D, kCheck>(regs, p, ks, vs, key_pos, poison);
+  }
+}
+
+// Whether every key of the staged tile is attendable and finite (warp-uniform): such a tile needs
+// no per-entry mask where the band covers it whole.
+LED_DEVICE bool tile_is_clean(const int32_t* key_pos, const float* poison, int lane) {
+  bool dirty = false;
+  for (int r = lane; r < kBlockN; r += 32) dirty |= key_pos[r] < 0 || poison[r] != 0.0f;  // NaN != 0
+  return !simt::any_sync(dirty);
 }
 
 // A fragments (16 rows x D, one register quadruple per 16 dims) of rows [row0, row0 + 16) of a

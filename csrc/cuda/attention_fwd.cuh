@@ -26,6 +26,9 @@
 // for the GPU, tests/cuda_emu/ for the CPU emulator (see simt.cuh).
 #pragma once
 
+#include <cstdlib>
+#include <cstring>
+
 #include "attention_common.cuh"
 
 namespace led_kernels {
@@ -74,24 +77,34 @@ struct WarpRows {
   }
 
   // Attend one staged key tile. row[x] = the query position of row x (for the window test);
-  // banded = apply |row - key| <= window (false: every valid key of the tile is attended).
+  // banded = apply |row - key| <= window (false: every valid key of the tile is attended);
+  // full = every entry of this warp's 16 x 64 block is attended (no mask needed).
   LED_DEVICE void attend(const T* ks, const T* vs, const int32_t* key_pos, const float* poison, int lane,
-                         const int64_t (&row)[2], bool banded, int64_t window, float scale_log2) {
+                         const int64_t (&row)[2], bool banded, bool full, int64_t window, float scale_log2) {
     const int t = lane % 4;
     float s[kBlockN / 8][4];  // [8 key groups][rows g, g+8 x 2 keys]
     for (int nt = 0; nt < kBlockN / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
     mma_a_tile_t<T, D>(s, q, ks, lane);
     // Mask, scale, row max.
     float tile_max[2] = {-INFINITY, -INFINITY};
-    for (int nt = 0; nt < kBlockN / 8; ++nt) {
-      for (int e = 0; e < 4; ++e) {
-        const int col = nt * 8 + 2 * t + (e & 1);
-        const int x = e >> 1;
-        const int32_t kp = key_pos[col];
-        const bool keep = kp >= 0 && (!banded || (row[x] - kp <= window && kp - row[x] <= window));
-        const float v = keep ? s[nt][e] * scale_log2 + poison[col] : -INFINITY;
-        s[nt][e] = v;
-        tile_max[x] = fmaxf(tile_max[x], v);
+    if (full) {
+      for (int nt = 0; nt < kBlockN / 8; ++nt) {
+        for (int e = 0; e < 4; ++e) {
+          s[nt][e] *= scale_log2;
+          tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[nt][e]);
+        }
+      }
+    } else {
+      for (int nt = 0; nt < kBlockN / 8; ++nt) {
+        for (int e = 0; e < 4; ++e) {
+          const int col = nt * 8 + 2 * t + (e & 1);
+          const int x = e >> 1;
+          const int32_t kp = key_pos[col];
+          const bool keep = kp >= 0 && (!banded || (row[x] - kp <= window && kp - row[x] <= window));
+          const float v = keep ? s[nt][e] * scale_log2 + poison[col] : -INFINITY;
+          s[nt][e] = v;
+          tile_max[x] = fmaxf(tile_max[x], v);
+        }
       }
     }
     float alpha[2];
@@ -147,22 +160,80 @@ LED_DEVICE void write_row(const FwdArgs& a, const WarpRows<T, D>& w, int x, int6
 }
 
 template <typename T>
-LED_DEVICE void fwd_tiles(const FwdArgs& a, Rows<T>& q, Rows<T>& k, Rows<T>& v) {
-  q = Rows<T>{static_cast<const T*>(a.q), a.qs, a.M};
-  k = Rows<T>{static_cast<const T*>(a.k), a.ks, a.N};
-  v = Rows<T>{static_cast<const T*>(a.v), a.vs, a.N};
+LED_DEVICE KeySet<T> fwd_keys(const FwdArgs& a) {
+  return KeySet<T>{Rows<T>{static_cast<const T*>(a.k), a.ks, a.N}, Rows<T>{static_cast<const T*>(a.v), a.vs, a.N},
+                   a.aligned, a.key_flags, a.global_idx, a.N, a.G};
+}
+
+// Whether rows [r0, r0 + 16) and keys [j0, j0 + 64) are all within the window of each other.
+LED_DEVICE bool band_covers(int64_t r0, int64_t j0, int64_t window) {
+  return r0 + 15 - j0 <= window && j0 + kBlockN - 1 - r0 <= window;
+}
+
+// Prefetching the next key tile into registers (its global loads in flight while this tile is
+// computed on) costs 2 x D / 16 registers of chunks per thread: offered up to D = 64 (at D = 128
+// the accumulators leave no room). LED_KERNELS_CUDA_PREFETCH=0 turns it off, for measuring which
+// of latency hiding and occupancy wins on a given GPU.
+template <int D>
+constexpr bool can_prefetch() {
+  return D <= 64;
+}
+
+inline bool prefetch_enabled() {
+  const char* env = std::getenv("LED_KERNELS_CUDA_PREFETCH");
+  return env == nullptr || std::strcmp(env, "0") != 0;
+}
+
+// The key tiles of one block: tile t < band_tiles is the band's tile at j_first + 64 t, the rest
+// are the global-slot tiles (kernel A) or the chunk's tiles (kernel B, band_tiles = 0).
+struct TileList {
+  KeySource src;
+  int64_t band_tiles, j_first, extra_tiles, extra_first;
+  KeySource extra_src;
+
+  LED_DEVICE int64_t count() const { return band_tiles + extra_tiles; }
+  LED_DEVICE KeySource source(int64_t t) const { return t < band_tiles ? src : extra_src; }
+  LED_DEVICE int64_t base(int64_t t) const {
+    return t < band_tiles ? j_first + t * kBlockN : extra_first + (t - band_tiles) * kBlockN;
+  }
+};
+
+// The main loop of both forward kernels: stage each tile (prefetching the next), attend it.
+template <typename T, int D, bool kPrefetch>
+LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D>& w, const KeySet<T>& keys, const TileList& tiles,
+                             int64_t b, int64_t h, const int64_t (&row)[2], int64_t warp_row0, T* ks, T* vs,
+                             int32_t* key_pos, float* poison, int lane) {
+  static_assert(!kPrefetch || can_prefetch<D>(), "no registers to prefetch into at this head dim");
+  KeyTileRegs<D> regs;
+  const int64_t n = tiles.count();
+  if (kPrefetch && n > 0) fetch_key_tile<T, D>(regs, keys, tiles.source(0), b, h, tiles.base(0));
+  for (int64_t t = 0; t < n; ++t) {
+    const KeySource src = tiles.source(t);
+    const int64_t j0 = tiles.base(t);
+    simt::sync_block();  // every warp is done with the previous tile (or with Q)
+    if (kPrefetch) {
+      stage_key_tile<T, D, Contracted::kValue>(regs, ks, vs, key_pos, poison);
+    } else {
+      load_key_tile<T, D, Contracted::kValue>(keys, src, b, h, j0, ks, vs, key_pos, poison);
+    }
+    simt::sync_block();
+    if (kPrefetch && t + 1 < n) fetch_key_tile<T, D>(regs, keys, tiles.source(t + 1), b, h, tiles.base(t + 1));
+    const bool banded = src == KeySource::kBand;
+    const bool full = tile_is_clean(key_pos, poison, lane) && (!banded || band_covers(warp_row0, j0, a.window));
+    w.attend(ks, vs, key_pos, poison, lane, row, banded, full, a.window, a.scale_log2);
+  }
 }
 
 // Kernel A. Blocks: (query tile fastest, then head, then batch).
-template <typename T, int D>
+template <typename T, int D, bool kPrefetch>
 LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
   unsigned char* smem = simt::shared_memory();
   T* ks = reinterpret_cast<T*>(smem);
   T* vs = ks + kBlockN * smem_row<D>();
   int32_t* key_pos = reinterpret_cast<int32_t*>(vs + kBlockN * smem_row<D>());
   float* poison = reinterpret_cast<float*>(key_pos + kBlockN);
-  Rows<T> q, k, v;
-  fwd_tiles(a, q, k, v);
+  const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
+  const KeySet<T> keys = fwd_keys<T>(a);
 
   const int64_t tiles = ceil_div(a.N, kBlockM);
   const int64_t bid = simt::block_index();
@@ -180,20 +251,14 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
   const int64_t last_row = (i0 + kBlockM < a.N ? i0 + kBlockM : a.N) - 1;
   const int64_t lo = a.window >= i0 ? 0 : i0 - a.window;
   const int64_t hi = a.window >= a.N - last_row ? a.N - 1 : last_row + a.window;
-  for (int64_t j0 = (lo / kBlockN) * kBlockN; j0 <= hi; j0 += kBlockN) {
-    simt::sync_block();  // every warp is done with the previous tile (or with Q)
-    load_key_tile<T, D, Contracted::kValue>(k, v, a.aligned, a.key_flags, a.global_idx, a.N, a.G, KeySource::kBand,
-                                            b, h, j0, ks, vs, key_pos, poison);
-    simt::sync_block();
-    w.attend(ks, vs, key_pos, poison, lane, row, true, a.window, a.scale_log2);
-  }
-  for (int64_t s0 = 0; s0 < a.G; s0 += kBlockN) {
-    simt::sync_block();
-    load_key_tile<T, D, Contracted::kValue>(k, v, a.aligned, a.key_flags, a.global_idx, a.N, a.G,
-                                            KeySource::kGlobalSlots, b, h, s0, ks, vs, key_pos, poison);
-    simt::sync_block();
-    w.attend(ks, vs, key_pos, poison, lane, row, false, 0, a.scale_log2);
-  }
+  TileList list;
+  list.src = KeySource::kBand;
+  list.j_first = (lo / kBlockN) * kBlockN;
+  list.band_tiles = (hi - list.j_first) / kBlockN + 1;
+  list.extra_src = KeySource::kGlobalSlots;
+  list.extra_first = 0;
+  list.extra_tiles = ceil_div(a.G, kBlockN);
+  attend_tiles<T, D, kPrefetch>(a, w, keys, list, b, h, row, i0 + warp * 16, ks, vs, key_pos, poison, lane);
   w.reduce_sums();
   const int8_t* flags = a.key_flags + b * a.N;
   for (int x = 0; x < 2; ++x) {
@@ -203,15 +268,15 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
 
 // Kernel B. Blocks: (key chunk fastest, then slot tile, head, batch). With one chunk the rows are
 // finished here; otherwise each chunk's partial goes to the workspace for combine_kernel.
-template <typename T, int D>
+template <typename T, int D, bool kPrefetch>
 LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
   unsigned char* smem = simt::shared_memory();
   T* ks = reinterpret_cast<T*>(smem);
   T* vs = ks + kBlockN * smem_row<D>();
   int32_t* key_pos = reinterpret_cast<int32_t*>(vs + kBlockN * smem_row<D>());
   float* poison = reinterpret_cast<float*>(key_pos + kBlockN);
-  Rows<T> q, k, v;
-  fwd_tiles(a, q, k, v);
+  const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
+  const KeySet<T> keys = fwd_keys<T>(a);
 
   const int64_t slot_tiles = ceil_div(a.G, kBlockM);
   const int64_t bid = simt::block_index();
@@ -229,13 +294,14 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
   const int64_t unused_row[2] = {0, 0};
   const int64_t k_begin = chunk * a.chunk_keys;
   const int64_t k_end = k_begin + a.chunk_keys < a.N ? k_begin + a.chunk_keys : a.N;
-  for (int64_t j0 = k_begin; j0 < k_end; j0 += kBlockN) {
-    simt::sync_block();
-    load_key_tile<T, D, Contracted::kValue>(k, v, a.aligned, a.key_flags, a.global_idx, a.N, a.G,
-                                            KeySource::kNonPadded, b, h, j0, ks, vs, key_pos, poison);
-    simt::sync_block();
-    w.attend(ks, vs, key_pos, poison, lane, unused_row, false, 0, a.scale_log2);
-  }
+  TileList list;
+  list.src = KeySource::kNonPadded;
+  list.band_tiles = 0;
+  list.j_first = 0;
+  list.extra_src = KeySource::kNonPadded;
+  list.extra_first = k_begin;
+  list.extra_tiles = k_end > k_begin ? ceil_div(k_end - k_begin, kBlockN) : 0;
+  attend_tiles<T, D, kPrefetch>(a, w, keys, list, b, h, unused_row, 0, ks, vs, key_pos, poison, lane);
   w.reduce_sums();
   const int t = lane % 4;
   for (int x = 0; x < 2; ++x) {
@@ -310,7 +376,7 @@ inline size_t fwd_workspace_bytes(AttnKind kind, int64_t B, int64_t H, int64_t G
   return static_cast<size_t>(B * H * chunks * G * (D + 2)) * sizeof(float);
 }
 
-template <typename T, int D, typename Stream>
+template <typename T, int D, bool kPrefetch, typename Stream>
 void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
   FwdArgs a;
   a.q = p.q, a.k = p.k, a.v = p.v, a.out = p.out, a.lse = p.lse;
@@ -324,7 +390,7 @@ void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
   constexpr size_t smem = fwd_smem_bytes<D>();
   if (p.kind == AttnKind::kBanded) {
     const int64_t blocks = p.B * p.H * ceil_div(p.N, kBlockM);
-    auto kernel = banded_fwd_kernel<T, D>;  // (a template-id would split the macro's arguments)
+    auto kernel = banded_fwd_kernel<T, D, kPrefetch>;  // (a template-id would split the macro's arguments)
     LED_LAUNCH(kernel, blocks, kThreads, smem, stream, a);
     return;
   }
@@ -335,11 +401,22 @@ void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
     a.part_ml = workspace + p.B * p.H * a.chunks * p.G * D;
   }
   const int64_t blocks = p.B * p.H * ceil_div(p.G, kBlockM) * a.chunks;
-  auto kernel = global_fwd_kernel<T, D>;
+  auto kernel = global_fwd_kernel<T, D, kPrefetch>;
   LED_LAUNCH(kernel, blocks, kThreads, smem, stream, a);
   if (a.chunks > 1) {
     auto combine = combine_kernel<T, D>;
     LED_LAUNCH(combine, ceil_div(p.B * p.H * p.G, kWarps), kThreads, 0, stream, a);
+  }
+}
+
+template <typename T, typename Stream>
+void dispatch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
+  const bool prefetch = prefetch_enabled();
+  switch (p.D) {
+    case 16: prefetch ? launch_fwd<T, 16, true>(p, workspace, stream) : launch_fwd<T, 16, false>(p, workspace, stream); break;
+    case 32: prefetch ? launch_fwd<T, 32, true>(p, workspace, stream) : launch_fwd<T, 32, false>(p, workspace, stream); break;
+    case 64: prefetch ? launch_fwd<T, 64, true>(p, workspace, stream) : launch_fwd<T, 64, false>(p, workspace, stream); break;
+    default: launch_fwd<T, 128, false>(p, workspace, stream); break;
   }
 }
 
@@ -352,12 +429,10 @@ void attention_fwd(const AttnFwdParams& p, float* workspace, size_t workspace_by
     throw std::invalid_argument(std::string(who) + ": workspace too small");
   }
   if (p.B * p.H * p.M == 0) return;
-  const bool half = p.dtype == DType::kFloat16;
-  switch (p.D) {
-    case 16: half ? launch_fwd<__half, 16>(p, workspace, stream) : launch_fwd<__nv_bfloat16, 16>(p, workspace, stream); break;
-    case 32: half ? launch_fwd<__half, 32>(p, workspace, stream) : launch_fwd<__nv_bfloat16, 32>(p, workspace, stream); break;
-    case 64: half ? launch_fwd<__half, 64>(p, workspace, stream) : launch_fwd<__nv_bfloat16, 64>(p, workspace, stream); break;
-    default: half ? launch_fwd<__half, 128>(p, workspace, stream) : launch_fwd<__nv_bfloat16, 128>(p, workspace, stream); break;
+  if (p.dtype == DType::kFloat16) {
+    dispatch_fwd<__half>(p, workspace, stream);
+  } else {
+    dispatch_fwd<__nv_bfloat16>(p, workspace, stream);
   }
 }
 

@@ -32,6 +32,13 @@ def emu(cuda_emulator):
     return cuda_emulator
 
 
+@pytest.fixture(params=["prefetch", "no-prefetch"])
+def prefetch(request, monkeypatch):
+    """Both forward main loops: the next key tile's loads in flight during this one's math, or not."""
+    monkeypatch.setenv("LED_KERNELS_CUDA_PREFETCH", "1" if request.param == "prefetch" else "0")
+    return request.param
+
+
 def _inputs(b, n, h, d, gpat, ppat, dtype, max_global=None, seed=0):
     gen = torch.Generator().manual_seed(seed)
     q, k, v, qg, kg, vg = (torch.randn(b, n, h, d, generator=gen).to(dtype) for _ in range(6))
@@ -77,7 +84,7 @@ BANDED_CASES = [
 
 @pytest.mark.parametrize("dtype", LOW, ids=str)
 @pytest.mark.parametrize("case", BANDED_CASES, ids=lambda c: "-".join(map(str, c)))
-def test_banded_fwd_matches_oracle(emu, case, dtype):
+def test_banded_fwd_matches_oracle(emu, case, dtype, prefetch):
     b, n, h, d, window, gpat, ppat = case
     (q, k, v, *_), gm, pm, gi, flags = _inputs(b, n, h, d, gpat, ppat, dtype, max_global=None)
     scale = d**-0.5
@@ -105,7 +112,7 @@ GLOBAL_CASES = [
 
 @pytest.mark.parametrize("dtype", LOW, ids=str)
 @pytest.mark.parametrize("case", GLOBAL_CASES, ids=lambda c: "-".join(map(str, c)))
-def test_global_fwd_matches_oracle(emu, case, dtype):
+def test_global_fwd_matches_oracle(emu, case, dtype, prefetch):
     b, n, h, d, gpat, ppat, spare = case
     (_, _, _, qg_full, kg, vg), gm, pm, gi, flags = _inputs(b, n, h, d, gpat, ppat, dtype)
     gi = torch.cat([gi, torch.full((b, spare), -1, dtype=gi.dtype)], 1)  # unused slots: 0 rows
@@ -143,7 +150,7 @@ def test_views_of_a_fused_projection_and_unaligned_rows(emu):
         assert (out.double() - ref).abs().max() < 2e-3
 
 
-def test_schedules_give_identical_bits(emu):
+def test_schedules_give_identical_bits(emu, prefetch):
     """Different fiber schedules (a barrier missing between a shared write and another warp's read
     would show here) give the same bits, for both kernels and kernel B's split."""
     (q, k, v, qg_full, kg, vg), gm, pm, gi, flags = _inputs(1, 600, 1, 32, "scattered", "tail", torch.float16)
@@ -159,7 +166,7 @@ def test_schedules_give_identical_bits(emu):
             assert torch.equal(x, y)
 
 
-def test_nan_in_a_value_row_reaches_only_the_rows_that_attend_it(emu):
+def test_nan_in_a_value_row_reaches_only_the_rows_that_attend_it(emu, prefetch):
     """0 * NaN in P V would spread a NaN value row to every row of its tile; it must not."""
     b, n, h, d, window = 1, 140, 1, 16, 10
     (q, k, v, *_), gm, pm, gi, flags = _inputs(b, n, h, d, "first", "none", torch.float16)
