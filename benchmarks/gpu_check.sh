@@ -117,9 +117,12 @@ stage_cuda() {
     done
     LIMIT=90 run bench-cuda python -m benchmarks --providers cuda triton sdpa hf --seqlens 8192 16384 \
         --globals 0 1 --window 512 --head-dim 64 --check --tag cuda
-    # the forward's main loop without prefetching the next key tile (fewer registers, more blocks per SM)
-    LIMIT=40 run bench-cuda-no-prefetch env LED_KERNELS_CUDA_PREFETCH=0 python -m benchmarks --providers cuda \
-        --seqlens 16384 --globals 0 1 --window 512 --head-dim 64 --modes fwd --tag cuda-no-prefetch
+    # the forward's other main loops (csrc/cuda/attention_fwd.cuh, FwdVariant)
+    for variant in prefetch plain; do
+        LIMIT=40 run "bench-cuda-fwd-$variant" env LED_KERNELS_CUDA_FWD=$variant python -m benchmarks \
+            --providers cuda --seqlens 16384 --globals 0 1 --window 512 --head-dim 64 --modes fwd \
+            --tag "cuda-fwd-$variant"
+    done
     LIMIT=30 run profile-cuda python -m benchmarks.profile_layer --provider cuda
 }
 

@@ -99,6 +99,7 @@ LED_KERNEL void __launch_bounds__(kThreads) delta_kernel(BwdArgs a) {
   float acc = 0.0f;
   for (int d = 0; d < D; d += 8) {
     const Chunk8 oc = load_chunk(o + d, a.o_aligned), gc = load_chunk(g + d, a.o_aligned);
+    LED_UNROLL
     for (int e = 0; e < 8; ++e) {
       const uint32_t ow = oc.w[e / 2], gw = gc.w[e / 2];
       const float of = simt::bits_to_float<T>(static_cast<uint16_t>(e % 2 ? ow >> 16 : ow & 0xFFFFu));
@@ -151,6 +152,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
   int64_t row[2];
   bool live[2];
   float m[2], log2l[2], delta[2];
+  LED_UNROLL
   for (int x = 0; x < 2; ++x) {
     row[x] = i0 + warp * 16 + lane / 4 + 8 * x;
     live[x] = row_live(a, b, row[x]);
@@ -160,17 +162,22 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
     delta[x] = live[x] ? a.delta[(b * a.H + h) * a.M + row[x]] : 0.0f;
   }
   float acc[D / 8][4];
+  LED_UNROLL
   for (int dn = 0; dn < D / 8; ++dn) acc[dn][0] = acc[dn][1] = acc[dn][2] = acc[dn][3] = 0.0f;
 
   // One staged key tile: dQ += dS K.
   auto attend = [&](bool banded) {
     float s[kBlockN / 8][4], dp[kBlockN / 8][4];
+    LED_UNROLL
     for (int nt = 0; nt < kBlockN / 8; ++nt) {
+      LED_UNROLL
       for (int e = 0; e < 4; ++e) s[nt][e] = dp[nt][e] = 0.0f;
     }
     mma_a_tile_t<T, D>(s, qf, ks, lane);
     mma_a_tile_t<T, D>(dp, df, vs, lane);
+    LED_UNROLL
     for (int nt = 0; nt < kBlockN / 8; ++nt) {
+      LED_UNROLL
       for (int e = 0; e < 4; ++e) {
         const int col = nt * 8 + 2 * t + (e & 1);
         const int x = e >> 1;
@@ -193,6 +200,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
       attend(false);
     }
     const int64_t part = (b * a.H + h) * a.chunks + chunk;
+    LED_UNROLL
     for (int x = 0; x < 2; ++x) {
       if (row[x] < a.G) store_acc_row_f32<D>(a.part_dq + (part * a.G + row[x]) * D, acc, x, a.scale, t);
     }
@@ -214,6 +222,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
     attend(false);
   }
   T* dq = static_cast<T*>(a.dq);
+  LED_UNROLL
   for (int x = 0; x < 2; ++x) {
     if (row[x] < a.N) store_acc_row<T, D>(dq + b * a.dqs.b + row[x] * a.dqs.n + h * a.dqs.h, acc, x, a.scale, t);
   }
@@ -258,9 +267,11 @@ template <typename T, int D>
 LED_DEVICE void mma_smem_a_tile_t(float (&acc)[kBlockN / 8][4], const T* a_tile, int a_row0, const T* tile,
                                   int lane) {
   const int j = lane / 8, r = lane % 8;
+  LED_UNROLL
   for (int kt = 0; kt < D / 16; ++kt) {
     uint32_t af[4];
     simt::ldmatrix_x4(af, a_tile + (a_row0 + r + 8 * (j & 1)) * smem_row<D>() + kt * 16 + 8 * (j >> 1));
+    LED_UNROLL
     for (int np = 0; np < kBlockN / 16; ++np) {
       uint32_t kb[4];
       simt::ldmatrix_x4(kb, tile + (np * 16 + r + 8 * (j >> 1)) * smem_row<D>() + kt * 16 + 8 * (j & 1));
@@ -319,11 +330,14 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
   load_key_tile<T, D, Contracted::kNone>(keys, src, b, h, base, ks, vs, key_pos, unused_poison);
   simt::sync_block();
   int32_t kpos[2];
+  LED_UNROLL
   for (int x = 0; x < 2; ++x) kpos[x] = key_pos[warp * 16 + lane / 4 + 8 * x];
   const bool banded = kMode == DkdvMode::kBandKeys;
 
   float dk[D / 8][4], dv[D / 8][4];
+  LED_UNROLL
   for (int dn = 0; dn < D / 8; ++dn) {
+    LED_UNROLL
     for (int e = 0; e < 4; ++e) dk[dn][e] = dv[dn][e] = 0.0f;
   }
   for (int64_t i0 = (begin / kBlockM) * kBlockM; i0 < end; i0 += kBlockM) {
@@ -331,12 +345,16 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
     load_query_rows<T, D>(a, b, h, i0, end, qs, dos, row_pos, row_m, row_log2l, row_delta, row_poison);
     simt::sync_block();
     float st[kBlockM / 8][4], dpt[kBlockM / 8][4];  // [query groups][keys g, g+8 x 2 queries]
+    LED_UNROLL
     for (int nt = 0; nt < kBlockM / 8; ++nt) {
+      LED_UNROLL
       for (int e = 0; e < 4; ++e) st[nt][e] = dpt[nt][e] = 0.0f;
     }
     mma_smem_a_tile_t<T, D>(st, ks, warp * 16, qs, lane);
     mma_smem_a_tile_t<T, D>(dpt, vs, warp * 16, dos, lane);
+    LED_UNROLL
     for (int nt = 0; nt < kBlockM / 8; ++nt) {
+      LED_UNROLL
       for (int e = 0; e < 4; ++e) {
         const int col = nt * 8 + 2 * t + (e & 1);
         const int32_t kp = kpos[e >> 1], rp = row_pos[col];
@@ -350,6 +368,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
     mma_p_tile<T, D>(dk, dpt, qs, lane);
   }
 
+  LED_UNROLL
   for (int x = 0; x < 2; ++x) {
     const int64_t r = base + warp * 16 + lane / 4 + 8 * x;
     if (kMode == DkdvMode::kGlobalKeys) {

@@ -83,6 +83,7 @@ LED_DEVICE Chunk8 load_chunk(const T* src, bool aligned) {
     c.w[0] = v.x, c.w[1] = v.y, c.w[2] = v.z, c.w[3] = v.w;
   } else {
     const uint16_t* s = reinterpret_cast<const uint16_t*>(src);
+    LED_UNROLL
     for (int i = 0; i < 4; ++i) c.w[i] = static_cast<uint32_t>(s[2 * i]) | (static_cast<uint32_t>(s[2 * i + 1]) << 16);
   }
   return c;
@@ -97,6 +98,7 @@ LED_DEVICE void store_chunk(void* smem_dst, const Chunk8& c) {
 template <typename T>
 LED_DEVICE bool chunk_nonfinite(const Chunk8& c) {
   bool bad = false;
+  LED_UNROLL
   for (int i = 0; i < 4; ++i) {
     bad |= is_nonfinite_bits<T>(static_cast<uint16_t>(c.w[i] & 0xFFFFu));
     bad |= is_nonfinite_bits<T>(static_cast<uint16_t>(c.w[i] >> 16));
@@ -123,11 +125,11 @@ struct Rows {
   LED_DEVICE const T* row(int64_t b, int64_t h, int64_t i) const { return base + b * s.b + i * s.n + h * s.h; }
 };
 
-// Rows [row0, row0 + 64) of `src` into a padded shared tile; rows at or past src.rows are 0.
-template <typename T, int D>
+// Rows [row0, row0 + kRows) of `src` into a padded shared tile; rows at or past src.rows are 0.
+template <typename T, int D, int kRows = kBlockM>
 LED_DEVICE void load_row_tile(const Rows<T>& src, bool aligned, int64_t b, int64_t h, int64_t row0, T* tile) {
   constexpr int kChunks = D / 8;
-  for (int c = simt::thread_index(); c < kBlockM * kChunks; c += kThreads) {
+  for (int c = simt::thread_index(); c < kRows * kChunks; c += kThreads) {
     const int r = c / kChunks, col = (c % kChunks) * 8;
     Chunk8 x = zero_chunk();
     if (row0 + r < src.rows) x = load_chunk(src.row(b, h, row0 + r) + col, aligned);
@@ -223,11 +225,13 @@ LED_DEVICE void stage_key_pass(KeyTileRegs<D>& regs, int p, T* ks, T* vs, int32_
 template <typename T, int D>
 LED_DEVICE void fetch_key_tile(KeyTileRegs<D>& regs, const KeySet<T>& keys, KeySource src, int64_t b, int64_t h,
                                int64_t base) {
+  LED_UNROLL
   for (int p = 0; p < KeyTileRegs<D>::kPasses; ++p) fetch_key_pass<T, D>(regs, p, keys, src, b, h, base);
 }
 
 template <typename T, int D, Contracted kCheck>
 LED_DEVICE void stage_key_tile(KeyTileRegs<D>& regs, T* ks, T* vs, int32_t* key_pos, float* poison) {
+  LED_UNROLL
   for (int p = 0; p < KeyTileRegs<D>::kPasses; ++p) stage_key_pass<T, D, kCheck>(regs, p, ks, vs, key_pos, poison);
 }
 
@@ -236,6 +240,7 @@ template <typename T, int D, Contracted kCheck>
 LED_DEVICE void load_key_tile(const KeySet<T>& keys, KeySource src, int64_t b, int64_t h, int64_t base, T* ks, T* vs,
                               int32_t* key_pos, float* poison) {
   KeyTileRegs<D> regs;
+  LED_UNROLL
   for (int p = 0; p < KeyTileRegs<D>::kPasses; ++p) {
     fetch_key_pass<T, D>(regs, p, keys, src, b, h, base);
     stage_key_pass<T, D, kCheck>(regs, p, ks, vs, key_pos, poison);
@@ -255,52 +260,83 @@ LED_DEVICE bool tile_is_clean(const int32_t* key_pos, const float* poison, int l
 template <int D, typename T>
 LED_DEVICE void load_a_fragments(uint32_t (&frag)[D / 16][4], const T* tile, int row0, int lane) {
   const int j = lane / 8, r = lane % 8;
+  LED_UNROLL
   for (int kt = 0; kt < D / 16; ++kt) {
     simt::ldmatrix_x4(frag[kt], tile + (row0 + r + 8 * (j & 1)) * smem_row<D>() + kt * 16 + 8 * (j >> 1));
   }
 }
 
-// acc[16 x 64] += A[16 x D] * tile[64 x D]^T: the tile's rows are B's columns, so plain ldmatrix
-// of the tile gives B fragments.
-template <typename T, int D>
-LED_DEVICE void mma_a_tile_t(float (&acc)[kBlockN / 8][4], const uint32_t (&a)[D / 16][4], const T* tile,
+// acc[rb][16 x 64] += A[rb][16 x D] * tile[64 x D]^T for RB blocks of 16 rows: the tile's rows
+// are B's columns, so plain ldmatrix of the tile gives B fragments, each loaded once for all RB
+// row blocks (more row blocks per warp: fewer shared-memory reads per MMA).
+template <typename T, int D, int RB>
+LED_DEVICE void mma_a_tile_t(float (&acc)[RB][kBlockN / 8][4], const uint32_t (&a)[RB][D / 16][4], const T* tile,
                              int lane) {
   const int j = lane / 8, r = lane % 8;
+  LED_UNROLL
   for (int kt = 0; kt < D / 16; ++kt) {
+    LED_UNROLL
     for (int np = 0; np < kBlockN / 16; ++np) {
       uint32_t kb[4];
       simt::ldmatrix_x4(kb, tile + (np * 16 + r + 8 * (j >> 1)) * smem_row<D>() + kt * 16 + 8 * (j & 1));
-      simt::mma_16816<T>(acc[2 * np], a[kt], kb[0], kb[1]);
-      simt::mma_16816<T>(acc[2 * np + 1], a[kt], kb[2], kb[3]);
+      LED_UNROLL
+      for (int rb = 0; rb < RB; ++rb) {
+        simt::mma_16816<T>(acc[rb][2 * np], a[rb][kt], kb[0], kb[1]);
+        simt::mma_16816<T>(acc[rb][2 * np + 1], a[rb][kt], kb[2], kb[3]);
+      }
     }
   }
 }
 
-// acc[16 x D] += P[16 x 64] * tile[64 x D], P given as fp32 accumulators (16 x 64, the C layout
-// of mma_a_tile_t), which for keys [16kk, 16kk + 16) are exactly an A fragment once packed to 16
-// bits; the tile's rows are B's rows, so ldmatrix.trans gives B fragments.
 template <typename T, int D>
-LED_DEVICE void mma_p_tile(float (&acc)[D / 8][4], const float (&p)[kBlockN / 8][4], const T* tile, int lane) {
+LED_DEVICE void mma_a_tile_t(float (&acc)[kBlockN / 8][4], const uint32_t (&a)[D / 16][4], const T* tile, int lane) {
+  using Acc = float[1][kBlockN / 8][4];
+  using Frag = uint32_t[1][D / 16][4];
+  mma_a_tile_t<T, D, 1>(reinterpret_cast<Acc&>(acc), reinterpret_cast<const Frag&>(a), tile, lane);
+}
+
+// acc[rb][16 x D] += P[rb][16 x 64] * tile[64 x D], P given as fp32 accumulators (the C layout of
+// mma_a_tile_t), which for keys [16kk, 16kk + 16) are exactly an A fragment once packed to 16
+// bits; the tile's rows are B's rows, so ldmatrix.trans gives B fragments (loaded once for all RB).
+template <typename T, int D, int RB>
+LED_DEVICE void mma_p_tile(float (&acc)[RB][D / 8][4], const float (&p)[RB][kBlockN / 8][4], const T* tile,
+                           int lane) {
   const int j = lane / 8, r = lane % 8;
+  LED_UNROLL
   for (int kk = 0; kk < kBlockN / 16; ++kk) {
-    uint32_t pa[4];
-    pa[0] = simt::pack2<T>(p[2 * kk][0], p[2 * kk][1]);
-    pa[1] = simt::pack2<T>(p[2 * kk][2], p[2 * kk][3]);
-    pa[2] = simt::pack2<T>(p[2 * kk + 1][0], p[2 * kk + 1][1]);
-    pa[3] = simt::pack2<T>(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+    uint32_t pa[RB][4];
+    LED_UNROLL
+    for (int rb = 0; rb < RB; ++rb) {
+      pa[rb][0] = simt::pack2<T>(p[rb][2 * kk][0], p[rb][2 * kk][1]);
+      pa[rb][1] = simt::pack2<T>(p[rb][2 * kk][2], p[rb][2 * kk][3]);
+      pa[rb][2] = simt::pack2<T>(p[rb][2 * kk + 1][0], p[rb][2 * kk + 1][1]);
+      pa[rb][3] = simt::pack2<T>(p[rb][2 * kk + 1][2], p[rb][2 * kk + 1][3]);
+    }
+    LED_UNROLL
     for (int dp = 0; dp < D / 16; ++dp) {
       uint32_t vb[4];
       simt::ldmatrix_x4_trans(vb, tile + (kk * 16 + r + 8 * (j & 1)) * smem_row<D>() + dp * 16 + 8 * (j >> 1));
-      simt::mma_16816<T>(acc[2 * dp], pa, vb[0], vb[1]);
-      simt::mma_16816<T>(acc[2 * dp + 1], pa, vb[2], vb[3]);
+      LED_UNROLL
+      for (int rb = 0; rb < RB; ++rb) {
+        simt::mma_16816<T>(acc[rb][2 * dp], pa[rb], vb[0], vb[1]);
+        simt::mma_16816<T>(acc[rb][2 * dp + 1], pa[rb], vb[2], vb[3]);
+      }
     }
   }
+}
+
+template <typename T, int D>
+LED_DEVICE void mma_p_tile(float (&acc)[D / 8][4], const float (&p)[kBlockN / 8][4], const T* tile, int lane) {
+  using Acc = float[1][D / 8][4];
+  using P = float[1][kBlockN / 8][4];
+  mma_p_tile<T, D, 1>(reinterpret_cast<Acc&>(acc), reinterpret_cast<const P&>(p), tile, lane);
 }
 
 // Writes rows g and g + 8 (x = 0, 1) of a 16 x D accumulator times `mul`, as the 16-bit type, into
 // row `dst` (null: not written) of a (.., D) tensor.
 template <typename T, int D>
 LED_DEVICE void store_acc_row(T* dst, const float (&acc)[D / 8][4], int x, float mul, int t) {
+  LED_UNROLL
   for (int dn = 0; dn < D / 8; ++dn) {
     const uint32_t packed = simt::pack2<T>(acc[dn][2 * x] * mul, acc[dn][2 * x + 1] * mul);
     simt::check_global(dst + dn * 8 + 2 * t, 4);
@@ -311,6 +347,7 @@ LED_DEVICE void store_acc_row(T* dst, const float (&acc)[D / 8][4], int x, float
 // The same row in fp32 (partials of a split sweep).
 template <int D>
 LED_DEVICE void store_acc_row_f32(float* dst, const float (&acc)[D / 8][4], int x, float mul, int t) {
+  LED_UNROLL
   for (int dn = 0; dn < D / 8; ++dn) {
     simt::check_global(dst + dn * 8 + 2 * t, 8);
     dst[dn * 8 + 2 * t] = acc[dn][2 * x] * mul;

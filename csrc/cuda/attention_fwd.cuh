@@ -60,102 +60,130 @@ struct FwdArgs {
   float* part_ml;  // (B, H, chunks, 2, G) max and sum
 };
 
-// One warp's 16 query rows: Q fragments, output accumulator and softmax statistics.
-// Lane (g, t) = (lane / 4, lane % 4) holds rows g and g + 8 (x = 0, 1 below).
-template <typename T, int D>
+// One warp's 16 x RB query rows (RB blocks of 16): Q fragments, output accumulators and softmax
+// statistics. Lane (g, t) = (lane / 4, lane % 4) holds rows g and g + 8 (x = 0, 1 below) of each
+// block.
+template <typename T, int D, int RB>
 struct WarpRows {
-  uint32_t q[D / 16][4];  // A fragments of Q, one per 16 dims
-  float o[D / 8][4];      // C fragments of O, one per 8 dims
-  float m[2];             // running max (base 2), -inf before any key
-  float l[2];             // running sum of 2^(t - m) over this lane's columns (quad-reduced at the end)
+  uint32_t q[RB][D / 16][4];  // A fragments of Q, one per 16 dims
+  float o[RB][D / 8][4];      // C fragments of O, one per 8 dims
+  float m[RB][2];             // running max (base 2), -inf before any key
+  float l[RB][2];             // running sum of 2^(t - m) over this lane's columns (quad-reduced at the end)
 
   LED_DEVICE void init(const T* q_tile, int warp, int lane) {
-    load_a_fragments<D>(q, q_tile, warp * 16, lane);
-    for (int dn = 0; dn < D / 8; ++dn) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
-    m[0] = m[1] = -INFINITY;
-    l[0] = l[1] = 0.0f;
+    LED_UNROLL
+    for (int rb = 0; rb < RB; ++rb) {
+      load_a_fragments<D>(q[rb], q_tile, (warp * RB + rb) * 16, lane);
+      LED_UNROLL
+      for (int dn = 0; dn < D / 8; ++dn) o[rb][dn][0] = o[rb][dn][1] = o[rb][dn][2] = o[rb][dn][3] = 0.0f;
+      m[rb][0] = m[rb][1] = -INFINITY;
+      l[rb][0] = l[rb][1] = 0.0f;
+    }
   }
 
-  // Attend one staged key tile. row[x] = the query position of row x (for the window test);
-  // banded = apply |row - key| <= window (false: every valid key of the tile is attended);
-  // full = every entry of this warp's 16 x 64 block is attended (no mask needed).
+  // Attend one staged key tile. row[rb][x] = the query position of row x of block rb (for the
+  // window test); banded = apply |row - key| <= window (false: every valid key of the tile is
+  // attended); full[rb] = every entry of block rb's 16 x 64 scores is attended (no mask needed).
   LED_DEVICE void attend(const T* ks, const T* vs, const int32_t* key_pos, const float* poison, int lane,
-                         const int64_t (&row)[2], bool banded, bool full, int64_t window, float scale_log2) {
+                         const int64_t (&row)[RB][2], bool banded, const bool (&full)[RB], int64_t window,
+                         float scale_log2) {
     const int t = lane % 4;
-    float s[kBlockN / 8][4];  // [8 key groups][rows g, g+8 x 2 keys]
-    for (int nt = 0; nt < kBlockN / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-    mma_a_tile_t<T, D>(s, q, ks, lane);
-    // Mask, scale, row max.
-    float tile_max[2] = {-INFINITY, -INFINITY};
-    if (full) {
-      for (int nt = 0; nt < kBlockN / 8; ++nt) {
-        for (int e = 0; e < 4; ++e) {
-          s[nt][e] *= scale_log2;
-          tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[nt][e]);
+    float s[RB][kBlockN / 8][4];  // [block][8 key groups][rows g, g+8 x 2 keys]
+    LED_UNROLL
+    for (int rb = 0; rb < RB; ++rb) {
+      LED_UNROLL
+      for (int nt = 0; nt < kBlockN / 8; ++nt) s[rb][nt][0] = s[rb][nt][1] = s[rb][nt][2] = s[rb][nt][3] = 0.0f;
+    }
+    mma_a_tile_t<T, D, RB>(s, q, ks, lane);
+    LED_UNROLL
+    for (int rb = 0; rb < RB; ++rb) {
+      // Mask, scale, row max.
+      float tile_max[2] = {-INFINITY, -INFINITY};
+      if (full[rb]) {
+        LED_UNROLL
+        for (int nt = 0; nt < kBlockN / 8; ++nt) {
+          LED_UNROLL
+          for (int e = 0; e < 4; ++e) {
+            s[rb][nt][e] *= scale_log2;
+            tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[rb][nt][e]);
+          }
+        }
+      } else {
+        LED_UNROLL
+        for (int nt = 0; nt < kBlockN / 8; ++nt) {
+          LED_UNROLL
+          for (int e = 0; e < 4; ++e) {
+            const int col = nt * 8 + 2 * t + (e & 1);
+            const int x = e >> 1;
+            const int32_t kp = key_pos[col];
+            const bool keep = kp >= 0 && (!banded || (row[rb][x] - kp <= window && kp - row[rb][x] <= window));
+            const float v = keep ? s[rb][nt][e] * scale_log2 + poison[col] : -INFINITY;
+            s[rb][nt][e] = v;
+            tile_max[x] = fmaxf(tile_max[x], v);
+          }
         }
       }
-    } else {
+      float alpha[2];
+      float m_use[2];
+      LED_UNROLL
+      for (int x = 0; x < 2; ++x) {
+        tile_max[x] = fmaxf(tile_max[x], simt::shfl_xor(tile_max[x], 1));
+        tile_max[x] = fmaxf(tile_max[x], simt::shfl_xor(tile_max[x], 2));
+        const float m_new = fmaxf(m[rb][x], tile_max[x]);
+        m_use[x] = m_new == -INFINITY ? 0.0f : m_new;  // nothing attended yet: keep p = 0, not NaN
+        alpha[x] = simt::fast_exp2(m[rb][x] - m_use[x]);
+        m[rb][x] = m_new;
+      }
+      LED_UNROLL
       for (int nt = 0; nt < kBlockN / 8; ++nt) {
-        for (int e = 0; e < 4; ++e) {
-          const int col = nt * 8 + 2 * t + (e & 1);
-          const int x = e >> 1;
-          const int32_t kp = key_pos[col];
-          const bool keep = kp >= 0 && (!banded || (row[x] - kp <= window && kp - row[x] <= window));
-          const float v = keep ? s[nt][e] * scale_log2 + poison[col] : -INFINITY;
-          s[nt][e] = v;
-          tile_max[x] = fmaxf(tile_max[x], v);
-        }
+        LED_UNROLL
+        for (int e = 0; e < 4; ++e) s[rb][nt][e] = simt::fast_exp2(s[rb][nt][e] - m_use[e >> 1]);
+      }
+      LED_UNROLL
+      for (int x = 0; x < 2; ++x) {
+        float sum = 0.0f;
+        LED_UNROLL
+        for (int nt = 0; nt < kBlockN / 8; ++nt) sum += s[rb][nt][2 * x] + s[rb][nt][2 * x + 1];
+        l[rb][x] = l[rb][x] * alpha[x] + sum;
+      }
+      LED_UNROLL
+      for (int dn = 0; dn < D / 8; ++dn) {
+        o[rb][dn][0] *= alpha[0], o[rb][dn][1] *= alpha[0];
+        o[rb][dn][2] *= alpha[1], o[rb][dn][3] *= alpha[1];
       }
     }
-    float alpha[2];
-    float m_use[2];
-    for (int x = 0; x < 2; ++x) {
-      tile_max[x] = fmaxf(tile_max[x], simt::shfl_xor(tile_max[x], 1));
-      tile_max[x] = fmaxf(tile_max[x], simt::shfl_xor(tile_max[x], 2));
-      const float m_new = fmaxf(m[x], tile_max[x]);
-      m_use[x] = m_new == -INFINITY ? 0.0f : m_new;  // nothing attended yet: keep p = 0, not NaN
-      alpha[x] = simt::fast_exp2(m[x] - m_use[x]);
-      m[x] = m_new;
-    }
-    for (int nt = 0; nt < kBlockN / 8; ++nt) {
-      for (int e = 0; e < 4; ++e) s[nt][e] = simt::fast_exp2(s[nt][e] - m_use[e >> 1]);
-    }
-    for (int x = 0; x < 2; ++x) {
-      float sum = 0.0f;
-      for (int nt = 0; nt < kBlockN / 8; ++nt) sum += s[nt][2 * x] + s[nt][2 * x + 1];
-      l[x] = l[x] * alpha[x] + sum;
-    }
-    for (int dn = 0; dn < D / 8; ++dn) {
-      o[dn][0] *= alpha[0], o[dn][1] *= alpha[0];
-      o[dn][2] *= alpha[1], o[dn][3] *= alpha[1];
-    }
-    mma_p_tile<T, D>(o, s, vs, lane);
+    mma_p_tile<T, D, RB>(o, s, vs, lane);
   }
 
   // The row sums over the quad (every lane ends with the full sums).
   LED_DEVICE void reduce_sums() {
-    for (int x = 0; x < 2; ++x) {
-      l[x] += simt::shfl_xor(l[x], 1);
-      l[x] += simt::shfl_xor(l[x], 2);
+    LED_UNROLL
+    for (int rb = 0; rb < RB; ++rb) {
+      LED_UNROLL
+      for (int x = 0; x < 2; ++x) {
+        l[rb][x] += simt::shfl_xor(l[rb][x], 1);
+        l[rb][x] += simt::shfl_xor(l[rb][x], 2);
+      }
     }
   }
 };
 
-// Row `row` of the output and its statistics: normalized, or 0 / (+inf, 0) when `live` is false or
-// the row attended nothing.
-template <typename T, int D>
-LED_DEVICE void write_row(const FwdArgs& a, const WarpRows<T, D>& w, int x, int64_t b, int64_t h, int64_t row,
-                          bool live, int t) {
-  const bool attended = live && w.l[x] != 0.0f;  // NaN sums stay: that row attended a NaN
-  const float inv = attended ? 1.0f / w.l[x] : 0.0f;
+// Row `row` (row x of block rb) of the output and its statistics: normalized, or 0 / (+inf, 0) when
+// `live` is false or the row attended nothing.
+template <typename T, int D, int RB>
+LED_DEVICE void write_row(const FwdArgs& a, const WarpRows<T, D, RB>& w, int rb, int x, int64_t b, int64_t h,
+                          int64_t row, bool live, int t) {
+  const float l = w.l[rb][x];
+  const bool attended = live && l != 0.0f;  // NaN sums stay: that row attended a NaN
+  const float inv = attended ? 1.0f / l : 0.0f;
   T* dst = static_cast<T*>(a.out) + b * a.os.b + row * a.os.n + h * a.os.h;
-  store_acc_row<T, D>(dst, w.o, x, inv, t);
+  store_acc_row<T, D>(dst, w.o[rb], x, inv, t);
   if (t == 0) {
     float* lse = a.lse + (b * a.H + h) * 2 * a.M;
     simt::check_global(lse + row, 4);
     simt::check_global(lse + a.M + row, 4);
-    lse[row] = attended ? w.m[x] : INFINITY;
-    lse[a.M + row] = attended ? log2f(w.l[x]) : 0.0f;
+    lse[row] = attended ? w.m[rb][x] : INFINITY;
+    lse[a.M + row] = attended ? log2f(l) : 0.0f;
   }
 }
 
@@ -172,16 +200,29 @@ LED_DEVICE bool band_covers(int64_t r0, int64_t j0, int64_t window) {
 
 // Prefetching the next key tile into registers (its global loads in flight while this tile is
 // computed on) costs 2 x D / 16 registers of chunks per thread: offered up to D = 64 (at D = 128
-// the accumulators leave no room). LED_KERNELS_CUDA_PREFETCH=0 turns it off, for measuring which
-// of latency hiding and occupancy wins on a given GPU.
+// the accumulators leave no room).
 template <int D>
 constexpr bool can_prefetch() {
   return D <= 64;
 }
 
-inline bool prefetch_enabled() {
-  const char* env = std::getenv("LED_KERNELS_CUDA_PREFETCH");
-  return env == nullptr || std::strcmp(env, "0") != 0;
+// The forward's main-loop variants, for D <= 64 (D = 128 always runs kPlain), chosen by the
+// environment variable LED_KERNELS_CUDA_FWD so that a GPU session can measure which of shared-memory
+// traffic, latency hiding and occupancy matters most there:
+//   rows32   (default) kernel A: 32 query rows per warp, each K / V fragment read from shared
+//            memory once for two 16-row blocks (half the ldmatrix traffic per MMA; FlashAttention-2's
+//            choice), no prefetch; kernel B: prefetch
+//   prefetch both kernels: 16 rows per warp, the next key tile prefetched into registers
+//   plain    both kernels: 16 rows per warp, no prefetch (fewest registers, most blocks per SM)
+enum class FwdVariant : int { kRows32 = 0, kPrefetch = 1, kPlain = 2 };
+
+inline FwdVariant fwd_variant() {
+  const char* env = std::getenv("LED_KERNELS_CUDA_FWD");
+  if (env == nullptr || *env == '\0' || std::strcmp(env, "rows32") == 0) return FwdVariant::kRows32;
+  if (std::strcmp(env, "prefetch") == 0) return FwdVariant::kPrefetch;
+  if (std::strcmp(env, "plain") == 0) return FwdVariant::kPlain;
+  throw std::invalid_argument(std::string("LED_KERNELS_CUDA_FWD must be rows32, prefetch or plain, got '") + env +
+                              "'");
 }
 
 // The key tiles of one block: tile t < band_tiles is the band's tile at j_first + 64 t, the rest
@@ -199,9 +240,9 @@ struct TileList {
 };
 
 // The main loop of both forward kernels: stage each tile (prefetching the next), attend it.
-template <typename T, int D, bool kPrefetch>
-LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D>& w, const KeySet<T>& keys, const TileList& tiles,
-                             int64_t b, int64_t h, const int64_t (&row)[2], int64_t warp_row0, T* ks, T* vs,
+template <typename T, int D, int RB, bool kPrefetch>
+LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D, RB>& w, const KeySet<T>& keys, const TileList& tiles,
+                             int64_t b, int64_t h, const int64_t (&row)[RB][2], int64_t warp_row0, T* ks, T* vs,
                              int32_t* key_pos, float* poison, int lane) {
   static_assert(!kPrefetch || can_prefetch<D>(), "no registers to prefetch into at this head dim");
   KeyTileRegs<D> regs;
@@ -219,14 +260,20 @@ LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D>& w, const KeySet<T
     simt::sync_block();
     if (kPrefetch && t + 1 < n) fetch_key_tile<T, D>(regs, keys, tiles.source(t + 1), b, h, tiles.base(t + 1));
     const bool banded = src == KeySource::kBand;
-    const bool full = tile_is_clean(key_pos, poison, lane) && (!banded || band_covers(warp_row0, j0, a.window));
+    const bool clean = tile_is_clean(key_pos, poison, lane);
+    bool full[RB];
+    LED_UNROLL
+    for (int rb = 0; rb < RB; ++rb) full[rb] = clean && (!banded || band_covers(warp_row0 + 16 * rb, j0, a.window));
     w.attend(ks, vs, key_pos, poison, lane, row, banded, full, a.window, a.scale_log2);
   }
 }
 
-// Kernel A. Blocks: (query tile fastest, then head, then batch).
-template <typename T, int D, bool kPrefetch>
+// Kernel A: blocks of 64 x RB query rows (query tile fastest, then head, then batch), each warp
+// owning 16 x RB consecutive rows.
+template <typename T, int D, int RB, bool kPrefetch>
 LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
+  static_assert(RB * kBlockM <= 2 * kBlockN, "Q is staged in the K and V tiles");
+  constexpr int kRows = RB * kBlockM;
   unsigned char* smem = simt::shared_memory();
   T* ks = reinterpret_cast<T*>(smem);
   T* vs = ks + kBlockN * smem_row<D>();
@@ -235,20 +282,26 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
   const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
   const KeySet<T> keys = fwd_keys<T>(a);
 
-  const int64_t tiles = ceil_div(a.N, kBlockM);
+  const int64_t tiles = ceil_div(a.N, kRows);
   const int64_t bid = simt::block_index();
-  const int64_t i0 = (bid % tiles) * kBlockM;
+  const int64_t i0 = (bid % tiles) * kRows;
   const int64_t h = (bid / tiles) % a.H;
   const int64_t b = bid / (tiles * a.H);
   const int warp = simt::thread_index() / 32, lane = simt::thread_index() % 32;
 
-  load_row_tile<T, D>(q, a.aligned, b, h, i0, ks);
+  load_row_tile<T, D, kRows>(q, a.aligned, b, h, i0, ks);
   simt::sync_block();
-  WarpRows<T, D> w;
+  WarpRows<T, D, RB> w;
   w.init(ks, warp, lane);
 
-  const int64_t row[2] = {i0 + warp * 16 + lane / 4, i0 + warp * 16 + lane / 4 + 8};
-  const int64_t last_row = (i0 + kBlockM < a.N ? i0 + kBlockM : a.N) - 1;
+  const int64_t warp_row0 = i0 + warp * 16 * RB;
+  int64_t row[RB][2];
+  LED_UNROLL
+  for (int rb = 0; rb < RB; ++rb) {
+    row[rb][0] = warp_row0 + 16 * rb + lane / 4;
+    row[rb][1] = row[rb][0] + 8;
+  }
+  const int64_t last_row = (i0 + kRows < a.N ? i0 + kRows : a.N) - 1;
   const int64_t lo = a.window >= i0 ? 0 : i0 - a.window;
   const int64_t hi = a.window >= a.N - last_row ? a.N - 1 : last_row + a.window;
   TileList list;
@@ -258,11 +311,16 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
   list.extra_src = KeySource::kGlobalSlots;
   list.extra_first = 0;
   list.extra_tiles = ceil_div(a.G, kBlockN);
-  attend_tiles<T, D, kPrefetch>(a, w, keys, list, b, h, row, i0 + warp * 16, ks, vs, key_pos, poison, lane);
+  attend_tiles<T, D, RB, kPrefetch>(a, w, keys, list, b, h, row, warp_row0, ks, vs, key_pos, poison, lane);
   w.reduce_sums();
   const int8_t* flags = a.key_flags + b * a.N;
-  for (int x = 0; x < 2; ++x) {
-    if (row[x] < a.N) write_row<T, D>(a, w, x, b, h, row[x], flags[row[x]] != 1, lane % 4);
+  LED_UNROLL
+  for (int rb = 0; rb < RB; ++rb) {
+    LED_UNROLL
+    for (int x = 0; x < 2; ++x) {
+      const int64_t i = row[rb][x];
+      if (i < a.N) write_row<T, D, RB>(a, w, rb, x, b, h, i, flags[i] != 1, lane % 4);
+    }
   }
 }
 
@@ -288,10 +346,10 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
 
   load_row_tile<T, D>(q, a.aligned, b, h, s0, ks);
   simt::sync_block();
-  WarpRows<T, D> w;
+  WarpRows<T, D, 1> w;
   w.init(ks, warp, lane);
 
-  const int64_t unused_row[2] = {0, 0};
+  const int64_t unused_row[1][2] = {{0, 0}};
   const int64_t k_begin = chunk * a.chunk_keys;
   const int64_t k_end = k_begin + a.chunk_keys < a.N ? k_begin + a.chunk_keys : a.N;
   TileList list;
@@ -301,24 +359,25 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
   list.extra_src = KeySource::kNonPadded;
   list.extra_first = k_begin;
   list.extra_tiles = k_end > k_begin ? ceil_div(k_end - k_begin, kBlockN) : 0;
-  attend_tiles<T, D, kPrefetch>(a, w, keys, list, b, h, unused_row, 0, ks, vs, key_pos, poison, lane);
+  attend_tiles<T, D, 1, kPrefetch>(a, w, keys, list, b, h, unused_row, 0, ks, vs, key_pos, poison, lane);
   w.reduce_sums();
   const int t = lane % 4;
+  LED_UNROLL
   for (int x = 0; x < 2; ++x) {
     const int64_t s = s0 + warp * 16 + lane / 4 + 8 * x;
     if (s >= a.G) continue;
     if (a.chunks == 1) {
-      write_row<T, D>(a, w, x, b, h, s, slot_valid(a.key_flags, a.global_idx, a.N, a.G, b, s), t);
+      write_row<T, D, 1>(a, w, 0, x, b, h, s, slot_valid(a.key_flags, a.global_idx, a.N, a.G, b, s), t);
       continue;
     }
     const int64_t part = (b * a.H + h) * a.chunks + chunk;
-    store_acc_row_f32<D>(a.part_o + (part * a.G + s) * D, w.o, x, 1.0f, t);
+    store_acc_row_f32<D>(a.part_o + (part * a.G + s) * D, w.o[0], x, 1.0f, t);
     if (t == 0) {
       float* ml = a.part_ml + part * 2 * a.G;
       simt::check_global(ml + s, 4);
       simt::check_global(ml + a.G + s, 4);
-      ml[s] = w.m[x];
-      ml[a.G + s] = w.l[x];
+      ml[s] = w.m[0][x];
+      ml[a.G + s] = w.l[0][x];
     }
   }
 }
@@ -376,7 +435,7 @@ inline size_t fwd_workspace_bytes(AttnKind kind, int64_t B, int64_t H, int64_t G
   return static_cast<size_t>(B * H * chunks * G * (D + 2)) * sizeof(float);
 }
 
-template <typename T, int D, bool kPrefetch, typename Stream>
+template <typename T, int D, int RB, bool kPrefetchA, bool kPrefetchB, typename Stream>
 void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
   FwdArgs a;
   a.q = p.q, a.k = p.k, a.v = p.v, a.out = p.out, a.lse = p.lse;
@@ -389,8 +448,8 @@ void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
   a.chunk_keys = p.N, a.chunks = 1, a.part_o = nullptr, a.part_ml = nullptr;
   constexpr size_t smem = fwd_smem_bytes<D>();
   if (p.kind == AttnKind::kBanded) {
-    const int64_t blocks = p.B * p.H * ceil_div(p.N, kBlockM);
-    auto kernel = banded_fwd_kernel<T, D, kPrefetch>;  // (a template-id would split the macro's arguments)
+    const int64_t blocks = p.B * p.H * ceil_div(p.N, RB * kBlockM);
+    auto kernel = banded_fwd_kernel<T, D, RB, kPrefetchA>;  // (a template-id would split the macro's arguments)
     LED_LAUNCH(kernel, blocks, kThreads, smem, stream, a);
     return;
   }
@@ -401,7 +460,7 @@ void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
     a.part_ml = workspace + p.B * p.H * a.chunks * p.G * D;
   }
   const int64_t blocks = p.B * p.H * ceil_div(p.G, kBlockM) * a.chunks;
-  auto kernel = global_fwd_kernel<T, D, kPrefetch>;
+  auto kernel = global_fwd_kernel<T, D, kPrefetchB>;
   LED_LAUNCH(kernel, blocks, kThreads, smem, stream, a);
   if (a.chunks > 1) {
     auto combine = combine_kernel<T, D>;
@@ -409,14 +468,22 @@ void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
   }
 }
 
+template <typename T, int D, typename Stream>
+void dispatch_variant(const AttnFwdParams& p, float* workspace, Stream stream) {
+  switch (fwd_variant()) {
+    case FwdVariant::kRows32: launch_fwd<T, D, 2, false, true>(p, workspace, stream); break;
+    case FwdVariant::kPrefetch: launch_fwd<T, D, 1, true, true>(p, workspace, stream); break;
+    case FwdVariant::kPlain: launch_fwd<T, D, 1, false, false>(p, workspace, stream); break;
+  }
+}
+
 template <typename T, typename Stream>
 void dispatch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
-  const bool prefetch = prefetch_enabled();
   switch (p.D) {
-    case 16: prefetch ? launch_fwd<T, 16, true>(p, workspace, stream) : launch_fwd<T, 16, false>(p, workspace, stream); break;
-    case 32: prefetch ? launch_fwd<T, 32, true>(p, workspace, stream) : launch_fwd<T, 32, false>(p, workspace, stream); break;
-    case 64: prefetch ? launch_fwd<T, 64, true>(p, workspace, stream) : launch_fwd<T, 64, false>(p, workspace, stream); break;
-    default: launch_fwd<T, 128, false>(p, workspace, stream); break;
+    case 16: dispatch_variant<T, 16>(p, workspace, stream); break;
+    case 32: dispatch_variant<T, 32>(p, workspace, stream); break;
+    case 64: dispatch_variant<T, 64>(p, workspace, stream); break;
+    default: launch_fwd<T, 128, 1, false, false>(p, workspace, stream); break;
   }
 }
 

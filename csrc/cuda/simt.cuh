@@ -31,6 +31,8 @@
 
 #define LED_DEVICE __device__ __forceinline__
 #define LED_HOST_DEVICE __host__ __device__ __forceinline__
+// Loops over register arrays must unroll, or the arrays go to local memory.
+#define LED_UNROLL _Pragma("unroll")
 #define LED_KERNEL __global__
 
 namespace led_kernels {

@@ -41,6 +41,7 @@
 
 #define LED_DEVICE inline
 #define LED_HOST_DEVICE inline
+#define LED_UNROLL
 #define LED_KERNEL
 #define __launch_bounds__(...)
 

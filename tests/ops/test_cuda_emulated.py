@@ -32,10 +32,10 @@ def emu(cuda_emulator):
     return cuda_emulator
 
 
-@pytest.fixture(params=["prefetch", "no-prefetch"])
-def prefetch(request, monkeypatch):
-    """Both forward main loops: the next key tile's loads in flight during this one's math, or not."""
-    monkeypatch.setenv("LED_KERNELS_CUDA_PREFETCH", "1" if request.param == "prefetch" else "0")
+@pytest.fixture(params=["rows32", "prefetch", "plain"])
+def variant(request, monkeypatch):
+    """Every forward main loop (LED_KERNELS_CUDA_FWD; csrc/cuda/attention_fwd.cuh)."""
+    monkeypatch.setenv("LED_KERNELS_CUDA_FWD", request.param)
     return request.param
 
 
@@ -70,7 +70,8 @@ def _band_allowed(n, window, flags):
 
 
 # (B, N, H, D, window, global pattern, padding pattern): odd lengths, one row, windows of 0, inside a
-# tile, across tiles and >= N (dense), every head dim
+# tile, across tiles and >= N (dense), every head dim; w = 50 puts a band edge inside the second
+# 16-row block of a warp's 32 rows (rows32) next to an unmasked tile
 BANDED_CASES = [
     (1, 1, 1, 16, 0, "none", "none"),
     (2, 37, 2, 16, 5, "scattered", "tail"),
@@ -79,12 +80,13 @@ BANDED_CASES = [
     (1, 70, 1, 128, 3, "scattered", "none"),
     (2, 150, 1, 32, 0, "first", "full"),
     (1, 200, 1, 64, 70, "none", "none"),
+    (1, 300, 1, 32, 50, "none", "none"),
 ]
 
 
 @pytest.mark.parametrize("dtype", LOW, ids=str)
 @pytest.mark.parametrize("case", BANDED_CASES, ids=lambda c: "-".join(map(str, c)))
-def test_banded_fwd_matches_oracle(emu, case, dtype, prefetch):
+def test_banded_fwd_matches_oracle(emu, case, dtype, variant):
     b, n, h, d, window, gpat, ppat = case
     (q, k, v, *_), gm, pm, gi, flags = _inputs(b, n, h, d, gpat, ppat, dtype, max_global=None)
     scale = d**-0.5
@@ -112,7 +114,7 @@ GLOBAL_CASES = [
 
 @pytest.mark.parametrize("dtype", LOW, ids=str)
 @pytest.mark.parametrize("case", GLOBAL_CASES, ids=lambda c: "-".join(map(str, c)))
-def test_global_fwd_matches_oracle(emu, case, dtype, prefetch):
+def test_global_fwd_matches_oracle(emu, case, dtype, variant):
     b, n, h, d, gpat, ppat, spare = case
     (_, _, _, qg_full, kg, vg), gm, pm, gi, flags = _inputs(b, n, h, d, gpat, ppat, dtype)
     gi = torch.cat([gi, torch.full((b, spare), -1, dtype=gi.dtype)], 1)  # unused slots: 0 rows
@@ -150,7 +152,7 @@ def test_views_of_a_fused_projection_and_unaligned_rows(emu):
         assert (out.double() - ref).abs().max() < 2e-3
 
 
-def test_schedules_give_identical_bits(emu, prefetch):
+def test_schedules_give_identical_bits(emu, variant):
     """Different fiber schedules (a barrier missing between a shared write and another warp's read
     would show here) give the same bits, for both kernels and kernel B's split."""
     (q, k, v, qg_full, kg, vg), gm, pm, gi, flags = _inputs(1, 600, 1, 32, "scattered", "tail", torch.float16)
@@ -166,7 +168,7 @@ def test_schedules_give_identical_bits(emu, prefetch):
             assert torch.equal(x, y)
 
 
-def test_nan_in_a_value_row_reaches_only_the_rows_that_attend_it(emu, prefetch):
+def test_nan_in_a_value_row_reaches_only_the_rows_that_attend_it(emu, variant):
     """0 * NaN in P V would spread a NaN value row to every row of its tile; it must not."""
     b, n, h, d, window = 1, 140, 1, 16, 10
     (q, k, v, *_), gm, pm, gi, flags = _inputs(b, n, h, d, "first", "none", torch.float16)
@@ -187,6 +189,13 @@ def test_bounds_checks_catch_an_access_outside_the_tensors(emu):
     ranges.append((k.data_ptr(), (k.numel() - 16) * k.element_size()))
     with pytest.raises(E.EmulatorError, match="outside every registered tensor"):
         emu.attention_fwd(E.KIND_BANDED, q, k, v, flags, None, 100, 0.25, ranges=ranges)
+
+
+def test_unknown_forward_variant_is_refused(emu, monkeypatch):
+    monkeypatch.setenv("LED_KERNELS_CUDA_FWD", "fastest")
+    q = torch.randn(1, 10, 1, 16).half()
+    with pytest.raises(E.EmulatorError, match="LED_KERNELS_CUDA_FWD must be rows32, prefetch or plain"):
+        emu.attention_fwd(E.KIND_BANDED, q, q, q, torch.zeros(1, 10, dtype=torch.int8), None, 3, 0.25)
 
 
 @pytest.mark.parametrize(
