@@ -1,17 +1,19 @@
 // Forward kernels of the cuda backend: kernel A (banded rows) and kernel B (global rows), with
 // tensor-core MMA (mma.sync m16n8k16, fp32 accumulation), FlashAttention-2 style.
 //
-// One block = 4 warps = 64 query rows; each warp owns 16 rows and keeps their Q fragments, output
-// accumulator and softmax statistics in registers. Keys come in tiles of 64 rows of K and V,
-// staged in shared memory (rows padded by 8 elements so that ldmatrix reads are free of bank
-// conflicts) and consumed by
-//   S = Q K^T           (ldmatrix of K, mma)                 # [16, 64] per warp, fp32
+// One block = 4 warps; each warp owns 16 x RB query rows (RB = 1 or 2 blocks of 16) and keeps their
+// Q fragments, output accumulators and softmax statistics in registers. Keys come in tiles of 64
+// rows of K and V, staged in shared memory (rows padded by 8 elements so that ldmatrix reads are
+// free of bank conflicts) and consumed by
+//   S = Q K^T           (ldmatrix of K, mma)                 # [16, 64] per row block, fp32
 //   online softmax      (base 2: t = scale * log2(e) * s)   rows reduced over the 4 lanes of a quad
 //   O += P V            (P re-packed from S's accumulator layout into A fragments, ldmatrix.trans of V)
+// Tiles whose keys are all attendable and finite skip the per-entry mask where the band covers a
+// row block whole. The main-loop variants (RB, prefetching the next tile) are FwdVariant below.
 //
-// Kernel A, query tile [i0, i0 + 64): the band's key tiles [i0 - w, i0 + 63 + w] (clipped; keys
-// that are padding or global are masked there), then the global keys, gathered by global_idx
-// into tiles of their own and attended by every row; one softmax over both.
+// Kernel A, query tile [i0, i0 + 64 RB): the band's key tiles [i0 - w, i0 + 64 RB - 1 + w]
+// (clipped; keys that are padding or global are masked there), then the global keys, gathered by
+// global_idx into tiles of their own and attended by every row; one softmax over both.
 // Kernel B, slot tile [s0, s0 + 64) of q_global: every non-padded key of k_global / v_global. With
 // few slots a (b, h) pair would leave the GPU idle, so the keys are split into chunks: each chunk
 // writes an unnormalized partial output with its (max, sum) and combine_kernel merges them.
