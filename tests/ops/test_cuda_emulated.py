@@ -81,6 +81,7 @@ BANDED_CASES = [
     (2, 150, 1, 32, 0, "first", "full"),
     (1, 200, 1, 64, 70, "none", "none"),
     (1, 300, 1, 32, 50, "none", "none"),
+    (1, 600, 1, 32, 40, "scattered", "tail"),  # the backward splits the global keys' rows into chunks
 ]
 
 
