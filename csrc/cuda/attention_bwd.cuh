@@ -436,7 +436,7 @@ struct BwdWorkspace {
 inline BwdWorkspace bwd_workspace_floats(AttnKind kind, int64_t B, int64_t H, int64_t G, int64_t N, int64_t D) {
   const int64_t M = kind == AttnKind::kBanded ? N : G;
   BwdWorkspace w{static_cast<size_t>(B * H * M), 0};
-  if (B * H * G > 0 && N > 0) {
+  if (B * H * G > 0) {  // (N = 0 still has one chunk: kernel B's dQ rows are written as zeros)
     const int64_t chunks = chunk_count(N, bwd_chunk(B, H, G, N));
     w.parts = static_cast<size_t>((kind == AttnKind::kBanded ? 2 : 1) * B * H * chunks * G * D);
   }
@@ -474,35 +474,41 @@ void launch_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, f
   a.part_dv = a.global_rows ? nullptr : parts + part;
   a.part_dq = a.global_rows ? parts : nullptr;
 
-  if (p.M > 0) {
-    auto delta = delta_kernel<T, D>;
-    LED_LAUNCH(delta, ceil_div(p.B * p.M * p.H, kThreads), kThreads, 0, stream, a);
-  }
   constexpr size_t dq_smem = dq_smem_bytes<D>();
   constexpr size_t dkdv_smem = dkdv_smem_bytes<D>();
   auto dq = dq_kernel<T, D>;
+  auto band = dkdv_kernel<T, D, DkdvMode::kBandKeys>;
+  auto global = dkdv_kernel<T, D, DkdvMode::kGlobalKeys>;
+  auto keys = dkdv_kernel<T, D, DkdvMode::kAllKeys>;
+  auto reduce = reduce_kernel<T, D>;
+  // every opt-in before the first launch: a refusal leaves nothing half-written
+  LED_SET_SMEM_LIMIT(band, dkdv_smem);
+  LED_SET_SMEM_LIMIT(global, dkdv_smem);
+  LED_SET_SMEM_LIMIT(keys, dkdv_smem);
+  const int64_t reduce_blocks = ceil_div(p.B * p.H * p.G, kWarps);
+
+  auto delta = delta_kernel<T, D>;
+  const int64_t delta_blocks = ceil_div(p.B * p.M * p.H, kThreads);
+  if (launchable(delta_blocks)) LED_LAUNCH(delta, delta_blocks, kThreads, 0, stream, a);
   if (!a.global_rows) {
-    LED_LAUNCH(dq, p.B * p.H * ceil_div(p.N, kBlockM), kThreads, dq_smem, stream, a);
-    auto band = dkdv_kernel<T, D, DkdvMode::kBandKeys>;
-    LED_SET_SMEM_LIMIT(band, dkdv_smem);
-    LED_LAUNCH(band, p.B * p.H * ceil_div(p.N, kBlockN), kThreads, dkdv_smem, stream, a);
-    if (p.G > 0) {
-      auto global = dkdv_kernel<T, D, DkdvMode::kGlobalKeys>;
-      LED_SET_SMEM_LIMIT(global, dkdv_smem);
-      LED_LAUNCH(global, p.B * p.H * ceil_div(p.G, kBlockN) * a.chunks, kThreads, dkdv_smem, stream, a);
-      auto reduce = reduce_kernel<T, D>;
-      LED_LAUNCH(reduce, ceil_div(p.B * p.H * p.G, kWarps), kThreads, 0, stream, a);
+    const int64_t q_blocks = p.B * p.H * ceil_div(p.N, kBlockM);
+    if (launchable(q_blocks)) LED_LAUNCH(dq, q_blocks, kThreads, dq_smem, stream, a);
+    const int64_t key_blocks = p.B * p.H * ceil_div(p.N, kBlockN);
+    if (launchable(key_blocks)) LED_LAUNCH(band, key_blocks, kThreads, dkdv_smem, stream, a);
+    const int64_t global_blocks = p.B * p.H * ceil_div(p.G, kBlockN) * a.chunks;
+    if (p.N > 0 && launchable(global_blocks)) {
+      LED_LAUNCH(global, global_blocks, kThreads, dkdv_smem, stream, a);
+      if (launchable(reduce_blocks)) LED_LAUNCH(reduce, reduce_blocks, kThreads, 0, stream, a);
     }
     return;
   }
-  if (p.G > 0) {
-    LED_LAUNCH(dq, p.B * p.H * ceil_div(p.G, kBlockM) * a.chunks, kThreads, dq_smem, stream, a);
-    auto reduce = reduce_kernel<T, D>;
-    LED_LAUNCH(reduce, ceil_div(p.B * p.H * p.G, kWarps), kThreads, 0, stream, a);
+  const int64_t q_blocks = p.B * p.H * ceil_div(p.G, kBlockM) * a.chunks;
+  if (launchable(q_blocks)) {
+    LED_LAUNCH(dq, q_blocks, kThreads, dq_smem, stream, a);
+    if (launchable(reduce_blocks)) LED_LAUNCH(reduce, reduce_blocks, kThreads, 0, stream, a);
   }
-  auto keys = dkdv_kernel<T, D, DkdvMode::kAllKeys>;
-  LED_SET_SMEM_LIMIT(keys, dkdv_smem);
-  LED_LAUNCH(keys, p.B * p.H * ceil_div(p.N, kBlockN), kThreads, dkdv_smem, stream, a);
+  const int64_t key_blocks = p.B * p.H * ceil_div(p.N, kBlockN);
+  if (launchable(key_blocks)) LED_LAUNCH(keys, key_blocks, kThreads, dkdv_smem, stream, a);
 }
 
 // Backward of attention_fwd. `out` / `o_strides`: the forward's output (for delta). Writes dq, dk

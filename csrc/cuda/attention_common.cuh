@@ -332,13 +332,14 @@ LED_DEVICE void mma_p_tile(float (&acc)[D / 8][4], const float (&p)[kBlockN / 8]
   mma_p_tile<T, D, 1>(reinterpret_cast<Acc&>(acc), reinterpret_cast<const P&>(p), tile, lane);
 }
 
-// Writes rows g and g + 8 (x = 0, 1) of a 16 x D accumulator times `mul`, as the 16-bit type, into
-// row `dst` (null: not written) of a (.., D) tensor.
+// Writes row g or g + 8 (x = 0, 1) of a 16 x D accumulator times `mul`, as the 16-bit type, into
+// row `dst` of a (.., D) tensor; zeros when `zero` (selected: a NaN accumulator still gives 0).
 template <typename T, int D>
-LED_DEVICE void store_acc_row(T* dst, const float (&acc)[D / 8][4], int x, float mul, int t) {
+LED_DEVICE void store_acc_row(T* dst, const float (&acc)[D / 8][4], int x, float mul, int t, bool zero = false) {
   LED_UNROLL
   for (int dn = 0; dn < D / 8; ++dn) {
-    const uint32_t packed = simt::pack2<T>(acc[dn][2 * x] * mul, acc[dn][2 * x + 1] * mul);
+    const uint32_t packed =
+        simt::pack2<T>(zero ? 0.0f : acc[dn][2 * x] * mul, zero ? 0.0f : acc[dn][2 * x + 1] * mul);
     simt::check_global(dst + dn * 8 + 2 * t, 4);
     simt::store_u32(dst + dn * 8 + 2 * t, packed);
   }
@@ -370,6 +371,15 @@ inline int64_t chunk_rows(int64_t blocks_without_split, int64_t length) {
 }
 
 inline int64_t chunk_count(int64_t length, int64_t chunk) { return length > 0 ? ceil_div(length, chunk) : 1; }
+
+// Whether a grid of `blocks` blocks is launched: not when empty (a zero-block launch is a CUDA
+// error); blocks beyond gridDim.x's 2^31 - 1 are refused rather than wrapped.
+inline bool launchable(int64_t blocks) {
+  if (blocks >= (int64_t{1} << 31)) {
+    throw std::invalid_argument("led_kernels: " + std::to_string(blocks) + " blocks exceed a CUDA grid's 2^31 - 1");
+  }
+  return blocks > 0;
+}
 
 inline bool row_starts_aligned(const void* p, const BNHStrides& s, int elem_bytes) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0 && (s.b * elem_bytes) % 16 == 0 &&

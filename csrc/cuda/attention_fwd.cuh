@@ -179,7 +179,7 @@ LED_DEVICE void write_row(const FwdArgs& a, const WarpRows<T, D, RB>& w, int rb,
   const bool attended = live && l != 0.0f;  // NaN sums stay: that row attended a NaN
   const float inv = attended ? 1.0f / l : 0.0f;
   T* dst = static_cast<T*>(a.out) + b * a.os.b + row * a.os.n + h * a.os.h;
-  store_acc_row<T, D>(dst, w.o[rb], x, inv, t);
+  store_acc_row<T, D>(dst, w.o[rb], x, inv, t, !attended);
   if (t == 0) {
     float* lse = a.lse + (b * a.H + h) * 2 * a.M;
     simt::check_global(lse + row, 4);
@@ -452,7 +452,7 @@ void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
   if (p.kind == AttnKind::kBanded) {
     const int64_t blocks = p.B * p.H * ceil_div(p.N, RB * kBlockM);
     auto kernel = banded_fwd_kernel<T, D, RB, kPrefetchA>;  // (a template-id would split the macro's arguments)
-    LED_LAUNCH(kernel, blocks, kThreads, smem, stream, a);
+    if (launchable(blocks)) LED_LAUNCH(kernel, blocks, kThreads, smem, stream, a);
     return;
   }
   a.chunk_keys = global_fwd_chunk_keys(p.B, p.H, p.G, p.N);
@@ -463,10 +463,11 @@ void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
   }
   const int64_t blocks = p.B * p.H * ceil_div(p.G, kBlockM) * a.chunks;
   auto kernel = global_fwd_kernel<T, D, kPrefetchB>;
-  LED_LAUNCH(kernel, blocks, kThreads, smem, stream, a);
+  if (launchable(blocks)) LED_LAUNCH(kernel, blocks, kThreads, smem, stream, a);
   if (a.chunks > 1) {
     auto combine = combine_kernel<T, D>;
-    LED_LAUNCH(combine, ceil_div(p.B * p.H * p.G, kWarps), kThreads, 0, stream, a);
+    const int64_t combine_blocks = ceil_div(p.B * p.H * p.G, kWarps);
+    if (launchable(combine_blocks)) LED_LAUNCH(combine, combine_blocks, kThreads, 0, stream, a);
   }
 }
 
@@ -481,6 +482,7 @@ void dispatch_variant(const AttnFwdParams& p, float* workspace, Stream stream) {
 
 template <typename T, typename Stream>
 void dispatch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
+  (void)fwd_variant();  // a wrong value is refused at every head dim, also where it does not apply
   switch (p.D) {
     case 16: dispatch_variant<T, 16>(p, workspace, stream); break;
     case 32: dispatch_variant<T, 32>(p, workspace, stream); break;

@@ -101,16 +101,6 @@ LED_DEVICE float fast_exp2(float x) {
 // A 32-bit store to global memory at a 4-byte aligned address.
 LED_DEVICE void store_u32(void* dst, uint32_t v) { *reinterpret_cast<uint32_t*>(dst) = v; }
 
-
-#ifdef LED_SIMT_EMULATOR
-namespace detail {
-template <typename T>
-float element(uint32_t reg, int which) {
-  return bits_to_float<T>(static_cast<uint16_t>(which ? reg >> 16 : reg & 0xFFFFu));
-}
-}  // namespace detail
-#endif
-
 }  // namespace simt
 }  // namespace led_kernels
 

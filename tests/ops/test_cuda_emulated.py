@@ -329,3 +329,30 @@ def test_backward_nan_reaches_only_what_depends_on_it(emu, target, j0):
             f"d{name} changed where it does not depend on the NaN"
         )
         assert g[0, may].isnan().any(dim=-1).all(), f"d{name}: an element that depends on the NaN is not NaN"
+
+
+def test_rows_that_attend_nothing_are_zero_even_with_nan_queries(emu):
+    """A padding row (kernel A) or an invalid slot (kernel B, with and without its keys split) whose
+    query holds a NaN outputs exactly 0: the zero is selected, not a product with the NaN."""
+    for n in (100, 600):
+        (q, k, v, qg_full, kg, vg), gm, pm, gi, flags = _inputs(1, n, 1, 16, "first", "tail", torch.float16)
+        gi = torch.cat([gi, torch.full((1, 1), -1, dtype=gi.dtype)], 1)  # an unused slot
+        q[0, n - 1] = float("nan")  # a padding row
+        out, lse = emu.attention_fwd(E.KIND_BANDED, q, k, v, flags, gi, 7, 0.25)
+        assert (out[0, n - 1] == 0).all() and torch.isposinf(lse[0, 0, 0, n - 1])
+        qg = gather_rows(qg_full, gi)
+        qg[0, 1] = float("nan")  # the unused slot
+        gout, _ = emu.attention_fwd(E.KIND_GLOBAL, qg, kg, vg, flags, gi, 0, 0.25)
+        assert (gout[0, 1] == 0).all() and torch.isfinite(gout).all()
+
+
+def test_global_rows_without_keys(emu):
+    """N = 0 keys with G > 0 slots (all unused): zero rows forward, zero dQ backward, nothing else."""
+    q = torch.randn(2, 3, 1, 16).half()
+    k = torch.randn(2, 0, 1, 16).half()
+    gi = torch.full((2, 3), -1, dtype=torch.int32)
+    flags = torch.zeros(2, 0, dtype=torch.int8)
+    out, lse = emu.attention_fwd(E.KIND_GLOBAL, q, k, k, flags, gi, 0, 0.25)
+    assert (out == 0).all() and torch.isposinf(lse[:, :, 0]).all()
+    dq, dk, dv = emu.attention_bwd(E.KIND_GLOBAL, q, k, k, out, torch.randn_like(q), lse, flags, gi, 0, 0.25)
+    assert (dq == 0).all() and dk.shape == dv.shape == k.shape
