@@ -110,6 +110,8 @@ class LedKernelsProvider(Provider):
             return f"backend {self.name!r} needs a CUDA GPU"
         if self.name == "cpu" and device.type != "cpu":
             return "backend 'cpu' runs on CPU tensors only"
+        if self.name == "cuda" and case.dtype not in ("float16", "bfloat16"):
+            return f"backend 'cuda' takes float16 and bfloat16, not {case.dtype}"
         return super().skip_reason(case, device, caps=caps)
 
     def prepare(self, inputs: Inputs) -> Prepared:

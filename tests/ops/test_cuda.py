@@ -234,3 +234,16 @@ def test_gpu_sanitizer_case(d):
     (grad,) = torch.autograd.grad(out, fused, torch.randn_like(out))
     torch.cuda.synchronize()
     assert torch.isfinite(out).all() and torch.isfinite(grad).all()
+
+
+def test_benchmark_provider_skips_float32(monkeypatch):
+    """The benchmark harness skips float32 cases for the cuda provider instead of failing on them."""
+    from benchmarks.cases import Case
+    from benchmarks.providers import get_provider
+    from led_kernels.backends import BackendStatus
+
+    monkeypatch.setattr(lk, "available_backends", lambda: {"cuda": BackendStatus("cuda", True, "pretend")})
+    provider = get_provider("cuda")
+    case = dict(batch=1, seqlen=64, heads=1, head_dim=64, window=8, globals=1)
+    assert "float16 and bfloat16" in provider.skip_reason(Case(**case, dtype="float32"), torch.device("cuda"))
+    assert provider.skip_reason(Case(**case, dtype="bfloat16"), torch.device("cuda")) is None
