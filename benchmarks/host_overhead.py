@@ -1,5 +1,5 @@
-"""``python -m benchmarks.host_overhead``: the host (Python) cost of one call of the triton backend,
-measurable without a GPU.
+"""``python -m benchmarks.host_overhead``: the host (Python) cost of one call of the triton or cuda
+backend, measurable without a GPU.
 
 A small layer on a GPU is host-bound when the Python side of a call (validation, autograd, dispatch of
 the registered ops, launch configuration, the aten ops around the kernels) takes longer than its
@@ -14,7 +14,11 @@ launch path (its binder, caches and autotuner, and this backend's cached launche
 launcher that would call cuLaunchKernel replaced (``benchmarks.fake_cuda_driver``): Triton's own
 per-launch cost is then included. ``LED_KERNELS_FAST_LAUNCH=0`` compares with Triton's generic path.
 
-    python -m benchmarks.host_overhead [--globals 0 1] [--reps 300] [--triton-launch]
+With ``--backend cuda`` the cuda backend's Python layer runs with its compiled kernels replaced by
+no-ops (``led_kernels.ops.cuda._kernels``; the "launches" column counts their calls: each is one
+forward or backward of kernel A or B, several CUDA launches on a GPU).
+
+    python -m benchmarks.host_overhead [--globals 0 1] [--reps 300] [--triton-launch] [--backend cuda]
 """
 
 from __future__ import annotations
@@ -62,6 +66,33 @@ class _NoLaunch:
         return launch
 
 
+class _NoCudaKernels:
+    """Stands in for the extension's CUDA entry points (led_kernels.ops.cuda._kernels): counts calls."""
+
+    calls = 0
+
+    def attention_cuda_workspace_bytes(self, backward, kind, b, h, g, n, d):
+        return 0
+
+    def attention_fwd_cuda(self, *args):
+        _NoCudaKernels.calls += 1
+
+    def attention_bwd_cuda(self, *args):
+        _NoCudaKernels.calls += 1
+
+
+def _cuda_on_the_cpu() -> None:
+    """The cuda backend accepts the CPU tensors here, with no-op kernels."""
+    from led_kernels import backends
+    from led_kernels.ops import cuda
+
+    cuda._kernels = _NoCudaKernels()
+    backends._STATUS["cuda"] = lambda: (True, "no-op kernels (benchmarks.host_overhead)")
+    backends._cached_status.cache_clear()
+    device_ok = backends._device_ok
+    backends._device_ok = lambda name, device: (True, "") if name == "cuda" else device_ok(name, device)
+
+
 def _as_on_a_gpu() -> None:
     """No kernel runs; global_idx's value checks (done on CPU tensors only: on a GPU they would be a
     host sync) are skipped, as they are for GPU tensors."""
@@ -91,14 +122,16 @@ def _aten_calls(fn) -> collections.Counter:
     return counts
 
 
-def _calls(fused: torch.Tensor, dout: torch.Tensor, global_idx: torch.Tensor | None, window: int):
-    """The forward and forward+backward of one layer, as the attention benchmark's triton provider runs
-    them (six views of one fused projection)."""
+def _calls(
+    fused: torch.Tensor, dout: torch.Tensor, global_idx: torch.Tensor | None, window: int, backend: str
+):
+    """The forward and forward+backward of one layer, as the attention benchmark's providers run them
+    (six views of one fused projection)."""
 
     def forward():
         q, k, v, qg, kg, vg = fused.unbind(2)
         return lk.longformer_attention(
-            q, k, v, window, q_global=qg, k_global=kg, v_global=vg, global_idx=global_idx, backend="triton"
+            q, k, v, window, q_global=qg, k_global=kg, v_global=vg, global_idx=global_idx, backend=backend
         )
 
     def forward_backward():
@@ -118,10 +151,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="compile the kernels (sm_90) and time Triton's real launch path, only cuLaunchKernel faked",
     )
+    p.add_argument("--backend", choices=("triton", "cuda"), default="triton")
     args = p.parse_args(argv)
     if args.triton_launch != TRITON_LAUNCH:
         p.error("--triton-launch is only honoured when run as python -m benchmarks.host_overhead")
-    if TRITON_LAUNCH:
+    if args.backend == "cuda":
+        if TRITON_LAUNCH:
+            p.error("--triton-launch times the triton backend")
+        _validation._should_check_values = lambda x: False  # as for GPU tensors
+        _cuda_on_the_cpu()
+        count_launches = lambda: _NoCudaKernels.calls  # noqa: E731
+    elif TRITON_LAUNCH:
         launches = fake_cuda_driver.LAUNCHES
         count_launches = lambda: len(launches)  # noqa: E731
     else:
@@ -129,17 +169,19 @@ def main(argv: list[str] | None = None) -> int:
         count_launches = lambda: _NoLaunch.launches  # noqa: E731
     torch.set_num_threads(1)
     b, n, h, d, w = 1, 64, 1, 16, 8  # tiny: the aten ops' own work is negligible
-    fused = torch.randn(b, n, 6, h, d, requires_grad=True)
-    dout = torch.randn(b, n, h, d)
-    print(f"{'G':>3} {'mode':8} {'host us':>8} {'triton launches':>16} {'aten calls':>11}  aten calls by op")
+    dtype = torch.float16 if args.backend == "cuda" else torch.float32
+    fused = torch.randn(b, n, 6, h, d, dtype=dtype, requires_grad=True)
+    dout = torch.randn(b, n, h, d, dtype=dtype)
+    kernels = "triton launches" if args.backend == "triton" else "kernel calls"
+    print(f"{'G':>3} {'mode':8} {'host us':>8} {kernels:>16} {'aten calls':>11}  aten calls by op")
     for g in args.globals:
         mask = torch.zeros(b, n, dtype=torch.bool)
         mask[:, :g] = True
         global_idx = lk.global_indices(mask) if g else None
-        for mode, fn in _calls(fused, dout, global_idx, w).items():
+        for mode, fn in _calls(fused, dout, global_idx, w, args.backend).items():
             for _ in range(20):
                 fn()
-            _NoLaunch.launches = 0
+            _NoLaunch.launches = _NoCudaKernels.calls = 0
             if TRITON_LAUNCH:
                 launches.clear()
             times = []
