@@ -15,8 +15,8 @@ launcher that would call cuLaunchKernel replaced (``benchmarks.fake_cuda_driver`
 per-launch cost is then included. ``LED_KERNELS_FAST_LAUNCH=0`` compares with Triton's generic path.
 
 With ``--backend cuda`` the cuda backend's Python layer runs with its compiled kernels replaced by
-no-ops (``led_kernels.ops.cuda._kernels``; the "launches" column counts their calls: each is one
-forward or backward of kernel A or B, several CUDA launches on a GPU).
+no-ops (``led_kernels.ops.cuda._kernels``; the "kernel calls" column counts their calls: the key
+flags, and each forward or backward of kernel A or B, which is several CUDA launches on a GPU).
 
     python -m benchmarks.host_overhead [--globals 0 1] [--reps 300] [--triton-launch] [--backend cuda]
 """
@@ -73,6 +73,9 @@ class _NoCudaKernels:
 
     def attention_cuda_workspace_bytes(self, backward, kind, b, h, g, n, d):
         return 0
+
+    def key_flags_cuda(self, *args):
+        _NoCudaKernels.calls += 1
 
     def attention_fwd_cuda(self, *args):
         _NoCudaKernels.calls += 1

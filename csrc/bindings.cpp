@@ -249,6 +249,20 @@ void attention_bwd_cuda_binding(int kind, std::uintptr_t q_ptr, std::uintptr_t k
 #endif
 }
 
+void key_flags_cuda_binding(std::uintptr_t pad_ptr, int64_t pad_sb, int64_t pad_sn, std::uintptr_t gidx_ptr,
+                            std::uintptr_t flags_ptr, int64_t B, int64_t N, int64_t G, std::uintptr_t stream) {
+#ifdef LED_KERNELS_WITH_CUDA
+  py::gil_scoped_release no_gil;
+  led_kernels::key_flags_cuda(reinterpret_cast<const uint8_t*>(pad_ptr), pad_sb, pad_sn,
+                              reinterpret_cast<const int32_t*>(gidx_ptr), reinterpret_cast<int8_t*>(flags_ptr), B,
+                              N, G, reinterpret_cast<void*>(stream));
+#else
+  (void)pad_ptr, (void)pad_sb, (void)pad_sn, (void)gidx_ptr, (void)flags_ptr, (void)B, (void)N, (void)G,
+      (void)stream;
+  no_cuda();
+#endif
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -378,6 +392,10 @@ PYBIND11_MODULE(_C, m) {
         py::arg("dtype_code"), py::arg("workspace_ptr"), py::arg("workspace_bytes"), py::arg("stream"),
         "Backward of attention_fwd_cuda: writes dq (B,M,H,D), dk and dv (B,N,H,D) completely; out and lse "
         "from the forward. Deterministic.");
+  m.def("key_flags_cuda", &key_flags_cuda_binding, py::arg("pad_ptr"), py::arg("pad_sb"), py::arg("pad_sn"),
+        py::arg("gidx_ptr"), py::arg("flags_ptr"), py::arg("B"), py::arg("N"), py::arg("G"), py::arg("stream"),
+        "int8 (B, N) key flags on device memory, as led_kernels.masks.key_flags: 1 where the (B, N) bool "
+        "padding mask (0 = none) is set, else 2 at the global_idx (B, G) int32 positions, else 0.");
   m.def(
       "cpu_attention_isa", []() { return std::string(led_kernels::cpu_attention_isa()); },
       "The instruction set the CPU attention kernels use here ('avx512', 'avx2' or 'generic'); the "

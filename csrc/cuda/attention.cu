@@ -6,6 +6,7 @@
 #include "attention_bwd.cuh"
 #include "attention_fwd.cuh"
 #include "cuda_check.h"
+#include "key_flags.cuh"
 #include "led_kernels/cuda_attention.h"
 
 namespace led_kernels {
@@ -27,6 +28,13 @@ void attention_bwd_cuda(const AttnBwdParams& p, const void* out, BNHStrides o_st
                         size_t workspace_bytes, void* stream) {
   cuda_attn::attention_bwd(p, out, o_strides, workspace, workspace_bytes, static_cast<cudaStream_t>(stream));
   check_launch("attention_bwd_cuda kernel launch failed");
+}
+
+void key_flags_cuda(const uint8_t* pad, int64_t pad_sb, int64_t pad_sn, const int32_t* global_idx, int8_t* flags,
+                    int64_t B, int64_t N, int64_t G, void* stream) {
+  cuda_attn::key_flags(cuda_attn::KeyFlagsArgs{pad, pad_sb, pad_sn, global_idx, flags, N, G}, B,
+                       static_cast<cudaStream_t>(stream));
+  check_launch("key_flags_cuda kernel launch failed");
 }
 
 }  // namespace led_kernels

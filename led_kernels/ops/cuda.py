@@ -144,6 +144,45 @@ def _backward(
 
 
 # ----------------------------------------------------------------------------------------------------
+# key flags
+# ----------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("led_kernels::cuda_key_flags", mutates_args=())
+def cuda_key_flags(global_idx: Tensor, key_padding_mask: Tensor | None, n: int) -> Tensor:
+    # global_idx int32 (B, G) contiguous, key_padding_mask bool (B, N) or None -> int8 (B, N)
+    b, g = global_idx.shape
+    flags = torch.empty((b, n), dtype=torch.int8, device=global_idx.device)
+    if flags.numel() == 0:
+        return flags
+    pad = None if key_padding_mask is None else key_padding_mask.view(torch.uint8)
+    pad_strides = (0, 0) if pad is None else (pad.stride(0), pad.stride(1))
+    with _launch_context(global_idx) as stream:
+        _c().key_flags_cuda(
+            _ptr(pad), *pad_strides, _ptr(global_idx if g > 0 else None), flags.data_ptr(), b, n, g, stream
+        )
+    return flags
+
+
+@cuda_key_flags.register_fake
+def _(global_idx, key_padding_mask, n):
+    return global_idx.new_empty((global_idx.shape[0], n), dtype=torch.int8)
+
+
+def key_flags(
+    batch: int, n: int, device: torch.device, key_padding_mask: Tensor | None, global_idx: Tensor | None
+) -> Tensor:
+    """``led_kernels.masks.key_flags`` for this backend (same signature and values), in one launch."""
+    if _kernels is None and device.type != "cuda":
+        raise ValueError(f"backend 'cuda' needs CUDA tensors, got tensors on {device}")
+    if global_idx is None:
+        global_idx = torch.empty((batch, 0), dtype=torch.int32, device=device)
+    else:
+        global_idx = global_idx.to(torch.int32).contiguous()
+    return torch.ops.led_kernels.cuda_key_flags(global_idx, key_padding_mask, n)
+
+
+# ----------------------------------------------------------------------------------------------------
 # kernel A: banded rows
 # ----------------------------------------------------------------------------------------------------
 
@@ -335,4 +374,4 @@ def global_attention(
     return out
 
 
-__all__ = ["SUPPORTED_DTYPES", "SUPPORTED_HEAD_DIMS", "banded_attention", "global_attention"]
+__all__ = ["SUPPORTED_DTYPES", "SUPPORTED_HEAD_DIMS", "banded_attention", "global_attention", "key_flags"]

@@ -83,6 +83,19 @@ class Emulated:
             u64, u64, ctypes.c_char_p, ctypes.c_int,
         ]  # fmt: skip
         lib.led_emu_attention_bwd.restype = ctypes.c_int
+        lib.led_emu_key_flags.argtypes = [
+            u64,
+            i64,
+            i64,
+            u64,
+            u64,
+            i64,
+            i64,
+            i64,
+            ctypes.c_char_p,
+            ctypes.c_int,
+        ]
+        lib.led_emu_key_flags.restype = ctypes.c_int
         self.lib = lib
 
     def workspace_bytes(self, kind: int, b: int, h: int, g: int, n: int, d: int) -> int:
@@ -209,6 +222,16 @@ class EmulatedExtension:
         if rc != 0:
             raise ValueError(error.value.decode())
         self.calls.append(name)
+
+    def key_flags_cuda(self, pad_ptr, pad_sb, pad_sn, gidx_ptr, flags_ptr, b, n, g, stream):
+        assert stream == 0, "host tensors run on no stream"
+        error = ctypes.create_string_buffer(1024)
+        self.lib.led_emu_clear_ranges()
+        if self.lib.led_emu_key_flags(
+            pad_ptr, pad_sb, pad_sn, gidx_ptr, flags_ptr, b, n, g, error, len(error)
+        ):
+            raise ValueError(error.value.decode())
+        self.calls.append("key_flags")
 
     def attention_fwd_cuda(self, kind, *args):
         *head, qs, ks, vs, os_, dtype_code, ws_ptr, ws_bytes, stream = args

@@ -12,6 +12,7 @@
 
 #include "attention_bwd.cuh"
 #include "attention_fwd.cuh"
+#include "key_flags.cuh"
 
 namespace {
 
@@ -111,6 +112,20 @@ int led_emu_attention_bwd(int kind, uintptr_t q, uintptr_t k, uintptr_t v, uintp
     p.dtype = led_kernels::dtype_from_code(dtype_code);
     led_kernels::cuda_attn::attention_bwd(p, reinterpret_cast<const void*>(out), o_strides,
                                           reinterpret_cast<float*>(workspace), workspace_bytes, 0);
+    return 0;
+  } catch (const std::exception& e) {
+    return report(e, error, error_len);
+  }
+}
+
+int led_emu_key_flags(uintptr_t pad, int64_t pad_sb, int64_t pad_sn, uintptr_t global_idx, uintptr_t flags, int64_t B,
+                      int64_t N, int64_t G, char* error, int error_len) {
+  try {
+    led_kernels::cuda_attn::key_flags(
+        led_kernels::cuda_attn::KeyFlagsArgs{reinterpret_cast<const uint8_t*>(pad), pad_sb, pad_sn,
+                                             reinterpret_cast<const int32_t*>(global_idx),
+                                             reinterpret_cast<int8_t*>(flags), N, G},
+        B, 0);
     return 0;
   } catch (const std::exception& e) {
     return report(e, error, error_len);

@@ -31,7 +31,7 @@ def _layer_via_module(views, window, gm, pm):
     q, k, v, qg, kg, vg = views
     b, n, _, d = q.shape
     gi = None if gm is None else lk.global_indices(gm)
-    flags = key_flags(b, n, q.device, pm, gi)
+    flags = cuda.key_flags(b, n, q.device, pm, gi)
     out = cuda.banded_attention(q, k, v, window, flags, gi, d**-0.5)
     if gi is None:
         return out
@@ -79,6 +79,24 @@ def test_layer_matches_oracle_emulated(emulated_cuda_backend, shape, window, gpa
     for name, err, err_t in zip(SIX, grad_errs, grad_errs_t):
         assert err <= 2 * err_t + 1e-6, f"d{name}: error {err:.3g} > 2 x torch backend's {err_t:.3g}"
     assert emulated_cuda_backend.calls.count("bwd") == (1 if gpat == "none" else 2)
+
+
+@pytest.mark.parametrize("gpat", GLOBAL_PATTERNS)
+@pytest.mark.parametrize("ppat", ["none", "tail", "full"])
+def test_key_flags_match_the_aten_version_emulated(emulated_cuda_backend, gpat, ppat):
+    """One launch gives masks.key_flags' values: spare -1 slots, an out-of-range slot, padding that
+    wins over global, a padding mask that is a strided view."""
+    b, n = 3, 70
+    gm, pm = global_mask(b, n, gpat), padding_mask(b, n, ppat)
+    gi = None if gm is None else lk.global_indices(gm, max_global=n + 2)
+    if gi is not None:
+        gi[0, -1] = n + 5  # out of range: names nothing
+    if pm is not None:
+        pm = torch.stack([pm, ~pm], -1)[..., 0]  # a (B, N) view with stride 2
+        assert not pm.is_contiguous()
+    flags = cuda.key_flags(b, n, torch.device("cpu"), pm, gi)
+    assert flags.dtype == torch.int8 and torch.equal(flags, key_flags(b, n, torch.device("cpu"), pm, gi))
+    assert "key_flags" in emulated_cuda_backend.calls
 
 
 def test_strided_layouts_are_read_in_place_emulated(emulated_cuda_backend):

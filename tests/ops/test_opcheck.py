@@ -175,7 +175,10 @@ def _cuda_cases(shape, window, dtype, globals_, layout, seed=0):
     scale = d**-0.5
     out, lse = OPS.cuda_banded_fwd(q, k, v, flags, gi, window, scale)
     dout = _dout(out.shape, dtype, seed).contiguous()
+    gi32 = torch.empty(b, 0, dtype=torch.int32) if gi is None else gi
     cases = [
+        (OPS.cuda_key_flags.default, (gi32, None, n)),
+        (OPS.cuda_key_flags.default, (gi32, flags == PADDING, n)),
         (OPS.cuda_banded_fwd.default, (q, k, v, flags, gi, window, scale)),
         (OPS.cuda_banded_bwd.default, _nograd(dout, q, k, v, out, lse, flags, gi, window, scale)),
     ]
@@ -204,6 +207,7 @@ CASES = {
     "triton_global_bwd": "triton",
     "triton_longformer_fwd": "triton",
     "triton_longformer_bwd": "triton",
+    "cuda_key_flags": "cuda",
     "cuda_banded_fwd": "cuda",
     "cuda_banded_bwd": "cuda",
     "cuda_global_fwd": "cuda",
@@ -257,4 +261,4 @@ def test_cuda_ops_emulated(emulated_cuda_backend, variant):
     seen: set[str] = set()
     _check_all(_cuda_cases(*variant), seen)
     expected = {op for op, backend in CASES.items() if backend == "cuda"}
-    assert seen == (expected if variant[3] else {"cuda_banded_fwd", "cuda_banded_bwd"})
+    assert seen == (expected if variant[3] else {"cuda_key_flags", "cuda_banded_fwd", "cuda_banded_bwd"})

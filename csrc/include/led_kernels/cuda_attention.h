@@ -25,6 +25,12 @@ void attention_fwd_cuda(const AttnFwdParams& p, float* workspace, size_t workspa
 // rows give delta = dO . O). Deterministic: the same inputs give the same bits.
 void attention_bwd_cuda(const AttnBwdParams& p, const void* out, BNHStrides o_strides, float* workspace,
                         size_t workspace_bytes, void* stream);
+
+// flags (B, N) int8 contiguous: 1 where pad (a (B, N) bool tensor as bytes with element strides
+// pad_sb, pad_sn; null: no padding), else 2 at the positions global_idx (B, G) int32 contiguous
+// names, else 0 (led_kernels.masks.key_flags).
+void key_flags_cuda(const uint8_t* pad, int64_t pad_sb, int64_t pad_sn, const int32_t* global_idx, int8_t* flags,
+                    int64_t B, int64_t N, int64_t G, void* stream);
 #endif
 
 }  // namespace led_kernels
