@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from led_kernels import _extension as ext
+from led_kernels.ops._compiled import prepare_indices, rows_last_dim_contiguous, strides3
 
 _KIND_BANDED = 0  # AttnKind::kBanded in csrc/include/led_kernels/cpu_attention.h
 _KIND_GLOBAL = 1  # AttnKind::kGlobalRows
@@ -43,28 +44,11 @@ _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # of ~|lse| * 2^-24 in every probability).
 
 
-def _strides3(t: Tensor) -> tuple[int, int, int]:
-    return t.stride(0), t.stride(1), t.stride(2)
-
-
 def _gidx_args(global_idx: Tensor | None) -> tuple[int, int]:
     # (pointer, G) for the kernels; 0 / 0 when there are no global slots
     if global_idx is None or global_idx.numel() == 0:
         return 0, 0 if global_idx is None else global_idx.shape[1]
     return global_idx.data_ptr(), global_idx.shape[1]
-
-
-def _prepare_indices(key_flags: Tensor, global_idx: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    # The frontend passes int8 / int32 contiguous tensors already; these are no-ops then.
-    key_flags = key_flags.to(torch.int8).contiguous()
-    if global_idx is not None:
-        global_idx = global_idx.to(torch.int32).contiguous()
-    return key_flags, global_idx
-
-
-def _rows_last_dim_contiguous(t: Tensor) -> Tensor:
-    # Upstream gradients may be expanded or transposed views; the kernels need stride(D) == 1.
-    return t if t.shape[-1] <= 1 or t.stride(-1) == 1 else t.contiguous()
 
 
 def _check_dtype(t: Tensor, name: str) -> None:
@@ -96,7 +80,7 @@ def cpu_banded_fwd(
     ext.C.attention_fwd_cpu(
         _KIND_BANDED, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(),
         key_flags.data_ptr(), gptr, b, n, n, h, d, g, window, scale,
-        _strides3(q), _strides3(k), _strides3(v), _strides3(out),
+        strides3(q), strides3(k), strides3(v), strides3(out),
         ext.dtype_code(q.dtype), torch.get_num_threads(),
     )  # fmt: skip
     return out, lse
@@ -132,8 +116,8 @@ def cpu_banded_bwd(
         _KIND_BANDED, q.data_ptr(), k.data_ptr(), v.data_ptr(), dout.data_ptr(), lse.data_ptr(),
         dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), key_flags.data_ptr(), gptr,
         b, n, n, h, d, g, window, scale,
-        _strides3(q), _strides3(k), _strides3(v), _strides3(dout),
-        _strides3(dq), _strides3(dk), _strides3(dv),
+        strides3(q), strides3(k), strides3(v), strides3(dout),
+        strides3(dq), strides3(dk), strides3(dv),
         ext.dtype_code(q.dtype), torch.get_num_threads(),
     )  # fmt: skip
     return dq, dk, dv
@@ -157,7 +141,7 @@ def _banded_setup_context(ctx, inputs, output):
 def _banded_backward(ctx, dout, dlse):
     q, k, v, lse, key_flags, global_idx = ctx.saved_tensors
     dq, dk, dv = torch.ops.led_kernels.cpu_banded_bwd(
-        _rows_last_dim_contiguous(dout), q, k, v, lse, key_flags, global_idx, ctx.window, ctx.scale
+        rows_last_dim_contiguous(dout), q, k, v, lse, key_flags, global_idx, ctx.window, ctx.scale
     )
     return dq, dk, dv, None, None, None, None
 
@@ -185,7 +169,7 @@ def banded_attention(
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         _check_dtype(t, name)
-    key_flags, global_idx = _prepare_indices(key_flags, global_idx)
+    key_flags, global_idx = prepare_indices(key_flags, global_idx)
     out, _ = torch.ops.led_kernels.cpu_banded_fwd(q, k, v, key_flags, global_idx, int(window), float(scale))
     return out
 
@@ -209,7 +193,7 @@ def cpu_global_fwd(
     ext.C.attention_fwd_cpu(
         _KIND_GLOBAL, q_global.data_ptr(), k_global.data_ptr(), v_global.data_ptr(), out.data_ptr(),
         lse.data_ptr(), key_flags.data_ptr(), global_idx.data_ptr(), b, g, n, h, d, g, 0, scale,
-        _strides3(q_global), _strides3(k_global), _strides3(v_global), _strides3(out),
+        strides3(q_global), strides3(k_global), strides3(v_global), strides3(out),
         ext.dtype_code(q_global.dtype), torch.get_num_threads(),
     )  # fmt: skip
     return out, lse
@@ -246,8 +230,8 @@ def cpu_global_bwd(
         _KIND_GLOBAL, q_global.data_ptr(), k_global.data_ptr(), v_global.data_ptr(), dout.data_ptr(),
         lse.data_ptr(), dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), key_flags.data_ptr(),
         global_idx.data_ptr(), b, g, n, h, d, g, 0, scale,
-        _strides3(q_global), _strides3(k_global), _strides3(v_global), _strides3(dout),
-        _strides3(dq), _strides3(dk), _strides3(dv),
+        strides3(q_global), strides3(k_global), strides3(v_global), strides3(dout),
+        strides3(dq), strides3(dk), strides3(dv),
         ext.dtype_code(q_global.dtype), torch.get_num_threads(),
     )  # fmt: skip
     return dq, dk, dv
@@ -273,7 +257,7 @@ def _global_setup_context(ctx, inputs, output):
 def _global_backward(ctx, dout, dlse):
     q_global, k_global, v_global, lse, global_idx, key_flags = ctx.saved_tensors
     dq, dk, dv = torch.ops.led_kernels.cpu_global_bwd(
-        _rows_last_dim_contiguous(dout), q_global, k_global, v_global, lse, global_idx, key_flags, ctx.scale
+        rows_last_dim_contiguous(dout), q_global, k_global, v_global, lse, global_idx, key_flags, ctx.scale
     )
     return dq, dk, dv, None, None, None
 
@@ -299,7 +283,7 @@ def global_attention(
     """
     for name, t in (("q_global", q_global), ("k_global", k_global), ("v_global", v_global)):
         _check_dtype(t, name)
-    key_flags, global_idx = _prepare_indices(key_flags, global_idx)
+    key_flags, global_idx = prepare_indices(key_flags, global_idx)
     out, _ = torch.ops.led_kernels.cpu_global_fwd(
         q_global, k_global, v_global, global_idx, key_flags, float(scale)
     )

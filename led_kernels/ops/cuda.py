@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from led_kernels import _extension as ext
+from led_kernels.ops._compiled import prepare_indices, rows_last_dim_contiguous, strides3
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16)
@@ -44,15 +45,6 @@ _kernels: Any = None
 
 def _c() -> Any:
     return ext.C if _kernels is None else _kernels
-
-
-def _strides3(t: Tensor) -> tuple[int, int, int]:
-    return t.stride(0), t.stride(1), t.stride(2)
-
-
-def _rows_last_dim_contiguous(t: Tensor) -> Tensor:
-    # Upstream gradients may be expanded or transposed views; the kernels need stride(D) == 1.
-    return t if t.shape[-1] <= 1 or t.stride(-1) == 1 else t.contiguous()
 
 
 def _check_input(t: Tensor, name: str) -> None:
@@ -113,7 +105,7 @@ def _forward(kind, q, k, v, key_flags, global_idx, window, scale) -> tuple[Tenso
         _c().attention_fwd_cuda(
             kind, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(),
             key_flags.data_ptr(), _ptr(global_idx), b, m, n, h, d, g, window, scale,
-            _strides3(q), _strides3(k), _strides3(v), _strides3(out),
+            strides3(q), strides3(k), strides3(v), strides3(out),
             ext.dtype_code(q.dtype), workspace.data_ptr(), nbytes, stream,
         )  # fmt: skip
     return out, lse
@@ -136,8 +128,8 @@ def _backward(
             kind, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), dout.data_ptr(), lse.data_ptr(),
             dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), key_flags.data_ptr(), _ptr(global_idx),
             b, m, n, h, d, g, window, scale,
-            _strides3(q), _strides3(k), _strides3(v), _strides3(out), _strides3(dout),
-            _strides3(dq), _strides3(dk), _strides3(dv),
+            strides3(q), strides3(k), strides3(v), strides3(out), strides3(dout),
+            strides3(dq), strides3(dk), strides3(dv),
             ext.dtype_code(q.dtype), workspace.data_ptr(), nbytes, stream,
         )  # fmt: skip
     return dq, dk, dv
@@ -234,20 +226,12 @@ def _banded_setup_context(ctx, inputs, output):
 def _banded_backward(ctx, dout, dlse):
     q, k, v, out, lse, key_flags, global_idx = ctx.saved_tensors
     dq, dk, dv = torch.ops.led_kernels.cuda_banded_bwd(
-        _rows_last_dim_contiguous(dout), q, k, v, out, lse, key_flags, global_idx, ctx.window, ctx.scale
+        rows_last_dim_contiguous(dout), q, k, v, out, lse, key_flags, global_idx, ctx.window, ctx.scale
     )
     return dq, dk, dv, None, None, None, None
 
 
 cuda_banded_fwd.register_autograd(_banded_backward, setup_context=_banded_setup_context)
-
-
-def _prepare_indices(key_flags: Tensor, global_idx: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    # The frontend passes int8 / int32 contiguous tensors already; these are no-ops then.
-    key_flags = key_flags.to(torch.int8).contiguous()
-    if global_idx is not None:
-        global_idx = global_idx.to(torch.int32).contiguous()
-    return key_flags, global_idx
 
 
 def banded_attention(
@@ -270,7 +254,7 @@ def banded_attention(
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         _check_input(t, name)
-    key_flags, global_idx = _prepare_indices(key_flags, global_idx)
+    key_flags, global_idx = prepare_indices(key_flags, global_idx)
     if global_idx is not None and global_idx.shape[1] == 0:
         global_idx = None
     out, _ = torch.ops.led_kernels.cuda_banded_fwd(q, k, v, key_flags, global_idx, int(window), float(scale))
@@ -333,7 +317,7 @@ def _global_setup_context(ctx, inputs, output):
 def _global_backward(ctx, dout, dlse):
     q_global, k_global, v_global, out, lse, global_idx, key_flags = ctx.saved_tensors
     dq, dk, dv = torch.ops.led_kernels.cuda_global_bwd(
-        _rows_last_dim_contiguous(dout),
+        rows_last_dim_contiguous(dout),
         q_global,
         k_global,
         v_global,
@@ -367,7 +351,7 @@ def global_attention(
     """
     for name, t in (("q_global", q_global), ("k_global", k_global), ("v_global", v_global)):
         _check_input(t, name)
-    key_flags, global_idx = _prepare_indices(key_flags, global_idx)
+    key_flags, global_idx = prepare_indices(key_flags, global_idx)
     out, _ = torch.ops.led_kernels.cuda_global_fwd(
         q_global, k_global, v_global, global_idx, key_flags, float(scale)
     )
