@@ -76,34 +76,47 @@ void delta_cuda_binding(std::uintptr_t o_ptr, std::uintptr_t do_ptr, std::uintpt
 #endif
 }
 
+// The kernels' argument structs from the bindings' Python ints (pointers) and stride triples; shared
+// by the CPU and CUDA bindings (led_kernels/cpu_attention.h builds them).
+led_kernels::AttnFwdParams make_fwd_params(int kind, std::uintptr_t q_ptr, std::uintptr_t k_ptr, std::uintptr_t v_ptr,
+                                           std::uintptr_t out_ptr, std::uintptr_t lse_ptr, std::uintptr_t flags_ptr,
+                                           std::uintptr_t gidx_ptr, int64_t B, int64_t M, int64_t N, int64_t H,
+                                           int64_t D, int64_t G, int64_t window, double scale,
+                                           const Strides3& q_strides, const Strides3& k_strides,
+                                           const Strides3& v_strides, const Strides3& o_strides, int dtype_code) {
+  return led_kernels::attn_fwd_params(kind, q_ptr, k_ptr, v_ptr, out_ptr, lse_ptr, flags_ptr, gidx_ptr, B, M, N, H, D,
+                                      G, window, scale,
+                                      {to_strides(q_strides), to_strides(k_strides), to_strides(v_strides),
+                                       to_strides(o_strides)},
+                                      dtype_code);
+}
+
+led_kernels::AttnBwdParams make_bwd_params(int kind, std::uintptr_t q_ptr, std::uintptr_t k_ptr, std::uintptr_t v_ptr,
+                                           std::uintptr_t do_ptr, std::uintptr_t lse_ptr, std::uintptr_t dq_ptr,
+                                           std::uintptr_t dk_ptr, std::uintptr_t dv_ptr, std::uintptr_t flags_ptr,
+                                           std::uintptr_t gidx_ptr, int64_t B, int64_t M, int64_t N, int64_t H,
+                                           int64_t D, int64_t G, int64_t window, double scale,
+                                           const Strides3& q_strides, const Strides3& k_strides,
+                                           const Strides3& v_strides, const Strides3& do_strides,
+                                           const Strides3& dq_strides, const Strides3& dk_strides,
+                                           const Strides3& dv_strides, int dtype_code) {
+  return led_kernels::attn_bwd_params(kind, q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, dq_ptr, dk_ptr, dv_ptr, flags_ptr,
+                                      gidx_ptr, B, M, N, H, D, G, window, scale,
+                                      {to_strides(q_strides), to_strides(k_strides), to_strides(v_strides),
+                                       to_strides(do_strides), to_strides(dq_strides), to_strides(dk_strides),
+                                       to_strides(dv_strides)},
+                                      dtype_code);
+}
+
 void attention_fwd_cpu_binding(int kind, std::uintptr_t q_ptr, std::uintptr_t k_ptr, std::uintptr_t v_ptr,
                                std::uintptr_t out_ptr, std::uintptr_t lse_ptr, std::uintptr_t flags_ptr,
                                std::uintptr_t gidx_ptr, int64_t B, int64_t M, int64_t N, int64_t H, int64_t D,
                                int64_t G, int64_t window, double scale, const Strides3& q_strides,
                                const Strides3& k_strides, const Strides3& v_strides, const Strides3& o_strides,
                                int dtype_code, int num_threads) {
-  led_kernels::AttnFwdParams p;
-  p.kind = static_cast<led_kernels::AttnKind>(kind);
-  p.q = reinterpret_cast<const void*>(q_ptr);
-  p.k = reinterpret_cast<const void*>(k_ptr);
-  p.v = reinterpret_cast<const void*>(v_ptr);
-  p.out = reinterpret_cast<void*>(out_ptr);
-  p.lse = reinterpret_cast<float*>(lse_ptr);
-  p.key_flags = reinterpret_cast<const int8_t*>(flags_ptr);
-  p.global_idx = reinterpret_cast<const int32_t*>(gidx_ptr);
-  p.B = B;
-  p.M = M;
-  p.N = N;
-  p.H = H;
-  p.D = D;
-  p.G = G;
-  p.window = window;
-  p.scale = scale;
-  p.q_strides = to_strides(q_strides);
-  p.k_strides = to_strides(k_strides);
-  p.v_strides = to_strides(v_strides);
-  p.o_strides = to_strides(o_strides);
-  p.dtype = led_kernels::dtype_from_code(dtype_code);
+  const led_kernels::AttnFwdParams p =
+      make_fwd_params(kind, q_ptr, k_ptr, v_ptr, out_ptr, lse_ptr, flags_ptr, gidx_ptr, B, M, N, H, D, G, window,
+                      scale, q_strides, k_strides, v_strides, o_strides, dtype_code);
   py::gil_scoped_release no_gil;
   led_kernels::attention_fwd_cpu(p, num_threads);
 }
@@ -115,34 +128,9 @@ void attention_bwd_cpu_binding(int kind, std::uintptr_t q_ptr, std::uintptr_t k_
                                const Strides3& q_strides, const Strides3& k_strides, const Strides3& v_strides,
                                const Strides3& do_strides, const Strides3& dq_strides, const Strides3& dk_strides,
                                const Strides3& dv_strides, int dtype_code, int num_threads) {
-  led_kernels::AttnBwdParams p;
-  p.kind = static_cast<led_kernels::AttnKind>(kind);
-  p.q = reinterpret_cast<const void*>(q_ptr);
-  p.k = reinterpret_cast<const void*>(k_ptr);
-  p.v = reinterpret_cast<const void*>(v_ptr);
-  p.dout = reinterpret_cast<const void*>(do_ptr);
-  p.lse = reinterpret_cast<const float*>(lse_ptr);
-  p.dq = reinterpret_cast<void*>(dq_ptr);
-  p.dk = reinterpret_cast<void*>(dk_ptr);
-  p.dv = reinterpret_cast<void*>(dv_ptr);
-  p.key_flags = reinterpret_cast<const int8_t*>(flags_ptr);
-  p.global_idx = reinterpret_cast<const int32_t*>(gidx_ptr);
-  p.B = B;
-  p.M = M;
-  p.N = N;
-  p.H = H;
-  p.D = D;
-  p.G = G;
-  p.window = window;
-  p.scale = scale;
-  p.q_strides = to_strides(q_strides);
-  p.k_strides = to_strides(k_strides);
-  p.v_strides = to_strides(v_strides);
-  p.do_strides = to_strides(do_strides);
-  p.dq_strides = to_strides(dq_strides);
-  p.dk_strides = to_strides(dk_strides);
-  p.dv_strides = to_strides(dv_strides);
-  p.dtype = led_kernels::dtype_from_code(dtype_code);
+  const led_kernels::AttnBwdParams p = make_bwd_params(
+      kind, q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, dq_ptr, dk_ptr, dv_ptr, flags_ptr, gidx_ptr, B, M, N, H, D, G, window,
+      scale, q_strides, k_strides, v_strides, do_strides, dq_strides, dk_strides, dv_strides, dtype_code);
   py::gil_scoped_release no_gil;
   led_kernels::attention_bwd_cpu(p, num_threads);
 }
@@ -173,23 +161,9 @@ void attention_fwd_cuda_binding(int kind, std::uintptr_t q_ptr, std::uintptr_t k
                                 int dtype_code, std::uintptr_t workspace_ptr, uint64_t workspace_bytes,
                                 std::uintptr_t stream) {
 #ifdef LED_KERNELS_WITH_CUDA
-  led_kernels::AttnFwdParams p;
-  p.kind = attn_kind(kind);
-  p.q = reinterpret_cast<const void*>(q_ptr);
-  p.k = reinterpret_cast<const void*>(k_ptr);
-  p.v = reinterpret_cast<const void*>(v_ptr);
-  p.out = reinterpret_cast<void*>(out_ptr);
-  p.lse = reinterpret_cast<float*>(lse_ptr);
-  p.key_flags = reinterpret_cast<const int8_t*>(flags_ptr);
-  p.global_idx = reinterpret_cast<const int32_t*>(gidx_ptr);
-  p.B = B, p.M = M, p.N = N, p.H = H, p.D = D, p.G = G;
-  p.window = window;
-  p.scale = scale;
-  p.q_strides = to_strides(q_strides);
-  p.k_strides = to_strides(k_strides);
-  p.v_strides = to_strides(v_strides);
-  p.o_strides = to_strides(o_strides);
-  p.dtype = led_kernels::dtype_from_code(dtype_code);
+  const led_kernels::AttnFwdParams p =
+      make_fwd_params(kind, q_ptr, k_ptr, v_ptr, out_ptr, lse_ptr, flags_ptr, gidx_ptr, B, M, N, H, D, G, window,
+                      scale, q_strides, k_strides, v_strides, o_strides, dtype_code);
   py::gil_scoped_release no_gil;
   led_kernels::attention_fwd_cuda(p, reinterpret_cast<float*>(workspace_ptr), workspace_bytes,
                                   reinterpret_cast<void*>(stream));
@@ -212,29 +186,9 @@ void attention_bwd_cuda_binding(int kind, std::uintptr_t q_ptr, std::uintptr_t k
                                 const Strides3& dk_strides, const Strides3& dv_strides, int dtype_code,
                                 std::uintptr_t workspace_ptr, uint64_t workspace_bytes, std::uintptr_t stream) {
 #ifdef LED_KERNELS_WITH_CUDA
-  led_kernels::AttnBwdParams p;
-  p.kind = attn_kind(kind);
-  p.q = reinterpret_cast<const void*>(q_ptr);
-  p.k = reinterpret_cast<const void*>(k_ptr);
-  p.v = reinterpret_cast<const void*>(v_ptr);
-  p.dout = reinterpret_cast<const void*>(do_ptr);
-  p.lse = reinterpret_cast<const float*>(lse_ptr);
-  p.dq = reinterpret_cast<void*>(dq_ptr);
-  p.dk = reinterpret_cast<void*>(dk_ptr);
-  p.dv = reinterpret_cast<void*>(dv_ptr);
-  p.key_flags = reinterpret_cast<const int8_t*>(flags_ptr);
-  p.global_idx = reinterpret_cast<const int32_t*>(gidx_ptr);
-  p.B = B, p.M = M, p.N = N, p.H = H, p.D = D, p.G = G;
-  p.window = window;
-  p.scale = scale;
-  p.q_strides = to_strides(q_strides);
-  p.k_strides = to_strides(k_strides);
-  p.v_strides = to_strides(v_strides);
-  p.do_strides = to_strides(do_strides);
-  p.dq_strides = to_strides(dq_strides);
-  p.dk_strides = to_strides(dk_strides);
-  p.dv_strides = to_strides(dv_strides);
-  p.dtype = led_kernels::dtype_from_code(dtype_code);
+  const led_kernels::AttnBwdParams p = make_bwd_params(
+      kind, q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, dq_ptr, dk_ptr, dv_ptr, flags_ptr, gidx_ptr, B, M, N, H, D, G, window,
+      scale, q_strides, k_strides, v_strides, do_strides, dq_strides, dk_strides, dv_strides, dtype_code);
   py::gil_scoped_release no_gil;
   led_kernels::attention_bwd_cuda(p, reinterpret_cast<const void*>(out_ptr), to_strides(o_strides),
                                   reinterpret_cast<float*>(workspace_ptr), workspace_bytes,

@@ -394,6 +394,7 @@ inline bool rows_4byte_aligned(const void* p, const BNHStrides& s) {
 inline void check_common(DType dtype, AttnKind kind, int64_t B, int64_t M, int64_t N, int64_t H, int64_t D,
                          int64_t G, int64_t window, const int32_t* global_idx, const char* who) {
   auto bad = [&](const std::string& what) { throw std::invalid_argument(std::string(who) + ": " + what); };
+  if (kind != AttnKind::kBanded && kind != AttnKind::kGlobalRows) bad("unknown attention kind");
   if (dtype != DType::kFloat16 && dtype != DType::kBFloat16) bad("float16 or bfloat16 inputs only");
   if (D != 16 && D != 32 && D != 64 && D != 128) bad("head dim must be 16, 32, 64 or 128");
   if (B < 0 || M < 0 || N < 0 || H < 0 || G < 0 || window < 0) bad("negative size or window");

@@ -51,23 +51,9 @@ int led_emu_attention_fwd(int kind, uintptr_t q, uintptr_t k, uintptr_t v, uintp
                           int dtype_code, uintptr_t workspace, uint64_t workspace_bytes, char* error,
                           int error_len) {
   try {
-    led_kernels::AttnFwdParams p;
-    p.kind = static_cast<led_kernels::AttnKind>(kind);
-    p.q = reinterpret_cast<const void*>(q);
-    p.k = reinterpret_cast<const void*>(k);
-    p.v = reinterpret_cast<const void*>(v);
-    p.out = reinterpret_cast<void*>(out);
-    p.lse = reinterpret_cast<float*>(lse);
-    p.key_flags = reinterpret_cast<const int8_t*>(key_flags);
-    p.global_idx = reinterpret_cast<const int32_t*>(global_idx);
-    p.B = B, p.M = M, p.N = N, p.H = H, p.D = D, p.G = G;
-    p.window = window;
-    p.scale = scale;
-    p.q_strides = strides(strides12);
-    p.k_strides = strides(strides12 + 3);
-    p.v_strides = strides(strides12 + 6);
-    p.o_strides = strides(strides12 + 9);
-    p.dtype = led_kernels::dtype_from_code(dtype_code);
+    const led_kernels::AttnFwdParams p = led_kernels::attn_fwd_params(
+        kind, q, k, v, out, lse, key_flags, global_idx, B, M, N, H, D, G, window, scale,
+        {strides(strides12), strides(strides12 + 3), strides(strides12 + 6), strides(strides12 + 9)}, dtype_code);
     led_kernels::cuda_attn::attention_fwd(p, reinterpret_cast<float*>(workspace), workspace_bytes, 0);
     return 0;
   } catch (const std::exception& e) {
@@ -86,30 +72,13 @@ int led_emu_attention_bwd(int kind, uintptr_t q, uintptr_t k, uintptr_t v, uintp
                           int64_t window, double scale, const int64_t* strides24, int dtype_code, uintptr_t workspace,
                           uint64_t workspace_bytes, char* error, int error_len) {
   try {
-    led_kernels::AttnBwdParams p;
-    p.kind = static_cast<led_kernels::AttnKind>(kind);
-    p.q = reinterpret_cast<const void*>(q);
-    p.k = reinterpret_cast<const void*>(k);
-    p.v = reinterpret_cast<const void*>(v);
-    p.dout = reinterpret_cast<const void*>(dout);
-    p.lse = reinterpret_cast<const float*>(lse);
-    p.dq = reinterpret_cast<void*>(dq);
-    p.dk = reinterpret_cast<void*>(dk);
-    p.dv = reinterpret_cast<void*>(dv);
-    p.key_flags = reinterpret_cast<const int8_t*>(key_flags);
-    p.global_idx = reinterpret_cast<const int32_t*>(global_idx);
-    p.B = B, p.M = M, p.N = N, p.H = H, p.D = D, p.G = G;
-    p.window = window;
-    p.scale = scale;
-    p.q_strides = strides(strides24);
-    p.k_strides = strides(strides24 + 3);
-    p.v_strides = strides(strides24 + 6);
+    // strides24: q, k, v, out, dout, dq, dk, dv
+    const led_kernels::AttnBwdParams p = led_kernels::attn_bwd_params(
+        kind, q, k, v, dout, lse, dq, dk, dv, key_flags, global_idx, B, M, N, H, D, G, window, scale,
+        {strides(strides24), strides(strides24 + 3), strides(strides24 + 6), strides(strides24 + 12),
+         strides(strides24 + 15), strides(strides24 + 18), strides(strides24 + 21)},
+        dtype_code);
     const led_kernels::BNHStrides o_strides = strides(strides24 + 9);
-    p.do_strides = strides(strides24 + 12);
-    p.dq_strides = strides(strides24 + 15);
-    p.dk_strides = strides(strides24 + 18);
-    p.dv_strides = strides(strides24 + 21);
-    p.dtype = led_kernels::dtype_from_code(dtype_code);
     led_kernels::cuda_attn::attention_bwd(p, reinterpret_cast<const void*>(out), o_strides,
                                           reinterpret_cast<float*>(workspace), workspace_bytes, 0);
     return 0;

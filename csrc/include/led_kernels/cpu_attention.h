@@ -81,6 +81,56 @@ struct AttnBwdParams {
   DType dtype;
 };
 
+// The structs above from integer pointers (as Python hands them over), sizes, the (b, n, h) strides
+// of each tensor in the fields' order (q, k, v, out / q, k, v, dout, dq, dk, dv) and a dtype code
+// (std::invalid_argument for an unknown one). The kind is checked by the kernels' own checks.
+inline AttnFwdParams attn_fwd_params(int kind, uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t out, uintptr_t lse,
+                                     uintptr_t key_flags, uintptr_t global_idx, int64_t B, int64_t M, int64_t N,
+                                     int64_t H, int64_t D, int64_t G, int64_t window, double scale,
+                                     const BNHStrides (&strides)[4], int dtype_code) {
+  AttnFwdParams p;
+  p.kind = static_cast<AttnKind>(kind);
+  p.q = reinterpret_cast<const void*>(q);
+  p.k = reinterpret_cast<const void*>(k);
+  p.v = reinterpret_cast<const void*>(v);
+  p.out = reinterpret_cast<void*>(out);
+  p.lse = reinterpret_cast<float*>(lse);
+  p.key_flags = reinterpret_cast<const int8_t*>(key_flags);
+  p.global_idx = reinterpret_cast<const int32_t*>(global_idx);
+  p.B = B, p.M = M, p.N = N, p.H = H, p.D = D, p.G = G;
+  p.window = window;
+  p.scale = scale;
+  p.q_strides = strides[0], p.k_strides = strides[1], p.v_strides = strides[2], p.o_strides = strides[3];
+  p.dtype = dtype_from_code(dtype_code);
+  return p;
+}
+
+inline AttnBwdParams attn_bwd_params(int kind, uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t dout, uintptr_t lse,
+                                     uintptr_t dq, uintptr_t dk, uintptr_t dv, uintptr_t key_flags,
+                                     uintptr_t global_idx, int64_t B, int64_t M, int64_t N, int64_t H, int64_t D,
+                                     int64_t G, int64_t window, double scale, const BNHStrides (&strides)[7],
+                                     int dtype_code) {
+  AttnBwdParams p;
+  p.kind = static_cast<AttnKind>(kind);
+  p.q = reinterpret_cast<const void*>(q);
+  p.k = reinterpret_cast<const void*>(k);
+  p.v = reinterpret_cast<const void*>(v);
+  p.dout = reinterpret_cast<const void*>(dout);
+  p.lse = reinterpret_cast<const float*>(lse);
+  p.dq = reinterpret_cast<void*>(dq);
+  p.dk = reinterpret_cast<void*>(dk);
+  p.dv = reinterpret_cast<void*>(dv);
+  p.key_flags = reinterpret_cast<const int8_t*>(key_flags);
+  p.global_idx = reinterpret_cast<const int32_t*>(global_idx);
+  p.B = B, p.M = M, p.N = N, p.H = H, p.D = D, p.G = G;
+  p.window = window;
+  p.scale = scale;
+  p.q_strides = strides[0], p.k_strides = strides[1], p.v_strides = strides[2];
+  p.do_strides = strides[3], p.dq_strides = strides[4], p.dk_strides = strides[5], p.dv_strides = strides[6];
+  p.dtype = dtype_from_code(dtype_code);
+  return p;
+}
+
 // num_threads <= 0: the OpenMP default. Both are deterministic: every output element is produced
 // by one task in a fixed order and the work split depends on the shape only, so results are
 // bitwise equal across runs and thread counts (for a given instruction set).
