@@ -76,11 +76,6 @@ LED_DEVICE bool row_live(const BwdArgs& a, int64_t b, int64_t i) {
 }
 
 template <int D>
-constexpr size_t dq_smem_bytes() {
-  return 2 * tile_bytes<D>() + kBlockN * sizeof(int32_t) + kBlockN * sizeof(float);
-}
-
-template <int D>
 constexpr size_t dkdv_smem_bytes() {
   // K, V, Q, dO tiles; per query row: position, m, log2 l, delta, poison
   return 4 * tile_bytes<D>() + kBlockM * (sizeof(int32_t) + 4 * sizeof(float));
@@ -116,11 +111,11 @@ LED_KERNEL void __launch_bounds__(kThreads) delta_kernel(BwdArgs a) {
 // head, batch), dQ partials written.
 template <typename T, int D>
 LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
-  unsigned char* smem = simt::shared_memory();
-  T* ks = reinterpret_cast<T*>(smem);
-  T* vs = ks + kBlockN * smem_row<D>();
-  int32_t* key_pos = reinterpret_cast<int32_t*>(vs + kBlockN * smem_row<D>());
-  float* poison = reinterpret_cast<float*>(key_pos + kBlockN);
+  const KeyTileSmem<T, D> sm(simt::shared_memory());  // Q and dO are staged in the K and V tiles first
+  T* ks = sm.ks;
+  T* vs = sm.vs;
+  int32_t* key_pos = sm.key_pos;
+  float* poison = sm.poison;
   const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
   const Rows<T> dout{static_cast<const T*>(a.dout), a.dos, a.M};
   const KeySet<T> keys{Rows<T>{static_cast<const T*>(a.k), a.ks, a.N}, Rows<T>{static_cast<const T*>(a.v), a.vs, a.N},
@@ -389,12 +384,10 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
 // slots only; kernel B: the dQ row of every slot.
 template <typename T, int D>
 LED_KERNEL void __launch_bounds__(kThreads) reduce_kernel(BwdArgs a) {
-  const int64_t row = simt::block_index() * kWarps + simt::thread_index() / 32;
+  SlotRow r;
+  if (!warp_slot_row(a.B, a.H, a.G, r)) return;  // no collective below
   const int lane = simt::thread_index() % 32;
-  if (row >= a.B * a.H * a.G) return;  // whole warps: no collective below
-  const int64_t s = row % a.G;
-  const int64_t h = (row / a.G) % a.H;
-  const int64_t b = row / (a.G * a.H);
+  const int64_t b = r.b, h = r.h, s = r.s;
   const int64_t part0 = (b * a.H + h) * a.chunks;
   const int count = a.global_rows ? 1 : 2;
   for (int which = 0; which < count; ++which) {
@@ -474,7 +467,7 @@ void launch_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, f
   a.part_dv = a.global_rows ? nullptr : parts + part;
   a.part_dq = a.global_rows ? parts : nullptr;
 
-  constexpr size_t dq_smem = dq_smem_bytes<D>();
+  constexpr size_t dq_smem = KeyTileSmem<T, D>::bytes();
   constexpr size_t dkdv_smem = dkdv_smem_bytes<D>();
   auto dq = dq_kernel<T, D>;
   auto band = dkdv_kernel<T, D, DkdvMode::kBandKeys>;

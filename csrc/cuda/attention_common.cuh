@@ -247,6 +247,39 @@ LED_DEVICE void load_key_tile(const KeySet<T>& keys, KeySource src, int64_t b, i
   }
 }
 
+// The shared memory of a block that stages key tiles (the forward kernels, dQ): the K and V tiles,
+// then each key's position and poison.
+template <typename T, int D>
+struct KeyTileSmem {
+  T* ks;
+  T* vs;
+  int32_t* key_pos;
+  float* poison;
+
+  static constexpr size_t bytes() { return 2 * tile_bytes<D>() + kBlockN * (sizeof(int32_t) + sizeof(float)); }
+
+  LED_DEVICE explicit KeyTileSmem(unsigned char* smem)
+      : ks(reinterpret_cast<T*>(smem)),
+        vs(ks + kBlockN * smem_row<D>()),
+        key_pos(reinterpret_cast<int32_t*>(vs + kBlockN * smem_row<D>())),
+        poison(reinterpret_cast<float*>(key_pos + kBlockN)) {}
+};
+
+// The (b, h, slot) row of the kernels that give one warp to each row of a (B, H, G) set (the split
+// sweeps' combine and reduce); false for the warps past the last row (whole warps: they may return).
+struct SlotRow {
+  int64_t b, h, s;
+};
+
+LED_DEVICE bool warp_slot_row(int64_t B, int64_t H, int64_t G, SlotRow& r) {
+  const int64_t row = simt::block_index() * kWarps + simt::thread_index() / 32;
+  if (row >= B * H * G) return false;
+  r.s = row % G;
+  r.h = (row / G) % H;
+  r.b = row / (G * H);
+  return true;
+}
+
 // Whether every key of the staged tile is attendable and finite (warp-uniform): such a tile needs
 // no per-entry mask where the band covers it whole.
 LED_DEVICE bool tile_is_clean(const int32_t* key_pos, const float* poison, int lane) {

@@ -36,12 +36,6 @@
 namespace led_kernels {
 namespace cuda_attn {
 
-template <int D>
-constexpr size_t fwd_smem_bytes() {
-  // K tile, V tile (Q is staged in the K tile before the loop), key positions, key poison
-  return 2 * tile_bytes<D>() + kBlockN * sizeof(int32_t) + kBlockN * sizeof(float);
-}
-
 // Everything a forward kernel reads, passed by value. Positions fit in int32 (N < 2^31 checked).
 struct FwdArgs {
   const void* q;  // (B, M, H, D): the query rows (N rows for kernel A, G slots for kernel B)
@@ -244,8 +238,12 @@ struct TileList {
 // The main loop of both forward kernels: stage each tile (prefetching the next), attend it.
 template <typename T, int D, int RB, bool kPrefetch>
 LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D, RB>& w, const KeySet<T>& keys, const TileList& tiles,
-                             int64_t b, int64_t h, const int64_t (&row)[RB][2], int64_t warp_row0, T* ks, T* vs,
-                             int32_t* key_pos, float* poison, int lane) {
+                             int64_t b, int64_t h, const int64_t (&row)[RB][2], int64_t warp_row0,
+                             const KeyTileSmem<T, D>& sm, int lane) {
+  T* ks = sm.ks;
+  T* vs = sm.vs;
+  int32_t* key_pos = sm.key_pos;
+  float* poison = sm.poison;
   static_assert(!kPrefetch || can_prefetch<D>(), "no registers to prefetch into at this head dim");
   KeyTileRegs<D> regs;
   const int64_t n = tiles.count();
@@ -276,11 +274,8 @@ template <typename T, int D, int RB, bool kPrefetch>
 LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
   static_assert(RB * kBlockM <= 2 * kBlockN, "Q is staged in the K and V tiles");
   constexpr int kRows = RB * kBlockM;
-  unsigned char* smem = simt::shared_memory();
-  T* ks = reinterpret_cast<T*>(smem);
-  T* vs = ks + kBlockN * smem_row<D>();
-  int32_t* key_pos = reinterpret_cast<int32_t*>(vs + kBlockN * smem_row<D>());
-  float* poison = reinterpret_cast<float*>(key_pos + kBlockN);
+  const KeyTileSmem<T, D> sm(simt::shared_memory());  // Q is staged in the K (and V) tile first
+  T* ks = sm.ks;
   const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
   const KeySet<T> keys = fwd_keys<T>(a);
 
@@ -313,7 +308,7 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
   list.extra_src = KeySource::kGlobalSlots;
   list.extra_first = 0;
   list.extra_tiles = ceil_div(a.G, kBlockN);
-  attend_tiles<T, D, RB, kPrefetch>(a, w, keys, list, b, h, row, warp_row0, ks, vs, key_pos, poison, lane);
+  attend_tiles<T, D, RB, kPrefetch>(a, w, keys, list, b, h, row, warp_row0, sm, lane);
   w.reduce_sums();
   const int8_t* flags = a.key_flags + b * a.N;
   LED_UNROLL
@@ -330,11 +325,8 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
 // finished here; otherwise each chunk's partial goes to the workspace for combine_kernel.
 template <typename T, int D, bool kPrefetch>
 LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
-  unsigned char* smem = simt::shared_memory();
-  T* ks = reinterpret_cast<T*>(smem);
-  T* vs = ks + kBlockN * smem_row<D>();
-  int32_t* key_pos = reinterpret_cast<int32_t*>(vs + kBlockN * smem_row<D>());
-  float* poison = reinterpret_cast<float*>(key_pos + kBlockN);
+  const KeyTileSmem<T, D> sm(simt::shared_memory());  // Q is staged in the K (and V) tile first
+  T* ks = sm.ks;
   const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
   const KeySet<T> keys = fwd_keys<T>(a);
 
@@ -361,7 +353,7 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
   list.extra_src = KeySource::kNonPadded;
   list.extra_first = k_begin;
   list.extra_tiles = k_end > k_begin ? ceil_div(k_end - k_begin, kBlockN) : 0;
-  attend_tiles<T, D, 1, kPrefetch>(a, w, keys, list, b, h, unused_row, 0, ks, vs, key_pos, poison, lane);
+  attend_tiles<T, D, 1, kPrefetch>(a, w, keys, list, b, h, unused_row, 0, sm, lane);
   w.reduce_sums();
   const int t = lane % 4;
   LED_UNROLL
@@ -387,12 +379,10 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
 // Merges kernel B's chunks: one warp per (b, h, slot), lanes over the head dim.
 template <typename T, int D>
 LED_KERNEL void __launch_bounds__(kThreads) combine_kernel(FwdArgs a) {
-  const int64_t row = simt::block_index() * kWarps + simt::thread_index() / 32;
+  SlotRow r;
+  if (!warp_slot_row(a.B, a.H, a.G, r)) return;  // no collective below
   const int lane = simt::thread_index() % 32;
-  if (row >= a.B * a.H * a.G) return;  // whole warps: no collective below
-  const int64_t s = row % a.G;
-  const int64_t h = (row / a.G) % a.H;
-  const int64_t b = row / (a.G * a.H);
+  const int64_t b = r.b, h = r.h, s = r.s;
   const int64_t part0 = (b * a.H + h) * a.chunks;
   float m = -INFINITY;
   for (int64_t c = 0; c < a.chunks; ++c) m = fmaxf(m, a.part_ml[(part0 + c) * 2 * a.G + s]);
@@ -448,7 +438,7 @@ void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
   a.aligned = row_starts_aligned(p.q, p.q_strides, 2) && row_starts_aligned(p.k, p.k_strides, 2) &&
               row_starts_aligned(p.v, p.v_strides, 2);
   a.chunk_keys = p.N, a.chunks = 1, a.part_o = nullptr, a.part_ml = nullptr;
-  constexpr size_t smem = fwd_smem_bytes<D>();
+  constexpr size_t smem = KeyTileSmem<T, D>::bytes();
   if (p.kind == AttnKind::kBanded) {
     const int64_t blocks = p.B * p.H * ceil_div(p.N, RB * kBlockM);
     auto kernel = banded_fwd_kernel<T, D, RB, kPrefetchA>;  // (a template-id would split the macro's arguments)
@@ -472,8 +462,8 @@ void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
 }
 
 template <typename T, int D, typename Stream>
-void dispatch_variant(const AttnFwdParams& p, float* workspace, Stream stream) {
-  switch (fwd_variant()) {
+void dispatch_variant(FwdVariant variant, const AttnFwdParams& p, float* workspace, Stream stream) {
+  switch (variant) {
     case FwdVariant::kRows32: launch_fwd<T, D, 2, false, true>(p, workspace, stream); break;
     case FwdVariant::kPrefetch: launch_fwd<T, D, 1, true, true>(p, workspace, stream); break;
     case FwdVariant::kPlain: launch_fwd<T, D, 1, false, false>(p, workspace, stream); break;
@@ -482,11 +472,11 @@ void dispatch_variant(const AttnFwdParams& p, float* workspace, Stream stream) {
 
 template <typename T, typename Stream>
 void dispatch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
-  (void)fwd_variant();  // a wrong value is refused at every head dim, also where it does not apply
+  const FwdVariant variant = fwd_variant();  // read (and a wrong value refused) at every head dim
   switch (p.D) {
-    case 16: dispatch_variant<T, 16>(p, workspace, stream); break;
-    case 32: dispatch_variant<T, 32>(p, workspace, stream); break;
-    case 64: dispatch_variant<T, 64>(p, workspace, stream); break;
+    case 16: dispatch_variant<T, 16>(variant, p, workspace, stream); break;
+    case 32: dispatch_variant<T, 32>(variant, p, workspace, stream); break;
+    case 64: dispatch_variant<T, 64>(variant, p, workspace, stream); break;
     default: launch_fwd<T, 128, 1, false, false>(p, workspace, stream); break;
   }
 }
