@@ -67,3 +67,37 @@ def longformer_layer(views, window, global_mask, padding_mask, backend):
         v_global=vg,
         backend=backend,
     )
+
+
+def spread_masks(b: int, n: int, n_global: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, N) global mask with n_global tokens spread over the sequence, and a padding mask that pads
+    the last batch element's tail (its last seventh)."""
+    gm = torch.zeros(b, n, dtype=torch.bool, device=device)
+    if n_global:
+        gm[:, torch.linspace(0, n - 1, n_global).long()] = True
+    pm = torch.zeros(b, n, dtype=torch.bool, device=device)
+    pm[-1, n - n // 7 :] = True
+    return gm, pm
+
+
+def layer_errors_vs_fp64(backend, b, n, h, d, window, n_global, dtype, device="cuda"):
+    """The whole layer on ``backend`` and on the ``torch`` backend, both in ``dtype``, against the fp64
+    ``torch`` backend (the oracle at lengths a dense one cannot hold), with :func:`spread_masks`.
+
+    Returns ``{backend: (output error, gradient error), "torch": (...)}`` as max abs errors over the
+    output and the fused projection's gradient; asserts both runs are finite.
+    """
+    fused64, views64 = fused_projections(b, n, h, d, dtype=torch.float64, device=device)
+    gm, pm = spread_masks(b, n, n_global, device)
+    ref = longformer_layer(views64, window, gm, pm, "torch")
+    grad_out = torch.randn_like(ref)
+    (ref_grad,) = torch.autograd.grad(ref, fused64, grad_out)
+    results = {}
+    for name in (backend, "torch"):
+        fused = fused64.detach().to(dtype).requires_grad_()
+        out = longformer_layer(list(fused.unbind(2)), window, gm, pm, name)
+        (grad,) = torch.autograd.grad(out, fused, grad_out.to(dtype))
+        assert torch.isfinite(out).all() and torch.isfinite(grad).all(), name
+        out_err = (out.double() - ref).abs().max().item()
+        results[name] = (out_err, (grad.double() - ref_grad).abs().max().item())
+    return results

@@ -15,7 +15,14 @@ from __future__ import annotations
 import oracle
 import pytest
 import torch
-from cases import GLOBAL_PATTERNS, fused_projections, global_mask, longformer_layer, padding_mask
+from cases import (
+    GLOBAL_PATTERNS,
+    fused_projections,
+    global_mask,
+    layer_errors_vs_fp64,
+    longformer_layer,
+    padding_mask,
+)
 
 import led_kernels as lk
 from led_kernels import backends
@@ -168,36 +175,12 @@ needs_cuda_backend = pytest.mark.skipif(
 )
 
 
-def _gpu_errors(b, n, h, d, window, n_global, dtype):
-    device = "cuda"
-    fused64, views64 = fused_projections(b, n, h, d, dtype=torch.float64, device=device)
-    gm = torch.zeros(b, n, dtype=torch.bool, device=device)
-    if n_global:
-        gm[:, torch.linspace(0, n - 1, n_global).long()] = True
-    pm = torch.zeros(b, n, dtype=torch.bool, device=device)
-    pm[-1, n - n // 7 :] = True
-    ref = longformer_layer(views64, window, gm, pm, "torch")
-    grad_out = torch.randn_like(ref)
-    (ref_grad,) = torch.autograd.grad(ref, fused64, grad_out)
-    results = {}
-    for backend in ("cuda", "torch"):
-        fused = fused64.detach().to(dtype).requires_grad_()
-        out = longformer_layer(list(fused.unbind(2)), window, gm, pm, backend)
-        (grad,) = torch.autograd.grad(out, fused, grad_out.to(dtype))
-        assert torch.isfinite(out).all() and torch.isfinite(grad).all(), backend
-        results[backend] = (
-            (out.double() - ref).abs().max().item(),
-            (grad.double() - ref_grad).abs().max().item(),
-        )
-    return results
-
-
 @pytest.mark.gpu
 @needs_cuda_backend
 @pytest.mark.parametrize("dtype", LOW, ids=str)
 @pytest.mark.parametrize("d", cuda.SUPPORTED_HEAD_DIMS)
 def test_gpu_every_head_dim(dtype, d):
-    errors = _gpu_errors(2, 1000, 2, d, 100, 3, dtype)
+    errors = layer_errors_vs_fp64("cuda", 2, 1000, 2, d, 100, 3, dtype)
     (out_err, grad_err), (out_t, grad_t) = errors["cuda"], errors["torch"]
     assert out_err <= 2 * out_t + 1e-5 and grad_err <= 2 * grad_t + 1e-5, errors
 
@@ -209,7 +192,7 @@ def test_gpu_every_head_dim(dtype, d):
     "n,window,n_global", [(16384, 512, 1), (8192, 256, 64), (4097, 0, 0), (3000, 4000, 5)]
 )
 def test_gpu_long_sequences(n, window, n_global, dtype):
-    errors = _gpu_errors(1, n, 2, 64, window, n_global, dtype)
+    errors = layer_errors_vs_fp64("cuda", 1, n, 2, 64, window, n_global, dtype)
     (out_err, grad_err), (out_t, grad_t) = errors["cuda"], errors["torch"]
     assert out_err <= 2 * out_t + 1e-5 and grad_err <= 2 * grad_t + 1e-5, errors
 
