@@ -177,7 +177,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
         const int col = nt * 8 + 2 * t + (e & 1);
         const int x = e >> 1;
         const int32_t kp = key_pos[col];
-        const bool keep = live[x] && kp >= 0 && (!banded || (row[x] - kp <= a.window && kp - row[x] <= a.window));
+        const bool keep = live[x] && attends(row[x], kp, banded, a.window);
         const float p = simt::fast_exp2((s[nt][e] * a.scale_log2 - m[x]) - log2l[x]);
         s[nt][e] = keep ? p * (dp[nt][e] - delta[x]) + poison[col] : 0.0f;
       }
@@ -353,7 +353,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
       for (int e = 0; e < 4; ++e) {
         const int col = nt * 8 + 2 * t + (e & 1);
         const int32_t kp = kpos[e >> 1], rp = row_pos[col];
-        const bool keep = kp >= 0 && rp >= 0 && (!banded || (rp - kp <= a.window && kp - rp <= a.window));
+        const bool keep = rp >= 0 && attends(rp, kp, banded, a.window);
         const float p = simt::fast_exp2((st[nt][e] * a.scale_log2 - row_m[col]) - row_log2l[col]) + row_poison[col];
         st[nt][e] = keep ? p : 0.0f;
         dpt[nt][e] = keep ? p * (dpt[nt][e] - row_delta[col]) : 0.0f;

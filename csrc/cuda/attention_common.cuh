@@ -288,6 +288,12 @@ LED_DEVICE bool tile_is_clean(const int32_t* key_pos, const float* poison, int l
   return !simt::any_sync(dirty);
 }
 
+// Whether query row `row` attends key `key` (-1: a masked key): the band's |row - key| <= window when
+// `banded`, else every valid key.
+LED_DEVICE bool attends(int64_t row, int32_t key, bool banded, int64_t window) {
+  return key >= 0 && (!banded || (row - key <= window && key - row <= window));
+}
+
 // A fragments (16 rows x D, one register quadruple per 16 dims) of rows [row0, row0 + 16) of a
 // staged tile.
 template <int D, typename T>

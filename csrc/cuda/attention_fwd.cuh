@@ -112,7 +112,7 @@ struct WarpRows {
             const int col = nt * 8 + 2 * t + (e & 1);
             const int x = e >> 1;
             const int32_t kp = key_pos[col];
-            const bool keep = kp >= 0 && (!banded || (row[rb][x] - kp <= window && kp - row[rb][x] <= window));
+            const bool keep = attends(row[rb][x], kp, banded, window);
             const float v = keep ? s[rb][nt][e] * scale_log2 + poison[col] : -INFINITY;
             s[rb][nt][e] = v;
             tile_max[x] = fmaxf(tile_max[x], v);
