@@ -159,11 +159,12 @@ void attention_fwd_cuda_binding(int kind, std::uintptr_t q_ptr, std::uintptr_t k
                                 int64_t G, int64_t window, double scale, const Strides3& q_strides,
                                 const Strides3& k_strides, const Strides3& v_strides, const Strides3& o_strides,
                                 int dtype_code, std::uintptr_t workspace_ptr, uint64_t workspace_bytes,
-                                std::uintptr_t stream) {
+                                std::uintptr_t stream, bool layer) {
 #ifdef LED_KERNELS_WITH_CUDA
-  const led_kernels::AttnFwdParams p =
+  led_kernels::AttnFwdParams p =
       make_fwd_params(kind, q_ptr, k_ptr, v_ptr, out_ptr, lse_ptr, flags_ptr, gidx_ptr, B, M, N, H, D, G, window,
                       scale, q_strides, k_strides, v_strides, o_strides, dtype_code);
+  p.layer = layer;
   py::gil_scoped_release no_gil;
   led_kernels::attention_fwd_cuda(p, reinterpret_cast<float*>(workspace_ptr), workspace_bytes,
                                   reinterpret_cast<void*>(stream));
@@ -171,7 +172,7 @@ void attention_fwd_cuda_binding(int kind, std::uintptr_t q_ptr, std::uintptr_t k
   (void)kind, (void)q_ptr, (void)k_ptr, (void)v_ptr, (void)out_ptr, (void)lse_ptr, (void)flags_ptr, (void)gidx_ptr,
       (void)B, (void)M, (void)N, (void)H, (void)D, (void)G, (void)window, (void)scale, (void)q_strides,
       (void)k_strides, (void)v_strides, (void)o_strides, (void)dtype_code, (void)workspace_ptr,
-      (void)workspace_bytes, (void)stream;
+      (void)workspace_bytes, (void)stream, (void)layer;
   no_cuda();
 #endif
 }
@@ -184,11 +185,14 @@ void attention_bwd_cuda_binding(int kind, std::uintptr_t q_ptr, std::uintptr_t k
                                 const Strides3& q_strides, const Strides3& k_strides, const Strides3& v_strides,
                                 const Strides3& o_strides, const Strides3& do_strides, const Strides3& dq_strides,
                                 const Strides3& dk_strides, const Strides3& dv_strides, int dtype_code,
-                                std::uintptr_t workspace_ptr, uint64_t workspace_bytes, std::uintptr_t stream) {
+                                std::uintptr_t workspace_ptr, uint64_t workspace_bytes, std::uintptr_t stream,
+                                bool layer, bool accumulate_kv) {
 #ifdef LED_KERNELS_WITH_CUDA
-  const led_kernels::AttnBwdParams p = make_bwd_params(
+  led_kernels::AttnBwdParams p = make_bwd_params(
       kind, q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, dq_ptr, dk_ptr, dv_ptr, flags_ptr, gidx_ptr, B, M, N, H, D, G, window,
       scale, q_strides, k_strides, v_strides, do_strides, dq_strides, dk_strides, dv_strides, dtype_code);
+  p.layer = layer;
+  p.accumulate_kv = accumulate_kv;
   py::gil_scoped_release no_gil;
   led_kernels::attention_bwd_cuda(p, reinterpret_cast<const void*>(out_ptr), to_strides(o_strides),
                                   reinterpret_cast<float*>(workspace_ptr), workspace_bytes,
@@ -198,7 +202,7 @@ void attention_bwd_cuda_binding(int kind, std::uintptr_t q_ptr, std::uintptr_t k
       (void)dk_ptr, (void)dv_ptr, (void)flags_ptr, (void)gidx_ptr, (void)B, (void)M, (void)N, (void)H, (void)D,
       (void)G, (void)window, (void)scale, (void)q_strides, (void)k_strides, (void)v_strides, (void)o_strides,
       (void)do_strides, (void)dq_strides, (void)dk_strides, (void)dv_strides, (void)dtype_code,
-      (void)workspace_ptr, (void)workspace_bytes, (void)stream;
+      (void)workspace_ptr, (void)workspace_bytes, (void)stream, (void)layer, (void)accumulate_kv;
   no_cuda();
 #endif
 }
@@ -334,9 +338,11 @@ PYBIND11_MODULE(_C, m) {
         py::arg("B"), py::arg("M"), py::arg("N"), py::arg("H"), py::arg("D"), py::arg("G"), py::arg("window"),
         py::arg("scale"), py::arg("q_strides"), py::arg("k_strides"), py::arg("v_strides"), py::arg("o_strides"),
         py::arg("dtype_code"), py::arg("workspace_ptr"), py::arg("workspace_bytes"), py::arg("stream"),
+        py::arg("layer") = false,
         "As attention_fwd_cpu on device memory (float16/bfloat16, head dims 16/32/64/128), enqueued on "
         "`stream` (a cudaStream_t as int), with `workspace_bytes` (attention_cuda_workspace_bytes) of "
-        "float32 device workspace. The caller makes the tensors' device current.");
+        "float32 device workspace. The caller makes the tensors' device current. layer: the layer mode "
+        "of cpu_attention.h (kind 1: q and out are (B,N,H,D), slot s at row gidx[b,s]).");
   m.def("attention_bwd_cuda", &attention_bwd_cuda_binding, py::arg("kind"), py::arg("q_ptr"), py::arg("k_ptr"),
         py::arg("v_ptr"), py::arg("out_ptr"), py::arg("do_ptr"), py::arg("lse_ptr"), py::arg("dq_ptr"),
         py::arg("dk_ptr"), py::arg("dv_ptr"), py::arg("flags_ptr"), py::arg("gidx_ptr"), py::arg("B"), py::arg("M"),
@@ -344,8 +350,11 @@ PYBIND11_MODULE(_C, m) {
         py::arg("q_strides"), py::arg("k_strides"), py::arg("v_strides"), py::arg("o_strides"),
         py::arg("do_strides"), py::arg("dq_strides"), py::arg("dk_strides"), py::arg("dv_strides"),
         py::arg("dtype_code"), py::arg("workspace_ptr"), py::arg("workspace_bytes"), py::arg("stream"),
+        py::arg("layer") = false, py::arg("accumulate_kv") = false,
         "Backward of attention_fwd_cuda: writes dq (B,M,H,D), dk and dv (B,N,H,D) completely; out and lse "
-        "from the forward. Deterministic.");
+        "from the forward. Deterministic. layer: the layer mode of cpu_attention.h (kind 0: global rows "
+        "dead; kind 1: q, out, dout, dq (B,N,H,D), only the valid slots' dq rows written, dk and dv added "
+        "to with accumulate_kv).");
   m.def("key_flags_cuda", &key_flags_cuda_binding, py::arg("pad_ptr"), py::arg("pad_sb"), py::arg("pad_sn"),
         py::arg("gidx_ptr"), py::arg("flags_ptr"), py::arg("B"), py::arg("N"), py::arg("G"), py::arg("stream"),
         "int8 (B, N) key flags on device memory, as led_kernels.masks.key_flags: 1 where the (B, N) bool "

@@ -94,6 +94,7 @@ void check_common(const P& p, const char* who) {
     throw std::invalid_argument(w + ": sizes must be non-negative");
   }
   if (p.window < 0) throw std::invalid_argument(w + ": window must be >= 0");
+  if (p.layer) throw std::invalid_argument(w + ": the layer mode is implemented by the cuda kernels only");
   if (p.kind == AttnKind::kBanded && p.M != p.N) {
     throw std::invalid_argument(w + ": banded attention has as many rows as keys (M == N)");
   }

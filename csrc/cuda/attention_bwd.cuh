@@ -61,6 +61,9 @@ struct BwdArgs {
   bool aligned;     // q, k, v, dout rows start 16-byte aligned
   bool o_aligned;   // out and dout rows start 16-byte aligned (delta_kernel)
   bool global_rows;  // kernel B (rows are global slots)
+  bool layer;        // the layer mode (cpu_attention.h)
+  bool accumulate_kv;  // kernel B in the layer mode: dk, dv added to kernel A's
+  RowMap rows;       // where the rows of q, out, dout and dq are stored
   // split sweeps: kernel A's global keys over query rows, kernel B's dq over keys
   int64_t chunk, chunks;
   float* part_dk;  // (B, H, chunks, G, D), kernel A
@@ -68,11 +71,13 @@ struct BwdArgs {
   float* part_dq;  // (B, H, chunks, G, D), kernel B
 };
 
-// Whether query row i attends anything at all (kernel A: not padding; kernel B: a valid slot).
+// Whether query row i has a gradient to give (kernel A: not padding, and in the layer mode not
+// global either, its output being kernel B's; kernel B: a valid slot).
 LED_DEVICE bool row_live(const BwdArgs& a, int64_t b, int64_t i) {
   if (i >= a.M) return false;
   if (a.global_rows) return slot_valid(a.key_flags, a.global_idx, a.N, a.G, b, i);
-  return a.key_flags[b * a.N + i] != 1;
+  const int8_t flag = a.key_flags[b * a.N + i];
+  return a.layer ? flag == 0 : flag != 1;
 }
 
 template <int D>
@@ -89,10 +94,11 @@ LED_KERNEL void __launch_bounds__(kThreads) delta_kernel(BwdArgs a) {
   const int64_t h = row % a.H;
   const int64_t i = (row / a.H) % a.M;
   const int64_t b = row / (a.H * a.M);
-  const T* o = static_cast<const T*>(a.out) + b * a.os.b + i * a.os.n + h * a.os.h;
-  const T* g = static_cast<const T*>(a.dout) + b * a.dos.b + i * a.dos.n + h * a.dos.h;
+  const int64_t stored = a.rows(b, i);
+  const T* o = static_cast<const T*>(a.out) + b * a.os.b + stored * a.os.n + h * a.os.h;
+  const T* g = static_cast<const T*>(a.dout) + b * a.dos.b + stored * a.dos.n + h * a.dos.h;
   float acc = 0.0f;
-  for (int d = 0; d < D; d += 8) {
+  for (int d = 0; d < D && stored >= 0; d += 8) {  // a slot with no row: never live, delta unused
     const Chunk8 oc = load_chunk(o + d, a.o_aligned), gc = load_chunk(g + d, a.o_aligned);
     LED_UNROLL
     for (int e = 0; e < 8; ++e) {
@@ -137,8 +143,8 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
   }
   const int warp = simt::thread_index() / 32, lane = simt::thread_index() % 32, t = lane % 4;
 
-  load_row_tile<T, D>(q, a.aligned, b, h, i0, ks);
-  load_row_tile<T, D>(dout, a.aligned, b, h, i0, vs);
+  load_row_tile<T, D>(q, a.rows, a.aligned, b, h, i0, ks);
+  load_row_tile<T, D>(dout, a.rows, a.aligned, b, h, i0, vs);
   simt::sync_block();
   uint32_t qf[D / 16][4], df[D / 16][4];
   load_a_fragments<D>(qf, ks, warp * 16, lane);
@@ -238,8 +244,9 @@ LED_DEVICE void load_query_rows(const BwdArgs& a, int64_t b, int64_t h, int64_t 
     const bool live = i < end && row_live(a, b, i);
     Chunk8 qx = zero_chunk(), dx = zero_chunk();
     if (live) {
-      qx = load_chunk(q.row(b, h, i) + col, a.aligned);
-      dx = load_chunk(dout.row(b, h, i) + col, a.aligned);
+      const int64_t stored = a.rows(b, i);
+      qx = load_chunk(q.row(b, h, stored) + col, a.aligned);
+      dx = load_chunk(dout.row(b, h, stored) + col, a.aligned);
     }
     const bool bad = row_any<D>(chunk_nonfinite<T>(qx) || chunk_nonfinite<T>(dx));
     if (bad) qx = dx = zero_chunk();
@@ -373,15 +380,19 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
       store_acc_row_f32<D>(a.part_dv + part * D, dv, x, 1.0f, t);
     } else {
       if (r >= a.N) continue;
-      store_acc_row<T, D>(static_cast<T*>(a.dk) + b * a.dks.b + r * a.dks.n + h * a.dks.h, dk, x, a.scale, t);
-      store_acc_row<T, D>(static_cast<T*>(a.dv) + b * a.dvs.b + r * a.dvs.n + h * a.dvs.h, dv, x, 1.0f, t);
+      const bool add = kMode == DkdvMode::kAllKeys && a.accumulate_kv;
+      store_acc_row<T, D>(static_cast<T*>(a.dk) + b * a.dks.b + r * a.dks.n + h * a.dks.h, dk, x, a.scale, t, false,
+                          add);
+      store_acc_row<T, D>(static_cast<T*>(a.dv) + b * a.dvs.b + r * a.dvs.n + h * a.dvs.h, dv, x, 1.0f, t, false,
+                          add);
     }
   }
 }
 
 // Sums the chunks of fp32 partials (B, H, chunks, G, D) in chunk order: one warp per (b, h, slot),
 // lanes over the head dim. kernel A (global keys): dK and dV rows at the slot's position, valid
-// slots only; kernel B: the dQ row of every slot.
+// slots only; kernel B: the dQ row of every slot (in the layer mode, of every valid slot, at its
+// position).
 template <typename T, int D>
 LED_KERNEL void __launch_bounds__(kThreads) reduce_kernel(BwdArgs a) {
   SlotRow r;
@@ -394,7 +405,9 @@ LED_KERNEL void __launch_bounds__(kThreads) reduce_kernel(BwdArgs a) {
     T* dst;
     const float* part;
     if (a.global_rows) {
-      dst = static_cast<T*>(a.dq) + b * a.dqs.b + s * a.dqs.n + h * a.dqs.h;
+      const int64_t stored = a.rows(b, s);
+      if (stored < 0) return;
+      dst = static_cast<T*>(a.dq) + b * a.dqs.b + stored * a.dqs.n + h * a.dqs.h;
       part = a.part_dq;
     } else {
       if (!slot_valid(a.key_flags, a.global_idx, a.N, a.G, b, s)) return;
@@ -457,6 +470,9 @@ void launch_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, f
               row_starts_aligned(p.v, p.v_strides, 2) && row_starts_aligned(p.dout, p.do_strides, 2);
   a.o_aligned = row_starts_aligned(out, o_strides, 2) && row_starts_aligned(p.dout, p.do_strides, 2);
   a.global_rows = p.kind == AttnKind::kGlobalRows;
+  a.layer = p.layer;
+  a.accumulate_kv = p.layer && p.accumulate_kv && a.global_rows;
+  a.rows = RowMap{p.key_flags, p.global_idx, p.N, p.G, p.layer && a.global_rows};
   const BwdWorkspace w = bwd_workspace_floats(p.kind, p.B, p.H, p.G, p.N, p.D);
   a.delta = workspace;
   a.chunk = bwd_chunk(p.B, p.H, p.G, p.N);

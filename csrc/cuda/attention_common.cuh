@@ -125,17 +125,6 @@ struct Rows {
   LED_DEVICE const T* row(int64_t b, int64_t h, int64_t i) const { return base + b * s.b + i * s.n + h * s.h; }
 };
 
-// Rows [row0, row0 + kRows) of `src` into a padded shared tile; rows at or past src.rows are 0.
-template <typename T, int D, int kRows = kBlockM>
-LED_DEVICE void load_row_tile(const Rows<T>& src, bool aligned, int64_t b, int64_t h, int64_t row0, T* tile) {
-  constexpr int kChunks = D / 8;
-  for (int c = simt::thread_index(); c < kRows * kChunks; c += kThreads) {
-    const int r = c / kChunks, col = (c % kChunks) * 8;
-    Chunk8 x = zero_chunk();
-    if (row0 + r < src.rows) x = load_chunk(src.row(b, h, row0 + r) + col, aligned);
-    store_chunk(tile + r * smem_row<D>() + col, x);
-  }
-}
 
 // The position of key r of a tile, or -1 when no query row may attend it.
 LED_DEVICE int32_t key_position(const int8_t* key_flags, const int32_t* global_idx, int64_t N, int64_t G,
@@ -159,6 +148,36 @@ LED_DEVICE bool slot_valid(const int8_t* key_flags, const int32_t* global_idx, i
                            int64_t s) {
   const int32_t j = global_idx[b * G + s];
   return j >= 0 && j < N && key_flags[b * N + j] == 2;
+}
+
+// Where the query rows of a kernel are stored: row i of its (B, M, H, D) tensors, or, for kernel B
+// in the layer mode (cpu_attention.h), row global_idx[b, i] of (B, N, H, D) tensors, and no row
+// (-1) for an invalid slot.
+struct RowMap {
+  const int8_t* key_flags;
+  const int32_t* global_idx;
+  int64_t N, G;
+  bool by_slot;
+
+  LED_DEVICE int64_t operator()(int64_t b, int64_t i) const {
+    if (!by_slot) return i;
+    return slot_valid(key_flags, global_idx, N, G, b, i) ? global_idx[b * G + i] : -1;
+  }
+};
+
+// Rows [row0, row0 + kRows) of `src` (through `map`) into a padded shared tile; rows at or past
+// src.rows, or that have no storage, are 0.
+template <typename T, int D, int kRows = kBlockM>
+LED_DEVICE void load_row_tile(const Rows<T>& src, const RowMap& map, bool aligned, int64_t b, int64_t h,
+                              int64_t row0, T* tile) {
+  constexpr int kChunks = D / 8;
+  for (int c = simt::thread_index(); c < kRows * kChunks; c += kThreads) {
+    const int r = c / kChunks, col = (c % kChunks) * 8;
+    Chunk8 x = zero_chunk();
+    const int64_t i = row0 + r < src.rows ? map(b, row0 + r) : -1;
+    if (i >= 0) x = load_chunk(src.row(b, h, i) + col, aligned);
+    store_chunk(tile + r * smem_row<D>() + col, x);
+  }
 }
 
 // Everything that says where a tile's keys come from.
@@ -372,15 +391,21 @@ LED_DEVICE void mma_p_tile(float (&acc)[D / 8][4], const float (&p)[kBlockN / 8]
 }
 
 // Writes row g or g + 8 (x = 0, 1) of a 16 x D accumulator times `mul`, as the 16-bit type, into
-// row `dst` of a (.., D) tensor; zeros when `zero` (selected: a NaN accumulator still gives 0).
+// row `dst` of a (.., D) tensor; zeros when `zero` (selected: a NaN accumulator still gives 0). With
+// `accumulate`, adds it (in fp32, rounded once) to what the row holds.
 template <typename T, int D>
-LED_DEVICE void store_acc_row(T* dst, const float (&acc)[D / 8][4], int x, float mul, int t, bool zero = false) {
+LED_DEVICE void store_acc_row(T* dst, const float (&acc)[D / 8][4], int x, float mul, int t, bool zero = false,
+                              bool accumulate = false) {
   LED_UNROLL
   for (int dn = 0; dn < D / 8; ++dn) {
-    const uint32_t packed =
-        simt::pack2<T>(zero ? 0.0f : acc[dn][2 * x] * mul, zero ? 0.0f : acc[dn][2 * x + 1] * mul);
+    float lo = zero ? 0.0f : acc[dn][2 * x] * mul, hi = zero ? 0.0f : acc[dn][2 * x + 1] * mul;
     simt::check_global(dst + dn * 8 + 2 * t, 4);
-    simt::store_u32(dst + dn * 8 + 2 * t, packed);
+    if (accumulate) {
+      const uint32_t old = simt::load_u32(dst + dn * 8 + 2 * t);
+      lo += simt::bits_to_float<T>(static_cast<uint16_t>(old & 0xFFFFu));
+      hi += simt::bits_to_float<T>(static_cast<uint16_t>(old >> 16));
+    }
+    simt::store_u32(dst + dn * 8 + 2 * t, simt::pack2<T>(lo, hi));
   }
 }
 

@@ -42,6 +42,7 @@ struct FwdArgs {
   const void* k;  // (B, N, H, D)
   const void* v;
   void* out;   // (B, M, H, D)
+  RowMap rows;  // where the rows of q and out are stored (kernel B in the layer mode: at global_idx)
   float* lse;  // (B, H, 2, M)
   const int8_t* key_flags;    // (B, N) 0 local, 1 padding, 2 global
   const int32_t* global_idx;  // (B, G) or null when G == 0
@@ -165,15 +166,17 @@ struct WarpRows {
 };
 
 // Row `row` (row x of block rb) of the output and its statistics: normalized, or 0 / (+inf, 0) when
-// `live` is false or the row attended nothing.
+// `live` is false or the row attended nothing. The output goes to row `out_row` (none when -1).
 template <typename T, int D, int RB>
 LED_DEVICE void write_row(const FwdArgs& a, const WarpRows<T, D, RB>& w, int rb, int x, int64_t b, int64_t h,
-                          int64_t row, bool live, int t) {
+                          int64_t row, int64_t out_row, bool live, int t) {
   const float l = w.l[rb][x];
   const bool attended = live && l != 0.0f;  // NaN sums stay: that row attended a NaN
   const float inv = attended ? 1.0f / l : 0.0f;
-  T* dst = static_cast<T*>(a.out) + b * a.os.b + row * a.os.n + h * a.os.h;
-  store_acc_row<T, D>(dst, w.o[rb], x, inv, t, !attended);
+  if (out_row >= 0) {
+    T* dst = static_cast<T*>(a.out) + b * a.os.b + out_row * a.os.n + h * a.os.h;
+    store_acc_row<T, D>(dst, w.o[rb], x, inv, t, !attended);
+  }
   if (t == 0) {
     float* lse = a.lse + (b * a.H + h) * 2 * a.M;
     simt::check_global(lse + row, 4);
@@ -286,7 +289,7 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
   const int64_t b = bid / (tiles * a.H);
   const int warp = simt::thread_index() / 32, lane = simt::thread_index() % 32;
 
-  load_row_tile<T, D, kRows>(q, a.aligned, b, h, i0, ks);
+  load_row_tile<T, D, kRows>(q, a.rows, a.aligned, b, h, i0, ks);
   simt::sync_block();
   WarpRows<T, D, RB> w;
   w.init(ks, warp, lane);
@@ -316,7 +319,7 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
     LED_UNROLL
     for (int x = 0; x < 2; ++x) {
       const int64_t i = row[rb][x];
-      if (i < a.N) write_row<T, D, RB>(a, w, rb, x, b, h, i, flags[i] != 1, lane % 4);
+      if (i < a.N) write_row<T, D, RB>(a, w, rb, x, b, h, i, i, flags[i] != 1, lane % 4);
     }
   }
 }
@@ -338,7 +341,7 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
   const int64_t b = bid / (a.chunks * slot_tiles * a.H);
   const int warp = simt::thread_index() / 32, lane = simt::thread_index() % 32;
 
-  load_row_tile<T, D>(q, a.aligned, b, h, s0, ks);
+  load_row_tile<T, D>(q, a.rows, a.aligned, b, h, s0, ks);
   simt::sync_block();
   WarpRows<T, D, 1> w;
   w.init(ks, warp, lane);
@@ -361,7 +364,8 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
     const int64_t s = s0 + warp * 16 + lane / 4 + 8 * x;
     if (s >= a.G) continue;
     if (a.chunks == 1) {
-      write_row<T, D, 1>(a, w, 0, x, b, h, s, slot_valid(a.key_flags, a.global_idx, a.N, a.G, b, s), t);
+      const bool valid = slot_valid(a.key_flags, a.global_idx, a.N, a.G, b, s);
+      write_row<T, D, 1>(a, w, 0, x, b, h, s, a.rows(b, s), valid, t);
       continue;
     }
     const int64_t part = (b * a.H + h) * a.chunks + chunk;
@@ -394,8 +398,9 @@ LED_KERNEL void __launch_bounds__(kThreads) combine_kernel(FwdArgs a) {
   }
   const bool attended = slot_valid(a.key_flags, a.global_idx, a.N, a.G, b, s) && l != 0.0f;
   const float inv = attended ? 1.0f / l : 0.0f;
-  T* dst = static_cast<T*>(a.out) + b * a.os.b + s * a.os.n + h * a.os.h;
-  for (int d = lane; d < D; d += 32) {
+  const int64_t out_row = a.rows(b, s);
+  T* dst = out_row >= 0 ? static_cast<T*>(a.out) + b * a.os.b + out_row * a.os.n + h * a.os.h : nullptr;
+  for (int d = lane; d < D && dst != nullptr; d += 32) {
     float acc = 0.0f;
     for (int64_t c = 0; c < a.chunks; ++c) {
       const float* ml = a.part_ml + (part0 + c) * 2 * a.G;
@@ -433,6 +438,7 @@ void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
   a.q = p.q, a.k = p.k, a.v = p.v, a.out = p.out, a.lse = p.lse;
   a.key_flags = p.key_flags, a.global_idx = p.global_idx;
   a.B = p.B, a.M = p.M, a.N = p.N, a.H = p.H, a.G = p.G, a.window = p.window;
+  a.rows = RowMap{p.key_flags, p.global_idx, p.N, p.G, p.layer && p.kind == AttnKind::kGlobalRows};
   a.scale_log2 = static_cast<float>(p.scale * 1.4426950408889634);
   a.qs = p.q_strides, a.ks = p.k_strides, a.vs = p.v_strides, a.os = p.o_strides;
   a.aligned = row_starts_aligned(p.q, p.q_strides, 2) && row_starts_aligned(p.k, p.k_strides, 2) &&

@@ -98,8 +98,9 @@ LED_DEVICE float fast_exp2(float x) {
   return y;
 }
 
-// A 32-bit store to global memory at a 4-byte aligned address.
+// A 32-bit store to (load from) global memory at a 4-byte aligned address.
 LED_DEVICE void store_u32(void* dst, uint32_t v) { *reinterpret_cast<uint32_t*>(dst) = v; }
+LED_DEVICE uint32_t load_u32(const void* src) { return *reinterpret_cast<const uint32_t*>(src); }
 
 }  // namespace simt
 }  // namespace led_kernels

@@ -4,7 +4,11 @@
 row) and ``global_attention`` (kernel B: the global slots' rows over every non-padded key), each a
 ``torch.library.custom_op`` (``led_kernels::cuda_banded_fwd`` / ``cuda_banded_bwd`` / ``cuda_global_fwd`` /
 ``cuda_global_bwd``) with a fake implementation and a registered autograd formula, so
-``torch.compile(fullgraph=True)`` traces through them.
+``torch.compile(fullgraph=True)`` traces through them. ``longformer_attention`` runs the whole layer as
+one pair of ops (``led_kernels::cuda_longformer_fwd`` / ``cuda_longformer_bwd``) inside an
+autograd.Function: kernel B reads its query rows and writes its output rows at the global positions of
+kernel A's tensors (the kernels' layer mode, csrc/include/led_kernels/cpu_attention.h), so no gather,
+scatter or gradient addition runs around the kernels.
 
 The kernels are FlashAttention-2 style on tensor cores (``mma.sync`` m16n8k16 with fp32 accumulation,
 ``ldmatrix``): blocks of 4 warps x 16 query rows, key tiles of 64 staged in shared memory, an online base-2
@@ -32,6 +36,7 @@ from torch import Tensor
 
 from led_kernels import _extension as ext
 from led_kernels.ops._compiled import prepare_indices, rows_last_dim_contiguous, strides3
+from led_kernels.ops._dispatch import call_op
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16)
@@ -91,14 +96,20 @@ def _ptr(t: Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
 
 
-def _forward(kind, q, k, v, key_flags, global_idx, window, scale) -> tuple[Tensor, Tensor]:
-    # q (B, M, H, D) rows, k/v (B, N, H, D) -> out (B, M, H, D), lse (B, H, 2, M) float32
+def _forward(
+    kind, q, k, v, key_flags, global_idx, window, scale, out=None, layer=False
+) -> tuple[Tensor, Tensor]:
+    # q (B, M, H, D) rows, k/v (B, N, H, D) -> out (B, M, H, D), lse (B, H, 2, M) float32. The layer
+    # mode's kernel B (cpu_attention.h): q (B, N, H, D), its G slot rows written into `out` (B, N, H, D)
     b, m, h, d = q.shape
     n = k.shape[1]
     g = 0 if global_idx is None else global_idx.shape[1]
-    out = torch.empty((b, m, h, d), dtype=q.dtype, device=q.device)
+    if layer and kind == _KIND_GLOBAL:
+        m = g
+    if out is None:
+        out = torch.empty((b, m, h, d), dtype=q.dtype, device=q.device)
     lse = torch.empty((b, h, 2, m), dtype=torch.float32, device=q.device)
-    if out.numel() == 0:
+    if b * m * h * d == 0:
         return out, lse.fill_(float("inf"))
     workspace, nbytes = _workspace(False, kind, b, h, g, n, d, q.device)
     with _launch_context(q) as stream:
@@ -106,20 +117,27 @@ def _forward(kind, q, k, v, key_flags, global_idx, window, scale) -> tuple[Tenso
             kind, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(),
             key_flags.data_ptr(), _ptr(global_idx), b, m, n, h, d, g, window, scale,
             strides3(q), strides3(k), strides3(v), strides3(out),
-            ext.dtype_code(q.dtype), workspace.data_ptr(), nbytes, stream,
+            ext.dtype_code(q.dtype), workspace.data_ptr(), nbytes, stream, layer,
         )  # fmt: skip
     return out, lse
 
 
 def _backward(
-    kind, dout, q, k, v, out, lse, key_flags, global_idx, window, scale
-) -> tuple[Tensor, Tensor, Tensor]:
+    kind, dout, q, k, v, out, lse, key_flags, global_idx, window, scale, grads=None, layer=False,
+    accumulate_kv=False,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    # dq like q, dk and dv (B, N, H, D); the layer mode's kernel B writes into `grads` (see _forward)
     b, m, h, d = q.shape
     n = k.shape[1]
     g = 0 if global_idx is None else global_idx.shape[1]
-    dq = torch.empty((b, m, h, d), dtype=q.dtype, device=q.device)
-    dk = torch.empty((b, n, h, d), dtype=k.dtype, device=q.device)
-    dv = torch.empty((b, n, h, d), dtype=v.dtype, device=q.device)
+    if layer and kind == _KIND_GLOBAL:
+        m = g
+    if grads is None:
+        dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        dk = torch.empty((b, n, h, d), dtype=k.dtype, device=q.device)
+        dv = torch.empty((b, n, h, d), dtype=v.dtype, device=q.device)
+    else:
+        dq, dk, dv = grads
     if b * h * d == 0 or (m == 0 and n == 0):
         return dq, dk, dv
     workspace, nbytes = _workspace(True, kind, b, h, g, n, d, q.device)
@@ -130,7 +148,7 @@ def _backward(
             b, m, n, h, d, g, window, scale,
             strides3(q), strides3(k), strides3(v), strides3(out), strides3(dout),
             strides3(dq), strides3(dk), strides3(dv),
-            ext.dtype_code(q.dtype), workspace.data_ptr(), nbytes, stream,
+            ext.dtype_code(q.dtype), workspace.data_ptr(), nbytes, stream, layer, accumulate_kv,
         )  # fmt: skip
     return dq, dk, dv
 
@@ -358,4 +376,172 @@ def global_attention(
     return out
 
 
-__all__ = ["SUPPORTED_DTYPES", "SUPPORTED_HEAD_DIMS", "banded_attention", "global_attention", "key_flags"]
+# ----------------------------------------------------------------------------------------------------
+# the whole layer: kernel A, then kernel B over A's output (the layer mode of cpu_attention.h)
+# ----------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("led_kernels::cuda_longformer_fwd", mutates_args=())
+def cuda_longformer_fwd(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    q_global: Tensor,
+    k_global: Tensor,
+    v_global: Tensor,
+    key_flags: Tensor,
+    global_idx: Tensor,
+    window: int,
+    scale: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """-> out (B, N, H, D), kernel A's lse (B, H, 2, N) and kernel B's (B, H, 2, G), float32."""
+    b, _, h, _ = q.shape
+    g = global_idx.shape[1]
+    out, lse = _forward(_KIND_BANDED, q, k, v, key_flags, global_idx if g > 0 else None, window, scale)
+    if g == 0:
+        return out, lse, lse.new_empty((b, h, 2, 0))
+    # B's rows go straight into A's output at the global positions (after A's, on the same stream)
+    _, glse = _forward(_KIND_GLOBAL, q_global, k_global, v_global, key_flags, global_idx, 0, scale, out, True)
+    return out, lse, glse
+
+
+@cuda_longformer_fwd.register_fake
+def _(q, k, v, q_global, k_global, v_global, key_flags, global_idx, window, scale):
+    b, n, h, d = q.shape
+    g = global_idx.shape[1]
+    return (
+        q.new_empty((b, n, h, d)),
+        q.new_empty((b, h, 2, n), dtype=torch.float32),
+        q.new_empty((b, h, 2, g), dtype=torch.float32),
+    )
+
+
+def _global_grads_like(q_global: Tensor, k_global: Tensor, v_global: Tensor, shared: bool) -> list[Tensor]:
+    if shared:  # folded into dq, dk, dv: empty placeholders (an op's outputs may not alias)
+        return [x.new_empty((0,)) for x in (q_global, k_global, v_global)]
+    # dq_global is zero except at the global rows, which kernel B writes; dk/dv_global are written whole
+    dq_global = torch.zeros(q_global.shape, dtype=q_global.dtype, device=q_global.device)
+    return [dq_global, *(torch.empty(x.shape, dtype=x.dtype, device=x.device) for x in (k_global, v_global))]
+
+
+@torch.library.custom_op("led_kernels::cuda_longformer_bwd", mutates_args=())
+def cuda_longformer_bwd(
+    dout: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    q_global: Tensor,
+    k_global: Tensor,
+    v_global: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    glse: Tensor,
+    key_flags: Tensor,
+    global_idx: Tensor,
+    window: int,
+    scale: float,
+    shared: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """-> dq, dk, dv (B, N, H, D) and, unless ``shared`` (the global projections are the local ones, whose
+    gradients then hold theirs), dq_global, dk_global, dv_global (B, N, H, D); 0-element placeholders when
+    shared."""
+    g = global_idx.shape[1]
+    # kernel A: the global rows are dead (their output is B's)
+    a_idx = global_idx if g > 0 else None
+    dq, dk, dv = _backward(_KIND_BANDED, dout, q, k, v, out, lse, key_flags, a_idx, window, scale, layer=True)
+    global_grads = _global_grads_like(q_global, k_global, v_global, shared)
+    if g == 0:
+        if not shared:
+            global_grads[1].zero_(), global_grads[2].zero_()
+        return dq, dk, dv, *global_grads
+    # kernel B: its dq rows written at the global positions (where A's are 0), its dk / dv added to A's
+    # when shared
+    targets = (dq, dk, dv) if shared else tuple(global_grads)
+    _backward(
+        _KIND_GLOBAL, dout, q_global, k_global, v_global, out, glse, key_flags, global_idx, 0, scale, targets,
+        True, shared,
+    )  # fmt: skip
+    return dq, dk, dv, *global_grads
+
+
+@cuda_longformer_bwd.register_fake
+def _(
+    dout, q, k, v, q_global, k_global, v_global, out, lse, glse, key_flags, global_idx, window, scale, shared
+):
+    grads = [x.new_empty(x.shape) for x in (q, k, v)]
+    glob = (q_global, k_global, v_global)
+    grads += [x.new_empty((0,)) for x in glob] if shared else [x.new_empty(x.shape) for x in glob]
+    return tuple(grads)
+
+
+class LongformerAttentionFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, q_global, k_global, v_global, window, key_flags, global_idx, scale, shared):
+        out, lse, glse = call_op(
+            cuda_longformer_fwd, q, k, v, q_global, k_global, v_global, key_flags, global_idx, window, scale
+        )
+        ctx.save_for_backward(q, k, v, q_global, k_global, v_global, out, lse, glse, key_flags, global_idx)
+        ctx.window, ctx.scale, ctx.shared = window, scale, shared
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        dout = rows_last_dim_contiguous(dout)
+        grads = call_op(cuda_longformer_bwd, dout, *ctx.saved_tensors, ctx.window, ctx.scale, ctx.shared)
+        dq, dk, dv, dqg, dkg, dvg = grads
+        if ctx.shared:
+            dqg = dkg = dvg = None
+        return dq, dk, dv, dqg, dkg, dvg, None, None, None, None, None
+
+
+def longformer_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    q_global: Tensor | None,
+    k_global: Tensor | None,
+    v_global: Tensor | None,
+    window: int,
+    key_flags: Tensor,
+    global_idx: Tensor,
+    scale: float,
+) -> Tensor:
+    """A whole Longformer/LED layer (kernels A and B), differentiable in all six projections.
+
+    Kernel A writes every row; kernel B reads its query rows at the global positions and writes its output
+    rows there, over A's, with no gather or scatter around them. In the backward kernel A treats the global
+    rows as dead and kernel B writes their dQ; with one shared projection B's dK and dV are added to A's in
+    its kernel.
+
+    Args:
+        q, k, v: (B, N, H, D) local projections (see :func:`banded_attention`).
+        q_global, k_global, v_global: (B, N, H, D) global projections; None means the local one (all three
+            None: one shared projection).
+        window, key_flags, scale: as in :func:`banded_attention`.
+        global_idx: int32 (B, G) sorted positions then -1 (G may be 0).
+
+    Returns:
+        (B, N, H, D): kernel A's rows, with the rows of valid global slots replaced by kernel B's.
+    """
+    tensors = {"q": q, "k": k, "v": v, "q_global": q_global, "k_global": k_global, "v_global": v_global}
+    for name, t in tensors.items():
+        if t is not None:
+            _check_input(t, name)
+    key_flags, global_idx = prepare_indices(key_flags, global_idx)
+    shared = q_global is None and k_global is None and v_global is None
+    q_global = q if q_global is None else q_global
+    k_global = k if k_global is None else k_global
+    v_global = v if v_global is None else v_global
+    return LongformerAttentionFunction.apply(
+        q, k, v, q_global, k_global, v_global, int(window), key_flags, global_idx, float(scale), shared
+    )
+
+
+__all__ = [
+    "SUPPORTED_DTYPES",
+    "SUPPORTED_HEAD_DIMS",
+    "banded_attention",
+    "global_attention",
+    "key_flags",
+    "longformer_attention",
+]

@@ -73,14 +73,14 @@ class Emulated:
         lib.led_emu_fwd_workspace_bytes.restype = u64
         lib.led_emu_attention_fwd.argtypes = [
             ctypes.c_int, *([u64] * 7), *([i64] * 7), ctypes.c_double, ctypes.POINTER(i64), ctypes.c_int,
-            u64, u64, ctypes.c_char_p, ctypes.c_int,
+            u64, u64, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
         ]  # fmt: skip
         lib.led_emu_attention_fwd.restype = ctypes.c_int
         lib.led_emu_bwd_workspace_bytes.argtypes = [ctypes.c_int, i64, i64, i64, i64, i64]
         lib.led_emu_bwd_workspace_bytes.restype = u64
         lib.led_emu_attention_bwd.argtypes = [
             ctypes.c_int, *([u64] * 11), *([i64] * 7), ctypes.c_double, ctypes.POINTER(i64), ctypes.c_int,
-            u64, u64, ctypes.c_char_p, ctypes.c_int,
+            u64, u64, ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
         ]  # fmt: skip
         lib.led_emu_attention_bwd.restype = ctypes.c_int
         lib.led_emu_key_flags.argtypes = [
@@ -119,17 +119,23 @@ class Emulated:
         *,
         seed: int = 0,
         ranges: list[tuple[int, int]] | None = None,
+        layer: bool = False,
+        out: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Kernel A (kind 0: rows of q (B, N, H, D)) or B (kind 1: slots of q (B, G, H, D)) forward.
 
         Returns (out, lse): out (B, M, H, D) in q's dtype and lse (B, H, 2, M) float32, both
         NaN-poisoned before the launch. ``ranges`` replaces the registered tensor ranges (for
-        testing the bounds check itself).
+        testing the bounds check itself). ``layer``: the layer mode (cpu_attention.h); kernel B then
+        reads q (B, N, H, D) at the global positions and writes them into ``out`` (B, N, H, D, given).
         """
         b, m, h, d = q.shape
         n = k.shape[1]
         g = 0 if global_idx is None else global_idx.shape[1]
-        out = torch.full((b, m, h, d), float("nan"), dtype=q.dtype)
+        if layer and kind == KIND_GLOBAL:
+            m = g
+        if out is None:
+            out = torch.full((b, m, h, d), float("nan"), dtype=q.dtype)
         lse = torch.full((b, h, 2, m), float("nan"), dtype=torch.float32)
         flags = key_flags.to(torch.int8).contiguous()
         gidx = None if global_idx is None else global_idx.to(torch.int32).contiguous()
@@ -143,7 +149,7 @@ class Emulated:
         rc = self.lib.led_emu_attention_fwd(
             kind, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(), flags.data_ptr(),
             0 if gidx is None else gidx.data_ptr(), b, m, n, h, d, g, window, scale, strides,
-            _DTYPE_CODES.get(q.dtype, -1), workspace.data_ptr(), ws_bytes, error, len(error),
+            _DTYPE_CODES.get(q.dtype, -1), workspace.data_ptr(), ws_bytes, int(layer), error, len(error),
         )  # fmt: skip
         self.lib.led_emu_clear_ranges()
         if rc != 0:
@@ -165,15 +171,24 @@ class Emulated:
         scale: float,
         *,
         seed: int = 0,
+        layer: bool = False,
+        accumulate_kv: bool = False,
+        grads: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Backward of :meth:`attention_fwd` (``out``, ``lse``: its results): dq (B, M, H, D), dk and dv
-        (B, N, H, D), NaN-poisoned before the launch."""
+        (B, N, H, D), NaN-poisoned before the launch unless given as ``grads`` (the layer mode's kernel
+        B writes into kernel A's dq and, with ``accumulate_kv``, adds to its dk and dv)."""
         b, m, h, d = q.shape
         n = k.shape[1]
         g = 0 if global_idx is None else global_idx.shape[1]
-        dq = torch.full((b, m, h, d), float("nan"), dtype=q.dtype)
-        dk = torch.full((b, n, h, d), float("nan"), dtype=q.dtype)
-        dv = torch.full((b, n, h, d), float("nan"), dtype=q.dtype)
+        if layer and kind == KIND_GLOBAL:
+            m = g
+        if grads is not None:
+            dq, dk, dv = grads
+        else:
+            dq = torch.full(q.shape, float("nan"), dtype=q.dtype)
+            dk = torch.full((b, n, h, d), float("nan"), dtype=q.dtype)
+            dv = torch.full((b, n, h, d), float("nan"), dtype=q.dtype)
         flags = key_flags.to(torch.int8).contiguous()
         gidx = None if global_idx is None else global_idx.to(torch.int32).contiguous()
         ws_bytes = int(self.lib.led_emu_bwd_workspace_bytes(kind, b, h, g, n, d))
@@ -191,7 +206,8 @@ class Emulated:
             kind, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), dout.data_ptr(), lse.data_ptr(),
             dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), flags.data_ptr(),
             0 if gidx is None else gidx.data_ptr(), b, m, n, h, d, g, window, scale, strides,
-            _DTYPE_CODES.get(q.dtype, -1), workspace.data_ptr(), ws_bytes, error, len(error),
+            _DTYPE_CODES.get(q.dtype, -1), workspace.data_ptr(), ws_bytes, int(layer), int(accumulate_kv),
+            error, len(error),
         )  # fmt: skip
         self.lib.led_emu_clear_ranges()
         if rc != 0:
@@ -213,12 +229,12 @@ class EmulatedExtension:
         fn = self.lib.led_emu_bwd_workspace_bytes if backward else self.lib.led_emu_fwd_workspace_bytes
         return int(fn(kind, b, h, g, n, d))
 
-    def _call(self, fn, name, args, strides, dtype_code, workspace_ptr, workspace_bytes, stream):
+    def _call(self, fn, name, args, strides, dtype_code, workspace_ptr, workspace_bytes, stream, modes):
         assert stream == 0, "host tensors run on no stream"
         flat = (ctypes.c_int64 * (3 * len(strides)))(*(s for triple in strides for s in triple))
         error = ctypes.create_string_buffer(1024)
         self.lib.led_emu_clear_ranges()
-        rc = fn(*args, flat, dtype_code, workspace_ptr, workspace_bytes, error, len(error))
+        rc = fn(*args, flat, dtype_code, workspace_ptr, workspace_bytes, *map(int, modes), error, len(error))
         if rc != 0:
             raise ValueError(error.value.decode())
         self.calls.append(name)
@@ -234,32 +250,18 @@ class EmulatedExtension:
         self.calls.append("key_flags")
 
     def attention_fwd_cuda(self, kind, *args):
-        *head, qs, ks, vs, os_, dtype_code, ws_ptr, ws_bytes, stream = args
+        # the binding's arguments; its trailing `layer` is optional there, always given here
+        *head, qs, ks, vs, os_, dtype_code, ws_ptr, ws_bytes, stream, layer = args
         strides = (qs, ks, vs, os_)
-        self._call(
-            self.lib.led_emu_attention_fwd,
-            "fwd",
-            (kind, *head),
-            strides,
-            dtype_code,
-            ws_ptr,
-            ws_bytes,
-            stream,
-        )
+        fn = self.lib.led_emu_attention_fwd
+        self._call(fn, "fwd", (kind, *head), strides, dtype_code, ws_ptr, ws_bytes, stream, (layer,))
 
     def attention_bwd_cuda(self, kind, *args):
-        *head, qs, ks, vs, os_, dos, dqs, dks, dvs, dtype_code, ws_ptr, ws_bytes, stream = args
+        *head, qs, ks, vs, os_, dos, dqs, dks, dvs, dtype_code, ws_ptr, ws_bytes, stream, layer, accumulate = args
         strides = (qs, ks, vs, os_, dos, dqs, dks, dvs)
-        self._call(
-            self.lib.led_emu_attention_bwd,
-            "bwd",
-            (kind, *head),
-            strides,
-            dtype_code,
-            ws_ptr,
-            ws_bytes,
-            stream,
-        )
+        fn = self.lib.led_emu_attention_bwd
+        modes = (layer, accumulate)
+        self._call(fn, "bwd", (kind, *head), strides, dtype_code, ws_ptr, ws_bytes, stream, modes)
 
 
 __all__ = [

@@ -44,16 +44,18 @@ uint64_t led_emu_fwd_workspace_bytes(int kind, int64_t B, int64_t H, int64_t G, 
   return led_kernels::cuda_attn::fwd_workspace_bytes(static_cast<led_kernels::AttnKind>(kind), B, H, G, N, D);
 }
 
-// attention_fwd_cuda's arguments (see attention.cu); strides: 4 x (b, n, h) for q, k, v, out.
+// attention_fwd_cuda's arguments (see attention.cu); strides: 4 x (b, n, h) for q, k, v, out; layer:
+// the layer mode (cpu_attention.h).
 int led_emu_attention_fwd(int kind, uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t out, uintptr_t lse,
                           uintptr_t key_flags, uintptr_t global_idx, int64_t B, int64_t M, int64_t N, int64_t H,
                           int64_t D, int64_t G, int64_t window, double scale, const int64_t* strides12,
-                          int dtype_code, uintptr_t workspace, uint64_t workspace_bytes, char* error,
+                          int dtype_code, uintptr_t workspace, uint64_t workspace_bytes, int layer, char* error,
                           int error_len) {
   try {
-    const led_kernels::AttnFwdParams p = led_kernels::attn_fwd_params(
+    led_kernels::AttnFwdParams p = led_kernels::attn_fwd_params(
         kind, q, k, v, out, lse, key_flags, global_idx, B, M, N, H, D, G, window, scale,
         {strides(strides12), strides(strides12 + 3), strides(strides12 + 6), strides(strides12 + 9)}, dtype_code);
+    p.layer = layer != 0;
     led_kernels::cuda_attn::attention_fwd(p, reinterpret_cast<float*>(workspace), workspace_bytes, 0);
     return 0;
   } catch (const std::exception& e) {
@@ -70,14 +72,16 @@ int led_emu_attention_bwd(int kind, uintptr_t q, uintptr_t k, uintptr_t v, uintp
                           uintptr_t lse, uintptr_t dq, uintptr_t dk, uintptr_t dv, uintptr_t key_flags,
                           uintptr_t global_idx, int64_t B, int64_t M, int64_t N, int64_t H, int64_t D, int64_t G,
                           int64_t window, double scale, const int64_t* strides24, int dtype_code, uintptr_t workspace,
-                          uint64_t workspace_bytes, char* error, int error_len) {
+                          uint64_t workspace_bytes, int layer, int accumulate_kv, char* error, int error_len) {
   try {
     // strides24: q, k, v, out, dout, dq, dk, dv
-    const led_kernels::AttnBwdParams p = led_kernels::attn_bwd_params(
+    led_kernels::AttnBwdParams p = led_kernels::attn_bwd_params(
         kind, q, k, v, dout, lse, dq, dk, dv, key_flags, global_idx, B, M, N, H, D, G, window, scale,
         {strides(strides24), strides(strides24 + 3), strides(strides24 + 6), strides(strides24 + 12),
          strides(strides24 + 15), strides(strides24 + 18), strides(strides24 + 21)},
         dtype_code);
+    p.layer = layer != 0;
+    p.accumulate_kv = accumulate_kv != 0;
     const led_kernels::BNHStrides o_strides = strides(strides24 + 9);
     led_kernels::cuda_attn::attention_bwd(p, reinterpret_cast<const void*>(out), o_strides,
                                           reinterpret_cast<float*>(workspace), workspace_bytes, 0);

@@ -381,6 +381,13 @@ inline void store_u32(void* dst, uint32_t v) {
   std::memcpy(dst, &v, 4);
 }
 
+inline uint32_t load_u32(const void* src) {
+  if (reinterpret_cast<uintptr_t>(src) % 4 != 0) simt_emu::fail("load_u32: address not 4-byte aligned");
+  uint32_t v;
+  std::memcpy(&v, src, 4);
+  return v;
+}
+
 }  // namespace simt
 }  // namespace led_kernels
 

@@ -34,7 +34,8 @@ SIX = ("q", "k", "v", "q_global", "k_global", "v_global")
 
 
 def _layer_via_module(views, window, gm, pm):
-    """The whole layer from the backend module's two ops, composed as ``longformer_attention`` does."""
+    """The whole layer from the backend module's two ops, composed as ``longformer_attention`` does for a
+    backend without a layer op (a global projection that is None is the local one)."""
     q, k, v, qg, kg, vg = views
     b, n, _, d = q.shape
     gi = None if gm is None else lk.global_indices(gm)
@@ -42,33 +43,66 @@ def _layer_via_module(views, window, gm, pm):
     out = cuda.banded_attention(q, k, v, window, flags, gi, d**-0.5)
     if gi is None:
         return out
+    qg, kg, vg = (x if g is None else g for x, g in zip((q, k, v), (qg, kg, vg)))
     gout = cuda.global_attention(gather_rows(qg, gi), kg, vg, gi, flags, d**-0.5)
     return scatter_rows(out, gout, gi, valid_global_slots(gi, flags))
 
 
-def _errors_vs_oracle(shape, window, gpat, ppat, dtype, seed=0):
-    """(output error, per-projection gradient errors) of the cuda module and of the torch backend."""
+def _layer_one_op(views, window, gm, pm):
+    """The whole layer through the backend's layer op, called as ``longformer_attention`` calls it."""
+    q, k, v, qg, kg, vg = views
+    b, n, _, d = q.shape
+    gi = torch.empty(b, 0, dtype=torch.int32) if gm is None else lk.global_indices(gm)
+    flags = cuda.key_flags(b, n, q.device, pm, gi)
+    return cuda.longformer_attention(q, k, v, qg, kg, vg, window, flags, gi, d**-0.5)
+
+
+def _run_layers(shape, window, gpat, ppat, dtype, shared=False, seed=0):
+    """The fp64 oracle's output and gradient (w.r.t. the fused six projections), and the same from the
+    cuda module's composed ops ("ops"), its layer op ("layer") and the torch backend ("torch").
+    ``shared``: one projection (the global ones are None)."""
     b, n, h, d = shape
     torch.manual_seed(seed)
     fused64, views64 = fused_projections(b, n, h, d, dtype=torch.float64)
     gm, pm = global_mask(b, n, gpat), padding_mask(b, n, ppat)
-    ref = oracle.dense_longformer_attention(*views64[:3], window, pm, gm, *views64[3:])
+
+    def six(views):
+        return [*views[:3], None, None, None] if shared else views
+
+    ref = oracle.dense_longformer_attention(*views64[:3], window, pm, gm, *six(views64)[3:])
     dout = torch.randn(ref.shape, dtype=torch.float64)
     (grad_ref,) = torch.autograd.grad(ref, fused64, dout)
-    results = {}
+    results = {"oracle": (ref, grad_ref)}
     for name, run in (
-        ("cuda", lambda views: _layer_via_module(views, window, gm, pm)),
-        ("torch", lambda views: longformer_layer(views, window, gm, pm, "torch")),
+        ("ops", lambda views: _layer_via_module(six(views), window, gm, pm)),
+        ("layer", lambda views: _layer_one_op(six(views), window, gm, pm)),
+        ("torch", lambda views: longformer_layer(six(views), window, gm, pm, "torch")),
     ):
         fused = fused64.detach().to(dtype).requires_grad_()
         out = run(list(fused.unbind(2)))
         (grad,) = torch.autograd.grad(out, fused, dout.to(dtype))
         assert torch.isfinite(out).all() and torch.isfinite(grad).all(), name
-        results[name] = (
+        results[name] = (out, grad)
+    return results
+
+
+def _errors_vs_oracle(results):
+    """(output error, per-projection gradient errors) of each run against the oracle's."""
+    ref, grad_ref = results["oracle"]
+    errors = {}
+    for name, (out, grad) in results.items():
+        errors[name] = (
             (out.double() - ref).abs().max().item(),
             [(grad[:, :, i].double() - grad_ref[:, :, i]).abs().max().item() for i in range(6)],
         )
-    return results
+    return errors
+
+
+def _assert_within_twice_torch(errors, name):
+    (out_err, grad_errs), (out_err_t, grad_errs_t) = errors[name], errors["torch"]
+    assert out_err <= 2 * out_err_t + 1e-6, f"{name}: output error {out_err:.3g} > 2 x {out_err_t:.3g}"
+    for proj, err, err_t in zip(SIX, grad_errs, grad_errs_t):
+        assert err <= 2 * err_t + 1e-6, f"{name} d{proj}: error {err:.3g} > 2 x torch backend's {err_t:.3g}"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -80,12 +114,57 @@ def _errors_vs_oracle(shape, window, gpat, ppat, dtype, seed=0):
 @pytest.mark.parametrize("gpat", GLOBAL_PATTERNS)
 @pytest.mark.parametrize("shape,window", [((2, 37, 2, 16), 5), ((1, 130, 2, 32), 40)], ids=["n37", "n130"])
 def test_layer_matches_oracle_emulated(emulated_cuda_backend, shape, window, gpat, dtype):
-    errors = _errors_vs_oracle(shape, window, gpat, "tail", dtype)
-    (out_err, grad_errs), (out_err_t, grad_errs_t) = errors["cuda"], errors["torch"]
-    assert out_err <= 2 * out_err_t + 1e-6
-    for name, err, err_t in zip(SIX, grad_errs, grad_errs_t):
-        assert err <= 2 * err_t + 1e-6, f"d{name}: error {err:.3g} > 2 x torch backend's {err_t:.3g}"
-    assert emulated_cuda_backend.calls.count("bwd") == (1 if gpat == "none" else 2)
+    results = _run_layers(shape, window, gpat, "tail", dtype)
+    errors = _errors_vs_oracle(results)
+    _assert_within_twice_torch(errors, "ops")
+    _assert_within_twice_torch(errors, "layer")
+    # each path runs kernel A's and (with globals) kernel B's forward and backward once
+    kernel_calls = 2 * (1 if gpat == "none" else 2)
+    calls = emulated_cuda_backend.calls
+    assert calls.count("fwd") == calls.count("bwd") == kernel_calls
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["separate", "shared"])
+@pytest.mark.parametrize("ppat", ["none", "tail", "full"])
+@pytest.mark.parametrize("gpat", GLOBAL_PATTERNS)
+def test_layer_op_gives_the_composed_ops_bits_emulated(emulated_cuda_backend, gpat, ppat, shared):
+    """The layer op (kernel B reading and writing A's tensors at the global rows, A's backward treating them
+    as dead, B's dK / dV added to A's in the kernel) gives the output and gradients of the two ops composed
+    with a gather and a scatter, bit for bit; except the shared projection's dK and dV, which it rounds once
+    (A's 16-bit value plus B's fp32 sum) where autograd adds two rounded halves."""
+    results = _run_layers((2, 45, 2, 16), 7, gpat, ppat, torch.bfloat16, shared)
+    (out_ops, grad_ops), (out_layer, grad_layer) = results["ops"], results["layer"]
+    assert torch.equal(out_layer, out_ops)
+    for i, proj in enumerate(SIX):
+        if shared and proj in ("k", "v") and gpat != "none":
+            torch.testing.assert_close(grad_layer[:, :, i], grad_ops[:, :, i], atol=2e-2, rtol=1e-2)
+        else:
+            assert torch.equal(grad_layer[:, :, i], grad_ops[:, :, i]), f"d{proj}"
+    _assert_within_twice_torch(_errors_vs_oracle(results), "layer")
+
+
+def test_layer_op_contains_nonfinite_rows_emulated(emulated_cuda_backend):
+    """A NaN in one key row of the local projection and an inf in one query row of the global one reach only
+    the rows that attend them and the gradients that depend on those, through the layer op as through the
+    composed ops."""
+    b, n, h, d, window = 1, 70, 1, 16, 4
+    torch.manual_seed(3)
+    base = [torch.randn(b, n, h, d).half() for _ in range(6)]
+    base[1][0, 40] = float("nan")  # k row 40 (local): only the band rows 36..44 attend it
+    base[3][0, 10] = float("inf")  # q_global row 10: global row 10's query
+    gm = torch.zeros(b, n, dtype=torch.bool)
+    gm[0, [10, 60]] = True
+    dout = torch.randn(b, n, h, d).half()
+    results = []
+    for run in (_layer_via_module, _layer_one_op):
+        views = [x.clone().requires_grad_() for x in base]
+        out = run(views, window, gm, None)
+        results.append((out, *torch.autograd.grad(out, views, dout)))
+    out_layer = results[1][0]
+    assert out_layer.isnan().any(-1).any(-1)[0].nonzero().flatten().tolist() == [10, *range(36, 45)]
+    for name, x_ops, x_layer in zip(("out", *SIX), *results):
+        assert torch.equal(x_layer.isnan(), x_ops.isnan()), name
+        assert torch.equal(x_layer.nan_to_num(0.0), x_ops.nan_to_num(0.0)), name
 
 
 @pytest.mark.parametrize("gpat", GLOBAL_PATTERNS)

@@ -182,6 +182,18 @@ def _cuda_cases(shape, window, dtype, globals_, layout, seed=0):
         (OPS.cuda_banded_fwd.default, (q, k, v, flags, gi, window, scale)),
         (OPS.cuda_banded_bwd.default, _nograd(dout, q, k, v, out, lse, flags, gi, window, scale)),
     ]
+    # the whole layer (its derivative lives in an autograd.Function: plain inputs), with separate
+    # global projections and with the shared one
+    qkv_g = _layouts(b, n, h, d, dtype, seed + 7)[layout]
+    plain = _nograd(q, k, v)
+    for projections, shared in ((qkv_g, False), (plain, True)):
+        fwd_args = (*plain, *projections, flags, gi32, window, scale)
+        lout, llse, lglse = OPS.cuda_longformer_fwd(*fwd_args)
+        bwd_args = (dout, *plain, *projections, lout, llse, lglse, flags, gi32, window, scale, shared)
+        cases += [
+            (OPS.cuda_longformer_fwd.default, fwd_args),
+            (OPS.cuda_longformer_bwd.default, _nograd(*bwd_args)),
+        ]
     if gi is not None:
         qg = gather_rows(q.detach(), gi).requires_grad_()
         gout, glse = OPS.cuda_global_fwd(qg, k, v, gi, flags, scale)
@@ -212,6 +224,8 @@ CASES = {
     "cuda_banded_bwd": "cuda",
     "cuda_global_fwd": "cuda",
     "cuda_global_bwd": "cuda",
+    "cuda_longformer_fwd": "cuda",
+    "cuda_longformer_bwd": "cuda",
 }
 
 
@@ -261,4 +275,5 @@ def test_cuda_ops_emulated(emulated_cuda_backend, variant):
     seen: set[str] = set()
     _check_all(_cuda_cases(*variant), seen)
     expected = {op for op, backend in CASES.items() if backend == "cuda"}
-    assert seen == (expected if variant[3] else {"cuda_key_flags", "cuda_banded_fwd", "cuda_banded_bwd"})
+    without_globals = {op for op in expected if not op.startswith("cuda_global_")}
+    assert seen == (expected if variant[3] else without_globals)

@@ -14,6 +14,16 @@
 // attend it, which come out NaN (never a silent 0), and the gradients that depend on those rows;
 // every other element is bitwise what it would be without it.
 //
+// The layer mode (the cuda kernels only; the CPU kernels refuse it): both kinds run as the two halves
+// of one Longformer layer over the same (B, N, H, D) tensors, kernel B's rows replacing kernel A's
+// at the global positions, with no gather or scatter around them.
+//   kBanded: a global row (key_flags[i] == 2) is dead in the backward, as a padding row is (its
+//            output is kernel B's); the forward is unchanged (its rows there are overwritten).
+//   kGlobalRows: q, out, dout and dq are (B, N, H, D) and slot s reads and writes their row
+//            global_idx[b, s]; an invalid slot reads zeros and writes nothing. lse and the row
+//            count M stay those of the slots (G). With accumulate_kv, the backward adds its dk and
+//            dv to what those tensors hold (kernel A's, when both kernels share k and v).
+//
 // Like delta_cpu, the kernels take raw pointers, sizes and element strides (DESIGN section 5):
 // Python allocates every tensor (the kernels' own scratch excepted). Tensors are (B, rows, H, D)
 // with stride(D) == 1 and the strides given, except lse, which is (B, H, 2, rows) float32
@@ -56,6 +66,7 @@ struct AttnFwdParams {
   double scale;  // folded with log2(e) in double, then rounded once (see attention_impl.h)
   BNHStrides q_strides, k_strides, v_strides, o_strides;
   DType dtype;
+  bool layer = false;  // the layer mode above (cuda only)
 };
 
 // Backward: dq (B, M, H, D), dk and dv (B, N, H, D), all written completely in the input dtype
@@ -79,6 +90,8 @@ struct AttnBwdParams {
   double scale;  // folded with log2(e) in double, then rounded once (see attention_impl.h)
   BNHStrides q_strides, k_strides, v_strides, do_strides, dq_strides, dk_strides, dv_strides;
   DType dtype;
+  bool layer = false;          // the layer mode above (cuda only)
+  bool accumulate_kv = false;  // kGlobalRows in the layer mode: dk += , dv += (cuda only)
 };
 
 // The structs above from integer pointers (as Python hands them over), sizes, the (b, n, h) strides

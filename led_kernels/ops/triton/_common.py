@@ -33,7 +33,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import call_op, launch
+from led_kernels.ops._dispatch import call_op
+
+from ._launch import launch
 
 LOG2E = math.log2(math.e)
 LOCAL, PADDING, GLOBAL = 0, 1, 2

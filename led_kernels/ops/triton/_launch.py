@@ -201,25 +201,6 @@ def _empty_chain(hook: Any) -> bool:
     return hook is None or (type(hook).__name__ == "HookChain" and not getattr(hook, "calls", True))
 
 
-def call_op(op: Any, *args: Any) -> Any:
-    """Run a registered op (a ``torch.library.custom_op``): through the dispatcher while torch.compile
-    or torch.jit traces, a dispatch mode (fake tensors, ...) is active or the first argument is a tensor
-    subclass; its Python body directly otherwise (so a kernel registered for the op with
-    ``register_kernel`` is not used in eager mode, and profiles show the kernels, not the op). The
-    ops run inside an autograd.Function, where the dispatcher's layers (autograd, the compile-disable
-    wrapper, redispatch) do nothing for them but cost several microseconds of host time per call."""
-    body = getattr(op, "_init_fn", None)
-    if (
-        body is None
-        or type(args[0]) is not torch.Tensor  # a tensor subclass dispatches through the op
-        or torch.compiler.is_compiling()
-        or torch._C._len_torch_dispatch_stack() > 0
-        or torch.jit.is_tracing()
-    ):
-        return op(*args)
-    return body(*args)
-
-
 def clear_caches() -> None:
     """Forget the cached configs and compiled kernels (e.g. after changing Triton's knobs)."""
     _TUNED.clear()
@@ -229,4 +210,4 @@ def clear_caches() -> None:
     _UNSUPPORTED.clear()
 
 
-__all__ = ["ENABLED", "call_op", "clear_caches", "launch"]
+__all__ = ["ENABLED", "clear_caches", "launch"]

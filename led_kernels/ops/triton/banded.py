@@ -29,6 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
+from led_kernels.ops._dispatch import call_op
+
 from . import _common
 from ._common import (
     band_tiles,
@@ -52,7 +54,7 @@ from ._common import (
     store_rows,
     strides3,
 )
-from ._launch import call_op, launch
+from ._launch import launch
 
 # ----------------------------------------------------------------------------------------------------
 # tile bodies

@@ -16,6 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
+from led_kernels.ops._dispatch import call_op
+
 from . import _common
 from ._common import (
     block_d,
@@ -34,7 +36,7 @@ from ._common import (
     store_rows,
     strides3,
 )
-from ._launch import call_op, launch
+from ._launch import launch
 from .banded import _dkdv_tile
 
 # ----------------------------------------------------------------------------------------------------

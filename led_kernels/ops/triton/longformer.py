@@ -26,6 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
+from led_kernels.ops._dispatch import call_op
+
 from . import _common
 from ._common import (
     block_d,
@@ -39,7 +41,7 @@ from ._common import (
     maybe_autotune,
     strides3,
 )
-from ._launch import call_op, launch
+from ._launch import launch
 from .banded import _band_fwd_program, _block_g, launch_band_bwd, launch_band_fwd
 from .global_rows import (
     _glob_fwd_program,
