@@ -84,3 +84,18 @@ def emulated_cuda_backend(cuda_emulator, monkeypatch):
     kernels = emulated.EmulatedExtension(cuda_emulator)
     monkeypatch.setattr(cuda, "_kernels", kernels)
     return kernels
+
+
+@pytest.fixture
+def emulated_cuda_interface(emulated_cuda_backend, monkeypatch):
+    """``backend="cuda"`` of the public functions taking host tensors, on the emulated kernels."""
+    from led_kernels import backends
+
+    device_ok = backends._device_ok
+    monkeypatch.setitem(backends._STATUS, "cuda", lambda: (True, "emulated kernels (tests/cuda_emu/)"))
+    monkeypatch.setattr(
+        backends, "_device_ok", lambda name, device: (True, "") if name == "cuda" else device_ok(name, device)
+    )
+    backends._cached_status.cache_clear()
+    yield emulated_cuda_backend
+    backends._cached_status.cache_clear()

@@ -17,8 +17,10 @@ How each property is shown:
   and ``triton`` backends compile once for every length. The ``torch`` backend walks the sequence in
   blocks of query rows in Python, so it compiles once per number of blocks, not per length.
 
-The Triton backend runs through its interpreter on CPU (tests/conftest.py); as documented in
-``led_kernels.backends``, its first call happens in eager mode (every test below runs eager first).
+The ``cuda`` backend runs its kernels through the emulator of tests/cuda_emu/ on host tensors, in
+float16 (the dtypes it takes). The Triton backend runs through its interpreter on CPU
+(tests/conftest.py); as documented in ``led_kernels.backends``, its first call happens in eager mode
+(every test below runs eager first).
 The encoder is compiled as used for training, without LayerDrop: with ``encoder_layerdrop > 0``
 (training only) each call decides in Python whether a layer runs, a data-dependent branch by design.
 """
@@ -43,17 +45,24 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),  # Dynamo's notes on lru_cache-wrapped helpers
 ]
 
-BACKENDS = ("torch", "cpu", "triton")
+BACKENDS = ("torch", "cpu", "triton", "cuda")
 # aten ops that read device data on the host or give data-dependent shapes
 SYNC_OPS = ("aten._local_scalar_dense", "aten.item", "aten.nonzero", "aten.masked_select", "aten.unique")
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
+    if request.param == "cuda":
+        request.getfixturevalue("emulated_cuda_interface")
+        return "cuda"
     status = lk.available_backends()[request.param]
     if not status.available:
         pytest.skip(status.reason)
     return request.param
+
+
+def _dtype(backend: str) -> torch.dtype:
+    return torch.float16 if backend == "cuda" else torch.float32
 
 
 class Recorder:
@@ -142,8 +151,8 @@ def test_public_ops_compile_fullgraph(backend):
     """banded/global/longformer attention and global_indices(max_global): one graph, no host sync,
     bitwise the eager values and gradients (inputs are strided views of a fused projection)."""
     b, n, h, d = 2, 37, 2, 16
-    fused, _ = fused_projections(b, n, h, d)
-    qg_rows = torch.randn(b, MAX_GLOBAL, h, d, requires_grad=True)
+    fused, _ = fused_projections(b, n, h, d, dtype=_dtype(backend))
+    qg_rows = torch.randn(b, MAX_GLOBAL, h, d, dtype=_dtype(backend), requires_grad=True)
     gm, pm = _masks(b, n)
     fn = _all_ops(backend)
     eager = _run_ops(fn, fused, qg_rows, gm, pm)
@@ -156,7 +165,7 @@ def test_public_ops_compile_fullgraph(backend):
 
 
 def test_dynamic_length_does_not_recompile(backend):
-    """mark_dynamic on the sequence dimension: new lengths reuse the graph. The cpu and triton
+    """mark_dynamic on the sequence dimension: new lengths reuse the graph. The cpu, triton and cuda
     backends compile once; the torch backend once per number of 64-row query blocks (two here)."""
     h, d = 2, 16
 
@@ -176,10 +185,11 @@ def test_dynamic_length_does_not_recompile(backend):
     lengths = (33, 50, 70, 100) if backend != "triton" else (33, 50, 70)  # 1 block of 64 rows, then 2
     for i, n in enumerate(lengths):
         torch.manual_seed(i)
-        fused, _ = fused_projections(2, n, h, d)
+        fused, _ = fused_projections(2, n, h, d, dtype=_dtype(backend))
         gm, pm = _masks(2, n)
         _mark_length_dynamic(fused, gm, pm)
-        _assert_same(run(compiled, fused, gm, pm), run(fn, fused, gm, pm))
+        expected = run(fn, fused, gm, pm)  # eager first (see the module's docstring)
+        _assert_same(run(compiled, fused, gm, pm), expected)
     assert rec.compiles == (2 if backend == "torch" else 1), rec.compiles
     rec.assert_no_host_sync()
 
@@ -237,10 +247,10 @@ def test_encoder_layer_compiles_fullgraph(backend):
     """One encoder layer with global tokens (max_global) and padding: one graph, no host sync, eager's
     values and gradients (parameters and input) bitwise."""
     torch.manual_seed(0)
-    layer = LEDEncoderLayer(_config(backend), 0).train()
+    layer = LEDEncoderLayer(_config(backend), 0).train().to(_dtype(backend))
     ids, attention_mask, global_mask = _encoder_inputs(29, seed=1)
     key_padding_mask = attention_mask == 0
-    x = torch.randn(2, 29, 32, requires_grad=True)
+    x = torch.randn(2, 29, 32, dtype=_dtype(backend), requires_grad=True)
 
     def fn(x, key_padding_mask, global_mask):
         glob = GlobalTokens.build(global_mask != 0, key_padding_mask, max_global=MAX_GLOBAL)

@@ -257,10 +257,10 @@ class EmulatedExtension:
         self._call(fn, "fwd", (kind, *head), strides, dtype_code, ws_ptr, ws_bytes, stream, (layer,))
 
     def attention_bwd_cuda(self, kind, *args):
-        *head, qs, ks, vs, os_, dos, dqs, dks, dvs, dtype_code, ws_ptr, ws_bytes, stream, layer, accumulate = args
+        head, modes = args[:-2], args[-2:]  # the binding's trailing layer, accumulate_kv (given here)
+        *head, qs, ks, vs, os_, dos, dqs, dks, dvs, dtype_code, ws_ptr, ws_bytes, stream = head
         strides = (qs, ks, vs, os_, dos, dqs, dks, dvs)
         fn = self.lib.led_emu_attention_bwd
-        modes = (layer, accumulate)
         self._call(fn, "bwd", (kind, *head), strides, dtype_code, ws_ptr, ws_bytes, stream, modes)
 
 

@@ -22,6 +22,7 @@ from cases import (
     layer_errors_vs_fp64,
     longformer_layer,
     padding_mask,
+    spread_masks,
 )
 
 import led_kernels as lk
@@ -288,6 +289,32 @@ def test_gpu_backward_is_deterministic():
         out = longformer_layer(views, 256, gm, None, "cuda")
         grads.append(torch.autograd.grad(out, fused, torch.ones_like(out))[0])
     assert torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.gpu
+@needs_cuda_backend
+@pytest.mark.parametrize("shared", [False, True], ids=["separate", "shared"])
+def test_gpu_layer_op_gives_the_composed_ops_bits(shared):
+    """On the GPU too, the layer op gives the bits of the two ops composed with a gather and a scatter
+    (the shared projection's dK / dV within one rounding)."""
+    b, n, h, d = 2, 3000, 2, 64
+    torch.manual_seed(0)
+    base = torch.randn(b, n, 6, h, d, device="cuda", dtype=torch.bfloat16)
+    gm, pm = spread_masks(b, n, 9, "cuda")
+    dout = torch.randn(b, n, h, d, device="cuda", dtype=torch.bfloat16)
+    results = []
+    for run in (_layer_via_module, _layer_one_op):
+        fused = base.clone().requires_grad_()
+        views = list(fused.unbind(2))
+        if shared:
+            views[3:] = [None, None, None]
+        out = run(views, 200, gm, pm)
+        results.append((out, torch.autograd.grad(out, fused, dout)[0]))
+    (out_ops, grad_ops), (out_layer, grad_layer) = results
+    assert torch.equal(out_layer, out_ops)
+    exact = [0, 3, 4, 5] if shared else list(range(6))
+    assert torch.equal(grad_layer[:, :, exact], grad_ops[:, :, exact])
+    torch.testing.assert_close(grad_layer, grad_ops, atol=2e-2, rtol=1e-2)
 
 
 @pytest.mark.gpu

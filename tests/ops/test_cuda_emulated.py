@@ -21,7 +21,7 @@ from cases import global_mask, padding_mask
 from cuda_emu import emulated as E
 
 import led_kernels as lk
-from led_kernels.masks import gather_rows
+from led_kernels.masks import gather_rows, scatter_rows, valid_global_slots
 
 LOW = (torch.float16, torch.bfloat16)
 LN2 = math.log(2.0)
@@ -356,3 +356,61 @@ def test_global_rows_without_keys(emu):
     assert (out == 0).all() and torch.isposinf(lse[:, :, 0]).all()
     dq, dk, dv = emu.attention_bwd(E.KIND_GLOBAL, q, k, k, out, torch.randn_like(q), lse, flags, gi, 0, 0.25)
     assert (dq == 0).all() and dk.shape == dv.shape == k.shape
+
+
+# ----------------------------------------------------------------------------------------------------
+# the layer mode: kernel B over kernel A's tensors (csrc/include/led_kernels/cpu_attention.h)
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["separate", "shared"])
+@pytest.mark.parametrize("case", GLOBAL_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_layer_mode_gives_the_composed_kernels_bits(emu, case, shared):
+    """Kernel B reading its query rows at the global positions of a (B, N, H, D) tensor and writing its
+    output (and dQ) rows there, and kernel A's backward treating the global rows as dead, give the bits
+    of the kernels composed with a gather and a scatter (bounds-checked: every access stays inside the
+    tensors); B's dK / dV added to A's in the kernel (a shared projection) are one rounding away."""
+    b, n, h, d, gpat, ppat, spare = case
+    window, scale = 9, 0.2
+    (q, k, v, qg_full, kg, vg), gm, pm, gi, flags = _inputs(b, n, h, d, gpat, ppat, torch.bfloat16, seed=2)
+    gi = torch.cat([gi, torch.full((b, spare), -1, dtype=gi.dtype)], 1)
+    if shared:
+        qg_full, kg, vg = q, k, v
+    valid = valid_global_slots(gi, flags)
+
+    # composed: A, then B on gathered rows, scattered over A's output; A's backward sees a zero dO there
+    out_a, lse = emu.attention_fwd(E.KIND_BANDED, q, k, v, flags, gi, window, scale)
+    qg = gather_rows(qg_full, gi)
+    gout, glse_ref = emu.attention_fwd(E.KIND_GLOBAL, qg, kg, vg, flags, gi, 0, scale)
+    out_ref = scatter_rows(out_a, gout, gi, valid)
+    dout = torch.randn(q.shape).to(q.dtype)
+    dout_a = scatter_rows(dout, torch.zeros_like(gout), gi, valid)
+    dq_a, dk_a, dv_a = emu.attention_bwd(E.KIND_BANDED, q, k, v, out_a, dout_a, lse, flags, gi, window, scale)
+    gdq, gdk, gdv = emu.attention_bwd(
+        E.KIND_GLOBAL, qg, kg, vg, gout, gather_rows(dout, gi), glse_ref, flags, gi, 0, scale
+    )
+    x = qg_full.clone().requires_grad_()
+    (dqg_ref,) = torch.autograd.grad(gather_rows(x, gi), x, gdq)
+
+    # the layer mode, into A's (NaN-poisoned) tensors
+    out = out_a.clone()
+    _, glse = emu.attention_fwd(E.KIND_GLOBAL, qg_full, kg, vg, flags, gi, 0, scale, layer=True, out=out)
+    assert torch.equal(out, out_ref) and torch.equal(glse, glse_ref)
+    grads = emu.attention_bwd(E.KIND_BANDED, q, k, v, out, dout, lse, flags, gi, window, scale, layer=True)
+    assert all(torch.equal(x, y) for x, y in zip(grads, (dq_a, dk_a, dv_a))), "A with dead global rows"
+    if shared:
+        targets = grads
+    else:
+        nan = torch.full(kg.shape, float("nan"), dtype=kg.dtype)
+        targets = (torch.zeros_like(qg_full), nan, nan.clone())
+    emu.attention_bwd(
+        E.KIND_GLOBAL, qg_full, kg, vg, out, dout, glse, flags, gi, 0, scale,
+        layer=True, accumulate_kv=shared, grads=targets,
+    )  # fmt: skip
+    dq, dk, dv = targets
+    if shared:
+        assert torch.equal(dq, dq_a + dqg_ref)  # A's dQ is 0 at the global rows, B's 0 elsewhere
+        for ours, a, g in ((dk, dk_a, gdk), (dv, dv_a, gdv)):
+            torch.testing.assert_close(ours.double(), a.double() + g.double(), atol=1e-2, rtol=1e-2)
+    else:
+        assert torch.equal(dq, dqg_ref) and torch.equal(dk, gdk) and torch.equal(dv, gdv)
