@@ -198,7 +198,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
       simt::sync_block();
       load_key_tile<T, D, Contracted::kKey>(keys, KeySource::kNonPadded, b, h, j0, ks, vs, key_pos, poison);
       simt::sync_block();
-      attend(false);
+      if (tile_has_any(key_pos, lane)) attend(false);
     }
     const int64_t part = (b * a.H + h) * a.chunks + chunk;
     LED_UNROLL
@@ -214,13 +214,13 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
     simt::sync_block();
     load_key_tile<T, D, Contracted::kKey>(keys, KeySource::kBand, b, h, j0, ks, vs, key_pos, poison);
     simt::sync_block();
-    attend(true);
+    if (tile_has_any(key_pos, lane)) attend(true);
   }
   for (int64_t s0 = 0; s0 < a.G; s0 += kBlockN) {
     simt::sync_block();
     load_key_tile<T, D, Contracted::kKey>(keys, KeySource::kGlobalSlots, b, h, s0, ks, vs, key_pos, poison);
     simt::sync_block();
-    attend(false);
+    if (tile_has_any(key_pos, lane)) attend(false);
   }
   T* dq = static_cast<T*>(a.dq);
   LED_UNROLL
@@ -335,6 +335,10 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
   LED_UNROLL
   for (int x = 0; x < 2; ++x) kpos[x] = key_pos[warp * 16 + lane / 4 + 8 * x];
   const bool banded = kMode == DkdvMode::kBandKeys;
+  // Keys that no row attends get exact zeros: a tile without any skips the sweep, a warp without any
+  // (one global key: three warps of four) its math. (Read before the first query tile overwrites them.)
+  if (!tile_has_any(key_pos, lane)) end = begin;
+  const bool warp_has_keys = simt::any_sync(kpos[0] >= 0 || kpos[1] >= 0);
 
   float dk[D / 8][4], dv[D / 8][4];
   LED_UNROLL
@@ -346,6 +350,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
     simt::sync_block();  // the previous tile (or the key positions above) is consumed
     load_query_rows<T, D>(a, b, h, i0, end, qs, dos, row_pos, row_m, row_log2l, row_delta, row_poison);
     simt::sync_block();
+    if (!warp_has_keys || !tile_has_any(row_pos, lane)) continue;  // nothing attended: exact zeros
     float st[kBlockM / 8][4], dpt[kBlockM / 8][4];  // [query groups][keys g, g+8 x 2 queries]
     LED_UNROLL
     for (int nt = 0; nt < kBlockM / 8; ++nt) {

@@ -307,6 +307,15 @@ LED_DEVICE bool tile_is_clean(const int32_t* key_pos, const float* poison, int l
   return !simt::any_sync(dirty);
 }
 
+// Whether any of the 64 staged positions (keys or query rows; -1: masked) is attended. Every warp
+// reads all of them, so the answer is the same in the whole block: a block may skip the work on a tile
+// without one (all padding, or beyond a global slot list), which would add exact zeros.
+LED_DEVICE bool tile_has_any(const int32_t* pos, int lane) {
+  bool any = false;
+  for (int r = lane; r < kBlockN; r += 32) any |= pos[r] >= 0;
+  return simt::any_sync(any);
+}
+
 // Whether query row `row` attends key `key` (-1: a masked key): the band's |row - key| <= window when
 // `banded`, else every valid key.
 LED_DEVICE bool attends(int64_t row, int32_t key, bool banded, int64_t window) {

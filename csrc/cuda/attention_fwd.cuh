@@ -262,6 +262,7 @@ LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D, RB>& w, const KeyS
     }
     simt::sync_block();
     if (kPrefetch && t + 1 < n) fetch_key_tile<T, D>(regs, keys, tiles.source(t + 1), b, h, tiles.base(t + 1));
+    if (!tile_has_any(key_pos, lane)) continue;  // all masked: it would add exact zeros
     const bool banded = src == KeySource::kBand;
     const bool clean = tile_is_clean(key_pos, poison, lane);
     bool full[RB];
