@@ -28,6 +28,7 @@
 #pragma once
 
 #include <tuple>
+#include <type_traits>
 
 #include "attention_common.cuh"
 
@@ -166,18 +167,19 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
   LED_UNROLL
   for (int dn = 0; dn < D / 8; ++dn) acc[dn][0] = acc[dn][1] = acc[dn][2] = acc[dn][3] = 0.0f;
 
-  // One staged key tile: dQ += dS K.
-  auto attend = [&](bool banded) {
-    float s[kBlockN / 8][4], dp[kBlockN / 8][4];
+  // The first kCols keys of one staged key tile (the others masked): dQ += dS K.
+  auto attend_cols = [&](bool banded, auto cols) {
+    constexpr int kCols = decltype(cols)::value;
+    float s[kCols / 8][4], dp[kCols / 8][4];
     LED_UNROLL
-    for (int nt = 0; nt < kBlockN / 8; ++nt) {
+    for (int nt = 0; nt < kCols / 8; ++nt) {
       LED_UNROLL
       for (int e = 0; e < 4; ++e) s[nt][e] = dp[nt][e] = 0.0f;
     }
-    mma_a_tile_t<T, D>(s, qf, ks, lane);
-    mma_a_tile_t<T, D>(dp, df, vs, lane);
+    mma_a_tile_t<T, D, kCols>(s, qf, ks, lane);
+    mma_a_tile_t<T, D, kCols>(dp, df, vs, lane);
     LED_UNROLL
-    for (int nt = 0; nt < kBlockN / 8; ++nt) {
+    for (int nt = 0; nt < kCols / 8; ++nt) {
       LED_UNROLL
       for (int e = 0; e < 4; ++e) {
         const int col = nt * 8 + 2 * t + (e & 1);
@@ -188,7 +190,18 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
         s[nt][e] = keep ? p * (dp[nt][e] - delta[x]) + poison[col] : 0.0f;
       }
     }
-    mma_p_tile<T, D>(acc, s, ks, lane);
+    mma_p_tile<T, D, kCols>(acc, s, ks, lane);
+  };
+  // A whole tile: nothing when no key is attended (exact zeros), its first kNarrowCols keys when no
+  // later one is (block-uniform, see tile_has_any); not at D = 128, whose registers are full (the
+  // second variant of the loop would spill).
+  auto attend = [&](bool banded) {
+    if (!tile_has_any(key_pos, lane)) return;
+    if (D > 64 || tile_has_any(key_pos, lane, kNarrowCols)) {
+      attend_cols(banded, std::integral_constant<int, kBlockN>{});
+    } else {
+      attend_cols(banded, std::integral_constant<int, kNarrowCols>{});
+    }
   };
 
   if (a.global_rows) {
@@ -198,7 +211,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
       simt::sync_block();
       load_key_tile<T, D, Contracted::kKey>(keys, KeySource::kNonPadded, b, h, j0, ks, vs, key_pos, poison);
       simt::sync_block();
-      if (tile_has_any(key_pos, lane)) attend(false);
+      attend(false);
     }
     const int64_t part = (b * a.H + h) * a.chunks + chunk;
     LED_UNROLL
@@ -214,13 +227,13 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
     simt::sync_block();
     load_key_tile<T, D, Contracted::kKey>(keys, KeySource::kBand, b, h, j0, ks, vs, key_pos, poison);
     simt::sync_block();
-    if (tile_has_any(key_pos, lane)) attend(true);
+    attend(true);
   }
   for (int64_t s0 = 0; s0 < a.G; s0 += kBlockN) {
     simt::sync_block();
     load_key_tile<T, D, Contracted::kKey>(keys, KeySource::kGlobalSlots, b, h, s0, ks, vs, key_pos, poison);
     simt::sync_block();
-    if (tile_has_any(key_pos, lane)) attend(false);
+    attend(false);
   }
   T* dq = static_cast<T*>(a.dq);
   LED_UNROLL

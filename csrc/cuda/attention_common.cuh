@@ -307,14 +307,19 @@ LED_DEVICE bool tile_is_clean(const int32_t* key_pos, const float* poison, int l
   return !simt::any_sync(dirty);
 }
 
-// Whether any of the 64 staged positions (keys or query rows; -1: masked) is attended. Every warp
-// reads all of them, so the answer is the same in the whole block: a block may skip the work on a tile
-// without one (all padding, or beyond a global slot list), which would add exact zeros.
-LED_DEVICE bool tile_has_any(const int32_t* pos, int lane) {
+// Whether any of the staged positions [from, 64) (keys or query rows; -1: masked) is attended. Every
+// warp reads all of them, so the answer is the same in the whole block: a block may skip the work on a
+// tile without one (all padding, or beyond a global slot list), which would add exact zeros, and
+// compute only the first kNarrowCols keys of a tile that has none after them.
+LED_DEVICE bool tile_has_any(const int32_t* pos, int lane, int from = 0) {
   bool any = false;
-  for (int r = lane; r < kBlockN; r += 32) any |= pos[r] >= 0;
+  for (int r = from + lane; r < kBlockN; r += 32) any |= pos[r] >= 0;
   return simt::any_sync(any);
 }
+
+// The keys a narrow tile computes: one MMA column group of 16, enough for the global keys of a layer
+// with up to 16 global tokens (a whole tile of 64 for one key would be 4x the work).
+constexpr int kNarrowCols = 16;
 
 // Whether query row `row` attends key `key` (-1: a masked key): the band's |row - key| <= window when
 // `banded`, else every valid key.
@@ -333,17 +338,18 @@ LED_DEVICE void load_a_fragments(uint32_t (&frag)[D / 16][4], const T* tile, int
   }
 }
 
-// acc[rb][16 x 64] += A[rb][16 x D] * tile[64 x D]^T for RB blocks of 16 rows: the tile's rows
-// are B's columns, so plain ldmatrix of the tile gives B fragments, each loaded once for all RB
-// row blocks (more row blocks per warp: fewer shared-memory reads per MMA).
-template <typename T, int D, int RB>
-LED_DEVICE void mma_a_tile_t(float (&acc)[RB][kBlockN / 8][4], const uint32_t (&a)[RB][D / 16][4], const T* tile,
+// acc[rb][16 x C] += A[rb][16 x D] * tile[C x D]^T for RB blocks of 16 rows and the first C = kCols
+// rows of a tile: the tile's rows are B's columns, so plain ldmatrix of the tile gives B fragments,
+// each loaded once for all RB row blocks (more row blocks per warp: fewer shared-memory reads per
+// MMA). kCols < 64: a tile whose later keys are all masked (kNarrowCols).
+template <typename T, int D, int RB, int kCols = kBlockN>
+LED_DEVICE void mma_a_tile_t(float (&acc)[RB][kCols / 8][4], const uint32_t (&a)[RB][D / 16][4], const T* tile,
                              int lane) {
   const int j = lane / 8, r = lane % 8;
   LED_UNROLL
   for (int kt = 0; kt < D / 16; ++kt) {
     LED_UNROLL
-    for (int np = 0; np < kBlockN / 16; ++np) {
+    for (int np = 0; np < kCols / 16; ++np) {
       uint32_t kb[4];
       simt::ldmatrix_x4(kb, tile + (np * 16 + r + 8 * (j >> 1)) * smem_row<D>() + kt * 16 + 8 * (j & 1));
       LED_UNROLL
@@ -355,22 +361,23 @@ LED_DEVICE void mma_a_tile_t(float (&acc)[RB][kBlockN / 8][4], const uint32_t (&
   }
 }
 
-template <typename T, int D>
-LED_DEVICE void mma_a_tile_t(float (&acc)[kBlockN / 8][4], const uint32_t (&a)[D / 16][4], const T* tile, int lane) {
-  using Acc = float[1][kBlockN / 8][4];
+template <typename T, int D, int kCols = kBlockN>
+LED_DEVICE void mma_a_tile_t(float (&acc)[kCols / 8][4], const uint32_t (&a)[D / 16][4], const T* tile, int lane) {
+  using Acc = float[1][kCols / 8][4];
   using Frag = uint32_t[1][D / 16][4];
-  mma_a_tile_t<T, D, 1>(reinterpret_cast<Acc&>(acc), reinterpret_cast<const Frag&>(a), tile, lane);
+  mma_a_tile_t<T, D, 1, kCols>(reinterpret_cast<Acc&>(acc), reinterpret_cast<const Frag&>(a), tile, lane);
 }
 
-// acc[rb][16 x D] += P[rb][16 x 64] * tile[64 x D], P given as fp32 accumulators (the C layout of
-// mma_a_tile_t), which for keys [16kk, 16kk + 16) are exactly an A fragment once packed to 16
-// bits; the tile's rows are B's rows, so ldmatrix.trans gives B fragments (loaded once for all RB).
-template <typename T, int D, int RB>
-LED_DEVICE void mma_p_tile(float (&acc)[RB][D / 8][4], const float (&p)[RB][kBlockN / 8][4], const T* tile,
+// acc[rb][16 x D] += P[rb][16 x C] * tile[C x D] (the first C = kCols rows of a tile), P given as
+// fp32 accumulators (the C layout of mma_a_tile_t), which for keys [16kk, 16kk + 16) are exactly an
+// A fragment once packed to 16 bits; the tile's rows are B's rows, so ldmatrix.trans gives B
+// fragments (loaded once for all RB).
+template <typename T, int D, int RB, int kCols = kBlockN>
+LED_DEVICE void mma_p_tile(float (&acc)[RB][D / 8][4], const float (&p)[RB][kCols / 8][4], const T* tile,
                            int lane) {
   const int j = lane / 8, r = lane % 8;
   LED_UNROLL
-  for (int kk = 0; kk < kBlockN / 16; ++kk) {
+  for (int kk = 0; kk < kCols / 16; ++kk) {
     uint32_t pa[RB][4];
     LED_UNROLL
     for (int rb = 0; rb < RB; ++rb) {
@@ -392,11 +399,11 @@ LED_DEVICE void mma_p_tile(float (&acc)[RB][D / 8][4], const float (&p)[RB][kBlo
   }
 }
 
-template <typename T, int D>
-LED_DEVICE void mma_p_tile(float (&acc)[D / 8][4], const float (&p)[kBlockN / 8][4], const T* tile, int lane) {
+template <typename T, int D, int kCols = kBlockN>
+LED_DEVICE void mma_p_tile(float (&acc)[D / 8][4], const float (&p)[kCols / 8][4], const T* tile, int lane) {
   using Acc = float[1][D / 8][4];
-  using P = float[1][kBlockN / 8][4];
-  mma_p_tile<T, D, 1>(reinterpret_cast<Acc&>(acc), reinterpret_cast<const P&>(p), tile, lane);
+  using P = float[1][kCols / 8][4];
+  mma_p_tile<T, D, 1, kCols>(reinterpret_cast<Acc&>(acc), reinterpret_cast<const P&>(p), tile, lane);
 }
 
 // Writes row g or g + 8 (x = 0, 1) of a 16 x D accumulator times `mul`, as the 16-bit type, into

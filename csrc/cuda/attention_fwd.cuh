@@ -78,27 +78,29 @@ struct WarpRows {
     }
   }
 
-  // Attend one staged key tile. row[rb][x] = the query position of row x of block rb (for the
-  // window test); banded = apply |row - key| <= window (false: every valid key of the tile is
-  // attended); full[rb] = every entry of block rb's 16 x 64 scores is attended (no mask needed).
+  // Attend one staged key tile (its first kCols keys: the others are masked). row[rb][x] = the query
+  // position of row x of block rb (for the window test); banded = apply |row - key| <= window (false:
+  // every valid key of the tile is attended); full[rb] = every entry of block rb's 16 x 64 scores is
+  // attended (no mask needed).
+  template <int kCols = kBlockN>
   LED_DEVICE void attend(const T* ks, const T* vs, const int32_t* key_pos, const float* poison, int lane,
                          const int64_t (&row)[RB][2], bool banded, const bool (&full)[RB], int64_t window,
                          float scale_log2) {
     const int t = lane % 4;
-    float s[RB][kBlockN / 8][4];  // [block][8 key groups][rows g, g+8 x 2 keys]
+    float s[RB][kCols / 8][4];  // [block][key groups of 8][rows g, g+8 x 2 keys]
     LED_UNROLL
     for (int rb = 0; rb < RB; ++rb) {
       LED_UNROLL
-      for (int nt = 0; nt < kBlockN / 8; ++nt) s[rb][nt][0] = s[rb][nt][1] = s[rb][nt][2] = s[rb][nt][3] = 0.0f;
+      for (int nt = 0; nt < kCols / 8; ++nt) s[rb][nt][0] = s[rb][nt][1] = s[rb][nt][2] = s[rb][nt][3] = 0.0f;
     }
-    mma_a_tile_t<T, D, RB>(s, q, ks, lane);
+    mma_a_tile_t<T, D, RB, kCols>(s, q, ks, lane);
     LED_UNROLL
     for (int rb = 0; rb < RB; ++rb) {
       // Mask, scale, row max.
       float tile_max[2] = {-INFINITY, -INFINITY};
       if (full[rb]) {
         LED_UNROLL
-        for (int nt = 0; nt < kBlockN / 8; ++nt) {
+        for (int nt = 0; nt < kCols / 8; ++nt) {
           LED_UNROLL
           for (int e = 0; e < 4; ++e) {
             s[rb][nt][e] *= scale_log2;
@@ -107,7 +109,7 @@ struct WarpRows {
         }
       } else {
         LED_UNROLL
-        for (int nt = 0; nt < kBlockN / 8; ++nt) {
+        for (int nt = 0; nt < kCols / 8; ++nt) {
           LED_UNROLL
           for (int e = 0; e < 4; ++e) {
             const int col = nt * 8 + 2 * t + (e & 1);
@@ -132,7 +134,7 @@ struct WarpRows {
         m[rb][x] = m_new;
       }
       LED_UNROLL
-      for (int nt = 0; nt < kBlockN / 8; ++nt) {
+      for (int nt = 0; nt < kCols / 8; ++nt) {
         LED_UNROLL
         for (int e = 0; e < 4; ++e) s[rb][nt][e] = simt::fast_exp2(s[rb][nt][e] - m_use[e >> 1]);
       }
@@ -140,7 +142,7 @@ struct WarpRows {
       for (int x = 0; x < 2; ++x) {
         float sum = 0.0f;
         LED_UNROLL
-        for (int nt = 0; nt < kBlockN / 8; ++nt) sum += s[rb][nt][2 * x] + s[rb][nt][2 * x + 1];
+        for (int nt = 0; nt < kCols / 8; ++nt) sum += s[rb][nt][2 * x] + s[rb][nt][2 * x + 1];
         l[rb][x] = l[rb][x] * alpha[x] + sum;
       }
       LED_UNROLL
@@ -149,7 +151,7 @@ struct WarpRows {
         o[rb][dn][2] *= alpha[1], o[rb][dn][3] *= alpha[1];
       }
     }
-    mma_p_tile<T, D, RB>(o, s, vs, lane);
+    mma_p_tile<T, D, RB, kCols>(o, s, vs, lane);
   }
 
   // The row sums over the quad (every lane ends with the full sums).
@@ -268,7 +270,11 @@ LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D, RB>& w, const KeyS
     bool full[RB];
     LED_UNROLL
     for (int rb = 0; rb < RB; ++rb) full[rb] = clean && (!banded || band_covers(warp_row0 + 16 * rb, j0, a.window));
-    w.attend(ks, vs, key_pos, poison, lane, row, banded, full, a.window, a.scale_log2);
+    if (tile_has_any(key_pos, lane, kNarrowCols)) {
+      w.attend(ks, vs, key_pos, poison, lane, row, banded, full, a.window, a.scale_log2);
+    } else {  // e.g. the global keys of a layer with few global tokens (never a clean tile: no mask skipped)
+      w.template attend<kNarrowCols>(ks, vs, key_pos, poison, lane, row, banded, full, a.window, a.scale_log2);
+    }
   }
 }
 
