@@ -19,7 +19,12 @@
 //                      partials), kernel B's keys (every global slot).
 //   reduce_kernel      sums the chunks of a partial in chunk order and writes the rows.
 // A key that is global gets no band gradient (its band entries are masked) and its whole gradient
-// from the global-key pass, which runs after the band pass and overwrites its row.
+// from the global-key pass, which runs after the band pass and overwrites its row. Tiles (and warps)
+// where nothing is attended skip their math, which would add exact zeros.
+//
+// The layer mode (cpu_attention.h): kernel A's global rows are dead like padding rows; kernel B reads
+// q, out and dout and writes dq at the slots' positions of kernel A's tensors (RowMap), after A, and
+// with accumulate_kv adds its dK / dV to A's (read, add in fp32, round once: one writer per element).
 //
 // Non-finite values (attention_common.cuh): the dq kernel contracts over keys with dS K, so K rows
 // are checked (a non-finite V only reaches dP's column, which masking selects away); the dkdv kernel

@@ -9,14 +9,18 @@
 //   online softmax      (base 2: t = scale * log2(e) * s)   rows reduced over the 4 lanes of a quad
 //   O += P V            (P re-packed from S's accumulator layout into A fragments, ldmatrix.trans of V)
 // Tiles whose keys are all attendable and finite skip the per-entry mask where the band covers a
-// row block whole. The main-loop variants (RB, prefetching the next tile) are FwdVariant below.
+// row block whole; a tile with no attendable key is skipped, and one whose keys past the first 16
+// are all masked (the global keys of a layer with few global tokens) computes only those 16. The
+// main-loop variants (RB, prefetching the next tile) are FwdVariant below.
 //
 // Kernel A, query tile [i0, i0 + 64 RB): the band's key tiles [i0 - w, i0 + 64 RB - 1 + w]
 // (clipped; keys that are padding or global are masked there), then the global keys, gathered by
 // global_idx into tiles of their own and attended by every row; one softmax over both.
 // Kernel B, slot tile [s0, s0 + 64) of q_global: every non-padded key of k_global / v_global. With
 // few slots a (b, h) pair would leave the GPU idle, so the keys are split into chunks: each chunk
-// writes an unnormalized partial output with its (max, sum) and combine_kernel merges them.
+// writes an unnormalized partial output with its (max, sum) and combine_kernel merges them. In the
+// layer mode (cpu_attention.h) kernel B's query and output rows are those of kernel A's tensors at
+// the slots' positions (RowMap), so it overwrites A's rows there.
 //
 // Non-finite values: V is the tensor contracted over keys here (see attention_common.cuh).
 //
