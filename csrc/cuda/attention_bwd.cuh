@@ -355,7 +355,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
   const bool banded = kMode == DkdvMode::kBandKeys;
   // Keys that no row attends get exact zeros: a tile without any skips the sweep, a warp without any
   // (one global key: three warps of four) its math. (Read before the first query tile overwrites them.)
-  if (!tile_has_any(key_pos, lane)) end = begin;
+  if (!tile_has_any(key_pos, lane)) begin = end = 0;
   const bool warp_has_keys = simt::any_sync(kpos[0] >= 0 || kpos[1] >= 0);
 
   float dk[D / 8][4], dv[D / 8][4];
