@@ -14,9 +14,10 @@ launch path (its binder, caches and autotuner, and this backend's cached launche
 launcher that would call cuLaunchKernel replaced (``benchmarks.fake_cuda_driver``): Triton's own
 per-launch cost is then included. ``LED_KERNELS_FAST_LAUNCH=0`` compares with Triton's generic path.
 
-With ``--backend cuda`` the cuda backend's Python layer runs with its compiled kernels replaced by
-no-ops (``led_kernels.ops.cuda._kernels``; the "kernel calls" column counts their calls: the key
-flags, and each forward or backward of kernel A or B, which is several CUDA launches on a GPU).
+With ``--backend cuda`` the cuda backend's Python layer (its layer op: key flags, then kernels A and B
+over the same tensors) runs with its compiled kernels replaced by no-ops
+(``led_kernels.ops.cuda._kernels``; the "kernel calls" column counts their calls: the key flags, and
+each forward or backward of kernel A or B, which is several CUDA launches on a GPU).
 
     python -m benchmarks.host_overhead [--globals 0 1] [--reps 300] [--triton-launch] [--backend cuda]
 """
