@@ -228,13 +228,15 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
   const int64_t last_row = (i0 + kBlockM < a.N ? i0 + kBlockM : a.N) - 1;
   const int64_t lo = a.window >= i0 ? 0 : i0 - a.window;
   const int64_t hi = a.window >= a.N - last_row ? a.N - 1 : last_row + a.window;
-  for (int64_t j0 = (lo / kBlockN) * kBlockN; j0 <= hi; j0 += kBlockN) {
+  // no live row (padding; in the layer mode also global): dQ rows of exact zeros
+  const bool any_live = rows_have_live(a.key_flags, a.N, b, i0, kBlockM, a.layer, lane);
+  for (int64_t j0 = (lo / kBlockN) * kBlockN; any_live && j0 <= hi; j0 += kBlockN) {
     simt::sync_block();
     load_key_tile<T, D, Contracted::kKey>(keys, KeySource::kBand, b, h, j0, ks, vs, key_pos, poison);
     simt::sync_block();
     attend(true);
   }
-  for (int64_t s0 = 0; s0 < a.G; s0 += kBlockN) {
+  for (int64_t s0 = 0; any_live && s0 < a.G; s0 += kBlockN) {
     simt::sync_block();
     load_key_tile<T, D, Contracted::kKey>(keys, KeySource::kGlobalSlots, b, h, s0, ks, vs, key_pos, poison);
     simt::sync_block();

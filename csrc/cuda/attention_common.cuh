@@ -317,6 +317,19 @@ LED_DEVICE bool tile_has_any(const int32_t* pos, int lane, int from = 0) {
   return simt::any_sync(any);
 }
 
+// Whether any of the query rows [i0, i0 + count) of batch element b has a flag other than `dead`
+// (and, with `global_dead`, other than global): kernel A's rows that attend something. Every warp reads
+// all of them, so the answer is block-uniform: a block of padding rows (the tail of a short sequence
+// in a padded batch) skips its key tiles.
+LED_DEVICE bool rows_have_live(const int8_t* key_flags, int64_t N, int64_t b, int64_t i0, int64_t count,
+                               bool global_dead, int lane) {
+  const int8_t* flags = key_flags + b * N;
+  const int64_t end = i0 + count < N ? i0 + count : N;
+  bool any = false;
+  for (int64_t i = i0 + lane; i < end; i += 32) any |= flags[i] == 0 || (flags[i] == 2 && !global_dead);
+  return simt::any_sync(any);
+}
+
 // The keys a narrow tile computes: one MMA column group of 16, enough for the global keys of a layer
 // with up to 16 global tokens (a whole tile of 64 for one key would be 4x the work).
 constexpr int kNarrowCols = 16;

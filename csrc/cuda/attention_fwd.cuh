@@ -322,6 +322,7 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
   list.extra_src = KeySource::kGlobalSlots;
   list.extra_first = 0;
   list.extra_tiles = ceil_div(a.G, kBlockN);
+  if (!rows_have_live(a.key_flags, a.N, b, i0, kRows, false, lane)) list.band_tiles = list.extra_tiles = 0;
   attend_tiles<T, D, RB, kPrefetch>(a, w, keys, list, b, h, row, warp_row0, sm, lane);
   w.reduce_sums();
   const int8_t* flags = a.key_flags + b * a.N;
