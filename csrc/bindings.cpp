@@ -254,6 +254,19 @@ PYBIND11_MODULE(_C, m) {
       "cudaGetDeviceCount as seen by the extension's (static) CUDA runtime; 0 when there is no "
       "CUDA build, driver or device. Never raises.");
   m.def(
+      "cuda_set_device",
+      [](int device) {
+#ifdef LED_KERNELS_WITH_CUDA
+        led_kernels::cuda_set_device(device);
+#else
+        (void)device;
+        no_cuda();
+#endif
+      },
+      py::arg("device"),
+      "Makes `device` current in the extension's own CUDA runtime (a no-op when it already is); raises "
+      "RuntimeError with CUDA's message if it cannot.");
+  m.def(
       "cuda_status",
       []() -> std::string {
 #ifdef LED_KERNELS_WITH_CUDA

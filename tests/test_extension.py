@@ -123,6 +123,34 @@ def test_cuda_kernel_without_gpu_raises_clearly():
         C.delta_cuda(16, 16, 16, 1, 1, 1, 1, (1, 1, 1), (1, 1, 1), 0, 0)
 
 
+@requires_ext
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error path")
+def test_cuda_set_device_without_gpu_raises_clearly():
+    import led_kernels._C as C
+
+    if C.cuda_device_count() > 0:
+        pytest.skip("the extension sees a GPU (torch does not)")
+    with pytest.raises(RuntimeError, match="cudaSetDevice|CUDA|cuda"):
+        C.cuda_set_device(0)
+
+
+@pytest.mark.gpu
+@requires_ext
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_set_device_on_a_gpu():
+    """The device the cuda backend names to the extension's runtime: a present one is accepted (also when
+    already current), a missing one is refused with CUDA's message."""
+    import led_kernels._C as C
+
+    if not C.has_cuda():
+        pytest.skip("built without CUDA")
+    C.cuda_set_device(torch.cuda.current_device())
+    C.cuda_set_device(torch.cuda.current_device())
+    with pytest.raises(RuntimeError, match="cudaSetDevice"):
+        C.cuda_set_device(C.cuda_device_count())
+    C.cuda_set_device(torch.cuda.current_device())
+
+
 def test_missing_extension_stub():
     stub = ext._MissingExtension("ImportError: no module named led_kernels._C")
     with pytest.raises(RuntimeError, match="pip install") as info:

@@ -29,6 +29,7 @@ gradients that depend on those (see csrc/cuda/attention_common.cuh).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -66,9 +67,16 @@ def _check_input(t: Tensor, name: str) -> None:
         raise ValueError(f"backend 'cuda' needs CUDA tensors, got {name} on {t.device}")
 
 
+@functools.cache
+def _several_gpus() -> bool:
+    return torch.cuda.device_count() > 1
+
+
 class _launch_context:
-    """Makes the tensors' device current (the extension's own CUDA runtime follows it) and gives the
-    current stream's handle; a no-op for host tensors (the emulated kernels of the tests)."""
+    """Makes the tensors' device current and gives the current stream's handle; a no-op for host tensors
+    (the emulated kernels of the tests). The extension's own (static) CUDA runtime launches on the context
+    torch makes current; with several GPUs it is also told the device, so as not to depend on when torch's
+    runtime makes a device's context current."""
 
     def __init__(self, t: Tensor) -> None:
         self.device = t.device
@@ -78,6 +86,9 @@ class _launch_context:
         if self.guard is None:
             return 0
         self.guard.__enter__()
+        if _several_gpus():
+            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+            _c().cuda_set_device(index)
         return torch.cuda.current_stream(self.device).cuda_stream
 
     def __exit__(self, *exc: object) -> None:

@@ -319,6 +319,18 @@ def test_gpu_layer_op_gives_the_composed_ops_bits(shared):
 
 @pytest.mark.gpu
 @needs_cuda_backend
+def test_gpu_layer_names_the_device_to_the_extension(monkeypatch):
+    """The multi-GPU path of the launches (the device made current in the extension's own runtime too)
+    gives the same bits as the single-GPU one."""
+    _, views = fused_projections(1, 500, 2, 64, dtype=torch.float16, device="cuda")
+    gm, pm = spread_masks(1, 500, 3, "cuda")
+    single = longformer_layer(views, 40, gm, pm, "cuda")
+    monkeypatch.setattr(cuda, "_several_gpus", lambda: True)
+    assert torch.equal(longformer_layer(views, 40, gm, pm, "cuda"), single)
+
+
+@pytest.mark.gpu
+@needs_cuda_backend
 def test_gpu_float32_points_to_triton():
     x = torch.randn(1, 64, 1, 64, device="cuda")
     with pytest.raises(TypeError, match="triton"):

@@ -99,6 +99,10 @@ int cuda_device_count_noexcept();
 std::string cuda_status_string();  // "no error" or the cudaGetDeviceCount error string
 int cuda_runtime_version();        // CUDART_VERSION the extension was built against
 int cuda_driver_version();         // cudaDriverGetVersion, 0 when no driver
+// Makes `device` current for this thread in the extension's own (static) CUDA runtime, which then
+// launches there whatever context another runtime (torch's) has made current; std::runtime_error
+// with CUDA's message if it cannot.
+void cuda_set_device(int device);
 #endif
 
 }  // namespace led_kernels
