@@ -110,7 +110,7 @@ stage_cuda() {
     install
     nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv | tee "$LOGDIR/gpu-state.log"
     LIMIT=150 run pytest-cuda-gpu python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py \
-        --durations=10
+        tests/test_extension.py --durations=10
     for tool in memcheck racecheck; do
         LIMIT=60 run "sanitizer-cuda-$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 \
             python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k sanitizer_case
