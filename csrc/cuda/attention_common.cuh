@@ -317,10 +317,10 @@ LED_DEVICE bool tile_has_any(const int32_t* pos, int lane, int from = 0) {
   return simt::any_sync(any);
 }
 
-// Whether any of the query rows [i0, i0 + count) of batch element b has a flag other than `dead`
-// (and, with `global_dead`, other than global): kernel A's rows that attend something. Every warp reads
-// all of them, so the answer is block-uniform: a block of padding rows (the tail of a short sequence
-// in a padded batch) skips its key tiles.
+// Whether any of the query rows [i0, i0 + count) of batch element b is neither padding nor (with
+// `global_dead`) global: kernel A's rows that attend something. Every lane of the warp gets the
+// answer; when every warp asks about the same rows it is block-uniform: a block of padding rows (the
+// tail of a short sequence in a padded batch) skips its key tiles, a warp of them its math.
 LED_DEVICE bool rows_have_live(const int8_t* key_flags, int64_t N, int64_t b, int64_t i0, int64_t count,
                                bool global_dead, int lane) {
   const int8_t* flags = key_flags + b * N;

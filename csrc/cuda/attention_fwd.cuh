@@ -244,11 +244,13 @@ struct TileList {
   }
 };
 
-// The main loop of both forward kernels: stage each tile (prefetching the next), attend it.
+// The main loop of both forward kernels: stage each tile (prefetching the next), attend it. A warp
+// whose rows attend nothing (`warp_live` false: padding rows, slots past G or invalid) only helps
+// stage the tiles; its rows are written as zeros anyway.
 template <typename T, int D, int RB, bool kPrefetch>
 LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D, RB>& w, const KeySet<T>& keys, const TileList& tiles,
                              int64_t b, int64_t h, const int64_t (&row)[RB][2], int64_t warp_row0,
-                             const KeyTileSmem<T, D>& sm, int lane) {
+                             bool warp_live, const KeyTileSmem<T, D>& sm, int lane) {
   T* ks = sm.ks;
   T* vs = sm.vs;
   int32_t* key_pos = sm.key_pos;
@@ -268,7 +270,7 @@ LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D, RB>& w, const KeyS
     }
     simt::sync_block();
     if (kPrefetch && t + 1 < n) fetch_key_tile<T, D>(regs, keys, tiles.source(t + 1), b, h, tiles.base(t + 1));
-    if (!tile_has_any(key_pos, lane)) continue;  // all masked: it would add exact zeros
+    if (!warp_live || !tile_has_any(key_pos, lane)) continue;  // it would add exact zeros
     const bool banded = src == KeySource::kBand;
     const bool clean = tile_is_clean(key_pos, poison, lane);
     bool full[RB];
@@ -323,7 +325,8 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
   list.extra_first = 0;
   list.extra_tiles = ceil_div(a.G, kBlockN);
   if (!rows_have_live(a.key_flags, a.N, b, i0, kRows, false, lane)) list.band_tiles = list.extra_tiles = 0;
-  attend_tiles<T, D, RB, kPrefetch>(a, w, keys, list, b, h, row, warp_row0, sm, lane);
+  const bool warp_live = rows_have_live(a.key_flags, a.N, b, warp_row0, 16 * RB, false, lane);
+  attend_tiles<T, D, RB, kPrefetch>(a, w, keys, list, b, h, row, warp_row0, warp_live, sm, lane);
   w.reduce_sums();
   const int8_t* flags = a.key_flags + b * a.N;
   LED_UNROLL
@@ -368,7 +371,11 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
   list.extra_src = KeySource::kNonPadded;
   list.extra_first = k_begin;
   list.extra_tiles = k_end > k_begin ? ceil_div(k_end - k_begin, kBlockN) : 0;
-  attend_tiles<T, D, 1, kPrefetch>(a, w, keys, list, b, h, unused_row, 0, sm, lane);
+  // (one global token: one warp of four has a slot)
+  const int64_t lane_slot = s0 + warp * 16 + lane % 16;
+  const bool warp_live =
+      simt::any_sync(lane_slot < a.G && slot_valid(a.key_flags, a.global_idx, a.N, a.G, b, lane_slot));
+  attend_tiles<T, D, 1, kPrefetch>(a, w, keys, list, b, h, unused_row, 0, warp_live, sm, lane);
   w.reduce_sums();
   const int t = lane % 4;
   LED_UNROLL
