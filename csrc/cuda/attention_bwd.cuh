@@ -286,10 +286,11 @@ LED_DEVICE void load_query_rows(const BwdArgs& a, int64_t b, int64_t h, int64_t 
   }
 }
 
-// acc[16 x 64] += A[16 x D] * tile[64 x D]^T with A read from rows [a_row0, a_row0 + 16) of a staged
-// tile (fragments loaded per 16 dims, so they need no registers across the loop).
-template <typename T, int D>
-LED_DEVICE void mma_smem_a_tile_t(float (&acc)[kBlockN / 8][4], const T* a_tile, int a_row0, const T* tile,
+// acc[16 x C] += A[16 x D] * tile[C x D]^T with A read from rows [a_row0, a_row0 + 16) of a staged
+// tile (fragments loaded per 16 dims, so they need no registers across the loop) and the first
+// C = kCols rows of `tile`.
+template <typename T, int D, int kCols = kBlockN>
+LED_DEVICE void mma_smem_a_tile_t(float (&acc)[kCols / 8][4], const T* a_tile, int a_row0, const T* tile,
                                   int lane) {
   const int j = lane / 8, r = lane % 8;
   LED_UNROLL
@@ -297,7 +298,7 @@ LED_DEVICE void mma_smem_a_tile_t(float (&acc)[kBlockN / 8][4], const T* a_tile,
     uint32_t af[4];
     simt::ldmatrix_x4(af, a_tile + (a_row0 + r + 8 * (j & 1)) * smem_row<D>() + kt * 16 + 8 * (j >> 1));
     LED_UNROLL
-    for (int np = 0; np < kBlockN / 16; ++np) {
+    for (int np = 0; np < kCols / 16; ++np) {
       uint32_t kb[4];
       simt::ldmatrix_x4(kb, tile + (np * 16 + r + 8 * (j >> 1)) * smem_row<D>() + kt * 16 + 8 * (j & 1));
       simt::mma_16816<T>(acc[2 * np], af, kb[0], kb[1]);
@@ -369,21 +370,19 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
     LED_UNROLL
     for (int e = 0; e < 4; ++e) dk[dn][e] = dv[dn][e] = 0.0f;
   }
-  for (int64_t i0 = (begin / kBlockM) * kBlockM; i0 < end; i0 += kBlockM) {
-    simt::sync_block();  // the previous tile (or the key positions above) is consumed
-    load_query_rows<T, D>(a, b, h, i0, end, qs, dos, row_pos, row_m, row_log2l, row_delta, row_poison);
-    simt::sync_block();
-    if (!warp_has_keys || !tile_has_any(row_pos, lane)) continue;  // nothing attended: exact zeros
-    float st[kBlockM / 8][4], dpt[kBlockM / 8][4];  // [query groups][keys g, g+8 x 2 queries]
+  // One staged query tile, its first kCols rows (the others dead): dV += P^T dO, dK += dS^T Q.
+  auto sweep_rows = [&](auto cols) {
+    constexpr int kCols = decltype(cols)::value;
+    float st[kCols / 8][4], dpt[kCols / 8][4];  // [query groups][keys g, g+8 x 2 queries]
     LED_UNROLL
-    for (int nt = 0; nt < kBlockM / 8; ++nt) {
+    for (int nt = 0; nt < kCols / 8; ++nt) {
       LED_UNROLL
       for (int e = 0; e < 4; ++e) st[nt][e] = dpt[nt][e] = 0.0f;
     }
-    mma_smem_a_tile_t<T, D>(st, ks, warp * 16, qs, lane);
-    mma_smem_a_tile_t<T, D>(dpt, vs, warp * 16, dos, lane);
+    mma_smem_a_tile_t<T, D, kCols>(st, ks, warp * 16, qs, lane);
+    mma_smem_a_tile_t<T, D, kCols>(dpt, vs, warp * 16, dos, lane);
     LED_UNROLL
-    for (int nt = 0; nt < kBlockM / 8; ++nt) {
+    for (int nt = 0; nt < kCols / 8; ++nt) {
       LED_UNROLL
       for (int e = 0; e < 4; ++e) {
         const int col = nt * 8 + 2 * t + (e & 1);
@@ -394,8 +393,19 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
         dpt[nt][e] = keep ? p * (dpt[nt][e] - row_delta[col]) : 0.0f;
       }
     }
-    mma_p_tile<T, D>(dv, st, dos, lane);
-    mma_p_tile<T, D>(dk, dpt, qs, lane);
+    mma_p_tile<T, D, kCols>(dv, st, dos, lane);
+    mma_p_tile<T, D, kCols>(dk, dpt, qs, lane);
+  };
+  for (int64_t i0 = (begin / kBlockM) * kBlockM; i0 < end; i0 += kBlockM) {
+    simt::sync_block();  // the previous tile (or the key positions above) is consumed
+    load_query_rows<T, D>(a, b, h, i0, end, qs, dos, row_pos, row_m, row_log2l, row_delta, row_poison);
+    simt::sync_block();
+    if (!warp_has_keys || !tile_has_any(row_pos, lane)) continue;  // nothing attended: exact zeros
+    if (D > 64 || tile_has_any(row_pos, lane, kNarrowCols)) {
+      sweep_rows(std::integral_constant<int, kBlockM>{});
+    } else {  // e.g. kernel B's slots with up to 16 global tokens (not at D = 128: registers)
+      sweep_rows(std::integral_constant<int, kNarrowCols>{});
+    }
   }
 
   LED_UNROLL
