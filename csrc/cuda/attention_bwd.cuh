@@ -197,12 +197,12 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
     }
     mma_p_tile<T, D, kCols>(acc, s, ks, lane);
   };
-  // A whole tile: nothing when no key is attended (exact zeros), its first kNarrowCols keys when no
-  // later one is (block-uniform, see tile_has_any); not at D = 128, whose registers are full (the
-  // second variant of the loop would spill).
-  // a warp without a live row skips its math (its dQ rows are exact zeros); not at D = 128, whose
-  // registers are full (the predicate alone makes ptxas spill)
+  // A warp without a live row skips the math (its dQ rows are exact zeros); not at D = 128, whose
+  // registers are full (the predicate alone makes ptxas spill).
   const bool warp_live = D > 64 || simt::any_sync(live[0] || live[1]);
+  // A whole tile: nothing when no key is attended (exact zeros), its first kNarrowCols keys when no
+  // later one is (block-uniform, see tile_has_any); not at D = 128 either (the second variant of the
+  // loop would spill).
   auto attend = [&](bool banded) {
     if (!warp_live || !tile_has_any(key_pos, lane)) return;
     if (D > 64 || tile_has_any(key_pos, lane, kNarrowCols)) {
