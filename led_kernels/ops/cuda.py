@@ -29,14 +29,13 @@ gradients that depend on those (see csrc/cuda/attention_common.cuh).
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from led_kernels import _extension as ext
-from led_kernels.ops._compiled import prepare_indices, rows_last_dim_contiguous, strides3
+from led_kernels.ops._compiled import cuda_launch, prepare_indices, rows_last_dim_contiguous, strides3
 from led_kernels.ops._dispatch import call_op
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
@@ -45,7 +44,7 @@ _KIND_BANDED = 0  # AttnKind::kBanded (csrc/include/led_kernels/cpu_attention.h)
 _KIND_GLOBAL = 1  # AttnKind::kGlobalRows
 
 # The kernel entry points: the compiled extension, or (tests only) the same kernels built for the CPU
-# emulator of tests/cuda_emu/, which run on host memory. See _launch_context.
+# emulator of tests/cuda_emu/, which run on host memory (cuda_launch gives them stream 0).
 _kernels: Any = None
 
 
@@ -65,35 +64,6 @@ def _check_input(t: Tensor, name: str) -> None:
         )
     if _kernels is None and t.device.type != "cuda":
         raise ValueError(f"backend 'cuda' needs CUDA tensors, got {name} on {t.device}")
-
-
-@functools.cache
-def _several_gpus() -> bool:
-    return torch.cuda.device_count() > 1
-
-
-class _launch_context:
-    """Makes the tensors' device current and gives the current stream's handle; a no-op for host tensors
-    (the emulated kernels of the tests). The extension's own (static) CUDA runtime launches on the context
-    torch makes current; with several GPUs it is also told the device, so as not to depend on when torch's
-    runtime makes a device's context current."""
-
-    def __init__(self, t: Tensor) -> None:
-        self.device = t.device
-        self.guard = torch.cuda.device(t.device) if t.device.type == "cuda" else None
-
-    def __enter__(self) -> int:
-        if self.guard is None:
-            return 0
-        self.guard.__enter__()
-        if _several_gpus():
-            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
-            _c().cuda_set_device(index)
-        return torch.cuda.current_stream(self.device).cuda_stream
-
-    def __exit__(self, *exc: object) -> None:
-        if self.guard is not None:
-            self.guard.__exit__(*exc)
 
 
 def _workspace(
@@ -123,7 +93,7 @@ def _forward(
     if b * m * h * d == 0:
         return out, lse.fill_(float("inf"))
     workspace, nbytes = _workspace(False, kind, b, h, g, n, d, q.device)
-    with _launch_context(q) as stream:
+    with cuda_launch(q, _c()) as stream:
         _c().attention_fwd_cuda(
             kind, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(),
             key_flags.data_ptr(), _ptr(global_idx), b, m, n, h, d, g, window, scale,
@@ -152,7 +122,7 @@ def _backward(
     if b * h * d == 0 or (m == 0 and n == 0):
         return dq, dk, dv
     workspace, nbytes = _workspace(True, kind, b, h, g, n, d, q.device)
-    with _launch_context(q) as stream:
+    with cuda_launch(q, _c()) as stream:
         _c().attention_bwd_cuda(
             kind, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), dout.data_ptr(), lse.data_ptr(),
             dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), key_flags.data_ptr(), _ptr(global_idx),
@@ -178,7 +148,7 @@ def cuda_key_flags(global_idx: Tensor, key_padding_mask: Tensor | None, n: int) 
         return flags
     pad = None if key_padding_mask is None else key_padding_mask.view(torch.uint8)
     pad_strides = (0, 0) if pad is None else (pad.stride(0), pad.stride(1))
-    with _launch_context(global_idx) as stream:
+    with cuda_launch(global_idx, _c()) as stream:
         _c().key_flags_cuda(
             _ptr(pad), *pad_strides, _ptr(global_idx if g > 0 else None), flags.data_ptr(), b, n, g, stream
         )

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from led_kernels import _extension as ext
+from led_kernels.ops._compiled import cuda_launch
 
 _SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -67,10 +68,7 @@ def _attention_delta_op(out: Tensor, grad_out: Tensor) -> Tensor:
         ok, why = ext.cuda_usable()
         if not ok:
             raise RuntimeError(f"attention_delta on {out.device}: the CUDA kernels cannot run here: {why}")
-        # The extension's own (static) CUDA runtime follows the current device, so make the
-        # tensors' device current and enqueue on torch's current stream for it.
-        with torch.cuda.device(out.device):
-            stream = torch.cuda.current_stream(out.device).cuda_stream
+        with cuda_launch(out, ext.C) as stream:
             ext.C.delta_cuda(
                 out.data_ptr(), grad_out.data_ptr(), delta.data_ptr(), B, N, H, D,
                 o_strides, do_strides, code, stream,

@@ -28,7 +28,7 @@ from cases import (
 import led_kernels as lk
 from led_kernels import backends
 from led_kernels.masks import gather_rows, key_flags, scatter_rows, valid_global_slots
-from led_kernels.ops import cuda
+from led_kernels.ops import _compiled, cuda
 
 LOW = (torch.float16, torch.bfloat16)
 SIX = ("q", "k", "v", "q_global", "k_global", "v_global")
@@ -325,7 +325,7 @@ def test_gpu_layer_names_the_device_to_the_extension(monkeypatch):
     _, views = fused_projections(1, 500, 2, 64, dtype=torch.float16, device="cuda")
     gm, pm = spread_masks(1, 500, 3, "cuda")
     single = longformer_layer(views, 40, gm, pm, "cuda")
-    monkeypatch.setattr(cuda, "_several_gpus", lambda: True)
+    monkeypatch.setattr(_compiled, "several_gpus", lambda: True)
     assert torch.equal(longformer_layer(views, 40, gm, pm, "cuda"), single)
 
 
