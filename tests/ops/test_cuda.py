@@ -144,6 +144,30 @@ def test_layer_op_gives_the_composed_ops_bits_emulated(emulated_cuda_backend, gp
     _assert_within_twice_torch(_errors_vs_oracle(results), "layer")
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["separate", "shared"])
+@pytest.mark.parametrize("gpat", GLOBAL_PATTERNS)
+def test_public_function_runs_the_layer_op_emulated(emulated_cuda_interface, gpat, shared):
+    """``lk.longformer_attention(backend="cuda")`` (validation, global indices, key flags, the choice of
+    the layer op, G = 0 without global projections) gives the layer op's bits."""
+    b, n, h, d = 2, 45, 2, 16
+    torch.manual_seed(1)
+    base = torch.randn(b, n, 6, h, d).half()
+    gm, pm = global_mask(b, n, gpat), padding_mask(b, n, "tail")
+    dout = torch.randn(b, n, h, d).half()
+    results = []
+    for run in (_layer_one_op, lambda views, *args: longformer_layer(views, *args, "cuda")):
+        fused = base.clone().requires_grad_()
+        views = list(fused.unbind(2))
+        if shared:
+            views[3:] = [None, None, None]
+        out = run(views, 6, gm, pm)
+        assert out.grad_fn._forward_cls is cuda.LongformerAttentionFunction  # the layer op, not two ops
+        results.append((out, *torch.autograd.grad(out, fused, dout)))
+    assert emulated_cuda_interface.calls.count("fwd") == 2 * (1 if gpat == "none" else 2)
+    for x, y in zip(*results):
+        assert torch.equal(x, y)
+
+
 def test_layer_op_contains_nonfinite_rows_emulated(emulated_cuda_backend):
     """A NaN in one key row of the local projection and an inf in one query row of the global one reach only
     the rows that attend them and the gradients that depend on those, through the layer op as through the
