@@ -1,10 +1,13 @@
-"""How the backends call their registered ops from inside their own autograd Functions."""
+"""How the backends call their registered ops from inside their own autograd Functions, and the autograd
+Function of the backends that run a whole layer as one pair of ops (``triton``, ``cuda``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+
+from led_kernels.ops._compiled import rows_last_dim_contiguous
 
 
 def call_op(op: Any, *args: Any) -> Any:
@@ -26,4 +29,62 @@ def call_op(op: Any, *args: Any) -> Any:
     return body(*args)
 
 
-__all__ = ["call_op"]
+def layer_function(fwd_op: Any, bwd_op: Any) -> type[torch.autograd.Function]:
+    """The autograd Function of a backend's layer op pair.
+
+    ``fwd_op(q, k, v, q_global, k_global, v_global, key_flags, global_idx, window, scale)`` returns
+    ``(out, lse, glse, *extra)``; ``bwd_op(dout, q, k, v, q_global, k_global, v_global, out, lse, glse,
+    key_flags, global_idx, *extra, window, scale, shared)`` returns the six projections' gradients, the
+    global ones as placeholders when ``shared`` (the kernels fold them into q, k, v's)."""
+
+    class LongformerAttentionFunction(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v, q_global, k_global, v_global, window, key_flags, global_idx, scale, shared):
+            out, lse, glse, *extra = call_op(
+                fwd_op, q, k, v, q_global, k_global, v_global, key_flags, global_idx, window, scale
+            )
+            ctx.save_for_backward(
+                q, k, v, q_global, k_global, v_global, out, lse, glse, key_flags, global_idx, *extra
+            )
+            ctx.window, ctx.scale, ctx.shared = window, scale, shared
+            return out
+
+        @staticmethod
+        def backward(ctx, dout):
+            grads = call_op(
+                bwd_op, rows_last_dim_contiguous(dout), *ctx.saved_tensors, ctx.window, ctx.scale, ctx.shared
+            )
+            dq, dk, dv, dqg, dkg, dvg = grads
+            if ctx.shared:
+                dqg = dkg = dvg = None
+            return dq, dk, dv, dqg, dkg, dvg, None, None, None, None, None
+
+    return LongformerAttentionFunction
+
+
+def apply_layer(
+    function: type[torch.autograd.Function],
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_global: torch.Tensor | None,
+    k_global: torch.Tensor | None,
+    v_global: torch.Tensor | None,
+    window: int,
+    key_flags: torch.Tensor,
+    global_idx: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Runs a :func:`layer_function`. With one projection for both kernels (all three global ones None),
+    kernel B's gradients are accumulated into A's in the kernels; when only some global projections are
+    given, the others are the local ones (autograd adds those gradients)."""
+    shared = q_global is None and k_global is None and v_global is None
+    q_global = q if q_global is None else q_global
+    k_global = k if k_global is None else k_global
+    v_global = v if v_global is None else v_global
+    return function.apply(
+        q, k, v, q_global, k_global, v_global, int(window), key_flags, global_idx, float(scale), shared
+    )
+
+
+__all__ = ["apply_layer", "call_op", "layer_function"]

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from led_kernels import _extension as ext
 from led_kernels.ops._compiled import cuda_launch, prepare_indices, rows_last_dim_contiguous, strides3
-from led_kernels.ops._dispatch import call_op
+from led_kernels.ops._dispatch import apply_layer, layer_function
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16)
@@ -455,24 +455,7 @@ def _(
     return tuple(grads)
 
 
-class LongformerAttentionFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, q_global, k_global, v_global, window, key_flags, global_idx, scale, shared):
-        out, lse, glse = call_op(
-            cuda_longformer_fwd, q, k, v, q_global, k_global, v_global, key_flags, global_idx, window, scale
-        )
-        ctx.save_for_backward(q, k, v, q_global, k_global, v_global, out, lse, glse, key_flags, global_idx)
-        ctx.window, ctx.scale, ctx.shared = window, scale, shared
-        return out
-
-    @staticmethod
-    def backward(ctx, dout):
-        dout = rows_last_dim_contiguous(dout)
-        grads = call_op(cuda_longformer_bwd, dout, *ctx.saved_tensors, ctx.window, ctx.scale, ctx.shared)
-        dq, dk, dv, dqg, dkg, dvg = grads
-        if ctx.shared:
-            dqg = dkg = dvg = None
-        return dq, dk, dv, dqg, dkg, dvg, None, None, None, None, None
+LongformerAttentionFunction = layer_function(cuda_longformer_fwd, cuda_longformer_bwd)
 
 
 def longformer_attention(
@@ -509,13 +492,10 @@ def longformer_attention(
         if t is not None:
             _check_input(t, name)
     key_flags, global_idx = prepare_indices(key_flags, global_idx)
-    shared = q_global is None and k_global is None and v_global is None
-    q_global = q if q_global is None else q_global
-    k_global = k if k_global is None else k_global
-    v_global = v if v_global is None else v_global
-    return LongformerAttentionFunction.apply(
-        q, k, v, q_global, k_global, v_global, int(window), key_flags, global_idx, float(scale), shared
-    )
+    return apply_layer(
+        LongformerAttentionFunction, q, k, v, q_global, k_global, v_global, window, key_flags, global_idx,
+        scale,
+    )  # fmt: skip
 
 
 __all__ = [

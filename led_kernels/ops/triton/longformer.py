@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from led_kernels.ops._dispatch import call_op
+from led_kernels.ops._dispatch import apply_layer, layer_function
 
 from . import _common
 from ._common import (
@@ -323,40 +323,7 @@ def _(dout, q, k, v, q_global, k_global, v_global, out, lse, glse, key_flags, gl
 # ----------------------------------------------------------------------------------------------------
 
 
-class LongformerAttentionFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, q_global, k_global, v_global, window, key_flags, global_idx, scale, shared):
-        out, lse, glse, cum_excl, cum_pad, bounds = call_op(
-            triton_longformer_fwd, q, k, v, q_global, k_global, v_global, key_flags, global_idx, window, scale
-        )
-        ctx.save_for_backward(
-            q,
-            k,
-            v,
-            q_global,
-            k_global,
-            v_global,
-            out,
-            lse,
-            glse,
-            key_flags,
-            global_idx,
-            cum_excl,
-            cum_pad,
-            bounds,
-        )
-        ctx.window, ctx.scale, ctx.shared = window, scale, shared
-        return out
-
-    @staticmethod
-    def backward(ctx, dout):
-        if dout.stride(-1) != 1:
-            dout = dout.contiguous()
-        grads = call_op(triton_longformer_bwd, dout, *ctx.saved_tensors, ctx.window, ctx.scale, ctx.shared)
-        dq, dk, dv, dqg, dkg, dvg = grads
-        if ctx.shared:
-            dqg = dkg = dvg = None
-        return dq, dk, dv, dqg, dkg, dvg, None, None, None, None, None
+LongformerAttentionFunction = layer_function(triton_longformer_fwd, triton_longformer_bwd)
 
 
 def longformer_attention(
@@ -384,12 +351,7 @@ def longformer_attention(
     """
     check_head_dim(q.shape[-1])
     check_scale(scale)
-    # one projection for both kernels: B's gradients are accumulated into A's in the kernels; when only
-    # some global projections are given, the others are the local ones (autograd adds those gradients)
-    shared = q_global is None and k_global is None and v_global is None
-    q_global = q if q_global is None else q_global
-    k_global = k if k_global is None else k_global
-    v_global = v if v_global is None else v_global
-    return LongformerAttentionFunction.apply(
-        q, k, v, q_global, k_global, v_global, int(window), key_flags, global_idx, float(scale), shared
-    )
+    return apply_layer(
+        LongformerAttentionFunction, q, k, v, q_global, k_global, v_global, window, key_flags, global_idx,
+        scale,
+    )  # fmt: skip
