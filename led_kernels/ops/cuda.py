@@ -77,16 +77,20 @@ def _ptr(t: Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
 
 
+def _sizes(kind: int, q: Tensor, k: Tensor, global_idx: Tensor | None, layer: bool) -> tuple[int, ...]:
+    # (B, M, N, H, D, G): M rows of q, except for the layer mode's kernel B, whose q has N rows of which
+    # its G slots are the rows (cpu_attention.h)
+    b, m, h, d = q.shape
+    g = 0 if global_idx is None else global_idx.shape[1]
+    return b, g if layer and kind == _KIND_GLOBAL else m, k.shape[1], h, d, g
+
+
 def _forward(
     kind, q, k, v, key_flags, global_idx, window, scale, out=None, layer=False
 ) -> tuple[Tensor, Tensor]:
     # q (B, M, H, D) rows, k/v (B, N, H, D) -> out (B, M, H, D), lse (B, H, 2, M) float32. The layer
     # mode's kernel B (cpu_attention.h): q (B, N, H, D), its G slot rows written into `out` (B, N, H, D)
-    b, m, h, d = q.shape
-    n = k.shape[1]
-    g = 0 if global_idx is None else global_idx.shape[1]
-    if layer and kind == _KIND_GLOBAL:
-        m = g
+    b, m, n, h, d, g = _sizes(kind, q, k, global_idx, layer)
     if out is None:
         out = torch.empty((b, m, h, d), dtype=q.dtype, device=q.device)
     lse = torch.empty((b, h, 2, m), dtype=torch.float32, device=q.device)
@@ -108,11 +112,7 @@ def _backward(
     accumulate_kv=False,
 ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     # dq like q, dk and dv (B, N, H, D); the layer mode's kernel B writes into `grads` (see _forward)
-    b, m, h, d = q.shape
-    n = k.shape[1]
-    g = 0 if global_idx is None else global_idx.shape[1]
-    if layer and kind == _KIND_GLOBAL:
-        m = g
+    b, m, n, h, d, g = _sizes(kind, q, k, global_idx, layer)
     if grads is None:
         dq = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         dk = torch.empty((b, n, h, d), dtype=k.dtype, device=q.device)
