@@ -36,7 +36,7 @@ from torch import Tensor
 
 from led_kernels import _extension as ext
 from led_kernels.ops._compiled import cuda_launch, prepare_indices, rows_last_dim_contiguous, strides3
-from led_kernels.ops._dispatch import apply_layer, layer_function
+from led_kernels.ops._dispatch import apply_layer, global_grads_like, layer_function
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16)
@@ -397,14 +397,6 @@ def _(q, k, v, q_global, k_global, v_global, key_flags, global_idx, window, scal
     )
 
 
-def _global_grads_like(q_global: Tensor, k_global: Tensor, v_global: Tensor, shared: bool) -> list[Tensor]:
-    if shared:  # folded into dq, dk, dv: empty placeholders (an op's outputs may not alias)
-        return [x.new_empty((0,)) for x in (q_global, k_global, v_global)]
-    # dq_global is zero except at the global rows, which kernel B writes; dk/dv_global are written whole
-    dq_global = torch.zeros(q_global.shape, dtype=q_global.dtype, device=q_global.device)
-    return [dq_global, *(torch.empty(x.shape, dtype=x.dtype, device=x.device) for x in (k_global, v_global))]
-
-
 @torch.library.custom_op("led_kernels::cuda_longformer_bwd", mutates_args=())
 def cuda_longformer_bwd(
     dout: Tensor,
@@ -430,7 +422,7 @@ def cuda_longformer_bwd(
     # kernel A: the global rows are dead (their output is B's)
     a_idx = global_idx if g > 0 else None
     dq, dk, dv = _backward(_KIND_BANDED, dout, q, k, v, out, lse, key_flags, a_idx, window, scale, layer=True)
-    global_grads = _global_grads_like(q_global, k_global, v_global, shared)
+    global_grads = global_grads_like(q_global, k_global, v_global, shared, torch.empty)
     if g == 0:
         if not shared:
             global_grads[1].zero_(), global_grads[2].zero_()

@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from led_kernels.ops._dispatch import apply_layer, layer_function
+from led_kernels.ops._dispatch import apply_layer, global_grads_like, layer_function
 
 from . import _common
 from ._common import (
@@ -246,17 +246,6 @@ def _(q, k, v, q_global, k_global, v_global, key_flags, global_idx, window, scal
     )
 
 
-def _global_grads_like(q_global, k_global, v_global, shared: bool):
-    if shared:  # folded into dq, dk, dv: empty placeholders (an op's outputs may not alias)
-        return tuple(x.new_empty((0,)) for x in (q_global, k_global, v_global))
-    # dQ_global is zero except at the global rows; dK/dV_global get every row written
-    return (
-        torch.zeros(q_global.shape, dtype=q_global.dtype, device=q_global.device),
-        _common.empty(k_global.shape, k_global.dtype, k_global.device),
-        _common.empty(v_global.shape, v_global.dtype, v_global.device),
-    )
-
-
 @torch.library.custom_op("led_kernels::triton_longformer_bwd", mutates_args=())
 def triton_longformer_bwd(
     dout: torch.Tensor,
@@ -286,7 +275,7 @@ def triton_longformer_bwd(
     dq = _common.empty((bsz, n, h, d), q.dtype, dev)
     dk = _common.empty((bsz, n, h, d), k.dtype, dev)
     dv = _common.empty((bsz, n, h, d), v.dtype, dev)
-    dqg, dkg, dvg = _global_grads_like(q_global, k_global, v_global, shared)
+    dqg, dkg, dvg = global_grads_like(q_global, k_global, v_global, shared, _common.empty)
     if dq.numel() == 0:
         return dq, dk, dv, dqg, dkg, dvg
     delta = bwd_delta(out, dout)
