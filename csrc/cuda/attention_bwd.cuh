@@ -64,7 +64,6 @@ struct BwdArgs {
   int64_t window;
   float scale_log2, scale;
   BNHStrides qs, ks, vs, os, dos, dqs, dks, dvs;
-  bool aligned;     // q, k, v, dout rows start 16-byte aligned
   bool o_aligned;   // out and dout rows start 16-byte aligned (delta_kernel)
   bool global_rows;  // kernel B (rows are global slots)
   bool layer;        // the layer mode (cpu_attention.h)
@@ -121,6 +120,14 @@ LED_KERNEL void __launch_bounds__(kThreads) delta_kernel(BwdArgs a) {
 
 // Kernel A: blocks (query tile, head, batch), dQ written. Kernel B: blocks (key chunk, slot tile,
 // head, batch), dQ partials written.
+// Whether the backward kernels compile a mask-free variant of their score loop (for whole tiles that
+// the window covers): not at D = 128, nor at D = 16 (whose dK/dV kernels run on fewer registers),
+// where the second variant of the loop would spill.
+template <int D>
+constexpr bool has_mask_free_loop() {
+  return D == 32 || D == 64;
+}
+
 template <typename T, int D>
 LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
   const KeyTileSmem<T, D> sm(simt::shared_memory());  // Q and dO are staged in the K and V tiles first
@@ -131,7 +138,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
   const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
   const Rows<T> dout{static_cast<const T*>(a.dout), a.dos, a.M};
   const KeySet<T> keys{Rows<T>{static_cast<const T*>(a.k), a.ks, a.N}, Rows<T>{static_cast<const T*>(a.v), a.vs, a.N},
-                       a.aligned, a.key_flags, a.global_idx, a.N, a.G};
+                       a.key_flags, a.global_idx, a.N, a.G};
 
   const int64_t bid = simt::block_index();
   int64_t i0, h, b, chunk = 0;
@@ -149,8 +156,8 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
   }
   const int warp = simt::thread_index() / 32, lane = simt::thread_index() % 32, t = lane % 4;
 
-  load_row_tile<T, D>(q, a.rows, a.aligned, b, h, i0, ks);
-  load_row_tile<T, D>(dout, a.rows, a.aligned, b, h, i0, vs);
+  load_row_tile<T, D>(q, a.rows, b, h, i0, ks);
+  load_row_tile<T, D>(dout, a.rows, b, h, i0, vs);
   simt::sync_block();
   uint32_t qf[D / 16][4], df[D / 16][4];
   load_a_fragments<D>(qf, ks, warp * 16, lane);
@@ -172,8 +179,9 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
   LED_UNROLL
   for (int dn = 0; dn < D / 8; ++dn) acc[dn][0] = acc[dn][1] = acc[dn][2] = acc[dn][3] = 0.0f;
 
-  // The first kCols keys of one staged key tile (the others masked): dQ += dS K.
-  auto attend_cols = [&](bool banded, auto cols) {
+  // The first kCols keys of one staged key tile (the others masked): dQ += dS K. `full`: every entry
+  // of the warp's 16 x kCols scores is attended (no mask, no poison: the same values without them).
+  auto attend_cols = [&](bool banded, bool full, auto cols) {
     constexpr int kCols = decltype(cols)::value;
     float s[kCols / 8][4], dp[kCols / 8][4];
     LED_UNROLL
@@ -189,26 +197,36 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
       for (int e = 0; e < 4; ++e) {
         const int col = nt * 8 + 2 * t + (e & 1);
         const int x = e >> 1;
-        const int32_t kp = key_pos[col];
-        const bool keep = live[x] && attends(row[x], kp, banded, a.window);
         const float p = simt::fast_exp2((s[nt][e] * a.scale_log2 - m[x]) - log2l[x]);
-        s[nt][e] = keep ? p * (dp[nt][e] - delta[x]) + poison[col] : 0.0f;
+        if (has_mask_free_loop<D>() && full) {
+          s[nt][e] = p * (dp[nt][e] - delta[x]);
+        } else {
+          const bool keep = live[x] && attends(row[x], key_pos[col], banded, a.window);
+          s[nt][e] = keep ? p * (dp[nt][e] - delta[x]) + poison[col] : 0.0f;
+        }
       }
     }
     mma_p_tile<T, D, kCols>(acc, s, ks, lane);
   };
   // A warp without a live row skips the math (its dQ rows are exact zeros); not at D = 128, whose
-  // registers are full (the predicate alone makes ptxas spill).
-  const bool warp_live = D > 64 || simt::any_sync(live[0] || live[1]);
-  // A whole tile: nothing when no key is attended (exact zeros), its first kNarrowCols keys when no
-  // later one is (block-uniform, see tile_has_any); not at D = 128 either (the second variant of the
-  // loop would spill).
-  auto attend = [&](bool banded) {
+  // registers are full (the predicate alone makes ptxas spill). From ballots: see simt::ballot_sync.
+  bool warp_live = true, warp_all_live = false;
+  if constexpr (D <= 64) {
+    const uint32_t lanes0 = simt::ballot_sync(live[0]), lanes1 = simt::ballot_sync(live[1]);
+    warp_live = (lanes0 | lanes1) != 0u;
+    warp_all_live = (lanes0 & lanes1) == 0xffffffffu;
+  }
+  // A whole tile (keys from j0 when banded): nothing when no key is attended (exact zeros), its first
+  // kNarrowCols keys when no later one is (block-uniform, see tile_has_any); not at D = 128 either (the
+  // second variant of the loop would spill). A clean tile that the window covers needs no mask.
+  auto attend = [&](bool banded, int64_t j0) {
     if (!warp_live || !tile_has_any(key_pos, lane)) return;
     if (D > 64 || tile_has_any(key_pos, lane, kNarrowCols)) {
-      attend_cols(banded, std::integral_constant<int, kBlockN>{});
-    } else {
-      attend_cols(banded, std::integral_constant<int, kNarrowCols>{});
+      const bool full = has_mask_free_loop<D>() && warp_all_live && tile_is_clean(key_pos, poison, lane) &&
+                        (!banded || window_covers(i0 + warp * 16, 16, j0, kBlockN, a.window));
+      attend_cols(banded, full, std::integral_constant<int, kBlockN>{});
+    } else {  // (never clean: keys past the first 16 are masked)
+      attend_cols(banded, false, std::integral_constant<int, kNarrowCols>{});
     }
   };
 
@@ -219,7 +237,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
       simt::sync_block();
       load_key_tile<T, D, Contracted::kKey>(keys, KeySource::kNonPadded, b, h, j0, ks, vs, key_pos, poison);
       simt::sync_block();
-      attend(false);
+      attend(false, j0);
     }
     const int64_t part = (b * a.H + h) * a.chunks + chunk;
     LED_UNROLL
@@ -237,13 +255,13 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
     simt::sync_block();
     load_key_tile<T, D, Contracted::kKey>(keys, KeySource::kBand, b, h, j0, ks, vs, key_pos, poison);
     simt::sync_block();
-    attend(true);
+    attend(true, j0);
   }
   for (int64_t s0 = 0; any_live && s0 < a.G; s0 += kBlockN) {
     simt::sync_block();
     load_key_tile<T, D, Contracted::kKey>(keys, KeySource::kGlobalSlots, b, h, s0, ks, vs, key_pos, poison);
     simt::sync_block();
-    attend(false);
+    attend(false, s0);
   }
   T* dq = static_cast<T*>(a.dq);
   LED_UNROLL
@@ -254,34 +272,53 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
 
 // Query rows [i0, i0 + 64) of q and dout with their statistics, for the dkdv sweep; rows at or
 // past `end` or that attend nothing get position -1. A row holding a non-finite value in q or dout
-// is zeroed in both and poisoned.
+// is zeroed in both and poisoned. Up to D = 64 every pass's global loads are issued before the first
+// is checked, so that their latencies overlap (at D = 128 the registers are full: one pass at a time).
 template <typename T, int D>
 LED_DEVICE void load_query_rows(const BwdArgs& a, int64_t b, int64_t h, int64_t i0, int64_t end, T* qs, T* dos,
                                 int32_t* pos, float* m, float* log2l, float* delta, float* poison) {
   constexpr int kChunks = D / 8;
+  constexpr int kPasses = kBlockM * kChunks / kThreads;
+  constexpr int kGroup = D <= 64 ? kPasses : 1;
+  static_assert((kBlockM * kChunks) % kThreads == 0, "whole passes only (every lane joins the shuffles)");
   const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
   const Rows<T> dout{static_cast<const T*>(a.dout), a.dos, a.M};
-  for (int c = simt::thread_index(); c < kBlockM * kChunks; c += kThreads) {
-    const int r = c / kChunks, col = (c % kChunks) * 8;
-    const int64_t i = i0 + r;
-    const bool live = i < end && row_live(a, b, i);
-    Chunk8 qx = zero_chunk(), dx = zero_chunk();
-    if (live) {
-      const int64_t stored = a.rows(b, i);
-      qx = load_chunk(q.row(b, h, stored) + col, a.aligned);
-      dx = load_chunk(dout.row(b, h, stored) + col, a.aligned);
+  const float* stats = a.lse + (b * a.H + h) * 2 * a.M;
+  const float* row_delta = a.delta + (b * a.H + h) * a.M;
+  for (int p0 = 0; p0 < kPasses; p0 += kGroup) {
+    Chunk8 qx[kGroup], dx[kGroup];
+    bool live[kGroup];
+    float rm[kGroup], rl[kGroup], rd[kGroup];
+    LED_UNROLL
+    for (int g = 0; g < kGroup; ++g) {
+      const int c = simt::thread_index() + (p0 + g) * kThreads;
+      const int r = c / kChunks, col = (c % kChunks) * 8;
+      const int64_t i = i0 + r;
+      live[g] = i < end && row_live(a, b, i);
+      qx[g] = dx[g] = zero_chunk();
+      rm[g] = rl[g] = rd[g] = 0.0f;
+      if (live[g]) {
+        const int64_t stored = a.rows(b, i);
+        qx[g] = load_chunk(q.row(b, h, stored) + col);
+        dx[g] = load_chunk(dout.row(b, h, stored) + col);
+        if (col == 0) rm[g] = stats[i], rl[g] = stats[a.M + i], rd[g] = row_delta[i];
+      }
     }
-    const bool bad = row_any<D>(chunk_nonfinite<T>(qx) || chunk_nonfinite<T>(dx));
-    if (bad) qx = dx = zero_chunk();
-    store_chunk(qs + r * smem_row<D>() + col, qx);
-    store_chunk(dos + r * smem_row<D>() + col, dx);
-    if (col == 0) {
-      const float* stats = a.lse + (b * a.H + h) * 2 * a.M;
-      pos[r] = live ? static_cast<int32_t>(i) : -1;
-      m[r] = live ? stats[i] : 0.0f;
-      log2l[r] = live ? stats[a.M + i] : 0.0f;
-      delta[r] = live ? a.delta[(b * a.H + h) * a.M + i] : 0.0f;
-      poison[r] = bad ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+    LED_UNROLL
+    for (int g = 0; g < kGroup; ++g) {
+      const int c = simt::thread_index() + (p0 + g) * kThreads;
+      const int r = c / kChunks, col = (c % kChunks) * 8;
+      const bool bad = row_any<D>(chunk_nonfinite<T>(qx[g]) || chunk_nonfinite<T>(dx[g]));
+      if (bad) qx[g] = dx[g] = zero_chunk();
+      store_chunk(qs + r * smem_row<D>() + col, qx[g]);
+      store_chunk(dos + r * smem_row<D>() + col, dx[g]);
+      if (col == 0) {
+        pos[r] = live[g] ? static_cast<int32_t>(i0 + r) : -1;
+        m[r] = rm[g];
+        log2l[r] = rl[g];
+        delta[r] = rd[g];
+        poison[r] = bad ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+      }
     }
   }
 }
@@ -320,7 +357,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
   float* row_delta = row_log2l + kBlockM;
   float* row_poison = row_delta + kBlockM;
   const KeySet<T> keys{Rows<T>{static_cast<const T*>(a.k), a.ks, a.N}, Rows<T>{static_cast<const T*>(a.v), a.vs, a.N},
-                       a.aligned, a.key_flags, a.global_idx, a.N, a.G};
+                       a.key_flags, a.global_idx, a.N, a.G};
 
   const int64_t bid = simt::block_index();
   int64_t base, h, b, chunk = 0, begin, end;
@@ -362,7 +399,10 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
   // Keys that no row attends get exact zeros: a tile without any skips the sweep, a warp without any
   // (one global key: three warps of four) its math. (Read before the first query tile overwrites them.)
   if (!tile_has_any(key_pos, lane)) begin = end = 0;
-  const bool warp_has_keys = simt::any_sync(kpos[0] >= 0 || kpos[1] >= 0);
+  // (from ballots: see simt::ballot_sync)
+  const uint32_t key_lanes0 = simt::ballot_sync(kpos[0] >= 0), key_lanes1 = simt::ballot_sync(kpos[1] >= 0);
+  const bool warp_has_keys = (key_lanes0 | key_lanes1) != 0u;
+  const bool warp_all_keys = (key_lanes0 & key_lanes1) == 0xffffffffu;
 
   float dk[D / 8][4], dv[D / 8][4];
   LED_UNROLL
@@ -370,8 +410,9 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
     LED_UNROLL
     for (int e = 0; e < 4; ++e) dk[dn][e] = dv[dn][e] = 0.0f;
   }
-  // One staged query tile, its first kCols rows (the others dead): dV += P^T dO, dK += dS^T Q.
-  auto sweep_rows = [&](auto cols) {
+  // One staged query tile, its first kCols rows (the others dead): dV += P^T dO, dK += dS^T Q. `full`:
+  // every entry of the warp's 16 x kCols scores is attended (no mask, no poison: the same values).
+  auto sweep_rows = [&](bool full, auto cols) {
     constexpr int kCols = decltype(cols)::value;
     float st[kCols / 8][4], dpt[kCols / 8][4];  // [query groups][keys g, g+8 x 2 queries]
     LED_UNROLL
@@ -386,11 +427,17 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
       LED_UNROLL
       for (int e = 0; e < 4; ++e) {
         const int col = nt * 8 + 2 * t + (e & 1);
-        const int32_t kp = kpos[e >> 1], rp = row_pos[col];
-        const bool keep = rp >= 0 && attends(rp, kp, banded, a.window);
-        const float p = simt::fast_exp2((st[nt][e] * a.scale_log2 - row_m[col]) - row_log2l[col]) + row_poison[col];
-        st[nt][e] = keep ? p : 0.0f;
-        dpt[nt][e] = keep ? p * (dpt[nt][e] - row_delta[col]) : 0.0f;
+        const float p = simt::fast_exp2((st[nt][e] * a.scale_log2 - row_m[col]) - row_log2l[col]);
+        if (has_mask_free_loop<D>() && full) {
+          st[nt][e] = p;
+          dpt[nt][e] = p * (dpt[nt][e] - row_delta[col]);
+        } else {
+          const int32_t rp = row_pos[col];
+          const bool keep = rp >= 0 && attends(rp, kpos[e >> 1], banded, a.window);
+          const float pp = p + row_poison[col];
+          st[nt][e] = keep ? pp : 0.0f;
+          dpt[nt][e] = keep ? pp * (dpt[nt][e] - row_delta[col]) : 0.0f;
+        }
       }
     }
     mma_p_tile<T, D, kCols>(dv, st, dos, lane);
@@ -402,9 +449,12 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
     simt::sync_block();
     if (!warp_has_keys || !tile_has_any(row_pos, lane)) continue;  // nothing attended: exact zeros
     if (D > 64 || tile_has_any(row_pos, lane, kNarrowCols)) {
-      sweep_rows(std::integral_constant<int, kBlockM>{});
-    } else {  // e.g. kernel B's slots with up to 16 global tokens (not at D = 128: registers)
-      sweep_rows(std::integral_constant<int, kNarrowCols>{});
+      // a clean tile of live rows that the window covers (from the warp's keys) needs no mask
+      const bool full = has_mask_free_loop<D>() && warp_all_keys && tile_is_clean(row_pos, row_poison, lane) &&
+                        (!banded || window_covers(i0, kBlockM, base + warp * 16, 16, a.window));
+      sweep_rows(full, std::integral_constant<int, kBlockM>{});
+    } else {  // e.g. kernel B's slots with up to 16 global tokens (not at D = 128: registers); never clean
+      sweep_rows(false, std::integral_constant<int, kNarrowCols>{});
     }
   }
 
@@ -499,13 +549,11 @@ void launch_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, f
   a.q = p.q, a.k = p.k, a.v = p.v, a.out = out, a.dout = p.dout, a.lse = p.lse;
   a.dq = p.dq, a.dk = p.dk, a.dv = p.dv;
   a.key_flags = p.key_flags, a.global_idx = p.global_idx;
-  a.B = p.B, a.M = p.M, a.N = p.N, a.H = p.H, a.G = p.G, a.window = p.window;
+  a.B = p.B, a.M = p.M, a.N = p.N, a.H = p.H, a.G = p.G, a.window = clamped_window(p.window, p.N);
   a.scale_log2 = static_cast<float>(p.scale * 1.4426950408889634);
   a.scale = static_cast<float>(p.scale);
   a.qs = p.q_strides, a.ks = p.k_strides, a.vs = p.v_strides, a.os = o_strides, a.dos = p.do_strides;
   a.dqs = p.dq_strides, a.dks = p.dk_strides, a.dvs = p.dv_strides;
-  a.aligned = row_starts_aligned(p.q, p.q_strides, 2) && row_starts_aligned(p.k, p.k_strides, 2) &&
-              row_starts_aligned(p.v, p.v_strides, 2) && row_starts_aligned(p.dout, p.do_strides, 2);
   a.o_aligned = row_starts_aligned(out, o_strides, 2) && row_starts_aligned(p.dout, p.do_strides, 2);
   a.global_rows = p.kind == AttnKind::kGlobalRows;
   a.layer = p.layer;
@@ -570,6 +618,10 @@ void attention_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides
                                      std::make_tuple(static_cast<const void*>(p.dv), p.dv_strides, "dv")}) {
     if (!rows_4byte_aligned(ptr, s)) throw std::invalid_argument(std::string(who) + ": " + name + " rows must be 4-byte aligned");
   }
+  check_rows_aligned16(p.q, p.q_strides, who, "q");
+  check_rows_aligned16(p.k, p.k_strides, who, "k");
+  check_rows_aligned16(p.v, p.v_strides, who, "v");
+  check_rows_aligned16(p.dout, p.do_strides, who, "dout");
   if (workspace_bytes < bwd_workspace_bytes(p.kind, p.B, p.H, p.G, p.N, p.D)) {
     throw std::invalid_argument(std::string(who) + ": workspace too small");
   }

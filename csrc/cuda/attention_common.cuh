@@ -3,8 +3,9 @@
 //
 // A block is 4 warps. Tiles are 64 rows of D 16-bit elements staged in shared memory with rows
 // padded by 8 elements, so that the 8 rows one ldmatrix phase reads start in 8 different 16-byte
-// bank groups. Global rows are read as 16-byte chunks when every row start is 16-byte aligned
-// (the usual case, also for views of a fused projection), else element by element.
+// bank groups. Global rows are read as 16-byte chunks, so their starts must be 16-byte aligned (the
+// usual case, also for views of a fused projection; the launchers refuse others, which the Python
+// side copies first).
 //
 // Non-finite inputs. Tensor-core products cannot skip a zero factor, so 0 * NaN or 0 * inf in a
 // contraction over rows would spread a non-finite row to every row of its tile. A row that is
@@ -74,18 +75,24 @@ struct Chunk8 {
 
 LED_DEVICE Chunk8 zero_chunk() { return Chunk8{{0, 0, 0, 0}}; }
 
+// The attention kernels read only 16-byte aligned rows (their launchers refuse others, which the
+// Python side copies first): one vector load, with no element-by-element fallback in the hot loops.
+template <typename T>
+LED_DEVICE Chunk8 load_chunk(const T* src) {
+  simt::check_global(src, 16);
+  const uint4 v = *reinterpret_cast<const uint4*>(src);
+  return Chunk8{{v.x, v.y, v.z, v.w}};
+}
+
+// Any alignment (the delta kernel, which also serves the triton backend's tensors).
 template <typename T>
 LED_DEVICE Chunk8 load_chunk(const T* src, bool aligned) {
-  Chunk8 c;
+  if (aligned) return load_chunk(src);
   simt::check_global(src, 16);
-  if (aligned) {
-    const uint4 v = *reinterpret_cast<const uint4*>(src);
-    c.w[0] = v.x, c.w[1] = v.y, c.w[2] = v.z, c.w[3] = v.w;
-  } else {
-    const uint16_t* s = reinterpret_cast<const uint16_t*>(src);
-    LED_UNROLL
-    for (int i = 0; i < 4; ++i) c.w[i] = static_cast<uint32_t>(s[2 * i]) | (static_cast<uint32_t>(s[2 * i + 1]) << 16);
-  }
+  Chunk8 c;
+  const uint16_t* s = reinterpret_cast<const uint16_t*>(src);
+  LED_UNROLL
+  for (int i = 0; i < 4; ++i) c.w[i] = static_cast<uint32_t>(s[2 * i]) | (static_cast<uint32_t>(s[2 * i + 1]) << 16);
   return c;
 }
 
@@ -168,14 +175,13 @@ struct RowMap {
 // Rows [row0, row0 + kRows) of `src` (through `map`) into a padded shared tile; rows at or past
 // src.rows, or that have no storage, are 0.
 template <typename T, int D, int kRows = kBlockM>
-LED_DEVICE void load_row_tile(const Rows<T>& src, const RowMap& map, bool aligned, int64_t b, int64_t h,
-                              int64_t row0, T* tile) {
+LED_DEVICE void load_row_tile(const Rows<T>& src, const RowMap& map, int64_t b, int64_t h, int64_t row0, T* tile) {
   constexpr int kChunks = D / 8;
   for (int c = simt::thread_index(); c < kRows * kChunks; c += kThreads) {
     const int r = c / kChunks, col = (c % kChunks) * 8;
     Chunk8 x = zero_chunk();
     const int64_t i = row0 + r < src.rows ? map(b, row0 + r) : -1;
-    if (i >= 0) x = load_chunk(src.row(b, h, i) + col, aligned);
+    if (i >= 0) x = load_chunk(src.row(b, h, i) + col);
     store_chunk(tile + r * smem_row<D>() + col, x);
   }
 }
@@ -184,7 +190,6 @@ LED_DEVICE void load_row_tile(const Rows<T>& src, const RowMap& map, bool aligne
 template <typename T>
 struct KeySet {
   Rows<T> k, v;
-  bool aligned;
   const int8_t* key_flags;
   const int32_t* global_idx;
   int64_t N, G;
@@ -215,8 +220,8 @@ LED_DEVICE void fetch_key_pass(KeyTileRegs<D>& regs, int p, const KeySet<T>& key
   const int r = c / R::kChunks, col = (c % R::kChunks) * 8;
   const int32_t j = keys.position(src, b, base, r);
   regs.pos[p] = j;
-  regs.k[p] = j >= 0 ? load_chunk(keys.k.row(b, h, j) + col, keys.aligned) : zero_chunk();
-  regs.v[p] = j >= 0 ? load_chunk(keys.v.row(b, h, j) + col, keys.aligned) : zero_chunk();
+  regs.k[p] = j >= 0 ? load_chunk(keys.k.row(b, h, j) + col) : zero_chunk();
+  regs.v[p] = j >= 0 ? load_chunk(keys.v.row(b, h, j) + col) : zero_chunk();
 }
 
 // Pass p of a fetched tile into shared memory, with each row's position (-1: masked, zero rows)
@@ -259,11 +264,8 @@ template <typename T, int D, Contracted kCheck>
 LED_DEVICE void load_key_tile(const KeySet<T>& keys, KeySource src, int64_t b, int64_t h, int64_t base, T* ks, T* vs,
                               int32_t* key_pos, float* poison) {
   KeyTileRegs<D> regs;
-  LED_UNROLL
-  for (int p = 0; p < KeyTileRegs<D>::kPasses; ++p) {
-    fetch_key_pass<T, D>(regs, p, keys, src, b, h, base);
-    stage_key_pass<T, D, kCheck>(regs, p, ks, vs, key_pos, poison);
-  }
+  fetch_key_tile<T, D>(regs, keys, src, b, h, base);
+  stage_key_tile<T, D, kCheck>(regs, ks, vs, key_pos, poison);
 }
 
 // The shared memory of a block that stages key tiles (the forward kernels, dQ): the K and V tiles,
@@ -335,10 +337,22 @@ LED_DEVICE bool rows_have_live(const int8_t* key_flags, int64_t N, int64_t b, in
 constexpr int kNarrowCols = 16;
 
 // Whether query row `row` attends key `key` (-1: a masked key): the band's |row - key| <= window when
-// `banded`, else every valid key.
+// `banded`, else every valid key. Rows (below N + 128 < 2^31), keys and the window (clamped to N by
+// the launchers, see clamped_window) fit in int32: 32-bit arithmetic, half the instructions of 64-bit.
 LED_DEVICE bool attends(int64_t row, int32_t key, bool banded, int64_t window) {
-  return key >= 0 && (!banded || (row - key <= window && key - row <= window));
+  const int32_t r = static_cast<int32_t>(row), w = static_cast<int32_t>(window);
+  return key >= 0 && (!banded || (r - key <= w && key - r <= w));
 }
+
+// Whether every row of [r0, r0 + rows) is within the window of every key of [j0, j0 + keys): such a
+// block of scores needs no band mask.
+LED_HOST_DEVICE bool window_covers(int64_t r0, int64_t rows, int64_t j0, int64_t keys, int64_t window) {
+  return r0 + rows - 1 - j0 <= window && j0 + keys - 1 - r0 <= window;
+}
+
+// The window as the kernels see it: |row - key| < N always, so a window of N or more is N (which keeps
+// it, and the positions, in int32).
+inline int64_t clamped_window(int64_t window, int64_t N) { return window < N ? window : N; }
 
 // A fragments (16 rows x D, one register quadruple per 16 dims) of rows [row0, row0 + 16) of a
 // staged tile.
@@ -483,6 +497,14 @@ inline bool rows_4byte_aligned(const void* p, const BNHStrides& s) {
   return reinterpret_cast<uintptr_t>(p) % 4 == 0 && s.b % 2 == 0 && s.n % 2 == 0 && s.h % 2 == 0;
 }
 
+// The attention kernels' 16-byte row reads (load_chunk); throws std::invalid_argument naming `name`.
+inline void check_rows_aligned16(const void* p, const BNHStrides& s, const char* who, const char* name) {
+  if (!row_starts_aligned(p, s, 2)) {
+    throw std::invalid_argument(std::string(who) + ": " + name +
+                                " rows must start 16-byte aligned (copy the tensor first)");
+  }
+}
+
 // Common argument checks; throws std::invalid_argument naming the problem.
 inline void check_common(DType dtype, AttnKind kind, int64_t B, int64_t M, int64_t N, int64_t H, int64_t D,
                          int64_t G, int64_t window, const int32_t* global_idx, const char* who) {
@@ -491,7 +513,8 @@ inline void check_common(DType dtype, AttnKind kind, int64_t B, int64_t M, int64
   if (dtype != DType::kFloat16 && dtype != DType::kBFloat16) bad("float16 or bfloat16 inputs only");
   if (D != 16 && D != 32 && D != 64 && D != 128) bad("head dim must be 16, 32, 64 or 128");
   if (B < 0 || M < 0 || N < 0 || H < 0 || G < 0 || window < 0) bad("negative size or window");
-  if (N >= (int64_t{1} << 31) || M >= (int64_t{1} << 31)) bad("sequence length must be below 2^31");
+  // (query positions of a last tile, up to N + 127, stay below 2^31: see attends)
+  if (N >= (int64_t{1} << 31) - 256 || M >= (int64_t{1} << 31) - 256) bad("sequence length must be below 2^31 - 256");
   if (kind == AttnKind::kBanded && M != N) bad("banded rows must equal N");
   if (kind == AttnKind::kGlobalRows && M != G) bad("global rows must equal G");
   if (G > 0 && global_idx == nullptr) bad("global_idx is null with G > 0");

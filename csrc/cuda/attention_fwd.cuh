@@ -40,7 +40,7 @@
 namespace led_kernels {
 namespace cuda_attn {
 
-// Everything a forward kernel reads, passed by value. Positions fit in int32 (N < 2^31 checked).
+// Everything a forward kernel reads, passed by value. Positions fit in int32 (N < 2^31 - 256 checked).
 struct FwdArgs {
   const void* q;  // (B, M, H, D): the query rows (N rows for kernel A, G slots for kernel B)
   const void* k;  // (B, N, H, D)
@@ -54,7 +54,6 @@ struct FwdArgs {
   int64_t window;
   float scale_log2;  // scale * log2(e)
   BNHStrides qs, ks, vs, os;
-  bool aligned;  // every row start of q, k, v is 16-byte aligned: vector loads
   // kernel B split: chunks of chunk_keys keys (a multiple of kBlockN); partials when chunks > 1
   int64_t chunk_keys, chunks;
   float* part_o;   // (B, H, chunks, G, D) unnormalized outputs
@@ -195,12 +194,7 @@ LED_DEVICE void write_row(const FwdArgs& a, const WarpRows<T, D, RB>& w, int rb,
 template <typename T>
 LED_DEVICE KeySet<T> fwd_keys(const FwdArgs& a) {
   return KeySet<T>{Rows<T>{static_cast<const T*>(a.k), a.ks, a.N}, Rows<T>{static_cast<const T*>(a.v), a.vs, a.N},
-                   a.aligned, a.key_flags, a.global_idx, a.N, a.G};
-}
-
-// Whether rows [r0, r0 + 16) and keys [j0, j0 + 64) are all within the window of each other.
-LED_DEVICE bool band_covers(int64_t r0, int64_t j0, int64_t window) {
-  return r0 + 15 - j0 <= window && j0 + kBlockN - 1 - r0 <= window;
+                   a.key_flags, a.global_idx, a.N, a.G};
 }
 
 // Prefetching the next key tile into registers (its global loads in flight while this tile is
@@ -275,7 +269,7 @@ LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D, RB>& w, const KeyS
     const bool clean = tile_is_clean(key_pos, poison, lane);
     bool full[RB];
     LED_UNROLL
-    for (int rb = 0; rb < RB; ++rb) full[rb] = clean && (!banded || band_covers(warp_row0 + 16 * rb, j0, a.window));
+    for (int rb = 0; rb < RB; ++rb) full[rb] = clean && (!banded || window_covers(warp_row0 + 16 * rb, 16, j0, kBlockN, a.window));
     if (tile_has_any(key_pos, lane, kNarrowCols)) {
       w.attend(ks, vs, key_pos, poison, lane, row, banded, full, a.window, a.scale_log2);
     } else {  // e.g. the global keys of a layer with few global tokens (never a clean tile: no mask skipped)
@@ -302,7 +296,7 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
   const int64_t b = bid / (tiles * a.H);
   const int warp = simt::thread_index() / 32, lane = simt::thread_index() % 32;
 
-  load_row_tile<T, D, kRows>(q, a.rows, a.aligned, b, h, i0, ks);
+  load_row_tile<T, D, kRows>(q, a.rows, b, h, i0, ks);
   simt::sync_block();
   WarpRows<T, D, RB> w;
   w.init(ks, warp, lane);
@@ -356,7 +350,7 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
   const int64_t b = bid / (a.chunks * slot_tiles * a.H);
   const int warp = simt::thread_index() / 32, lane = simt::thread_index() % 32;
 
-  load_row_tile<T, D>(q, a.rows, a.aligned, b, h, s0, ks);
+  load_row_tile<T, D>(q, a.rows, b, h, s0, ks);
   simt::sync_block();
   WarpRows<T, D, 1> w;
   w.init(ks, warp, lane);
@@ -456,12 +450,10 @@ void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
   FwdArgs a;
   a.q = p.q, a.k = p.k, a.v = p.v, a.out = p.out, a.lse = p.lse;
   a.key_flags = p.key_flags, a.global_idx = p.global_idx;
-  a.B = p.B, a.M = p.M, a.N = p.N, a.H = p.H, a.G = p.G, a.window = p.window;
+  a.B = p.B, a.M = p.M, a.N = p.N, a.H = p.H, a.G = p.G, a.window = clamped_window(p.window, p.N);
   a.rows = RowMap{p.key_flags, p.global_idx, p.N, p.G, p.layer && p.kind == AttnKind::kGlobalRows};
   a.scale_log2 = static_cast<float>(p.scale * 1.4426950408889634);
   a.qs = p.q_strides, a.ks = p.k_strides, a.vs = p.v_strides, a.os = p.o_strides;
-  a.aligned = row_starts_aligned(p.q, p.q_strides, 2) && row_starts_aligned(p.k, p.k_strides, 2) &&
-              row_starts_aligned(p.v, p.v_strides, 2);
   a.chunk_keys = p.N, a.chunks = 1, a.part_o = nullptr, a.part_ml = nullptr;
   constexpr size_t smem = KeyTileSmem<T, D>::bytes();
   if (p.kind == AttnKind::kBanded) {
@@ -511,6 +503,9 @@ void attention_fwd(const AttnFwdParams& p, float* workspace, size_t workspace_by
   const char* who = "attention_fwd_cuda";
   check_common(p.dtype, p.kind, p.B, p.M, p.N, p.H, p.D, p.G, p.window, p.global_idx, who);
   if (!rows_4byte_aligned(p.out, p.o_strides)) throw std::invalid_argument(std::string(who) + ": out rows must be 4-byte aligned");
+  check_rows_aligned16(p.q, p.q_strides, who, "q");
+  check_rows_aligned16(p.k, p.k_strides, who, "k");
+  check_rows_aligned16(p.v, p.v_strides, who, "v");
   if (workspace_bytes < fwd_workspace_bytes(p.kind, p.B, p.H, p.G, p.N, p.D)) {
     throw std::invalid_argument(std::string(who) + ": workspace too small");
   }

@@ -43,6 +43,15 @@ LED_DEVICE int64_t block_index() { return static_cast<int64_t>(blockIdx.x); }
 LED_DEVICE void sync_block() { __syncthreads(); }
 LED_DEVICE float shfl_xor(float v, int lane_mask) { return __shfl_xor_sync(0xffffffffu, v, lane_mask); }
 LED_DEVICE int any_sync(int pred) { return __any_sync(0xffffffffu, pred); }
+// The lanes whose `pred` is true, as a mask (bit L: lane L).
+//
+// Two warp-uniform facts about one pair of predicates (any lane has a or b; every lane has a and b)
+// must come from ballots, not from two votes: ptxas 13.0 (sm_90, sm_100, sm_120; not sm_8x) computes
+// the two votes' predicates in one two-output PLOP3, and when one vote's result is unused it feeds the
+// other vote the wrong output. `__any_sync(~0u, a || b)` next to an unused `__any_sync(~0u, !(a && b))`
+// compiles to VOTE.ANY(a && b): warps where only a holds skipped their rows (found by the GPU tests at
+// head dim 16, where the second vote serves no loop). Ballots are integer votes with one predicate each.
+LED_DEVICE uint32_t ballot_sync(bool pred) { return __ballot_sync(0xffffffffu, pred); }
 
 // Dynamic shared memory of the block (the launch's third argument), 16-byte aligned.
 LED_DEVICE unsigned char* shared_memory() {

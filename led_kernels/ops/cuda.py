@@ -19,9 +19,10 @@ GPU idle (kernel A's global keys over every row, kernel B's dQ over every key) a
 fp32 partials are summed in a fixed order, so gradients are bitwise reproducible (no atomics).
 
 float16 and bfloat16 inputs, head dims 16, 32, 64 and 128, any strides with a contiguous last dimension
-(read in place). float32 inputs are refused with a ``TypeError`` naming the ``triton`` backend, which
-takes them (``backend="auto"`` picks it for float32). The statistics saved per row are the ``cpu``
-backend's: ``lse`` (B, H, 2, rows) float32 with the row max and log2 of the row sum in base-2 units.
+(read in place when every row starts 16-byte aligned, the usual case, else from an aligned copy). float32
+inputs are refused with a ``TypeError`` naming the ``triton`` backend, which takes them
+(``backend="auto"`` picks it for float32). The statistics saved per row are the ``cpu`` backend's: ``lse``
+(B, H, 2, rows) float32 with the row max and log2 of the row sum in base-2 units.
 
 A NaN or inf in a row of q, k, v (or of the upstream gradient) reaches only the rows that attend it and the
 gradients that depend on those (see csrc/cuda/attention_common.cuh).
@@ -77,6 +78,15 @@ def _ptr(t: Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
 
 
+def _aligned_rows(t: Tensor) -> Tensor:
+    # the kernels read rows as 16-byte vectors (csrc/cuda/attention_common.cuh): a view whose rows do not
+    # all start 16-byte aligned (an odd storage offset or stride) is read from an aligned copy
+    step = 16 // t.element_size()
+    if t.data_ptr() % 16 == 0 and all(s % step == 0 for s in t.stride()[:-1]):
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
+
+
 def _sizes(kind: int, q: Tensor, k: Tensor, global_idx: Tensor | None, layer: bool) -> tuple[int, ...]:
     # (B, M, N, H, D, G): M rows of q, except for the layer mode's kernel B, whose q has N rows of which
     # its G slots are the rows (cpu_attention.h)
@@ -97,6 +107,7 @@ def _forward(
     if b * m * h * d == 0:
         return out, lse.fill_(float("inf"))
     workspace, nbytes = _workspace(False, kind, b, h, g, n, d, q.device)
+    q, k, v = _aligned_rows(q), _aligned_rows(k), _aligned_rows(v)
     with cuda_launch(q, _c()) as stream:
         _c().attention_fwd_cuda(
             kind, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(),
@@ -122,6 +133,7 @@ def _backward(
     if b * h * d == 0 or (m == 0 and n == 0):
         return dq, dk, dv
     workspace, nbytes = _workspace(True, kind, b, h, g, n, d, q.device)
+    q, k, v, dout = (_aligned_rows(t) for t in (q, k, v, dout))
     with cuda_launch(q, _c()) as stream:
         _c().attention_bwd_cuda(
             kind, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), dout.data_ptr(), lse.data_ptr(),

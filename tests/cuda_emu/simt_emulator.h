@@ -298,6 +298,17 @@ inline int any_sync(int pred) {
   return 0;
 }
 
+inline uint32_t ballot_sync(bool pred) {
+  simt_emu::Mailbox& box = simt_emu::mailbox();
+  const int me = simt_emu::lane();
+  const uint64_t gen = simt_emu::launch().warp_barriers[simt_emu::warp()].generation;
+  box.words[gen & 1][me][0] = pred ? 1 : 0;
+  simt_emu::warp_arrive();
+  uint32_t lanes = 0;
+  for (int l = 0; l < 32; ++l) lanes |= (box.words[gen & 1][l][0] != 0 ? 1u : 0u) << l;
+  return lanes;
+}
+
 inline unsigned char* shared_memory() { return simt_emu::launch().smem.data(); }
 
 inline void check_global(const void* p, int bytes) {

@@ -304,7 +304,7 @@ def test_gpu_long_sequences(n, window, n_global, dtype):
 @pytest.mark.gpu
 @needs_cuda_backend
 def test_gpu_unaligned_views_give_the_bits_of_contiguous_inputs():
-    """Rows that do not start 16-byte aligned (read element by element) give the bits of contiguous ones."""
+    """Rows that do not start 16-byte aligned are read from an aligned copy (the kernels refuse them)."""
     b, n, h, d, window = 2, 700, 2, 64, 100
     fused = torch.randn(b, n, 3, h, d + 1, device="cuda", dtype=torch.bfloat16)
     q, k, v = fused[..., 1:].unbind(2)

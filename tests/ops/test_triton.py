@@ -536,14 +536,19 @@ def test_layer_low_precision(monkeypatch, dtype, proj, fused_forward):
 @pytest.mark.parametrize("proj", ["shared", "separate"])
 def test_one_launch_forward_equals_two(monkeypatch, proj):
     """Kernel B's key chunks inside kernel A's launch compute what B's own launch computes (both split
-    the keys into the same chunks here, merged by the same combine): the same bits, every row."""
+    the keys into the same chunks here, merged by the same combine): the same bits under the interpreter.
+    Compiled for a GPU, B's programs inside A's launch run with A's warp count, so their dot products
+    may sum in another order (an H100 gave 5.0668e-04 against 5.0670e-04): fp32 rounding apart."""
     monkeypatch.setattr(_common, "target_programs", lambda device: 64)  # several key chunks
     local, glob_proj, _, _, flags, gi, _ = _layer_inputs(100, "scattered", "holes", proj, 1, seed=9)
     outs = []
     for fused_forward in (False, True):
         monkeypatch.setattr(longformer, "FUSED_FORWARD", fused_forward)
         outs.append(longformer_attention(*local, *glob_proj, 17, flags, gi, 0.25))
-    assert torch.equal(outs[0], outs[1])
+    if DEVICE == "cpu":
+        assert torch.equal(outs[0], outs[1])
+    else:
+        torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-6)
 
 
 def test_layer_forward_equals_the_composed_kernels():

@@ -1,0 +1,104 @@
+"""The machine code of the compiled CUDA kernels, checked for the ptxas miscompile that the GPU tests met.
+
+ptxas 13.0 (sm_90, sm_100, sm_120) computes the predicates of two neighbouring warp votes in one
+two-output ``PLOP3`` instruction; when one vote's result is unused it drops an output, and it may keep
+the wrong one: ``__any_sync(~0u, a || b)`` beside an unused ``__any_sync(~0u, !(a && b))`` became
+``VOTE.ANY(a && b)``, and the dQ kernel skipped the rows of warps where only ``a`` held (head dim 16).
+The emulated build (tests/cuda_emu) cannot see this: it runs the source, not the machine code. The
+kernels now take such pairs from ballots (csrc/cuda/simt.cuh, ``ballot_sync``); this test keeps any
+half-dropped two-output ``PLOP3`` out of every compiled kernel, for every architecture built.
+
+Needs ``cuobjdump`` and ``nvdisasm``: from the CUDA toolkit on PATH, or the ``nvidia-cuda-cuobjdump`` and
+``nvidia-cuda-nvdisasm`` wheels of the ``test`` extra.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from led_kernels import _extension as ext
+
+# PLOP3.LUT Pu, Pv, Pa, Pb, Pc, table_u, table_v: Pv = PT discards the second output; its table then
+# has no reason to be anything but 0x0. A non-zero one is a second predicate that ptxas computed and
+# then half-dropped (the miscompile keeps the dead vote's table in the first output).
+_HALF_DROPPED = re.compile(r"PLOP3\.LUT (P[0-6]), PT, [^;]*?, (0x[0-9a-f]+), (0x[0-9a-f]+) ;")
+
+
+def half_dropped_plop3(sass: str) -> list[str]:
+    """The two-output ``PLOP3`` instructions of ``sass`` (cuobjdump -sass text) whose second output is
+    discarded while its truth table is not zero, each with the function it is in."""
+    found, function = [], "?"
+    for line in sass.splitlines():
+        if "Function : " in line:
+            function = line.split("Function : ", 1)[1].strip()
+        m = _HALF_DROPPED.search(line)
+        if m and int(m.group(3), 16) != 0:
+            found.append(f"{function}: {m.group(0)}")
+    return found
+
+
+def _tool_dirs() -> list[str]:
+    dirs = []
+    try:  # the nvidia-cuda-cuobjdump / nvidia-cuda-nvdisasm wheels put both into nvidia/cu*/bin
+        import nvidia
+
+        for root in nvidia.__path__:
+            dirs += [str(p) for p in sorted(Path(root).glob("cu*/bin"))]
+    except ImportError:
+        pass
+    return dirs
+
+
+def _cuobjdump() -> tuple[str | None, dict[str, str]]:
+    env = dict(os.environ)
+    extra = _tool_dirs()
+    env["PATH"] = os.pathsep.join([*extra, env.get("PATH", "")])
+    exe = shutil.which("cuobjdump", path=env["PATH"])
+    if exe is None or shutil.which("nvdisasm", path=env["PATH"]) is None:
+        return None, env
+    for d in extra:  # the wheels ship without the executable bit on some installs
+        for tool in ("cuobjdump", "nvdisasm"):
+            p = Path(d, tool)
+            if p.exists() and not os.access(p, os.X_OK):
+                p.chmod(p.stat().st_mode | 0o111)
+    return exe, env
+
+
+def test_half_dropped_plop3_is_found():
+    """The check flags the instruction of the miscompiled vote and passes the ordinary forms."""
+    bad = "        /*00d0*/                   PLOP3.LUT P0, PT, P0, PT, P1, 0x80, 0xc8 ;  /* 0x0000 */"
+    good = [
+        "        /*3b70*/                   PLOP3.LUT P6, PT, P5, P4, PT, 0xa8, 0x0 ;",
+        "        /*0010*/                   PLOP3.LUT P0, P1, P1, PT, P0, 0x80, 0xc8 ;",
+        "        /*0020*/                   VOTE.ANY P0, P0 ;",
+    ]
+    sass = "\n".join(["\t\tFunction : kernel_a", bad, *good])
+    assert half_dropped_plop3(sass) == ["kernel_a: PLOP3.LUT P0, PT, P0, PT, P1, 0x80, 0xc8 ;"]
+    assert half_dropped_plop3("\n".join(good)) == []
+
+
+@pytest.mark.skipif(not ext.cuda_compiled(), reason="the extension was built without its CUDA kernels")
+def test_compiled_kernels_have_no_half_dropped_predicate_pair():
+    exe, env = _cuobjdump()
+    if exe is None:
+        pytest.fail(
+            "cuobjdump and nvdisasm not found: install the test extra (nvidia-cuda-cuobjdump, "
+            "nvidia-cuda-nvdisasm) or put the CUDA toolkit's bin on PATH"
+        )
+    import led_kernels._C as C
+
+    sass = subprocess.run(
+        [exe, "-sass", C.__file__], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    archs = sorted(set(re.findall(r"arch = (sm_\d+a?)", sass)))
+    assert archs, "no SASS in the extension"
+    assert sass.count("Function : ") > 50, "fewer kernels than expected in the disassembly"
+    assert half_dropped_plop3(sass) == [], (
+        f"half-dropped predicate pairs in {archs} (see this module's docstring)"
+    )
