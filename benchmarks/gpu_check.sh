@@ -20,6 +20,11 @@
 # The cuda backend (compiled kernels; about 6 minutes, build included):
 #   bash benchmarks/gpu_check.sh cuda       # build, GPU tests, compute-sanitizer, headline against triton
 #
+# What is owed after CPU-only sessions, in one call of about 8 minutes on a fresh machine:
+#   bash benchmarks/gpu_check.sh owed       # build (foreground, all cores), cuda GPU tests + machine-code
+#                                           # check + sanitizers, one run timing cuda, triton, triton-fused
+#                                           # and hf at the headline shape (G=0 and 1), cuda profile
+#
 # On the lent GPU machines, first: export PATH=/opt/torch/.venv/bin:$PATH (the python that has torch;
 # its venv has no plain `pip`, hence `python -m pip`).
 # Expects torch, triton, transformers, pybind11, scikit-build-core, cmake and ninja to be installed
@@ -29,7 +34,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 stage="${1:-all}"
 OUT="${OUT:-}"
-LOGDIR="${OUT:-benchmarks/results}"
+# with $OUT (a folder that is copied back, which may return only a few files), the logs go to a scratch
+# folder that ends up in one archive and one combined log there
+LOGDIR="${OUT:+/tmp/gpu_check_logs}"
+LOGDIR="${LOGDIR:-benchmarks/results}"
 mkdir -p "$LOGDIR"
 status=0
 export PYTHONUNBUFFERED=1
@@ -126,6 +134,21 @@ stage_cuda() {
     LIMIT=30 run profile-cuda python -m benchmarks.profile_layer --provider cuda
 }
 
+stage_owed() {
+    nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv | tee "$LOGDIR/gpu-state.log"
+    CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) install
+    export PATH="$PATH:/usr/local/cuda/bin"  # cuobjdump and nvdisasm for the machine-code check
+    LIMIT=150 run pytest-cuda-gpu python -m pytest -q -p no:cacheprovider tests/test_cuda_sass.py \
+        tests/ops/test_cuda.py tests/test_extension.py -k "gpu or sass" --durations=10
+    for tool in memcheck racecheck; do
+        LIMIT=60 run "sanitizer-cuda-$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 \
+            python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k sanitizer_case
+    done
+    LIMIT=150 run bench-owed python -m benchmarks --providers cuda triton triton-fused hf --seqlens 16384 \
+        --globals 0 1 --window 512 --head-dim 64 --modes fwd fwd_bwd --check --tag owed
+    LIMIT=30 run profile-cuda python -m benchmarks.profile_layer --provider cuda
+}
+
 stage_rest() {
     LIMIT=240 run train-step-16k python -m benchmarks.train_step --seqlens 16384 --timeout 100
     LIMIT=60 run pytest-extension-gpu python -m pytest -q -m gpu -p no:cacheprovider tests/test_extension.py
@@ -166,11 +189,13 @@ case "$stage" in
     fused) stage_fused ;;
     rest) stage_rest ;;
     cuda) stage_cuda ;;
-    *) echo "unknown stage $stage (tests, bench, train, sanitize, all, core, rest, verify, fused, cuda)" >&2; exit 2 ;;
+    owed) stage_owed ;;
+    *) echo "unknown stage $stage (tests, bench, train, sanitize, all, core, rest, verify, fused, cuda, owed)" >&2; exit 2 ;;
 esac
 if [ -n "$OUT" ]; then
-    # one archive: the files written under benchmarks/results/ by this run
-    find benchmarks/results -type f -newer /tmp/gpu_check_start -print0 |
+    # one archive (the files written under benchmarks/results/ by this run, and the logs) and one log
+    { find benchmarks/results -type f -newer /tmp/gpu_check_start -print0; find "$LOGDIR" -type f -print0; } |
         tar czf "$OUT/results-$stage.tgz" --null -T -
+    for f in "$LOGDIR"/*.log; do echo "===== $(basename "$f")"; cat "$f"; done > "$OUT/gpu-check-$stage.log"
 fi
 exit $status

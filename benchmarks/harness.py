@@ -304,7 +304,9 @@ def make_row(gpu: str, provider: str, case: Case, mode: str, m: Measurement, com
 
 
 _KEY = [c for c in CSV_COLUMNS if c not in ("median_ms", "tflops", "peak_mem_mb", "host_ms", "commit")]
-_PROVIDER_ORDER = {name: i for i, name in enumerate(("triton", "cuda", "cpu", "flex", "sdpa", "torch", "hf"))}
+_PROVIDER_ORDER = {
+    name: i for i, name in enumerate(("triton", "triton-fused", "cuda", "cpu", "flex", "sdpa", "torch", "hf"))
+}
 _MODE_ORDER = {m: i for i, m in enumerate(MODES)}
 
 

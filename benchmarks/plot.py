@@ -25,6 +25,7 @@ MODES = ("fwd", "bwd", "fwd_bwd")
 MODE_TITLES = {"fwd": "forward", "bwd": "backward", "fwd_bwd": "forward + backward"}
 STYLE = {  # provider -> (color, marker): ours solid, peers dashed
     "triton": ("tab:red", "o", "-"),
+    "triton-fused": ("tab:pink", "o", "-"),
     "cuda": ("tab:purple", "s", "-"),
     "cpu": ("tab:orange", "D", "-"),
     "torch": ("tab:blue", "^", "-"),

@@ -92,35 +92,43 @@ class LedKernelsProvider(Provider):
 
     ``global_idx`` is computed once by ``lk.global_indices`` outside the timed region and passed in
     (what a model does: once per forward, shared by its layers). With G = 0 no global index is passed.
+
+    ``fused_forward`` (``triton`` only) sets the layer's forward variant for this provider's calls
+    (``led_kernels.ops.triton.longformer.FUSED_FORWARD``: kernel B's forward inside kernel A's launch), so
+    that one run times both variants side by side (provider ``triton-fused``).
     """
 
-    def __init__(self, backend: str) -> None:
-        self.name = backend
+    def __init__(self, backend: str, fused_forward: bool | None = None) -> None:
+        self.backend = backend
+        self.fused_forward = fused_forward
+        variant = "" if fused_forward is None else ("-fused" if fused_forward else "-unfused")
+        self.name = backend + variant
 
     def skip_reason(self, case: Case, device: torch.device, *, caps: bool = True) -> str | None:
         import led_kernels as lk
 
-        status = lk.available_backends().get(self.name)
+        backend = self.backend
+        status = lk.available_backends().get(backend)
         if status is None:
-            return f"led_kernels has no backend {self.name!r}"
+            return f"led_kernels has no backend {backend!r}"
         if not status.available:
             return f"backend unavailable: {status.reason}"
-        interpreted = self.name == "triton" and os.environ.get("TRITON_INTERPRET") == "1"  # for checks only
-        if self.name in ("triton", "cuda") and device.type != "cuda" and not interpreted:
-            return f"backend {self.name!r} needs a CUDA GPU"
-        if self.name == "cpu" and device.type != "cpu":
+        interpreted = backend == "triton" and os.environ.get("TRITON_INTERPRET") == "1"  # for checks only
+        if backend in ("triton", "cuda") and device.type != "cuda" and not interpreted:
+            return f"backend {backend!r} needs a CUDA GPU"
+        if backend == "cpu" and device.type != "cpu":
             return "backend 'cpu' runs on CPU tensors only"
-        if self.name == "cuda" and case.dtype not in ("float16", "bfloat16"):
+        if backend == "cuda" and case.dtype not in ("float16", "bfloat16"):
             return f"backend 'cuda' takes float16 and bfloat16, not {case.dtype}"
         return super().skip_reason(case, device, caps=caps)
 
     def prepare(self, inputs: Inputs) -> Prepared:
         import led_kernels as lk
 
-        case, backend = inputs.case, self.name
+        case, backend = inputs.case, self.backend
         global_idx = inputs.global_idx if case.globals > 0 else None
 
-        def forward() -> torch.Tensor:
+        def layer() -> torch.Tensor:
             q, k, v, qg, kg, vg = inputs.views()
             return lk.longformer_attention(
                 q,
@@ -133,6 +141,19 @@ class LedKernelsProvider(Provider):
                 global_idx=global_idx,
                 backend=backend,
             )
+
+        if self.fused_forward is None:
+            return Prepared(layer, inputs.fused, inputs.dout, _identity)
+        from led_kernels.ops.triton import longformer as triton_layer
+
+        fused_forward = self.fused_forward
+
+        def forward() -> torch.Tensor:
+            previous, triton_layer.FUSED_FORWARD = triton_layer.FUSED_FORWARD, fused_forward
+            try:
+                return layer()
+            finally:
+                triton_layer.FUSED_FORWARD = previous
 
         return Prepared(forward, inputs.fused, inputs.dout, _identity)
 
@@ -435,6 +456,7 @@ class SDPAProvider(Provider):
 PROVIDERS: dict[str, Callable[[], Provider]] = {
     "torch": lambda: LedKernelsProvider("torch"),
     "triton": lambda: LedKernelsProvider("triton"),
+    "triton-fused": lambda: LedKernelsProvider("triton", fused_forward=True),
     "cuda": lambda: LedKernelsProvider("cuda"),
     "cpu": lambda: LedKernelsProvider("cpu"),
     "hf": HFProvider,
