@@ -4,9 +4,12 @@ Runs a provider of the attention benchmark (same inputs, same calls as ``python 
 ``torch.profiler`` and prints, for the forward and for forward + backward: the GPU time of every
 kernel per call, the GPU time summed, the wall time per call, and for the ``triton`` backend the tile
 configs its autotuner chose. A call whose wall time is well above its summed GPU time is host-bound.
-``--host`` adds where the host time of a forward goes: the Python time per call without the profiler
-(calls queued, no host sync between them), any host-device synchronisation inside a call (torch's
-sync debug mode) and ``cProfile``'s functions by their own time.
+``--host`` adds where the host time of a forward and of a forward + backward goes: the Python time
+per call without the profiler (calls queued, no host sync between them), any host-device
+synchronisation inside a call (torch's sync debug mode) and ``cProfile``'s functions by their own
+time. On a GPU autograd runs a backward on a worker thread of its own, which cProfile does not see:
+forward + backward is also timed, and profiled, with ``torch.autograd.set_multithreading_enabled(False)``
+(the backward then runs on the calling thread), which also shows what the hand-off to that thread costs.
 
     python -m benchmarks.profile_layer [--provider triton] [--seqlen 16384] [--globals 1] [--host]
         [--out FILE]
@@ -64,9 +67,8 @@ def profile_mode(prep, mode: str, reps: int) -> tuple[str, float, float]:
     return "\n".join(rows), gpu_us / 1e3, wall_ms
 
 
-def host_profile(prep, mode: str, reps: int, top: int = 25) -> str:
-    """Median Python time of one call (no profiler, calls queued as in training) and cProfile's
-    functions by own time over ``reps`` calls."""
+def median_host_ms(prep, mode: str, reps: int) -> float:
+    """Median Python time of one call (no profiler, calls queued as in training)."""
     for _ in range(5):
         run_mode(prep, mode)
     torch.cuda.synchronize()
@@ -77,18 +79,28 @@ def host_profile(prep, mode: str, reps: int, top: int = 25) -> str:
         times.append((time.perf_counter() - t0) * 1e3)
         del result
     torch.cuda.synchronize()
-    times.sort()
-    profiler = cProfile.Profile()
-    profiler.enable()
-    for _ in range(reps):
-        run_mode(prep, mode)
-    profiler.disable()
-    torch.cuda.synchronize()
+    return sorted(times)[len(times) // 2]
+
+
+def host_profile(prep, mode: str, reps: int, top: int = 25) -> str:
+    """The median host time of one call and cProfile's functions by own time over ``reps`` calls; for a
+    mode with a backward also with autograd's backward on the calling thread (see the module doc)."""
+    lines = [f"{mode} host: {median_host_ms(prep, mode, reps):.3f} ms per call (median of {reps})"]
+    lines += syncs(prep, mode)
+    one_thread = mode != "fwd"
+    with torch.autograd.set_multithreading_enabled(not one_thread):
+        if one_thread:
+            ms = median_host_ms(prep, mode, reps)
+            lines.append(f"{mode} host with the backward on the calling thread: {ms:.3f} ms per call")
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(reps):
+            run_mode(prep, mode)
+        profiler.disable()
+        torch.cuda.synchronize()
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
-    lines = [line for line in out.getvalue().splitlines() if line.strip()]
-    head = f"{mode} host: {times[len(times) // 2]:.3f} ms per call (median of {reps})"
-    return "\n".join([head, *syncs(prep, mode), *lines])
+    return "\n".join([*lines, *(line for line in out.getvalue().splitlines() if line.strip())])
 
 
 def is_sync_warning(message: str) -> bool:
@@ -125,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=int, default=512)
     p.add_argument("--globals", type=int, default=1)
     p.add_argument("--reps", type=int, default=10)
-    p.add_argument("--host", action="store_true", help="also profile the host side of a forward")
+    p.add_argument("--host", action="store_true", help="also profile the host side of the calls")
     p.add_argument("--out", type=Path, help="also write the report here")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -141,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         table, gpu_ms, wall_ms = profile_mode(prep, mode, args.reps)
         lines += [f"{mode}: GPU {gpu_ms:.3f} ms (kernels summed), wall {wall_ms:.3f} ms per call", table]
     if args.host:
-        lines.append(host_profile(prep, "fwd", max(args.reps, 100)))
+        lines += [host_profile(prep, mode, max(args.reps, 100)) for mode in ("fwd", "fwd_bwd")]
     if args.provider == "triton":
         lines += ["autotuned configs:"] + [f"  {k}: {v}" for k, v in autotuned_configs().items()]
     report = "\n".join(lines)

@@ -42,3 +42,24 @@ def test_triton_fused_provider_times_the_one_launch_forward_and_restores_the_swi
         assert torch.equal(out_fused, out_plain)
     else:
         torch.testing.assert_close(out_fused, out_plain, rtol=1e-5, atol=1e-6)
+
+
+def test_host_profile_reports_forward_backward_on_the_calling_thread(monkeypatch):
+    """``profile_layer --host`` profiles forward + backward too: its host time as queued, again with
+    autograd's backward on the calling thread (which cProfile sees), and that profile (GPU calls
+    stubbed: it runs a CPU provider here)."""
+    import torch
+
+    from benchmarks import profile_layer
+    from benchmarks.cases import Case, make_inputs
+    from benchmarks.providers import get_provider
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", lambda *a: None)
+    case = Case(batch=1, seqlen=40, heads=1, head_dim=16, window=4, globals=1, dtype="float32")
+    prep = get_provider("torch").prepare(make_inputs(case, "cpu"))
+    report = profile_layer.host_profile(prep, "fwd_bwd", reps=3, top=5)
+    assert report.startswith("fwd_bwd host: ")
+    assert "host with the backward on the calling thread" in report
+    assert "function calls" in report and "host-device syncs in one call: 0" in report
+    assert torch.autograd.is_multithreading_enabled()
