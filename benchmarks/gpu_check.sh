@@ -35,9 +35,11 @@ cd "$(dirname "$0")/.."
 stage="${1:-all}"
 OUT="${OUT:-}"
 # with $OUT (a folder that is copied back, which may return only a few files), the logs go to a scratch
-# folder that ends up in one archive and one combined log there
+# folder that ends up in one archive there, and each step's log is appended to one combined log there
+# as soon as the step ends (so that a call stopped at its time limit still returns the finished steps)
 LOGDIR="${OUT:+/tmp/gpu_check_logs}"
 LOGDIR="${LOGDIR:-benchmarks/results}"
+[ -n "$OUT" ] && rm -rf "$LOGDIR"  # (the scratch folder: no logs of an earlier call in this one's archive)
 mkdir -p "$LOGDIR"
 status=0
 export PYTHONUNBUFFERED=1
@@ -53,6 +55,10 @@ run() {  # run "<name>" cmd...: tee the output into $LOGDIR/<name>.log, remember
     local rc=${PIPESTATUS[0]}
     echo "=== $name: exit $rc after $((SECONDS - start)) s"
     [ "$rc" -eq 0 ] || status=1
+    if [ -n "$OUT" ]; then
+        { echo "===== $name: $* (exit $rc after $((SECONDS - start)) s)"; cat "$LOGDIR/$name.log"; } \
+            >> "$OUT/gpu-check-$stage.log"
+    fi
 }
 
 install() {
@@ -135,7 +141,7 @@ stage_cuda() {
 }
 
 stage_owed() {
-    nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv | tee "$LOGDIR/gpu-state.log"
+    LIMIT=20 run gpu-state nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv
     CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) install
     export PATH="$PATH:/usr/local/cuda/bin"  # cuobjdump and nvdisasm for the machine-code check
     LIMIT=150 run pytest-cuda-gpu python -m pytest -q -p no:cacheprovider tests/test_cuda_sass.py \
@@ -198,6 +204,5 @@ if [ -n "$OUT" ]; then
     # one archive (the files written under benchmarks/results/ by this run, and the logs) and one log
     { find benchmarks/results -type f -newer /tmp/gpu_check_start -print0; find "$LOGDIR" -type f -print0; } |
         tar czf "$OUT/results-$stage.tgz" --null -T -
-    for f in "$LOGDIR"/*.log; do echo "===== $(basename "$f")"; cat "$f"; done > "$OUT/gpu-check-$stage.log"
 fi
 exit $status
