@@ -600,11 +600,12 @@ def _reduce_partials_kernel(
     scale2,
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
-    BLOCK_R: tl.constexpr,
+    BLOCK_S: tl.constexpr,
     SCATTER: tl.constexpr,
 ):
-    # Sums split partials in a fixed order (deterministic, no atomics). With SCATTER, slot r goes to row
-    # GIdx[b, r] when that slot is valid; distinct slots name distinct rows, so the stores never race.
+    # Sums the split partials of one row per program, BLOCK_S of them per load (usually all: no chain of
+    # loads), in a fixed order (deterministic, no atomics). With SCATTER, slot r goes to row GIdx[b, r]
+    # when that slot is valid; distinct slots name distinct rows, so the stores never race.
     pid_r = tl.program_id(0)
     pid_bh = tl.program_id(1)
     if tl.program_id(2) == 1:
@@ -613,15 +614,17 @@ def _reduce_partials_kernel(
         scale = scale2
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
-    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    rows = pid_r + tl.arange(0, 1)  # [1]
+    offs_s = tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, BLOCK_D)
     row_in = rows < R
-    acc = tl.zeros([BLOCK_R, BLOCK_D], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_S, BLOCK_D], dtype=tl.float32)
     part_base = Part + pid_bh.to(tl.int64) * S * R * BLOCK_D
-    for sp in range(0, S):
-        ptrs = part_base + (sp * R + rows)[:, None] * BLOCK_D + offs_d[None, :]
-        acc += tl.load(ptrs, mask=row_in[:, None], other=0.0)  # [BLOCK_R, BLOCK_D]
-    acc = acc * scale
+    for s0 in range(0, S, BLOCK_S):
+        sp = s0 + offs_s
+        ptrs = part_base + (sp * R + pid_r)[:, None] * BLOCK_D + offs_d[None, :]
+        acc += tl.load(ptrs, mask=(sp < S)[:, None], other=0.0)  # [BLOCK_S, BLOCK_D]
+    acc = tl.sum(acc, 0)[None, :] * scale  # [1, BLOCK_D]
     if SCATTER:
         gi = tl.load(GIdx + b * R + rows, mask=row_in, other=-1)
         gf = tl.load(Flags + b * N + gi, mask=(gi >= 0) & (gi < N), other=0)  # out of range: not global
@@ -839,10 +842,12 @@ def reduce_partials(
         part2, out2, scale2 = second
         if part2.shape != part.shape or out2.stride() != out.stride() or out2.dtype != out.dtype:
             raise ValueError("reduce_partials: the second pair must match the first (shape, strides, dtype)")
-    block_r = 16 if INTERPRET else 32
+    # every partial of a row in one load up to 64 of them (under the interpreter 2, so that the tests
+    # also take the loop over blocks)
+    block_s = 2 if INTERPRET else min(64, next_power_of_2(splits))
     launch(
         _reduce_partials_kernel,
-        (cdiv(r, block_r), bh, 1 if second is None else 2),
+        (r, bh, 1 if second is None else 2),
         part,
         out,
         part2,
@@ -860,7 +865,7 @@ def reduce_partials(
         scale2,
         HEAD_DIM=d,
         BLOCK_D=bd,
-        BLOCK_R=block_r,
+        BLOCK_S=block_s,
         SCATTER=scatter,
         num_warps=4,
     )

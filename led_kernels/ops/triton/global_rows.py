@@ -341,36 +341,43 @@ def _glob_combine_kernel(
     G,
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
-    BLOCK_M: tl.constexpr,
+    BLOCK_S: tl.constexpr,
     BY_INDEX: tl.constexpr,
 ):
-    # LSE merge of the key chunks, in split order (deterministic)
+    # One slot row per program, its S partials merged with weights 2^(lse_s - max_s lse_s): BLOCK_S
+    # partials per load (usually all of them), so no chain of dependent loads as a running merge has.
+    # Sums in a fixed order: deterministic.
     pid_g = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
-    rows = pid_g * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = pid_g + tl.arange(0, 1)  # [1]
+    offs_s = tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, BLOCK_D)
     row_in, row_ok, gi64 = _slot_rows(GIdx, Flags + b * N, b, G, N, rows)
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    base = pid_bh.to(tl.int64) * S * G
-    for sp in range(0, S):
-        part = base + sp * G + rows
-        lse_p = tl.load(LsePart + part, mask=row_in, other=float("-inf"))  # [BLOCK_M]
-        o_p = tl.load(OPart + part[:, None] * BLOCK_D + offs_d[None, :], mask=row_in[:, None], other=0.0)
-        m_new = tl.maximum(m_i, lse_p)
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m_i - m_use)
-        wgt = tl.exp2(lse_p - m_use)
-        acc = acc * alpha[:, None] + wgt[:, None] * o_p
-        l_i = l_i * alpha + wgt
-        m_i = m_new
+    base = pid_bh.to(tl.int64) * S * G + pid_g  # partial s of this row: base + s * G
+    m = tl.full([BLOCK_S], float("-inf"), dtype=tl.float32)
+    for s0 in range(0, S, BLOCK_S):
+        sp = s0 + offs_s
+        m = tl.maximum(m, tl.load(LsePart + base + sp * G, mask=sp < S, other=float("-inf")))
+    m_max = tl.max(m, 0)
+    m_use = tl.where(m_max == float("-inf"), 0.0, m_max)  # nothing attended: weights 0, not NaN
+    l_s = tl.zeros([BLOCK_S], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_S, BLOCK_D], dtype=tl.float32)
+    for s0 in range(0, S, BLOCK_S):
+        sp = s0 + offs_s
+        lse_p = tl.load(LsePart + base + sp * G, mask=sp < S, other=float("-inf"))  # [BLOCK_S]
+        o_ptrs = OPart + (base + sp * G)[:, None] * BLOCK_D + offs_d[None, :]
+        o_p = tl.load(o_ptrs, mask=(sp < S)[:, None], other=0.0)  # [BLOCK_S, BLOCK_D]
+        wgt = tl.exp2(lse_p - m_use)  # a NaN partial (it attended a NaN) stays NaN through its weight
+        acc += wgt[:, None] * o_p  # [BLOCK_S, BLOCK_D]
+        l_s += wgt
+    l_i = tl.sum(l_s, 0) + tl.zeros([1], dtype=tl.float32)  # [1]
+    acc_row = tl.sum(acc, 0)[None, :]  # [1, BLOCK_D]
     live = row_ok & ((l_i > 0.0) | (l_i != l_i))
     l_safe = tl.where(live, l_i, 1.0)
-    out = tl.where(live[:, None], acc / l_safe[:, None], 0.0)
-    lse = poisoned_lse(tl.where(live, m_i + tl.log2(l_safe), float("inf")), out)
+    out = tl.where(live[:, None], acc_row / l_safe[:, None], 0.0)
+    lse = poisoned_lse(tl.where(live, m_max + tl.log2(l_safe), float("inf")), out)
     _store_slot_rows(
         Out + b * stride_ob + h * stride_oh, stride_on, out, rows, gi64, row_in, row_ok, offs_d,
         HEAD_DIM, BLOCK_D, BY_INDEX,
@@ -688,7 +695,7 @@ def launch_global_fwd(
         BY_INDEX=by_index, **cfg,
     )  # fmt: skip
     if not direct:
-        launch_global_combine(o_t, lse_t, out, lse, key_flags, global_idx, cfg["BLOCK_M"], by_index)
+        launch_global_combine(o_t, lse_t, out, lse, key_flags, global_idx, by_index)
 
 
 def partial_outputs(
@@ -709,17 +716,19 @@ def launch_global_combine(
     lse: torch.Tensor,
     key_flags: torch.Tensor,
     global_idx: torch.Tensor,
-    slot_block: int,
     by_index: bool,
 ) -> None:
-    """Merge the key-chunk partials of ``partial_outputs`` in chunk order (deterministic) into kernel
-    B's rows of ``out`` and ``lse`` (B, H, G); ``by_index`` as in ``launch_global_fwd``."""
+    """Merge the key-chunk partials of ``partial_outputs`` (sums in a fixed order: deterministic) into
+    kernel B's rows of ``out`` and ``lse`` (B, H, G); ``by_index`` as in ``launch_global_fwd``."""
     bh, splits, g, bd = o_t.shape
     n, h, d = key_flags.shape[1], out.shape[2], out.shape[3]
+    # all partials of a row in one load up to 64 of them (under the interpreter 2, so that the tests
+    # also take the loop over blocks)
+    block_s = 2 if _common.INTERPRET else min(64, _common.next_power_of_2(splits))
     launch(
-        _glob_combine_kernel, (_common.cdiv(g, slot_block), bh),
+        _glob_combine_kernel, (g, bh),
         o_t, lse_t, out, lse, key_flags, global_idx, *strides3(out), splits, n, h, g,
-        HEAD_DIM=d, BLOCK_D=bd, BLOCK_M=slot_block, BY_INDEX=by_index, num_warps=4,
+        HEAD_DIM=d, BLOCK_D=bd, BLOCK_S=block_s, BY_INDEX=by_index, num_warps=4,
     )  # fmt: skip
 
 

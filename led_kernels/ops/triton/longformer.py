@@ -186,7 +186,7 @@ def launch_layer_fwd(
         HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=_block_g(g), DOT_PREC=dot_precision(q.dtype),
         SLOT_BLOCK=slot["BLOCK_M"], KEY_BLOCK=key_block, **cfg,
     )  # fmt: skip
-    launch_global_combine(o_t, lse_t, out, glse, key_flags, global_idx, slot["BLOCK_M"], True)
+    launch_global_combine(o_t, lse_t, out, glse, key_flags, global_idx, True)
 
 
 # ----------------------------------------------------------------------------------------------------
