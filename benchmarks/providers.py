@@ -93,16 +93,15 @@ class LedKernelsProvider(Provider):
     ``global_idx`` is computed once by ``lk.global_indices`` outside the timed region and passed in
     (what a model does: once per forward, shared by its layers). With G = 0 no global index is passed.
 
-    ``fused_forward`` (``triton`` only) sets the layer's forward variant for this provider's calls
+    ``fused_forward`` (``triton`` only) turns on the layer's one-launch forward for this provider's calls
     (``led_kernels.ops.triton.longformer.FUSED_FORWARD``: kernel B's forward inside kernel A's launch), so
     that one run times both variants side by side (provider ``triton-fused``).
     """
 
-    def __init__(self, backend: str, fused_forward: bool | None = None) -> None:
+    def __init__(self, backend: str, fused_forward: bool = False) -> None:
         self.backend = backend
         self.fused_forward = fused_forward
-        variant = "" if fused_forward is None else ("-fused" if fused_forward else "-unfused")
-        self.name = backend + variant
+        self.name = f"{backend}-fused" if fused_forward else backend
 
     def skip_reason(self, case: Case, device: torch.device, *, caps: bool = True) -> str | None:
         import led_kernels as lk
@@ -142,14 +141,12 @@ class LedKernelsProvider(Provider):
                 backend=backend,
             )
 
-        if self.fused_forward is None:
+        if not self.fused_forward:
             return Prepared(layer, inputs.fused, inputs.dout, _identity)
         from led_kernels.ops.triton import longformer as triton_layer
 
-        fused_forward = self.fused_forward
-
         def forward() -> torch.Tensor:
-            previous, triton_layer.FUSED_FORWARD = triton_layer.FUSED_FORWARD, fused_forward
+            previous, triton_layer.FUSED_FORWARD = triton_layer.FUSED_FORWARD, True
             try:
                 return layer()
             finally:

@@ -62,11 +62,6 @@ def _cuobjdump() -> tuple[str | None, dict[str, str]]:
     exe = shutil.which("cuobjdump", path=env["PATH"])
     if exe is None or shutil.which("nvdisasm", path=env["PATH"]) is None:
         return None, env
-    for d in extra:  # the wheels ship without the executable bit on some installs
-        for tool in ("cuobjdump", "nvdisasm"):
-            p = Path(d, tool)
-            if p.exists() and not os.access(p, os.X_OK):
-                p.chmod(p.stat().st_mode | 0o111)
     return exe, env
 
 
