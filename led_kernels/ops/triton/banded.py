@@ -179,6 +179,7 @@ def _dkdv_tile(
     stride_qn,
     stride_don,
     start_m,
+    row_pos,
     offs_m,
     offs_n,
     offs_d,
@@ -194,18 +195,21 @@ def _dkdv_tile(
     """One query tile's contribution to a key tile's dK/dV, computed transposed (keys on rows) so the
     accumulators stay [BLOCK_N, BLOCK_D]. Shared by the band pass (BAND: edge tiles add |i - j| <= w to
     the key mask) and the global passes (key_keep = slot validity / non-padded keys). ``need_mask``
-    (runtime) is false for interior tiles of clean key tiles: those skip the select entirely."""
+    (runtime) is false for interior tiles of clean key tiles: those skip the select entirely. The tile's
+    rows are start_m + offs_m (lse, the row bound N); ``row_pos`` [BLOCK_M] is where their q, dO and
+    delta are read (the rows themselves, or the slots' token positions in kernel B's layer backward; any
+    in-bounds position where lse is +inf)."""
     rows = start_m + offs_m  # [BLOCK_M]
-    q_ptrs = q_base + rows[:, None] * stride_qn + offs_d[None, :]
-    do_ptrs = do_base + rows[:, None] * stride_don + offs_d[None, :]
+    q_ptrs = q_base + row_pos[:, None] * stride_qn + offs_d[None, :]
+    do_ptrs = do_base + row_pos[:, None] * stride_don + offs_d[None, :]
     if MASK_ROWS:
         row_ok = rows < N
         # padded / out-of-range query rows: lse = +inf makes their probabilities exactly 0
         lse = tl.load(lse_row + rows, mask=row_ok, other=float("inf"))  # [BLOCK_M]
-        delta = tl.load(delta_row + rows, mask=row_ok, other=0.0)
+        delta = tl.load(delta_row + row_pos, mask=row_ok, other=0.0)
     else:
         lse = tl.load(lse_row + rows)
-        delta = tl.load(delta_row + rows)
+        delta = tl.load(delta_row + row_pos)
     # Rows that attend nothing or attended a non-finite value load as 0 with delta = 0 (see _common):
     # a predicate on the copies. Their probabilities stay exp2(. - lse), 0 or NaN as they should.
     live = live_rows(lse)
@@ -621,7 +625,8 @@ def _band_dkdv_kernel(
         need_mask = (start_m < int_lo) | (start_m >= int_hi) | (keys_clean == 0)
         dk, dv = _dkdv_tile(
             dk, dv, k, v, key_keep, need_mask, q_base, do_base, lse_row, delta_row, stride_qn, stride_don,
-            start_m, offs_m, offs_n, offs_d, N, window, qk_scale, HEAD_DIM, BLOCK_D, True, True, DOT_PREC,
+            start_m, start_m + offs_m, offs_m, offs_n, offs_d, N, window, qk_scale, HEAD_DIM, BLOCK_D, True,
+            True, DOT_PREC,
         )  # fmt: skip
 
     dk = dk * scale
@@ -715,12 +720,14 @@ def _gkey_dkdv_kernel(
     for start_m in range(lo, full_hi, BLOCK_M):
         dk, dv = _dkdv_tile(
             dk, dv, k, v, g_ok, 1, q_base, do_base, lse_row, delta_row, stride_qn, stride_don,
-            start_m, offs_m, slots, offs_d, N, 0, qk_scale, HEAD_DIM, BLOCK_D, False, False, DOT_PREC,
+            start_m, start_m + offs_m, offs_m, slots, offs_d, N, 0, qk_scale, HEAD_DIM, BLOCK_D, False, False,
+            DOT_PREC,
         )  # fmt: skip
     for start_m in range(full_hi, hi_r, BLOCK_M):
         dk, dv = _dkdv_tile(
             dk, dv, k, v, g_ok, 1, q_base, do_base, lse_row, delta_row, stride_qn, stride_don,
-            start_m, offs_m, slots, offs_d, N, 0, qk_scale, HEAD_DIM, BLOCK_D, True, False, DOT_PREC,
+            start_m, start_m + offs_m, offs_m, slots, offs_d, N, 0, qk_scale, HEAD_DIM, BLOCK_D, True, False,
+            DOT_PREC,
         )  # fmt: skip
 
     if DIRECT:

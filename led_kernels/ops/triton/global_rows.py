@@ -144,6 +144,16 @@ def _slot_rows(GIdx, flags_row, b, G, N, rows):
 
 
 @triton.jit
+def _slot_pos(GIdx, flags_row, b, G, N, rows, BY_INDEX: tl.constexpr):
+    """Where slot rows ``rows`` are read: the rows themselves, or, BY_INDEX, the valid slots' token
+    positions (0 for the others, whose lse is +inf)."""
+    if BY_INDEX:
+        return _slot_rows(GIdx, flags_row, b, G, N, rows)[2]
+    else:
+        return rows
+
+
+@triton.jit
 def _store_slot_rows(
     base,
     stride_n,
@@ -387,13 +397,13 @@ def _glob_combine_kernel(
 
 @triton.jit
 def _glob_dq_kernel(
-    QG,
+    QG,  # (B, G, H, D) slot rows, or (B, N, H, D) with BY_INDEX (read at the slots' positions)
     K,
     V,
-    DO,
-    DQ,  # DIRECT: (B, G, H, D), or (B, N, H, D) with DQ_BY_INDEX; else fp32 partials (B*H, S, G, BLOCK_D)
-    Lse,
-    Delta,
+    DO,  # as QG
+    DQ,  # DIRECT: (B, G, H, D), or (B, N, H, D) with BY_INDEX; else fp32 partials (B*H, S, G, BLOCK_D)
+    Lse,  # fp32 (B, H, G)
+    Delta,  # fp32 (B, H, G), or (B, H, N) with BY_INDEX (kernel A's delta pass covers every row)
     Flags,
     CumPad,
     Bounds,
@@ -423,7 +433,7 @@ def _glob_dq_kernel(
     BLOCK_D: tl.constexpr,
     DOT_PREC: tl.constexpr,
     DIRECT: tl.constexpr,
-    DQ_BY_INDEX: tl.constexpr,
+    BY_INDEX: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
@@ -443,16 +453,20 @@ def _glob_dq_kernel(
     rows = pid_g * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    row_in = rows < G
+    row_in, row_ok, gi64 = _slot_rows(GIdx, flags_row, b, G, N, rows)
+    if BY_INDEX:
+        pos, pos_ok, delta_row = gi64, row_ok, Delta + pid_bh.to(tl.int64) * N
+    else:
+        pos, pos_ok, delta_row = rows, row_in, Delta + pid_bh.to(tl.int64) * G
     q = load_rows(
-        q_base + rows[:, None] * stride_qn + offs_d[None, :], row_in, offs_d, HEAD_DIM, BLOCK_D, True
+        q_base + pos[:, None] * stride_qn + offs_d[None, :], pos_ok, offs_d, HEAD_DIM, BLOCK_D, True
     )
     do = load_rows(
-        do_base + rows[:, None] * stride_don + offs_d[None, :], row_in, offs_d, HEAD_DIM, BLOCK_D, True
+        do_base + pos[:, None] * stride_don + offs_d[None, :], pos_ok, offs_d, HEAD_DIM, BLOCK_D, True
     )
     # invalid slots stored lse = +inf in the forward, so their p (and dQ) is exactly 0
     lse = tl.load(Lse + pid_bh.to(tl.int64) * G + rows, mask=row_in, other=float("inf"))
-    delta = tl.load(Delta + pid_bh.to(tl.int64) * G + rows, mask=row_in, other=0.0)
+    delta = tl.load(delta_row + pos, mask=pos_ok, other=0.0)
 
     kv_lo = tl.load(Bounds + b * 4 + 0)
     kv_hi = tl.load(Bounds + b * 4 + 1)
@@ -477,10 +491,9 @@ def _glob_dq_kernel(
     # invalid slots: 0, even where a non-finite score made their p NaN
     dq = tl.where((lse != float("inf"))[:, None], dq, 0.0)
     if DIRECT:
-        row_in, row_ok, gi64 = _slot_rows(GIdx, flags_row, b, G, N, rows)
         _store_slot_rows(
             DQ + b * stride_dqb + h * stride_dqh, stride_dqn, dq * scale, rows, gi64, row_in, row_ok,
-            offs_d, HEAD_DIM, BLOCK_D, DQ_BY_INDEX,
+            offs_d, HEAD_DIM, BLOCK_D, BY_INDEX,
         )  # fmt: skip
     else:
         part = (pid_bh.to(tl.int64) * n_split + pid_s) * G + rows
@@ -489,16 +502,17 @@ def _glob_dq_kernel(
 
 @triton.jit
 def _glob_dkdv_kernel(
-    QG,
+    QG,  # (B, G, H, D) slot rows, or (B, N, H, D) with BY_INDEX (read at the slots' positions)
     K,
     V,
-    DO,
+    DO,  # as QG
     DK,
     DV,
-    Lse,
-    Delta,
+    Lse,  # fp32 (B, H, G)
+    Delta,  # fp32 (B, H, G), or (B, H, N) with BY_INDEX
     Flags,
     Bounds,
+    GIdx,
     stride_qb,
     stride_qn,
     stride_qh,
@@ -526,6 +540,7 @@ def _glob_dkdv_kernel(
     BLOCK_D: tl.constexpr,
     DOT_PREC: tl.constexpr,
     ACCUMULATE: tl.constexpr,
+    BY_INDEX: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
@@ -540,7 +555,10 @@ def _glob_dkdv_kernel(
     k_base = K + b * stride_kb + h * stride_kh
     v_base = V + b * stride_vb + h * stride_vh
     lse_row = Lse + pid_bh.to(tl.int64) * G
-    delta_row = Delta + pid_bh.to(tl.int64) * G
+    if BY_INDEX:
+        delta_row = Delta + pid_bh.to(tl.int64) * N
+    else:
+        delta_row = Delta + pid_bh.to(tl.int64) * G
 
     n0 = pid_n * BLOCK_N
     offs_n = n0 + tl.arange(0, BLOCK_N)
@@ -567,12 +585,14 @@ def _glob_dkdv_kernel(
     for s0 in range(0, s_full, BLOCK_M):
         dk, dv = _dkdv_tile(
             dk, dv, k, v, key_keep, need_mask, q_base, do_base, lse_row, delta_row, stride_qn, stride_don,
-            s0, offs_m, offs_n, offs_d, G, 0, qk_scale, HEAD_DIM, BLOCK_D, False, False, DOT_PREC,
+            s0, _slot_pos(GIdx, Flags + b * N, b, G, N, s0 + offs_m, BY_INDEX), offs_m, offs_n, offs_d, G, 0,
+            qk_scale, HEAD_DIM, BLOCK_D, False, False, DOT_PREC,
         )  # fmt: skip
     for s0 in range(s_full, s_hi, BLOCK_M):
         dk, dv = _dkdv_tile(
             dk, dv, k, v, key_keep, need_mask, q_base, do_base, lse_row, delta_row, stride_qn, stride_don,
-            s0, offs_m, offs_n, offs_d, G, 0, qk_scale, HEAD_DIM, BLOCK_D, True, False, DOT_PREC,
+            s0, _slot_pos(GIdx, Flags + b * N, b, G, N, s0 + offs_m, BY_INDEX), offs_m, offs_n, offs_d, G, 0,
+            qk_scale, HEAD_DIM, BLOCK_D, True, False, DOT_PREC,
         )  # fmt: skip
 
     dk = dk * scale
@@ -583,57 +603,6 @@ def _glob_dkdv_kernel(
         dv += load_rows(dv_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True).to(tl.float32)
     store_rows(dk_ptrs, dk.to(DK.dtype.element_ty), col_ok, offs_d, HEAD_DIM, BLOCK_D)
     store_rows(dv_ptrs, dv.to(DV.dtype.element_ty), col_ok, offs_d, HEAD_DIM, BLOCK_D)
-
-
-@triton.jit
-def _gather_slots_kernel(
-    X,  # (B, N, H, D): q_global
-    DO,  # (B, N, H, D): upstream gradient
-    Out,  # (B, N, H, D): layer output (its global rows are kernel B's)
-    GIdx,
-    Flags,
-    XG,  # (B, G, H, D) out: X's slot rows
-    DOG,  # (B, G, H, D) out: DO's slot rows
-    DeltaG,  # fp32 (B, H, G) out: rowsum(dO * O) of the slot rows
-    stride_xb,
-    stride_xn,
-    stride_xh,
-    stride_dob,
-    stride_don,
-    stride_doh,
-    stride_ob,
-    stride_on,
-    stride_oh,
-    stride_gb,  # XG and DOG (both contiguous)
-    stride_gn,
-    stride_gh,
-    N,
-    H,
-    G,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-):
-    # The slot rows that kernel B's backward reads, in one launch: invalid slots get zeros (their lse is
-    # +inf, so nothing uses them)
-    pid_g = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = (pid_bh // H).to(tl.int64)
-    h = (pid_bh % H).to(tl.int64)
-    rows = pid_g * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    row_in, row_ok, gi64 = _slot_rows(GIdx, Flags + b * N, b, G, N, rows)
-    x_ptrs = X + b * stride_xb + h * stride_xh + gi64[:, None] * stride_xn + offs_d[None, :]
-    do_ptrs = DO + b * stride_dob + h * stride_doh + gi64[:, None] * stride_don + offs_d[None, :]
-    o_ptrs = Out + b * stride_ob + h * stride_oh + gi64[:, None] * stride_on + offs_d[None, :]
-    x = load_rows(x_ptrs, row_ok, offs_d, HEAD_DIM, BLOCK_D, True)  # [BLOCK_M, BLOCK_D]
-    do = load_rows(do_ptrs, row_ok, offs_d, HEAD_DIM, BLOCK_D, True)
-    o = load_rows(o_ptrs, row_ok, offs_d, HEAD_DIM, BLOCK_D, True)
-    g_off = b * stride_gb + h * stride_gh + rows[:, None] * stride_gn + offs_d[None, :]
-    store_rows(XG + g_off, x, row_in, offs_d, HEAD_DIM, BLOCK_D)
-    store_rows(DOG + g_off, do, row_in, offs_d, HEAD_DIM, BLOCK_D)
-    delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)  # [BLOCK_M]
-    tl.store(DeltaG + pid_bh.to(tl.int64) * G + rows, delta, mask=row_in)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -732,32 +701,6 @@ def launch_global_combine(
     )  # fmt: skip
 
 
-def gather_slots(
-    q_global: torch.Tensor,
-    global_idx: torch.Tensor,
-    key_flags: torch.Tensor,
-    dout: torch.Tensor,
-    out: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For kernel B's backward, in one launch: the slot rows (B, G, H, D) of q_global and dout (all
-    (B, N, H, D); zeros for invalid slots) and delta = rowsum(dout * out) of those rows, fp32 (B, H, G)."""
-    bsz, n, h, d = q_global.shape
-    g = global_idx.shape[1]
-    qg = _common.empty((bsz, g, h, d), q_global.dtype, q_global.device)
-    dog = _common.empty((bsz, g, h, d), dout.dtype, dout.device)
-    delta = _common.empty((bsz, h, g), torch.float32, dout.device)
-    if qg.numel() == 0:
-        return qg, dog, delta.zero_()
-    block_m = 16 if _common.INTERPRET else min(64, max(16, _common.next_power_of_2(g)))
-    launch(
-        _gather_slots_kernel, (_common.cdiv(g, block_m), bsz * h),
-        q_global, dout, out, global_idx, key_flags, qg, dog, delta,
-        *strides3(q_global), *strides3(dout), *strides3(out), *strides3(qg),
-        n, h, g, HEAD_DIM=d, BLOCK_D=block_d(d), BLOCK_M=block_m, num_warps=4,
-    )  # fmt: skip
-    return qg, dog, delta
-
-
 @torch.library.custom_op("led_kernels::triton_global_fwd", mutates_args=())
 def triton_global_fwd(
     q_global: torch.Tensor,
@@ -788,8 +731,8 @@ def _(q_global, k_global, v_global, global_idx, key_flags, cum_pad, bounds, scal
 
 
 def launch_global_bwd(
-    dout_rows: torch.Tensor,
-    q_rows: torch.Tensor,
+    dout: torch.Tensor,
+    q_global: torch.Tensor,
     k_global: torch.Tensor,
     v_global: torch.Tensor,
     lse: torch.Tensor,
@@ -802,48 +745,50 @@ def launch_global_bwd(
     dq: torch.Tensor,
     dk: torch.Tensor,
     dv: torch.Tensor,
-    dq_by_index: bool,
+    by_index: bool,
     accumulate_kv: bool,
 ) -> None:
-    """Kernel B backward from the slot rows dout_rows, q_rows (B, G, H, D), lse and delta (B, H, G).
+    """Kernel B backward; lse (B, H, G) is its forward's.
 
-    dK/dV (B, N, H, D): every row written, or, ``accumulate_kv``, added to (kernel A's gradient of
-    shared k, v). dQ: rows of dq (B, G, H, D), or, ``dq_by_index``, the valid slots' token rows of dq
-    (B, N, H, D) (the other rows are left alone)."""
-    bsz, g, h, d = q_rows.shape
-    n = k_global.shape[1]
-    dev = q_rows.device
+    The slot rows: dout and q_global (B, G, H, D) with delta (B, H, G), and dQ written to dq (B, G, H, D);
+    or, ``by_index`` (the layer, whose backward already has delta of every row), dout and q_global
+    (B, N, H, D) and delta (B, H, N) read at the valid slots' token positions, and dQ written at those
+    rows of dq (B, N, H, D) (the other rows are left alone). dK/dV (B, N, H, D): every row written, or,
+    ``accumulate_kv``, added to (kernel A's gradient of shared k, v)."""
+    bsz, n, h, d = k_global.shape
+    g = global_idx.shape[1]
+    dev = k_global.device
     bd = block_d(d)
-    prec = dot_precision(q_rows.dtype)
+    prec = dot_precision(k_global.dtype)
 
     # dK/dV of every key (G = 0 included: the loop is empty and the rows are written as zeros)
-    cfg = _slot_config("glob_dkdv", g, d, q_rows)
+    cfg = _slot_config("glob_dkdv", g, d, k_global)
     launch(
         _glob_dkdv_kernel, (_common.cdiv(n, cfg["BLOCK_N"]), bsz * h),
-        q_rows, k_global, v_global, dout_rows, dk, dv, lse, delta, key_flags, bounds,
-        *strides3(q_rows), *strides3(k_global), *strides3(v_global), *strides3(dout_rows),
+        q_global, k_global, v_global, dout, dk, dv, lse, delta, key_flags, bounds, global_idx,
+        *strides3(q_global), *strides3(k_global), *strides3(v_global), *strides3(dout),
         *strides3(dk), *strides3(dv),
         n, h, g, log2_scale(scale), scale,
-        HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=prec, ACCUMULATE=accumulate_kv, **cfg,
+        HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=prec, ACCUMULATE=accumulate_kv, BY_INDEX=by_index, **cfg,
     )  # fmt: skip
 
     if g == 0:
         return
-    cfg = _slot_config("glob_dq", g, d, q_rows)
+    cfg = _slot_config("glob_dq", g, d, k_global)
     n_gtiles = _common.cdiv(g, cfg["BLOCK_M"])
     splits, chunk = _common.split_plan(n, cfg["BLOCK_N"], n_gtiles * bsz * h, dev)
     direct = splits == 1
     dq_t = dq if direct else _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
     launch(
         _glob_dq_kernel, (n_gtiles, splits, bsz * h),
-        q_rows, k_global, v_global, dout_rows, dq_t, lse, delta, key_flags, cum_pad, bounds, global_idx,
-        *strides3(q_rows), *strides3(k_global), *strides3(v_global), *strides3(dout_rows),
+        q_global, k_global, v_global, dout, dq_t, lse, delta, key_flags, cum_pad, bounds, global_idx,
+        *strides3(q_global), *strides3(k_global), *strides3(v_global), *strides3(dout),
         *strides3(dq),
         n, h, g, chunk, log2_scale(scale), scale,
-        HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=prec, DIRECT=direct, DQ_BY_INDEX=dq_by_index, **cfg,
+        HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=prec, DIRECT=direct, BY_INDEX=by_index, **cfg,
     )  # fmt: skip
     if not direct:
-        reduce_partials(dq_t, dq, global_idx, key_flags, scale, scatter=dq_by_index)
+        reduce_partials(dq_t, dq, global_idx, key_flags, scale, scatter=by_index)
 
 
 @torch.library.custom_op("led_kernels::triton_global_bwd", mutates_args=())
@@ -871,7 +816,7 @@ def triton_global_bwd(
     delta = bwd_delta(out, dout)
     launch_global_bwd(
         dout, q_global, k_global, v_global, lse, delta, global_idx, key_flags, cum_pad, bounds, scale,
-        dq, dk, dv, dq_by_index=False, accumulate_kv=False,
+        dq, dk, dv, by_index=False, accumulate_kv=False,
     )  # fmt: skip
     return dq, dk, dv
 

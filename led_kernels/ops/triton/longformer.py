@@ -9,10 +9,10 @@ output, their backward, and autograd additions of the gradients when both kernel
   them out of its own backward); kernel B reads its q rows at the global positions and writes its
   output straight into A's output there. With ``LED_KERNELS_FUSED_FORWARD=1``, B's key chunks run as
   extra programs of A's launch (``_layer_fwd_kernel``) and only B's combine follows it.
-- backward: kernel A's backward (its delta pass, dQ, dK/dV; the global rows drop out through their
-  lse); one launch gathers kernel B's slot rows of q and dO with their delta; kernel B's dK/dV are
-  added in place to A's when the projections are shared (else written to their own tensors), and its
-  dQ rows are written at the global rows.
+- backward: kernel A's backward (its delta pass over every row, dQ, dK/dV; the global rows drop out
+  through their lse); kernel B's backward reads its rows of q, dO and delta in place at the global
+  positions; its dK/dV are added in place to A's when the projections are shared (else written to
+  their own tensors), and its dQ rows are written at the global rows.
 
 Deterministic: no atomics, every element has one writer per launch and the launches are ordered on
 one stream.
@@ -46,7 +46,6 @@ from .banded import _band_fwd_program, _block_g, launch_band_bwd, launch_band_fw
 from .global_rows import (
     _glob_fwd_program,
     _slot_config,
-    gather_slots,
     launch_global_bwd,
     launch_global_combine,
     launch_global_fwd,
@@ -287,11 +286,10 @@ def triton_longformer_bwd(
             dkg.zero_()
             dvg.zero_()
         return dq, dk, dv, dqg, dkg, dvg
-    q_rows, dout_rows, delta_rows = gather_slots(q_global, global_idx, key_flags, dout, out)
     targets = (dq, dk, dv) if shared else (dqg, dkg, dvg)
     launch_global_bwd(
-        dout_rows, q_rows, k_global, v_global, glse, delta_rows, global_idx, key_flags, cum_pad, bounds,
-        scale, *targets, dq_by_index=True, accumulate_kv=shared,
+        dout, q_global, k_global, v_global, glse, delta, global_idx, key_flags, cum_pad, bounds, scale,
+        *targets, by_index=True, accumulate_kv=shared,
     )  # fmt: skip
     return dq, dk, dv, dqg, dkg, dvg
 
