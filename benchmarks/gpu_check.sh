@@ -14,15 +14,16 @@
 # After a change to the triton backend, with about 5 minutes of device time (no flex: its first
 # torch.compile alone takes minutes on a fresh machine):
 #   bash benchmarks/gpu_check.sh verify     # GPU tests of the triton backend, headline figures, profile
-#   bash benchmarks/gpu_check.sh fused      # kernel B's forward inside kernel A's launch against two
-#                                           # launches (LED_KERNELS_FUSED_FORWARD=1): tests, A/B, profile
+#   bash benchmarks/gpu_check.sh fused      # kernel B's forward inside kernel A's launch (the default)
+#                                           # against two launches (LED_KERNELS_FUSED_FORWARD=0): tests,
+#                                           # A/B in one run, profiles
 #
 # The cuda backend (compiled kernels; about 6 minutes, build included):
 #   bash benchmarks/gpu_check.sh cuda       # build, GPU tests, compute-sanitizer, headline against triton
 #
 # What is owed after CPU-only sessions, in one call of about 8 minutes on a fresh machine:
 #   bash benchmarks/gpu_check.sh owed       # build (foreground, all cores), cuda GPU tests + machine-code
-#                                           # check + sanitizers, one run timing cuda, triton, triton-fused
+#                                           # check + sanitizers, one run timing cuda, triton, triton-two-launch
 #                                           # and hf at the headline shape (G=0 and 1), cuda profile
 #
 # On the lent GPU machines, first: export PATH=/opt/torch/.venv/bin:$PATH (the python that has torch;
@@ -112,11 +113,10 @@ stage_fused() {
     # the interpreter-checked layer tests on the GPU, both forward variants (they flip the switch)
     LIMIT=100 run pytest-fused-forward python -m pytest -q -p no:cacheprovider -n 8 tests/ops/test_triton.py \
         -k "layer or one_launch"
-    LIMIT=50 run bench-forward-two-launches python -m benchmarks --providers triton --seqlens 16384 \
-        --globals 0 1 64 --window 512 --head-dim 64 --modes fwd fwd_bwd --tag forward-two-launches
-    LIMIT=50 run bench-forward-one-launch env LED_KERNELS_FUSED_FORWARD=1 python -m benchmarks --providers triton \
-        --seqlens 16384 --globals 0 1 64 --window 512 --head-dim 64 --modes fwd fwd_bwd --tag forward-one-launch
-    LIMIT=25 run profile-fused-forward env LED_KERNELS_FUSED_FORWARD=1 python -m benchmarks.profile_layer \
+    LIMIT=90 run bench-fused-ab python -m benchmarks --providers triton triton-two-launch --seqlens 16384 \
+        --globals 0 1 64 --window 512 --head-dim 64 --modes fwd fwd_bwd --check --tag fused-ab
+    LIMIT=25 run profile-fused-forward python -m benchmarks.profile_layer --provider triton
+    LIMIT=25 run profile-two-launch-forward env LED_KERNELS_FUSED_FORWARD=0 python -m benchmarks.profile_layer \
         --provider triton
 }
 
@@ -150,7 +150,7 @@ stage_owed() {
         LIMIT=60 run "sanitizer-cuda-$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 \
             python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k sanitizer_case
     done
-    LIMIT=150 run bench-owed python -m benchmarks --providers cuda triton triton-fused hf --seqlens 16384 \
+    LIMIT=150 run bench-owed python -m benchmarks --providers cuda triton triton-two-launch hf --seqlens 16384 \
         --globals 0 1 --window 512 --head-dim 64 --modes fwd fwd_bwd --check --tag owed
     LIMIT=30 run profile-cuda python -m benchmarks.profile_layer --provider cuda
     # the G=1 forward + backward is host-bound on these machines: where the host time goes

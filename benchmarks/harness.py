@@ -305,7 +305,10 @@ def make_row(gpu: str, provider: str, case: Case, mode: str, m: Measurement, com
 
 _KEY = [c for c in CSV_COLUMNS if c not in ("median_ms", "tflops", "peak_mem_mb", "host_ms", "commit")]
 _PROVIDER_ORDER = {
-    name: i for i, name in enumerate(("triton", "triton-fused", "cuda", "cpu", "flex", "sdpa", "torch", "hf"))
+    name: i
+    for i, name in enumerate(
+        ("triton", "triton-two-launch", "triton-fused", "cuda", "cpu", "flex", "sdpa", "torch", "hf")
+    )
 }
 _MODE_ORDER = {m: i for i, m in enumerate(MODES)}
 

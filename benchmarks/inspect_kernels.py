@@ -84,7 +84,7 @@ DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 # kernels wrapped by `maybe_autotune` and the kind whose candidate list they use
 AUTOTUNED_KINDS = {
     "_band_fwd_kernel": "band_fwd",
-    "_layer_fwd_kernel": "band_fwd",  # kernel A with kernel B's key chunks (LED_KERNELS_FUSED_FORWARD=1)
+    "_layer_fwd_kernel": "band_fwd",  # kernel A with kernel B's key chunks (the layer's default forward)
     "_band_dq_kernel": "band_dq",
     "_band_dkdv_kernel": "band_dkdv",
 }

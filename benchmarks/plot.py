@@ -25,7 +25,8 @@ MODES = ("fwd", "bwd", "fwd_bwd")
 MODE_TITLES = {"fwd": "forward", "bwd": "backward", "fwd_bwd": "forward + backward"}
 STYLE = {  # provider -> (color, marker): ours solid, peers dashed
     "triton": ("tab:red", "o", "-"),
-    "triton-fused": ("tab:pink", "o", "-"),
+    "triton-two-launch": ("tab:pink", "o", "-"),
+    "triton-fused": ("tab:pink", "o", "-"),  # the one-launch forward before it was the default
     "cuda": ("tab:purple", "s", "-"),
     "cpu": ("tab:orange", "D", "-"),
     "torch": ("tab:blue", "^", "-"),

@@ -93,15 +93,16 @@ class LedKernelsProvider(Provider):
     ``global_idx`` is computed once by ``lk.global_indices`` outside the timed region and passed in
     (what a model does: once per forward, shared by its layers). With G = 0 no global index is passed.
 
-    ``fused_forward`` (``triton`` only) turns on the layer's one-launch forward for this provider's calls
-    (``led_kernels.ops.triton.longformer.FUSED_FORWARD``: kernel B's forward inside kernel A's launch), so
-    that one run times both variants side by side (provider ``triton-fused``).
+    ``two_launch_forward`` (``triton`` only) turns off the layer's one-launch forward for this provider's
+    calls (``led_kernels.ops.triton.longformer.FUSED_FORWARD``: kernel B's forward inside kernel A's
+    launch, the default), so that one run times both variants side by side (provider
+    ``triton-two-launch``).
     """
 
-    def __init__(self, backend: str, fused_forward: bool = False) -> None:
+    def __init__(self, backend: str, two_launch_forward: bool = False) -> None:
         self.backend = backend
-        self.fused_forward = fused_forward
-        self.name = f"{backend}-fused" if fused_forward else backend
+        self.two_launch_forward = two_launch_forward
+        self.name = f"{backend}-two-launch" if two_launch_forward else backend
 
     def skip_reason(self, case: Case, device: torch.device, *, caps: bool = True) -> str | None:
         import led_kernels as lk
@@ -141,12 +142,12 @@ class LedKernelsProvider(Provider):
                 backend=backend,
             )
 
-        if not self.fused_forward:
+        if not self.two_launch_forward:
             return Prepared(layer, inputs.fused, inputs.dout, _identity)
         from led_kernels.ops.triton import longformer as triton_layer
 
         def forward() -> torch.Tensor:
-            previous, triton_layer.FUSED_FORWARD = triton_layer.FUSED_FORWARD, True
+            previous, triton_layer.FUSED_FORWARD = triton_layer.FUSED_FORWARD, False
             try:
                 return layer()
             finally:
@@ -453,7 +454,7 @@ class SDPAProvider(Provider):
 PROVIDERS: dict[str, Callable[[], Provider]] = {
     "torch": lambda: LedKernelsProvider("torch"),
     "triton": lambda: LedKernelsProvider("triton"),
-    "triton-fused": lambda: LedKernelsProvider("triton", fused_forward=True),
+    "triton-two-launch": lambda: LedKernelsProvider("triton", two_launch_forward=True),
     "cuda": lambda: LedKernelsProvider("cuda"),
     "cpu": lambda: LedKernelsProvider("cpu"),
     "hf": HFProvider,

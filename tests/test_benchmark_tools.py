@@ -15,9 +15,10 @@ def test_sync_count_skips_the_debug_modes_prototype_notice():
     assert not is_sync_warning("some other warning")
 
 
-def test_triton_fused_provider_times_the_one_launch_forward_and_restores_the_switch(monkeypatch):
-    """``triton-fused`` runs the layer with kernel B's forward inside kernel A's launch (the switch set for
-    its calls only), so one run can time it beside ``triton``; same bits under the interpreter."""
+def test_two_launch_provider_times_the_two_launch_forward_and_restores_the_switch(monkeypatch):
+    """``triton-two-launch`` runs the layer with kernel B's forward in a launch of its own (the switch
+    cleared for its calls only), so one run can time it beside ``triton`` (the one-launch forward, the
+    default); same bits under the interpreter."""
     import torch
 
     from benchmarks.cases import Case, make_inputs
@@ -28,20 +29,20 @@ def test_triton_fused_provider_times_the_one_launch_forward_and_restores_the_swi
     real = longformer.launch_layer_fwd
     monkeypatch.setattr(longformer, "launch_layer_fwd", lambda *a, **k: calls.append(1) or real(*a, **k))
     monkeypatch.setattr(_common, "target_programs", lambda device: 16)  # several key chunks
+    monkeypatch.setattr(longformer, "FUSED_FORWARD", True)  # the default, whatever the environment says
     device = "cuda" if torch.cuda.is_available() else "cpu"
     case = Case(batch=1, seqlen=96, heads=2, head_dim=16, window=9, globals=3, dtype="float32")
     inputs = make_inputs(case, device)
-    fused, plain = get_provider("triton-fused"), get_provider("triton")
-    assert fused.name == "triton-fused" and fused.skip_reason(case, torch.device(device)) is None
-    before = longformer.FUSED_FORWARD
-    out_fused = fused.prepare(inputs).forward()
-    assert calls == [1] and longformer.FUSED_FORWARD == before
+    two, plain = get_provider("triton-two-launch"), get_provider("triton")
+    assert two.name == "triton-two-launch" and two.skip_reason(case, torch.device(device)) is None
+    out_two = two.prepare(inputs).forward()
+    assert calls == [] and longformer.FUSED_FORWARD is True
     out_plain = plain.prepare(inputs).forward()
-    assert calls == [1]  # the plain provider keeps the default two launches
+    assert calls == [1]  # the plain provider keeps the default one-launch forward
     if device == "cpu":
-        assert torch.equal(out_fused, out_plain)
+        assert torch.equal(out_two, out_plain)
     else:
-        torch.testing.assert_close(out_fused, out_plain, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(out_two, out_plain, rtol=1e-5, atol=1e-6)
 
 
 def test_host_profile_reports_forward_backward_on_the_calling_thread(monkeypatch):

@@ -457,8 +457,9 @@ def _layer_inputs(n, glob, pad, proj, extra, seed, d=16):
     return local, glob_proj, gmask.to(DEVICE), pmask.to(DEVICE), flags, gi, dout
 
 
-# the layer's forward as kernel A then kernel B (two launches and B's combine), or as one launch of A's
-# tiles and B's key chunks then the combine (LED_KERNELS_FUSED_FORWARD=1)
+# the layer's forward as kernel A then kernel B (two launches and B's combine,
+# LED_KERNELS_FUSED_FORWARD=0), or as one launch of A's tiles and B's key chunks then the combine (the
+# default)
 FORWARD_LAUNCHES = pytest.mark.parametrize(
     "fused_forward", [False, True], ids=["fwd_a_then_b", "fwd_a_with_b"]
 )

@@ -8,8 +8,8 @@ runs both as one layer (``longformer.py``): what ``led_kernels.longformer_attent
 
 Set ``TRITON_INTERPRET=1`` before importing to run on CPU (tests); ``LED_KERNELS_AUTOTUNE=0`` pins
 the fixed tile configs on a GPU; ``LED_KERNELS_FAST_LAUNCH=0`` takes Triton's generic launch path on
-every call (``_launch.py``); ``LED_KERNELS_FUSED_FORWARD=1`` runs kernel B's forward inside kernel A's
-launch (``longformer.py``).
+every call (``_launch.py``); ``LED_KERNELS_FUSED_FORWARD=0`` runs the layer's kernel B forward in a
+launch of its own after kernel A's instead of inside it (``longformer.py``).
 """
 
 from ._common import key_flags
