@@ -198,7 +198,8 @@ def _dkdv_tile(
     (runtime) is false for interior tiles of clean key tiles: those skip the select entirely. The tile's
     rows are start_m + offs_m (lse, the row bound N); ``row_pos`` [BLOCK_M] is where their q, dO and
     delta are read (the rows themselves, or the slots' token positions in kernel B's layer backward; any
-    in-bounds position where lse is +inf)."""
+    in-bounds position where lse is +inf). Also returns dS^T [BLOCK_N, BLOCK_M] (unscaled), for a caller
+    that takes the rows' dQ from this key tile too."""
     rows = start_m + offs_m  # [BLOCK_M]
     q_ptrs = q_base + row_pos[:, None] * stride_qn + offs_d[None, :]
     do_ptrs = do_base + row_pos[:, None] * stride_don + offs_d[None, :]
@@ -229,7 +230,7 @@ def _dkdv_tile(
     dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)  # [BLOCK_N, BLOCK_M]
     dsT = pT * (dpT - delta[None, :])
     dk += tl.dot(dsT.to(q.dtype), q, input_precision=DOT_PREC)  # [BLOCK_N, BLOCK_D]
-    return dk, dv
+    return dk, dv, dsT
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -623,7 +624,7 @@ def _band_dkdv_kernel(
     # predicates on the async copies, not score work).
     for start_m in range(lo, hi_r, BLOCK_M):
         need_mask = (start_m < int_lo) | (start_m >= int_hi) | (keys_clean == 0)
-        dk, dv = _dkdv_tile(
+        dk, dv, _ = _dkdv_tile(
             dk, dv, k, v, key_keep, need_mask, q_base, do_base, lse_row, delta_row, stride_qn, stride_don,
             start_m, start_m + offs_m, offs_m, offs_n, offs_d, N, window, qk_scale, HEAD_DIM, BLOCK_D, True,
             True, DOT_PREC,
@@ -718,13 +719,13 @@ def _gkey_dkdv_kernel(
     dk = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
     for start_m in range(lo, full_hi, BLOCK_M):
-        dk, dv = _dkdv_tile(
+        dk, dv, _ = _dkdv_tile(
             dk, dv, k, v, g_ok, 1, q_base, do_base, lse_row, delta_row, stride_qn, stride_don,
             start_m, start_m + offs_m, offs_m, slots, offs_d, N, 0, qk_scale, HEAD_DIM, BLOCK_D, False, False,
             DOT_PREC,
         )  # fmt: skip
     for start_m in range(full_hi, hi_r, BLOCK_M):
-        dk, dv = _dkdv_tile(
+        dk, dv, _ = _dkdv_tile(
             dk, dv, k, v, g_ok, 1, q_base, do_base, lse_row, delta_row, stride_qn, stride_don,
             start_m, start_m + offs_m, offs_m, slots, offs_d, N, 0, qk_scale, HEAD_DIM, BLOCK_D, True, False,
             DOT_PREC,

@@ -513,6 +513,7 @@ def _glob_dkdv_kernel(
     Flags,
     Bounds,
     GIdx,
+    DQPart,  # DQ_PARTIALS: fp32 (B*H, key tiles, G, BLOCK_D), this key tile's dQ of every slot (unscaled)
     stride_qb,
     stride_qn,
     stride_qh,
@@ -541,11 +542,14 @@ def _glob_dkdv_kernel(
     DOT_PREC: tl.constexpr,
     ACCUMULATE: tl.constexpr,
     BY_INDEX: tl.constexpr,
+    DQ_PARTIALS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
     # One program per key tile walking all slot tiles: every key row is owned by one program.
     # ACCUMULATE: add to what DK/DV hold (kernel A's gradient, when both kernels share k and v) in fp32.
+    # DQ_PARTIALS (G <= BLOCK_M, one slot tile): also the slots' dQ over this key tile, from the same
+    # dS, so that kernel B's dQ needs no second sweep over K and V (a fixed-order reduction follows).
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)
@@ -582,18 +586,34 @@ def _glob_dkdv_kernel(
 
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    for s0 in range(0, s_full, BLOCK_M):
-        dk, dv = _dkdv_tile(
-            dk, dv, k, v, key_keep, need_mask, q_base, do_base, lse_row, delta_row, stride_qn, stride_don,
-            s0, _slot_pos(GIdx, Flags + b * N, b, G, N, s0 + offs_m, BY_INDEX), offs_m, offs_n, offs_d, G, 0,
-            qk_scale, HEAD_DIM, BLOCK_D, False, False, DOT_PREC,
-        )  # fmt: skip
-    for s0 in range(s_full, s_hi, BLOCK_M):
-        dk, dv = _dkdv_tile(
-            dk, dv, k, v, key_keep, need_mask, q_base, do_base, lse_row, delta_row, stride_qn, stride_don,
-            s0, _slot_pos(GIdx, Flags + b * N, b, G, N, s0 + offs_m, BY_INDEX), offs_m, offs_n, offs_d, G, 0,
-            qk_scale, HEAD_DIM, BLOCK_D, True, False, DOT_PREC,
-        )  # fmt: skip
+    if DQ_PARTIALS:
+        dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+        if s_hi > 0:
+            dk, dv, ds_t = _dkdv_tile(
+                dk, dv, k, v, key_keep, need_mask, q_base, do_base, lse_row, delta_row, stride_qn,
+                stride_don, 0, _slot_pos(GIdx, Flags + b * N, b, G, N, offs_m, BY_INDEX), offs_m, offs_n,
+                offs_d, G, 0, qk_scale, HEAD_DIM, BLOCK_D, True, False, DOT_PREC,
+            )  # fmt: skip
+            # [BLOCK_M, BLOCK_D]; k's non-finite rows are 0 here, and the slots that attend one have a
+            # NaN lse, so their dS (and dQ) is NaN as in _glob_dq_kernel
+            dq = tl.dot(tl.trans(ds_t.to(k.dtype)), k, input_precision=DOT_PREC)
+        lse = tl.load(lse_row + offs_m, mask=offs_m < G, other=float("inf"))
+        dq = tl.where((lse != float("inf"))[:, None], dq, 0.0)  # invalid slots: 0 (as _glob_dq_kernel)
+        part = (pid_bh.to(tl.int64) * tl.num_programs(0) + pid_n) * G + offs_m
+        tl.store(DQPart + part[:, None] * BLOCK_D + offs_d[None, :], dq, mask=(offs_m < G)[:, None])
+    else:
+        for s0 in range(0, s_full, BLOCK_M):
+            dk, dv, _ = _dkdv_tile(
+                dk, dv, k, v, key_keep, need_mask, q_base, do_base, lse_row, delta_row, stride_qn,
+                stride_don, s0, _slot_pos(GIdx, Flags + b * N, b, G, N, s0 + offs_m, BY_INDEX), offs_m,
+                offs_n, offs_d, G, 0, qk_scale, HEAD_DIM, BLOCK_D, False, False, DOT_PREC,
+            )  # fmt: skip
+        for s0 in range(s_full, s_hi, BLOCK_M):
+            dk, dv, _ = _dkdv_tile(
+                dk, dv, k, v, key_keep, need_mask, q_base, do_base, lse_row, delta_row, stride_qn,
+                stride_don, s0, _slot_pos(GIdx, Flags + b * N, b, G, N, s0 + offs_m, BY_INDEX), offs_m,
+                offs_n, offs_d, G, 0, qk_scale, HEAD_DIM, BLOCK_D, True, False, DOT_PREC,
+            )  # fmt: skip
 
     dk = dk * scale
     dk_ptrs = DK + b * stride_dkb + h * stride_dkh + offs_n[:, None] * stride_dkn + offs_d[None, :]
@@ -730,6 +750,12 @@ def _(q_global, k_global, v_global, global_idx, key_flags, cum_pad, bounds, scal
     return q_global.new_empty((bsz, g, h, d)), q_global.new_empty((bsz, h, g), dtype=torch.float32)
 
 
+#: kernel B's backward takes its dQ from the dK/dV pass (per key tile, then reduced) up to this many
+#: slots; beyond, the partials (key tiles x G rows) would outweigh the second sweep over K and V that
+#: _glob_dq_kernel makes
+DQ_IN_DKDV_MAX_SLOTS = 16
+
+
 def launch_global_bwd(
     dout: torch.Tensor,
     q_global: torch.Tensor,
@@ -761,18 +787,24 @@ def launch_global_bwd(
     bd = block_d(d)
     prec = dot_precision(k_global.dtype)
 
-    # dK/dV of every key (G = 0 included: the loop is empty and the rows are written as zeros)
+    # dK/dV of every key (G = 0 included: the loop is empty and the rows are written as zeros); with a
+    # few slots (one slot tile) also their dQ per key tile, reduced below
     cfg = _slot_config("glob_dkdv", g, d, k_global)
+    key_tiles = _common.cdiv(n, cfg["BLOCK_N"])
+    dq_partials = 0 < g <= min(cfg["BLOCK_M"], DQ_IN_DKDV_MAX_SLOTS)
+    dq_t = _common.empty((bsz * h, key_tiles, g, bd), torch.float32, dev) if dq_partials else dk
     launch(
-        _glob_dkdv_kernel, (_common.cdiv(n, cfg["BLOCK_N"]), bsz * h),
-        q_global, k_global, v_global, dout, dk, dv, lse, delta, key_flags, bounds, global_idx,
+        _glob_dkdv_kernel, (key_tiles, bsz * h),
+        q_global, k_global, v_global, dout, dk, dv, lse, delta, key_flags, bounds, global_idx, dq_t,
         *strides3(q_global), *strides3(k_global), *strides3(v_global), *strides3(dout),
         *strides3(dk), *strides3(dv),
         n, h, g, log2_scale(scale), scale,
-        HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=prec, ACCUMULATE=accumulate_kv, BY_INDEX=by_index, **cfg,
+        HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=prec, ACCUMULATE=accumulate_kv, BY_INDEX=by_index,
+        DQ_PARTIALS=dq_partials, **cfg,
     )  # fmt: skip
-
-    if g == 0:
+    if dq_partials:
+        reduce_partials(dq_t, dq, global_idx, key_flags, scale, scatter=by_index)
+    if g == 0 or dq_partials:
         return
     cfg = _slot_config("glob_dq", g, d, k_global)
     n_gtiles = _common.cdiv(g, cfg["BLOCK_M"])
