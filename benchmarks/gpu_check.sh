@@ -21,7 +21,7 @@
 # The cuda backend (compiled kernels; about 6 minutes, build included):
 #   bash benchmarks/gpu_check.sh cuda       # build, GPU tests, compute-sanitizer, headline against triton
 #
-# What is owed after CPU-only sessions, in one call of about 8 minutes on a fresh machine:
+# What is owed after CPU-only sessions, in one call of about 4 minutes on a fresh H100 (build included):
 #   bash benchmarks/gpu_check.sh owed       # build (foreground, all cores), cuda GPU tests + machine-code
 #                                           # check + sanitizers, one run timing cuda, triton, triton-two-launch
 #                                           # and hf at the headline shape (G=0 and 1), cuda profile
