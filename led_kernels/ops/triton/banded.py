@@ -424,6 +424,8 @@ def _band_dq_kernel(
     CumExcl,
     Bounds,
     GIdx,
+    DKGPart,  # GKEY_PARTIALS: fp32 (B*H, cdiv(N, PART_ROWS), G, BLOCK_D), the global keys' dK per row tile
+    DVGPart,  # ... and dV
     stride_qb,
     stride_qn,
     stride_qh,
@@ -451,10 +453,17 @@ def _band_dq_kernel(
     BLOCK_D: tl.constexpr,
     BLOCK_G: tl.constexpr,
     DOT_PREC: tl.constexpr,
+    GKEY_PARTIALS: tl.constexpr,
+    PART_ROWS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    # Second backward pass, one program per query tile: same key walk as the forward, dQ in registers
+    # Second backward pass, one program per query tile: same key walk as the forward, dQ in registers.
+    # GKEY_PARTIALS (G <= BLOCK_G, one slot tile): the prologue also writes this tile's share of the
+    # global keys' dK/dV, from the same P and dS (no second sweep over q and dO, _gkey_dkdv_kernel); the
+    # partials sit at PART_ROWS granularity (a divisor of every BLOCK_M the launch may pick: the launcher
+    # does not know the autotuner's choice), this program's first slot holding them and its other
+    # slots zeros, and a fixed-order reduction follows.
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)
@@ -482,15 +491,44 @@ def _band_dq_kernel(
     nslots = tl.where(active, nslots, 0)
     hi_b = tl.where(active, kv_hi, 0)
 
-    q = load_rows(
-        q_base + offs_m[:, None] * stride_qn + offs_d[None, :], row_ok, offs_d, HEAD_DIM, BLOCK_D, True
-    )
-    do = load_rows(
-        do_base + offs_m[:, None] * stride_don + offs_d[None, :], row_ok, offs_d, HEAD_DIM, BLOCK_D, True
-    )
-    lse = tl.load(lse_row + offs_m, mask=row_ok, other=float("inf"))  # [BLOCK_M]
-    delta = tl.load(delta_row + offs_m, mask=row_ok, other=0.0)
+    if GKEY_PARTIALS:
+        lse = tl.load(lse_row + offs_m, mask=row_ok, other=float("inf"))  # [BLOCK_M]
+        # rows without a finite statistic load q and dO as 0 (as in _dkdv_tile): the partials contract
+        # over rows, where a padded row's non-finite input would otherwise reach every global key
+        # through 0 * NaN; their own dQ is 0 (lse = +inf) or NaN (a NaN lse) either way
+        live = live_rows(lse)
+        q = load_rows(
+            q_base + offs_m[:, None] * stride_qn + offs_d[None, :], live, offs_d, HEAD_DIM, BLOCK_D, True
+        )
+        do = load_rows(
+            do_base + offs_m[:, None] * stride_don + offs_d[None, :], live, offs_d, HEAD_DIM, BLOCK_D, True
+        )
+        delta = tl.where(live, tl.load(delta_row + offs_m, mask=row_ok, other=0.0), 0.0)
+    else:
+        q = load_rows(
+            q_base + offs_m[:, None] * stride_qn + offs_d[None, :], row_ok, offs_d, HEAD_DIM, BLOCK_D, True
+        )
+        do = load_rows(
+            do_base + offs_m[:, None] * stride_don + offs_d[None, :], row_ok, offs_d, HEAD_DIM, BLOCK_D, True
+        )
+        lse = tl.load(lse_row + offs_m, mask=row_ok, other=float("inf"))  # [BLOCK_M]
+        delta = tl.load(delta_row + offs_m, mask=row_ok, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    if GKEY_PARTIALS:
+        tl.static_assert(BLOCK_M % PART_ROWS == 0)
+        n_part = tl.cdiv(N, PART_ROWS)
+        slot0 = pid_m * (BLOCK_M // PART_ROWS)
+        g_in = (offs_g < G)[:, None]
+        part = (pid_bh.to(tl.int64) * n_part + slot0) * G + offs_g  # [BLOCK_G]
+        part_ptrs = part[:, None] * BLOCK_D + offs_d[None, :]  # [BLOCK_G, BLOCK_D]
+        zeros_g = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
+        for j in tl.static_range(1, BLOCK_M // PART_ROWS):
+            in_range = g_in & (slot0 + j < n_part)
+            tl.store(DKGPart + part_ptrs + j * G * BLOCK_D, zeros_g, mask=in_range)
+            tl.store(DVGPart + part_ptrs + j * G * BLOCK_D, zeros_g, mask=in_range)
+        if nslots == 0:  # no prologue below (no global token, or a tile past the non-padded span)
+            tl.store(DKGPart + part_ptrs, zeros_g, mask=g_in)
+            tl.store(DVGPart + part_ptrs, zeros_g, mask=g_in)
 
     for s0 in range(0, nslots, BLOCK_G):
         slots = s0 + offs_g
@@ -509,6 +547,12 @@ def _band_dq_kernel(
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)
+        if GKEY_PARTIALS:  # [BLOCK_G, BLOCK_D] each, stored at once (the loop runs at most once)
+            # transposed, [BLOCK_D, BLOCK_G]: the head dim as the MMA's rows
+            dk_g = tl.dot(tl.trans(q), ds.to(q.dtype), input_precision=DOT_PREC)
+            tl.store(DKGPart + tl.trans(part_ptrs), dk_g, mask=tl.trans(g_in))
+            dv_g = tl.dot(tl.trans(do), p.to(do.dtype), input_precision=DOT_PREC)
+            tl.store(DVGPart + tl.trans(part_ptrs), dv_g, mask=tl.trans(g_in))
 
     lo, int_lo, int_hi, hi_r = band_tiles(m0, BLOCK_M, BLOCK_N, window, kv_lo, hi_b, N)
     # an interior run holding a global / padded key is walked by the masked body (see _common)
@@ -813,6 +857,12 @@ def _(q, k, v, key_flags, global_idx, cum_excl, bounds, window, scale):
     return q.new_empty((bsz, n, h, d)), q.new_empty((bsz, h, n), dtype=torch.float32)
 
 
+#: up to this many global tokens, kernel A's dQ pass also computes the global keys' dK/dV (per tile of
+#: query rows, then reduced) instead of _gkey_dkdv_kernel's second sweep over q and dO; the partials grow
+#: with G (rows / PART_ROWS x G x D in fp32, twice), and past a few tokens they would cost that sweep
+GKEY_IN_DQ_MAX_SLOTS = 4
+
+
 def launch_band_bwd(
     dout: torch.Tensor,
     q: torch.Tensor,
@@ -838,14 +888,24 @@ def launch_band_bwd(
     bd = block_d(d)
     prec = dot_precision(q.dtype)
 
+    # with a few global tokens the dQ pass also takes their keys' dK/dV (partials per PART_ROWS rows)
+    part_rows = _common.smallest_block_m("band_dq", d, dev, q.element_size())
+    gkey_partials = 0 < g <= GKEY_IN_DQ_MAX_SLOTS
+    if gkey_partials:
+        n_part = _common.cdiv(n, part_rows)
+        dk_t = _common.empty((bsz * h, n_part, g, bd), torch.float32, dev)
+        dv_t = _common.empty((bsz * h, n_part, g, bd), torch.float32, dev)
+    else:
+        dk_t, dv_t = dk, dv  # unused
     cfg = launch_config("band_dq", d, dev, q.element_size(), autotuned=True)
     grid = lambda meta: (_common.cdiv(n, meta["BLOCK_M"]), bsz * h)
     launch(
         _band_dq_kernel, grid,
-        q, k, v, dout, dq, lse, delta, key_flags, cum_excl, bounds, global_idx,
+        q, k, v, dout, dq, lse, delta, key_flags, cum_excl, bounds, global_idx, dk_t, dv_t,
         *strides3(q), *strides3(k), *strides3(v), *strides3(dout), *strides3(dq),
         n, h, g, w, log2_scale(scale), scale, _common.bucket(n), _common.bucket(w),
-        HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=_block_g(g), DOT_PREC=prec, **cfg,
+        HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=_block_g(g), DOT_PREC=prec, GKEY_PARTIALS=gkey_partials,
+        PART_ROWS=part_rows, **cfg,
     )  # fmt: skip
 
     cfg = launch_config("band_dkdv", d, dev, q.element_size(), autotuned=True)
@@ -858,8 +918,11 @@ def launch_band_bwd(
         HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=prec, **cfg,
     )  # fmt: skip
 
-    if g > 0:
+    if gkey_partials:
         # after the band pass (same stream): it overwrites the zeros that pass wrote at global rows
+        reduce_partials(dk_t, dk, global_idx, key_flags, scale, scatter=True, second=(dv_t, dv, 1.0))
+    elif g > 0:
+        # as above, after the band pass
         cfg = _common.kernel_config("gkey_dkdv", d, dev, q.element_size())
         block_g = _block_g(g)
         n_gtiles = _common.cdiv(g, block_g)
