@@ -547,8 +547,8 @@ def _band_dq_kernel(
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)
-        if GKEY_PARTIALS:  # [BLOCK_G, BLOCK_D] each, stored at once (the loop runs at most once)
-            # transposed, [BLOCK_D, BLOCK_G]: the head dim as the MMA's rows
+        if GKEY_PARTIALS:  # stored at once (the loop runs at most once)
+            # transposed, [BLOCK_D, BLOCK_G] each: the head dim as the MMA's rows (wgmma on sm_90)
             dk_g = tl.dot(tl.trans(q), ds.to(q.dtype), input_precision=DOT_PREC)
             tl.store(DKGPart + tl.trans(part_ptrs), dk_g, mask=tl.trans(g_in))
             dv_g = tl.dot(tl.trans(do), p.to(do.dtype), input_precision=DOT_PREC)
