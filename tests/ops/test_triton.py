@@ -25,8 +25,10 @@ import oracle  # noqa: E402
 from led_kernels.masks import gather_rows, scatter_rows, valid_global_slots  # noqa: E402
 from led_kernels.ops.triton import (  # noqa: E402
     _common,
+    banded,
     banded_attention,
     global_attention,
+    global_rows,
     longformer,
     longformer_attention,
 )
@@ -550,6 +552,47 @@ def test_one_launch_forward_equals_two(monkeypatch, proj):
         assert torch.equal(outs[0], outs[1])
     else:
         torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("proj", ["shared", "separate"])
+@pytest.mark.parametrize("non_finite", [False, True], ids=["finite", "non_finite"])
+@pytest.mark.parametrize("part_rows", [None, 8], ids=["part_rows_tile", "part_rows_8"])
+def test_backward_folds_match_the_separate_sweeps(monkeypatch, proj, non_finite, part_rows):
+    """With a few global tokens the global keys' dK/dV come out of kernel A's dQ pass and kernel B's dQ
+    out of its dK/dV pass (partials, then reductions); with the thresholds at 0 each has a sweep of its
+    own. Same gradients up to fp32 summation order, NaN where the other has NaN: also with non-finite
+    q and dO rows at padded positions (which must reach no gradient) and a NaN value row. part_rows 8:
+    the dQ tiles (16 rows here) are wider than the partials' row tiles, as on a GPU whose autotuner may
+    pick 128 rows where 64 is possible: each program also writes the zeros of its second slot (the
+    allocations are NaN-poisoned, so a slot left unwritten shows)."""
+    if part_rows is not None:
+        monkeypatch.setattr(_common, "smallest_block_m", lambda *args: part_rows)
+    local, glob_proj, _, pmask, flags, gi, dout = _layer_inputs(100, "first", "tail", proj, 2, seed=13)
+    assert 0 < gi.shape[1] <= min(banded.GKEY_IN_DQ_MAX_SLOTS, global_rows.DQ_IN_DKDV_MAX_SLOTS)
+    if non_finite:
+        padded = pmask[:, :, None, None].expand_as(dout)
+        local[0] = torch.where(padded, float("nan"), local[0])
+        dout = torch.where(padded, float("inf"), dout)
+        local[2][0, 40, 1, 3] = float("nan")
+    given = [i for i, x in enumerate(glob_proj) if x is not None]
+
+    def grads():
+        leaves = _leaves(*local, *[glob_proj[i] for i in given])
+        proj_leaves = [None, None, None]
+        for j, i in enumerate(given):
+            proj_leaves[i] = leaves[3 + j]
+        out = longformer_attention(*leaves[:3], *proj_leaves, 17, flags, gi, 0.25)
+        return torch.autograd.grad(out, leaves, dout)
+
+    folded = grads()
+    monkeypatch.setattr(banded, "GKEY_IN_DQ_MAX_SLOTS", 0)
+    monkeypatch.setattr(global_rows, "DQ_IN_DKDV_MAX_SLOTS", 0)
+    separate = grads()
+    for name, x, y in zip(["q", "k", "v", "q_global", "k_global", "v_global"], folded, separate):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, equal_nan=True, msg=name)
+    if non_finite:  # the NaN value row reaches gradients, the padded rows' inputs do not
+        assert any(g.isnan().any() for g in folded)
+        assert all(not g[pmask].isnan().any() for g in folded[:1])
 
 
 def test_layer_forward_equals_the_composed_kernels():
