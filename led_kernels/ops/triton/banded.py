@@ -523,7 +523,8 @@ def _band_dq_kernel(
         part_ptrs = part[:, None] * BLOCK_D + offs_d[None, :]  # [BLOCK_G, BLOCK_D]
         zeros_g = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
         for j in tl.static_range(1, BLOCK_M // PART_ROWS):
-            in_range = g_in & (slot0 + j < n_part)
+            # (a [BLOCK_G] comparison: some interpreters refuse a scalar mask broadcast into a block)
+            in_range = ((offs_g < G) & (slot0 + j + 0 * offs_g < n_part))[:, None]
             tl.store(DKGPart + part_ptrs + j * G * BLOCK_D, zeros_g, mask=in_range)
             tl.store(DVGPart + part_ptrs + j * G * BLOCK_D, zeros_g, mask=in_range)
         if nslots == 0:  # no prologue below (no global token, or a tile past the non-padded span)
