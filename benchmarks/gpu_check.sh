@@ -21,6 +21,9 @@
 # The cuda backend (compiled kernels; about 6 minutes, build included):
 #   bash benchmarks/gpu_check.sh cuda       # build, GPU tests, compute-sanitizer, headline against triton
 #
+# The backward folds against their separate sweeps (about 4 minutes, no build):
+#   bash benchmarks/gpu_check.sh folds      # triton GPU tests, kernel profiles and timings, both ways
+#
 # What is owed after CPU-only sessions, in one call of about 4 minutes on a fresh H100 (build included):
 #   bash benchmarks/gpu_check.sh owed       # build (foreground, all cores), cuda GPU tests + machine-code
 #                                           # check + sanitizers, one run timing cuda, triton, triton-two-launch
@@ -120,6 +123,20 @@ stage_fused() {
         --provider triton
 }
 
+stage_folds() {
+    # kernel B's dQ from its dK/dV pass and the global keys' dK/dV from kernel A's dQ pass (the default
+    # with a few global tokens) against their separate sweeps (the thresholds at 0): kernels, then timings
+    LIMIT=100 run pytest-triton-gpu python -m pytest -q -p no:cacheprovider -n 8 tests/ops/test_triton_gpu.py
+    LIMIT=40 run profile-folds python -m benchmarks.profile_layer --provider triton
+    LIMIT=40 run profile-separate-sweeps env LED_KERNELS_GKEY_IN_DQ_MAX_SLOTS=0 \
+        LED_KERNELS_DQ_IN_DKDV_MAX_SLOTS=0 python -m benchmarks.profile_layer --provider triton
+    LIMIT=60 run bench-folds python -m benchmarks --providers triton --seqlens 16384 --globals 0 1 4 \
+        --window 512 --head-dim 64 --modes bwd fwd_bwd --tag folds
+    LIMIT=60 run bench-separate-sweeps env LED_KERNELS_GKEY_IN_DQ_MAX_SLOTS=0 LED_KERNELS_DQ_IN_DKDV_MAX_SLOTS=0 \
+        python -m benchmarks --providers triton --seqlens 16384 --globals 1 4 --window 512 --head-dim 64 \
+        --modes bwd fwd_bwd --tag separate-sweeps
+}
+
 stage_cuda() {
     install
     nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv | tee "$LOGDIR/gpu-state.log"
@@ -198,7 +215,8 @@ case "$stage" in
     rest) stage_rest ;;
     cuda) stage_cuda ;;
     owed) stage_owed ;;
-    *) echo "unknown stage $stage (tests, bench, train, sanitize, all, core, rest, verify, fused, cuda, owed)" >&2; exit 2 ;;
+    folds) stage_folds ;;
+    *) echo "unknown stage $stage (tests, bench, train, sanitize, all, core, rest, verify, fused, cuda, owed, folds)" >&2; exit 2 ;;
 esac
 if [ -n "$OUT" ]; then
     # one archive (the files written under benchmarks/results/ by this run, and the logs) and one log

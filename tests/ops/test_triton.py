@@ -595,6 +595,22 @@ def test_backward_folds_match_the_separate_sweeps(monkeypatch, proj, non_finite,
         assert all(not g[pmask].isnan().any() for g in folded[:1])
 
 
+def test_env_count_reads_non_negative_integers_and_names_the_variable(monkeypatch):
+    """The fold thresholds' environment knobs: unset or empty gives the default, a bad value a
+    ValueError that names the variable (never a silent fallback)."""
+    name = "LED_KERNELS_TEST_COUNT"
+    monkeypatch.delenv(name, raising=False)
+    assert _common.env_count(name, 4) == 4
+    monkeypatch.setenv(name, "")
+    assert _common.env_count(name, 4) == 4
+    monkeypatch.setenv(name, "0")
+    assert _common.env_count(name, 4) == 0
+    for bad in ("-1", "two", "1.5"):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ValueError, match=name):
+            _common.env_count(name, 4)
+
+
 def test_layer_forward_equals_the_composed_kernels():
     """One op or banded + global + scatter: the same kernels, so the same bits in the forward."""
     local, glob_proj, _, _, flags, gi, _ = _layer_inputs(100, "scattered", "holes", "separate", 1, seed=5)

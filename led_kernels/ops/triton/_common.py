@@ -47,6 +47,21 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 AUTOTUNE = (not INTERPRET) and os.environ.get("LED_KERNELS_AUTOTUNE", "1") != "0"
 
 
+def env_count(name: str, default: int) -> int:
+    """A non-negative integer from the environment variable ``name`` (``default`` when unset); anything
+    else is a ValueError naming the variable."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {raw!r}")
+    return value
+
+
 def _install_interpreter_numpy_shim() -> None:
     """Triton's interpreter converts scalar tensors (numpy arrays of shape (1,)) to Python ints with
     ``int(array)``, which NumPy >= 2.4 refuses, so every loop with a runtime bound fails under

@@ -860,8 +860,9 @@ def _(q, k, v, key_flags, global_idx, cum_excl, bounds, window, scale):
 
 #: up to this many global tokens, kernel A's dQ pass also computes the global keys' dK/dV (per tile of
 #: query rows, then reduced) instead of _gkey_dkdv_kernel's second sweep over q and dO; the partials grow
-#: with G (rows / PART_ROWS x G x D in fp32, twice), and past a few tokens they would cost that sweep
-GKEY_IN_DQ_MAX_SLOTS = 4
+#: with G (rows / PART_ROWS x G x D in fp32, twice), and past a few tokens they would cost that sweep.
+#: LED_KERNELS_GKEY_IN_DQ_MAX_SLOTS=0 turns it off (to time the two against each other)
+GKEY_IN_DQ_MAX_SLOTS = _common.env_count("LED_KERNELS_GKEY_IN_DQ_MAX_SLOTS", 4)
 
 
 def launch_band_bwd(

@@ -752,8 +752,8 @@ def _(q_global, k_global, v_global, global_idx, key_flags, cum_pad, bounds, scal
 
 #: kernel B's backward takes its dQ from the dK/dV pass (per key tile, then reduced) up to this many
 #: slots; beyond, the partials (key tiles x G rows) would outweigh the second sweep over K and V that
-#: _glob_dq_kernel makes
-DQ_IN_DKDV_MAX_SLOTS = 16
+#: _glob_dq_kernel makes. LED_KERNELS_DQ_IN_DKDV_MAX_SLOTS=0 turns it off (to time the two)
+DQ_IN_DKDV_MAX_SLOTS = _common.env_count("LED_KERNELS_DQ_IN_DKDV_MAX_SLOTS", 16)
 
 
 def launch_global_bwd(
