@@ -126,7 +126,7 @@ stage_fused() {
 stage_folds() {
     # kernel B's dQ from its dK/dV pass and the global keys' dK/dV from kernel A's dQ pass (the default
     # with a few global tokens) against their separate sweeps (the thresholds at 0): kernels, then timings
-    LIMIT=100 run pytest-triton-gpu python -m pytest -q -p no:cacheprovider -n 8 tests/ops/test_triton_gpu.py
+    LIMIT=150 run pytest-triton-gpu python -m pytest -q -p no:cacheprovider -n 8 tests/ops/test_triton_gpu.py
     LIMIT=40 run profile-folds python -m benchmarks.profile_layer --provider triton
     LIMIT=40 run profile-separate-sweeps env LED_KERNELS_GKEY_IN_DQ_MAX_SLOTS=0 \
         LED_KERNELS_DQ_IN_DKDV_MAX_SLOTS=0 python -m benchmarks.profile_layer --provider triton
