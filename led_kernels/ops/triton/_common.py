@@ -859,6 +859,13 @@ def bwd_delta(out: torch.Tensor, dout: torch.Tensor) -> torch.Tensor:
     return delta
 
 
+def partials_per_load(splits: int) -> int:
+    """How many of a row's split partials the merge kernels (the partial reduction, kernel B's combine)
+    load at once: all of them up to 64; under the interpreter 2, so that the tests also take the loop
+    over blocks."""
+    return 2 if INTERPRET else min(64, next_power_of_2(splits))
+
+
 def reduce_partials(
     part: torch.Tensor,
     out: torch.Tensor,
@@ -880,9 +887,7 @@ def reduce_partials(
         part2, out2, scale2 = second
         if part2.shape != part.shape or out2.stride() != out.stride() or out2.dtype != out.dtype:
             raise ValueError("reduce_partials: the second pair must match the first (shape, strides, dtype)")
-    # every partial of a row in one load up to 64 of them (under the interpreter 2, so that the tests
-    # also take the loop over blocks)
-    block_s = 2 if INTERPRET else min(64, next_power_of_2(splits))
+    block_s = partials_per_load(splits)
     launch(
         _reduce_partials_kernel,
         (r, bh, 1 if second is None else 2),

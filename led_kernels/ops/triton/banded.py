@@ -491,6 +491,8 @@ def _band_dq_kernel(
     nslots = tl.where(active, nslots, 0)
     hi_b = tl.where(active, kv_hi, 0)
 
+    # (each variant with its own loads: one shared pair, its mask chosen by the variant, made Triton 3.6
+    # fail to compile the folded variant's 128x32 sm_90 autotune candidate)
     if GKEY_PARTIALS:
         lse = tl.load(lse_row + offs_m, mask=row_ok, other=float("inf"))  # [BLOCK_M]
         # rows without a finite statistic load q and dO as 0 (as in _dkdv_tile): the partials contract
@@ -524,7 +526,7 @@ def _band_dq_kernel(
         zeros_g = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
         for j in tl.static_range(1, BLOCK_M // PART_ROWS):
             # (a [BLOCK_G] comparison: some interpreters refuse a scalar mask broadcast into a block)
-            in_range = ((offs_g < G) & (slot0 + j + 0 * offs_g < n_part))[:, None]
+            in_range = g_in & (slot0 + j + 0 * offs_g < n_part)[:, None]
             tl.store(DKGPart + part_ptrs + j * G * BLOCK_D, zeros_g, mask=in_range)
             tl.store(DVGPart + part_ptrs + j * G * BLOCK_D, zeros_g, mask=in_range)
         if nslots == 0:  # no prologue below (no global token, or a tile past the non-padded span)

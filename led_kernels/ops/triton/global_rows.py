@@ -711,13 +711,10 @@ def launch_global_combine(
     kernel B's rows of ``out`` and ``lse`` (B, H, G); ``by_index`` as in ``launch_global_fwd``."""
     bh, splits, g, bd = o_t.shape
     n, h, d = key_flags.shape[1], out.shape[2], out.shape[3]
-    # all partials of a row in one load up to 64 of them (under the interpreter 2, so that the tests
-    # also take the loop over blocks)
-    block_s = 2 if _common.INTERPRET else min(64, _common.next_power_of_2(splits))
     launch(
         _glob_combine_kernel, (g, bh),
         o_t, lse_t, out, lse, key_flags, global_idx, *strides3(out), splits, n, h, g,
-        HEAD_DIM=d, BLOCK_D=bd, BLOCK_S=block_s, BY_INDEX=by_index, num_warps=4,
+        HEAD_DIM=d, BLOCK_D=bd, BLOCK_S=_common.partials_per_load(splits), BY_INDEX=by_index, num_warps=4,
     )  # fmt: skip
 
 
