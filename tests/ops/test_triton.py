@@ -459,6 +459,15 @@ def _layer_inputs(n, glob, pad, proj, extra, seed, d=16):
     return local, glob_proj, gmask.to(DEVICE), pmask.to(DEVICE), flags, gi, dout
 
 
+def _projections(leaves, given):
+    """q_global, k_global, v_global from leaves (q, k, v, then the given global projections in order):
+    None where not given."""
+    proj = [None, None, None]
+    for j, i in enumerate(given):
+        proj[i] = leaves[3 + j]
+    return proj
+
+
 # the layer's forward as kernel A then kernel B (two launches and B's combine,
 # LED_KERNELS_FUSED_FORWARD=0), or as one launch of A's tiles and B's key chunks then the combine (the
 # default)
@@ -479,16 +488,11 @@ def test_layer_fp32_matches_oracle(monkeypatch, case, fused_forward):
     given = [i for i, x in enumerate(glob_proj) if x is not None]
 
     leaves = _leaves(*local, *[glob_proj[i] for i in given])
-    proj_leaves = [None, None, None]
-    for j, i in enumerate(given):
-        proj_leaves[i] = leaves[3 + j]
-    out = longformer_attention(*leaves[:3], *proj_leaves, w, flags, gi, scale)
+    out = longformer_attention(*leaves[:3], *_projections(leaves, given), w, flags, gi, scale)
     grads = torch.autograd.grad(out, leaves, dout)
 
     ref_leaves = _leaves64(*local, *[glob_proj[i] for i in given])
-    ref_proj = [None, None, None]
-    for j, i in enumerate(given):
-        ref_proj[i] = ref_leaves[3 + j]
+    ref_proj = _projections(ref_leaves, given)
     ref = oracle.dense_longformer_attention(
         *ref_leaves[:3], w, key_padding_mask=pmask, global_mask=gmask, q_global=ref_proj[0],
         k_global=ref_proj[1], v_global=ref_proj[2], scale=scale,
@@ -578,10 +582,7 @@ def test_backward_folds_match_the_separate_sweeps(monkeypatch, proj, non_finite,
 
     def grads():
         leaves = _leaves(*local, *[glob_proj[i] for i in given])
-        proj_leaves = [None, None, None]
-        for j, i in enumerate(given):
-            proj_leaves[i] = leaves[3 + j]
-        out = longformer_attention(*leaves[:3], *proj_leaves, 17, flags, gi, 0.25)
+        out = longformer_attention(*leaves[:3], *_projections(leaves, given), 17, flags, gi, 0.25)
         return torch.autograd.grad(out, leaves, dout)
 
     folded = grads()
