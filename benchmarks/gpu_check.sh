@@ -72,6 +72,13 @@ install() {
     run install env LED_KERNELS_CUDA_ARCHS="$cap" python -m pip install -q --no-build-isolation --no-deps -e .
 }
 
+cuda_sanitizers() {  # memcheck and racecheck on a small case of every cuda kernel
+    for tool in memcheck racecheck; do
+        LIMIT=60 run "sanitizer-cuda-$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 \
+            python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k sanitizer_case
+    done
+}
+
 stage_tests() {
     install
     nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv | tee "$LOGDIR/gpu-state.log"
@@ -127,14 +134,15 @@ stage_folds() {
     # kernel B's dQ from its dK/dV pass and the global keys' dK/dV from kernel A's dQ pass (the default
     # with a few global tokens) against their separate sweeps (the thresholds at 0): kernels, then timings
     LIMIT=150 run pytest-triton-gpu python -m pytest -q -p no:cacheprovider -n 8 tests/ops/test_triton_gpu.py
+    local separate="LED_KERNELS_GKEY_IN_DQ_MAX_SLOTS=0 LED_KERNELS_DQ_IN_DKDV_MAX_SLOTS=0"
     LIMIT=40 run profile-folds python -m benchmarks.profile_layer --provider triton
-    LIMIT=40 run profile-separate-sweeps env LED_KERNELS_GKEY_IN_DQ_MAX_SLOTS=0 \
-        LED_KERNELS_DQ_IN_DKDV_MAX_SLOTS=0 python -m benchmarks.profile_layer --provider triton
+    # shellcheck disable=SC2086  # (two assignments for env)
+    LIMIT=40 run profile-separate-sweeps env $separate python -m benchmarks.profile_layer --provider triton
     LIMIT=60 run bench-folds python -m benchmarks --providers triton --seqlens 16384 --globals 0 1 4 \
         --window 512 --head-dim 64 --modes bwd fwd_bwd --tag folds
-    LIMIT=60 run bench-separate-sweeps env LED_KERNELS_GKEY_IN_DQ_MAX_SLOTS=0 LED_KERNELS_DQ_IN_DKDV_MAX_SLOTS=0 \
-        python -m benchmarks --providers triton --seqlens 16384 --globals 1 4 --window 512 --head-dim 64 \
-        --modes bwd fwd_bwd --tag separate-sweeps
+    # shellcheck disable=SC2086
+    LIMIT=60 run bench-separate-sweeps env $separate python -m benchmarks --providers triton --seqlens 16384 \
+        --globals 1 4 --window 512 --head-dim 64 --modes bwd fwd_bwd --tag separate-sweeps
 }
 
 stage_cuda() {
@@ -142,10 +150,7 @@ stage_cuda() {
     nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv | tee "$LOGDIR/gpu-state.log"
     LIMIT=150 run pytest-cuda-gpu python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py \
         tests/test_extension.py --durations=10
-    for tool in memcheck racecheck; do
-        LIMIT=60 run "sanitizer-cuda-$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 \
-            python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k sanitizer_case
-    done
+    cuda_sanitizers
     LIMIT=90 run bench-cuda python -m benchmarks --providers cuda triton sdpa hf --seqlens 8192 16384 \
         --globals 0 1 --window 512 --head-dim 64 --check --tag cuda
     # the forward's other main loops (csrc/cuda/attention_fwd.cuh, FwdVariant)
@@ -163,10 +168,7 @@ stage_owed() {
     export PATH="$PATH:/usr/local/cuda/bin"  # cuobjdump and nvdisasm for the machine-code check
     LIMIT=150 run pytest-cuda-gpu python -m pytest -q -p no:cacheprovider tests/test_cuda_sass.py \
         tests/ops/test_cuda.py tests/test_extension.py -k "gpu or sass" --durations=10
-    for tool in memcheck racecheck; do
-        LIMIT=60 run "sanitizer-cuda-$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 \
-            python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k sanitizer_case
-    done
+    cuda_sanitizers
     LIMIT=150 run bench-owed python -m benchmarks --providers cuda triton triton-two-launch hf --seqlens 16384 \
         --globals 0 1 --window 512 --head-dim 64 --modes fwd fwd_bwd --check --tag owed
     LIMIT=30 run profile-cuda python -m benchmarks.profile_layer --provider cuda
