@@ -559,6 +559,32 @@ def test_one_launch_forward_equals_two(monkeypatch, proj):
 
 
 @pytest.mark.parametrize("proj", ["shared", "separate"])
+@pytest.mark.parametrize("pad", ["tail", "holes"])
+@pytest.mark.parametrize("part_rows", [None, 8], ids=["part_rows_tile", "part_rows_8"])
+def test_forward_with_b_inside_a_matches_b_own_programs(monkeypatch, proj, pad, part_rows):
+    """With one slot tile of global tokens, A's query-tile programs also run kernel B over the keys at
+    their own rows (partials per PART_ROWS keys); with the threshold at 0, B's key chunks are programs of
+    their own. Same output up to fp32 summation order (other chunks). part_rows 8: each 16-row program
+    takes two chunks, and the last one's second chunk lies past N = 100 (13 chunks), which it must skip
+    (the partials are NaN-poisoned, so a chunk left unwritten shows)."""
+    if part_rows is not None:
+        monkeypatch.setattr(_common, "smallest_block_m", lambda *args: part_rows)
+    monkeypatch.setattr(longformer, "FUSED_FORWARD", True)
+    local, glob_proj, gmask, pmask, flags, gi, _ = _layer_inputs(100, "first", pad, proj, 2, seed=17)
+    assert 0 < gi.shape[1] <= longformer.GLOB_IN_BAND_MAX_SLOTS
+    inside = longformer_attention(*local, *glob_proj, 17, flags, gi, 0.25)
+    monkeypatch.setattr(longformer, "GLOB_IN_BAND_MAX_SLOTS", 0)
+    own = longformer_attention(*local, *glob_proj, 17, flags, gi, 0.25)
+    assert not inside.isnan().any()
+    torch.testing.assert_close(inside, own, rtol=1e-5, atol=1e-6)
+    ref = oracle.dense_longformer_attention(
+        *local, 17, key_padding_mask=pmask, global_mask=gmask, q_global=glob_proj[0],
+        k_global=glob_proj[1], v_global=glob_proj[2], scale=0.25,
+    )  # fmt: skip
+    torch.testing.assert_close(inside, ref.to(inside.dtype), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("proj", ["shared", "separate"])
 @pytest.mark.parametrize("non_finite", [False, True], ids=["finite", "non_finite"])
 @pytest.mark.parametrize("part_rows", [None, 8], ids=["part_rows_tile", "part_rows_8"])
 def test_backward_folds_match_the_separate_sweeps(monkeypatch, proj, non_finite, part_rows):

@@ -7,9 +7,9 @@ output, their backward, and autograd additions of the gradients when both kernel
 
 - forward: one ``prep``; kernel A writes every row and stores lse = +inf at the global rows (taking
   them out of its own backward); kernel B reads its q rows at the global positions and writes its
-  output straight into A's output there. B's key chunks run as extra programs of A's launch
-  (``_layer_fwd_kernel``) and only B's combine follows it (``LED_KERNELS_FUSED_FORWARD=0``: B in a
-  launch of its own after A's).
+  output straight into A's output there. B's key chunks run in A's launch (``_layer_fwd_kernel``):
+  inside A's programs for a few global tokens (``GLOB_IN_BAND_MAX_SLOTS``), else as extra programs;
+  only B's combine follows it (``LED_KERNELS_FUSED_FORWARD=0``: B in a launch of its own after A's).
 - backward: kernel A's backward (its delta pass over every row, dQ, dK/dV; the global rows drop out
   through their lse); kernel B's backward reads its rows of q, dO and delta in place at the global
   positions; its dK/dV are added in place to A's when the projections are shared (else written to
@@ -59,6 +59,15 @@ from .global_rows import (
 #: took 0.234 ms against 0.252 at G=1 and 0.375 against 0.458 at G=64. ``LED_KERNELS_FUSED_FORWARD=0``
 #: gives the two launches.
 FUSED_FORWARD = os.environ.get("LED_KERNELS_FUSED_FORWARD", "1") != "0"
+
+#: up to this many global tokens (one slot tile of kernel B), the one-launch forward gives B's key chunks
+#: no programs of their own: each of A's query-tile programs also runs B over the keys of its own rows
+#: (partials per PART_ROWS keys, merged by the same combine). B's sweep over all of k_global / v_global is
+#: memory-bound and A's tiles compute-bound, so B's loads then wait beside the other programs' MMAs on
+#: the same SM instead of holding program slots of their own. Past one slot tile B's share of a program
+#: grows with G, and B's own programs spread it better. LED_KERNELS_GLOB_IN_BAND_MAX_SLOTS=0 gives B's
+#: own programs at every G (to time the two against each other).
+GLOB_IN_BAND_MAX_SLOTS = _common.env_count("LED_KERNELS_GLOB_IN_BAND_MAX_SLOTS", 16)
 
 # ----------------------------------------------------------------------------------------------------
 # the forward as one launch (kernel A's tiles and kernel B's key chunks), then B's combine
@@ -119,15 +128,36 @@ def _layer_fwd_kernel(
     DOT_PREC: tl.constexpr,
     SLOT_BLOCK: tl.constexpr,  # kernel B's slot tile
     KEY_BLOCK: tl.constexpr,  # kernel B's key tile
+    GLOB_IN_BAND: tl.constexpr,  # B's key chunks inside A's programs (one slot tile, chunk = PART_ROWS)
+    PART_ROWS: tl.constexpr,  # GLOB_IN_BAND: B's chunk, a divisor of every BLOCK_M the launch may pick
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
     # per (batch, head): kernel A's query tiles, then kernel B's (slot tile, key chunk) programs, so
-    # that B's memory-bound sweep over all keys runs beside A's compute-bound tiles instead of after
+    # that B's memory-bound sweep over all keys runs beside A's compute-bound tiles instead of after;
+    # GLOB_IN_BAND: A's tiles only, each also taking B's chunks of the keys at its own rows (the
+    # launcher laid the partials out per PART_ROWS keys, before the autotuner chose BLOCK_M)
     pid = tl.program_id(0)
     pid_bh = tl.program_id(1)
     n_band = tl.cdiv(N, BLOCK_M)
-    if pid < n_band:
+    if GLOB_IN_BAND:
+        tl.static_assert(BLOCK_M % PART_ROWS == 0)
+        _band_fwd_program(
+            pid, pid_bh, Q, K, V, Out, Lse, Flags, CumExcl, Bounds, GIdx,
+            stride_qb, stride_qn, stride_qh, stride_kb, stride_kn, stride_kh, stride_vb, stride_vn,
+            stride_vh, stride_ob, stride_on, stride_oh, N, H, G, window, qk_scale,
+            HEAD_DIM, BLOCK_D, BLOCK_G, DOT_PREC, True, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
+        for j in tl.static_range(BLOCK_M // PART_ROWS):
+            chunk_id = pid * (BLOCK_M // PART_ROWS) + j
+            if chunk_id < n_split:  # (the last query tile may reach past the last chunk)
+                _glob_fwd_program(
+                    0, chunk_id, n_split, pid_bh, QG, KG, VG, OPart, LsePart, Flags, CumPad, Bounds,
+                    GIdx, stride_gqb, stride_gqn, stride_gqh, stride_gkb, stride_gkn, stride_gkh,
+                    stride_gvb, stride_gvn, stride_gvh, stride_ob, stride_on, stride_oh, N, H, G,
+                    PART_ROWS, qk_scale, HEAD_DIM, BLOCK_D, DOT_PREC, False, True, SLOT_BLOCK, KEY_BLOCK,
+                )  # fmt: skip
+    elif pid < n_band:
         _band_fwd_program(
             pid, pid_bh, Q, K, V, Out, Lse, Flags, CumExcl, Bounds, GIdx,
             stride_qb, stride_qn, stride_qh, stride_kb, stride_kn, stride_kh, stride_vb, stride_vn,
@@ -175,9 +205,17 @@ def launch_layer_fwd(
     # the shared launch keeps A's programs per SM (benchmarks.inspect_kernels --autotune, sm_90)
     key_block = min(slot["BLOCK_N"], 64)
     n_gtiles = _common.cdiv(g, slot["BLOCK_M"])
-    splits, chunk = _common.split_plan(n, key_block, n_gtiles * bsz * h, dev)
+    glob_in_band = n_gtiles == 1 and g <= GLOB_IN_BAND_MAX_SLOTS
+    if glob_in_band:
+        # B's chunk = the smallest query tile A may run with, so every program owns whole chunks
+        part_rows = _common.smallest_block_m("band_fwd", d, dev, q.element_size())
+        key_block = min(key_block, part_rows)
+        splits, chunk, n_glob = _common.cdiv(n, part_rows), part_rows, 0
+    else:
+        part_rows = 1  # unused
+        splits, chunk = _common.split_plan(n, key_block, n_gtiles * bsz * h, dev)
+        n_glob = n_gtiles * splits
     o_t, lse_t = partial_outputs(bsz * h, splits, g, bd, dev)
-    n_glob = n_gtiles * splits
     grid = lambda meta: (_common.cdiv(n, meta["BLOCK_M"]) + n_glob, bsz * h)  # noqa: E731
     launch(
         _layer_fwd_kernel, grid,
@@ -187,7 +225,8 @@ def launch_layer_fwd(
         *strides3(q_global), *strides3(k_global), *strides3(v_global),
         n, h, g, w, log2_scale(scale), chunk, splits, _common.bucket(n), _common.bucket(w),
         HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=_block_g(g), DOT_PREC=dot_precision(q.dtype),
-        SLOT_BLOCK=slot["BLOCK_M"], KEY_BLOCK=key_block, **cfg,
+        SLOT_BLOCK=slot["BLOCK_M"], KEY_BLOCK=key_block, GLOB_IN_BAND=glob_in_band, PART_ROWS=part_rows,
+        **cfg,
     )  # fmt: skip
     launch_global_combine(o_t, lse_t, out, glse, key_flags, global_idx, True)
 
