@@ -40,11 +40,22 @@ from ._common import (
     launch_prep,
     log2_scale,
     maybe_autotune,
+    reduce_partials,
     strides3,
 )
 from ._launch import launch
-from .banded import _band_fwd_program, _block_g, launch_band_bwd, launch_band_fwd
+from .banded import (
+    _band_dkdv_program,
+    _band_fwd_program,
+    _block_g,
+    finish_global_keys,
+    launch_band_dkdv,
+    launch_band_dq,
+    launch_band_fwd,
+)
 from .global_rows import (
+    DQ_IN_DKDV_MAX_SLOTS,
+    _glob_dkdv_program,
     _glob_fwd_program,
     _slot_config,
     launch_global_bwd,
@@ -68,6 +79,14 @@ FUSED_FORWARD = os.environ.get("LED_KERNELS_FUSED_FORWARD", "1") != "0"
 #: grows with G, and B's own programs spread it better. LED_KERNELS_GLOB_IN_BAND_MAX_SLOTS=0 gives B's
 #: own programs at every G (to time the two against each other).
 GLOB_IN_BAND_MAX_SLOTS = _common.env_count("LED_KERNELS_GLOB_IN_BAND_MAX_SLOTS", 16)
+
+#: the same for the backward: up to this many global tokens (one slot tile) with their own projections,
+#: kernel A's dK/dV programs (one per key tile) also run kernel B's dK/dV over their key tile, with B's
+#: dQ per key tile as partials (``global_rows.DQ_IN_DKDV_MAX_SLOTS`` must allow those too), instead of
+#: B's own dK/dV launch, a memory-bound sweep that reads k_global, v_global and writes their gradients.
+#: Shared projections keep B's own launch: it adds B's dK/dV to A's after A's global keys are final.
+#: LED_KERNELS_GLOB_IN_DKDV_MAX_SLOTS=0 turns it off (to time the two against each other).
+GLOB_IN_DKDV_MAX_SLOTS = _common.env_count("LED_KERNELS_GLOB_IN_DKDV_MAX_SLOTS", 16)
 
 # ----------------------------------------------------------------------------------------------------
 # the forward as one launch (kernel A's tiles and kernel B's key chunks), then B's combine
@@ -232,6 +251,154 @@ def launch_layer_fwd(
 
 
 # ----------------------------------------------------------------------------------------------------
+# kernel A's dK/dV pass with kernel B's dK/dV (and B's dQ per key tile) in the same programs
+# ----------------------------------------------------------------------------------------------------
+
+
+@maybe_autotune("band_dkdv")
+@triton.jit
+def _layer_dkdv_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    DK,
+    DV,
+    Lse,
+    Delta,
+    Flags,
+    Bounds,
+    stride_qb,
+    stride_qn,
+    stride_qh,
+    stride_kb,
+    stride_kn,
+    stride_kh,
+    stride_vb,
+    stride_vn,
+    stride_vh,
+    stride_dob,
+    stride_don,
+    stride_doh,
+    stride_dkb,
+    stride_dkn,
+    stride_dkh,
+    stride_dvb,
+    stride_dvn,
+    stride_dvh,
+    QG,  # (B, N, H, D): kernel B reads its q rows (and dO, delta) at the global positions
+    KG,
+    VG,
+    DKG,  # (B, N, H, D): B's dK/dV, every row written
+    DVG,
+    GLse,  # fp32 (B, H, G): B's forward lse
+    GIdx,
+    DQPart,  # fp32 (B*H, cdiv(N, PART_KEYS), G, BLOCK_D): B's dQ per PART_KEYS keys (unscaled)
+    stride_gqb,
+    stride_gqn,
+    stride_gqh,
+    stride_gkb,
+    stride_gkn,
+    stride_gkh,
+    stride_gvb,
+    stride_gvn,
+    stride_gvh,
+    stride_dkgb,
+    stride_dkgn,
+    stride_dkgh,
+    stride_dvgb,
+    stride_dvgn,
+    stride_dvgh,
+    N,
+    H,
+    G,
+    window,
+    qk_scale,
+    scale,
+    N_BUCKET,  # autotune key only
+    W_BUCKET,  # autotune key only
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    SLOT_BLOCK: tl.constexpr,  # kernel B's slot tile (G <= SLOT_BLOCK)
+    PART_KEYS: tl.constexpr,  # B's dQ partials' key granularity, a divisor of every BLOCK_N it may pick
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    # Each program: kernel A's key tile (its band's dK/dV), then kernel B's dK/dV of the same keys with
+    # B's own projections, so that B's memory-bound pass costs no launch and no programs of its own; its
+    # loads wait beside the other programs' MMAs on the SM. B's dQ of this key tile goes to the first of
+    # its BLOCK_N // PART_KEYS partial slots (the launcher laid them out before the autotuner chose
+    # BLOCK_N), zeros to the others.
+    tl.static_assert(BLOCK_N % PART_KEYS == 0)
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    _band_dkdv_program(
+        pid_n, pid_bh, Q, K, V, DO, DK, DV, Lse, Delta, Flags, Bounds,
+        stride_qb, stride_qn, stride_qh, stride_kb, stride_kn, stride_kh, stride_vb, stride_vn, stride_vh,
+        stride_dob, stride_don, stride_doh, stride_dkb, stride_dkn, stride_dkh,
+        stride_dvb, stride_dvn, stride_dvh,
+        N, H, window, qk_scale, scale, HEAD_DIM, BLOCK_D, DOT_PREC, BLOCK_M, BLOCK_N,
+    )  # fmt: skip
+    _glob_dkdv_program(
+        pid_n, pid_bh, pid_n * (BLOCK_N // PART_KEYS), tl.cdiv(N, PART_KEYS),
+        QG, KG, VG, DO, DKG, DVG, GLse, Delta, Flags, Bounds, GIdx, DQPart,
+        stride_gqb, stride_gqn, stride_gqh, stride_gkb, stride_gkn, stride_gkh, stride_gvb, stride_gvn,
+        stride_gvh, stride_dob, stride_don, stride_doh, stride_dkgb, stride_dkgn, stride_dkgh,
+        stride_dvgb, stride_dvgn, stride_dvgh,
+        N, H, G, qk_scale, scale, HEAD_DIM, BLOCK_D, DOT_PREC, False, True, True, BLOCK_N // PART_KEYS,
+        SLOT_BLOCK, BLOCK_N,
+    )  # fmt: skip
+
+
+def launch_layer_dkdv(
+    dout: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    q_global: torch.Tensor,
+    k_global: torch.Tensor,
+    v_global: torch.Tensor,
+    lse: torch.Tensor,
+    glse: torch.Tensor,
+    delta: torch.Tensor,
+    key_flags: torch.Tensor,
+    global_idx: torch.Tensor,
+    bounds: torch.Tensor,
+    window: int,
+    scale: float,
+    dk: torch.Tensor,
+    dv: torch.Tensor,
+    dkg: torch.Tensor,
+    dvg: torch.Tensor,
+) -> torch.Tensor:
+    """Kernels A's and B's dK/dV in one launch (separate projections, one slot tile): every row of dk,
+    dv, dkg, dvg written (A's global keys' rows as 0, for ``banded.finish_global_keys``). Returns B's dQ
+    partials (fp32 (B*H, key chunks, G, BLOCK_D), unscaled) for ``reduce_partials``."""
+    bsz, n, h, d = q.shape
+    g = global_idx.shape[1]
+    dev = q.device
+    bd = block_d(d)
+    w = min(window, n)
+    slot = _slot_config("glob_dkdv", g, d, k_global)
+    part_keys = _common.smallest_block_m("band_dkdv", d, dev, q.element_size(), "BLOCK_N")
+    dq_t = _common.empty((bsz * h, _common.cdiv(n, part_keys), g, bd), torch.float32, dev)
+    cfg = launch_config("band_dkdv", d, dev, q.element_size(), autotuned=True)
+    grid = lambda meta: (_common.cdiv(n, meta["BLOCK_N"]), bsz * h)  # noqa: E731
+    launch(
+        _layer_dkdv_kernel, grid,
+        q, k, v, dout, dk, dv, lse, delta, key_flags, bounds,
+        *strides3(q), *strides3(k), *strides3(v), *strides3(dout), *strides3(dk), *strides3(dv),
+        q_global, k_global, v_global, dkg, dvg, glse, global_idx, dq_t,
+        *strides3(q_global), *strides3(k_global), *strides3(v_global), *strides3(dkg), *strides3(dvg),
+        n, h, g, w, log2_scale(scale), scale, _common.bucket(n), _common.bucket(w),
+        HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=dot_precision(q.dtype), SLOT_BLOCK=slot["BLOCK_M"],
+        PART_KEYS=part_keys, **cfg,
+    )  # fmt: skip
+    return dq_t
+
+
+# ----------------------------------------------------------------------------------------------------
 # registered ops
 # ----------------------------------------------------------------------------------------------------
 
@@ -321,9 +488,25 @@ def triton_longformer_bwd(
     if dq.numel() == 0:
         return dq, dk, dv, dqg, dkg, dvg
     delta = bwd_delta(out, dout)
-    launch_band_bwd(
-        dout, q, k, v, lse, delta, key_flags, global_idx, cum_excl, bounds, window, scale, dq, dk, dv
+    gkey = launch_band_dq(
+        dout, q, k, v, lse, delta, key_flags, global_idx, cum_excl, bounds, window, scale, dq
     )
+    glob_in_dkdv = (
+        not shared
+        and 0 < g <= min(GLOB_IN_DKDV_MAX_SLOTS, DQ_IN_DKDV_MAX_SLOTS)
+        and g <= _slot_config("glob_dkdv", g, d, k_global)["BLOCK_M"]
+    )
+    if glob_in_dkdv:
+        dq_t = launch_layer_dkdv(
+            dout, q, k, v, q_global, k_global, v_global, lse, glse, delta, key_flags, global_idx, bounds,
+            window, scale, dk, dv, dkg, dvg,
+        )  # fmt: skip
+    else:
+        launch_band_dkdv(dout, q, k, v, lse, delta, key_flags, bounds, window, scale, dk, dv)
+    finish_global_keys(gkey, dout, q, k, v, lse, delta, key_flags, global_idx, bounds, scale, dk, dv)
+    if glob_in_dkdv:
+        reduce_partials(dq_t, dqg, global_idx, key_flags, scale, scatter=True)
+        return dq, dk, dv, dqg, dkg, dvg
     if g == 0:
         if not shared:
             dkg.zero_()
