@@ -602,8 +602,12 @@ def test_backward_folds_match_the_separate_sweeps(monkeypatch, proj, non_finite,
     if part_rows is not None:
         monkeypatch.setattr(_common, "smallest_block_m", lambda *args: part_rows)
     local, glob_proj, _, pmask, flags, gi, dout = _layer_inputs(100, "first", "tail", proj, 2, seed=13)
-    assert 0 < gi.shape[1] <= min(
-        banded.GKEY_IN_DQ_MAX_SLOTS, global_rows.DQ_IN_DKDV_MAX_SLOTS, longformer.GLOB_IN_DKDV_MAX_SLOTS
+    assert (
+        0
+        < gi.shape[1]
+        <= min(
+            banded.GKEY_IN_DQ_MAX_SLOTS, global_rows.DQ_IN_DKDV_MAX_SLOTS, longformer.GLOB_IN_DKDV_MAX_SLOTS
+        )
     )
     if non_finite:
         padded = pmask[:, :, None, None].expand_as(dout)
