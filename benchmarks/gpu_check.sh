@@ -24,10 +24,6 @@
 # The backward folds against their separate sweeps (about 4 minutes, no build):
 #   bash benchmarks/gpu_check.sh folds      # triton GPU tests, kernel profiles and timings, both ways
 #
-# Kernel B inside kernel A's programs (forward and dK/dV) against B's own programs, with the headline
-# figures (about 6 minutes, no build):
-#   bash benchmarks/gpu_check.sh inband     # GPU tests, headline + 8k (triton, hf), timings both ways
-#
 # What is owed after CPU-only sessions, in one call of about 4 minutes on a fresh H100 (build included):
 #   bash benchmarks/gpu_check.sh owed       # build (foreground, all cores), cuda GPU tests + machine-code
 #                                           # check + sanitizers, one run timing cuda, triton, triton-two-launch
@@ -149,26 +145,6 @@ stage_folds() {
         --globals 1 4 --window 512 --head-dim 64 --modes bwd fwd_bwd --tag separate-sweeps
 }
 
-stage_inband() {
-    # kernel B inside kernel A's programs (the default with one slot tile of global tokens: A's forward
-    # query tiles run B's key chunks, A's dK/dV key tiles run B's dK/dV) against B's own programs
-    local own="LED_KERNELS_GLOB_IN_BAND_MAX_SLOTS=0 LED_KERNELS_GLOB_IN_DKDV_MAX_SLOTS=0"
-    nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv | tee "$LOGDIR/gpu-state.log"
-    LIMIT=170 run pytest-triton-gpu python -m pytest -q -p no:cacheprovider -n 8 tests/ops/test_triton_gpu.py \
-        tests/ops/test_triton.py -k "gpu or inside_a or backward_folds or layer"
-    # the headline figures (the ratio bars: 16k against 8k, G=1 against G=0; hf in the same run)
-    LIMIT=100 run bench-inband python -m benchmarks --providers triton hf --seqlens 8192 16384 --globals 0 1 \
-        --window 512 --head-dim 64 --check --tag inband
-    LIMIT=50 run bench-inband-g python -m benchmarks --providers triton --seqlens 16384 --globals 4 16 \
-        --window 512 --head-dim 64 --modes fwd fwd_bwd --tag inband-g
-    # shellcheck disable=SC2086  # (two assignments for env)
-    LIMIT=60 run bench-own-programs env $own python -m benchmarks --providers triton --seqlens 16384 \
-        --globals 1 4 16 --window 512 --head-dim 64 --modes fwd fwd_bwd --tag own-programs
-    LIMIT=30 run profile-inband python -m benchmarks.profile_layer --provider triton
-    # shellcheck disable=SC2086
-    LIMIT=30 run profile-own-programs env $own python -m benchmarks.profile_layer --provider triton
-}
-
 stage_cuda() {
     install
     nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv | tee "$LOGDIR/gpu-state.log"
@@ -242,8 +218,7 @@ case "$stage" in
     cuda) stage_cuda ;;
     owed) stage_owed ;;
     folds) stage_folds ;;
-    inband) stage_inband ;;
-    *) echo "unknown stage $stage (tests, bench, train, sanitize, all, core, rest, verify, fused, cuda, owed, folds, inband)" >&2; exit 2 ;;
+    *) echo "unknown stage $stage (tests, bench, train, sanitize, all, core, rest, verify, fused, cuda, owed, folds)" >&2; exit 2 ;;
 esac
 if [ -n "$OUT" ]; then
     # one archive (the files written under benchmarks/results/ by this run, and the logs) and one log

@@ -87,7 +87,6 @@ AUTOTUNED_KINDS = {
     "_layer_fwd_kernel": "band_fwd",  # kernel A with kernel B's key chunks (the layer's default forward)
     "_band_dq_kernel": "band_dq",
     "_band_dkdv_kernel": "band_dkdv",
-    "_layer_dkdv_kernel": "band_dkdv",  # kernel A's dK/dV with kernel B's (the layer's, few globals)
 }
 
 # PTX instruction patterns (static counts)

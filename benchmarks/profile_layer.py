@@ -35,17 +35,11 @@ from benchmarks.providers import get_provider
 
 def autotuned_configs() -> dict[str, str]:
     """The config each autotuned Triton kernel of the backend picked, per autotuning key."""
-    from led_kernels.ops.triton import banded, longformer
+    from led_kernels.ops.triton import banded
 
     chosen = {}
-    for module, name in (
-        (banded, "_band_fwd_kernel"),
-        (longformer, "_layer_fwd_kernel"),
-        (banded, "_band_dq_kernel"),
-        (banded, "_band_dkdv_kernel"),
-        (longformer, "_layer_dkdv_kernel"),
-    ):
-        kernel = getattr(module, name)
+    for name in ("_band_fwd_kernel", "_band_dq_kernel", "_band_dkdv_kernel"):
+        kernel = getattr(banded, name)
         for key, config in getattr(kernel, "cache", {}).items():
             chosen[f"{name} {key}"] = str(config)
     return chosen

@@ -559,56 +559,20 @@ def test_one_launch_forward_equals_two(monkeypatch, proj):
 
 
 @pytest.mark.parametrize("proj", ["shared", "separate"])
-@pytest.mark.parametrize("pad", ["tail", "holes"])
-@pytest.mark.parametrize("part_rows", [None, "narrow"], ids=["part_rows_tile", "part_rows_narrow"])
-def test_forward_with_b_inside_a_matches_b_own_programs(monkeypatch, proj, pad, part_rows):
-    """With one slot tile of global tokens, A's query-tile programs also run kernel B over the keys at
-    their own rows (partials per PART_ROWS keys); with the threshold at 0, B's key chunks are programs of
-    their own. Same output up to fp32 summation order (other chunks). part_rows narrow (8 under the
-    interpreter, 16, the smallest MMA, on a GPU): each program takes several chunks, and under the
-    interpreter the last one's second chunk lies past N = 100 (13 chunks), which it must skip (the
-    partials are NaN-poisoned, so a chunk left unwritten shows)."""
-    if part_rows is not None:
-        narrow = 8 if DEVICE == "cpu" else 16
-        monkeypatch.setattr(_common, "smallest_block_m", lambda *args: narrow)
-    monkeypatch.setattr(longformer, "FUSED_FORWARD", True)
-    local, glob_proj, gmask, pmask, flags, gi, _ = _layer_inputs(100, "first", pad, proj, 2, seed=17)
-    assert 0 < gi.shape[1] <= longformer.GLOB_IN_BAND_MAX_SLOTS
-    inside = longformer_attention(*local, *glob_proj, 17, flags, gi, 0.25)
-    monkeypatch.setattr(longformer, "GLOB_IN_BAND_MAX_SLOTS", 0)
-    own = longformer_attention(*local, *glob_proj, 17, flags, gi, 0.25)
-    assert not inside.isnan().any()
-    torch.testing.assert_close(inside, own, rtol=1e-5, atol=1e-6)
-    ref = oracle.dense_longformer_attention(
-        *local, 17, key_padding_mask=pmask, global_mask=gmask, q_global=glob_proj[0],
-        k_global=glob_proj[1], v_global=glob_proj[2], scale=0.25,
-    )  # fmt: skip
-    torch.testing.assert_close(inside, ref.to(inside.dtype), rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.parametrize("proj", ["shared", "separate", "partial"])
 @pytest.mark.parametrize("non_finite", [False, True], ids=["finite", "non_finite"])
 @pytest.mark.parametrize("part_rows", [None, 8], ids=["part_rows_tile", "part_rows_8"])
 def test_backward_folds_match_the_separate_sweeps(monkeypatch, proj, non_finite, part_rows):
-    """With a few global tokens the global keys' dK/dV come out of kernel A's dQ pass, kernel B's dQ
-    out of its dK/dV pass (partials, then reductions), and, with projections of their own, B's dK/dV
-    pass runs inside A's dK/dV programs; with the thresholds at 0 each has a sweep of its own. Same
-    gradients up to fp32 summation order, NaN where the other has NaN: also with non-finite q and dO
-    rows at padded positions (which must reach no gradient) and a NaN value row. part_rows 8: the dQ
-    tiles and the dK/dV key tiles (16 rows here) are wider than the partials' tiles, as on a GPU whose
-    autotuner may pick 128 rows where 64 is possible: each program also writes the zeros of its second
-    slot, and the last program's second slot lies past N = 100, which it must skip (the allocations
-    are NaN-poisoned, so a slot left unwritten shows)."""
+    """With a few global tokens the global keys' dK/dV come out of kernel A's dQ pass and kernel B's dQ
+    out of its dK/dV pass (partials, then reductions); with the thresholds at 0 each has a sweep of its
+    own. Same gradients up to fp32 summation order, NaN where the other has NaN: also with non-finite
+    q and dO rows at padded positions (which must reach no gradient) and a NaN value row. part_rows 8:
+    the dQ tiles (16 rows here) are wider than the partials' row tiles, as on a GPU whose autotuner may
+    pick 128 rows where 64 is possible: each program also writes the zeros of its second slot (the
+    allocations are NaN-poisoned, so a slot left unwritten shows)."""
     if part_rows is not None:
         monkeypatch.setattr(_common, "smallest_block_m", lambda *args: part_rows)
     local, glob_proj, _, pmask, flags, gi, dout = _layer_inputs(100, "first", "tail", proj, 2, seed=13)
-    assert (
-        0
-        < gi.shape[1]
-        <= min(
-            banded.GKEY_IN_DQ_MAX_SLOTS, global_rows.DQ_IN_DKDV_MAX_SLOTS, longformer.GLOB_IN_DKDV_MAX_SLOTS
-        )
-    )
+    assert 0 < gi.shape[1] <= min(banded.GKEY_IN_DQ_MAX_SLOTS, global_rows.DQ_IN_DKDV_MAX_SLOTS)
     if non_finite:
         padded = pmask[:, :, None, None].expand_as(dout)
         local[0] = torch.where(padded, float("nan"), local[0])
@@ -623,9 +587,7 @@ def test_backward_folds_match_the_separate_sweeps(monkeypatch, proj, non_finite,
 
     folded = grads()
     monkeypatch.setattr(banded, "GKEY_IN_DQ_MAX_SLOTS", 0)
-    monkeypatch.setattr(longformer, "DQ_IN_DKDV_MAX_SLOTS", 0)
     monkeypatch.setattr(global_rows, "DQ_IN_DKDV_MAX_SLOTS", 0)
-    monkeypatch.setattr(longformer, "GLOB_IN_DKDV_MAX_SLOTS", 0)
     separate = grads()
     for name, x, y in zip(["q", "k", "v", "q_global", "k_global", "v_global"], folded, separate):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, equal_nan=True, msg=name)

@@ -310,24 +310,22 @@ def autotune_configs(kind: str) -> list[triton.Config]:
     ]
 
 
-def smallest_block_m(
-    kind: str, head_dim: int, device: torch.device, elem_bytes: int, block: str = "BLOCK_M"
-) -> int:
-    """The smallest BLOCK_M (or ``block``) a launch of ``kind`` can run with here: over the fixed config
-    (which the pruning falls back to) and the autotune candidates that fit the device's shared memory,
-    whether or not autotuning is on. For outputs laid out per BLOCK_M rows before the autotuner has
-    chosen (cached)."""
-    return _smallest_block_m(kind, head_dim, device, elem_bytes, block)
+def smallest_block_m(kind: str, head_dim: int, device: torch.device, elem_bytes: int) -> int:
+    """The smallest BLOCK_M a launch of ``kind`` can run with here: over the fixed config (which the
+    pruning falls back to) and the autotune candidates that fit the device's shared memory, whether or
+    not autotuning is on. For outputs laid out per BLOCK_M rows before the autotuner has chosen
+    (cached)."""
+    return _smallest_block_m(kind, head_dim, device, elem_bytes)
 
 
 @device_cache
-def _smallest_block_m(kind: str, head_dim: int, device: torch.device, elem_bytes: int, block: str) -> int:
-    fixed = kernel_config(kind, head_dim, device, elem_bytes)[block]
+def _smallest_block_m(kind: str, head_dim: int, device: torch.device, elem_bytes: int) -> int:
+    fixed = kernel_config(kind, head_dim, device, elem_bytes)["BLOCK_M"]
     if INTERPRET or device.type != "cuda":
         return fixed
     budget, bd = smem_budget(device), block_d(head_dim)
     fits = [
-        c.kwargs[block]
+        c.kwargs["BLOCK_M"]
         for c in autotune_configs(kind)
         if smem_estimate(kind, c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_stages, bd, elem_bytes)
         <= budget

@@ -583,10 +583,9 @@ def _band_dq_kernel(
     store_rows(dq_ptrs, dq.to(DQ.dtype.element_ty), row_ok, offs_d, HEAD_DIM, BLOCK_D)
 
 
+@maybe_autotune("band_dkdv")
 @triton.jit
-def _band_dkdv_program(
-    pid_n,
-    pid_bh,
+def _band_dkdv_kernel(
     Q,
     K,
     V,
@@ -620,16 +619,18 @@ def _band_dkdv_program(
     window,
     qk_scale,
     scale,
+    N_BUCKET,
+    W_BUCKET,
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
     DOT_PREC: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """Program (pid_n, pid_bh) of kernel A's dK/dV pass: one key tile of one (batch, head); also run
-    inside the layer's dK/dV launch (``longformer._layer_dkdv_kernel``)."""
     # One program per key tile; it owns dK/dV of its keys for the band part only (global and padded
     # keys are excluded from every band, so their rows are written as 0 here).
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
     q_base = Q + b * stride_qb + h * stride_qh
@@ -681,59 +682,6 @@ def _band_dkdv_program(
     dv_ptrs = DV + b * stride_dvb + h * stride_dvh + offs_n[:, None] * stride_dvn + offs_d[None, :]
     store_rows(dk_ptrs, dk.to(DK.dtype.element_ty), col_ok, offs_d, HEAD_DIM, BLOCK_D)
     store_rows(dv_ptrs, dv.to(DV.dtype.element_ty), col_ok, offs_d, HEAD_DIM, BLOCK_D)
-
-
-@maybe_autotune("band_dkdv")
-@triton.jit
-def _band_dkdv_kernel(
-    Q,
-    K,
-    V,
-    DO,
-    DK,
-    DV,
-    Lse,
-    Delta,
-    Flags,
-    Bounds,
-    stride_qb,
-    stride_qn,
-    stride_qh,
-    stride_kb,
-    stride_kn,
-    stride_kh,
-    stride_vb,
-    stride_vn,
-    stride_vh,
-    stride_dob,
-    stride_don,
-    stride_doh,
-    stride_dkb,
-    stride_dkn,
-    stride_dkh,
-    stride_dvb,
-    stride_dvn,
-    stride_dvh,
-    N,
-    H,
-    window,
-    qk_scale,
-    scale,
-    N_BUCKET,
-    W_BUCKET,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    DOT_PREC: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    _band_dkdv_program(
-        tl.program_id(0), tl.program_id(1), Q, K, V, DO, DK, DV, Lse, Delta, Flags, Bounds,
-        stride_qb, stride_qn, stride_qh, stride_kb, stride_kn, stride_kh, stride_vb, stride_vn, stride_vh,
-        stride_dob, stride_don, stride_doh, stride_dkb, stride_dkn, stride_dkh,
-        stride_dvb, stride_dvn, stride_dvh,
-        N, H, window, qk_scale, scale, HEAD_DIM, BLOCK_D, DOT_PREC, BLOCK_M, BLOCK_N,
-    )  # fmt: skip
 
 
 @triton.jit
@@ -936,38 +884,13 @@ def launch_band_bwd(
     dk: torch.Tensor,
     dv: torch.Tensor,
 ) -> None:
-    """Kernel A backward: every row of dq, dk, dv (B, N, H, D) written; delta = rowsum(dout * out).
-    Three steps, which the layer's backward (``longformer``) also calls with its own dK/dV launch."""
-    gkey = launch_band_dq(
-        dout, q, k, v, lse, delta, key_flags, global_idx, cum_excl, bounds, window, scale, dq
-    )
-    launch_band_dkdv(dout, q, k, v, lse, delta, key_flags, bounds, window, scale, dk, dv)
-    finish_global_keys(gkey, dout, q, k, v, lse, delta, key_flags, global_idx, bounds, scale, dk, dv)
-
-
-def launch_band_dq(
-    dout: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    lse: torch.Tensor,
-    delta: torch.Tensor,
-    key_flags: torch.Tensor,
-    global_idx: torch.Tensor,
-    cum_excl: torch.Tensor,
-    bounds: torch.Tensor,
-    window: int,
-    scale: float,
-    dq: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Kernel A's dQ pass (every row of dq); with a few global tokens (``GKEY_IN_DQ_MAX_SLOTS``) it also
-    returns the global keys' dK/dV partials (fp32 (B*H, row tiles, G, BLOCK_D), twice), for
-    ``finish_global_keys``."""
+    """Kernel A backward: every row of dq, dk, dv (B, N, H, D) written; delta = rowsum(dout * out)."""
     bsz, n, h, d = q.shape
     g = global_idx.shape[1]
     dev = q.device
     w = min(window, n)
     bd = block_d(d)
+    prec = dot_precision(q.dtype)
 
     # with a few global tokens the dQ pass also takes their keys' dK/dV (partials per PART_ROWS rows)
     part_rows = _common.smallest_block_m("band_dq", d, dev, q.element_size())
@@ -977,7 +900,7 @@ def launch_band_dq(
         dk_t = _common.empty((bsz * h, n_part, g, bd), torch.float32, dev)
         dv_t = _common.empty((bsz * h, n_part, g, bd), torch.float32, dev)
     else:
-        dk_t, dv_t = dq, dq  # unused
+        dk_t, dv_t = dk, dv  # unused
     cfg = launch_config("band_dq", d, dev, q.element_size(), autotuned=True)
     grid = lambda meta: (_common.cdiv(n, meta["BLOCK_M"]), bsz * h)
     launch(
@@ -985,88 +908,46 @@ def launch_band_dq(
         q, k, v, dout, dq, lse, delta, key_flags, cum_excl, bounds, global_idx, dk_t, dv_t,
         *strides3(q), *strides3(k), *strides3(v), *strides3(dout), *strides3(dq),
         n, h, g, w, log2_scale(scale), scale, _common.bucket(n), _common.bucket(w),
-        HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=_block_g(g), DOT_PREC=dot_precision(q.dtype),
-        GKEY_PARTIALS=gkey_partials, PART_ROWS=part_rows, **cfg,
+        HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=_block_g(g), DOT_PREC=prec, GKEY_PARTIALS=gkey_partials,
+        PART_ROWS=part_rows, **cfg,
     )  # fmt: skip
-    return (dk_t, dv_t) if gkey_partials else None
 
-
-def launch_band_dkdv(
-    dout: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    lse: torch.Tensor,
-    delta: torch.Tensor,
-    key_flags: torch.Tensor,
-    bounds: torch.Tensor,
-    window: int,
-    scale: float,
-    dk: torch.Tensor,
-    dv: torch.Tensor,
-) -> None:
-    """Kernel A's dK/dV pass: every row of dk, dv, the global and padded keys' as 0."""
-    bsz, n, h, d = q.shape
-    w = min(window, n)
-    cfg = launch_config("band_dkdv", d, q.device, q.element_size(), autotuned=True)
+    cfg = launch_config("band_dkdv", d, dev, q.element_size(), autotuned=True)
     grid = lambda meta: (_common.cdiv(n, meta["BLOCK_N"]), bsz * h)
     launch(
         _band_dkdv_kernel, grid,
         q, k, v, dout, dk, dv, lse, delta, key_flags, bounds,
         *strides3(q), *strides3(k), *strides3(v), *strides3(dout), *strides3(dk), *strides3(dv),
         n, h, w, log2_scale(scale), scale, _common.bucket(n), _common.bucket(w),
-        HEAD_DIM=d, BLOCK_D=block_d(d), DOT_PREC=dot_precision(q.dtype), **cfg,
+        HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=prec, **cfg,
     )  # fmt: skip
 
-
-def finish_global_keys(
-    gkey: tuple[torch.Tensor, torch.Tensor] | None,
-    dout: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    lse: torch.Tensor,
-    delta: torch.Tensor,
-    key_flags: torch.Tensor,
-    global_idx: torch.Tensor,
-    bounds: torch.Tensor,
-    scale: float,
-    dk: torch.Tensor,
-    dv: torch.Tensor,
-) -> None:
-    """The global keys' rows of dk, dv (after the dK/dV pass, on the same stream: they overwrite the
-    zeros it wrote there): the dQ pass's partials reduced, or, without them, a sweep of their own."""
-    bsz, n, h, d = q.shape
-    g = global_idx.shape[1]
-    dev = q.device
-    bd = block_d(d)
-    if gkey is not None:
-        dk_t, dv_t = gkey
+    if gkey_partials:
+        # after the band pass (same stream): it overwrites the zeros that pass wrote at global rows
         reduce_partials(dk_t, dk, global_idx, key_flags, scale, scatter=True, second=(dv_t, dv, 1.0))
-        return
-    if g == 0:
-        return
-    cfg = _common.kernel_config("gkey_dkdv", d, dev, q.element_size())
-    block_g = _block_g(g)
-    n_gtiles = _common.cdiv(g, block_g)
-    splits, chunk = _common.split_plan(n, cfg["BLOCK_M"], n_gtiles * bsz * h, dev)
-    direct = splits == 1
-    if direct:
-        dk_t, dv_t = dk, dv
-    else:
-        dk_t = _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
-        dv_t = _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
-    # no **cfg: this kernel has no BLOCK_N (its key tile is the slot tile BLOCK_G)
-    launch(
-        _gkey_dkdv_kernel, (n_gtiles, splits, bsz * h),
-        q, k, v, dout, dk_t, dv_t, lse, delta, key_flags, bounds, global_idx,
-        *strides3(q), *strides3(k), *strides3(v), *strides3(dout), *strides3(dk), *strides3(dv),
-        n, h, g, chunk, log2_scale(scale), scale,
-        HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=block_g, DOT_PREC=dot_precision(q.dtype), DIRECT=direct,
-        BLOCK_M=cfg["BLOCK_M"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-    )  # fmt: skip
-    if not direct:
-        reduce_partials(dk_t, dk, global_idx, key_flags, scale, scatter=True, second=(dv_t, dv, 1.0))
+    elif g > 0:
+        # as above, after the band pass
+        cfg = _common.kernel_config("gkey_dkdv", d, dev, q.element_size())
+        block_g = _block_g(g)
+        n_gtiles = _common.cdiv(g, block_g)
+        splits, chunk = _common.split_plan(n, cfg["BLOCK_M"], n_gtiles * bsz * h, dev)
+        direct = splits == 1
+        if direct:
+            dk_t, dv_t = dk, dv
+        else:
+            dk_t = _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
+            dv_t = _common.empty((bsz * h, splits, g, bd), torch.float32, dev)
+        # no **cfg: this kernel has no BLOCK_N (its key tile is the slot tile BLOCK_G)
+        launch(
+            _gkey_dkdv_kernel, (n_gtiles, splits, bsz * h),
+            q, k, v, dout, dk_t, dv_t, lse, delta, key_flags, bounds, global_idx,
+            *strides3(q), *strides3(k), *strides3(v), *strides3(dout), *strides3(dk), *strides3(dv),
+            n, h, g, chunk, log2_scale(scale), scale,
+            HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=block_g, DOT_PREC=prec, DIRECT=direct,
+            BLOCK_M=cfg["BLOCK_M"], num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        )  # fmt: skip
+        if not direct:
+            reduce_partials(dk_t, dk, global_idx, key_flags, scale, scatter=True, second=(dv_t, dv, 1.0))
 
 
 @torch.library.custom_op("led_kernels::triton_banded_bwd", mutates_args=())

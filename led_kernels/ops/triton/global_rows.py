@@ -501,11 +501,7 @@ def _glob_dq_kernel(
 
 
 @triton.jit
-def _glob_dkdv_program(
-    pid_n,
-    pid_bh,
-    part0,
-    n_part,
+def _glob_dkdv_kernel(
     QG,  # (B, G, H, D) slot rows, or (B, N, H, D) with BY_INDEX (read at the slots' positions)
     K,
     V,
@@ -547,17 +543,15 @@ def _glob_dkdv_program(
     ACCUMULATE: tl.constexpr,
     BY_INDEX: tl.constexpr,
     DQ_PARTIALS: tl.constexpr,
-    PART_SLOTS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """Program (key tile pid_n, pid_bh) of kernel B's dK/dV pass; also run inside the layer's dK/dV
-    launch (``longformer._layer_dkdv_kernel``). DQ_PARTIALS: this key tile's dQ goes to partial slot
-    ``part0`` of ``n_part`` and the next PART_SLOTS - 1 slots (those below n_part) get zeros."""
     # One program per key tile walking all slot tiles: every key row is owned by one program.
     # ACCUMULATE: add to what DK/DV hold (kernel A's gradient, when both kernels share k and v) in fp32.
     # DQ_PARTIALS (G <= BLOCK_M, one slot tile): also the slots' dQ over this key tile, from the same
     # dS, so that kernel B's dQ needs no second sweep over K and V (a fixed-order reduction follows).
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
     q_base = QG + b * stride_qb + h * stride_qh
@@ -605,16 +599,8 @@ def _glob_dkdv_program(
             dq = tl.dot(tl.trans(ds_t.to(k.dtype)), k, input_precision=DOT_PREC)
         lse = tl.load(lse_row + offs_m, mask=offs_m < G, other=float("inf"))
         dq = tl.where((lse != float("inf"))[:, None], dq, 0.0)  # invalid slots: 0 (as _glob_dq_kernel)
-        part = (pid_bh.to(tl.int64) * n_part + part0) * G + offs_m
+        part = (pid_bh.to(tl.int64) * tl.num_programs(0) + pid_n) * G + offs_m
         tl.store(DQPart + part[:, None] * BLOCK_D + offs_d[None, :], dq, mask=(offs_m < G)[:, None])
-        # partial slots laid out finer than this key tile (see _layer_dkdv_kernel): the others are 0
-        for j in tl.static_range(1, PART_SLOTS):
-            zero_ok = (offs_m < G) & (part0 + j < n_part)
-            tl.store(
-                DQPart + (part + j * G)[:, None] * BLOCK_D + offs_d[None, :],
-                tl.zeros_like(dq),
-                mask=zero_ok[:, None],
-            )
     else:
         for s0 in range(0, s_full, BLOCK_M):
             dk, dv, _ = _dkdv_tile(
@@ -637,63 +623,6 @@ def _glob_dkdv_program(
         dv += load_rows(dv_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True).to(tl.float32)
     store_rows(dk_ptrs, dk.to(DK.dtype.element_ty), col_ok, offs_d, HEAD_DIM, BLOCK_D)
     store_rows(dv_ptrs, dv.to(DV.dtype.element_ty), col_ok, offs_d, HEAD_DIM, BLOCK_D)
-
-
-@triton.jit
-def _glob_dkdv_kernel(
-    QG,  # (B, G, H, D) slot rows, or (B, N, H, D) with BY_INDEX (read at the slots' positions)
-    K,
-    V,
-    DO,  # as QG
-    DK,
-    DV,
-    Lse,  # fp32 (B, H, G)
-    Delta,  # fp32 (B, H, G), or (B, H, N) with BY_INDEX
-    Flags,
-    Bounds,
-    GIdx,
-    DQPart,  # DQ_PARTIALS: fp32 (B*H, key tiles, G, BLOCK_D), this key tile's dQ of every slot (unscaled)
-    stride_qb,
-    stride_qn,
-    stride_qh,
-    stride_kb,
-    stride_kn,
-    stride_kh,
-    stride_vb,
-    stride_vn,
-    stride_vh,
-    stride_dob,
-    stride_don,
-    stride_doh,
-    stride_dkb,
-    stride_dkn,
-    stride_dkh,
-    stride_dvb,
-    stride_dvn,
-    stride_dvh,
-    N,
-    H,
-    G,
-    qk_scale,
-    scale,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    DOT_PREC: tl.constexpr,
-    ACCUMULATE: tl.constexpr,
-    BY_INDEX: tl.constexpr,
-    DQ_PARTIALS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    _glob_dkdv_program(
-        tl.program_id(0), tl.program_id(1), tl.program_id(0), tl.num_programs(0),
-        QG, K, V, DO, DK, DV, Lse, Delta, Flags, Bounds, GIdx, DQPart,
-        stride_qb, stride_qn, stride_qh, stride_kb, stride_kn, stride_kh, stride_vb, stride_vn, stride_vh,
-        stride_dob, stride_don, stride_doh, stride_dkb, stride_dkn, stride_dkh,
-        stride_dvb, stride_dvn, stride_dvh,
-        N, H, G, qk_scale, scale, HEAD_DIM, BLOCK_D, DOT_PREC, ACCUMULATE, BY_INDEX, DQ_PARTIALS, 1, BLOCK_M,
-        BLOCK_N,
-    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------

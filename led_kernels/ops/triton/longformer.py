@@ -7,9 +7,9 @@ output, their backward, and autograd additions of the gradients when both kernel
 
 - forward: one ``prep``; kernel A writes every row and stores lse = +inf at the global rows (taking
   them out of its own backward); kernel B reads its q rows at the global positions and writes its
-  output straight into A's output there. B's key chunks run in A's launch (``_layer_fwd_kernel``):
-  inside A's programs for a few global tokens (``GLOB_IN_BAND_MAX_SLOTS``), else as extra programs;
-  only B's combine follows it (``LED_KERNELS_FUSED_FORWARD=0``: B in a launch of its own after A's).
+  output straight into A's output there. B's key chunks run as extra programs of A's launch
+  (``_layer_fwd_kernel``) and only B's combine follows it (``LED_KERNELS_FUSED_FORWARD=0``: B in a
+  launch of its own after A's).
 - backward: kernel A's backward (its delta pass over every row, dQ, dK/dV; the global rows drop out
   through their lse); kernel B's backward reads its rows of q, dO and delta in place at the global
   positions; its dK/dV are added in place to A's when the projections are shared (else written to
@@ -40,22 +40,11 @@ from ._common import (
     launch_prep,
     log2_scale,
     maybe_autotune,
-    reduce_partials,
     strides3,
 )
 from ._launch import launch
-from .banded import (
-    _band_dkdv_program,
-    _band_fwd_program,
-    _block_g,
-    finish_global_keys,
-    launch_band_dkdv,
-    launch_band_dq,
-    launch_band_fwd,
-)
+from .banded import _band_fwd_program, _block_g, launch_band_bwd, launch_band_fwd
 from .global_rows import (
-    DQ_IN_DKDV_MAX_SLOTS,
-    _glob_dkdv_program,
     _glob_fwd_program,
     _slot_config,
     launch_global_bwd,
@@ -70,23 +59,6 @@ from .global_rows import (
 #: took 0.234 ms against 0.252 at G=1 and 0.375 against 0.458 at G=64. ``LED_KERNELS_FUSED_FORWARD=0``
 #: gives the two launches.
 FUSED_FORWARD = os.environ.get("LED_KERNELS_FUSED_FORWARD", "1") != "0"
-
-#: up to this many global tokens (one slot tile of kernel B), the one-launch forward gives B's key chunks
-#: no programs of their own: each of A's query-tile programs also runs B over the keys of its own rows
-#: (partials per PART_ROWS keys, merged by the same combine). B's sweep over all of k_global / v_global is
-#: memory-bound and A's tiles compute-bound, so B's loads then wait beside the other programs' MMAs on
-#: the same SM instead of holding program slots of their own. Past one slot tile B's share of a program
-#: grows with G, and B's own programs spread it better. LED_KERNELS_GLOB_IN_BAND_MAX_SLOTS=0 gives B's
-#: own programs at every G (to time the two against each other).
-GLOB_IN_BAND_MAX_SLOTS = _common.env_count("LED_KERNELS_GLOB_IN_BAND_MAX_SLOTS", 16)
-
-#: the same for the backward: up to this many global tokens (one slot tile) with their own projections,
-#: kernel A's dK/dV programs (one per key tile) also run kernel B's dK/dV over their key tile, with B's
-#: dQ per key tile as partials (``global_rows.DQ_IN_DKDV_MAX_SLOTS`` must allow those too), instead of
-#: B's own dK/dV launch, a memory-bound sweep that reads k_global, v_global and writes their gradients.
-#: Shared projections keep B's own launch: it adds B's dK/dV to A's after A's global keys are final.
-#: LED_KERNELS_GLOB_IN_DKDV_MAX_SLOTS=0 turns it off (to time the two against each other).
-GLOB_IN_DKDV_MAX_SLOTS = _common.env_count("LED_KERNELS_GLOB_IN_DKDV_MAX_SLOTS", 16)
 
 # ----------------------------------------------------------------------------------------------------
 # the forward as one launch (kernel A's tiles and kernel B's key chunks), then B's combine
@@ -147,36 +119,15 @@ def _layer_fwd_kernel(
     DOT_PREC: tl.constexpr,
     SLOT_BLOCK: tl.constexpr,  # kernel B's slot tile
     KEY_BLOCK: tl.constexpr,  # kernel B's key tile
-    GLOB_IN_BAND: tl.constexpr,  # B's key chunks inside A's programs (one slot tile, chunk = PART_ROWS)
-    PART_ROWS: tl.constexpr,  # GLOB_IN_BAND: B's chunk, a divisor of every BLOCK_M the launch may pick
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
     # per (batch, head): kernel A's query tiles, then kernel B's (slot tile, key chunk) programs, so
-    # that B's memory-bound sweep over all keys runs beside A's compute-bound tiles instead of after;
-    # GLOB_IN_BAND: A's tiles only, each also taking B's chunks of the keys at its own rows (the
-    # launcher laid the partials out per PART_ROWS keys, before the autotuner chose BLOCK_M)
+    # that B's memory-bound sweep over all keys runs beside A's compute-bound tiles instead of after
     pid = tl.program_id(0)
     pid_bh = tl.program_id(1)
     n_band = tl.cdiv(N, BLOCK_M)
-    if GLOB_IN_BAND:
-        tl.static_assert(BLOCK_M % PART_ROWS == 0)
-        _band_fwd_program(
-            pid, pid_bh, Q, K, V, Out, Lse, Flags, CumExcl, Bounds, GIdx,
-            stride_qb, stride_qn, stride_qh, stride_kb, stride_kn, stride_kh, stride_vb, stride_vn,
-            stride_vh, stride_ob, stride_on, stride_oh, N, H, G, window, qk_scale,
-            HEAD_DIM, BLOCK_D, BLOCK_G, DOT_PREC, True, BLOCK_M, BLOCK_N,
-        )  # fmt: skip
-        for j in tl.static_range(BLOCK_M // PART_ROWS):
-            chunk_id = pid * (BLOCK_M // PART_ROWS) + j
-            if chunk_id < n_split:  # (the last query tile may reach past the last chunk)
-                _glob_fwd_program(
-                    0, chunk_id, n_split, pid_bh, QG, KG, VG, OPart, LsePart, Flags, CumPad, Bounds,
-                    GIdx, stride_gqb, stride_gqn, stride_gqh, stride_gkb, stride_gkn, stride_gkh,
-                    stride_gvb, stride_gvn, stride_gvh, stride_ob, stride_on, stride_oh, N, H, G,
-                    PART_ROWS, qk_scale, HEAD_DIM, BLOCK_D, DOT_PREC, False, True, SLOT_BLOCK, KEY_BLOCK,
-                )  # fmt: skip
-    elif pid < n_band:
+    if pid < n_band:
         _band_fwd_program(
             pid, pid_bh, Q, K, V, Out, Lse, Flags, CumExcl, Bounds, GIdx,
             stride_qb, stride_qn, stride_qh, stride_kb, stride_kn, stride_kh, stride_vb, stride_vn,
@@ -224,17 +175,9 @@ def launch_layer_fwd(
     # the shared launch keeps A's programs per SM (benchmarks.inspect_kernels --autotune, sm_90)
     key_block = min(slot["BLOCK_N"], 64)
     n_gtiles = _common.cdiv(g, slot["BLOCK_M"])
-    glob_in_band = n_gtiles == 1 and g <= GLOB_IN_BAND_MAX_SLOTS
-    if glob_in_band:
-        # B's chunk = the smallest query tile A may run with, so every program owns whole chunks
-        part_rows = _common.smallest_block_m("band_fwd", d, dev, q.element_size())
-        key_block = min(key_block, part_rows)
-        splits, chunk, n_glob = _common.cdiv(n, part_rows), part_rows, 0
-    else:
-        part_rows = 1  # unused
-        splits, chunk = _common.split_plan(n, key_block, n_gtiles * bsz * h, dev)
-        n_glob = n_gtiles * splits
+    splits, chunk = _common.split_plan(n, key_block, n_gtiles * bsz * h, dev)
     o_t, lse_t = partial_outputs(bsz * h, splits, g, bd, dev)
+    n_glob = n_gtiles * splits
     grid = lambda meta: (_common.cdiv(n, meta["BLOCK_M"]) + n_glob, bsz * h)  # noqa: E731
     launch(
         _layer_fwd_kernel, grid,
@@ -244,158 +187,9 @@ def launch_layer_fwd(
         *strides3(q_global), *strides3(k_global), *strides3(v_global),
         n, h, g, w, log2_scale(scale), chunk, splits, _common.bucket(n), _common.bucket(w),
         HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=_block_g(g), DOT_PREC=dot_precision(q.dtype),
-        SLOT_BLOCK=slot["BLOCK_M"], KEY_BLOCK=key_block, GLOB_IN_BAND=glob_in_band, PART_ROWS=part_rows,
-        **cfg,
+        SLOT_BLOCK=slot["BLOCK_M"], KEY_BLOCK=key_block, **cfg,
     )  # fmt: skip
     launch_global_combine(o_t, lse_t, out, glse, key_flags, global_idx, True)
-
-
-# ----------------------------------------------------------------------------------------------------
-# kernel A's dK/dV pass with kernel B's dK/dV (and B's dQ per key tile) in the same programs
-# ----------------------------------------------------------------------------------------------------
-
-
-@maybe_autotune("band_dkdv")
-@triton.jit
-def _layer_dkdv_kernel(
-    Q,
-    K,
-    V,
-    DO,
-    DK,
-    DV,
-    Lse,
-    Delta,
-    Flags,
-    Bounds,
-    stride_qb,
-    stride_qn,
-    stride_qh,
-    stride_kb,
-    stride_kn,
-    stride_kh,
-    stride_vb,
-    stride_vn,
-    stride_vh,
-    stride_dob,
-    stride_don,
-    stride_doh,
-    stride_dkb,
-    stride_dkn,
-    stride_dkh,
-    stride_dvb,
-    stride_dvn,
-    stride_dvh,
-    QG,  # (B, N, H, D): kernel B reads its q rows (and dO, delta) at the global positions
-    KG,
-    VG,
-    DKG,  # (B, N, H, D): B's dK/dV, every row written
-    DVG,
-    GLse,  # fp32 (B, H, G): B's forward lse
-    GIdx,
-    DQPart,  # fp32 (B*H, cdiv(N, PART_KEYS), G, BLOCK_D): B's dQ per PART_KEYS keys (unscaled)
-    stride_gqb,
-    stride_gqn,
-    stride_gqh,
-    stride_gkb,
-    stride_gkn,
-    stride_gkh,
-    stride_gvb,
-    stride_gvn,
-    stride_gvh,
-    stride_dkgb,
-    stride_dkgn,
-    stride_dkgh,
-    stride_dvgb,
-    stride_dvgn,
-    stride_dvgh,
-    N,
-    H,
-    G,
-    window,
-    qk_scale,
-    scale,
-    N_BUCKET,  # autotune key only
-    W_BUCKET,  # autotune key only
-    HEAD_DIM: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    DOT_PREC: tl.constexpr,
-    SLOT_BLOCK: tl.constexpr,  # kernel B's slot tile (G <= SLOT_BLOCK)
-    PART_KEYS: tl.constexpr,  # B's dQ partials' key granularity, a divisor of every BLOCK_N it may pick
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    # Each program: kernel A's key tile (its band's dK/dV), then kernel B's dK/dV of the same keys with
-    # B's own projections, so that B's memory-bound pass costs no launch and no programs of its own; its
-    # loads wait beside the other programs' MMAs on the SM. B's dQ of this key tile goes to the first of
-    # its BLOCK_N // PART_KEYS partial slots (the launcher laid them out before the autotuner chose
-    # BLOCK_N), zeros to the others.
-    tl.static_assert(BLOCK_N % PART_KEYS == 0)
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    _band_dkdv_program(
-        pid_n, pid_bh, Q, K, V, DO, DK, DV, Lse, Delta, Flags, Bounds,
-        stride_qb, stride_qn, stride_qh, stride_kb, stride_kn, stride_kh, stride_vb, stride_vn, stride_vh,
-        stride_dob, stride_don, stride_doh, stride_dkb, stride_dkn, stride_dkh,
-        stride_dvb, stride_dvn, stride_dvh,
-        N, H, window, qk_scale, scale, HEAD_DIM, BLOCK_D, DOT_PREC, BLOCK_M, BLOCK_N,
-    )  # fmt: skip
-    _glob_dkdv_program(
-        pid_n, pid_bh, pid_n * (BLOCK_N // PART_KEYS), tl.cdiv(N, PART_KEYS),
-        QG, KG, VG, DO, DKG, DVG, GLse, Delta, Flags, Bounds, GIdx, DQPart,
-        stride_gqb, stride_gqn, stride_gqh, stride_gkb, stride_gkn, stride_gkh, stride_gvb, stride_gvn,
-        stride_gvh, stride_dob, stride_don, stride_doh, stride_dkgb, stride_dkgn, stride_dkgh,
-        stride_dvgb, stride_dvgn, stride_dvgh,
-        N, H, G, qk_scale, scale, HEAD_DIM, BLOCK_D, DOT_PREC, False, True, True, BLOCK_N // PART_KEYS,
-        SLOT_BLOCK, BLOCK_N,
-    )  # fmt: skip
-
-
-def launch_layer_dkdv(
-    dout: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    q_global: torch.Tensor,
-    k_global: torch.Tensor,
-    v_global: torch.Tensor,
-    lse: torch.Tensor,
-    glse: torch.Tensor,
-    delta: torch.Tensor,
-    key_flags: torch.Tensor,
-    global_idx: torch.Tensor,
-    bounds: torch.Tensor,
-    window: int,
-    scale: float,
-    dk: torch.Tensor,
-    dv: torch.Tensor,
-    dkg: torch.Tensor,
-    dvg: torch.Tensor,
-) -> torch.Tensor:
-    """Kernels A's and B's dK/dV in one launch (separate projections, one slot tile): every row of dk,
-    dv, dkg, dvg written (A's global keys' rows as 0, for ``banded.finish_global_keys``). Returns B's dQ
-    partials (fp32 (B*H, key chunks, G, BLOCK_D), unscaled) for ``reduce_partials``."""
-    bsz, n, h, d = q.shape
-    g = global_idx.shape[1]
-    dev = q.device
-    bd = block_d(d)
-    w = min(window, n)
-    slot = _slot_config("glob_dkdv", g, d, k_global)
-    part_keys = _common.smallest_block_m("band_dkdv", d, dev, q.element_size(), "BLOCK_N")
-    dq_t = _common.empty((bsz * h, _common.cdiv(n, part_keys), g, bd), torch.float32, dev)
-    cfg = launch_config("band_dkdv", d, dev, q.element_size(), autotuned=True)
-    grid = lambda meta: (_common.cdiv(n, meta["BLOCK_N"]), bsz * h)  # noqa: E731
-    launch(
-        _layer_dkdv_kernel, grid,
-        q, k, v, dout, dk, dv, lse, delta, key_flags, bounds,
-        *strides3(q), *strides3(k), *strides3(v), *strides3(dout), *strides3(dk), *strides3(dv),
-        q_global, k_global, v_global, dkg, dvg, glse, global_idx, dq_t,
-        *strides3(q_global), *strides3(k_global), *strides3(v_global), *strides3(dkg), *strides3(dvg),
-        n, h, g, w, log2_scale(scale), scale, _common.bucket(n), _common.bucket(w),
-        HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=dot_precision(q.dtype), SLOT_BLOCK=slot["BLOCK_M"],
-        PART_KEYS=part_keys, **cfg,
-    )  # fmt: skip
-    return dq_t
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -488,25 +282,9 @@ def triton_longformer_bwd(
     if dq.numel() == 0:
         return dq, dk, dv, dqg, dkg, dvg
     delta = bwd_delta(out, dout)
-    gkey = launch_band_dq(
-        dout, q, k, v, lse, delta, key_flags, global_idx, cum_excl, bounds, window, scale, dq
+    launch_band_bwd(
+        dout, q, k, v, lse, delta, key_flags, global_idx, cum_excl, bounds, window, scale, dq, dk, dv
     )
-    glob_in_dkdv = (
-        not shared
-        and 0 < g <= min(GLOB_IN_DKDV_MAX_SLOTS, DQ_IN_DKDV_MAX_SLOTS)
-        and g <= _slot_config("glob_dkdv", g, d, k_global)["BLOCK_M"]
-    )
-    if glob_in_dkdv:
-        dq_t = launch_layer_dkdv(
-            dout, q, k, v, q_global, k_global, v_global, lse, glse, delta, key_flags, global_idx, bounds,
-            window, scale, dk, dv, dkg, dvg,
-        )  # fmt: skip
-    else:
-        launch_band_dkdv(dout, q, k, v, lse, delta, key_flags, bounds, window, scale, dk, dv)
-    finish_global_keys(gkey, dout, q, k, v, lse, delta, key_flags, global_idx, bounds, scale, dk, dv)
-    if glob_in_dkdv:
-        reduce_partials(dq_t, dqg, global_idx, key_flags, scale, scatter=True)
-        return dq, dk, dv, dqg, dkg, dvg
     if g == 0:
         if not shared:
             dkg.zero_()
