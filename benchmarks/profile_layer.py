@@ -10,9 +10,14 @@ synchronisation inside a call (torch's sync debug mode) and ``cProfile``'s funct
 time. On a GPU autograd runs a backward on a worker thread of its own, which cProfile does not see:
 forward + backward is also timed, and profiled, with ``torch.autograd.set_multithreading_enabled(False)``
 (the backward then runs on the calling thread), which also shows what the hand-off to that thread costs.
+``--ncu`` instead marks one forward and one forward + backward for Nsight Compute (hardware counters
+of each kernel), e.g.
+
+    ncu --profile-from-start off --clock-control none --set full -k regex:_band_ -o report \
+        python -m benchmarks.profile_layer --ncu
 
     python -m benchmarks.profile_layer [--provider triton] [--seqlen 16384] [--globals 1] [--host]
-        [--out FILE]
+        [--out FILE] [--ncu]
 """
 
 from __future__ import annotations
@@ -35,11 +40,16 @@ from benchmarks.providers import get_provider
 
 def autotuned_configs() -> dict[str, str]:
     """The config each autotuned Triton kernel of the backend picked, per autotuning key."""
-    from led_kernels.ops.triton import banded
+    from led_kernels.ops.triton import banded, longformer
 
     chosen = {}
-    for name in ("_band_fwd_kernel", "_band_dq_kernel", "_band_dkdv_kernel"):
-        kernel = getattr(banded, name)
+    for module, name in (
+        (banded, "_band_fwd_kernel"),
+        (longformer, "_layer_fwd_kernel"),  # kernel A's forward with B's key chunks (the default, G > 0)
+        (banded, "_band_dq_kernel"),
+        (banded, "_band_dkdv_kernel"),
+    ):
+        kernel = getattr(module, name)
         for key, config in getattr(kernel, "cache", {}).items():
             chosen[f"{name} {key}"] = str(config)
     return chosen
@@ -124,6 +134,22 @@ def syncs(prep, mode: str) -> list[str]:
     return [f"{mode} host-device syncs in one call: {len(found)}", *(f"  {m[:150]}" for m in found)]
 
 
+def mark_for_ncu(prep) -> None:
+    """One forward, then one forward + backward, between cudaProfilerStart and cudaProfilerStop (what
+    ``ncu --profile-from-start off`` profiles), after three untimed calls of each (autotuning, caches).
+    No torch profiler here: its CUPTI session would clash with Nsight Compute's."""
+    for mode in ("fwd", "fwd_bwd"):
+        for _ in range(3):
+            run_mode(prep, mode)
+    torch.cuda.synchronize()
+    cudart = torch.cuda.cudart()
+    cudart.cudaProfilerStart()
+    for mode in ("fwd", "fwd_bwd"):
+        run_mode(prep, mode)
+    torch.cuda.synchronize()
+    cudart.cudaProfilerStop()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.profile_layer", description=__doc__.splitlines()[0]
@@ -139,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--host", action="store_true", help="also profile the host side of the calls")
     p.add_argument("--out", type=Path, help="also write the report here")
+    p.add_argument(
+        "--ncu",
+        action="store_true",
+        help="only mark one call of each mode for Nsight Compute, after a warm-up (autotuning): run as "
+        "ncu --profile-from-start off --clock-control none ... python -m benchmarks.profile_layer --ncu",
+    )
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         p.error("needs a CUDA GPU")
@@ -148,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         p.error(f"{args.provider} cannot run {case.short()}: {reason}")
     prep = provider.prepare(make_inputs(case, "cuda"))
+    if args.ncu:
+        mark_for_ncu(prep)
+        return 0
     lines = [f"{args.provider} on {case.short()}, {torch.cuda.get_device_name()}, {args.reps} calls per mode"]
     for mode in ("fwd", "fwd_bwd"):
         table, gpu_ms, wall_ms = profile_mode(prep, mode, args.reps)
