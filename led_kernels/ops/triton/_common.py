@@ -588,6 +588,16 @@ def _prep_kernel(
 
 
 @triton.jit
+def row_delta(do, o_base, stride_on, rows, offs_d, row_ok, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
+    """delta = rowsum(dO * O) in fp32, [BLOCK_M], for a loaded dO tile [BLOCK_M, BLOCK_D] of rows ``rows``
+    (out-of-range rows loaded as 0) and the forward's output O at ``o_base`` (its rows ``rows``)."""
+    o = load_rows(
+        o_base + rows[:, None] * stride_on + offs_d[None, :], row_ok, offs_d, HEAD_DIM, BLOCK_D, True
+    )
+    return tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+
+
+@triton.jit
 def _bwd_delta_kernel(
     Out,
     DO,
@@ -611,11 +621,11 @@ def _bwd_delta_kernel(
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     row_ok = rows < M
-    o_ptrs = Out + b * stride_ob + h * stride_oh + rows[:, None] * stride_om + offs_d[None, :]
     do_ptrs = DO + b * stride_dob + h * stride_doh + rows[:, None] * stride_dom + offs_d[None, :]
-    o = load_rows(o_ptrs, row_ok, offs_d, HEAD_DIM, BLOCK_D, True).to(tl.float32)  # [BLOCK_M, BLOCK_D]
-    do = load_rows(do_ptrs, row_ok, offs_d, HEAD_DIM, BLOCK_D, True).to(tl.float32)
-    delta = tl.sum(o * do, 1)  # [BLOCK_M]
+    do = load_rows(do_ptrs, row_ok, offs_d, HEAD_DIM, BLOCK_D, True)  # [BLOCK_M, BLOCK_D]
+    delta = row_delta(
+        do, Out + b * stride_ob + h * stride_oh, stride_om, rows, offs_d, row_ok, HEAD_DIM, BLOCK_D
+    )
     tl.store(Delta + pid_bh.to(tl.int64) * M + rows, delta, mask=row_ok)
 
 

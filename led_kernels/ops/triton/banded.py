@@ -35,7 +35,6 @@ from . import _common
 from ._common import (
     band_tiles,
     block_d,
-    bwd_delta,
     check_head_dim,
     check_scale,
     chunk_tiles,
@@ -50,6 +49,7 @@ from ._common import (
     nonfinite_rows,
     poisoned_lse,
     reduce_partials,
+    row_delta,
     softmax_step,
     store_rows,
     strides3,
@@ -417,9 +417,10 @@ def _band_dq_kernel(
     K,
     V,
     DO,
+    Out,  # the forward's output: this pass computes delta = rowsum(dO * O) of its rows
     DQ,
     Lse,
-    Delta,
+    Delta,  # fp32 (B, H, N), written here (for the dK/dV passes that follow)
     Flags,
     CumExcl,
     Bounds,
@@ -438,6 +439,9 @@ def _band_dq_kernel(
     stride_dob,
     stride_don,
     stride_doh,
+    stride_ob,
+    stride_on,
+    stride_oh,
     stride_dqb,
     stride_dqn,
     stride_dqh,
@@ -458,7 +462,8 @@ def _band_dq_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    # Second backward pass, one program per query tile: same key walk as the forward, dQ in registers.
+    # Backward, one program per query tile: same key walk as the forward, dQ in registers. Its rows'
+    # delta = rowsum(dO * O) is computed here and stored for the dK/dV passes (no launch of its own).
     # GKEY_PARTIALS (G <= BLOCK_G, one slot tile): the prologue also writes this tile's share of the
     # global keys' dK/dV, from the same P and dS (no second sweep over q and dO, _gkey_dkdv_kernel); the
     # partials sit at PART_ROWS granularity (a divisor of every BLOCK_M the launch may pick: the launcher
@@ -472,6 +477,7 @@ def _band_dq_kernel(
     k_base = K + b * stride_kb + h * stride_kh
     v_base = V + b * stride_vb + h * stride_vh
     do_base = DO + b * stride_dob + h * stride_doh
+    o_base = Out + b * stride_ob + h * stride_oh
     flags_row = Flags + b * N
     cum_row = CumExcl + b * (N + 1)
     lse_row = Lse + pid_bh.to(tl.int64) * N
@@ -499,13 +505,18 @@ def _band_dq_kernel(
         # over rows, where a padded row's non-finite input would otherwise reach every global key
         # through 0 * NaN; their own dQ is 0 (lse = +inf) or NaN (a NaN lse) either way
         live = live_rows(lse)
+        do_ptrs = do_base + offs_m[:, None] * stride_don + offs_d[None, :]
+        # every row's delta is stored for the passes that follow, also where this pass drops the row
+        delta = row_delta(
+            load_rows(do_ptrs, row_ok, offs_d, HEAD_DIM, BLOCK_D, True), o_base, stride_on, offs_m, offs_d,
+            row_ok, HEAD_DIM, BLOCK_D,
+        )  # fmt: skip
+        tl.store(delta_row + offs_m, delta, mask=row_ok)
+        delta = tl.where(live, delta, 0.0)
         q = load_rows(
             q_base + offs_m[:, None] * stride_qn + offs_d[None, :], live, offs_d, HEAD_DIM, BLOCK_D, True
         )
-        do = load_rows(
-            do_base + offs_m[:, None] * stride_don + offs_d[None, :], live, offs_d, HEAD_DIM, BLOCK_D, True
-        )
-        delta = tl.where(live, tl.load(delta_row + offs_m, mask=row_ok, other=0.0), 0.0)
+        do = load_rows(do_ptrs, live, offs_d, HEAD_DIM, BLOCK_D, True)
     else:
         q = load_rows(
             q_base + offs_m[:, None] * stride_qn + offs_d[None, :], row_ok, offs_d, HEAD_DIM, BLOCK_D, True
@@ -514,7 +525,8 @@ def _band_dq_kernel(
             do_base + offs_m[:, None] * stride_don + offs_d[None, :], row_ok, offs_d, HEAD_DIM, BLOCK_D, True
         )
         lse = tl.load(lse_row + offs_m, mask=row_ok, other=float("inf"))  # [BLOCK_M]
-        delta = tl.load(delta_row + offs_m, mask=row_ok, other=0.0)
+        delta = row_delta(do, o_base, stride_on, offs_m, offs_d, row_ok, HEAD_DIM, BLOCK_D)
+        tl.store(delta_row + offs_m, delta, mask=row_ok)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     if GKEY_PARTIALS:
         tl.static_assert(BLOCK_M % PART_ROWS == 0)
@@ -872,8 +884,8 @@ def launch_band_bwd(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
+    out: torch.Tensor,
     lse: torch.Tensor,
-    delta: torch.Tensor,
     key_flags: torch.Tensor,
     global_idx: torch.Tensor,
     cum_excl: torch.Tensor,
@@ -883,14 +895,16 @@ def launch_band_bwd(
     dq: torch.Tensor,
     dk: torch.Tensor,
     dv: torch.Tensor,
-) -> None:
-    """Kernel A backward: every row of dq, dk, dv (B, N, H, D) written; delta = rowsum(dout * out)."""
+) -> torch.Tensor:
+    """Kernel A backward: every row of dq, dk, dv (B, N, H, D) written. Returns delta = rowsum(dout *
+    out) in fp32 (B, H, N), every row's (the dQ pass computes it), for a kernel B backward that follows."""
     bsz, n, h, d = q.shape
     g = global_idx.shape[1]
     dev = q.device
     w = min(window, n)
     bd = block_d(d)
     prec = dot_precision(q.dtype)
+    delta = _common.empty((bsz, h, n), torch.float32, dev)
 
     # with a few global tokens the dQ pass also takes their keys' dK/dV (partials per PART_ROWS rows)
     part_rows = _common.smallest_block_m("band_dq", d, dev, q.element_size())
@@ -905,8 +919,8 @@ def launch_band_bwd(
     grid = lambda meta: (_common.cdiv(n, meta["BLOCK_M"]), bsz * h)
     launch(
         _band_dq_kernel, grid,
-        q, k, v, dout, dq, lse, delta, key_flags, cum_excl, bounds, global_idx, dk_t, dv_t,
-        *strides3(q), *strides3(k), *strides3(v), *strides3(dout), *strides3(dq),
+        q, k, v, dout, out, dq, lse, delta, key_flags, cum_excl, bounds, global_idx, dk_t, dv_t,
+        *strides3(q), *strides3(k), *strides3(v), *strides3(dout), *strides3(out), *strides3(dq),
         n, h, g, w, log2_scale(scale), scale, _common.bucket(n), _common.bucket(w),
         HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=_block_g(g), DOT_PREC=prec, GKEY_PARTIALS=gkey_partials,
         PART_ROWS=part_rows, **cfg,
@@ -948,6 +962,7 @@ def launch_band_bwd(
         )  # fmt: skip
         if not direct:
             reduce_partials(dk_t, dk, global_idx, key_flags, scale, scatter=True, second=(dv_t, dv, 1.0))
+    return delta
 
 
 @torch.library.custom_op("led_kernels::triton_banded_bwd", mutates_args=())
@@ -972,9 +987,8 @@ def triton_banded_bwd(
     dv = _common.empty((bsz, n, h, d), v.dtype, dev)
     if dq.numel() == 0:
         return dq, dk, dv
-    delta = bwd_delta(out, dout)
     launch_band_bwd(
-        dout, q, k, v, lse, delta, key_flags, global_idx, cum_excl, bounds, window, scale, dq, dk, dv
+        dout, q, k, v, out, lse, key_flags, global_idx, cum_excl, bounds, window, scale, dq, dk, dv
     )
     return dq, dk, dv
 

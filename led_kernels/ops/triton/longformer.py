@@ -32,7 +32,6 @@ from led_kernels.ops._dispatch import apply_layer, global_grads_like, layer_func
 from . import _common
 from ._common import (
     block_d,
-    bwd_delta,
     check_head_dim,
     check_scale,
     dot_precision,
@@ -281,9 +280,8 @@ def triton_longformer_bwd(
     dqg, dkg, dvg = global_grads_like(q_global, k_global, v_global, shared, _common.empty)
     if dq.numel() == 0:
         return dq, dk, dv, dqg, dkg, dvg
-    delta = bwd_delta(out, dout)
-    launch_band_bwd(
-        dout, q, k, v, lse, delta, key_flags, global_idx, cum_excl, bounds, window, scale, dq, dk, dv
+    delta = launch_band_bwd(
+        dout, q, k, v, out, lse, key_flags, global_idx, cum_excl, bounds, window, scale, dq, dk, dv
     )
     if g == 0:
         if not shared:
