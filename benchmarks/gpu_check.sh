@@ -24,6 +24,10 @@
 # The backward folds against their separate sweeps (about 4 minutes, no build):
 #   bash benchmarks/gpu_check.sh folds      # triton GPU tests, kernel profiles and timings, both ways
 #
+# Nsight Compute's full set of counters for the triton kernels at the headline shape (about 2 minutes):
+#   bash benchmarks/gpu_check.sh ncu        # G=1: kernel A's forward (with B's chunks), dQ, dK/dV and
+#                                           # B's dK/dV; G=0: A's forward; reports and their details pages
+#
 # What is owed after CPU-only sessions, in one call of about 4 minutes on a fresh H100 (build included):
 #   bash benchmarks/gpu_check.sh owed       # build (foreground, all cores), cuda GPU tests + machine-code
 #                                           # check + sanitizers, one run timing cuda, triton, triton-two-launch
@@ -145,6 +149,20 @@ stage_folds() {
         --globals 1 4 --window 512 --head-dim 64 --modes bwd fwd_bwd --tag separate-sweeps
 }
 
+stage_ncu() {
+    # (--clock-control none: the clocks as they run, not locked; only the calls profile_layer --ncu marks)
+    local ncu
+    ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
+    mkdir -p "$LOGDIR/ncu"
+    LIMIT=150 run ncu-g1 "$ncu" --profile-from-start off --clock-control none --set full -f \
+        -k 'regex:_band_|_layer_|_glob_dkdv' -o "$LOGDIR/ncu/g1" python -m benchmarks.profile_layer --ncu --globals 1
+    LIMIT=90 run ncu-g0 "$ncu" --profile-from-start off --clock-control none --set full -f -k 'regex:_band_fwd' \
+        -c 1 -o "$LOGDIR/ncu/g0" python -m benchmarks.profile_layer --ncu --globals 0
+    for report in g1 g0; do
+        LIMIT=30 run "ncu-$report-details" "$ncu" --import "$LOGDIR/ncu/$report.ncu-rep" --page details
+    done
+}
+
 stage_cuda() {
     install
     nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv | tee "$LOGDIR/gpu-state.log"
@@ -218,7 +236,8 @@ case "$stage" in
     cuda) stage_cuda ;;
     owed) stage_owed ;;
     folds) stage_folds ;;
-    *) echo "unknown stage $stage (tests, bench, train, sanitize, all, core, rest, verify, fused, cuda, owed, folds)" >&2; exit 2 ;;
+    ncu) stage_ncu ;;
+    *) echo "unknown stage $stage (tests, bench, train, sanitize, all, core, rest, verify, fused, cuda, owed, folds, ncu)" >&2; exit 2 ;;
 esac
 if [ -n "$OUT" ]; then
     # one archive (the files written under benchmarks/results/ by this run, and the logs) and one log
