@@ -403,7 +403,7 @@ def _glob_dq_kernel(
     DO,  # as QG
     DQ,  # DIRECT: (B, G, H, D), or (B, N, H, D) with BY_INDEX; else fp32 partials (B*H, S, G, BLOCK_D)
     Lse,  # fp32 (B, H, G)
-    Delta,  # fp32 (B, H, G), or (B, H, N) with BY_INDEX (kernel A's delta pass covers every row)
+    Delta,  # fp32 (B, H, G), or (B, H, N) with BY_INDEX (kernel A's dQ pass stores every row's)
     Flags,
     CumPad,
     Bounds,

@@ -10,10 +10,10 @@ output, their backward, and autograd additions of the gradients when both kernel
   output straight into A's output there. B's key chunks run as extra programs of A's launch
   (``_layer_fwd_kernel``) and only B's combine follows it (``LED_KERNELS_FUSED_FORWARD=0``: B in a
   launch of its own after A's).
-- backward: kernel A's backward (its delta pass over every row, dQ, dK/dV; the global rows drop out
-  through their lse); kernel B's backward reads its rows of q, dO and delta in place at the global
-  positions; its dK/dV are added in place to A's when the projections are shared (else written to
-  their own tensors), and its dQ rows are written at the global rows.
+- backward: kernel A's backward (its dQ pass, which also stores every row's delta, then dK/dV; the
+  global rows drop out through their lse); kernel B's backward reads its rows of q, dO and delta in
+  place at the global positions; its dK/dV are added in place to A's when the projections are shared
+  (else written to their own tensors), and its dQ rows are written at the global rows.
 
 Deterministic: no atomics, every element has one writer per launch and the launches are ordered on
 one stream.
