@@ -6,9 +6,10 @@ the tensors' device: on a GPU ``triton``, then ``cuda`` (float16/bfloat16 only),
 the CPU ``cpu``, then ``torch``. The environment variable ``LED_KERNELS_BACKEND`` replaces ``auto``;
 an explicit ``backend=`` argument always wins.
 
-``cuda`` comes after ``triton`` (DESIGN asks for the reverse) until its kernels have been validated
-and timed on a GPU: they are checked on the CPU through an emulator of the GPU primitives
-(tests/cuda_emu/), which shows their logic is right but not how they run on the hardware.
+``cuda`` comes after ``triton`` (DESIGN asks for the reverse) while it is the slower of the two: its GPU
+tests pass on an H100, but at the headline layer (N=16384, H=12, D=64, w=512, G=1, bf16) it took 0.577
+ms forward and 3.106 ms forward + backward against ``triton``'s 0.249 and 1.211 ms in the same run
+(benchmarks/results/h100-sxm-owed-session.log).
 """
 
 from __future__ import annotations
