@@ -63,15 +63,22 @@ def layer_function(fwd_op: Any, bwd_op: Any) -> type[torch.autograd.Function]:
 
 
 def global_grads_like(
-    q_global: torch.Tensor, k_global: torch.Tensor, v_global: torch.Tensor, shared: bool, empty: Any
+    q_global: torch.Tensor,
+    k_global: torch.Tensor,
+    v_global: torch.Tensor,
+    shared: bool,
+    empty: Any,
+    zero_dq_global: bool = True,
 ) -> list[torch.Tensor]:
     """The global projections' gradients a layer backward op returns: 0-element placeholders when
     ``shared`` (folded into dq, dk, dv; an op's outputs may not alias), else dq_global zero-filled (kernel B
-    writes only the global rows) and dk_global, dv_global (written whole) from the backend's allocator,
-    called as ``empty(shape, dtype=dtype, device=device)``."""
+    writes only the global rows; ``zero_dq_global=False`` leaves the zeros to the backend's kernels) and
+    dk_global, dv_global (written whole) from the backend's allocator, called as ``empty(shape,
+    dtype=dtype, device=device)``."""
     if shared:
         return [x.new_empty((0,)) for x in (q_global, k_global, v_global)]
-    dq_global = torch.zeros(q_global.shape, dtype=q_global.dtype, device=q_global.device)
+    alloc = torch.zeros if zero_dq_global else empty
+    dq_global = alloc(q_global.shape, dtype=q_global.dtype, device=q_global.device)
     return [dq_global, *(empty(x.shape, dtype=x.dtype, device=x.device) for x in (k_global, v_global))]
 
 

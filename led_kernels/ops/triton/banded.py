@@ -419,6 +419,7 @@ def _band_dq_kernel(
     DO,
     Out,  # the forward's output: this pass computes delta = rowsum(dO * O) of its rows
     DQ,
+    Zeros,  # STORE_ZEROS: a (B, N, H, D) gradient whose rows this pass writes as 0 (kernel B's dq_global)
     Lse,
     Delta,  # fp32 (B, H, N), written here (for the dK/dV passes that follow)
     Flags,
@@ -445,6 +446,9 @@ def _band_dq_kernel(
     stride_dqb,
     stride_dqn,
     stride_dqh,
+    stride_zb,
+    stride_zn,
+    stride_zh,
     N,
     H,
     G,
@@ -459,6 +463,7 @@ def _band_dq_kernel(
     DOT_PREC: tl.constexpr,
     GKEY_PARTIALS: tl.constexpr,
     PART_ROWS: tl.constexpr,
+    STORE_ZEROS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
@@ -593,6 +598,9 @@ def _band_dq_kernel(
     dq = tl.where((lse != float("inf"))[:, None], dq * scale, 0.0)
     dq_ptrs = DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dqn + offs_d[None, :]
     store_rows(dq_ptrs, dq.to(DQ.dtype.element_ty), row_ok, offs_d, HEAD_DIM, BLOCK_D)
+    if STORE_ZEROS:  # (a fill launch less; stores beside this compute-bound pass)
+        z_ptrs = Zeros + b * stride_zb + h * stride_zh + offs_m[:, None] * stride_zn + offs_d[None, :]
+        store_rows(z_ptrs, tl.zeros_like(dq).to(Zeros.dtype.element_ty), row_ok, offs_d, HEAD_DIM, BLOCK_D)
 
 
 @maybe_autotune("band_dkdv")
@@ -895,8 +903,10 @@ def launch_band_bwd(
     dq: torch.Tensor,
     dk: torch.Tensor,
     dv: torch.Tensor,
+    zeros: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Kernel A backward: every row of dq, dk, dv (B, N, H, D) written. Returns delta = rowsum(dout *
+    """Kernel A backward: every row of dq, dk, dv (B, N, H, D) written, and of ``zeros`` (a (B, N, H, D)
+    gradient that a kernel B backward then fills at its global rows) as 0. Returns delta = rowsum(dout *
     out) in fp32 (B, H, N), every row's (the dQ pass computes it), for a kernel B backward that follows."""
     bsz, n, h, d = q.shape
     g = global_idx.shape[1]
@@ -919,11 +929,13 @@ def launch_band_bwd(
     grid = lambda meta: (_common.cdiv(n, meta["BLOCK_M"]), bsz * h)
     launch(
         _band_dq_kernel, grid,
-        q, k, v, dout, out, dq, lse, delta, key_flags, cum_excl, bounds, global_idx, dk_t, dv_t,
+        q, k, v, dout, out, dq, dq if zeros is None else zeros, lse, delta, key_flags, cum_excl, bounds,
+        global_idx, dk_t, dv_t,
         *strides3(q), *strides3(k), *strides3(v), *strides3(dout), *strides3(out), *strides3(dq),
+        *strides3(dq if zeros is None else zeros),
         n, h, g, w, log2_scale(scale), scale, _common.bucket(n), _common.bucket(w),
         HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=_block_g(g), DOT_PREC=prec, GKEY_PARTIALS=gkey_partials,
-        PART_ROWS=part_rows, **cfg,
+        PART_ROWS=part_rows, STORE_ZEROS=zeros is not None, **cfg,
     )  # fmt: skip
 
     cfg = launch_config("band_dkdv", d, dev, q.element_size(), autotuned=True)

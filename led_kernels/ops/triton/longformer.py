@@ -277,12 +277,14 @@ def triton_longformer_bwd(
     dq = _common.empty((bsz, n, h, d), q.dtype, dev)
     dk = _common.empty((bsz, n, h, d), k.dtype, dev)
     dv = _common.empty((bsz, n, h, d), v.dtype, dev)
-    dqg, dkg, dvg = global_grads_like(q_global, k_global, v_global, shared, _common.empty)
+    # dq_global's zeros (kernel B writes only its global rows) come from kernel A's dQ pass
+    dqg, dkg, dvg = global_grads_like(q_global, k_global, v_global, shared, _common.empty, False)
     if dq.numel() == 0:
         return dq, dk, dv, dqg, dkg, dvg
     delta = launch_band_bwd(
-        dout, q, k, v, out, lse, key_flags, global_idx, cum_excl, bounds, window, scale, dq, dk, dv
-    )
+        dout, q, k, v, out, lse, key_flags, global_idx, cum_excl, bounds, window, scale, dq, dk, dv,
+        None if shared else dqg,
+    )  # fmt: skip
     if g == 0:
         if not shared:
             dkg.zero_()
