@@ -40,7 +40,7 @@ from benchmarks.providers import get_provider
 
 def autotuned_configs() -> dict[str, str]:
     """The config each autotuned Triton kernel of the backend picked, per autotuning key."""
-    from led_kernels.ops.triton import banded, longformer
+    from led_kernels.ops.triton import banded, global_rows, longformer
 
     chosen = {}
     for module, name in (
@@ -48,6 +48,7 @@ def autotuned_configs() -> dict[str, str]:
         (longformer, "_layer_fwd_kernel"),  # kernel A's forward with B's key chunks (the default, G > 0)
         (banded, "_band_dq_kernel"),
         (banded, "_band_dkdv_kernel"),
+        (global_rows, "_glob_dkdv_kernel"),  # its warp count only
     ):
         kernel = getattr(module, name)
         for key, config in getattr(kernel, "cache", {}).items():

@@ -500,6 +500,22 @@ def _glob_dq_kernel(
         tl.store(DQ + part[:, None] * BLOCK_D + offs_d[None, :], dq, mask=row_in[:, None])
 
 
+def _autotune_warps(fn):
+    """Autotuning over the warp count alone: the tile sizes fix the layout of the dQ partials, so they
+    stay the launcher's (``_slot_config``). Kernel B's dK/dV is memory- and latency-bound with few
+    programs per SM (on an H100 at the headline, 4 warps and 186 registers: 8 warps per SM; 8 warps
+    take 98 registers, offline); which count is faster is the GPU's to say. DK and DV are restored
+    between the timed runs (they may be accumulated into)."""
+    if not _common.AUTOTUNE:
+        return fn
+    return triton.autotune(
+        configs=[triton.Config({}, num_warps=w, num_stages=2) for w in (4, 8)],
+        key=["HEAD_DIM", "BLOCK_M", "BLOCK_N", "ACCUMULATE", "BY_INDEX", "DQ_PARTIALS"],
+        restore_value=["DK", "DV"],
+    )(fn)
+
+
+@_autotune_warps
 @triton.jit
 def _glob_dkdv_kernel(
     QG,  # (B, G, H, D) slot rows, or (B, N, H, D) with BY_INDEX (read at the slots' positions)
@@ -647,6 +663,11 @@ def _slot_config_cached(kind: str, g: int, head_dim: int, device: torch.device, 
         # G = 64: benchmarks.inspect_kernels); 8 warps hold them in registers
         cfg["num_warps"] = 8
     return _common.fit_config(kind, cfg, head_dim, elem_bytes, device)
+
+
+def _tile_only(cfg: dict) -> dict:
+    """The block sizes of a config, for a launch whose warp count the autotuner chooses."""
+    return {"BLOCK_M": cfg["BLOCK_M"], "BLOCK_N": cfg["BLOCK_N"]}
 
 
 def launch_global_fwd(
@@ -797,7 +818,7 @@ def launch_global_bwd(
         *strides3(dk), *strides3(dv),
         n, h, g, log2_scale(scale), scale,
         HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=prec, ACCUMULATE=accumulate_kv, BY_INDEX=by_index,
-        DQ_PARTIALS=dq_partials, **cfg,
+        DQ_PARTIALS=dq_partials, **(_tile_only(cfg) if _common.AUTOTUNE else cfg),
     )  # fmt: skip
     if dq_partials:
         reduce_partials(dq_t, dq, global_idx, key_flags, scale, scatter=by_index)
