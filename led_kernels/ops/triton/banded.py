@@ -925,14 +925,14 @@ def launch_band_bwd(
         dv_t = _common.empty((bsz * h, n_part, g, bd), torch.float32, dev)
     else:
         dk_t, dv_t = dk, dv  # unused
+    zeros_t = dq if zeros is None else zeros  # (dq: an unused stand-in)
     cfg = launch_config("band_dq", d, dev, q.element_size(), autotuned=True)
     grid = lambda meta: (_common.cdiv(n, meta["BLOCK_M"]), bsz * h)
     launch(
         _band_dq_kernel, grid,
-        q, k, v, dout, out, dq, dq if zeros is None else zeros, lse, delta, key_flags, cum_excl, bounds,
-        global_idx, dk_t, dv_t,
+        q, k, v, dout, out, dq, zeros_t, lse, delta, key_flags, cum_excl, bounds, global_idx, dk_t, dv_t,
         *strides3(q), *strides3(k), *strides3(v), *strides3(dout), *strides3(out), *strides3(dq),
-        *strides3(dq if zeros is None else zeros),
+        *strides3(zeros_t),
         n, h, g, w, log2_scale(scale), scale, _common.bucket(n), _common.bucket(w),
         HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=_block_g(g), DOT_PREC=prec, GKEY_PARTIALS=gkey_partials,
         PART_ROWS=part_rows, STORE_ZEROS=zeros is not None, **cfg,
