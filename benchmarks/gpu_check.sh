@@ -171,8 +171,8 @@ stage_cuda() {
     cuda_sanitizers
     LIMIT=90 run bench-cuda python -m benchmarks --providers cuda triton sdpa hf --seqlens 8192 16384 \
         --globals 0 1 --window 512 --head-dim 64 --check --tag cuda
-    # the forward's other main loops (csrc/cuda/attention_fwd.cuh, FwdVariant)
-    for variant in prefetch plain; do
+    # the forward's other row layout (csrc/cuda/attention_fwd.cuh, FwdVariant)
+    for variant in rows16; do
         LIMIT=40 run "bench-cuda-fwd-$variant" env LED_KERNELS_CUDA_FWD=$variant python -m benchmarks \
             --providers cuda --seqlens 16384 --globals 0 1 --window 512 --head-dim 64 --modes fwd \
             --tag "cuda-fwd-$variant"

@@ -286,6 +286,113 @@ struct KeyTileSmem {
         poison(reinterpret_cast<float*>(key_pos + kBlockN)) {}
 };
 
+// ---------------------------------------------------------------------------------------------
+// Key tiles through a two-stage cp.async pipeline (the forward kernels)
+// ---------------------------------------------------------------------------------------------
+// Tile t is copied into stage t % 2 by cp.async while the block computes on tile t - 1: its loads'
+// latency hides behind that math, and no registers hold the tile on its way (the forward's former
+// register prefetch cost 2 D / 16 of them, and its loop without prefetch waited out every load).
+// One barrier per tile. A tile's key positions (its mask, and the rows a global-slot tile gathers)
+// are read by one thread per key a tile earlier still, into a ring of three rows.
+//
+// Masked keys of band and non-padded tiles are copied as they are (only rows past N are zero-filled)
+// and masked by their position. Non-finite rows of the contracted tensor (see the top of this file)
+// are zeroed only where it matters: a key that some row of the block does not attend (a masked key,
+// a key outside some row's window). A key that every row attends spreads its non-finite values to
+// exactly the rows that attend it, through the tensor cores' own arithmetic. So a tile's check costs
+// its own copies' bits, and the fix-up (zeroing, poison) runs only when a block's vote finds one.
+
+template <typename T, int D>
+struct PipedKeySmem {
+  static constexpr int kChunks = D / 8;
+  static constexpr int kPasses = kBlockN * kChunks / kThreads;
+  static_assert(kChunks <= 32 && (32 % kChunks) == 0, "a row's chunks must sit in one warp");
+  static_assert((kBlockN * kChunks) % kThreads == 0 && kPasses <= 32, "whole passes only");
+
+  unsigned char* base;
+  int32_t* pos_ring;  // [3][kBlockN]: positions of tiles t % 3 (-1: masked)
+  float* poison;      // [kBlockN]: the current tile's, valid when its vote found a non-finite row
+
+  static constexpr size_t bytes() { return 4 * tile_bytes<D>() + 4 * kBlockN * sizeof(int32_t); }
+
+  LED_DEVICE explicit PipedKeySmem(unsigned char* smem)
+      : base(smem),
+        pos_ring(reinterpret_cast<int32_t*>(smem + 4 * tile_bytes<D>())),
+        poison(reinterpret_cast<float*>(pos_ring + 3 * kBlockN)) {}
+
+  LED_DEVICE T* ks(int stage) const { return reinterpret_cast<T*>(base + 2 * stage * tile_bytes<D>()); }
+  LED_DEVICE T* vs(int stage) const { return reinterpret_cast<T*>(base + (2 * stage + 1) * tile_bytes<D>()); }
+  LED_DEVICE int32_t* key_pos(int64_t t) const { return pos_ring + (t % 3) * kBlockN; }
+  // 2 kBlockN rows (stage 1's K and V tiles): where the query rows wait before tile 1 is copied
+  LED_DEVICE T* row_area() const { return ks(1); }
+};
+
+// Key r of a tile for threads r < kBlockN (the thread that keeps that key's position), -1 for the others.
+template <typename T>
+LED_DEVICE int32_t thread_key_position(const KeySet<T>& keys, KeySource src, int64_t b, int64_t base) {
+  const int r = simt::thread_index();
+  return r < kBlockN ? keys.position(src, b, base, r) : -1;
+}
+
+// Starts copying a key tile into (ks, vs): rows base + r of band and non-padded tiles (zeros past N),
+// the valid slots' rows of a global-slot tile (zeros for the others), whose positions `key_pos` holds.
+template <typename T, int D>
+LED_DEVICE void issue_key_tile(const KeySet<T>& keys, KeySource src, int64_t b, int64_t h, int64_t base,
+                               const int32_t* key_pos, T* ks, T* vs) {
+  using S = PipedKeySmem<T, D>;
+  LED_UNROLL
+  for (int p = 0; p < S::kPasses; ++p) {
+    const int c = simt::thread_index() + p * kThreads;
+    const int r = c / S::kChunks, col = (c % S::kChunks) * 8;
+    const bool gathered = src == KeySource::kGlobalSlots;
+    const int64_t j = gathered ? key_pos[r] : base + r;
+    const bool fill = gathered ? j >= 0 : j < keys.N;
+    const int64_t from = fill ? j : 0;  // (no bytes are read from a zero-filled row's address)
+    simt::cp_async_16(ks + r * smem_row<D>() + col, keys.k.row(b, h, from) + col, fill);
+    simt::cp_async_16(vs + r * smem_row<D>() + col, keys.v.row(b, h, from) + col, fill);
+  }
+  simt::cp_async_commit();
+}
+
+// After cp_async_wait_all: bit p set when the chunk this thread copied in pass p into `tile` holds a
+// non-finite value and its key needs the check (`needs_check(r)`, see above).
+template <typename T, int D, typename NeedsCheck>
+LED_DEVICE uint32_t own_nonfinite_chunks(const T* tile, NeedsCheck needs_check) {
+  using S = PipedKeySmem<T, D>;
+  uint32_t bad = 0;
+  LED_UNROLL
+  for (int p = 0; p < S::kPasses; ++p) {
+    const int c = simt::thread_index() + p * kThreads;
+    const int r = c / S::kChunks, col = (c % S::kChunks) * 8;
+    if (!needs_check(r)) continue;
+    const uint4 v = *reinterpret_cast<const uint4*>(tile + r * smem_row<D>() + col);  // one 16-byte read
+    if (chunk_nonfinite<T>(Chunk8{{v.x, v.y, v.z, v.w}})) bad |= 1u << p;
+  }
+  return bad;
+}
+
+// The slow path of a tile whose vote found a non-finite chunk (block-uniform, every thread joins):
+// the rows holding one are zeroed and their poison set to NaN, the others' to 0.
+template <typename T, int D>
+LED_DEVICE void zero_nonfinite_rows(T* tile, float* poison, uint32_t bad) {
+  using S = PipedKeySmem<T, D>;
+  LED_UNROLL
+  for (int p = 0; p < S::kPasses; ++p) {
+    const int c = simt::thread_index() + p * kThreads;
+    const int r = c / S::kChunks, col = (c % S::kChunks) * 8;
+    const bool row_bad = row_any<D>(((bad >> p) & 1u) != 0u);
+    if (row_bad) store_chunk(tile + r * smem_row<D>() + col, zero_chunk());
+    if (col == 0) poison[r] = row_bad ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+  }
+}
+
+// Whether every key of a staged tile is attendable (warp-uniform).
+LED_DEVICE bool tile_all_keys(const int32_t* key_pos, int lane) {
+  bool masked = false;
+  for (int r = lane; r < kBlockN; r += 32) masked |= key_pos[r] < 0;
+  return !simt::any_sync(masked);
+}
+
 // The (b, h, slot) row of the kernels that give one warp to each row of a (B, H, G) set (the split
 // sweeps' combine and reduce); false for the warps past the last row (whole warps: they may return).
 struct SlotRow {

@@ -3,15 +3,16 @@
 //
 // One block = 4 warps; each warp owns 16 x RB query rows (RB = 1 or 2 blocks of 16) and keeps their
 // Q fragments, output accumulators and softmax statistics in registers. Keys come in tiles of 64
-// rows of K and V, staged in shared memory (rows padded by 8 elements so that ldmatrix reads are
-// free of bank conflicts) and consumed by
+// rows of K and V, copied by cp.async into two shared-memory stages (the next tile's copy in flight
+// while this one is computed on; rows padded by 8 elements so that ldmatrix reads are free of bank
+// conflicts; see PipedKeySmem) and consumed by
 //   S = Q K^T           (ldmatrix of K, mma)                 # [16, 64] per row block, fp32
 //   online softmax      (base 2: t = scale * log2(e) * s)   rows reduced over the 4 lanes of a quad
 //   O += P V            (P re-packed from S's accumulator layout into A fragments, ldmatrix.trans of V)
 // Tiles whose keys are all attendable and finite skip the per-entry mask where the band covers a
 // row block whole; a tile with no attendable key is skipped, and one whose keys past the first 16
 // are all masked (the global keys of a layer with few global tokens) computes only those 16. The
-// main-loop variants (RB, prefetching the next tile) are FwdVariant below.
+// main-loop variants (RB) are FwdVariant below.
 //
 // Kernel A, query tile [i0, i0 + 64 RB): the band's key tiles [i0 - w, i0 + 64 RB - 1 + w]
 // (clipped; keys that are padding or global are masked there), then the global keys, gathered by
@@ -84,10 +85,10 @@ struct WarpRows {
   // Attend one staged key tile (its first kCols keys: the others are masked). row[rb][x] = the query
   // position of row x of block rb (for the window test); banded = apply |row - key| <= window (false:
   // every valid key of the tile is attended); full[rb] = every entry of block rb's 16 x 64 scores is
-  // attended (no mask needed).
+  // attended (no mask needed); poison = the tile's poison row, or null when it holds only zeros.
   template <int kCols = kBlockN>
   LED_DEVICE void attend(const T* ks, const T* vs, const int32_t* key_pos, const float* poison, int lane,
-                         const int64_t (&row)[RB][2], bool banded, const bool (&full)[RB], int64_t window,
+                         const int32_t (&row)[RB][2], bool banded, const bool (&full)[RB], int64_t window,
                          float scale_log2) {
     const int t = lane % 4;
     float s[RB][kCols / 8][4];  // [block][key groups of 8][rows g, g+8 x 2 keys]
@@ -119,7 +120,7 @@ struct WarpRows {
             const int x = e >> 1;
             const int32_t kp = key_pos[col];
             const bool keep = attends(row[rb][x], kp, banded, window);
-            const float v = keep ? s[rb][nt][e] * scale_log2 + poison[col] : -INFINITY;
+            const float v = keep ? s[rb][nt][e] * scale_log2 + (poison != nullptr ? poison[col] : 0.0f) : -INFINITY;
             s[rb][nt][e] = v;
             tile_max[x] = fmaxf(tile_max[x], v);
           }
@@ -197,95 +198,110 @@ LED_DEVICE KeySet<T> fwd_keys(const FwdArgs& a) {
                    a.key_flags, a.global_idx, a.N, a.G};
 }
 
-// Prefetching the next key tile into registers (its global loads in flight while this tile is
-// computed on) costs 2 x D / 16 registers of chunks per thread: offered up to D = 64 (at D = 128
-// the accumulators leave no room).
-template <int D>
-constexpr bool can_prefetch() {
-  return D <= 64;
-}
-
-// The forward's main-loop variants, for D <= 64 (D = 128 always runs kPlain), chosen by the
+// The forward's main-loop variants, for D <= 64 (D = 128 always runs rows16), chosen by the
 // environment variable LED_KERNELS_CUDA_FWD so that a GPU session can measure which of shared-memory
-// traffic, latency hiding and occupancy matters most there:
-//   rows32   (default) kernel A: 32 query rows per warp, each K / V fragment read from shared
-//            memory once for two 16-row blocks (half the ldmatrix traffic per MMA; FlashAttention-2's
-//            choice), no prefetch; kernel B: prefetch
-//   prefetch both kernels: 16 rows per warp, the next key tile prefetched into registers
-//   plain    both kernels: 16 rows per warp, no prefetch (fewest registers, most blocks per SM)
-enum class FwdVariant : int { kRows32 = 0, kPrefetch = 1, kPlain = 2 };
+// traffic and occupancy matters more there:
+//   rows32   (default) kernel A: 32 query rows per warp, each K / V fragment read from shared memory
+//            once for two 16-row blocks (half the ldmatrix traffic per MMA; FlashAttention-2's choice)
+//   rows16   kernel A: 16 rows per warp (fewer registers, more blocks per SM)
+// Kernel B always runs 16 rows per warp (its 64 slots per block are often mostly empty).
+enum class FwdVariant : int { kRows32 = 0, kRows16 = 1 };
 
 inline FwdVariant fwd_variant() {
   const char* env = std::getenv("LED_KERNELS_CUDA_FWD");
   if (env == nullptr || *env == '\0' || std::strcmp(env, "rows32") == 0) return FwdVariant::kRows32;
-  if (std::strcmp(env, "prefetch") == 0) return FwdVariant::kPrefetch;
-  if (std::strcmp(env, "plain") == 0) return FwdVariant::kPlain;
-  throw std::invalid_argument(std::string("LED_KERNELS_CUDA_FWD must be rows32, prefetch or plain, got '") + env +
-                              "'");
+  if (std::strcmp(env, "rows16") == 0) return FwdVariant::kRows16;
+  throw std::invalid_argument(std::string("LED_KERNELS_CUDA_FWD must be rows32 or rows16, got '") + env + "'");
 }
 
 // The key tiles of one block: tile t < band_tiles is the band's tile at j_first + 64 t, the rest
 // are the global-slot tiles (kernel A) or the chunk's tiles (kernel B, band_tiles = 0).
+// (Positions and counts below 2^31: 32-bit, fewer registers across the main loop.)
 struct TileList {
   KeySource src;
-  int64_t band_tiles, j_first, extra_tiles, extra_first;
+  int32_t band_tiles, j_first, extra_tiles, extra_first;
   KeySource extra_src;
 
-  LED_DEVICE int64_t count() const { return band_tiles + extra_tiles; }
-  LED_DEVICE KeySource source(int64_t t) const { return t < band_tiles ? src : extra_src; }
-  LED_DEVICE int64_t base(int64_t t) const {
+  LED_DEVICE int32_t count() const { return band_tiles + extra_tiles; }
+  LED_DEVICE KeySource source(int32_t t) const { return t < band_tiles ? src : extra_src; }
+  LED_DEVICE int32_t base(int32_t t) const {
     return t < band_tiles ? j_first + t * kBlockN : extra_first + (t - band_tiles) * kBlockN;
   }
 };
 
-// The main loop of both forward kernels: stage each tile (prefetching the next), attend it. A warp
-// whose rows attend nothing (`warp_live` false: padding rows, slots past G or invalid) only helps
-// stage the tiles; its rows are written as zeros anyway.
-template <typename T, int D, int RB, bool kPrefetch>
+// Before the main loop: the positions of the first two tiles into the ring (visible after the
+// barrier that follows, which also covers the query rows staged in sm.row_area()).
+template <typename T, int D>
+LED_DEVICE void first_key_positions(const KeySet<T>& keys, const TileList& tiles, int64_t b,
+                                    const PipedKeySmem<T, D>& sm) {
+  const int r = simt::thread_index();
+  for (int32_t t = 0; t < 2 && t < tiles.count(); ++t) {
+    const int32_t pos = thread_key_position(keys, tiles.source(t), b, tiles.base(t));
+    if (r < kBlockN) sm.key_pos(t)[r] = pos;
+  }
+}
+
+// The main loop of both forward kernels over the tiles of `tiles` (pipelined, see PipedKeySmem). The
+// block's rows are [block_row0, block_row0 + block_rows) (kernel A; their window decides which band
+// keys some row does not attend). A warp whose rows attend nothing (`warp_live` false: padding rows,
+// slots past G or invalid) only helps copy the tiles; its rows are written as zeros anyway.
+template <typename T, int D, int RB>
 LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D, RB>& w, const KeySet<T>& keys, const TileList& tiles,
-                             int64_t b, int64_t h, const int64_t (&row)[RB][2], int64_t warp_row0,
-                             bool warp_live, const KeyTileSmem<T, D>& sm, int lane) {
-  T* ks = sm.ks;
-  T* vs = sm.vs;
-  int32_t* key_pos = sm.key_pos;
-  float* poison = sm.poison;
-  static_assert(!kPrefetch || can_prefetch<D>(), "no registers to prefetch into at this head dim");
-  KeyTileRegs<D> regs;
-  const int64_t n = tiles.count();
-  if (kPrefetch && n > 0) fetch_key_tile<T, D>(regs, keys, tiles.source(0), b, h, tiles.base(0));
-  for (int64_t t = 0; t < n; ++t) {
+                             int64_t b, int64_t h, const int32_t (&row)[RB][2], int64_t block_row0,
+                             int64_t block_rows, int64_t warp_row0, bool warp_live, const PipedKeySmem<T, D>& sm,
+                             int lane) {
+  const int thread = simt::thread_index();
+  const int32_t n = tiles.count();
+  if (n > 0) issue_key_tile<T, D>(keys, tiles.source(0), b, h, tiles.base(0), sm.key_pos(0), sm.ks(0), sm.vs(0));
+  for (int32_t t = 0; t < n; ++t) {
+    const int stage = t & 1;
     const KeySource src = tiles.source(t);
-    const int64_t j0 = tiles.base(t);
-    simt::sync_block();  // every warp is done with the previous tile (or with Q)
-    if (kPrefetch) {
-      stage_key_tile<T, D, Contracted::kValue>(regs, ks, vs, key_pos, poison);
-    } else {
-      load_key_tile<T, D, Contracted::kValue>(keys, src, b, h, j0, ks, vs, key_pos, poison);
-    }
-    simt::sync_block();
-    if (kPrefetch && t + 1 < n) fetch_key_tile<T, D>(regs, keys, tiles.source(t + 1), b, h, tiles.base(t + 1));
-    if (!warp_live || !tile_has_any(key_pos, lane)) continue;  // it would add exact zeros
+    const int32_t j0 = tiles.base(t);
     const bool banded = src == KeySource::kBand;
-    const bool clean = tile_is_clean(key_pos, poison, lane);
-    bool full[RB];
-    LED_UNROLL
-    for (int rb = 0; rb < RB; ++rb) full[rb] = clean && (!banded || window_covers(warp_row0 + 16 * rb, 16, j0, kBlockN, a.window));
-    if (tile_has_any(key_pos, lane, kNarrowCols)) {
-      w.attend(ks, vs, key_pos, poison, lane, row, banded, full, a.window, a.scale_log2);
-    } else {  // e.g. the global keys of a layer with few global tokens (never a clean tile: no mask skipped)
-      w.template attend<kNarrowCols>(ks, vs, key_pos, poison, lane, row, banded, full, a.window, a.scale_log2);
+    const int32_t* key_pos = sm.key_pos(t);
+    // (its loads are in flight during this tile's math)
+    const int32_t ahead = t + 2 < n ? thread_key_position(keys, tiles.source(t + 2), b, tiles.base(t + 2)) : -1;
+    simt::cp_async_wait_all();
+    const uint32_t bad = own_nonfinite_chunks<T, D>(sm.vs(stage), [&](int r) {
+      return key_pos[r] < 0 || (banded && !window_covers(block_row0, block_rows, j0 + r, 1, a.window));
+    });
+    // every warp is done with tile t - 1 (its stage is free for tile t + 1) and sees tile t
+    const bool poisoned = simt::sync_block_or(bad != 0u) != 0;
+    if (t + 1 < n) {
+      issue_key_tile<T, D>(keys, tiles.source(t + 1), b, h, tiles.base(t + 1), sm.key_pos(t + 1), sm.ks(stage ^ 1),
+                           sm.vs(stage ^ 1));
     }
+    if (poisoned) {
+      zero_nonfinite_rows<T, D>(sm.vs(stage), sm.poison, bad);
+      simt::sync_block();
+    }
+    if (warp_live && tile_has_any(key_pos, lane)) {  // (else it would add exact zeros)
+      const bool clean = !poisoned && tile_all_keys(key_pos, lane);
+      bool full[RB];
+      LED_UNROLL
+      for (int rb = 0; rb < RB; ++rb) {
+        full[rb] = clean && (!banded || window_covers(warp_row0 + 16 * rb, 16, j0, kBlockN, a.window));
+      }
+      const float* poison = poisoned ? sm.poison : nullptr;
+      if (tile_has_any(key_pos, lane, kNarrowCols)) {
+        w.attend(sm.ks(stage), sm.vs(stage), key_pos, poison, lane, row, banded, full, a.window, a.scale_log2);
+      } else {  // e.g. the global keys of a layer with few global tokens (never a clean tile: no mask skipped)
+        w.template attend<kNarrowCols>(sm.ks(stage), sm.vs(stage), key_pos, poison, lane, row, banded, full,
+                                       a.window, a.scale_log2);
+      }
+    }
+    // (tile t - 1's ring row: every warp is past its last use, the barrier above)
+    if (t + 2 < n && thread < kBlockN) sm.key_pos(t + 2)[thread] = ahead;
   }
 }
 
 // Kernel A: blocks of 64 x RB query rows (query tile fastest, then head, then batch), each warp
 // owning 16 x RB consecutive rows.
-template <typename T, int D, int RB, bool kPrefetch>
+template <typename T, int D, int RB>
 LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
-  static_assert(RB * kBlockM <= 2 * kBlockN, "Q is staged in the K and V tiles");
+  static_assert(RB * kBlockM <= 2 * kBlockN, "Q is staged in stage 1's K and V tiles");
   constexpr int kRows = RB * kBlockM;
-  const KeyTileSmem<T, D> sm(simt::shared_memory());  // Q is staged in the K (and V) tile first
-  T* ks = sm.ks;
+  const PipedKeySmem<T, D> sm(simt::shared_memory());
   const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
   const KeySet<T> keys = fwd_keys<T>(a);
 
@@ -296,16 +312,11 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
   const int64_t b = bid / (tiles * a.H);
   const int warp = simt::thread_index() / 32, lane = simt::thread_index() % 32;
 
-  load_row_tile<T, D, kRows>(q, a.rows, b, h, i0, ks);
-  simt::sync_block();
-  WarpRows<T, D, RB> w;
-  w.init(ks, warp, lane);
-
   const int64_t warp_row0 = i0 + warp * 16 * RB;
-  int64_t row[RB][2];
+  int32_t row[RB][2];  // (positions below N + 128 < 2^31: see attends)
   LED_UNROLL
   for (int rb = 0; rb < RB; ++rb) {
-    row[rb][0] = warp_row0 + 16 * rb + lane / 4;
+    row[rb][0] = static_cast<int32_t>(warp_row0 + 16 * rb + lane / 4);
     row[rb][1] = row[rb][0] + 8;
   }
   const int64_t last_row = (i0 + kRows < a.N ? i0 + kRows : a.N) - 1;
@@ -313,14 +324,20 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
   const int64_t hi = a.window >= a.N - last_row ? a.N - 1 : last_row + a.window;
   TileList list;
   list.src = KeySource::kBand;
-  list.j_first = (lo / kBlockN) * kBlockN;
-  list.band_tiles = (hi - list.j_first) / kBlockN + 1;
+  list.j_first = static_cast<int32_t>((lo / kBlockN) * kBlockN);
+  list.band_tiles = static_cast<int32_t>((hi - list.j_first) / kBlockN + 1);
   list.extra_src = KeySource::kGlobalSlots;
   list.extra_first = 0;
-  list.extra_tiles = ceil_div(a.G, kBlockN);
+  list.extra_tiles = static_cast<int32_t>(ceil_div(a.G, kBlockN));
   if (!rows_have_live(a.key_flags, a.N, b, i0, kRows, false, lane)) list.band_tiles = list.extra_tiles = 0;
   const bool warp_live = rows_have_live(a.key_flags, a.N, b, warp_row0, 16 * RB, false, lane);
-  attend_tiles<T, D, RB, kPrefetch>(a, w, keys, list, b, h, row, warp_row0, warp_live, sm, lane);
+
+  first_key_positions<T, D>(keys, list, b, sm);
+  load_row_tile<T, D, kRows>(q, a.rows, b, h, i0, sm.row_area());
+  simt::sync_block();
+  WarpRows<T, D, RB> w;
+  w.init(sm.row_area(), warp, lane);
+  attend_tiles<T, D, RB>(a, w, keys, list, b, h, row, i0, kRows, warp_row0, warp_live, sm, lane);
   w.reduce_sums();
   const int8_t* flags = a.key_flags + b * a.N;
   LED_UNROLL
@@ -335,10 +352,9 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
 
 // Kernel B. Blocks: (key chunk fastest, then slot tile, head, batch). With one chunk the rows are
 // finished here; otherwise each chunk's partial goes to the workspace for combine_kernel.
-template <typename T, int D, bool kPrefetch>
+template <typename T, int D>
 LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
-  const KeyTileSmem<T, D> sm(simt::shared_memory());  // Q is staged in the K (and V) tile first
-  T* ks = sm.ks;
+  const PipedKeySmem<T, D> sm(simt::shared_memory());
   const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
   const KeySet<T> keys = fwd_keys<T>(a);
 
@@ -350,12 +366,7 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
   const int64_t b = bid / (a.chunks * slot_tiles * a.H);
   const int warp = simt::thread_index() / 32, lane = simt::thread_index() % 32;
 
-  load_row_tile<T, D>(q, a.rows, b, h, s0, ks);
-  simt::sync_block();
-  WarpRows<T, D, 1> w;
-  w.init(ks, warp, lane);
-
-  const int64_t unused_row[1][2] = {{0, 0}};
+  const int32_t unused_row[1][2] = {{0, 0}};
   const int64_t k_begin = chunk * a.chunk_keys;
   const int64_t k_end = k_begin + a.chunk_keys < a.N ? k_begin + a.chunk_keys : a.N;
   TileList list;
@@ -363,13 +374,19 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
   list.band_tiles = 0;
   list.j_first = 0;
   list.extra_src = KeySource::kNonPadded;
-  list.extra_first = k_begin;
-  list.extra_tiles = k_end > k_begin ? ceil_div(k_end - k_begin, kBlockN) : 0;
+  list.extra_first = static_cast<int32_t>(k_begin);
+  list.extra_tiles = static_cast<int32_t>(k_end > k_begin ? ceil_div(k_end - k_begin, kBlockN) : 0);
   // (one global token: one warp of four has a slot)
   const int64_t lane_slot = s0 + warp * 16 + lane % 16;
   const bool warp_live =
       simt::any_sync(lane_slot < a.G && slot_valid(a.key_flags, a.global_idx, a.N, a.G, b, lane_slot));
-  attend_tiles<T, D, 1, kPrefetch>(a, w, keys, list, b, h, unused_row, 0, warp_live, sm, lane);
+
+  first_key_positions<T, D>(keys, list, b, sm);
+  load_row_tile<T, D>(q, a.rows, b, h, s0, sm.row_area());
+  simt::sync_block();
+  WarpRows<T, D, 1> w;
+  w.init(sm.row_area(), warp, lane);
+  attend_tiles<T, D, 1>(a, w, keys, list, b, h, unused_row, 0, 0, 0, warp_live, sm, lane);
   w.reduce_sums();
   const int t = lane % 4;
   LED_UNROLL
@@ -445,7 +462,7 @@ inline size_t fwd_workspace_bytes(AttnKind kind, int64_t B, int64_t H, int64_t G
   return static_cast<size_t>(B * H * chunks * G * (D + 2)) * sizeof(float);
 }
 
-template <typename T, int D, int RB, bool kPrefetchA, bool kPrefetchB, typename Stream>
+template <typename T, int D, int RB, typename Stream>
 void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
   FwdArgs a;
   a.q = p.q, a.k = p.k, a.v = p.v, a.out = p.out, a.lse = p.lse;
@@ -455,10 +472,11 @@ void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
   a.scale_log2 = static_cast<float>(p.scale * 1.4426950408889634);
   a.qs = p.q_strides, a.ks = p.k_strides, a.vs = p.v_strides, a.os = p.o_strides;
   a.chunk_keys = p.N, a.chunks = 1, a.part_o = nullptr, a.part_ml = nullptr;
-  constexpr size_t smem = KeyTileSmem<T, D>::bytes();
+  constexpr size_t smem = PipedKeySmem<T, D>::bytes();
   if (p.kind == AttnKind::kBanded) {
     const int64_t blocks = p.B * p.H * ceil_div(p.N, RB * kBlockM);
-    auto kernel = banded_fwd_kernel<T, D, RB, kPrefetchA>;  // (a template-id would split the macro's arguments)
+    auto kernel = banded_fwd_kernel<T, D, RB>;  // (a template-id would split the macro's arguments)
+    LED_SET_SMEM_LIMIT(kernel, smem);
     if (launchable(blocks)) LED_LAUNCH(kernel, blocks, kThreads, smem, stream, a);
     return;
   }
@@ -469,7 +487,8 @@ void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
     a.part_ml = workspace + p.B * p.H * a.chunks * p.G * D;
   }
   const int64_t blocks = p.B * p.H * ceil_div(p.G, kBlockM) * a.chunks;
-  auto kernel = global_fwd_kernel<T, D, kPrefetchB>;
+  auto kernel = global_fwd_kernel<T, D>;
+  LED_SET_SMEM_LIMIT(kernel, smem);
   if (launchable(blocks)) LED_LAUNCH(kernel, blocks, kThreads, smem, stream, a);
   if (a.chunks > 1) {
     auto combine = combine_kernel<T, D>;
@@ -481,9 +500,8 @@ void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
 template <typename T, int D, typename Stream>
 void dispatch_variant(FwdVariant variant, const AttnFwdParams& p, float* workspace, Stream stream) {
   switch (variant) {
-    case FwdVariant::kRows32: launch_fwd<T, D, 2, false, true>(p, workspace, stream); break;
-    case FwdVariant::kPrefetch: launch_fwd<T, D, 1, true, true>(p, workspace, stream); break;
-    case FwdVariant::kPlain: launch_fwd<T, D, 1, false, false>(p, workspace, stream); break;
+    case FwdVariant::kRows32: launch_fwd<T, D, 2>(p, workspace, stream); break;
+    case FwdVariant::kRows16: launch_fwd<T, D, 1>(p, workspace, stream); break;
   }
 }
 
@@ -494,7 +512,7 @@ void dispatch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
     case 16: dispatch_variant<T, 16>(variant, p, workspace, stream); break;
     case 32: dispatch_variant<T, 32>(variant, p, workspace, stream); break;
     case 64: dispatch_variant<T, 64>(variant, p, workspace, stream); break;
-    default: launch_fwd<T, 128, 1, false, false>(p, workspace, stream); break;
+    default: launch_fwd<T, 128, 1>(p, workspace, stream); break;
   }
 }
 

@@ -1,7 +1,7 @@
 // The handful of GPU primitives the attention kernels use, behind one small interface.
 //
 // Compiled by nvcc (__CUDACC__) these are the real instructions: mma.sync m16n8k16 with fp32
-// accumulation, ldmatrix (plain and transposed), warp shuffles, __syncthreads. Compiled by a host
+// accumulation, ldmatrix (plain and transposed), cp.async, warp shuffles, __syncthreads. Compiled by a host
 // compiler with LED_SIMT_EMULATOR defined, the same names come from an emulator (tests/cuda_emu/):
 // every CUDA thread of a block is a fiber and every warp collective exchanges the lanes' registers
 // exactly as the PTX ISA defines the fragment layouts. The kernels' own code (tiling, masking, the
@@ -106,6 +106,20 @@ LED_DEVICE float fast_exp2(float x) {
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
 }
+
+// Asynchronous copies (sm_80+): 16 bytes from global to shared memory, or 16 zero bytes when `fill` is
+// false (then nothing is read and `src` need only be a valid address). A thread sees its own copies
+// after cp_async_wait_all(); other threads see them after a barrier that follows that wait.
+LED_DEVICE void cp_async_16(void* smem_dst, const void* src, bool fill) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_address(smem_dst)), "l"(src),
+               "r"(fill ? 16 : 0)
+               : "memory");
+}
+LED_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+LED_DEVICE void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// __syncthreads that also returns whether `pred` held in any thread of the block.
+LED_DEVICE int sync_block_or(int pred) { return __syncthreads_or(pred); }
 
 // A 32-bit store to (load from) global memory at a 4-byte aligned address.
 LED_DEVICE void store_u32(void* dst, uint32_t v) { *reinterpret_cast<uint32_t*>(dst) = v; }

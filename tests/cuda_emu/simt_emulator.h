@@ -18,6 +18,12 @@
 // collective's generation: a lane that runs ahead into the next collective writes the other
 // buffer, while its peers may still be reading this one.
 //
+// Asynchronous copies (cp.async). Each copy reads its source when issued and lands in shared memory
+// either at once or only at the issuing thread's next cp_async_wait_all, chosen at random: a read
+// before the wait (or before the barrier after it, by another warp) sees the poisoned bytes, and a
+// copy into a buffer that another warp still reads shows as a wrong result. A thread that ends with
+// copies it never waited for fails the launch.
+//
 // Checks. Every shared-memory access made through the primitives is bounds-checked against the
 // launch's dynamic allocation, and global accesses the kernels declare (simt::check_global)
 // against the ranges the caller registered: an out-of-bounds access throws instead of reading
@@ -27,6 +33,7 @@
 #include <ucontext.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -61,6 +68,7 @@ struct Fiber {
   int thread = 0;
   FiberState state = FiberState::kRunnable;
   const void* waiting_on = nullptr;  // the barrier a blocked fiber waits for
+  std::vector<std::pair<unsigned char*, std::array<unsigned char, 16>>> pending;  // cp.async not yet landed
 };
 
 struct Barrier {
@@ -88,6 +96,7 @@ struct Launch {
   int64_t block = 0;
   std::vector<Barrier> warp_barriers;
   Barrier block_barrier;
+  std::vector<uint8_t> block_votes;  // per block-barrier generation: sync_block_or's answer
   std::vector<Mailbox> mailboxes;
   std::vector<unsigned char> smem;
   std::function<void()> body;
@@ -172,6 +181,7 @@ inline void fiber_entry() {
   Launch& l = launch();
   try {
     l.body();
+    if (!l.current->pending.empty()) fail("a thread ended with cp.async copies it never waited for");
   } catch (const std::exception& e) {
     if (l.error.empty()) l.error = e.what();
   }
@@ -185,6 +195,7 @@ inline void run_block(Launch& l) {
     f.thread = t;
     f.state = FiberState::kRunnable;
     f.waiting_on = nullptr;
+    f.pending.clear();
     getcontext(&f.context);
     f.context.uc_stack.ss_sp = f.stack.get();
     f.context.uc_stack.ss_size = kStackBytes;
@@ -193,6 +204,7 @@ inline void run_block(Launch& l) {
   }
   for (auto& b : l.warp_barriers) b = Barrier{};
   l.block_barrier = Barrier{};
+  l.block_votes.clear();
   // Scheduling is per warp: a step runs every runnable lane of one warp up to its next
   // collective. The same warp keeps running with probability 3/4, so warps drift many
   // collectives apart between block barriers, as they may on the GPU.
@@ -286,6 +298,15 @@ inline float shfl_xor(float v, int lane_mask) {
   return out;
 }
 
+inline int sync_block_or(int pred) {
+  simt_emu::Launch& l = simt_emu::launch();
+  const uint64_t gen = l.block_barrier.generation;
+  if (l.block_votes.size() <= gen) l.block_votes.resize(gen + 1, 0);
+  if (pred) l.block_votes[gen] = 1;
+  simt_emu::arrive(l.block_barrier, l.threads, 0);
+  return l.block_votes[gen];
+}
+
 inline int any_sync(int pred) {
   simt_emu::Mailbox& box = simt_emu::mailbox();
   const int me = simt_emu::lane();
@@ -319,6 +340,31 @@ inline void check_global(const void* p, int bytes) {
     if (a >= r.begin && a + static_cast<uintptr_t>(bytes) <= r.end) return;
   }
   simt_emu::fail("global-memory access of " + std::to_string(bytes) + " bytes outside every registered tensor");
+}
+
+inline void cp_async_16(void* smem_dst, const void* src, bool fill) {
+  auto* dst = static_cast<unsigned char*>(smem_dst);
+  simt_emu::check_shared(dst, 16, "cp.async");
+  if (reinterpret_cast<uintptr_t>(dst) % 16 != 0) simt_emu::fail("cp.async: shared address not 16-byte aligned");
+  std::array<unsigned char, 16> data{};
+  if (fill) {
+    if (reinterpret_cast<uintptr_t>(src) % 16 != 0) simt_emu::fail("cp.async: global address not 16-byte aligned");
+    check_global(src, 16);
+    std::memcpy(data.data(), src, 16);
+  }
+  if (simt_emu::launch().rng() % 2 == 0) {
+    std::memcpy(dst, data.data(), 16);
+  } else {
+    simt_emu::fiber().pending.emplace_back(dst, data);
+  }
+}
+
+inline void cp_async_commit() {}
+
+inline void cp_async_wait_all() {
+  auto& pending = simt_emu::fiber().pending;
+  for (const auto& copy : pending) std::memcpy(copy.first, copy.second.data(), 16);
+  pending.clear();
 }
 
 namespace detail {
