@@ -9,8 +9,8 @@
 //
 // Kernels:
 //   delta_kernel       delta = rowsum(dO * O), one thread per row.
-//   dq_kernel          one block per 64 query rows (as the forward): S = Q K^T and dP = dO V^T from
-//                      registers, dQ += dS K. Kernel A: the band's key tiles, then the global keys;
+//   dq_kernel          one block per 64 query rows (as the forward, with its cp.async key walk,
+//                      walk_key_tiles): S = Q K^T and dP = dO V^T from registers, dQ += dS K. Kernel A: the band's key tiles, then the global keys;
 //                      kernel B: one chunk of keys, written as an fp32 partial.
 //   dkdv_kernel        one block per 64 keys, each warp owning 16 of them: S^T = K Q^T and
 //                      dP^T = V dO^T, dV += P^T dO and dK += dS^T Q over the query tiles that can
@@ -130,11 +130,7 @@ constexpr bool has_mask_free_loop() {
 
 template <typename T, int D>
 LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
-  const KeyTileSmem<T, D> sm(simt::shared_memory());  // Q and dO are staged in the K and V tiles first
-  T* ks = sm.ks;
-  T* vs = sm.vs;
-  int32_t* key_pos = sm.key_pos;
-  float* poison = sm.poison;
+  const PipedKeySmem<T, D> sm(simt::shared_memory());  // Q and dO wait in stage 1 (sm.row_area())
   const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
   const Rows<T> dout{static_cast<const T*>(a.dout), a.dos, a.M};
   const KeySet<T> keys{Rows<T>{static_cast<const T*>(a.k), a.ks, a.N}, Rows<T>{static_cast<const T*>(a.v), a.vs, a.N},
@@ -156,12 +152,34 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
   }
   const int warp = simt::thread_index() / 32, lane = simt::thread_index() % 32, t = lane % 4;
 
-  load_row_tile<T, D>(q, a.rows, b, h, i0, ks);
-  load_row_tile<T, D>(dout, a.rows, b, h, i0, vs);
-  simt::sync_block();
-  uint32_t qf[D / 16][4], df[D / 16][4];
-  load_a_fragments<D>(qf, ks, warp * 16, lane);
-  load_a_fragments<D>(df, vs, warp * 16, lane);
+  // Kernel B: one chunk of keys. Kernel A: the band's key tiles, then the global keys; none without a
+  // live row (padding; in the layer mode also global), whose dQ rows are exact zeros.
+  TileList list;
+  if (a.global_rows) {
+    const int64_t k_begin = chunk * a.chunk;
+    const int64_t k_end = k_begin + a.chunk < a.N ? k_begin + a.chunk : a.N;
+    list.src = list.extra_src = KeySource::kNonPadded;
+    list.band_tiles = list.j_first = 0;
+    list.extra_first = static_cast<int32_t>(k_begin);
+    list.extra_tiles = static_cast<int32_t>(k_end > k_begin ? ceil_div(k_end - k_begin, kBlockN) : 0);
+  } else {
+    const int64_t last_row = (i0 + kBlockM < a.N ? i0 + kBlockM : a.N) - 1;
+    const int64_t lo = a.window >= i0 ? 0 : i0 - a.window;
+    const int64_t hi = a.window >= a.N - last_row ? a.N - 1 : last_row + a.window;
+    list.src = KeySource::kBand;
+    list.j_first = static_cast<int32_t>((lo / kBlockN) * kBlockN);
+    list.band_tiles = static_cast<int32_t>((hi - list.j_first) / kBlockN + 1);
+    list.extra_src = KeySource::kGlobalSlots;
+    list.extra_first = 0;
+    list.extra_tiles = static_cast<int32_t>(ceil_div(a.G, kBlockN));
+    if (!rows_have_live(a.key_flags, a.N, b, i0, kBlockM, a.layer, lane)) list.band_tiles = list.extra_tiles = 0;
+  }
+
+  first_key_positions<T, D>(keys, list, b, sm);
+  T* q_tile = sm.row_area();
+  T* do_tile = q_tile + kBlockM * smem_row<D>();
+  load_row_tile<T, D>(q, a.rows, b, h, i0, q_tile);
+  load_row_tile<T, D>(dout, a.rows, b, h, i0, do_tile);
 
   int64_t row[2];
   bool live[2];
@@ -175,13 +193,29 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
     log2l[x] = live[x] ? stats[a.M + row[x]] : 0.0f;
     delta[x] = live[x] ? a.delta[(b * a.H + h) * a.M + row[x]] : 0.0f;
   }
+  // A warp without a live row skips the math (its dQ rows are exact zeros); not at D = 128, whose
+  // registers are full (the predicate alone makes ptxas spill). From ballots: see simt::ballot_sync.
+  bool warp_live = true, warp_all_live = false;
+  if constexpr (D <= 64) {
+    const uint32_t lanes0 = simt::ballot_sync(live[0]), lanes1 = simt::ballot_sync(live[1]);
+    warp_live = (lanes0 | lanes1) != 0u;
+    warp_all_live = (lanes0 & lanes1) == 0xffffffffu;
+  }
+  // A dead row's dS is selected to 0, and 0 times a non-finite key would reach its dQ row: with one in
+  // the block every key is checked (see needs_check below; always at D = 128, which has no ballots).
+  const bool block_has_dead = simt::sync_block_or(!warp_all_live) != 0 || D > 64;
+  uint32_t qf[D / 16][4], df[D / 16][4];
+  load_a_fragments<D>(qf, q_tile, warp * 16, lane);
+  load_a_fragments<D>(df, do_tile, warp * 16, lane);
+
   float acc[D / 8][4];
   LED_UNROLL
   for (int dn = 0; dn < D / 8; ++dn) acc[dn][0] = acc[dn][1] = acc[dn][2] = acc[dn][3] = 0.0f;
 
   // The first kCols keys of one staged key tile (the others masked): dQ += dS K. `full`: every entry
   // of the warp's 16 x kCols scores is attended (no mask, no poison: the same values without them).
-  auto attend_cols = [&](bool banded, bool full, auto cols) {
+  auto attend_cols = [&](const T* ks, const T* vs, const int32_t* key_pos, const float* poison, bool banded,
+                         bool full, auto cols) {
     constexpr int kCols = decltype(cols)::value;
     float s[kCols / 8][4], dp[kCols / 8][4];
     LED_UNROLL
@@ -202,66 +236,41 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
           s[nt][e] = p * (dp[nt][e] - delta[x]);
         } else {
           const bool keep = live[x] && attends(row[x], key_pos[col], banded, a.window);
-          s[nt][e] = keep ? p * (dp[nt][e] - delta[x]) + poison[col] : 0.0f;
+          s[nt][e] = keep ? p * (dp[nt][e] - delta[x]) + (poison != nullptr ? poison[col] : 0.0f) : 0.0f;
         }
       }
     }
     mma_p_tile<T, D, kCols>(acc, s, ks, lane);
   };
-  // A warp without a live row skips the math (its dQ rows are exact zeros); not at D = 128, whose
-  // registers are full (the predicate alone makes ptxas spill). From ballots: see simt::ballot_sync.
-  bool warp_live = true, warp_all_live = false;
-  if constexpr (D <= 64) {
-    const uint32_t lanes0 = simt::ballot_sync(live[0]), lanes1 = simt::ballot_sync(live[1]);
-    warp_live = (lanes0 | lanes1) != 0u;
-    warp_all_live = (lanes0 & lanes1) == 0xffffffffu;
-  }
-  // A whole tile (keys from j0 when banded): nothing when no key is attended (exact zeros), its first
-  // kNarrowCols keys when no later one is (block-uniform, see tile_has_any); not at D = 128 either (the
-  // second variant of the loop would spill). A clean tile that the window covers needs no mask.
-  auto attend = [&](bool banded, int64_t j0) {
+  // K is contracted over keys (dS K): its non-finite rows are zeroed where some live row of the block
+  // does not attend the key, and every key is checked when the block has a dead row.
+  auto needs_check = [&](const int32_t* key_pos, bool banded, int32_t j0, int r) {
+    return block_has_dead || key_pos[r] < 0 ||
+           (banded && !window_covers(i0, kBlockM, j0 + r, 1, a.window));
+  };
+  // A whole tile: nothing when no key is attended (exact zeros), its first kNarrowCols keys when no
+  // later one is (block-uniform, see tile_has_any); not at D = 128 either (the second variant of the
+  // loop would spill). A clean tile that the window covers needs no mask.
+  auto visit = [&](const T* ks, const T* vs, const int32_t* key_pos, const float* poison, bool banded, int32_t j0) {
     if (!warp_live || !tile_has_any(key_pos, lane)) return;
     if (D > 64 || tile_has_any(key_pos, lane, kNarrowCols)) {
-      const bool full = has_mask_free_loop<D>() && warp_all_live && tile_is_clean(key_pos, poison, lane) &&
+      const bool full = has_mask_free_loop<D>() && warp_all_live && poison == nullptr &&
+                        tile_all_keys(key_pos, lane) &&
                         (!banded || window_covers(i0 + warp * 16, 16, j0, kBlockN, a.window));
-      attend_cols(banded, full, std::integral_constant<int, kBlockN>{});
+      attend_cols(ks, vs, key_pos, poison, banded, full, std::integral_constant<int, kBlockN>{});
     } else {  // (never clean: keys past the first 16 are masked)
-      attend_cols(banded, false, std::integral_constant<int, kNarrowCols>{});
+      attend_cols(ks, vs, key_pos, poison, banded, false, std::integral_constant<int, kNarrowCols>{});
     }
   };
+  walk_key_tiles<T, D, Contracted::kKey>(keys, list, b, h, sm, needs_check, visit);
 
   if (a.global_rows) {
-    const int64_t k_begin = chunk * a.chunk;
-    const int64_t k_end = k_begin + a.chunk < a.N ? k_begin + a.chunk : a.N;
-    for (int64_t j0 = k_begin; j0 < k_end; j0 += kBlockN) {
-      simt::sync_block();
-      load_key_tile<T, D, Contracted::kKey>(keys, KeySource::kNonPadded, b, h, j0, ks, vs, key_pos, poison);
-      simt::sync_block();
-      attend(false, j0);
-    }
     const int64_t part = (b * a.H + h) * a.chunks + chunk;
     LED_UNROLL
     for (int x = 0; x < 2; ++x) {
       if (row[x] < a.G) store_acc_row_f32<D>(a.part_dq + (part * a.G + row[x]) * D, acc, x, a.scale, t);
     }
     return;
-  }
-  const int64_t last_row = (i0 + kBlockM < a.N ? i0 + kBlockM : a.N) - 1;
-  const int64_t lo = a.window >= i0 ? 0 : i0 - a.window;
-  const int64_t hi = a.window >= a.N - last_row ? a.N - 1 : last_row + a.window;
-  // no live row (padding; in the layer mode also global): dQ rows of exact zeros
-  const bool any_live = rows_have_live(a.key_flags, a.N, b, i0, kBlockM, a.layer, lane);
-  for (int64_t j0 = (lo / kBlockN) * kBlockN; any_live && j0 <= hi; j0 += kBlockN) {
-    simt::sync_block();
-    load_key_tile<T, D, Contracted::kKey>(keys, KeySource::kBand, b, h, j0, ks, vs, key_pos, poison);
-    simt::sync_block();
-    attend(true, j0);
-  }
-  for (int64_t s0 = 0; any_live && s0 < a.G; s0 += kBlockN) {
-    simt::sync_block();
-    load_key_tile<T, D, Contracted::kKey>(keys, KeySource::kGlobalSlots, b, h, s0, ks, vs, key_pos, poison);
-    simt::sync_block();
-    attend(false, s0);
   }
   T* dq = static_cast<T*>(a.dq);
   LED_UNROLL
@@ -569,7 +578,7 @@ void launch_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, f
   a.part_dv = a.global_rows ? nullptr : parts + part;
   a.part_dq = a.global_rows ? parts : nullptr;
 
-  constexpr size_t dq_smem = KeyTileSmem<T, D>::bytes();
+  constexpr size_t dq_smem = PipedKeySmem<T, D>::bytes();
   constexpr size_t dkdv_smem = dkdv_smem_bytes<D>();
   auto dq = dq_kernel<T, D>;
   auto band = dkdv_kernel<T, D, DkdvMode::kBandKeys>;
@@ -577,6 +586,7 @@ void launch_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, f
   auto keys = dkdv_kernel<T, D, DkdvMode::kAllKeys>;
   auto reduce = reduce_kernel<T, D>;
   // every opt-in before the first launch: a refusal leaves nothing half-written
+  LED_SET_SMEM_LIMIT(dq, dq_smem);
   LED_SET_SMEM_LIMIT(band, dkdv_smem);
   LED_SET_SMEM_LIMIT(global, dkdv_smem);
   LED_SET_SMEM_LIMIT(keys, dkdv_smem);

@@ -12,7 +12,9 @@
 // contracted over (V in P V, K in dS K, Q and dO in the backward's dS^T Q and P^T dO) is therefore
 // zeroed in shared memory when it holds a non-finite value, and its `poison` (NaN, else 0) is
 // added to the entries of exactly the rows (or keys) that attend it, which come out NaN as they
-// should; every other entry is bitwise what it would be without the bad row.
+// should; every other entry is bitwise what it would be without the bad row. The pipelined key walk
+// (walk_key_tiles: the forward and dQ) does this only for keys that some row of the block does not
+// attend; a key that every row attends needs neither (its values reach exactly those rows).
 #pragma once
 
 #include <cmath>
@@ -391,6 +393,74 @@ LED_DEVICE bool tile_all_keys(const int32_t* key_pos, int lane) {
   bool masked = false;
   for (int r = lane; r < kBlockN; r += 32) masked |= key_pos[r] < 0;
   return !simt::any_sync(masked);
+}
+
+// The key tiles of one block: tile t < band_tiles is the band's tile at j_first + 64 t, the rest
+// are the global-slot tiles (kernel A) or the chunk's tiles (kernel B, band_tiles = 0).
+// (Positions and counts below 2^31: 32-bit, fewer registers across the main loop.)
+struct TileList {
+  KeySource src;
+  int32_t band_tiles, j_first, extra_tiles, extra_first;
+  KeySource extra_src;
+
+  LED_DEVICE int32_t count() const { return band_tiles + extra_tiles; }
+  LED_DEVICE KeySource source(int32_t t) const { return t < band_tiles ? src : extra_src; }
+  LED_DEVICE int32_t base(int32_t t) const {
+    return t < band_tiles ? j_first + t * kBlockN : extra_first + (t - band_tiles) * kBlockN;
+  }
+};
+
+// Before walk_key_tiles: the positions of the first two tiles into the ring (visible after a barrier
+// that the caller places after it, which may also cover rows it stages in sm.row_area()).
+template <typename T, int D>
+LED_DEVICE void first_key_positions(const KeySet<T>& keys, const TileList& tiles, int64_t b,
+                                    const PipedKeySmem<T, D>& sm) {
+  const int r = simt::thread_index();
+  for (int32_t t = 0; t < 2 && t < tiles.count(); ++t) {
+    const int32_t pos = thread_key_position(keys, tiles.source(t), b, tiles.base(t));
+    if (r < kBlockN) sm.key_pos(t)[r] = pos;
+  }
+}
+
+// The pipelined walk over `tiles` (see PipedKeySmem), after first_key_positions and a barrier. Per
+// tile: wait for its copies, check this thread's chunks of the contracted tensor (kCheck) on the keys
+// `needs_check(key_pos, banded, j0, r)` names, barrier and vote, start copying the next tile, fix up
+// a poisoned tile, then `visit(ks, vs, key_pos, poison, banded, j0)` (poison null: all zeros). The
+// caller's Q-side fragments must be in registers before the walk (stage 1 is overwritten from its
+// first barrier on).
+template <typename T, int D, Contracted kCheck, typename NeedsCheck, typename Visit>
+LED_DEVICE void walk_key_tiles(const KeySet<T>& keys, const TileList& tiles, int64_t b, int64_t h,
+                               const PipedKeySmem<T, D>& sm, NeedsCheck needs_check, Visit visit) {
+  static_assert(kCheck != Contracted::kNone, "a walk checks the tensor it contracts over keys");
+  const int thread = simt::thread_index();
+  const int32_t n = tiles.count();
+  if (n > 0) issue_key_tile<T, D>(keys, tiles.source(0), b, h, tiles.base(0), sm.key_pos(0), sm.ks(0), sm.vs(0));
+  for (int32_t t = 0; t < n; ++t) {
+    const int stage = t & 1;
+    const int32_t j0 = tiles.base(t);
+    const bool banded = tiles.source(t) == KeySource::kBand;
+    const int32_t* key_pos = sm.key_pos(t);
+    T* checked = kCheck == Contracted::kKey ? sm.ks(stage) : sm.vs(stage);
+    // (its loads are in flight during this tile's math)
+    const int32_t ahead = t + 2 < n ? thread_key_position(keys, tiles.source(t + 2), b, tiles.base(t + 2)) : -1;
+    simt::cp_async_wait_all();
+    const uint32_t bad =
+        own_nonfinite_chunks<T, D>(checked, [&](int r) { return needs_check(key_pos, banded, j0, r); });
+    // every warp is done with tile t - 1 (its stage is free for tile t + 1) and sees tile t
+    const bool poisoned = simt::sync_block_or(bad != 0u) != 0;
+    if (t + 1 < n) {
+      issue_key_tile<T, D>(keys, tiles.source(t + 1), b, h, tiles.base(t + 1), sm.key_pos(t + 1), sm.ks(stage ^ 1),
+                           sm.vs(stage ^ 1));
+    }
+    if (poisoned) {
+      zero_nonfinite_rows<T, D>(checked, sm.poison, bad);
+      simt::sync_block();
+    }
+    visit(static_cast<const T*>(sm.ks(stage)), static_cast<const T*>(sm.vs(stage)), key_pos,
+          poisoned ? static_cast<const float*>(sm.poison) : nullptr, banded, j0);
+    // (tile t - 1's ring row: every warp is past its last use, the barrier above)
+    if (t + 2 < n && thread < kBlockN) sm.key_pos(t + 2)[thread] = ahead;
+  }
 }
 
 // The (b, h, slot) row of the kernels that give one warp to each row of a (B, H, G) set (the split

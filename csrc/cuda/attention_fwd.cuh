@@ -214,34 +214,7 @@ inline FwdVariant fwd_variant() {
   throw std::invalid_argument(std::string("LED_KERNELS_CUDA_FWD must be rows32 or rows16, got '") + env + "'");
 }
 
-// The key tiles of one block: tile t < band_tiles is the band's tile at j_first + 64 t, the rest
-// are the global-slot tiles (kernel A) or the chunk's tiles (kernel B, band_tiles = 0).
-// (Positions and counts below 2^31: 32-bit, fewer registers across the main loop.)
-struct TileList {
-  KeySource src;
-  int32_t band_tiles, j_first, extra_tiles, extra_first;
-  KeySource extra_src;
-
-  LED_DEVICE int32_t count() const { return band_tiles + extra_tiles; }
-  LED_DEVICE KeySource source(int32_t t) const { return t < band_tiles ? src : extra_src; }
-  LED_DEVICE int32_t base(int32_t t) const {
-    return t < band_tiles ? j_first + t * kBlockN : extra_first + (t - band_tiles) * kBlockN;
-  }
-};
-
-// Before the main loop: the positions of the first two tiles into the ring (visible after the
-// barrier that follows, which also covers the query rows staged in sm.row_area()).
-template <typename T, int D>
-LED_DEVICE void first_key_positions(const KeySet<T>& keys, const TileList& tiles, int64_t b,
-                                    const PipedKeySmem<T, D>& sm) {
-  const int r = simt::thread_index();
-  for (int32_t t = 0; t < 2 && t < tiles.count(); ++t) {
-    const int32_t pos = thread_key_position(keys, tiles.source(t), b, tiles.base(t));
-    if (r < kBlockN) sm.key_pos(t)[r] = pos;
-  }
-}
-
-// The main loop of both forward kernels over the tiles of `tiles` (pipelined, see PipedKeySmem). The
+// The main loop of both forward kernels over the tiles of `tiles` (see walk_key_tiles). The
 // block's rows are [block_row0, block_row0 + block_rows) (kernel A; their window decides which band
 // keys some row does not attend). A warp whose rows attend nothing (`warp_live` false: padding rows,
 // slots past G or invalid) only helps copy the tiles; its rows are written as zeros anyway.
@@ -250,49 +223,24 @@ LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D, RB>& w, const KeyS
                              int64_t b, int64_t h, const int32_t (&row)[RB][2], int64_t block_row0,
                              int64_t block_rows, int64_t warp_row0, bool warp_live, const PipedKeySmem<T, D>& sm,
                              int lane) {
-  const int thread = simt::thread_index();
-  const int32_t n = tiles.count();
-  if (n > 0) issue_key_tile<T, D>(keys, tiles.source(0), b, h, tiles.base(0), sm.key_pos(0), sm.ks(0), sm.vs(0));
-  for (int32_t t = 0; t < n; ++t) {
-    const int stage = t & 1;
-    const KeySource src = tiles.source(t);
-    const int32_t j0 = tiles.base(t);
-    const bool banded = src == KeySource::kBand;
-    const int32_t* key_pos = sm.key_pos(t);
-    // (its loads are in flight during this tile's math)
-    const int32_t ahead = t + 2 < n ? thread_key_position(keys, tiles.source(t + 2), b, tiles.base(t + 2)) : -1;
-    simt::cp_async_wait_all();
-    const uint32_t bad = own_nonfinite_chunks<T, D>(sm.vs(stage), [&](int r) {
-      return key_pos[r] < 0 || (banded && !window_covers(block_row0, block_rows, j0 + r, 1, a.window));
-    });
-    // every warp is done with tile t - 1 (its stage is free for tile t + 1) and sees tile t
-    const bool poisoned = simt::sync_block_or(bad != 0u) != 0;
-    if (t + 1 < n) {
-      issue_key_tile<T, D>(keys, tiles.source(t + 1), b, h, tiles.base(t + 1), sm.key_pos(t + 1), sm.ks(stage ^ 1),
-                           sm.vs(stage ^ 1));
+  auto needs_check = [&](const int32_t* key_pos, bool banded, int32_t j0, int r) {
+    return key_pos[r] < 0 || (banded && !window_covers(block_row0, block_rows, j0 + r, 1, a.window));
+  };
+  auto visit = [&](const T* ks, const T* vs, const int32_t* key_pos, const float* poison, bool banded, int32_t j0) {
+    if (!warp_live || !tile_has_any(key_pos, lane)) return;  // (it would add exact zeros)
+    const bool clean = poison == nullptr && tile_all_keys(key_pos, lane);
+    bool full[RB];
+    LED_UNROLL
+    for (int rb = 0; rb < RB; ++rb) {
+      full[rb] = clean && (!banded || window_covers(warp_row0 + 16 * rb, 16, j0, kBlockN, a.window));
     }
-    if (poisoned) {
-      zero_nonfinite_rows<T, D>(sm.vs(stage), sm.poison, bad);
-      simt::sync_block();
+    if (tile_has_any(key_pos, lane, kNarrowCols)) {
+      w.attend(ks, vs, key_pos, poison, lane, row, banded, full, a.window, a.scale_log2);
+    } else {  // e.g. the global keys of a layer with few global tokens (never a clean tile: no mask skipped)
+      w.template attend<kNarrowCols>(ks, vs, key_pos, poison, lane, row, banded, full, a.window, a.scale_log2);
     }
-    if (warp_live && tile_has_any(key_pos, lane)) {  // (else it would add exact zeros)
-      const bool clean = !poisoned && tile_all_keys(key_pos, lane);
-      bool full[RB];
-      LED_UNROLL
-      for (int rb = 0; rb < RB; ++rb) {
-        full[rb] = clean && (!banded || window_covers(warp_row0 + 16 * rb, 16, j0, kBlockN, a.window));
-      }
-      const float* poison = poisoned ? sm.poison : nullptr;
-      if (tile_has_any(key_pos, lane, kNarrowCols)) {
-        w.attend(sm.ks(stage), sm.vs(stage), key_pos, poison, lane, row, banded, full, a.window, a.scale_log2);
-      } else {  // e.g. the global keys of a layer with few global tokens (never a clean tile: no mask skipped)
-        w.template attend<kNarrowCols>(sm.ks(stage), sm.vs(stage), key_pos, poison, lane, row, banded, full,
-                                       a.window, a.scale_log2);
-      }
-    }
-    // (tile t - 1's ring row: every warp is past its last use, the barrier above)
-    if (t + 2 < n && thread < kBlockN) sm.key_pos(t + 2)[thread] = ahead;
-  }
+  };
+  walk_key_tiles<T, D, Contracted::kValue>(keys, tiles, b, h, sm, needs_check, visit);
 }
 
 // Kernel A: blocks of 64 x RB query rows (query tile fastest, then head, then batch), each warp

@@ -309,16 +309,29 @@ def test_backward_schedules_give_identical_bits(emu):
         assert torch.equal(x, y)
 
 
-# target -> position of the NaN, for kernel A's backward: local and global keys, a query row
-BWD_NAN_CASES = [("q", 70), ("k", 70), ("v", 70), ("k", 0), ("v", 0)]
+# (target, position of the NaN, padding, window), for kernel A's backward: local and global keys, a
+# query row; with a padded tail and a wide window, a key that every live row of its blocks attends
+# next to padding rows (whose dQ must stay 0)
+BWD_NAN_CASES = [
+    ("q", 70, "none", 10),
+    ("k", 70, "none", 10),
+    ("v", 70, "none", 10),
+    ("k", 0, "none", 10),
+    ("v", 0, "none", 10),
+    ("q", 130, "tail", 100),
+    ("k", 130, "tail", 100),
+    ("v", 130, "tail", 100),
+]
 
 
-@pytest.mark.parametrize("target,j0", BWD_NAN_CASES, ids=[f"{t}-{j}" for t, j in BWD_NAN_CASES])
-def test_backward_nan_reaches_only_what_depends_on_it(emu, target, j0):
+@pytest.mark.parametrize(
+    "target,j0,ppat,window", BWD_NAN_CASES, ids=["-".join(map(str, c)) for c in BWD_NAN_CASES]
+)
+def test_backward_nan_reaches_only_what_depends_on_it(emu, target, j0, ppat, window):
     """A NaN in one row of q, k or v (and in the upstream gradient of the rows it reaches) leaves every
     gradient element that does not depend on it bitwise unchanged, and makes those that do NaN."""
-    b, n, h, d, window = 1, 200, 1, 16, 10
-    (q, k, v, *_), gm, pm, gi, flags = _inputs(b, n, h, d, "first", "none", torch.float16, seed=3)
+    b, n, h, d = 1, 200, 1, 16
+    (q, k, v, *_), gm, pm, gi, flags = _inputs(b, n, h, d, "first", ppat, torch.float16, seed=3)
     allowed = _band_allowed(n, window, flags)[0]  # [query, key]
     dout = torch.randn(q.shape).to(torch.float16)
     clean_out, clean_lse = emu.attention_fwd(E.KIND_BANDED, q, k, v, flags, gi, window, 0.25)
@@ -356,6 +369,39 @@ def test_rows_that_attend_nothing_are_zero_even_with_nan_queries(emu):
         qg[0, 1] = float("nan")  # the unused slot
         gout, _ = emu.attention_fwd(E.KIND_GLOBAL, qg, kg, vg, flags, gi, 0, 0.25)
         assert (gout[0, 1] == 0).all() and torch.isfinite(gout).all()
+
+
+@pytest.mark.parametrize("n,hole", [(200, None), (700, None), (200, 100)], ids=["tail", "tail-split", "hole"])
+def test_nonfinite_keys_that_no_row_attends_change_nothing(emu, n, hole):
+    """K and V rows of padded keys (masked in kernel A's band and kernel B's sweep, yet copied with
+    their tiles, next to attended keys) holding NaN and inf change no bit of any output, statistic or
+    gradient: the first keys of a padded tail, or one padded key inside the sequence (whose band
+    tiles also reach blocks without a padding row)."""
+    ppat = "tail" if hole is None else "none"
+    (q, k, v, qg_full, kg, vg), gm, pm, gi, flags = _inputs(1, n, 1, 16, "first", ppat, torch.float16, seed=5)
+    padded = n - n // 3 + 1 if hole is None else hole
+    flags[0, padded - 1 : padded + 1] = oracle.PADDING
+    qg = gather_rows(qg_full, gi)
+    dout = torch.randn(q.shape).to(q.dtype)
+    window = 40 if hole is None else 100  # (the hole's key inside the window of whole blocks of live rows)
+
+    def run(k, v, kg, vg):
+        out, lse = emu.attention_fwd(E.KIND_BANDED, q, k, v, flags, gi, window, 0.25)
+        grads = emu.attention_bwd(E.KIND_BANDED, q, k, v, out, dout, lse, flags, gi, window, 0.25)
+        gout, glse = emu.attention_fwd(E.KIND_GLOBAL, qg, kg, vg, flags, gi, 0, 0.25)
+        ggrads = emu.attention_bwd(
+            E.KIND_GLOBAL, qg, kg, vg, gout, dout[:, : gi.shape[1]], glse, flags, gi, 0, 0.25
+        )
+        return (out, lse, *grads, gout, glse, *ggrads)
+
+    clean = run(k, v, kg, vg)
+    bad = [t.clone() for t in (k, v, kg, vg)]
+    for t in bad:
+        t[0, padded, 0, 2] = float("nan")
+        t[0, padded - 1, 0, 7] = float("inf")
+    for got, want in zip(run(*bad), clean):
+        # (dK, dV of padded keys are 0 either way)
+        assert torch.equal(got, want)
 
 
 def test_global_rows_without_keys(emu):
