@@ -202,7 +202,7 @@ struct KeySet {
 };
 
 // One tile of K and V rows held in registers between its global loads and its shared-memory
-// stores, so that the loads of the next tile can be in flight while this one is computed on.
+// stores (load_key_tile, the dK/dV kernel's keys; the forward and dQ copy theirs with cp.async).
 template <int D>
 struct KeyTileRegs {
   static constexpr int kChunks = D / 8;
@@ -247,7 +247,7 @@ LED_DEVICE void stage_key_pass(KeyTileRegs<D>& regs, int p, T* ks, T* vs, int32_
   }
 }
 
-// The whole tile into registers (to be staged later: prefetching).
+// The whole tile into registers (every load issued before the first store).
 template <typename T, int D>
 LED_DEVICE void fetch_key_tile(KeyTileRegs<D>& regs, const KeySet<T>& keys, KeySource src, int64_t b, int64_t h,
                                int64_t base) {
@@ -270,26 +270,8 @@ LED_DEVICE void load_key_tile(const KeySet<T>& keys, KeySource src, int64_t b, i
   stage_key_tile<T, D, kCheck>(regs, ks, vs, key_pos, poison);
 }
 
-// The shared memory of a block that stages key tiles (the forward kernels, dQ): the K and V tiles,
-// then each key's position and poison.
-template <typename T, int D>
-struct KeyTileSmem {
-  T* ks;
-  T* vs;
-  int32_t* key_pos;
-  float* poison;
-
-  static constexpr size_t bytes() { return 2 * tile_bytes<D>() + kBlockN * (sizeof(int32_t) + sizeof(float)); }
-
-  LED_DEVICE explicit KeyTileSmem(unsigned char* smem)
-      : ks(reinterpret_cast<T*>(smem)),
-        vs(ks + kBlockN * smem_row<D>()),
-        key_pos(reinterpret_cast<int32_t*>(vs + kBlockN * smem_row<D>())),
-        poison(reinterpret_cast<float*>(key_pos + kBlockN)) {}
-};
-
 // ---------------------------------------------------------------------------------------------
-// Key tiles through a two-stage cp.async pipeline (the forward kernels)
+// Key tiles through a two-stage cp.async pipeline (the forward kernels and dQ)
 // ---------------------------------------------------------------------------------------------
 // Tile t is copied into stage t % 2 by cp.async while the block computes on tile t - 1: its loads'
 // latency hides behind that math, and no registers hold the tile on its way (the forward's former
