@@ -156,22 +156,9 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
   // live row (padding; in the layer mode also global), whose dQ rows are exact zeros.
   TileList list;
   if (a.global_rows) {
-    const int64_t k_begin = chunk * a.chunk;
-    const int64_t k_end = k_begin + a.chunk < a.N ? k_begin + a.chunk : a.N;
-    list.src = list.extra_src = KeySource::kNonPadded;
-    list.band_tiles = list.j_first = 0;
-    list.extra_first = static_cast<int32_t>(k_begin);
-    list.extra_tiles = static_cast<int32_t>(k_end > k_begin ? ceil_div(k_end - k_begin, kBlockN) : 0);
+    list = TileList::chunk_keys(chunk * a.chunk, a.chunk, a.N);
   } else {
-    const int64_t last_row = (i0 + kBlockM < a.N ? i0 + kBlockM : a.N) - 1;
-    const int64_t lo = a.window >= i0 ? 0 : i0 - a.window;
-    const int64_t hi = a.window >= a.N - last_row ? a.N - 1 : last_row + a.window;
-    list.src = KeySource::kBand;
-    list.j_first = static_cast<int32_t>((lo / kBlockN) * kBlockN);
-    list.band_tiles = static_cast<int32_t>((hi - list.j_first) / kBlockN + 1);
-    list.extra_src = KeySource::kGlobalSlots;
-    list.extra_first = 0;
-    list.extra_tiles = static_cast<int32_t>(ceil_div(a.G, kBlockN));
+    list = TileList::band(i0, kBlockM, a.N, a.window, a.G);
     if (!rows_have_live(a.key_flags, a.N, b, i0, kBlockM, a.layer, lane)) list.band_tiles = list.extra_tiles = 0;
   }
 

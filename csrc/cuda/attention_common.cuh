@@ -385,6 +385,32 @@ struct TileList {
   int32_t band_tiles, j_first, extra_tiles, extra_first;
   KeySource extra_src;
 
+  // Kernel A's rows [i0, i0 + rows): the band's key tiles (clipped to [0, N)), then the global slots'.
+  LED_DEVICE static TileList band(int64_t i0, int64_t rows, int64_t N, int64_t window, int64_t G) {
+    const int64_t last_row = (i0 + rows < N ? i0 + rows : N) - 1;
+    const int64_t lo = window >= i0 ? 0 : i0 - window;
+    const int64_t hi = window >= N - last_row ? N - 1 : last_row + window;
+    TileList list;
+    list.src = KeySource::kBand;
+    list.j_first = static_cast<int32_t>((lo / kBlockN) * kBlockN);
+    list.band_tiles = static_cast<int32_t>((hi - list.j_first) / kBlockN + 1);
+    list.extra_src = KeySource::kGlobalSlots;
+    list.extra_first = 0;
+    list.extra_tiles = static_cast<int32_t>(ceil_div(G, kBlockN));
+    return list;
+  }
+
+  // Kernel B's chunk of keys [k_begin, k_begin + chunk) (clipped to N): every non-padded key.
+  LED_DEVICE static TileList chunk_keys(int64_t k_begin, int64_t chunk, int64_t N) {
+    const int64_t k_end = k_begin + chunk < N ? k_begin + chunk : N;
+    TileList list;
+    list.src = list.extra_src = KeySource::kNonPadded;
+    list.band_tiles = list.j_first = 0;
+    list.extra_first = static_cast<int32_t>(k_begin);
+    list.extra_tiles = static_cast<int32_t>(k_end > k_begin ? ceil_div(k_end - k_begin, kBlockN) : 0);
+    return list;
+  }
+
   LED_DEVICE int32_t count() const { return band_tiles + extra_tiles; }
   LED_DEVICE KeySource source(int32_t t) const { return t < band_tiles ? src : extra_src; }
   LED_DEVICE int32_t base(int32_t t) const {

@@ -267,16 +267,7 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
     row[rb][0] = static_cast<int32_t>(warp_row0 + 16 * rb + lane / 4);
     row[rb][1] = row[rb][0] + 8;
   }
-  const int64_t last_row = (i0 + kRows < a.N ? i0 + kRows : a.N) - 1;
-  const int64_t lo = a.window >= i0 ? 0 : i0 - a.window;
-  const int64_t hi = a.window >= a.N - last_row ? a.N - 1 : last_row + a.window;
-  TileList list;
-  list.src = KeySource::kBand;
-  list.j_first = static_cast<int32_t>((lo / kBlockN) * kBlockN);
-  list.band_tiles = static_cast<int32_t>((hi - list.j_first) / kBlockN + 1);
-  list.extra_src = KeySource::kGlobalSlots;
-  list.extra_first = 0;
-  list.extra_tiles = static_cast<int32_t>(ceil_div(a.G, kBlockN));
+  TileList list = TileList::band(i0, kRows, a.N, a.window, a.G);
   if (!rows_have_live(a.key_flags, a.N, b, i0, kRows, false, lane)) list.band_tiles = list.extra_tiles = 0;
   const bool warp_live = rows_have_live(a.key_flags, a.N, b, warp_row0, 16 * RB, false, lane);
 
@@ -315,15 +306,7 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
   const int warp = simt::thread_index() / 32, lane = simt::thread_index() % 32;
 
   const int32_t unused_row[1][2] = {{0, 0}};
-  const int64_t k_begin = chunk * a.chunk_keys;
-  const int64_t k_end = k_begin + a.chunk_keys < a.N ? k_begin + a.chunk_keys : a.N;
-  TileList list;
-  list.src = KeySource::kNonPadded;
-  list.band_tiles = 0;
-  list.j_first = 0;
-  list.extra_src = KeySource::kNonPadded;
-  list.extra_first = static_cast<int32_t>(k_begin);
-  list.extra_tiles = static_cast<int32_t>(k_end > k_begin ? ceil_div(k_end - k_begin, kBlockN) : 0);
+  const TileList list = TileList::chunk_keys(chunk * a.chunk_keys, a.chunk_keys, a.N);
   // (one global token: one warp of four has a slot)
   const int64_t lane_slot = s0 + warp * 16 + lane % 16;
   const bool warp_live =
