@@ -10,11 +10,13 @@
 // Kernels:
 //   delta_kernel       delta = rowsum(dO * O), one thread per row.
 //   dq_kernel          one block per 64 query rows (as the forward, with its cp.async key walk,
-//                      walk_key_tiles): S = Q K^T and dP = dO V^T from registers, dQ += dS K. Kernel A: the band's key tiles, then the global keys;
-//                      kernel B: one chunk of keys, written as an fp32 partial.
+//                      walk_key_tiles): S = Q K^T and dP = dO V^T from registers, dQ += dS K.
+//                      Kernel A: the band's key tiles, then the global keys; kernel B: one chunk
+//                      of keys, written as an fp32 partial.
 //   dkdv_kernel        one block per 64 keys, each warp owning 16 of them: S^T = K Q^T and
 //                      dP^T = V dO^T, dV += P^T dO and dK += dS^T Q over the query tiles that can
-//                      attend those keys. Three uses: kernel A's band keys (query rows within the
+//                      attend those keys, which arrive through the same cp.async pipeline
+//                      (walk_tiles with QueryTileStream, their statistics in its ring). Three uses: kernel A's band keys (query rows within the
 //                      window), kernel A's global keys (every query row, split into chunks, fp32
 //                      partials), kernel B's keys (every global slot).
 //   reduce_kernel      sums the chunks of a partial in chunk order and writes the rows.
@@ -28,7 +30,8 @@
 //
 // Non-finite values (attention_common.cuh): the dq kernel contracts over keys with dS K, so K rows
 // are checked (a non-finite V only reaches dP's column, which masking selects away); the dkdv kernel
-// contracts over query rows, so Q and dO rows are checked. Masked entries are selected to exactly
+// contracts over query rows, so Q and dO rows are checked. Both check only where it matters (see
+// walk_tiles). Masked entries are selected to exactly
 // 0, never computed as 0 * x.
 #pragma once
 
@@ -83,12 +86,6 @@ LED_DEVICE bool row_live(const BwdArgs& a, int64_t b, int64_t i) {
   if (a.global_rows) return slot_valid(a.key_flags, a.global_idx, a.N, a.G, b, i);
   const int8_t flag = a.key_flags[b * a.N + i];
   return a.layer ? flag == 0 : flag != 1;
-}
-
-template <int D>
-constexpr size_t dkdv_smem_bytes() {
-  // K, V, Q, dO tiles; per query row: position, m, log2 l, delta, poison
-  return 4 * tile_bytes<D>() + kBlockM * (sizeof(int32_t) + 4 * sizeof(float));
 }
 
 // delta[b, h, i] = sum_d dO[b, i, h, d] * O[b, i, h, d] in fp32; one thread per row.
@@ -266,59 +263,6 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
   }
 }
 
-// Query rows [i0, i0 + 64) of q and dout with their statistics, for the dkdv sweep; rows at or
-// past `end` or that attend nothing get position -1. A row holding a non-finite value in q or dout
-// is zeroed in both and poisoned. Up to D = 64 every pass's global loads are issued before the first
-// is checked, so that their latencies overlap (at D = 128 the registers are full: one pass at a time).
-template <typename T, int D>
-LED_DEVICE void load_query_rows(const BwdArgs& a, int64_t b, int64_t h, int64_t i0, int64_t end, T* qs, T* dos,
-                                int32_t* pos, float* m, float* log2l, float* delta, float* poison) {
-  constexpr int kChunks = D / 8;
-  constexpr int kPasses = kBlockM * kChunks / kThreads;
-  constexpr int kGroup = D <= 64 ? kPasses : 1;
-  static_assert((kBlockM * kChunks) % kThreads == 0, "whole passes only (every lane joins the shuffles)");
-  const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
-  const Rows<T> dout{static_cast<const T*>(a.dout), a.dos, a.M};
-  const float* stats = a.lse + (b * a.H + h) * 2 * a.M;
-  const float* row_delta = a.delta + (b * a.H + h) * a.M;
-  for (int p0 = 0; p0 < kPasses; p0 += kGroup) {
-    Chunk8 qx[kGroup], dx[kGroup];
-    bool live[kGroup];
-    float rm[kGroup], rl[kGroup], rd[kGroup];
-    LED_UNROLL
-    for (int g = 0; g < kGroup; ++g) {
-      const int c = simt::thread_index() + (p0 + g) * kThreads;
-      const int r = c / kChunks, col = (c % kChunks) * 8;
-      const int64_t i = i0 + r;
-      live[g] = i < end && row_live(a, b, i);
-      qx[g] = dx[g] = zero_chunk();
-      rm[g] = rl[g] = rd[g] = 0.0f;
-      if (live[g]) {
-        const int64_t stored = a.rows(b, i);
-        qx[g] = load_chunk(q.row(b, h, stored) + col);
-        dx[g] = load_chunk(dout.row(b, h, stored) + col);
-        if (col == 0) rm[g] = stats[i], rl[g] = stats[a.M + i], rd[g] = row_delta[i];
-      }
-    }
-    LED_UNROLL
-    for (int g = 0; g < kGroup; ++g) {
-      const int c = simt::thread_index() + (p0 + g) * kThreads;
-      const int r = c / kChunks, col = (c % kChunks) * 8;
-      const bool bad = row_any<D>(chunk_nonfinite<T>(qx[g]) || chunk_nonfinite<T>(dx[g]));
-      if (bad) qx[g] = dx[g] = zero_chunk();
-      store_chunk(qs + r * smem_row<D>() + col, qx[g]);
-      store_chunk(dos + r * smem_row<D>() + col, dx[g]);
-      if (col == 0) {
-        pos[r] = live[g] ? static_cast<int32_t>(i0 + r) : -1;
-        m[r] = rm[g];
-        log2l[r] = rl[g];
-        delta[r] = rd[g];
-        poison[r] = bad ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
-      }
-    }
-  }
-}
-
 // acc[16 x C] += A[16 x D] * tile[C x D]^T with A read from rows [a_row0, a_row0 + 16) of a staged
 // tile (fragments loaded per 16 dims, so they need no registers across the loop) and the first
 // C = kCols rows of `tile`.
@@ -340,18 +284,122 @@ LED_DEVICE void mma_smem_a_tile_t(float (&acc)[kCols / 8][4], const T* a_tile, i
   }
 }
 
+// Shared memory of the dkdv kernel: its 64 keys (K, V, their positions), then its query tiles (Q and
+// dO) through walk_tiles, with a ring of their per-row data. Two stages up to D = 64; at D = 128 one
+// (six tiles of 17 KB would not fit the 99 KB a block may have on sm_86 / sm_89).
+template <typename T, int D>
+struct DkdvSmem {
+  static constexpr int kStages = D <= 64 ? 2 : 1;
+  static constexpr int kTiles = 2 + 2 * kStages;
+  static constexpr int kRing = 3 * kBlockM;  // ring rows of tiles t % 3
+
+  // (only the base is kept: the kernel's registers are scarce, the offsets are constants)
+  unsigned char* base;
+
+  static constexpr size_t bytes() { return kTiles * tile_bytes<D>() + (kBlockN + 4 * kRing + kBlockM) * sizeof(float); }
+
+  LED_DEVICE explicit DkdvSmem(unsigned char* smem) : base(smem) {}
+
+  LED_DEVICE T* tile(int i) const { return reinterpret_cast<T*>(base + i * tile_bytes<D>()); }
+  LED_DEVICE T* ks() const { return tile(0); }
+  LED_DEVICE T* vs() const { return tile(1); }
+  LED_DEVICE T* qs(int stage) const { return tile(2 + 2 * stage); }
+  LED_DEVICE T* dos(int stage) const { return tile(3 + 2 * stage); }
+  LED_DEVICE float* words() const { return reinterpret_cast<float*>(base + kTiles * tile_bytes<D>()); }
+  LED_DEVICE int32_t* key_pos() const { return reinterpret_cast<int32_t*>(words()); }  // [kBlockN]
+  LED_DEVICE static int ring(int32_t t) { return (t % 3) * kBlockM; }
+  // tile t's query positions (-1: attends nothing here), the forward's row maximum (log2 domain),
+  // log2 of its row sum, and rowsum(dO * O)
+  LED_DEVICE int32_t* pos(int32_t t) const { return reinterpret_cast<int32_t*>(words() + kBlockN) + ring(t); }
+  LED_DEVICE float* m(int32_t t) const { return words() + kBlockN + kRing + ring(t); }
+  LED_DEVICE float* log2l(int32_t t) const { return words() + kBlockN + 2 * kRing + ring(t); }
+  LED_DEVICE float* delta(int32_t t) const { return words() + kBlockN + 3 * kRing + ring(t); }
+  // [kBlockM]: the current tile's, valid when its vote found a non-finite row
+  LED_DEVICE float* poison() const { return words() + kBlockN + 4 * kRing; }
+};
+
+// One query row's ring entry, read two tiles ahead by the thread that keeps it.
+struct QueryRowAhead {
+  bool live;
+  float m, log2l, delta;
+};
+
+// The dkdv kernel's query tiles as a stream for walk_tiles: tile t holds rows first + 64 t + r below
+// `end`; Q and dO are copied in place (rows at or past `end` zero-filled; kernel B in the layer mode
+// gathers its valid slots' rows through global_idx). Both are contracted over rows (dS^T Q, P^T dO),
+// so both are checked on the rows `needs_check(pos, i0, r)` names, and a row bad in either is zeroed
+// in both.
+template <typename T, int D, typename NeedsCheck>
+struct QueryTileStream {
+  static constexpr int kStages = DkdvSmem<T, D>::kStages;
+  using Ahead = QueryRowAhead;
+
+  const BwdArgs& a;
+  int64_t b, h, first, end;
+  int32_t tiles;
+  const DkdvSmem<T, D>& sm;
+  NeedsCheck needs_check;
+
+  LED_DEVICE int32_t count() const { return tiles; }
+  LED_DEVICE int64_t row0(int32_t t) const { return first + static_cast<int64_t>(t) * kBlockM; }
+  // (the statistics are read whether or not the row is live, so that no load waits for another)
+  LED_DEVICE Ahead read_ahead(int32_t t) const {
+    const int64_t i = row0(t) + simt::thread_index();
+    Ahead x{false, 0.0f, 0.0f, 0.0f};
+    if (simt::thread_index() >= kBlockM || i >= a.M) return x;
+    const float* stats = a.lse + (b * a.H + h) * 2 * a.M;
+    x.m = stats[i];
+    x.log2l = stats[a.M + i];
+    x.delta = a.delta[(b * a.H + h) * a.M + i];
+    x.live = i < end && row_live(a, b, i);
+    return x;
+  }
+  LED_DEVICE void keep_ahead(int32_t t, const Ahead& x) const {
+    const int r = simt::thread_index();
+    if (r >= kBlockM) return;
+    sm.pos(t)[r] = x.live ? static_cast<int32_t>(row0(t) + r) : -1;
+    sm.m(t)[r] = x.live ? x.m : 0.0f;
+    sm.log2l(t)[r] = x.live ? x.log2l : 0.0f;
+    sm.delta(t)[r] = x.live ? x.delta : 0.0f;
+  }
+  LED_DEVICE void issue(int32_t t, int stage) const {
+    using P = TilePasses<D>;
+    const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
+    const Rows<T> dout{static_cast<const T*>(a.dout), a.dos, a.M};
+    const int32_t* pos = sm.pos(t);
+    T* qs = sm.qs(stage);
+    T* dos = sm.dos(stage);
+    LED_UNROLL
+    for (int p = 0; p < P::kPasses; ++p) {
+      const int r = P::row(p), col = P::col(p);
+      const int64_t i = row0(t) + r;
+      bool fill;
+      int64_t from;
+      if (a.rows.by_slot) {  // a live slot is a valid one: its row is global_idx's
+        fill = pos[r] >= 0;
+        from = fill ? a.global_idx[b * a.G + pos[r]] : 0;
+      } else {
+        fill = i < end;
+        from = fill ? i : 0;  // (no bytes are read from a zero-filled row's address)
+      }
+      simt::cp_async_16(qs + r * smem_row<D>() + col, q.row(b, h, from) + col, fill);
+      simt::cp_async_16(dos + r * smem_row<D>() + col, dout.row(b, h, from) + col, fill);
+    }
+    simt::cp_async_commit();
+  }
+  LED_DEVICE uint32_t own_nonfinite(int32_t t, int stage) const {
+    const int32_t* pos = sm.pos(t);
+    const int64_t i0 = row0(t);
+    auto check = [&](int r) { return needs_check(pos, i0, r); };
+    return own_nonfinite_chunks<T, D>(sm.qs(stage), check) | own_nonfinite_chunks<T, D>(sm.dos(stage), check);
+  }
+  LED_DEVICE void zero_nonfinite(int stage, uint32_t bad) const {
+    zero_nonfinite_rows<T, D>(sm.qs(stage), sm.dos(stage), sm.poison(), bad);
+  }
+};
 template <typename T, int D, DkdvMode kMode>
 LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
-  unsigned char* smem = simt::shared_memory();
-  T* ks = reinterpret_cast<T*>(smem);
-  T* vs = ks + kBlockN * smem_row<D>();
-  T* qs = vs + kBlockN * smem_row<D>();
-  T* dos = qs + kBlockM * smem_row<D>();
-  int32_t* row_pos = reinterpret_cast<int32_t*>(dos + kBlockM * smem_row<D>());
-  float* row_m = reinterpret_cast<float*>(row_pos + kBlockM);
-  float* row_log2l = row_m + kBlockM;
-  float* row_delta = row_log2l + kBlockM;
-  float* row_poison = row_delta + kBlockM;
+  const DkdvSmem<T, D> sm(simt::shared_memory());
   const KeySet<T> keys{Rows<T>{static_cast<const T*>(a.k), a.ks, a.N}, Rows<T>{static_cast<const T*>(a.v), a.vs, a.N},
                        a.key_flags, a.global_idx, a.N, a.G};
 
@@ -384,21 +432,35 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
     }
   }
   const int warp = simt::thread_index() / 32, lane = simt::thread_index() % 32, t = lane % 4;
-  int32_t* key_pos = row_pos;  // staging only: overwritten by the first query tile
-  float* unused_poison = row_m;
-  load_key_tile<T, D, Contracted::kNone>(keys, src, b, h, base, ks, vs, key_pos, unused_poison);
+  const bool banded = kMode == DkdvMode::kBandKeys;
+
+  // Q and dO are contracted over rows: a non-finite row is zeroed where some key of the block does
+  // not attend it (a dead row, a row outside some key's window), and every row is checked when the
+  // block has a key that nothing attends, whose dK / dV rows must stay 0 (not for kernel A's global
+  // keys: such a key is a slot past G or an invalid one, whose partial rows are never reduced).
+  bool check_every_row = true;
+  auto needs_check = [&](const int32_t* pos, int64_t i0, int r) {
+    return check_every_row || pos[r] < 0 || (banded && !window_covers(i0 + r, 1, base, kBlockN, a.window));
+  };
+  const int64_t first = (begin / kBlockM) * kBlockM;
+  const QueryTileStream<T, D, decltype(needs_check)> rows{
+      a, b, h, first, end, static_cast<int32_t>(end > first ? ceil_div(end - first, kBlockM) : 0), sm, needs_check};
+  {
+    const int32_t pos = thread_key_position(keys, src, b, base);
+    if (simt::thread_index() < kBlockN) sm.key_pos()[simt::thread_index()] = pos;
+  }
+  stream_first_tiles(rows);
   simt::sync_block();
   int32_t kpos[2];
   LED_UNROLL
-  for (int x = 0; x < 2; ++x) kpos[x] = key_pos[warp * 16 + lane / 4 + 8 * x];
-  const bool banded = kMode == DkdvMode::kBandKeys;
+  for (int x = 0; x < 2; ++x) kpos[x] = sm.key_pos()[warp * 16 + lane / 4 + 8 * x];
   // Keys that no row attends get exact zeros: a tile without any skips the sweep, a warp without any
-  // (one global key: three warps of four) its math. (Read before the first query tile overwrites them.)
-  if (!tile_has_any(key_pos, lane)) begin = end = 0;
-  // (from ballots: see simt::ballot_sync)
+  // (one global key: three warps of four) its math. (from ballots: see simt::ballot_sync)
+  const bool block_has_keys = tile_has_any(sm.key_pos(), lane);
   const uint32_t key_lanes0 = simt::ballot_sync(kpos[0] >= 0), key_lanes1 = simt::ballot_sync(kpos[1] >= 0);
   const bool warp_has_keys = (key_lanes0 | key_lanes1) != 0u;
   const bool warp_all_keys = (key_lanes0 & key_lanes1) == 0xffffffffu;
+  check_every_row = kMode != DkdvMode::kGlobalKeys && !tile_all_keys(sm.key_pos(), lane);
 
   float dk[D / 8][4], dv[D / 8][4];
   LED_UNROLL
@@ -408,7 +470,8 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
   }
   // One staged query tile, its first kCols rows (the others dead): dV += P^T dO, dK += dS^T Q. `full`:
   // every entry of the warp's 16 x kCols scores is attended (no mask, no poison: the same values).
-  auto sweep_rows = [&](bool full, auto cols) {
+  auto sweep_rows = [&](const T* qs, const T* dos, const int32_t* row_pos, const float* row_m,
+                        const float* row_log2l, const float* row_delta, const float* poison, bool full, auto cols) {
     constexpr int kCols = decltype(cols)::value;
     float st[kCols / 8][4], dpt[kCols / 8][4];  // [query groups][keys g, g+8 x 2 queries]
     LED_UNROLL
@@ -416,8 +479,8 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
       LED_UNROLL
       for (int e = 0; e < 4; ++e) st[nt][e] = dpt[nt][e] = 0.0f;
     }
-    mma_smem_a_tile_t<T, D, kCols>(st, ks, warp * 16, qs, lane);
-    mma_smem_a_tile_t<T, D, kCols>(dpt, vs, warp * 16, dos, lane);
+    mma_smem_a_tile_t<T, D, kCols>(st, sm.ks(), warp * 16, qs, lane);
+    mma_smem_a_tile_t<T, D, kCols>(dpt, sm.vs(), warp * 16, dos, lane);
     LED_UNROLL
     for (int nt = 0; nt < kCols / 8; ++nt) {
       LED_UNROLL
@@ -430,7 +493,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
         } else {
           const int32_t rp = row_pos[col];
           const bool keep = rp >= 0 && attends(rp, kpos[e >> 1], banded, a.window);
-          const float pp = p + row_poison[col];
+          const float pp = p + (poison != nullptr ? poison[col] : 0.0f);
           st[nt][e] = keep ? pp : 0.0f;
           dpt[nt][e] = keep ? pp * (dpt[nt][e] - row_delta[col]) : 0.0f;
         }
@@ -439,19 +502,26 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
     mma_p_tile<T, D, kCols>(dv, st, dos, lane);
     mma_p_tile<T, D, kCols>(dk, dpt, qs, lane);
   };
-  for (int64_t i0 = (begin / kBlockM) * kBlockM; i0 < end; i0 += kBlockM) {
-    simt::sync_block();  // the previous tile (or the key positions above) is consumed
-    load_query_rows<T, D>(a, b, h, i0, end, qs, dos, row_pos, row_m, row_log2l, row_delta, row_poison);
-    simt::sync_block();
-    if (!warp_has_keys || !tile_has_any(row_pos, lane)) continue;  // nothing attended: exact zeros
+  auto visit = [&](int32_t tile, int stage, bool poisoned) {
+    const int32_t* row_pos = sm.pos(tile);
+    if (!warp_has_keys || !tile_has_any(row_pos, lane)) return;  // nothing attended: exact zeros
+    const float* poison = poisoned ? static_cast<const float*>(sm.poison()) : nullptr;
     if (D > 64 || tile_has_any(row_pos, lane, kNarrowCols)) {
       // a clean tile of live rows that the window covers (from the warp's keys) needs no mask
-      const bool full = has_mask_free_loop<D>() && warp_all_keys && tile_is_clean(row_pos, row_poison, lane) &&
-                        (!banded || window_covers(i0, kBlockM, base + warp * 16, 16, a.window));
-      sweep_rows(full, std::integral_constant<int, kBlockM>{});
+      const bool full = has_mask_free_loop<D>() && warp_all_keys && !poisoned && tile_all_keys(row_pos, lane) &&
+                        (!banded || window_covers(rows.row0(tile), kBlockM, base + warp * 16, 16, a.window));
+      sweep_rows(sm.qs(stage), sm.dos(stage), row_pos, sm.m(tile), sm.log2l(tile), sm.delta(tile), poison, full,
+                 std::integral_constant<int, kBlockM>{});
     } else {  // e.g. kernel B's slots with up to 16 global tokens (not at D = 128: registers); never clean
-      sweep_rows(false, std::integral_constant<int, kNarrowCols>{});
+      sweep_rows(sm.qs(stage), sm.dos(stage), row_pos, sm.m(tile), sm.log2l(tile), sm.delta(tile), poison, false,
+                 std::integral_constant<int, kNarrowCols>{});
     }
+  };
+  if (block_has_keys && rows.count() > 0) {
+    // the block's keys, copied in place (a masked key's entries are selected to 0, and K and V are not
+    // contracted over keys here); waited for with the first query tile
+    issue_key_tile<T, D>(keys, src, b, h, base, sm.key_pos(), sm.ks(), sm.vs());
+    walk_tiles(rows, visit);
   }
 
   LED_UNROLL
@@ -566,7 +636,7 @@ void launch_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, f
   a.part_dq = a.global_rows ? parts : nullptr;
 
   constexpr size_t dq_smem = PipedKeySmem<T, D>::bytes();
-  constexpr size_t dkdv_smem = dkdv_smem_bytes<D>();
+  constexpr size_t dkdv_smem = DkdvSmem<T, D>::bytes();
   auto dq = dq_kernel<T, D>;
   auto band = dkdv_kernel<T, D, DkdvMode::kBandKeys>;
   auto global = dkdv_kernel<T, D, DkdvMode::kGlobalKeys>;

@@ -12,9 +12,10 @@
 // contracted over (V in P V, K in dS K, Q and dO in the backward's dS^T Q and P^T dO) is therefore
 // zeroed in shared memory when it holds a non-finite value, and its `poison` (NaN, else 0) is
 // added to the entries of exactly the rows (or keys) that attend it, which come out NaN as they
-// should; every other entry is bitwise what it would be without the bad row. The pipelined key walk
-// (walk_key_tiles: the forward and dQ) does this only for keys that some row of the block does not
-// attend; a key that every row attends needs neither (its values reach exactly those rows).
+// should; every other entry is bitwise what it would be without the bad row. The pipelined walk
+// (walk_tiles: the key tiles of the forward and dQ, the query tiles of dK/dV) does this only for rows
+// that something in the block does not attend; a row that everything attends needs neither (its
+// values reach exactly what attends it).
 #pragma once
 
 #include <cmath>
@@ -201,98 +202,121 @@ struct KeySet {
   }
 };
 
-// One tile of K and V rows held in registers between its global loads and its shared-memory
-// stores (load_key_tile, the dK/dV kernel's keys; the forward and dQ copy theirs with cp.async).
-template <int D>
-struct KeyTileRegs {
-  static constexpr int kChunks = D / 8;
-  static constexpr int kPasses = kBlockN * kChunks / kThreads;
-  static_assert(kChunks <= 32 && (32 % kChunks) == 0, "a row's chunks must sit in one warp");
-  static_assert((kBlockN * kChunks) % kThreads == 0, "whole passes only (every lane joins the shuffles)");
-  Chunk8 k[kPasses], v[kPasses];
-  int32_t pos[kPasses];
-};
-
-// Pass p of a tile (D / 8 consecutive lanes per key row, kPasses passes over the 64 rows).
-template <typename T, int D>
-LED_DEVICE void fetch_key_pass(KeyTileRegs<D>& regs, int p, const KeySet<T>& keys, KeySource src, int64_t b,
-                               int64_t h, int64_t base) {
-  using R = KeyTileRegs<D>;
-  const int c = simt::thread_index() + p * kThreads;
-  const int r = c / R::kChunks, col = (c % R::kChunks) * 8;
-  const int32_t j = keys.position(src, b, base, r);
-  regs.pos[p] = j;
-  regs.k[p] = j >= 0 ? load_chunk(keys.k.row(b, h, j) + col) : zero_chunk();
-  regs.v[p] = j >= 0 ? load_chunk(keys.v.row(b, h, j) + col) : zero_chunk();
-}
-
-// Pass p of a fetched tile into shared memory, with each row's position (-1: masked, zero rows)
-// and the poison of the contracted tensor (zeroed when non-finite).
-template <typename T, int D, Contracted kCheck>
-LED_DEVICE void stage_key_pass(KeyTileRegs<D>& regs, int p, T* ks, T* vs, int32_t* key_pos, float* poison) {
-  using R = KeyTileRegs<D>;
-  const int c = simt::thread_index() + p * kThreads;
-  const int r = c / R::kChunks, col = (c % R::kChunks) * 8;
-  bool bad = false;
-  if (kCheck != Contracted::kNone) {
-    bad = row_any<D>(chunk_nonfinite<T>(kCheck == Contracted::kKey ? regs.k[p] : regs.v[p]));
-    if (bad && kCheck == Contracted::kKey) regs.k[p] = zero_chunk();
-    if (bad && kCheck == Contracted::kValue) regs.v[p] = zero_chunk();
-  }
-  store_chunk(ks + r * smem_row<D>() + col, regs.k[p]);
-  store_chunk(vs + r * smem_row<D>() + col, regs.v[p]);
-  if (col == 0) {
-    key_pos[r] = regs.pos[p];
-    poison[r] = bad ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
-  }
-}
-
-// The whole tile into registers (every load issued before the first store).
-template <typename T, int D>
-LED_DEVICE void fetch_key_tile(KeyTileRegs<D>& regs, const KeySet<T>& keys, KeySource src, int64_t b, int64_t h,
-                               int64_t base) {
-  LED_UNROLL
-  for (int p = 0; p < KeyTileRegs<D>::kPasses; ++p) fetch_key_pass<T, D>(regs, p, keys, src, b, h, base);
-}
-
-template <typename T, int D, Contracted kCheck>
-LED_DEVICE void stage_key_tile(KeyTileRegs<D>& regs, T* ks, T* vs, int32_t* key_pos, float* poison) {
-  LED_UNROLL
-  for (int p = 0; p < KeyTileRegs<D>::kPasses; ++p) stage_key_pass<T, D, kCheck>(regs, p, ks, vs, key_pos, poison);
-}
-
-// Straight into shared memory, pass by pass (only one pass's chunks live in registers).
-template <typename T, int D, Contracted kCheck>
-LED_DEVICE void load_key_tile(const KeySet<T>& keys, KeySource src, int64_t b, int64_t h, int64_t base, T* ks, T* vs,
-                              int32_t* key_pos, float* poison) {
-  KeyTileRegs<D> regs;
-  fetch_key_tile<T, D>(regs, keys, src, b, h, base);
-  stage_key_tile<T, D, kCheck>(regs, ks, vs, key_pos, poison);
-}
-
 // ---------------------------------------------------------------------------------------------
-// Key tiles through a two-stage cp.async pipeline (the forward kernels and dQ)
+// Tiles through a cp.async pipeline (walk_tiles): the key tiles of the forward kernels and dQ, the
+// query tiles of the dK/dV kernel
 // ---------------------------------------------------------------------------------------------
 // Tile t is copied into stage t % 2 by cp.async while the block computes on tile t - 1: its loads'
 // latency hides behind that math, and no registers hold the tile on its way (the forward's former
 // register prefetch cost 2 D / 16 of them, and its loop without prefetch waited out every load).
-// One barrier per tile. A tile's key positions (its mask, and the rows a global-slot tile gathers)
-// are read by one thread per key a tile earlier still, into a ring of three rows.
+// One barrier per tile. A tile's small per-row data (positions: its mask, and the rows a gathered
+// tile copies; the dK/dV kernel's row statistics) is read by one thread per row a tile earlier
+// still, into a ring of three rows.
 //
-// Masked keys of band and non-padded tiles are copied as they are (only rows past N are zero-filled)
-// and masked by their position. Non-finite rows of the contracted tensor (see the top of this file)
-// are zeroed only where it matters: a key that some row of the block does not attend (a masked key,
-// a key outside some row's window). A key that every row attends spreads its non-finite values to
-// exactly the rows that attend it, through the tensor cores' own arithmetic. So a tile's check costs
-// its own copies' bits, and the fix-up (zeroing, poison) runs only when a block's vote finds one.
+// Rows that are masked are copied as they are where they exist (only rows past the end, or with no
+// storage, are zero-filled) and masked by their position. Non-finite rows of the contracted tensors
+// (see the top of this file) are zeroed only where it matters: a row of the tile that some row (or
+// key) of the block does not attend, for instance a masked key or a key outside some row's window.
+// A row that everything in the block attends spreads its non-finite values to exactly what attends
+// it, through the tensor cores' own arithmetic. So a tile's check costs its own copies' bits, and the
+// fix-up (zeroing, poison) runs only when a block's vote finds one.
 
-template <typename T, int D>
-struct PipedKeySmem {
+// The passes in which the block's threads cover a tile of 64 rows, D / 8 16-byte chunks per row.
+template <int D>
+struct TilePasses {
   static constexpr int kChunks = D / 8;
   static constexpr int kPasses = kBlockN * kChunks / kThreads;
+  static_assert(kBlockM == kBlockN, "key and query tiles share the pass layout");
   static_assert(kChunks <= 32 && (32 % kChunks) == 0, "a row's chunks must sit in one warp");
   static_assert((kBlockN * kChunks) % kThreads == 0 && kPasses <= 32, "whole passes only");
 
+  LED_DEVICE static int row(int p) { return (simt::thread_index() + p * kThreads) / kChunks; }
+  LED_DEVICE static int col(int p) { return ((simt::thread_index() + p * kThreads) % kChunks) * 8; }
+};
+
+// After cp_async_wait_all: bit p set when the chunk this thread copied in pass p into `tile` holds a
+// non-finite value and its row needs the check (`needs_check(r)`, see above).
+template <typename T, int D, typename NeedsCheck>
+LED_DEVICE uint32_t own_nonfinite_chunks(const T* tile, NeedsCheck needs_check) {
+  using P = TilePasses<D>;
+  uint32_t bad = 0;
+  LED_UNROLL
+  for (int p = 0; p < P::kPasses; ++p) {
+    const int r = P::row(p), col = P::col(p);
+    if (!needs_check(r)) continue;
+    const uint4 v = *reinterpret_cast<const uint4*>(tile + r * smem_row<D>() + col);  // one 16-byte read
+    if (chunk_nonfinite<T>(Chunk8{{v.x, v.y, v.z, v.w}})) bad |= 1u << p;
+  }
+  return bad;
+}
+
+// The slow path of a tile whose vote found a non-finite chunk (block-uniform, every thread joins):
+// the rows holding one (in any of the checked tiles: `bad` from own_nonfinite_chunks of each, or'ed)
+// are zeroed in `tile` and `other` (when not null) and their poison set to NaN, the others' to 0.
+template <typename T, int D>
+LED_DEVICE void zero_nonfinite_rows(T* tile, T* other, float* poison, uint32_t bad) {
+  using P = TilePasses<D>;
+  LED_UNROLL
+  for (int p = 0; p < P::kPasses; ++p) {
+    const int r = P::row(p), col = P::col(p);
+    const bool row_bad = row_any<D>(((bad >> p) & 1u) != 0u);
+    if (row_bad) store_chunk(tile + r * smem_row<D>() + col, zero_chunk());
+    if (row_bad && other != nullptr) store_chunk(other + r * smem_row<D>() + col, zero_chunk());
+    if (col == 0) poison[r] = row_bad ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+  }
+}
+
+// Before walk_tiles: the ring rows of the first two tiles (visible after a barrier that the caller
+// places after it, which may also cover rows it stages elsewhere).
+template <typename Stream>
+LED_DEVICE void stream_first_tiles(const Stream& s) {
+  for (int32_t t = 0; t < 2 && t < s.count(); ++t) s.keep_ahead(t, s.read_ahead(t));
+}
+
+// The pipelined walk over the tiles of a stream, after stream_first_tiles and a barrier. A stream
+// (KeyTileStream below, QueryTileStream in attention_bwd.cuh) gives
+//   kStages                             2, or 1 where two stages would not fit in shared memory
+//                                       (then tile t + 1 is copied after tile t's math: no overlap)
+//   count()                             its number of tiles
+//   read_ahead(t) / keep_ahead(t, x)    this thread's share of tile t's ring row, read into
+//                                       registers / kept in the ring (ring row t % 3)
+//   issue(t, stage)                     starts copying tile t into `stage` (may read its ring row)
+//   own_nonfinite(t, stage)             after the wait: own_nonfinite_chunks of the tensors that
+//                                       are contracted over the tile's rows, or'ed
+//   zero_nonfinite(stage, bad)          zero_nonfinite_rows of those tensors
+// Per tile: wait for its copies, check, barrier and vote, start copying the next tile, fix up a
+// poisoned tile, `visit(t, stage, poisoned)`, keep the ring row read two tiles ahead.
+template <typename Stream, typename Visit>
+LED_DEVICE void walk_tiles(const Stream& s, Visit visit) {
+  constexpr int kStages = Stream::kStages;
+  static_assert(kStages == 1 || kStages == 2, "one or two stages");
+  const int32_t n = s.count();
+  if (n > 0) s.issue(0, 0);
+  for (int32_t t = 0; t < n; ++t) {
+    const int stage = kStages == 2 ? t & 1 : 0;
+    typename Stream::Ahead ahead{};
+    if (t + 2 < n) ahead = s.read_ahead(t + 2);  // (its loads are in flight during this tile's math)
+    simt::cp_async_wait_all();
+    const uint32_t bad = s.own_nonfinite(t, stage);
+    // every warp is done with tile t - 1 (its stage is free for tile t + 1) and sees tile t
+    const bool poisoned = simt::sync_block_or(bad != 0u) != 0;
+    if (kStages == 2 && t + 1 < n) s.issue(t + 1, stage ^ 1);
+    if (poisoned) {
+      s.zero_nonfinite(stage, bad);
+      simt::sync_block();
+    }
+    visit(t, stage, poisoned);
+    // (tile t - 1's ring row: every warp is past its last use, the barrier above)
+    if (t + 2 < n) s.keep_ahead(t + 2, ahead);
+    if (kStages == 1 && t + 1 < n) {
+      simt::sync_block();  // every warp is done with the one stage
+      s.issue(t + 1, 0);
+    }
+  }
+}
+
+template <typename T, int D>
+struct PipedKeySmem {
   unsigned char* base;
   int32_t* pos_ring;  // [3][kBlockN]: positions of tiles t % 3 (-1: masked)
   float* poison;      // [kBlockN]: the current tile's, valid when its vote found a non-finite row
@@ -323,11 +347,10 @@ LED_DEVICE int32_t thread_key_position(const KeySet<T>& keys, KeySource src, int
 template <typename T, int D>
 LED_DEVICE void issue_key_tile(const KeySet<T>& keys, KeySource src, int64_t b, int64_t h, int64_t base,
                                const int32_t* key_pos, T* ks, T* vs) {
-  using S = PipedKeySmem<T, D>;
+  using P = TilePasses<D>;
   LED_UNROLL
-  for (int p = 0; p < S::kPasses; ++p) {
-    const int c = simt::thread_index() + p * kThreads;
-    const int r = c / S::kChunks, col = (c % S::kChunks) * 8;
+  for (int p = 0; p < P::kPasses; ++p) {
+    const int r = P::row(p), col = P::col(p);
     const bool gathered = src == KeySource::kGlobalSlots;
     const int64_t j = gathered ? key_pos[r] : base + r;
     const bool fill = gathered ? j >= 0 : j < keys.N;
@@ -336,38 +359,6 @@ LED_DEVICE void issue_key_tile(const KeySet<T>& keys, KeySource src, int64_t b, 
     simt::cp_async_16(vs + r * smem_row<D>() + col, keys.v.row(b, h, from) + col, fill);
   }
   simt::cp_async_commit();
-}
-
-// After cp_async_wait_all: bit p set when the chunk this thread copied in pass p into `tile` holds a
-// non-finite value and its key needs the check (`needs_check(r)`, see above).
-template <typename T, int D, typename NeedsCheck>
-LED_DEVICE uint32_t own_nonfinite_chunks(const T* tile, NeedsCheck needs_check) {
-  using S = PipedKeySmem<T, D>;
-  uint32_t bad = 0;
-  LED_UNROLL
-  for (int p = 0; p < S::kPasses; ++p) {
-    const int c = simt::thread_index() + p * kThreads;
-    const int r = c / S::kChunks, col = (c % S::kChunks) * 8;
-    if (!needs_check(r)) continue;
-    const uint4 v = *reinterpret_cast<const uint4*>(tile + r * smem_row<D>() + col);  // one 16-byte read
-    if (chunk_nonfinite<T>(Chunk8{{v.x, v.y, v.z, v.w}})) bad |= 1u << p;
-  }
-  return bad;
-}
-
-// The slow path of a tile whose vote found a non-finite chunk (block-uniform, every thread joins):
-// the rows holding one are zeroed and their poison set to NaN, the others' to 0.
-template <typename T, int D>
-LED_DEVICE void zero_nonfinite_rows(T* tile, float* poison, uint32_t bad) {
-  using S = PipedKeySmem<T, D>;
-  LED_UNROLL
-  for (int p = 0; p < S::kPasses; ++p) {
-    const int c = simt::thread_index() + p * kThreads;
-    const int r = c / S::kChunks, col = (c % S::kChunks) * 8;
-    const bool row_bad = row_any<D>(((bad >> p) & 1u) != 0u);
-    if (row_bad) store_chunk(tile + r * smem_row<D>() + col, zero_chunk());
-    if (col == 0) poison[r] = row_bad ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
-  }
 }
 
 // Whether every key of a staged tile is attendable (warp-uniform).
@@ -418,57 +409,63 @@ struct TileList {
   }
 };
 
-// Before walk_key_tiles: the positions of the first two tiles into the ring (visible after a barrier
-// that the caller places after it, which may also cover rows it stages in sm.row_area()).
+// The key tiles of a TileList as a stream for walk_tiles: positions in the ring, K and V staged in
+// PipedKeySmem, the contracted tensor (kCheck) checked on the keys `needs_check(key_pos, banded,
+// j0, r)` names.
+struct NoCheck {};
+
+template <typename T, int D, Contracted kCheck, typename NeedsCheck = NoCheck>
+struct KeyTileStream {
+  static constexpr int kStages = 2;
+  using Ahead = int32_t;
+
+  const KeySet<T>& keys;
+  const TileList& tiles;
+  int64_t b, h;
+  const PipedKeySmem<T, D>& sm;
+  NeedsCheck needs_check;
+
+  LED_DEVICE int32_t count() const { return tiles.count(); }
+  LED_DEVICE bool banded(int32_t t) const { return tiles.source(t) == KeySource::kBand; }
+  LED_DEVICE Ahead read_ahead(int32_t t) const { return thread_key_position(keys, tiles.source(t), b, tiles.base(t)); }
+  LED_DEVICE void keep_ahead(int32_t t, Ahead pos) const {
+    if (simt::thread_index() < kBlockN) sm.key_pos(t)[simt::thread_index()] = pos;
+  }
+  LED_DEVICE void issue(int32_t t, int stage) const {
+    issue_key_tile<T, D>(keys, tiles.source(t), b, h, tiles.base(t), sm.key_pos(t), sm.ks(stage), sm.vs(stage));
+  }
+  LED_DEVICE T* checked(int stage) const { return kCheck == Contracted::kKey ? sm.ks(stage) : sm.vs(stage); }
+  LED_DEVICE uint32_t own_nonfinite(int32_t t, int stage) const {
+    static_assert(kCheck != Contracted::kNone, "a walk checks the tensor it contracts over keys");
+    const int32_t* key_pos = sm.key_pos(t);
+    const bool band = banded(t);
+    const int32_t j0 = tiles.base(t);
+    return own_nonfinite_chunks<T, D>(checked(stage), [&](int r) { return needs_check(key_pos, band, j0, r); });
+  }
+  LED_DEVICE void zero_nonfinite(int stage, uint32_t bad) const {
+    zero_nonfinite_rows<T, D>(checked(stage), nullptr, sm.poison, bad);
+  }
+};
+
+// Before walk_key_tiles: the positions of the first two tiles into the ring (see stream_first_tiles).
 template <typename T, int D>
 LED_DEVICE void first_key_positions(const KeySet<T>& keys, const TileList& tiles, int64_t b,
                                     const PipedKeySmem<T, D>& sm) {
-  const int r = simt::thread_index();
-  for (int32_t t = 0; t < 2 && t < tiles.count(); ++t) {
-    const int32_t pos = thread_key_position(keys, tiles.source(t), b, tiles.base(t));
-    if (r < kBlockN) sm.key_pos(t)[r] = pos;
-  }
+  stream_first_tiles(KeyTileStream<T, D, Contracted::kNone>{keys, tiles, b, 0, sm, NoCheck{}});
 }
 
-// The pipelined walk over `tiles` (see PipedKeySmem), after first_key_positions and a barrier. Per
-// tile: wait for its copies, check this thread's chunks of the contracted tensor (kCheck) on the keys
-// `needs_check(key_pos, banded, j0, r)` names, barrier and vote, start copying the next tile, fix up
-// a poisoned tile, then `visit(ks, vs, key_pos, poison, banded, j0)` (poison null: all zeros). The
-// caller's Q-side fragments must be in registers before the walk (stage 1 is overwritten from its
-// first barrier on).
+// The pipelined walk over the key tiles of `tiles`, after first_key_positions and a barrier:
+// `visit(ks, vs, key_pos, poison, banded, j0)` per tile (poison null: all zeros). The caller's
+// Q-side fragments must be in registers before the walk (stage 1 is overwritten from its first
+// barrier on).
 template <typename T, int D, Contracted kCheck, typename NeedsCheck, typename Visit>
 LED_DEVICE void walk_key_tiles(const KeySet<T>& keys, const TileList& tiles, int64_t b, int64_t h,
                                const PipedKeySmem<T, D>& sm, NeedsCheck needs_check, Visit visit) {
-  static_assert(kCheck != Contracted::kNone, "a walk checks the tensor it contracts over keys");
-  const int thread = simt::thread_index();
-  const int32_t n = tiles.count();
-  if (n > 0) issue_key_tile<T, D>(keys, tiles.source(0), b, h, tiles.base(0), sm.key_pos(0), sm.ks(0), sm.vs(0));
-  for (int32_t t = 0; t < n; ++t) {
-    const int stage = t & 1;
-    const int32_t j0 = tiles.base(t);
-    const bool banded = tiles.source(t) == KeySource::kBand;
-    const int32_t* key_pos = sm.key_pos(t);
-    T* checked = kCheck == Contracted::kKey ? sm.ks(stage) : sm.vs(stage);
-    // (its loads are in flight during this tile's math)
-    const int32_t ahead = t + 2 < n ? thread_key_position(keys, tiles.source(t + 2), b, tiles.base(t + 2)) : -1;
-    simt::cp_async_wait_all();
-    const uint32_t bad =
-        own_nonfinite_chunks<T, D>(checked, [&](int r) { return needs_check(key_pos, banded, j0, r); });
-    // every warp is done with tile t - 1 (its stage is free for tile t + 1) and sees tile t
-    const bool poisoned = simt::sync_block_or(bad != 0u) != 0;
-    if (t + 1 < n) {
-      issue_key_tile<T, D>(keys, tiles.source(t + 1), b, h, tiles.base(t + 1), sm.key_pos(t + 1), sm.ks(stage ^ 1),
-                           sm.vs(stage ^ 1));
-    }
-    if (poisoned) {
-      zero_nonfinite_rows<T, D>(checked, sm.poison, bad);
-      simt::sync_block();
-    }
-    visit(static_cast<const T*>(sm.ks(stage)), static_cast<const T*>(sm.vs(stage)), key_pos,
-          poisoned ? static_cast<const float*>(sm.poison) : nullptr, banded, j0);
-    // (tile t - 1's ring row: every warp is past its last use, the barrier above)
-    if (t + 2 < n && thread < kBlockN) sm.key_pos(t + 2)[thread] = ahead;
-  }
+  const KeyTileStream<T, D, kCheck, NeedsCheck> stream{keys, tiles, b, h, sm, needs_check};
+  walk_tiles(stream, [&](int32_t t, int stage, bool poisoned) {
+    visit(static_cast<const T*>(sm.ks(stage)), static_cast<const T*>(sm.vs(stage)), sm.key_pos(t),
+          poisoned ? static_cast<const float*>(sm.poison) : nullptr, stream.banded(t), tiles.base(t));
+  });
 }
 
 // The (b, h, slot) row of the kernels that give one warp to each row of a (B, H, G) set (the split

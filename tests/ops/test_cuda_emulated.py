@@ -309,27 +309,31 @@ def test_backward_schedules_give_identical_bits(emu):
         assert torch.equal(x, y)
 
 
-# (target, position of the NaN, padding, window), for kernel A's backward: local and global keys, a
-# query row; with a padded tail and a wide window, a key that every live row of its blocks attends
-# next to padding rows (whose dQ must stay 0)
+# (target, position of the NaN, padding, window, NaN upstream gradient), for kernel A's backward:
+# local and global keys, a query row; with a padded tail and a wide window, a key that every live row
+# of its blocks attends next to padding rows (whose dQ must stay 0); a NaN query row whose loss
+# ignores it (a finite upstream gradient: only q is non-finite where the dK / dV kernel reads it)
 BWD_NAN_CASES = [
-    ("q", 70, "none", 10),
-    ("k", 70, "none", 10),
-    ("v", 70, "none", 10),
-    ("k", 0, "none", 10),
-    ("v", 0, "none", 10),
-    ("q", 130, "tail", 100),
-    ("k", 130, "tail", 100),
-    ("v", 130, "tail", 100),
+    ("q", 70, "none", 10, True),
+    ("k", 70, "none", 10, True),
+    ("v", 70, "none", 10, True),
+    ("k", 0, "none", 10, True),
+    ("v", 0, "none", 10, True),
+    ("q", 130, "tail", 100, True),
+    ("k", 130, "tail", 100, True),
+    ("v", 130, "tail", 100, True),
+    ("q", 70, "none", 10, False),
+    ("q", 130, "tail", 100, False),
 ]
 
 
 @pytest.mark.parametrize(
-    "target,j0,ppat,window", BWD_NAN_CASES, ids=["-".join(map(str, c)) for c in BWD_NAN_CASES]
+    "target,j0,ppat,window,nan_dout", BWD_NAN_CASES, ids=["-".join(map(str, c)) for c in BWD_NAN_CASES]
 )
-def test_backward_nan_reaches_only_what_depends_on_it(emu, target, j0, ppat, window):
-    """A NaN in one row of q, k or v (and in the upstream gradient of the rows it reaches) leaves every
-    gradient element that does not depend on it bitwise unchanged, and makes those that do NaN."""
+def test_backward_nan_reaches_only_what_depends_on_it(emu, target, j0, ppat, window, nan_dout):
+    """A NaN in one row of q, k or v (and in the upstream gradient of the rows it reaches, unless the
+    loss ignores them) leaves every gradient element that does not depend on it bitwise unchanged, and
+    makes those that do NaN."""
     b, n, h, d = 1, 200, 1, 16
     (q, k, v, *_), gm, pm, gi, flags = _inputs(b, n, h, d, "first", ppat, torch.float16, seed=3)
     allowed = _band_allowed(n, window, flags)[0]  # [query, key]
@@ -345,7 +349,8 @@ def test_backward_nan_reaches_only_what_depends_on_it(emu, target, j0, ppat, win
         rows = allowed[:, j0].clone()
     keys = (allowed & rows[:, None]).any(0)  # keys those rows attend
     dout_bad = dout.clone()
-    dout_bad[0, rows] = float("nan")  # what a loss of the NaN rows hands back
+    if nan_dout:
+        dout_bad[0, rows] = float("nan")  # what a loss of the NaN rows hands back
     out, lse = emu.attention_fwd(E.KIND_BANDED, *inputs.values(), flags, gi, window, 0.25)
     assert out[0, rows].isnan().any(-1).all() and torch.equal(out[0, ~rows], clean_out[0, ~rows])
     grads = emu.attention_bwd(E.KIND_BANDED, *inputs.values(), out, dout_bad, lse, flags, gi, window, 0.25)
@@ -354,6 +359,38 @@ def test_backward_nan_reaches_only_what_depends_on_it(emu, target, j0, ppat, win
             f"d{name} changed where it does not depend on the NaN"
         )
         assert g[0, may].isnan().any(dim=-1).all(), f"d{name}: an element that depends on the NaN is not NaN"
+
+
+@pytest.mark.parametrize("n", [200, 700], ids=["one-chunk", "split"])
+def test_nan_rows_that_attend_nothing_change_no_gradient(emu, n):
+    """Query rows that attend nothing (two padding rows inside the sequence, within the window of whole
+    tiles of live keys; in kernel B an unused slot) holding NaN in q and in the upstream gradient change
+    no bit of any gradient: their dQ stays 0 and no key's dK or dV sees them."""
+    inputs, gm, pm, gi, flags = _inputs(1, n, 1, 16, "first", "none", torch.float16, seed=6)
+    q, k, v, qg_full, kg, vg = inputs
+    hole = 100
+    flags[0, hole : hole + 2] = oracle.PADDING
+    gi = torch.cat([gi, torch.full((1, 1), -1, dtype=gi.dtype)], 1)  # an unused slot
+    qg = gather_rows(qg_full, gi)
+    dout = torch.randn(q.shape).to(q.dtype)
+    window = 100
+
+    def run(q, dout, qg, dout_g):
+        out, lse = emu.attention_fwd(E.KIND_BANDED, q, k, v, flags, gi, window, 0.25)
+        grads = emu.attention_bwd(E.KIND_BANDED, q, k, v, out, dout, lse, flags, gi, window, 0.25)
+        gout, glse = emu.attention_fwd(E.KIND_GLOBAL, qg, kg, vg, flags, gi, 0, 0.25)
+        ggrads = emu.attention_bwd(E.KIND_GLOBAL, qg, kg, vg, gout, dout_g, glse, flags, gi, 0, 0.25)
+        return (*grads, *ggrads)
+
+    clean = run(q, dout, qg, dout[:, : gi.shape[1]])
+    bad = [t.clone() for t in (q, dout, qg, dout[:, : gi.shape[1]])]
+    for t in bad[:2]:
+        t[0, hole, 0, 3] = float("nan")
+        t[0, hole + 1, 0, 9] = float("-inf")
+    for t in bad[2:]:
+        t[0, -1, 0, 4] = float("nan")  # the unused slot
+    for got, want in zip(run(*bad), clean):
+        assert torch.equal(got, want)
 
 
 def test_rows_that_attend_nothing_are_zero_even_with_nan_queries(emu):
