@@ -348,9 +348,13 @@ struct QueryTileStream {
     Ahead x{false, 0.0f, 0.0f, 0.0f};
     if (simt::thread_index() >= kBlockM || i >= a.M) return x;
     const float* stats = a.lse + (b * a.H + h) * 2 * a.M;
+    const float* row_delta = a.delta + (b * a.H + h) * a.M;
+    simt::check_global(stats + i, 4);
+    simt::check_global(stats + a.M + i, 4);
+    simt::check_global(row_delta + i, 4);
     x.m = stats[i];
     x.log2l = stats[a.M + i];
-    x.delta = a.delta[(b * a.H + h) * a.M + i];
+    x.delta = row_delta[i];
     x.live = i < end && row_live(a, b, i);
     return x;
   }
