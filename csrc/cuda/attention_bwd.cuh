@@ -159,7 +159,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
     if (!rows_have_live(a.key_flags, a.N, b, i0, kBlockM, a.layer, lane)) list.band_tiles = list.extra_tiles = 0;
   }
 
-  first_key_positions<T, D>(keys, list, b, sm);
+  prepare_key_walk<T, D>(keys, list, b, sm);
   T* q_tile = sm.row_area();
   T* do_tile = q_tile + kBlockM * smem_row<D>();
   load_row_tile<T, D>(q, a.rows, b, h, i0, q_tile);
@@ -220,7 +220,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
           s[nt][e] = p * (dp[nt][e] - delta[x]);
         } else {
           const bool keep = live[x] && attends(row[x], key_pos[col], banded, a.window);
-          s[nt][e] = keep ? p * (dp[nt][e] - delta[x]) + (poison != nullptr ? poison[col] : 0.0f) : 0.0f;
+          s[nt][e] = keep ? p * (dp[nt][e] - delta[x]) + poison[col] : 0.0f;
         }
       }
     }
@@ -235,10 +235,11 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
   // A whole tile: nothing when no key is attended (exact zeros), its first kNarrowCols keys when no
   // later one is (block-uniform, see tile_has_any); not at D = 128 either (the second variant of the
   // loop would spill). A clean tile that the window covers needs no mask.
-  auto visit = [&](const T* ks, const T* vs, const int32_t* key_pos, const float* poison, bool banded, int32_t j0) {
+  auto visit = [&](const T* ks, const T* vs, const int32_t* key_pos, const float* poison, bool poisoned, bool banded,
+                   int32_t j0) {
     if (!warp_live || !tile_has_any(key_pos, lane)) return;
     if (D > 64 || tile_has_any(key_pos, lane, kNarrowCols)) {
-      const bool full = has_mask_free_loop<D>() && warp_all_live && poison == nullptr &&
+      const bool full = has_mask_free_loop<D>() && warp_all_live && !poisoned &&
                         tile_all_keys(key_pos, lane) &&
                         (!banded || window_covers(i0 + warp * 16, 16, j0, kBlockN, a.window));
       attend_cols(ks, vs, key_pos, poison, banded, full, std::integral_constant<int, kBlockN>{});
@@ -296,7 +297,9 @@ struct DkdvSmem {
   // (only the base is kept: the kernel's registers are scarce, the offsets are constants)
   unsigned char* base;
 
-  static constexpr size_t bytes() { return kTiles * tile_bytes<D>() + (kBlockN + 4 * kRing + kBlockM) * sizeof(float); }
+  static constexpr size_t bytes() {
+    return kTiles * tile_bytes<D>() + (kBlockN + 4 * kRing + 2 * kBlockM) * sizeof(float);
+  }
 
   LED_DEVICE explicit DkdvSmem(unsigned char* smem) : base(smem) {}
 
@@ -316,6 +319,8 @@ struct DkdvSmem {
   LED_DEVICE float* delta(int32_t t) const { return words() + kBlockN + 3 * kRing + ring(t); }
   // [kBlockM]: the current tile's, valid when its vote found a non-finite row
   LED_DEVICE float* poison() const { return words() + kBlockN + 4 * kRing; }
+  // [kBlockM]: the poison of every other tile (read without a branch per entry)
+  LED_DEVICE float* zeros() const { return words() + kBlockN + 4 * kRing + kBlockM; }
 };
 
 // One query row's ring entry, read two tiles ahead by the thread that keeps it.
@@ -452,6 +457,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
   {
     const int32_t pos = thread_key_position(keys, src, b, base);
     if (simt::thread_index() < kBlockN) sm.key_pos()[simt::thread_index()] = pos;
+    if (simt::thread_index() < kBlockM) sm.zeros()[simt::thread_index()] = 0.0f;
   }
   stream_first_tiles(rows);
   simt::sync_block();
@@ -497,7 +503,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
         } else {
           const int32_t rp = row_pos[col];
           const bool keep = rp >= 0 && attends(rp, kpos[e >> 1], banded, a.window);
-          const float pp = p + (poison != nullptr ? poison[col] : 0.0f);
+          const float pp = p + poison[col];
           st[nt][e] = keep ? pp : 0.0f;
           dpt[nt][e] = keep ? pp * (dpt[nt][e] - row_delta[col]) : 0.0f;
         }
@@ -509,7 +515,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
   auto visit = [&](int32_t tile, int stage, bool poisoned) {
     const int32_t* row_pos = sm.pos(tile);
     if (!warp_has_keys || !tile_has_any(row_pos, lane)) return;  // nothing attended: exact zeros
-    const float* poison = poisoned ? static_cast<const float*>(sm.poison()) : nullptr;
+    const float* poison = poisoned ? sm.poison() : sm.zeros();
     if (D > 64 || tile_has_any(row_pos, lane, kNarrowCols)) {
       // a clean tile of live rows that the window covers (from the warp's keys) needs no mask
       const bool full = has_mask_free_loop<D>() && warp_all_keys && !poisoned && tile_all_keys(row_pos, lane) &&

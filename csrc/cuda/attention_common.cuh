@@ -320,13 +320,15 @@ struct PipedKeySmem {
   unsigned char* base;
   int32_t* pos_ring;  // [3][kBlockN]: positions of tiles t % 3 (-1: masked)
   float* poison;      // [kBlockN]: the current tile's, valid when its vote found a non-finite row
+  float* zeros;       // [kBlockN]: the poison of every other tile (read without a branch per entry)
 
-  static constexpr size_t bytes() { return 4 * tile_bytes<D>() + 4 * kBlockN * sizeof(int32_t); }
+  static constexpr size_t bytes() { return 4 * tile_bytes<D>() + 5 * kBlockN * sizeof(int32_t); }
 
   LED_DEVICE explicit PipedKeySmem(unsigned char* smem)
       : base(smem),
         pos_ring(reinterpret_cast<int32_t*>(smem + 4 * tile_bytes<D>())),
-        poison(reinterpret_cast<float*>(pos_ring + 3 * kBlockN)) {}
+        poison(reinterpret_cast<float*>(pos_ring + 3 * kBlockN)),
+        zeros(poison + kBlockN) {}
 
   LED_DEVICE T* ks(int stage) const { return reinterpret_cast<T*>(base + 2 * stage * tile_bytes<D>()); }
   LED_DEVICE T* vs(int stage) const { return reinterpret_cast<T*>(base + (2 * stage + 1) * tile_bytes<D>()); }
@@ -447,24 +449,26 @@ struct KeyTileStream {
   }
 };
 
-// Before walk_key_tiles: the positions of the first two tiles into the ring (see stream_first_tiles).
+// Before walk_key_tiles: the positions of the first two tiles into the ring (see stream_first_tiles)
+// and the row of zero poison.
 template <typename T, int D>
-LED_DEVICE void first_key_positions(const KeySet<T>& keys, const TileList& tiles, int64_t b,
-                                    const PipedKeySmem<T, D>& sm) {
+LED_DEVICE void prepare_key_walk(const KeySet<T>& keys, const TileList& tiles, int64_t b,
+                                 const PipedKeySmem<T, D>& sm) {
   stream_first_tiles(KeyTileStream<T, D, Contracted::kNone>{keys, tiles, b, 0, sm, NoCheck{}});
+  if (simt::thread_index() < kBlockN) sm.zeros[simt::thread_index()] = 0.0f;
 }
 
-// The pipelined walk over the key tiles of `tiles`, after first_key_positions and a barrier:
-// `visit(ks, vs, key_pos, poison, banded, j0)` per tile (poison null: all zeros). The caller's
-// Q-side fragments must be in registers before the walk (stage 1 is overwritten from its first
-// barrier on).
+// The pipelined walk over the key tiles of `tiles`, after prepare_key_walk and a barrier:
+// `visit(ks, vs, key_pos, poison, poisoned, banded, j0)` per tile (poison: the tile's poison row,
+// all zeros unless `poisoned`). The caller's Q-side fragments must be in registers before the walk
+// (stage 1 is overwritten from its first barrier on).
 template <typename T, int D, Contracted kCheck, typename NeedsCheck, typename Visit>
 LED_DEVICE void walk_key_tiles(const KeySet<T>& keys, const TileList& tiles, int64_t b, int64_t h,
                                const PipedKeySmem<T, D>& sm, NeedsCheck needs_check, Visit visit) {
   const KeyTileStream<T, D, kCheck, NeedsCheck> stream{keys, tiles, b, h, sm, needs_check};
   walk_tiles(stream, [&](int32_t t, int stage, bool poisoned) {
     visit(static_cast<const T*>(sm.ks(stage)), static_cast<const T*>(sm.vs(stage)), sm.key_pos(t),
-          poisoned ? static_cast<const float*>(sm.poison) : nullptr, stream.banded(t), tiles.base(t));
+          static_cast<const float*>(poisoned ? sm.poison : sm.zeros), poisoned, stream.banded(t), tiles.base(t));
   });
 }
 

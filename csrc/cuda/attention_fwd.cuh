@@ -85,7 +85,7 @@ struct WarpRows {
   // Attend one staged key tile (its first kCols keys: the others are masked). row[rb][x] = the query
   // position of row x of block rb (for the window test); banded = apply |row - key| <= window (false:
   // every valid key of the tile is attended); full[rb] = every entry of block rb's 16 x 64 scores is
-  // attended (no mask needed); poison = the tile's poison row, or null when it holds only zeros.
+  // attended (no mask needed); poison = the tile's poison row (NaN for a zeroed non-finite V row).
   template <int kCols = kBlockN>
   LED_DEVICE void attend(const T* ks, const T* vs, const int32_t* key_pos, const float* poison, int lane,
                          const int32_t (&row)[RB][2], bool banded, const bool (&full)[RB], int64_t window,
@@ -120,7 +120,7 @@ struct WarpRows {
             const int x = e >> 1;
             const int32_t kp = key_pos[col];
             const bool keep = attends(row[rb][x], kp, banded, window);
-            const float v = keep ? s[rb][nt][e] * scale_log2 + (poison != nullptr ? poison[col] : 0.0f) : -INFINITY;
+            const float v = keep ? s[rb][nt][e] * scale_log2 + poison[col] : -INFINITY;
             s[rb][nt][e] = v;
             tile_max[x] = fmaxf(tile_max[x], v);
           }
@@ -226,9 +226,10 @@ LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D, RB>& w, const KeyS
   auto needs_check = [&](const int32_t* key_pos, bool banded, int32_t j0, int r) {
     return key_pos[r] < 0 || (banded && !window_covers(block_row0, block_rows, j0 + r, 1, a.window));
   };
-  auto visit = [&](const T* ks, const T* vs, const int32_t* key_pos, const float* poison, bool banded, int32_t j0) {
+  auto visit = [&](const T* ks, const T* vs, const int32_t* key_pos, const float* poison, bool poisoned, bool banded,
+                   int32_t j0) {
     if (!warp_live || !tile_has_any(key_pos, lane)) return;  // (it would add exact zeros)
-    const bool clean = poison == nullptr && tile_all_keys(key_pos, lane);
+    const bool clean = !poisoned && tile_all_keys(key_pos, lane);
     bool full[RB];
     LED_UNROLL
     for (int rb = 0; rb < RB; ++rb) {
@@ -271,7 +272,7 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
   if (!rows_have_live(a.key_flags, a.N, b, i0, kRows, false, lane)) list.band_tiles = list.extra_tiles = 0;
   const bool warp_live = rows_have_live(a.key_flags, a.N, b, warp_row0, 16 * RB, false, lane);
 
-  first_key_positions<T, D>(keys, list, b, sm);
+  prepare_key_walk<T, D>(keys, list, b, sm);
   load_row_tile<T, D, kRows>(q, a.rows, b, h, i0, sm.row_area());
   simt::sync_block();
   WarpRows<T, D, RB> w;
@@ -312,7 +313,7 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
   const bool warp_live =
       simt::any_sync(lane_slot < a.G && slot_valid(a.key_flags, a.global_idx, a.N, a.G, b, lane_slot));
 
-  first_key_positions<T, D>(keys, list, b, sm);
+  prepare_key_walk<T, D>(keys, list, b, sm);
   load_row_tile<T, D>(q, a.rows, b, h, s0, sm.row_area());
   simt::sync_block();
   WarpRows<T, D, 1> w;
