@@ -233,14 +233,14 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
            (banded && !window_covers(i0, kBlockM, j0 + r, 1, a.window));
   };
   // A whole tile: nothing when no key is attended (exact zeros), its first kNarrowCols keys when no
-  // later one is (block-uniform, see tile_has_any); not at D = 128 either (the second variant of the
+  // later one is (block-uniform, see TileOccupancy); not at D = 128 either (the second variant of the
   // loop would spill). A clean tile that the window covers needs no mask.
   auto visit = [&](const T* ks, const T* vs, const int32_t* key_pos, const float* poison, bool poisoned, bool banded,
                    int32_t j0) {
-    if (!warp_live || !tile_has_any(key_pos, lane)) return;
-    if (D > 64 || tile_has_any(key_pos, lane, kNarrowCols)) {
-      const bool full = has_mask_free_loop<D>() && warp_all_live && !poisoned &&
-                        tile_all_keys(key_pos, lane) &&
+    const TileOccupancy keys_in = tile_occupancy(key_pos, lane);
+    if (!warp_live || !keys_in.any()) return;
+    if (D > 64 || keys_in.past_narrow()) {
+      const bool full = has_mask_free_loop<D>() && warp_all_live && !poisoned && keys_in.all() &&
                         (!banded || window_covers(i0 + warp * 16, 16, j0, kBlockN, a.window));
       attend_cols(ks, vs, key_pos, poison, banded, full, std::integral_constant<int, kBlockN>{});
     } else {  // (never clean: keys past the first 16 are masked)
@@ -466,11 +466,11 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
   for (int x = 0; x < 2; ++x) kpos[x] = sm.key_pos()[warp * 16 + lane / 4 + 8 * x];
   // Keys that no row attends get exact zeros: a tile without any skips the sweep, a warp without any
   // (one global key: three warps of four) its math. (from ballots: see simt::ballot_sync)
-  const bool block_has_keys = tile_has_any(sm.key_pos(), lane);
+  const TileOccupancy block_keys = tile_occupancy(sm.key_pos(), lane);
   const uint32_t key_lanes0 = simt::ballot_sync(kpos[0] >= 0), key_lanes1 = simt::ballot_sync(kpos[1] >= 0);
   const bool warp_has_keys = (key_lanes0 | key_lanes1) != 0u;
   const bool warp_all_keys = (key_lanes0 & key_lanes1) == 0xffffffffu;
-  check_every_row = kMode != DkdvMode::kGlobalKeys && !tile_all_keys(sm.key_pos(), lane);
+  check_every_row = kMode != DkdvMode::kGlobalKeys && !block_keys.all();
 
   float dk[D / 8][4], dv[D / 8][4];
   LED_UNROLL
@@ -514,11 +514,12 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
   };
   auto visit = [&](int32_t tile, int stage, bool poisoned) {
     const int32_t* row_pos = sm.pos(tile);
-    if (!warp_has_keys || !tile_has_any(row_pos, lane)) return;  // nothing attended: exact zeros
+    const TileOccupancy rows_in = tile_occupancy(row_pos, lane);
+    if (!warp_has_keys || !rows_in.any()) return;  // nothing attended: exact zeros
     const float* poison = poisoned ? sm.poison() : sm.zeros();
-    if (D > 64 || tile_has_any(row_pos, lane, kNarrowCols)) {
+    if (D > 64 || rows_in.past_narrow()) {
       // a clean tile of live rows that the window covers (from the warp's keys) needs no mask
-      const bool full = has_mask_free_loop<D>() && warp_all_keys && !poisoned && tile_all_keys(row_pos, lane) &&
+      const bool full = has_mask_free_loop<D>() && warp_all_keys && !poisoned && rows_in.all() &&
                         (!banded || window_covers(rows.row0(tile), kBlockM, base + warp * 16, 16, a.window));
       sweep_rows(sm.qs(stage), sm.dos(stage), row_pos, sm.m(tile), sm.log2l(tile), sm.delta(tile), poison, full,
                  std::integral_constant<int, kBlockM>{});
@@ -527,7 +528,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
                  std::integral_constant<int, kNarrowCols>{});
     }
   };
-  if (block_has_keys && rows.count() > 0) {
+  if (block_keys.any() && rows.count() > 0) {
     // the block's keys, copied in place (a masked key's entries are selected to 0, and K and V are not
     // contracted over keys here); waited for with the first query tile
     issue_key_tile<T, D>(keys, src, b, h, base, sm.key_pos(), sm.ks(), sm.vs());

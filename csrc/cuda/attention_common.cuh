@@ -363,13 +363,6 @@ LED_DEVICE void issue_key_tile(const KeySet<T>& keys, KeySource src, int64_t b, 
   simt::cp_async_commit();
 }
 
-// Whether every key of a staged tile is attendable (warp-uniform).
-LED_DEVICE bool tile_all_keys(const int32_t* key_pos, int lane) {
-  bool masked = false;
-  for (int r = lane; r < kBlockN; r += 32) masked |= key_pos[r] < 0;
-  return !simt::any_sync(masked);
-}
-
 // The key tiles of one block: tile t < band_tiles is the band's tile at j_first + 64 t, the rest
 // are the global-slot tiles (kernel A) or the chunk's tiles (kernel B, band_tiles = 0).
 // (Positions and counts below 2^31: 32-bit, fewer registers across the main loop.)
@@ -487,22 +480,26 @@ LED_DEVICE bool warp_slot_row(int64_t B, int64_t H, int64_t G, SlotRow& r) {
   return true;
 }
 
-// Whether every key of the staged tile is attendable and finite (warp-uniform): such a tile needs
-// no per-entry mask where the band covers it whole.
-LED_DEVICE bool tile_is_clean(const int32_t* key_pos, const float* poison, int lane) {
-  bool dirty = false;
-  for (int r = lane; r < kBlockN; r += 32) dirty |= key_pos[r] < 0 || poison[r] != 0.0f;  // NaN != 0
-  return !simt::any_sync(dirty);
-}
+// The keys a narrow tile computes: one MMA column group of 16, enough for the global keys of a layer
+// with up to 16 global tokens (a whole tile of 64 for one key would be 4x the work).
+constexpr int kNarrowCols = 16;
 
-// Whether any of the staged positions [from, 64) (keys or query rows; -1: masked) is attended. Every
-// warp reads all of them, so the answer is the same in the whole block: a block may skip the work on a
-// tile without one (all padding, or beyond a global slot list), which would add exact zeros, and
-// compute only the first kNarrowCols keys of a tile that has none after them.
-LED_DEVICE bool tile_has_any(const int32_t* pos, int lane, int from = 0) {
-  bool any = false;
-  for (int r = from + lane; r < kBlockN; r += 32) any |= pos[r] >= 0;
-  return simt::any_sync(any);
+// Which of a staged tile's 64 positions (keys or query rows; -1: masked) are attended, from two
+// ballots (see simt::ballot_sync; lane L reads positions L and L + 32). Every warp reads all of them,
+// so the answers are the same in the whole block: a block may skip the work on a tile without any
+// attended position (all padding, or beyond a global slot list), which would add exact zeros, and
+// compute only the first kNarrowCols of a tile that has none after them.
+struct TileOccupancy {
+  uint32_t low, high;  // bit L: position L, and L + 32, is attended
+
+  LED_DEVICE bool any() const { return (low | high) != 0u; }
+  LED_DEVICE bool past_narrow() const { return ((low >> kNarrowCols) | high) != 0u; }
+  LED_DEVICE bool all() const { return (low & high) == 0xffffffffu; }
+};
+
+LED_DEVICE TileOccupancy tile_occupancy(const int32_t* pos, int lane) {
+  static_assert(kBlockN == 64 && kBlockM == 64 && kNarrowCols < 32, "two positions per lane");
+  return TileOccupancy{simt::ballot_sync(pos[lane] >= 0), simt::ballot_sync(pos[lane + 32] >= 0)};
 }
 
 // Whether any of the query rows [i0, i0 + count) of batch element b is neither padding nor (with
@@ -518,10 +515,6 @@ LED_DEVICE bool rows_have_live(const int8_t* key_flags, int64_t N, int64_t b, in
   return simt::any_sync(any);
 }
 
-// The keys a narrow tile computes: one MMA column group of 16, enough for the global keys of a layer
-// with up to 16 global tokens (a whole tile of 64 for one key would be 4x the work).
-constexpr int kNarrowCols = 16;
-
 // Whether query row `row` attends key `key` (-1: a masked key): the band's |row - key| <= window when
 // `banded`, else every valid key. Rows (below N + 128 < 2^31), keys and the window (clamped to N by
 // the launchers, see clamped_window) fit in int32: 32-bit arithmetic, half the instructions of 64-bit.
@@ -531,9 +524,10 @@ LED_DEVICE bool attends(int64_t row, int32_t key, bool banded, int64_t window) {
 }
 
 // Whether every row of [r0, r0 + rows) is within the window of every key of [j0, j0 + keys): such a
-// block of scores needs no band mask.
-LED_HOST_DEVICE bool window_covers(int64_t r0, int64_t rows, int64_t j0, int64_t keys, int64_t window) {
-  return r0 + rows - 1 - j0 <= window && j0 + keys - 1 - r0 <= window;
+// block of scores needs no band mask. (32-bit, as attends: every term is below N + 128 < 2^31.)
+LED_DEVICE bool window_covers(int64_t r0, int64_t rows, int64_t j0, int64_t keys, int64_t window) {
+  const int32_t r = static_cast<int32_t>(r0), j = static_cast<int32_t>(j0), w = static_cast<int32_t>(window);
+  return r + static_cast<int32_t>(rows) - 1 - j <= w && j + static_cast<int32_t>(keys) - 1 - r <= w;
 }
 
 // The window as the kernels see it: |row - key| < N always, so a window of N or more is N (which keeps

@@ -228,14 +228,15 @@ LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D, RB>& w, const KeyS
   };
   auto visit = [&](const T* ks, const T* vs, const int32_t* key_pos, const float* poison, bool poisoned, bool banded,
                    int32_t j0) {
-    if (!warp_live || !tile_has_any(key_pos, lane)) return;  // (it would add exact zeros)
-    const bool clean = !poisoned && tile_all_keys(key_pos, lane);
+    const TileOccupancy keys_in = tile_occupancy(key_pos, lane);
+    if (!warp_live || !keys_in.any()) return;  // (it would add exact zeros)
+    const bool clean = !poisoned && keys_in.all();
     bool full[RB];
     LED_UNROLL
     for (int rb = 0; rb < RB; ++rb) {
       full[rb] = clean && (!banded || window_covers(warp_row0 + 16 * rb, 16, j0, kBlockN, a.window));
     }
-    if (tile_has_any(key_pos, lane, kNarrowCols)) {
+    if (keys_in.past_narrow()) {
       w.attend(ks, vs, key_pos, poison, lane, row, banded, full, a.window, a.scale_log2);
     } else {  // e.g. the global keys of a layer with few global tokens (never a clean tile: no mask skipped)
       w.template attend<kNarrowCols>(ks, vs, key_pos, poison, lane, row, banded, full, a.window, a.scale_log2);
