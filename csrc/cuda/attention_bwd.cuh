@@ -373,14 +373,15 @@ struct QueryTileStream {
   }
   LED_DEVICE void issue(int32_t t, int stage) const {
     using P = TilePasses<D>;
-    const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
-    const Rows<T> dout{static_cast<const T*>(a.dout), a.dos, a.M};
+    const int col = P::col(0);
+    const RowColumn<T> q(Rows<T>{static_cast<const T*>(a.q), a.qs, a.M}, b, h, col);
+    const RowColumn<T> dout(Rows<T>{static_cast<const T*>(a.dout), a.dos, a.M}, b, h, col);
     const int32_t* pos = sm.pos(t);
     T* qs = sm.qs(stage);
     T* dos = sm.dos(stage);
     LED_UNROLL
     for (int p = 0; p < P::kPasses; ++p) {
-      const int r = P::row(p), col = P::col(p);
+      const int r = P::row(p);
       const int64_t i = row0(t) + r;
       bool fill;
       int64_t from;
@@ -391,8 +392,8 @@ struct QueryTileStream {
         fill = i < end;
         from = fill ? i : 0;  // (no bytes are read from a zero-filled row's address)
       }
-      simt::cp_async_16(qs + r * smem_row<D>() + col, q.row(b, h, from) + col, fill);
-      simt::cp_async_16(dos + r * smem_row<D>() + col, dout.row(b, h, from) + col, fill);
+      simt::cp_async_16(qs + r * smem_row<D>() + col, q.row(from), fill);
+      simt::cp_async_16(dos + r * smem_row<D>() + col, dout.row(from), fill);
     }
     simt::cp_async_commit();
   }

@@ -135,6 +135,18 @@ struct Rows {
   LED_DEVICE const T* row(int64_t b, int64_t h, int64_t i) const { return base + b * s.b + i * s.n + h * s.h; }
 };
 
+// The rows of one (b, h) pair at one column: a copy loop's addresses, one multiply-add per row (the
+// (b, h) offset is computed once).
+template <typename T>
+struct RowColumn {
+  const T* at_row0;
+  int64_t stride;
+
+  LED_DEVICE RowColumn(const Rows<T>& rows, int64_t b, int64_t h, int col)
+      : at_row0(rows.row(b, h, 0) + col), stride(rows.s.n) {}
+  LED_DEVICE const T* row(int64_t i) const { return at_row0 + i * stride; }
+};
+
 
 // The position of key r of a tile, or -1 when no query row may attend it.
 LED_DEVICE int32_t key_position(const int8_t* key_flags, const int32_t* global_idx, int64_t N, int64_t G,
@@ -229,6 +241,7 @@ struct TilePasses {
   static_assert(kBlockM == kBlockN, "key and query tiles share the pass layout");
   static_assert(kChunks <= 32 && (32 % kChunks) == 0, "a row's chunks must sit in one warp");
   static_assert((kBlockN * kChunks) % kThreads == 0 && kPasses <= 32, "whole passes only");
+  static_assert(kThreads % kChunks == 0, "a thread's column is the same in every pass");
 
   LED_DEVICE static int row(int p) { return (simt::thread_index() + p * kThreads) / kChunks; }
   LED_DEVICE static int col(int p) { return ((simt::thread_index() + p * kThreads) % kChunks) * 8; }
@@ -350,15 +363,17 @@ template <typename T, int D>
 LED_DEVICE void issue_key_tile(const KeySet<T>& keys, KeySource src, int64_t b, int64_t h, int64_t base,
                                const int32_t* key_pos, T* ks, T* vs) {
   using P = TilePasses<D>;
+  const int col = P::col(0);
+  const RowColumn<T> k(keys.k, b, h, col), v(keys.v, b, h, col);
+  const bool gathered = src == KeySource::kGlobalSlots;
   LED_UNROLL
   for (int p = 0; p < P::kPasses; ++p) {
-    const int r = P::row(p), col = P::col(p);
-    const bool gathered = src == KeySource::kGlobalSlots;
-    const int64_t j = gathered ? key_pos[r] : base + r;
+    const int r = P::row(p);
+    const int32_t j = gathered ? key_pos[r] : static_cast<int32_t>(base) + r;
     const bool fill = gathered ? j >= 0 : j < keys.N;
-    const int64_t from = fill ? j : 0;  // (no bytes are read from a zero-filled row's address)
-    simt::cp_async_16(ks + r * smem_row<D>() + col, keys.k.row(b, h, from) + col, fill);
-    simt::cp_async_16(vs + r * smem_row<D>() + col, keys.v.row(b, h, from) + col, fill);
+    const int32_t from = fill ? j : 0;  // (no bytes are read from a zero-filled row's address)
+    simt::cp_async_16(ks + r * smem_row<D>() + col, k.row(from), fill);
+    simt::cp_async_16(vs + r * smem_row<D>() + col, v.row(from), fill);
   }
   simt::cp_async_commit();
 }
