@@ -97,3 +97,47 @@ def test_compiled_kernels_have_no_half_dropped_predicate_pair():
     assert half_dropped_plop3(sass) == [], (
         f"half-dropped predicate pairs in {archs} (see this module's docstring)"
     )
+
+
+def functions_by_arch(sass: str) -> dict[tuple[str, str], str]:
+    """The disassembly of each (architecture, mangled function name) in ``sass`` (cuobjdump -sass)."""
+    found: dict[tuple[str, str], list[str]] = {}
+    arch, function = "?", None
+    for line in sass.splitlines():
+        m = re.search(r"arch = (sm_\d+a?)", line)
+        if m:
+            arch, function = m.group(1), None
+        if "Function : " in line:
+            function = line.split("Function : ", 1)[1].strip()
+            found[(arch, function)] = []
+        elif function is not None:
+            found[(arch, function)].append(line)
+    return {key: "\n".join(lines) for key, lines in found.items()}
+
+
+# The kernels of the headline shape (head dim 64: kernel A's and B's forward, dQ, dK/dV), by their
+# mangled names: each copies its tiles with cp.async (LDGSTS) and keeps everything in registers (no
+# local-memory spill, LDL / STL), on every architecture built.
+_HEADLINE_KERNELS = re.compile(r"(banded_fwd_kernel|global_fwd_kernel|dq_kernel|dkdv_kernel)I\w+?Li64E")
+
+
+@pytest.mark.skipif(not ext.cuda_compiled(), reason="the extension was built without its CUDA kernels")
+def test_headline_kernels_pipeline_their_copies_without_spilling():
+    exe, env = _cuobjdump()
+    if exe is None:
+        pytest.fail(
+            "cuobjdump and nvdisasm not found (see test_compiled_kernels_have_no_half_dropped_predicate_pair)"
+        )
+    import led_kernels._C as C
+
+    sass = subprocess.run(
+        [exe, "-sass", C.__file__], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    kernels = {key: text for key, text in functions_by_arch(sass).items() if _HEADLINE_KERNELS.search(key[1])}
+    archs = {arch for arch, _ in kernels}
+    # per architecture: 2 dtypes x (2 kernel A row layouts + kernel B + dQ + 3 dK/dV modes)
+    assert archs and all(sum(a == arch for a, _ in kernels) == 14 for arch in archs), sorted(kernels)
+    for (arch, name), text in kernels.items():
+        assert "LDGSTS" in text, f"{arch} {name}: no cp.async copy"
+        spills = re.findall(r"\b(?:LDL|STL)\b[^;]*;", text)
+        assert not spills, f"{arch} {name}: local-memory spills {spills[:3]}"
