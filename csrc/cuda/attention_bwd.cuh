@@ -407,6 +407,10 @@ struct QueryTileStream {
     zero_nonfinite_rows<T, D>(sm.qs(stage), sm.dos(stage), sm.poison(), bad);
   }
 };
+
+// Blocks: (key tile fastest, then head, batch), or for kernel A's global keys (query-row chunk
+// fastest, then slot tile, head, batch). The block's keys stay in shared memory; its query tiles
+// stream through (QueryTileStream).
 template <typename T, int D, DkdvMode kMode>
 LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
   const DkdvSmem<T, D> sm(simt::shared_memory());
