@@ -16,9 +16,10 @@
 //   dkdv_kernel        one block per 64 keys, each warp owning 16 of them: S^T = K Q^T and
 //                      dP^T = V dO^T, dV += P^T dO and dK += dS^T Q over the query tiles that can
 //                      attend those keys, which arrive through the same cp.async pipeline
-//                      (walk_tiles with QueryTileStream, their statistics in its ring). Three uses: kernel A's band keys (query rows within the
-//                      window), kernel A's global keys (every query row, split into chunks, fp32
-//                      partials), kernel B's keys (every global slot).
+//                      (walk_tiles with QueryTileStream, their statistics in its ring). Three
+//                      uses: kernel A's band keys (query rows within the window), kernel A's
+//                      global keys (every query row, split into chunks, fp32 partials), kernel B's
+//                      keys (every global slot).
 //   reduce_kernel      sums the chunks of a partial in chunk order and writes the rows.
 // A key that is global gets no band gradient (its band entries are masked) and its whole gradient
 // from the global-key pass, which runs after the band pass and overwrites its row. Tiles (and warps)
