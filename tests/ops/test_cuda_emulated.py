@@ -312,7 +312,9 @@ def test_backward_schedules_give_identical_bits(emu):
 # (target, position of the NaN, padding, window, NaN upstream gradient), for kernel A's backward:
 # local and global keys, a query row; with a padded tail and a wide window, a key that every live row
 # of its blocks attends next to padding rows (whose dQ must stay 0); a NaN query row whose loss
-# ignores it (a finite upstream gradient: only q is non-finite where the dK / dV kernel reads it)
+# ignores it (a finite upstream gradient: only q is non-finite where the dK / dV kernel reads it); an
+# inf in one row's upstream gradient, inside the window of whole tiles of live keys (not zeroed there:
+# the tensor cores carry it, as the reference's arithmetic does) and next to a tile with a global key
 BWD_NAN_CASES = [
     ("q", 70, "none", 10, True),
     ("k", 70, "none", 10, True),
@@ -324,6 +326,8 @@ BWD_NAN_CASES = [
     ("v", 130, "tail", 100, True),
     ("q", 70, "none", 10, False),
     ("q", 130, "tail", 100, False),
+    ("dout", 130, "none", 100, True),
+    ("dout", 20, "none", 100, True),
 ]
 
 
@@ -332,8 +336,9 @@ BWD_NAN_CASES = [
 )
 def test_backward_nan_reaches_only_what_depends_on_it(emu, target, j0, ppat, window, nan_dout):
     """A NaN in one row of q, k or v (and in the upstream gradient of the rows it reaches, unless the
-    loss ignores them) leaves every gradient element that does not depend on it bitwise unchanged, and
-    makes those that do NaN."""
+    loss ignores them), or an inf in one row of the upstream gradient, leaves every gradient element
+    that does not depend on it bitwise unchanged, and makes those that do NaN (not finite for the
+    inf)."""
     b, n, h, d = 1, 200, 1, 16
     (q, k, v, *_), gm, pm, gi, flags = _inputs(b, n, h, d, "first", ppat, torch.float16, seed=3)
     allowed = _band_allowed(n, window, flags)[0]  # [query, key]
@@ -341,24 +346,32 @@ def test_backward_nan_reaches_only_what_depends_on_it(emu, target, j0, ppat, win
     clean_out, clean_lse = emu.attention_fwd(E.KIND_BANDED, q, k, v, flags, gi, window, 0.25)
     clean = emu.attention_bwd(E.KIND_BANDED, q, k, v, clean_out, dout, clean_lse, flags, gi, window, 0.25)
     inputs = {"q": q.clone(), "k": k.clone(), "v": v.clone()}
-    inputs[target][0, j0, 0, 5] = float("nan")
-    rows = torch.zeros(n, dtype=torch.bool)  # query rows whose output is NaN
-    if target == "q":
+    dout_bad = dout.clone()
+    rows = torch.zeros(n, dtype=torch.bool)  # query rows whose output (or upstream gradient) is bad
+    if target == "dout":
+        dout_bad[0, j0, 0, 5] = float("inf")
         rows[j0] = True
     else:
-        rows = allowed[:, j0].clone()
+        inputs[target][0, j0, 0, 5] = float("nan")
+        if target == "q":
+            rows[j0] = True
+        else:
+            rows = allowed[:, j0].clone()
+        if nan_dout:
+            dout_bad[0, rows] = float("nan")  # what a loss of the NaN rows hands back
     keys = (allowed & rows[:, None]).any(0)  # keys those rows attend
-    dout_bad = dout.clone()
-    if nan_dout:
-        dout_bad[0, rows] = float("nan")  # what a loss of the NaN rows hands back
     out, lse = emu.attention_fwd(E.KIND_BANDED, *inputs.values(), flags, gi, window, 0.25)
-    assert out[0, rows].isnan().any(-1).all() and torch.equal(out[0, ~rows], clean_out[0, ~rows])
+    if target == "dout":
+        assert torch.equal(out, clean_out)
+    else:
+        assert out[0, rows].isnan().any(-1).all() and torch.equal(out[0, ~rows], clean_out[0, ~rows])
     grads = emu.attention_bwd(E.KIND_BANDED, *inputs.values(), out, dout_bad, lse, flags, gi, window, 0.25)
+    bad = (lambda x: ~x.isfinite()) if target == "dout" else torch.isnan
     for name, g, g_clean, may in zip("qkv", grads, clean, (rows, keys, keys)):
         assert torch.equal(g[0, ~may], g_clean[0, ~may]), (
-            f"d{name} changed where it does not depend on the NaN"
+            f"d{name} changed where it does not depend on the bad value"
         )
-        assert g[0, may].isnan().any(dim=-1).all(), f"d{name}: an element that depends on the NaN is not NaN"
+        assert bad(g[0, may]).any(dim=-1).all(), f"d{name}: an element depending on the bad value is finite"
 
 
 @pytest.mark.parametrize("n", [200, 700], ids=["one-chunk", "split"])
