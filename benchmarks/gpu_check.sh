@@ -27,6 +27,8 @@
 # Nsight Compute's full set of counters for the triton kernels at the headline shape (about 2 minutes):
 #   bash benchmarks/gpu_check.sh ncu        # G=1: kernel A's forward (with B's chunks), dQ, dK/dV and
 #                                           # B's dK/dV; G=0: A's forward; reports and their details pages
+# The same for the cuda kernels (after `owed` or `cuda` on the same machine: no build; about 2 minutes):
+#   bash benchmarks/gpu_check.sh cuda-ncu   # G=1: kernel A's forward, dQ and dK/dV passes, one call each
 #
 # What is owed after CPU-only sessions, in one call of about 4 minutes on a fresh H100 (build included):
 #   bash benchmarks/gpu_check.sh owed       # build (foreground, all cores), cuda GPU tests + machine-code
@@ -163,6 +165,18 @@ stage_ncu() {
     done
 }
 
+stage_cuda_ncu() {
+    local ncu
+    ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
+    mkdir -p "$LOGDIR/ncu"
+    # the marked forward's kernel A, then the forward + backward's (its forward again, its dQ and
+    # dK/dV passes, kernel B's first), at the clocks as they run
+    LIMIT=150 run ncu-cuda-g1 "$ncu" --profile-from-start off --clock-control none --set full -f \
+        -k 'regex:banded_fwd_kernel|dq_kernel|dkdv_kernel' -c 6 -o "$LOGDIR/ncu/cuda-g1" \
+        python -m benchmarks.profile_layer --provider cuda --ncu --globals 1
+    LIMIT=30 run ncu-cuda-g1-details "$ncu" --import "$LOGDIR/ncu/cuda-g1.ncu-rep" --page details
+}
+
 stage_cuda() {
     install
     nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv | tee "$LOGDIR/gpu-state.log"
@@ -237,7 +251,8 @@ case "$stage" in
     owed) stage_owed ;;
     folds) stage_folds ;;
     ncu) stage_ncu ;;
-    *) echo "unknown stage $stage (tests, bench, train, sanitize, all, core, rest, verify, fused, cuda, owed, folds, ncu)" >&2; exit 2 ;;
+    cuda-ncu) stage_cuda_ncu ;;
+    *) echo "unknown stage $stage (tests, bench, train, sanitize, all, core, rest, verify, fused, cuda, owed, folds, ncu, cuda-ncu)" >&2; exit 2 ;;
 esac
 if [ -n "$OUT" ]; then
     # one archive (the files written under benchmarks/results/ by this run, and the logs) and one log
