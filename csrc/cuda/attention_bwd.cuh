@@ -210,18 +210,26 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
     }
     mma_a_tile_t<T, D, kCols>(s, qf, ks, lane);
     mma_a_tile_t<T, D, kCols>(dp, df, vs, lane);
-    LED_UNROLL
-    for (int nt = 0; nt < kCols / 8; ++nt) {
+    // dS = P (dP - delta) with P = 2^((t - m) - log2 l); the branch is per tile, not per entry
+    auto ds = [&](int nt, int e) {
+      const int x = e >> 1;
+      return simt::fast_exp2((s[nt][e] * a.scale_log2 - m[x]) - log2l[x]) * (dp[nt][e] - delta[x]);
+    };
+    if (has_mask_free_loop<D>() && full) {
       LED_UNROLL
-      for (int e = 0; e < 4; ++e) {
-        const int col = nt * 8 + 2 * t + (e & 1);
-        const int x = e >> 1;
-        const float p = simt::fast_exp2((s[nt][e] * a.scale_log2 - m[x]) - log2l[x]);
-        if (has_mask_free_loop<D>() && full) {
-          s[nt][e] = p * (dp[nt][e] - delta[x]);
-        } else {
-          const bool keep = live[x] && attends(row[x], key_pos[col], banded, a.window);
-          s[nt][e] = keep ? p * (dp[nt][e] - delta[x]) + poison[col] : 0.0f;
+      for (int nt = 0; nt < kCols / 8; ++nt) {
+        LED_UNROLL
+        for (int e = 0; e < 4; ++e) s[nt][e] = ds(nt, e);
+      }
+    } else {
+      LED_UNROLL
+      for (int nt = 0; nt < kCols / 8; ++nt) {
+        LED_UNROLL
+        for (int e = 0; e < 4; ++e) {
+          const int col = nt * 8 + 2 * t + (e & 1);
+          const bool keep = live[e >> 1] && attends(row[e >> 1], key_pos[col], banded, a.window);
+          const float value = ds(nt, e) + poison[col];  // (computed, then selected: no branch per entry)
+          s[nt][e] = keep ? value : 0.0f;
         }
       }
     }
@@ -497,19 +505,30 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
     }
     mma_smem_a_tile_t<T, D, kCols>(st, sm.ks(), warp * 16, qs, lane);
     mma_smem_a_tile_t<T, D, kCols>(dpt, sm.vs(), warp * 16, dos, lane);
-    LED_UNROLL
-    for (int nt = 0; nt < kCols / 8; ++nt) {
+    // P^T and dS^T = P^T (dP^T - delta); the branch is per tile, not per entry
+    auto prob = [&](int nt, int e) {
+      const int col = nt * 8 + 2 * t + (e & 1);
+      return simt::fast_exp2((st[nt][e] * a.scale_log2 - row_m[col]) - row_log2l[col]);
+    };
+    if (has_mask_free_loop<D>() && full) {
       LED_UNROLL
-      for (int e = 0; e < 4; ++e) {
-        const int col = nt * 8 + 2 * t + (e & 1);
-        const float p = simt::fast_exp2((st[nt][e] * a.scale_log2 - row_m[col]) - row_log2l[col]);
-        if (has_mask_free_loop<D>() && full) {
+      for (int nt = 0; nt < kCols / 8; ++nt) {
+        LED_UNROLL
+        for (int e = 0; e < 4; ++e) {
+          const float p = prob(nt, e);
           st[nt][e] = p;
-          dpt[nt][e] = p * (dpt[nt][e] - row_delta[col]);
-        } else {
+          dpt[nt][e] = p * (dpt[nt][e] - row_delta[nt * 8 + 2 * t + (e & 1)]);
+        }
+      }
+    } else {
+      LED_UNROLL
+      for (int nt = 0; nt < kCols / 8; ++nt) {
+        LED_UNROLL
+        for (int e = 0; e < 4; ++e) {
+          const int col = nt * 8 + 2 * t + (e & 1);
+          const float pp = prob(nt, e) + poison[col];
           const int32_t rp = row_pos[col];
           const bool keep = rp >= 0 && attends(rp, kpos[e >> 1], banded, a.window);
-          const float pp = p + poison[col];
           st[nt][e] = keep ? pp : 0.0f;
           dpt[nt][e] = keep ? pp * (dpt[nt][e] - row_delta[col]) : 0.0f;
         }
