@@ -32,8 +32,7 @@
 // Non-finite values (attention_common.cuh): the dq kernel contracts over keys with dS K, so K rows
 // are checked (a non-finite V only reaches dP's column, which masking selects away); the dkdv kernel
 // contracts over query rows, so Q and dO rows are checked. Both check only where it matters (see
-// walk_tiles). Masked entries are selected to exactly
-// 0, never computed as 0 * x.
+// walk_tiles). Masked entries are selected to exactly 0, never computed as 0 * x.
 #pragma once
 
 #include <tuple>
