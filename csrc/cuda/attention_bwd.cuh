@@ -2,8 +2,9 @@
 // (no atomics: every gradient element is written by one block, partial sums are reduced in a fixed
 // order).
 //
-// With P the forward's probabilities (recomputed from the saved per-row statistics m and log2 l:
-// P = 2^((t - m) - log2 l), t = scale * log2(e) * q.k) and delta_i = dO_i . O_i:
+// With P the forward's probabilities (recomputed from the saved per-row statistics m and log2 l as
+// P = 2^(t - lse), t = scale * log2(e) * q.k, lse = m + log2 l: one FFMA and one exponential per
+// score, as FlashAttention-2's backward) and delta_i = dO_i . O_i:
 //   dV_j = sum_i P_ij dO_i      dS_ij = P_ij (dO_i . V_j - delta_i)
 //   dQ_i = scale sum_j dS_ij K_j      dK_j = scale sum_i dS_ij Q_i
 //
@@ -167,14 +168,13 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
 
   int64_t row[2];
   bool live[2];
-  float m[2], log2l[2], delta[2];
+  float lse[2], delta[2];  // lse = m + log2 l
   LED_UNROLL
   for (int x = 0; x < 2; ++x) {
     row[x] = i0 + warp * 16 + lane / 4 + 8 * x;
     live[x] = row_live(a, b, row[x]);
     const float* stats = a.lse + (b * a.H + h) * 2 * a.M;
-    m[x] = live[x] ? stats[row[x]] : 0.0f;
-    log2l[x] = live[x] ? stats[a.M + row[x]] : 0.0f;
+    lse[x] = live[x] ? stats[row[x]] + stats[a.M + row[x]] : 0.0f;
     delta[x] = live[x] ? a.delta[(b * a.H + h) * a.M + row[x]] : 0.0f;
   }
   // A warp without a live row skips the math (its dQ rows are exact zeros); not at D = 128, whose
@@ -209,10 +209,10 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
     }
     mma_a_tile_t<T, D, kCols>(s, qf, ks, lane);
     mma_a_tile_t<T, D, kCols>(dp, df, vs, lane);
-    // dS = P (dP - delta) with P = 2^((t - m) - log2 l); the branch is per tile, not per entry
+    // dS = P (dP - delta) with P = 2^(t - lse); the branch is per tile, not per entry
     auto ds = [&](int nt, int e) {
       const int x = e >> 1;
-      return simt::fast_exp2((s[nt][e] * a.scale_log2 - m[x]) - log2l[x]) * (dp[nt][e] - delta[x]);
+      return simt::fast_exp2(s[nt][e] * a.scale_log2 - lse[x]) * (dp[nt][e] - delta[x]);
     };
     if (has_mask_free_loop<D>() && full) {
       LED_UNROLL
@@ -306,7 +306,7 @@ struct DkdvSmem {
   unsigned char* base;
 
   static constexpr size_t bytes() {
-    return kTiles * tile_bytes<D>() + (kBlockN + 4 * kRing + 2 * kBlockM) * sizeof(float);
+    return kTiles * tile_bytes<D>() + (kBlockN + 3 * kRing + 2 * kBlockM) * sizeof(float);
   }
 
   LED_DEVICE explicit DkdvSmem(unsigned char* smem) : base(smem) {}
@@ -319,22 +319,21 @@ struct DkdvSmem {
   LED_DEVICE float* words() const { return reinterpret_cast<float*>(base + kTiles * tile_bytes<D>()); }
   LED_DEVICE int32_t* key_pos() const { return reinterpret_cast<int32_t*>(words()); }  // [kBlockN]
   LED_DEVICE static int ring(int32_t t) { return (t % 3) * kBlockM; }
-  // tile t's query positions (-1: attends nothing here), the forward's row maximum (log2 domain),
-  // log2 of its row sum, and rowsum(dO * O)
+  // tile t's query positions (-1: attends nothing here), the forward's m + log2 l (the row's
+  // log-sum-exp, log2 domain), and rowsum(dO * O)
   LED_DEVICE int32_t* pos(int32_t t) const { return reinterpret_cast<int32_t*>(words() + kBlockN) + ring(t); }
-  LED_DEVICE float* m(int32_t t) const { return words() + kBlockN + kRing + ring(t); }
-  LED_DEVICE float* log2l(int32_t t) const { return words() + kBlockN + 2 * kRing + ring(t); }
-  LED_DEVICE float* delta(int32_t t) const { return words() + kBlockN + 3 * kRing + ring(t); }
+  LED_DEVICE float* lse(int32_t t) const { return words() + kBlockN + kRing + ring(t); }
+  LED_DEVICE float* delta(int32_t t) const { return words() + kBlockN + 2 * kRing + ring(t); }
   // [kBlockM]: the current tile's, valid when its vote found a non-finite row
-  LED_DEVICE float* poison() const { return words() + kBlockN + 4 * kRing; }
+  LED_DEVICE float* poison() const { return words() + kBlockN + 3 * kRing; }
   // [kBlockM]: the poison of every other tile (read without a branch per entry)
-  LED_DEVICE float* zeros() const { return words() + kBlockN + 4 * kRing + kBlockM; }
+  LED_DEVICE float* zeros() const { return words() + kBlockN + 3 * kRing + kBlockM; }
 };
 
 // One query row's ring entry, read two tiles ahead by the thread that keeps it.
 struct QueryRowAhead {
   bool live;
-  float m, log2l, delta;
+  float m, log2l, delta;  // (m + log2 l is taken when kept: the sum would wait for both loads)
 };
 
 // The dkdv kernel's query tiles as a stream for walk_tiles: tile t holds rows first + 64 t + r below
@@ -375,8 +374,7 @@ struct QueryTileStream {
     const int r = simt::thread_index();
     if (r >= kBlockM) return;
     sm.pos(t)[r] = x.live ? static_cast<int32_t>(row0(t) + r) : -1;
-    sm.m(t)[r] = x.live ? x.m : 0.0f;
-    sm.log2l(t)[r] = x.live ? x.log2l : 0.0f;
+    sm.lse(t)[r] = x.live ? x.m + x.log2l : 0.0f;
     sm.delta(t)[r] = x.live ? x.delta : 0.0f;
   }
   LED_DEVICE void issue(int32_t t, int stage) const {
@@ -493,8 +491,8 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
   }
   // One staged query tile, its first kCols rows (the others dead): dV += P^T dO, dK += dS^T Q. `full`:
   // every entry of the warp's 16 x kCols scores is attended (no mask, no poison: the same values).
-  auto sweep_rows = [&](const T* qs, const T* dos, const int32_t* row_pos, const float* row_m,
-                        const float* row_log2l, const float* row_delta, const float* poison, bool full, auto cols) {
+  auto sweep_rows = [&](const T* qs, const T* dos, const int32_t* row_pos, const float* row_lse,
+                        const float* row_delta, const float* poison, bool full, auto cols) {
     constexpr int kCols = decltype(cols)::value;
     float st[kCols / 8][4], dpt[kCols / 8][4];  // [query groups][keys g, g+8 x 2 queries]
     LED_UNROLL
@@ -504,10 +502,10 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
     }
     mma_smem_a_tile_t<T, D, kCols>(st, sm.ks(), warp * 16, qs, lane);
     mma_smem_a_tile_t<T, D, kCols>(dpt, sm.vs(), warp * 16, dos, lane);
-    // P^T and dS^T = P^T (dP^T - delta); the branch is per tile, not per entry
+    // P^T = 2^(t - lse) and dS^T = P^T (dP^T - delta); the branch is per tile, not per entry
     auto prob = [&](int nt, int e) {
       const int col = nt * 8 + 2 * t + (e & 1);
-      return simt::fast_exp2((st[nt][e] * a.scale_log2 - row_m[col]) - row_log2l[col]);
+      return simt::fast_exp2(st[nt][e] * a.scale_log2 - row_lse[col]);
     };
     if (has_mask_free_loop<D>() && full) {
       LED_UNROLL
@@ -545,10 +543,10 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
       // a clean tile of live rows that the window covers (from the warp's keys) needs no mask
       const bool full = has_mask_free_loop<D>() && warp_all_keys && !poisoned && rows_in.all() &&
                         (!banded || window_covers(rows.row0(tile), kBlockM, base + warp * 16, 16, a.window));
-      sweep_rows(sm.qs(stage), sm.dos(stage), row_pos, sm.m(tile), sm.log2l(tile), sm.delta(tile), poison, full,
+      sweep_rows(sm.qs(stage), sm.dos(stage), row_pos, sm.lse(tile), sm.delta(tile), poison, full,
                  std::integral_constant<int, kBlockM>{});
     } else {  // e.g. kernel B's slots with up to 16 global tokens (not at D = 128: registers); never clean
-      sweep_rows(sm.qs(stage), sm.dos(stage), row_pos, sm.m(tile), sm.log2l(tile), sm.delta(tile), poison, false,
+      sweep_rows(sm.qs(stage), sm.dos(stage), row_pos, sm.lse(tile), sm.delta(tile), poison, false,
                  std::integral_constant<int, kNarrowCols>{});
     }
   };
