@@ -100,17 +100,26 @@ struct WarpRows {
     mma_a_tile_t<T, D, RB, kCols>(s, q, ks, lane);
     LED_UNROLL
     for (int rb = 0; rb < RB; ++rb) {
-      // Mask, scale, row max.
+      // Mask, scale, row max. A full block keeps its raw scores: the row max of scale * s is |scale|
+      // times the max of sign(scale) * s (exactly so: rounding is monotonic), and the exponent below
+      // applies the scale in its FFMA (one instruction per score fewer, as FlashAttention-2).
       float tile_max[2] = {-INFINITY, -INFINITY};
       if (full[rb]) {
-        LED_UNROLL
-        for (int nt = 0; nt < kCols / 8; ++nt) {
+        if (scale_log2 >= 0.0f) {
           LED_UNROLL
-          for (int e = 0; e < 4; ++e) {
-            s[rb][nt][e] *= scale_log2;
-            tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[rb][nt][e]);
+          for (int nt = 0; nt < kCols / 8; ++nt) {
+            LED_UNROLL
+            for (int e = 0; e < 4; ++e) tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[rb][nt][e]);
+          }
+        } else {
+          LED_UNROLL
+          for (int nt = 0; nt < kCols / 8; ++nt) {
+            LED_UNROLL
+            for (int e = 0; e < 4; ++e) tile_max[e >> 1] = fmaxf(tile_max[e >> 1], -s[rb][nt][e]);
           }
         }
+        tile_max[0] *= fabsf(scale_log2);
+        tile_max[1] *= fabsf(scale_log2);
       } else {
         LED_UNROLL
         for (int nt = 0; nt < kCols / 8; ++nt) {
@@ -137,10 +146,20 @@ struct WarpRows {
         alpha[x] = simt::fast_exp2(m[rb][x] - m_use[x]);
         m[rb][x] = m_new;
       }
-      LED_UNROLL
-      for (int nt = 0; nt < kCols / 8; ++nt) {
+      if (full[rb]) {
         LED_UNROLL
-        for (int e = 0; e < 4; ++e) s[rb][nt][e] = simt::fast_exp2(s[rb][nt][e] - m_use[e >> 1]);
+        for (int nt = 0; nt < kCols / 8; ++nt) {
+          LED_UNROLL
+          for (int e = 0; e < 4; ++e) {
+            s[rb][nt][e] = simt::fast_exp2(fmaf(s[rb][nt][e], scale_log2, -m_use[e >> 1]));
+          }
+        }
+      } else {
+        LED_UNROLL
+        for (int nt = 0; nt < kCols / 8; ++nt) {
+          LED_UNROLL
+          for (int e = 0; e < 4; ++e) s[rb][nt][e] = simt::fast_exp2(s[rb][nt][e] - m_use[e >> 1]);
+        }
       }
       LED_UNROLL
       for (int x = 0; x < 2; ++x) {

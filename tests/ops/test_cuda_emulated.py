@@ -105,6 +105,35 @@ def test_banded_fwd_matches_oracle(emu, case, dtype, variant):
     _check_lse(lse, _lse_oracle(q, k, _band_allowed(n, window, flags), scale))
 
 
+@pytest.mark.parametrize("scale", [-0.3, 0.0], ids=["negative", "zero"])
+def test_negative_and_zero_scales(emu, scale):
+    """A negative or zero score scale gives the oracle's outputs, statistics and gradients, in tiles
+    that take the mask-free path (whose row max is taken over the raw scores and scaled afterwards)
+    and in masked ones. Positive q and k make every raw score positive, so that a row max taken on
+    the wrong side (the largest raw score instead of the smallest) would underflow every probability."""
+    b, n, h, d, window = 1, 400, 1, 64, 150
+    (q, k, v, *_), gm, pm, gi, flags = _inputs(b, n, h, d, "first", "none", torch.float16, seed=4)
+    q, k = (2 * x.abs() for x in (q, k))
+    out, lse = emu.attention_fwd(E.KIND_BANDED, q, k, v, flags, gi, window, scale)
+    ref = oracle.dense_banded_attention(q, k, v, window, flags, scale=scale)
+    ours = lk.banded_attention(
+        q, k, v, window, key_padding_mask=pm, global_idx=gi, scale=scale, backend="torch"
+    )
+    err, err_torch = (out.double() - ref).abs().max(), (ours.double() - ref).abs().max()
+    assert err <= 2 * err_torch + 1e-6, f"error {err:.3g} > 2 x torch backend's {err_torch:.3g}"
+    _check_lse(lse, _lse_oracle(q, k, _band_allowed(n, window, flags), scale))
+    dout = torch.randn(q.shape).to(q.dtype)
+    grads = emu.attention_bwd(E.KIND_BANDED, q, k, v, out, dout, lse, flags, gi, window, scale)
+    errors = _grads_vs_oracle(
+        grads, (q, k, v), dout,
+        lambda q, k, v: oracle.dense_banded_attention(q, k, v, window, flags, scale=scale),
+        lambda q, k, v: lk.banded_attention(q, k, v, window, key_padding_mask=pm, global_idx=gi, scale=scale,
+                                            backend="torch"),
+    )  # fmt: skip
+    for name, (err, err_torch) in zip("qkv", errors):
+        assert err <= 2 * err_torch + 1e-6, f"d{name}: error {err:.3g} > 2 x torch backend's {err_torch:.3g}"
+
+
 # (B, N, H, D, global pattern, padding, spare slots): N = 600 and 1030 split kernel B's keys into chunks
 GLOBAL_CASES = [
     (2, 37, 2, 16, "scattered", "tail", 2),
