@@ -78,8 +78,11 @@ def test_half_dropped_plop3_is_found():
     assert half_dropped_plop3("\n".join(good)) == []
 
 
-@pytest.mark.skipif(not ext.cuda_compiled(), reason="the extension was built without its CUDA kernels")
-def test_compiled_kernels_have_no_half_dropped_predicate_pair():
+@pytest.fixture(scope="module")
+def extension_sass() -> str:
+    """The built extension's disassembly (cuobjdump -sass), once for the module's tests."""
+    if not ext.cuda_compiled():
+        pytest.skip("the extension was built without its CUDA kernels")
     exe, env = _cuobjdump()
     if exe is None:
         pytest.fail(
@@ -88,9 +91,13 @@ def test_compiled_kernels_have_no_half_dropped_predicate_pair():
         )
     import led_kernels._C as C
 
-    sass = subprocess.run(
+    return subprocess.run(
         [exe, "-sass", C.__file__], env=env, capture_output=True, text=True, check=True
     ).stdout
+
+
+def test_compiled_kernels_have_no_half_dropped_predicate_pair(extension_sass):
+    sass = extension_sass
     archs = sorted(set(re.findall(r"arch = (sm_\d+a?)", sass)))
     assert archs, "no SASS in the extension"
     assert sass.count("Function : ") > 50, "fewer kernels than expected in the disassembly"
@@ -121,19 +128,9 @@ def functions_by_arch(sass: str) -> dict[tuple[str, str], str]:
 _HEADLINE_KERNELS = re.compile(r"(banded_fwd_kernel|global_fwd_kernel|dq_kernel|dkdv_kernel)I\w+?Li64E")
 
 
-@pytest.mark.skipif(not ext.cuda_compiled(), reason="the extension was built without its CUDA kernels")
-def test_headline_kernels_pipeline_their_copies_without_spilling():
-    exe, env = _cuobjdump()
-    if exe is None:
-        pytest.fail(
-            "cuobjdump and nvdisasm not found (see test_compiled_kernels_have_no_half_dropped_predicate_pair)"
-        )
-    import led_kernels._C as C
-
-    sass = subprocess.run(
-        [exe, "-sass", C.__file__], env=env, capture_output=True, text=True, check=True
-    ).stdout
-    kernels = {key: text for key, text in functions_by_arch(sass).items() if _HEADLINE_KERNELS.search(key[1])}
+def test_headline_kernels_pipeline_their_copies_without_spilling(extension_sass):
+    functions = functions_by_arch(extension_sass)
+    kernels = {key: text for key, text in functions.items() if _HEADLINE_KERNELS.search(key[1])}
     archs = {arch for arch, _ in kernels}
     # per architecture: 2 dtypes x (2 kernel A row layouts + kernel B + dQ + 3 dK/dV modes)
     assert archs and all(sum(a == arch for a, _ in kernels) == 14 for arch in archs), sorted(kernels)
