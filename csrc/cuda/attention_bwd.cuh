@@ -215,22 +215,13 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
       return simt::fast_exp2(s[nt][e] * a.scale_log2 - lse[x]) * (dp[nt][e] - delta[x]);
     };
     if (has_mask_free_loop<D>() && full) {
-      LED_UNROLL
-      for (int nt = 0; nt < kCols / 8; ++nt) {
-        LED_UNROLL
-        for (int e = 0; e < 4; ++e) s[nt][e] = ds(nt, e);
-      }
+      for_each_entry<kCols>(lane, [&](int nt, int e, int) { s[nt][e] = ds(nt, e); });
     } else {
-      LED_UNROLL
-      for (int nt = 0; nt < kCols / 8; ++nt) {
-        LED_UNROLL
-        for (int e = 0; e < 4; ++e) {
-          const int col = nt * 8 + 2 * t + (e & 1);
-          const bool keep = live[e >> 1] && attends(row[e >> 1], key_pos[col], banded, a.window);
-          const float value = ds(nt, e) + poison[col];  // (computed, then selected: no branch per entry)
-          s[nt][e] = keep ? value : 0.0f;
-        }
-      }
+      for_each_entry<kCols>(lane, [&](int nt, int e, int col) {
+        const bool keep = live[e >> 1] && attends(row[e >> 1], key_pos[col], banded, a.window);
+        const float value = ds(nt, e) + poison[col];  // (computed, then selected: no branch per entry)
+        s[nt][e] = keep ? value : 0.0f;
+      });
     }
     mma_p_tile<T, D, kCols>(acc, s, ks, lane);
   };
@@ -503,33 +494,23 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
     mma_smem_a_tile_t<T, D, kCols>(st, sm.ks(), warp * 16, qs, lane);
     mma_smem_a_tile_t<T, D, kCols>(dpt, sm.vs(), warp * 16, dos, lane);
     // P^T = 2^(t - lse) and dS^T = P^T (dP^T - delta); the branch is per tile, not per entry
-    auto prob = [&](int nt, int e) {
-      const int col = nt * 8 + 2 * t + (e & 1);
+    auto prob = [&](int nt, int e, int col) {
       return simt::fast_exp2(st[nt][e] * a.scale_log2 - row_lse[col]);
     };
     if (has_mask_free_loop<D>() && full) {
-      LED_UNROLL
-      for (int nt = 0; nt < kCols / 8; ++nt) {
-        LED_UNROLL
-        for (int e = 0; e < 4; ++e) {
-          const float p = prob(nt, e);
-          st[nt][e] = p;
-          dpt[nt][e] = p * (dpt[nt][e] - row_delta[nt * 8 + 2 * t + (e & 1)]);
-        }
-      }
+      for_each_entry<kCols>(lane, [&](int nt, int e, int col) {
+        const float p = prob(nt, e, col);
+        st[nt][e] = p;
+        dpt[nt][e] = p * (dpt[nt][e] - row_delta[col]);
+      });
     } else {
-      LED_UNROLL
-      for (int nt = 0; nt < kCols / 8; ++nt) {
-        LED_UNROLL
-        for (int e = 0; e < 4; ++e) {
-          const int col = nt * 8 + 2 * t + (e & 1);
-          const float pp = prob(nt, e) + poison[col];
-          const int32_t rp = row_pos[col];
-          const bool keep = rp >= 0 && attends(rp, kpos[e >> 1], banded, a.window);
-          st[nt][e] = keep ? pp : 0.0f;
-          dpt[nt][e] = keep ? pp * (dpt[nt][e] - row_delta[col]) : 0.0f;
-        }
-      }
+      for_each_entry<kCols>(lane, [&](int nt, int e, int col) {
+        const float pp = prob(nt, e, col) + poison[col];
+        const int32_t rp = row_pos[col];
+        const bool keep = rp >= 0 && attends(rp, kpos[e >> 1], banded, a.window);
+        st[nt][e] = keep ? pp : 0.0f;
+        dpt[nt][e] = keep ? pp * (dpt[nt][e] - row_delta[col]) : 0.0f;
+      });
     }
     mma_p_tile<T, D, kCols>(dv, st, dos, lane);
     mma_p_tile<T, D, kCols>(dk, dpt, qs, lane);

@@ -583,6 +583,17 @@ LED_DEVICE void mma_a_tile_t(float (&acc)[RB][kCols / 8][4], const uint32_t (&a)
   }
 }
 
+// Calls f(nt, e, col) for each entry a lane holds of a 16 x kCols accumulator (mma_a_tile_t's C
+// layout): entry e of column group nt lies in row lane / 4 + 8 (e >> 1), column col below.
+template <int kCols, typename F>
+LED_DEVICE void for_each_entry(int lane, F f) {
+  LED_UNROLL
+  for (int nt = 0; nt < kCols / 8; ++nt) {
+    LED_UNROLL
+    for (int e = 0; e < 4; ++e) f(nt, e, nt * 8 + 2 * (lane % 4) + (e & 1));
+  }
+}
+
 template <typename T, int D, int kCols = kBlockN>
 LED_DEVICE void mma_a_tile_t(float (&acc)[kCols / 8][4], const uint32_t (&a)[D / 16][4], const T* tile, int lane) {
   using Acc = float[1][kCols / 8][4];

@@ -90,7 +90,6 @@ struct WarpRows {
   LED_DEVICE void attend(const T* ks, const T* vs, const int32_t* key_pos, const float* poison, int lane,
                          const int32_t (&row)[RB][2], bool banded, const bool (&full)[RB], int64_t window,
                          float scale_log2) {
-    const int t = lane % 4;
     float s[RB][kCols / 8][4];  // [block][key groups of 8][rows g, g+8 x 2 keys]
     LED_UNROLL
     for (int rb = 0; rb < RB; ++rb) {
@@ -121,19 +120,13 @@ struct WarpRows {
         tile_max[0] *= fabsf(scale_log2);
         tile_max[1] *= fabsf(scale_log2);
       } else {
-        LED_UNROLL
-        for (int nt = 0; nt < kCols / 8; ++nt) {
-          LED_UNROLL
-          for (int e = 0; e < 4; ++e) {
-            const int col = nt * 8 + 2 * t + (e & 1);
-            const int x = e >> 1;
-            const int32_t kp = key_pos[col];
-            const bool keep = attends(row[rb][x], kp, banded, window);
-            const float v = keep ? s[rb][nt][e] * scale_log2 + poison[col] : -INFINITY;
-            s[rb][nt][e] = v;
-            tile_max[x] = fmaxf(tile_max[x], v);
-          }
-        }
+        for_each_entry<kCols>(lane, [&](int nt, int e, int col) {
+          const int x = e >> 1;
+          const bool keep = attends(row[rb][x], key_pos[col], banded, window);
+          const float v = keep ? s[rb][nt][e] * scale_log2 + poison[col] : -INFINITY;
+          s[rb][nt][e] = v;
+          tile_max[x] = fmaxf(tile_max[x], v);
+        });
       }
       float alpha[2];
       float m_use[2];
