@@ -7,6 +7,9 @@ PYTHON      ?= python3
 # The CPU wheel of this torch lies on the CI machines' disk; override for a CUDA machine,
 # e.g. `make test TORCH_SPEC=torch` (or install torch yourself and use `make install`).
 TORCH_SPEC  ?= torch==2.13.0
+# The Triton of the GPU machines the benchmarks come from; an unpinned one may be a newer release
+# whose interpreter and compiler the tests have not seen.
+TRITON_SPEC ?= triton==3.6.0
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.led-kernels-installed
 SOURCES     := pyproject.toml CMakeLists.txt $(shell find csrc -type f 2>/dev/null)
@@ -18,7 +21,7 @@ install: $(STAMP)
 $(STAMP): $(SOURCES)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q "$(TORCH_SPEC)" "$(TRITON_SPEC)"
 	$(PY) -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" ninja
 	$(PY) -m pip install -q --no-build-isolation -e ".[test,bench]"
 	touch $@

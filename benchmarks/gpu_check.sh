@@ -32,8 +32,9 @@
 #
 # What is owed after CPU-only sessions, in one call of about 4 minutes on a fresh H100 (build included):
 #   bash benchmarks/gpu_check.sh owed       # build (foreground, all cores), cuda GPU tests + machine-code
-#                                           # check + sanitizers, one run timing cuda, triton, triton-two-launch
-#                                           # and hf at the headline shape (G=0 and 1), cuda profile
+#                                           # check + sanitizers, one run timing cuda, cuda-wgmma, triton,
+#                                           # triton-two-launch and hf at the headline shape (G=0 and 1),
+#                                           # cuda profiles (default and wgmma forward)
 #
 # On the lent GPU machines, first: export PATH=/opt/torch/.venv/bin:$PATH (the python that has torch;
 # its venv has no plain `pip`, hence `python -m pip`).
@@ -73,8 +74,9 @@ run() {  # run "<name>" cmd...: tee the output into $LOGDIR/<name>.log, remember
 
 install() {
     python -c "import led_kernels._C" 2>/dev/null && return
-    # one architecture keeps the build short; the GPU here is the one that will run it
-    cap=$(python -c "import torch; print('%d%d' % torch.cuda.get_device_capability())")
+    # one architecture keeps the build short; the GPU here is the one that will run it (sm_90 as 90a:
+    # the forward's wgmma variant exists only in sm_90a code)
+    cap=$(python -c "import torch; c = '%d%d' % torch.cuda.get_device_capability(); print(c + 'a' * (c == '90'))")
     run install env LED_KERNELS_CUDA_ARCHS="$cap" python -m pip install -q --no-build-isolation --no-deps -e .
 }
 
@@ -95,7 +97,7 @@ stage_tests() {
 install_background() {  # build the extension while the GPU tests run (they do not need it)
     [ -n "${SKIP_INSTALL:-}" ] && return
     python -c "import led_kernels._C" 2>/dev/null && return
-    cap=$(python -c "import torch; print('%d%d' % torch.cuda.get_device_capability())")
+    cap=$(python -c "import torch; c = '%d%d' % torch.cuda.get_device_capability(); print(c + 'a' * (c == '90'))")
     LED_KERNELS_CUDA_ARCHS="$cap" CMAKE_BUILD_PARALLEL_LEVEL=4 nice -n 19 \
         python -m pip install -q --no-build-isolation --no-deps -e . >"$LOGDIR/install.log" 2>&1 &
 }
@@ -201,9 +203,10 @@ stage_owed() {
     LIMIT=150 run pytest-cuda-gpu python -m pytest -q -p no:cacheprovider tests/test_cuda_sass.py \
         tests/ops/test_cuda.py tests/test_extension.py -k "gpu or sass" --durations=10
     cuda_sanitizers
-    LIMIT=150 run bench-owed python -m benchmarks --providers cuda triton triton-two-launch hf --seqlens 16384 \
-        --globals 0 1 --window 512 --head-dim 64 --modes fwd fwd_bwd --check --tag owed
+    LIMIT=150 run bench-owed python -m benchmarks --providers cuda cuda-wgmma triton triton-two-launch hf \
+        --seqlens 16384 --globals 0 1 --window 512 --head-dim 64 --modes fwd fwd_bwd --check --tag owed
     LIMIT=30 run profile-cuda python -m benchmarks.profile_layer --provider cuda
+    LIMIT=30 run profile-cuda-wgmma env LED_KERNELS_CUDA_FWD=wgmma python -m benchmarks.profile_layer --provider cuda
     # the G=1 forward + backward is host-bound on these machines: where the host time goes
     LIMIT=60 run profile-triton-host python -m benchmarks.profile_layer --provider triton --host
 }

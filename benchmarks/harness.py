@@ -307,7 +307,10 @@ _KEY = [c for c in CSV_COLUMNS if c not in ("median_ms", "tflops", "peak_mem_mb"
 _PROVIDER_ORDER = {
     name: i
     for i, name in enumerate(
-        ("triton", "triton-two-launch", "triton-fused", "cuda", "cpu", "flex", "sdpa", "torch", "hf")
+        (
+            *("triton", "triton-two-launch", "triton-fused", "cuda", "cuda-wgmma"),
+            *("cpu", "flex", "sdpa", "torch", "hf"),
+        )
     )
 }
 _MODE_ORDER = {m: i for i, m in enumerate(MODES)}

@@ -28,6 +28,7 @@ STYLE = {  # provider -> (color, marker): ours solid, peers dashed
     "triton-two-launch": ("tab:pink", "o", "-"),
     "triton-fused": ("tab:pink", "o", "-"),  # the one-launch forward before it was the default
     "cuda": ("tab:purple", "s", "-"),
+    "cuda-wgmma": ("tab:olive", "s", "-"),
     "cpu": ("tab:orange", "D", "-"),
     "torch": ("tab:blue", "^", "-"),
     "flex": ("tab:green", "v", "--"),

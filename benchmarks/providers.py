@@ -87,6 +87,16 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------- led_kernels
 
 
+def _wgmma_runs(device: torch.device) -> bool:
+    """The cuda forward's wgmma variant runs on ``device``: sm_90, and sm_90a code in the extension."""
+    if device.type != "cuda":
+        return False
+    import led_kernels._C as C
+
+    archs = C.build_info()["cuda_archs"].split(";")
+    return torch.cuda.get_device_capability(device) == (9, 0) and "90a" in archs
+
+
 class LedKernelsProvider(Provider):
     """``led_kernels.longformer_attention`` on one backend (``torch``, ``triton``, ``cuda`` or ``cpu``).
 
@@ -96,13 +106,22 @@ class LedKernelsProvider(Provider):
     ``two_launch_forward`` (``triton`` only) turns off the layer's one-launch forward for this provider's
     calls (``led_kernels.ops.triton.longformer.FUSED_FORWARD``: kernel B's forward inside kernel A's
     launch, the default), so that one run times both variants side by side (provider
-    ``triton-two-launch``).
+    ``triton-two-launch``). ``cuda_forward`` (``cuda`` only) likewise sets ``LED_KERNELS_CUDA_FWD`` (the
+    forward's main-loop variant, ``csrc/cuda/attention_fwd.cuh``) for this provider's calls (provider
+    ``cuda-wgmma``).
     """
 
-    def __init__(self, backend: str, two_launch_forward: bool = False) -> None:
+    def __init__(
+        self, backend: str, two_launch_forward: bool = False, cuda_forward: str | None = None
+    ) -> None:
         self.backend = backend
         self.two_launch_forward = two_launch_forward
-        self.name = f"{backend}-two-launch" if two_launch_forward else backend
+        self.cuda_forward = cuda_forward
+        self.name = backend
+        if two_launch_forward:
+            self.name = f"{backend}-two-launch"
+        elif cuda_forward is not None:
+            self.name = f"{backend}-{cuda_forward}"
 
     def skip_reason(self, case: Case, device: torch.device, *, caps: bool = True) -> str | None:
         import led_kernels as lk
@@ -120,6 +139,8 @@ class LedKernelsProvider(Provider):
             return "backend 'cpu' runs on CPU tensors only"
         if backend == "cuda" and case.dtype not in ("float16", "bfloat16"):
             return f"backend 'cuda' takes float16 and bfloat16, not {case.dtype}"
+        if self.cuda_forward == "wgmma" and not _wgmma_runs(device):
+            return "the wgmma forward needs an sm_90 GPU and an extension built for 90a"
         return super().skip_reason(case, device, caps=caps)
 
     def prepare(self, inputs: Inputs) -> Prepared:
@@ -142,6 +163,20 @@ class LedKernelsProvider(Provider):
                 backend=backend,
             )
 
+        if self.cuda_forward is not None:
+
+            def variant_forward() -> torch.Tensor:
+                previous = os.environ.get("LED_KERNELS_CUDA_FWD")
+                os.environ["LED_KERNELS_CUDA_FWD"] = self.cuda_forward
+                try:
+                    return layer()
+                finally:
+                    if previous is None:
+                        del os.environ["LED_KERNELS_CUDA_FWD"]
+                    else:
+                        os.environ["LED_KERNELS_CUDA_FWD"] = previous
+
+            return Prepared(variant_forward, inputs.fused, inputs.dout, _identity)
         if not self.two_launch_forward:
             return Prepared(layer, inputs.fused, inputs.dout, _identity)
         from led_kernels.ops.triton import longformer as triton_layer
@@ -456,6 +491,7 @@ PROVIDERS: dict[str, Callable[[], Provider]] = {
     "triton": lambda: LedKernelsProvider("triton"),
     "triton-two-launch": lambda: LedKernelsProvider("triton", two_launch_forward=True),
     "cuda": lambda: LedKernelsProvider("cuda"),
+    "cuda-wgmma": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma"),
     "cpu": lambda: LedKernelsProvider("cpu"),
     "hf": HFProvider,
     "flex": FlexProvider,

@@ -335,6 +335,7 @@ struct QueryRowAhead {
 template <typename T, int D, typename NeedsCheck>
 struct QueryTileStream {
   static constexpr int kStages = DkdvSmem<T, D>::kStages;
+  static constexpr bool kAsyncProxyReads = false;
   using Ahead = QueryRowAhead;
 
   const BwdArgs& a;

@@ -50,6 +50,44 @@ constexpr size_t tile_bytes() {
 
 LED_HOST_DEVICE int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
 
+// Where element (r, col) of a staged 64-row tile lies (an element offset; col a multiple of 8 for the
+// 16-byte copies):
+//   PaddedTile    rows of D + 8 elements, so that the 8 rows an ldmatrix phase reads start in 8
+//                 different bank groups (the mma.sync kernels)
+//   SwizzledTile  the operand layout of wgmma (sm_90a) with the 128-byte swizzle: blocks of 64
+//                 columns one after the other, each kRows rows of 128 bytes whose 16-byte chunks
+//                 are permuted by XOR with row % 8 (conflict-free without padding). The permutation
+//                 is the hardware's on shared addresses, so these tiles start 1024-byte aligned.
+// (kRows: a tile of query rows may have more than kBlockN.)
+template <int D, int kRows = kBlockN>
+struct PaddedTile {
+  static constexpr bool kSwizzled = false;
+  static constexpr size_t kBytes = static_cast<size_t>(kRows) * (D + 8) * 2;
+  LED_HOST_DEVICE static int offset(int r, int col) { return r * (D + 8) + col; }
+};
+
+template <int D, int kRows = kBlockN>
+struct SwizzledTile {
+  static_assert(D % 64 == 0, "rows of whole 128-byte blocks");
+  static constexpr bool kSwizzled = true;
+  static constexpr size_t kBytes = static_cast<size_t>(kRows) * D * 2;
+  LED_HOST_DEVICE static int offset(int r, int col) {
+    return ((col / 64) * kRows + r) * 64 + ((((col % 64) / 8) ^ (r % 8)) * 8) + col % 8;
+  }
+};
+
+// The same layout for a tile of kRows rows.
+template <typename Tile, int kRows>
+struct WithRows;
+template <int D, int R, int kRows>
+struct WithRows<PaddedTile<D, R>, kRows> {
+  using type = PaddedTile<D, kRows>;
+};
+template <int D, int R, int kRows>
+struct WithRows<SwizzledTile<D, R>, kRows> {
+  using type = SwizzledTile<D, kRows>;
+};
+
 // Where the keys of a tile come from.
 enum class KeySource : int {
   kBand = 0,         // positions j0 + r, local keys only (padding and global keys masked)
@@ -187,9 +225,9 @@ struct RowMap {
   }
 };
 
-// Rows [row0, row0 + kRows) of `src` (through `map`) into a padded shared tile; rows at or past
-// src.rows, or that have no storage, are 0.
-template <typename T, int D, int kRows = kBlockM>
+// Rows [row0, row0 + kRows) of `src` (through `map`) into a shared tile laid out as Layout (the
+// padded one by default); rows at or past src.rows, or that have no storage, are 0.
+template <typename T, int D, int kRows = kBlockM, typename Layout = PaddedTile<D, kRows>>
 LED_DEVICE void load_row_tile(const Rows<T>& src, const RowMap& map, int64_t b, int64_t h, int64_t row0, T* tile) {
   constexpr int kChunks = D / 8;
   for (int c = simt::thread_index(); c < kRows * kChunks; c += kThreads) {
@@ -197,7 +235,7 @@ LED_DEVICE void load_row_tile(const Rows<T>& src, const RowMap& map, int64_t b, 
     Chunk8 x = zero_chunk();
     const int64_t i = row0 + r < src.rows ? map(b, row0 + r) : -1;
     if (i >= 0) x = load_chunk(src.row(b, h, i) + col);
-    store_chunk(tile + r * smem_row<D>() + col, x);
+    store_chunk(tile + Layout::offset(r, col), x);
   }
 }
 
@@ -249,7 +287,7 @@ struct TilePasses {
 
 // After cp_async_wait_all: bit p set when the chunk this thread copied in pass p into `tile` holds a
 // non-finite value and its row needs the check (`needs_check(r)`, see above).
-template <typename T, int D, typename NeedsCheck>
+template <typename T, int D, typename Tile = PaddedTile<D>, typename NeedsCheck>
 LED_DEVICE uint32_t own_nonfinite_chunks(const T* tile, NeedsCheck needs_check) {
   using P = TilePasses<D>;
   uint32_t bad = 0;
@@ -257,7 +295,7 @@ LED_DEVICE uint32_t own_nonfinite_chunks(const T* tile, NeedsCheck needs_check) 
   for (int p = 0; p < P::kPasses; ++p) {
     const int r = P::row(p), col = P::col(p);
     if (!needs_check(r)) continue;
-    const uint4 v = *reinterpret_cast<const uint4*>(tile + r * smem_row<D>() + col);  // one 16-byte read
+    const uint4 v = *reinterpret_cast<const uint4*>(tile + Tile::offset(r, col));  // one 16-byte read
     if (chunk_nonfinite<T>(Chunk8{{v.x, v.y, v.z, v.w}})) bad |= 1u << p;
   }
   return bad;
@@ -266,15 +304,15 @@ LED_DEVICE uint32_t own_nonfinite_chunks(const T* tile, NeedsCheck needs_check) 
 // The slow path of a tile whose vote found a non-finite chunk (block-uniform, every thread joins):
 // the rows holding one (in any of the checked tiles: `bad` from own_nonfinite_chunks of each, or'ed)
 // are zeroed in `tile` and `other` (when not null) and their poison set to NaN, the others' to 0.
-template <typename T, int D>
+template <typename T, int D, typename Tile = PaddedTile<D>>
 LED_DEVICE void zero_nonfinite_rows(T* tile, T* other, float* poison, uint32_t bad) {
   using P = TilePasses<D>;
   LED_UNROLL
   for (int p = 0; p < P::kPasses; ++p) {
     const int r = P::row(p), col = P::col(p);
     const bool row_bad = row_any<D>(((bad >> p) & 1u) != 0u);
-    if (row_bad) store_chunk(tile + r * smem_row<D>() + col, zero_chunk());
-    if (row_bad && other != nullptr) store_chunk(other + r * smem_row<D>() + col, zero_chunk());
+    if (row_bad) store_chunk(tile + Tile::offset(r, col), zero_chunk());
+    if (row_bad && other != nullptr) store_chunk(other + Tile::offset(r, col), zero_chunk());
     if (col == 0) poison[r] = row_bad ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
   }
 }
@@ -290,6 +328,8 @@ LED_DEVICE void stream_first_tiles(const Stream& s) {
 // (KeyTileStream below, QueryTileStream in attention_bwd.cuh) gives
 //   kStages                             2, or 1 where two stages would not fit in shared memory
 //                                       (then tile t + 1 is copied after tile t's math: no overlap)
+//   kAsyncProxyReads                    the tiles are read by wgmma (the async proxy): fence the
+//                                       copies (and the fix-up's stores) before their barrier
 //   count()                             its number of tiles
 //   read_ahead(t) / keep_ahead(t, x)    this thread's share of tile t's ring row, read into
 //                                       registers / kept in the ring (ring row t % 3)
@@ -310,12 +350,14 @@ LED_DEVICE void walk_tiles(const Stream& s, Visit visit) {
     typename Stream::Ahead ahead{};
     if (t + 2 < n) ahead = s.read_ahead(t + 2);  // (its loads are in flight during this tile's math)
     simt::cp_async_wait_all();
+    if (Stream::kAsyncProxyReads) simt::fence_proxy_async();  // (before the barrier that publishes it)
     const uint32_t bad = s.own_nonfinite(t, stage);
     // every warp is done with tile t - 1 (its stage is free for tile t + 1) and sees tile t
     const bool poisoned = simt::sync_block_or(bad != 0u) != 0;
     if (kStages == 2 && t + 1 < n) s.issue(t + 1, stage ^ 1);
     if (poisoned) {
       s.zero_nonfinite(stage, bad);
+      if (Stream::kAsyncProxyReads) simt::fence_proxy_async();
       simt::sync_block();
     }
     visit(t, stage, poisoned);
@@ -328,25 +370,31 @@ LED_DEVICE void walk_tiles(const Stream& s, Visit visit) {
   }
 }
 
-template <typename T, int D>
+template <typename T, int D, typename Tile = PaddedTile<D>>
 struct PipedKeySmem {
+  // swizzled tiles start 1024-byte aligned: the allocation has room to align its start
+  static constexpr size_t kAlign = Tile::kSwizzled ? 1024 : 16;
   unsigned char* base;
   int32_t* pos_ring;  // [3][kBlockN]: positions of tiles t % 3 (-1: masked)
   float* poison;      // [kBlockN]: the current tile's, valid when its vote found a non-finite row
   float* zeros;       // [kBlockN]: the poison of every other tile (read without a branch per entry)
 
-  static constexpr size_t bytes() { return 4 * tile_bytes<D>() + 5 * kBlockN * sizeof(int32_t); }
+  static constexpr size_t bytes() { return 4 * Tile::kBytes + 5 * kBlockN * sizeof(int32_t) + (kAlign - 16); }
+
+  LED_DEVICE static unsigned char* aligned(unsigned char* smem) {
+    return smem + ((kAlign - simt::smem_address(smem) % kAlign) % kAlign);
+  }
 
   LED_DEVICE explicit PipedKeySmem(unsigned char* smem)
-      : base(smem),
-        pos_ring(reinterpret_cast<int32_t*>(smem + 4 * tile_bytes<D>())),
+      : base(aligned(smem)),
+        pos_ring(reinterpret_cast<int32_t*>(base + 4 * Tile::kBytes)),
         poison(reinterpret_cast<float*>(pos_ring + 3 * kBlockN)),
         zeros(poison + kBlockN) {}
 
-  LED_DEVICE T* ks(int stage) const { return reinterpret_cast<T*>(base + 2 * stage * tile_bytes<D>()); }
-  LED_DEVICE T* vs(int stage) const { return reinterpret_cast<T*>(base + (2 * stage + 1) * tile_bytes<D>()); }
+  LED_DEVICE T* ks(int stage) const { return reinterpret_cast<T*>(base + 2 * stage * Tile::kBytes); }
+  LED_DEVICE T* vs(int stage) const { return reinterpret_cast<T*>(base + (2 * stage + 1) * Tile::kBytes); }
   LED_DEVICE int32_t* key_pos(int64_t t) const { return pos_ring + (t % 3) * kBlockN; }
-  // 2 kBlockN rows (stage 1's K and V tiles): where the query rows wait before tile 1 is copied
+  // stage 1's K and V tiles: where the query rows wait (as padded rows) before tile 1 is copied
   LED_DEVICE T* row_area() const { return ks(1); }
 };
 
@@ -359,7 +407,7 @@ LED_DEVICE int32_t thread_key_position(const KeySet<T>& keys, KeySource src, int
 
 // Starts copying a key tile into (ks, vs): rows base + r of band and non-padded tiles (zeros past N),
 // the valid slots' rows of a global-slot tile (zeros for the others), whose positions `key_pos` holds.
-template <typename T, int D>
+template <typename T, int D, typename Tile = PaddedTile<D>>
 LED_DEVICE void issue_key_tile(const KeySet<T>& keys, KeySource src, int64_t b, int64_t h, int64_t base,
                                const int32_t* key_pos, T* ks, T* vs) {
   using P = TilePasses<D>;
@@ -372,8 +420,8 @@ LED_DEVICE void issue_key_tile(const KeySet<T>& keys, KeySource src, int64_t b, 
     const int32_t j = gathered ? key_pos[r] : static_cast<int32_t>(base) + r;
     const bool fill = gathered ? j >= 0 : j < keys.N;
     const int32_t from = fill ? j : 0;  // (no bytes are read from a zero-filled row's address)
-    simt::cp_async_16(ks + r * smem_row<D>() + col, k.row(from), fill);
-    simt::cp_async_16(vs + r * smem_row<D>() + col, v.row(from), fill);
+    simt::cp_async_16(ks + Tile::offset(r, col), k.row(from), fill);
+    simt::cp_async_16(vs + Tile::offset(r, col), v.row(from), fill);
   }
   simt::cp_async_commit();
 }
@@ -424,15 +472,16 @@ struct TileList {
 // j0, r)` names.
 struct NoCheck {};
 
-template <typename T, int D, Contracted kCheck, typename NeedsCheck = NoCheck>
+template <typename T, int D, Contracted kCheck, typename NeedsCheck = NoCheck, typename Tile = PaddedTile<D>>
 struct KeyTileStream {
   static constexpr int kStages = 2;
+  static constexpr bool kAsyncProxyReads = Tile::kSwizzled;
   using Ahead = int32_t;
 
   const KeySet<T>& keys;
   const TileList& tiles;
   int64_t b, h;
-  const PipedKeySmem<T, D>& sm;
+  const PipedKeySmem<T, D, Tile>& sm;
   NeedsCheck needs_check;
 
   LED_DEVICE int32_t count() const { return tiles.count(); }
@@ -442,7 +491,8 @@ struct KeyTileStream {
     if (simt::thread_index() < kBlockN) sm.key_pos(t)[simt::thread_index()] = pos;
   }
   LED_DEVICE void issue(int32_t t, int stage) const {
-    issue_key_tile<T, D>(keys, tiles.source(t), b, h, tiles.base(t), sm.key_pos(t), sm.ks(stage), sm.vs(stage));
+    issue_key_tile<T, D, Tile>(keys, tiles.source(t), b, h, tiles.base(t), sm.key_pos(t), sm.ks(stage),
+                               sm.vs(stage));
   }
   LED_DEVICE T* checked(int stage) const { return kCheck == Contracted::kKey ? sm.ks(stage) : sm.vs(stage); }
   LED_DEVICE uint32_t own_nonfinite(int32_t t, int stage) const {
@@ -450,19 +500,19 @@ struct KeyTileStream {
     const int32_t* key_pos = sm.key_pos(t);
     const bool band = banded(t);
     const int32_t j0 = tiles.base(t);
-    return own_nonfinite_chunks<T, D>(checked(stage), [&](int r) { return needs_check(key_pos, band, j0, r); });
+    return own_nonfinite_chunks<T, D, Tile>(checked(stage), [&](int r) { return needs_check(key_pos, band, j0, r); });
   }
   LED_DEVICE void zero_nonfinite(int stage, uint32_t bad) const {
-    zero_nonfinite_rows<T, D>(checked(stage), nullptr, sm.poison, bad);
+    zero_nonfinite_rows<T, D, Tile>(checked(stage), nullptr, sm.poison, bad);
   }
 };
 
 // Before walk_key_tiles: the positions of the first two tiles into the ring (see stream_first_tiles)
 // and the row of zero poison.
-template <typename T, int D>
+template <typename T, int D, typename Tile = PaddedTile<D>>
 LED_DEVICE void prepare_key_walk(const KeySet<T>& keys, const TileList& tiles, int64_t b,
-                                 const PipedKeySmem<T, D>& sm) {
-  stream_first_tiles(KeyTileStream<T, D, Contracted::kNone>{keys, tiles, b, 0, sm, NoCheck{}});
+                                 const PipedKeySmem<T, D, Tile>& sm) {
+  stream_first_tiles(KeyTileStream<T, D, Contracted::kNone, NoCheck, Tile>{keys, tiles, b, 0, sm, NoCheck{}});
   if (simt::thread_index() < kBlockN) sm.zeros[simt::thread_index()] = 0.0f;
 }
 
@@ -470,10 +520,10 @@ LED_DEVICE void prepare_key_walk(const KeySet<T>& keys, const TileList& tiles, i
 // `visit(ks, vs, key_pos, poison, poisoned, banded, j0)` per tile (poison: the tile's poison row,
 // all zeros unless `poisoned`). The caller's Q-side fragments must be in registers before the walk
 // (stage 1 is overwritten from its first barrier on).
-template <typename T, int D, Contracted kCheck, typename NeedsCheck, typename Visit>
+template <typename T, int D, Contracted kCheck, typename Tile, typename NeedsCheck, typename Visit>
 LED_DEVICE void walk_key_tiles(const KeySet<T>& keys, const TileList& tiles, int64_t b, int64_t h,
-                               const PipedKeySmem<T, D>& sm, NeedsCheck needs_check, Visit visit) {
-  const KeyTileStream<T, D, kCheck, NeedsCheck> stream{keys, tiles, b, h, sm, needs_check};
+                               const PipedKeySmem<T, D, Tile>& sm, NeedsCheck needs_check, Visit visit) {
+  const KeyTileStream<T, D, kCheck, NeedsCheck, Tile> stream{keys, tiles, b, h, sm, needs_check};
   walk_tiles(stream, [&](int32_t t, int stage, bool poisoned) {
     visit(static_cast<const T*>(sm.ks(stage)), static_cast<const T*>(sm.vs(stage)), sm.key_pos(t),
           static_cast<const float*>(poisoned ? sm.poison : sm.zeros), poisoned, stream.banded(t), tiles.base(t));
@@ -551,12 +601,12 @@ inline int64_t clamped_window(int64_t window, int64_t N) { return window < N ? w
 
 // A fragments (16 rows x D, one register quadruple per 16 dims) of rows [row0, row0 + 16) of a
 // staged tile.
-template <int D, typename T>
+template <int D, typename Layout = PaddedTile<D>, typename T>
 LED_DEVICE void load_a_fragments(uint32_t (&frag)[D / 16][4], const T* tile, int row0, int lane) {
   const int j = lane / 8, r = lane % 8;
   LED_UNROLL
   for (int kt = 0; kt < D / 16; ++kt) {
-    simt::ldmatrix_x4(frag[kt], tile + (row0 + r + 8 * (j & 1)) * smem_row<D>() + kt * 16 + 8 * (j >> 1));
+    simt::ldmatrix_x4(frag[kt], tile + Layout::offset(row0 + r + 8 * (j & 1), kt * 16 + 8 * (j >> 1)));
   }
 }
 
@@ -637,6 +687,63 @@ LED_DEVICE void mma_p_tile(float (&acc)[D / 8][4], const float (&p)[kCols / 8][4
   using Acc = float[1][D / 8][4];
   using P = float[1][kCols / 8][4];
   mma_p_tile<T, D, 1, kCols>(reinterpret_cast<Acc&>(acc), reinterpret_cast<const P&>(p), tile, lane);
+}
+
+// The same two products with wgmma (sm_90a) on SwizzledTile tiles, for a block of 4 warps (one
+// warpgroup): the M = 64 rows of the product for block rb are the 4 warps' 16-row blocks rb (warp w
+// gives rows 16w..16w+15 of A and gets the same rows of D), in the layouts of mma_a_tile_t and
+// mma_p_tile, so the softmax between them is the same code. The products are waited for before
+// returning (the tile's stage is rewritten after the next barrier).
+//   acc[rb][16 x C] += A[rb][16 x D] * tile[C x D]^T: the tile is B K-major (its rows are B's
+//   columns, 64 elements of each per 128-byte block): k-step kt starts 32 bytes further, or at the
+//   next block.
+// (One group per row block: issued as one group, ptxas 13.0 serializes the products of two blocks.)
+template <typename T, int D, int RB, int kCols = kBlockN>
+LED_DEVICE void wgmma_a_tile_t(float (&acc)[RB][kCols / 8][4], const uint32_t (&a)[RB][D / 16][4], const T* tile) {
+  using Tile = SwizzledTile<D>;
+  LED_UNROLL
+  for (int rb = 0; rb < RB; ++rb) {
+    simt::wgmma_fence();
+    LED_UNROLL
+    for (int kt = 0; kt < D / 16; ++kt) {
+      simt::wgmma_rs<T, kCols, false>(acc[rb], a[rb][kt],
+                                      simt::smem_desc_128b(tile + Tile::offset(0, 16 * kt), 0, 8 * 128));
+    }
+    simt::wgmma_commit();
+    simt::wgmma_wait();
+    simt::wgmma_pin(acc[rb]);
+  }
+}
+
+//   acc[rb][16 x D] += P[rb][16 x C] * tile[C x D]: the tile is B MN-major (its rows are B's rows):
+//   k-step kk starts 16 rows further; the 128-byte blocks of columns lie kBlockN rows apart.
+template <typename T, int D, int RB, int kCols = kBlockN>
+LED_DEVICE void wgmma_p_tile(float (&acc)[RB][D / 8][4], const float (&p)[RB][kCols / 8][4], const T* tile) {
+  using Tile = SwizzledTile<D>;
+  uint32_t pa[RB][kCols / 16][4];
+  LED_UNROLL
+  for (int rb = 0; rb < RB; ++rb) {
+    LED_UNROLL
+    for (int kk = 0; kk < kCols / 16; ++kk) {
+      pa[rb][kk][0] = simt::pack2<T>(p[rb][2 * kk][0], p[rb][2 * kk][1]);
+      pa[rb][kk][1] = simt::pack2<T>(p[rb][2 * kk][2], p[rb][2 * kk][3]);
+      pa[rb][kk][2] = simt::pack2<T>(p[rb][2 * kk + 1][0], p[rb][2 * kk + 1][1]);
+      pa[rb][kk][3] = simt::pack2<T>(p[rb][2 * kk + 1][2], p[rb][2 * kk + 1][3]);
+    }
+  }
+  simt::wgmma_fence();
+  LED_UNROLL
+  for (int rb = 0; rb < RB; ++rb) {
+    LED_UNROLL
+    for (int kk = 0; kk < kCols / 16; ++kk) {
+      simt::wgmma_rs<T, D, true>(acc[rb], pa[rb][kk],
+                                 simt::smem_desc_128b(tile + Tile::offset(16 * kk, 0), kBlockN * 128, 8 * 128));
+    }
+  }
+  simt::wgmma_commit();
+  simt::wgmma_wait();
+  LED_UNROLL
+  for (int rb = 0; rb < RB; ++rb) simt::wgmma_pin(acc[rb]);
 }
 
 // Writes row g or g + 8 (x = 0, 1) of a 16 x D accumulator times `mul`, as the 16-bit type, into

@@ -64,8 +64,10 @@ struct FwdArgs {
 // One warp's 16 x RB query rows (RB blocks of 16): Q fragments, output accumulators and softmax
 // statistics. Lane (g, t) = (lane / 4, lane % 4) holds rows g and g + 8 (x = 0, 1 below) of each
 // block.
-template <typename T, int D, int RB>
+template <typename T, int D, int RB, typename Tile = PaddedTile<D>>
 struct WarpRows {
+  using QTile = typename WithRows<Tile, RB * kBlockM>::type;  // the layout the query rows are staged in
+
   uint32_t q[RB][D / 16][4];  // A fragments of Q, one per 16 dims
   float o[RB][D / 8][4];      // C fragments of O, one per 8 dims
   float m[RB][2];             // running max (base 2), -inf before any key
@@ -74,7 +76,7 @@ struct WarpRows {
   LED_DEVICE void init(const T* q_tile, int warp, int lane) {
     LED_UNROLL
     for (int rb = 0; rb < RB; ++rb) {
-      load_a_fragments<D>(q[rb], q_tile, (warp * RB + rb) * 16, lane);
+      load_a_fragments<D, QTile>(q[rb], q_tile, (warp * RB + rb) * 16, lane);
       LED_UNROLL
       for (int dn = 0; dn < D / 8; ++dn) o[rb][dn][0] = o[rb][dn][1] = o[rb][dn][2] = o[rb][dn][3] = 0.0f;
       m[rb][0] = m[rb][1] = -INFINITY;
@@ -96,7 +98,11 @@ struct WarpRows {
       LED_UNROLL
       for (int nt = 0; nt < kCols / 8; ++nt) s[rb][nt][0] = s[rb][nt][1] = s[rb][nt][2] = s[rb][nt][3] = 0.0f;
     }
-    mma_a_tile_t<T, D, RB, kCols>(s, q, ks, lane);
+    if constexpr (Tile::kSwizzled) {
+      wgmma_a_tile_t<T, D, RB, kCols>(s, q, ks);
+    } else {
+      mma_a_tile_t<T, D, RB, kCols>(s, q, ks, lane);
+    }
     LED_UNROLL
     for (int rb = 0; rb < RB; ++rb) {
       // Mask, scale, row max. A full block keeps its raw scores: the row max of scale * s is |scale|
@@ -167,7 +173,11 @@ struct WarpRows {
         o[rb][dn][2] *= alpha[1], o[rb][dn][3] *= alpha[1];
       }
     }
-    mma_p_tile<T, D, RB, kCols>(o, s, vs, lane);
+    if constexpr (Tile::kSwizzled) {
+      wgmma_p_tile<T, D, RB, kCols>(o, s, vs);
+    } else {
+      mma_p_tile<T, D, RB, kCols>(o, s, vs, lane);
+    }
   }
 
   // The row sums over the quad (every lane ends with the full sums).
@@ -185,8 +195,8 @@ struct WarpRows {
 
 // Row `row` (row x of block rb) of the output and its statistics: normalized, or 0 / (+inf, 0) when
 // `live` is false or the row attended nothing. The output goes to row `out_row` (none when -1).
-template <typename T, int D, int RB>
-LED_DEVICE void write_row(const FwdArgs& a, const WarpRows<T, D, RB>& w, int rb, int x, int64_t b, int64_t h,
+template <typename T, int D, int RB, typename Tile>
+LED_DEVICE void write_row(const FwdArgs& a, const WarpRows<T, D, RB, Tile>& w, int rb, int x, int64_t b, int64_t h,
                           int64_t row, int64_t out_row, bool live, int t) {
   const float l = w.l[rb][x];
   const bool attended = live && l != 0.0f;  // NaN sums stay: that row attended a NaN
@@ -210,43 +220,63 @@ LED_DEVICE KeySet<T> fwd_keys(const FwdArgs& a) {
                    a.key_flags, a.global_idx, a.N, a.G};
 }
 
-// The forward's main-loop variants, for D <= 64 (D = 128 always runs rows16), chosen by the
-// environment variable LED_KERNELS_CUDA_FWD so that a GPU session can measure which of shared-memory
-// traffic and occupancy matters more there:
-//   rows32   (default) kernel A: 32 query rows per warp, each K / V fragment read from shared memory
-//            once for two 16-row blocks (half the ldmatrix traffic per MMA; FlashAttention-2's choice)
-//   rows16   kernel A: 16 rows per warp (fewer registers, more blocks per SM)
-// Kernel B always runs 16 rows per warp (its 64 slots per block are often mostly empty).
-enum class FwdVariant : int { kRows32 = 0, kRows16 = 1 };
+// The forward's main-loop variants of kernel A, chosen by the environment variable
+// LED_KERNELS_CUDA_FWD so that a GPU session can measure them against each other:
+//   rows32   (default) 32 query rows per warp, each K / V fragment read from shared memory once for
+//            two 16-row blocks (half the ldmatrix traffic per MMA; FlashAttention-2's choice);
+//            D = 128 runs rows16
+//   rows16   16 rows per warp (fewer registers, more blocks per SM)
+//   wgmma    head dims 64 and 128 on sm_90 (H100, H200), with an extension built for sm_90a
+//            (LED_KERNELS_CUDA_ARCHS containing 90a): the block's two products per tile as warpgroup
+//            MMAs (wgmma) on 128-byte-swizzled tiles (SwizzledTile), over 128 query rows per block
+//            at D = 64 (two halves of 64, as rows32) and 64 at D = 128 (the registers of two halves
+//            would not fit); other head dims run rows32. Refused where it cannot run.
+//   wgmma16  the same with 64 query rows per block at D = 64 too (fewer registers, more blocks per
+//            SM, twice the key tiles per query row).
+// Kernel B always runs 16 rows per warp with mma.sync (its 64 slots per block are often mostly
+// empty, and its sweep is bound by memory).
+enum class FwdVariant : int { kRows32 = 0, kRows16 = 1, kWgmma = 2, kWgmma16 = 3 };
 
 inline FwdVariant fwd_variant() {
   const char* env = std::getenv("LED_KERNELS_CUDA_FWD");
   if (env == nullptr || *env == '\0' || std::strcmp(env, "rows32") == 0) return FwdVariant::kRows32;
   if (std::strcmp(env, "rows16") == 0) return FwdVariant::kRows16;
-  throw std::invalid_argument(std::string("LED_KERNELS_CUDA_FWD must be rows32 or rows16, got '") + env + "'");
+  const bool wgmma = std::strcmp(env, "wgmma") == 0, wgmma16 = std::strcmp(env, "wgmma16") == 0;
+  if (wgmma || wgmma16) {
+    if (!simt::wgmma_launchable()) {
+      throw std::invalid_argument(std::string("LED_KERNELS_CUDA_FWD=") + env +
+                                  " needs an sm_90 GPU (H100, H200) and an extension built for sm_90a "
+                                  "(LED_KERNELS_CUDA_ARCHS containing 90a)");
+    }
+    return wgmma ? FwdVariant::kWgmma : FwdVariant::kWgmma16;
+  }
+  throw std::invalid_argument(std::string("LED_KERNELS_CUDA_FWD must be rows32, rows16, wgmma or wgmma16, got '") +
+                              env + "'");
 }
 
 // The main loop of both forward kernels over the tiles of `tiles` (see walk_key_tiles). The
 // block's rows are [block_row0, block_row0 + block_rows) (kernel A; their window decides which band
 // keys some row does not attend). A warp whose rows attend nothing (`warp_live` false: padding rows,
 // slots past G or invalid) only helps copy the tiles; its rows are written as zeros anyway.
-template <typename T, int D, int RB>
-LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D, RB>& w, const KeySet<T>& keys, const TileList& tiles,
-                             int64_t b, int64_t h, const int32_t (&row)[RB][2], int64_t block_row0,
-                             int64_t block_rows, int64_t warp_row0, bool warp_live, const PipedKeySmem<T, D>& sm,
-                             int lane) {
+template <typename T, int D, int RB, typename Tile>
+LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D, RB, Tile>& w, const KeySet<T>& keys,
+                             const TileList& tiles, int64_t b, int64_t h, const int32_t (&row)[RB][2],
+                             int64_t block_row0, int64_t block_rows, bool warp_live,
+                             const PipedKeySmem<T, D, Tile>& sm, int lane) {
   auto needs_check = [&](const int32_t* key_pos, bool banded, int32_t j0, int r) {
     return key_pos[r] < 0 || (banded && !window_covers(block_row0, block_rows, j0 + r, 1, a.window));
   };
   auto visit = [&](const T* ks, const T* vs, const int32_t* key_pos, const float* poison, bool poisoned, bool banded,
                    int32_t j0) {
     const TileOccupancy keys_in = tile_occupancy(key_pos, lane);
-    if (!warp_live || !keys_in.any()) return;  // (it would add exact zeros)
+    // (it would add exact zeros; wgmma is the whole warpgroup's, so there every warp computes)
+    if ((!Tile::kSwizzled && !warp_live) || !keys_in.any()) return;
     const bool clean = !poisoned && keys_in.all();
     bool full[RB];
     LED_UNROLL
     for (int rb = 0; rb < RB; ++rb) {
-      full[rb] = clean && (!banded || window_covers(warp_row0 + 16 * rb, 16, j0, kBlockN, a.window));
+      // (row[rb][0] - lane / 4: the first of the warp's rows in block rb)
+      full[rb] = clean && (!banded || window_covers(row[rb][0] - lane / 4, 16, j0, kBlockN, a.window));
     }
     if (keys_in.past_narrow()) {
       w.attend(ks, vs, key_pos, poison, lane, row, banded, full, a.window, a.scale_log2);
@@ -258,12 +288,12 @@ LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D, RB>& w, const KeyS
 }
 
 // Kernel A: blocks of 64 x RB query rows (query tile fastest, then head, then batch), each warp
-// owning 16 x RB consecutive rows.
-template <typename T, int D, int RB>
-LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
-  static_assert(RB * kBlockM <= 2 * kBlockN, "Q is staged in stage 1's K and V tiles");
+// owning 16 x RB consecutive rows; K and V tiles staged as Tile (SwizzledTile: wgmma).
+template <typename T, int D, int RB, typename Tile>
+LED_DEVICE void banded_fwd_block(const FwdArgs& a) {
+  static_assert(WarpRows<T, D, RB, Tile>::QTile::kBytes <= 2 * Tile::kBytes, "Q is staged in stage 1's K and V tiles");
   constexpr int kRows = RB * kBlockM;
-  const PipedKeySmem<T, D> sm(simt::shared_memory());
+  const PipedKeySmem<T, D, Tile> sm(simt::shared_memory());
   const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
   const KeySet<T> keys = fwd_keys<T>(a);
 
@@ -274,6 +304,7 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
   const int64_t b = bid / (tiles * a.H);
   const int warp = simt::thread_index() / 32, lane = simt::thread_index() % 32;
 
+  using Warp = WarpRows<T, D, RB, Tile>;
   const int64_t warp_row0 = i0 + warp * 16 * RB;
   int32_t row[RB][2];  // (positions below N + 128 < 2^31: see attends)
   LED_UNROLL
@@ -285,12 +316,12 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
   if (!rows_have_live(a.key_flags, a.N, b, i0, kRows, false, lane)) list.band_tiles = list.extra_tiles = 0;
   const bool warp_live = rows_have_live(a.key_flags, a.N, b, warp_row0, 16 * RB, false, lane);
 
-  prepare_key_walk<T, D>(keys, list, b, sm);
-  load_row_tile<T, D, kRows>(q, a.rows, b, h, i0, sm.row_area());
+  prepare_key_walk<T, D, Tile>(keys, list, b, sm);
+  load_row_tile<T, D, kRows, typename Warp::QTile>(q, a.rows, b, h, i0, sm.row_area());
   simt::sync_block();
-  WarpRows<T, D, RB> w;
+  Warp w;
   w.init(sm.row_area(), warp, lane);
-  attend_tiles<T, D, RB>(a, w, keys, list, b, h, row, i0, kRows, warp_row0, warp_live, sm, lane);
+  attend_tiles<T, D, RB, Tile>(a, w, keys, list, b, h, row, i0, kRows, warp_live, sm, lane);
   w.reduce_sums();
   const int8_t* flags = a.key_flags + b * a.N;
   LED_UNROLL
@@ -298,8 +329,17 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
     LED_UNROLL
     for (int x = 0; x < 2; ++x) {
       const int64_t i = row[rb][x];
-      if (i < a.N) write_row<T, D, RB>(a, w, rb, x, b, h, i, i, flags[i] != 1, lane % 4);
+      if (i < a.N) write_row(a, w, rb, x, b, h, i, i, flags[i] != 1, lane % 4);
     }
+  }
+}
+
+template <typename T, int D, int RB, typename Tile>
+LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
+  if constexpr (Tile::kSwizzled && !simt::kWgmmaCompiled) {
+    simt::unreachable();  // (code for other architectures than sm_90a: never launched, see wgmma_launchable)
+  } else {
+    banded_fwd_block<T, D, RB, Tile>(a);
   }
 }
 
@@ -331,7 +371,7 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
   simt::sync_block();
   WarpRows<T, D, 1> w;
   w.init(sm.row_area(), warp, lane);
-  attend_tiles<T, D, 1>(a, w, keys, list, b, h, unused_row, 0, 0, 0, warp_live, sm, lane);
+  attend_tiles(a, w, keys, list, b, h, unused_row, 0, 0, warp_live, sm, lane);
   w.reduce_sums();
   const int t = lane % 4;
   LED_UNROLL
@@ -340,7 +380,7 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
     if (s >= a.G) continue;
     if (a.chunks == 1) {
       const bool valid = slot_valid(a.key_flags, a.global_idx, a.N, a.G, b, s);
-      write_row<T, D, 1>(a, w, 0, x, b, h, s, a.rows(b, s), valid, t);
+      write_row(a, w, 0, x, b, h, s, a.rows(b, s), valid, t);
       continue;
     }
     const int64_t part = (b * a.H + h) * a.chunks + chunk;
@@ -407,7 +447,7 @@ inline size_t fwd_workspace_bytes(AttnKind kind, int64_t B, int64_t H, int64_t G
   return static_cast<size_t>(B * H * chunks * G * (D + 2)) * sizeof(float);
 }
 
-template <typename T, int D, int RB, typename Stream>
+template <typename T, int D, int RB, typename Tile, typename Stream>
 void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
   FwdArgs a;
   a.q = p.q, a.k = p.k, a.v = p.v, a.out = p.out, a.lse = p.lse;
@@ -417,14 +457,15 @@ void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
   a.scale_log2 = static_cast<float>(p.scale * 1.4426950408889634);
   a.qs = p.q_strides, a.ks = p.k_strides, a.vs = p.v_strides, a.os = p.o_strides;
   a.chunk_keys = p.N, a.chunks = 1, a.part_o = nullptr, a.part_ml = nullptr;
-  constexpr size_t smem = PipedKeySmem<T, D>::bytes();
   if (p.kind == AttnKind::kBanded) {
+    constexpr size_t band_smem = PipedKeySmem<T, D, Tile>::bytes();
     const int64_t blocks = p.B * p.H * ceil_div(p.N, RB * kBlockM);
-    auto kernel = banded_fwd_kernel<T, D, RB>;  // (a template-id would split the macro's arguments)
-    LED_SET_SMEM_LIMIT(kernel, smem);
-    if (launchable(blocks)) LED_LAUNCH(kernel, blocks, kThreads, smem, stream, a);
+    auto kernel = banded_fwd_kernel<T, D, RB, Tile>;  // (a template-id would split the macro's arguments)
+    LED_SET_SMEM_LIMIT(kernel, band_smem);
+    if (launchable(blocks)) LED_LAUNCH(kernel, blocks, kThreads, band_smem, stream, a);
     return;
   }
+  constexpr size_t smem = PipedKeySmem<T, D>::bytes();
   a.chunk_keys = global_fwd_chunk_keys(p.B, p.H, p.G, p.N);
   a.chunks = chunk_count(p.N, a.chunk_keys);  // no keys: one pass writes the zero rows
   if (a.chunks > 1) {
@@ -444,10 +485,23 @@ void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
 
 template <typename T, int D, typename Stream>
 void dispatch_variant(FwdVariant variant, const AttnFwdParams& p, float* workspace, Stream stream) {
-  switch (variant) {
-    case FwdVariant::kRows32: launch_fwd<T, D, 2>(p, workspace, stream); break;
-    case FwdVariant::kRows16: launch_fwd<T, D, 1>(p, workspace, stream); break;
+  if (variant == FwdVariant::kRows16 || (D == 128 && variant == FwdVariant::kRows32)) {
+    launch_fwd<T, D, 1, PaddedTile<D>>(p, workspace, stream);
+    return;
   }
+  if constexpr (D % 64 == 0) {
+    if (variant == FwdVariant::kWgmma16 || (D == 128 && variant == FwdVariant::kWgmma)) {
+      launch_fwd<T, D, 1, SwizzledTile<D>>(p, workspace, stream);
+      return;
+    }
+    if constexpr (D == 64) {
+      if (variant == FwdVariant::kWgmma) {
+        launch_fwd<T, D, 2, SwizzledTile<D>>(p, workspace, stream);
+        return;
+      }
+    }
+  }
+  if constexpr (D < 128) launch_fwd<T, D, 2, PaddedTile<D>>(p, workspace, stream);
 }
 
 template <typename T, typename Stream>
@@ -457,7 +511,7 @@ void dispatch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
     case 16: dispatch_variant<T, 16>(variant, p, workspace, stream); break;
     case 32: dispatch_variant<T, 32>(variant, p, workspace, stream); break;
     case 64: dispatch_variant<T, 64>(variant, p, workspace, stream); break;
-    default: launch_fwd<T, 128, 1>(p, workspace, stream); break;
+    default: dispatch_variant<T, 128>(variant, p, workspace, stream); break;
   }
 }
 

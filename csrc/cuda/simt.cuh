@@ -26,6 +26,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #if defined(__CUDACC__)
 
@@ -121,6 +122,133 @@ LED_DEVICE void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::
 // __syncthreads that also returns whether `pred` held in any thread of the block.
 LED_DEVICE int sync_block_or(int pred) { return __syncthreads_or(pred); }
 
+// Warpgroup MMA (sm_90a: the four warps of a block issue it together). wgmma_rs<T, N, kTransB>:
+// D[64 x N] += A[64 x 16] B[16 x N], A from registers (warp w holds rows 16w..16w+15 as an
+// mma.m16n8k16 A fragment), B in shared memory through a descriptor (smem_desc_128b), K-major
+// (kTransB false: B's column n is a 16-element row at n) or MN-major (kTransB true: B's row k holds
+// its N elements); D per warp as N / 8 mma.m16n8 C fragments. It runs asynchronously: issue the
+// products, wgmma_commit, then wgmma_wait before D is read, and wgmma_pin(D) after it (so that the
+// compiler cannot move a read of D's registers above the wait). wgmma_fence orders earlier
+// register writes of A and D before the products; fence_proxy_async makes this thread's earlier
+// shared-memory writes (stores, completed cp.async) visible to them, before the barrier that
+// publishes them to the other warps. The asm is compiled for sm_90a only (other architectures
+// never launch the kernels that use it, and trap if they did).
+#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+constexpr bool kWgmmaCompiled = false;  // this pass compiles device code without wgmma
+#else
+constexpr bool kWgmmaCompiled = true;
+#endif
+LED_DEVICE void unreachable() { __trap(); }
+
+LED_DEVICE void fence_proxy_async() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+LED_DEVICE void wgmma_fence() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+
+LED_DEVICE void wgmma_commit() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+
+LED_DEVICE void wgmma_wait() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#endif
+}
+
+// After wgmma_wait, for each accumulator the waited products wrote: reads of it stay below the wait.
+template <int kRows>
+LED_DEVICE void wgmma_pin(float (&d)[kRows][4]) {
+  LED_UNROLL
+  for (int i = 0; i < kRows; ++i) {
+    asm volatile("" : "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])::"memory");
+  }
+}
+
+#define LED_WGMMA_D4(j) "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])
+
+#define LED_WGMMA_RS_N16(DT, TNSP)                                       \
+  asm volatile(                                                          \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"                       \
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32." DT "." DT " {"       \
+      "%0, %1, %2, %3, %4, %5, %6, %7"                                   \
+      "}, {%8, %9, %10, %11}, %12, p, 1, 1, " TNSP ";\n}\n"              \
+      : LED_WGMMA_D4(0), LED_WGMMA_D4(1)                                 \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1))
+
+#define LED_WGMMA_RS_N64(DT, TNSP)                                                     \
+  asm volatile(                                                                        \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                     \
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32." DT "." DT " {"                     \
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "         \
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31" \
+      "}, {%32, %33, %34, %35}, %36, p, 1, 1, " TNSP ";\n}\n"                          \
+      : LED_WGMMA_D4(0), LED_WGMMA_D4(1), LED_WGMMA_D4(2), LED_WGMMA_D4(3),            \
+        LED_WGMMA_D4(4), LED_WGMMA_D4(5), LED_WGMMA_D4(6), LED_WGMMA_D4(7)             \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1))
+
+#define LED_WGMMA_RS_N128(DT, TNSP)                                                      \
+  asm volatile(                                                                          \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                       \
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32." DT "." DT " {"                      \
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "           \
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"   \
+      "}, {%64, %65, %66, %67}, %68, p, 1, 1, " TNSP ";\n}\n"                            \
+      : LED_WGMMA_D4(0), LED_WGMMA_D4(1), LED_WGMMA_D4(2), LED_WGMMA_D4(3),              \
+        LED_WGMMA_D4(4), LED_WGMMA_D4(5), LED_WGMMA_D4(6), LED_WGMMA_D4(7),              \
+        LED_WGMMA_D4(8), LED_WGMMA_D4(9), LED_WGMMA_D4(10), LED_WGMMA_D4(11),            \
+        LED_WGMMA_D4(12), LED_WGMMA_D4(13), LED_WGMMA_D4(14), LED_WGMMA_D4(15)           \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1))
+
+template <typename T, int N, bool kTransB>
+LED_DEVICE void wgmma_rs(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64_t desc_b) {
+  static_assert(N == 16 || N == 64 || N == 128, "wgmma_rs: N of 16, 64 or 128");
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
+#define LED_WGMMA_RS_DISPATCH(NN)                                    \
+  if constexpr (N == NN && kBf16 && kTransB) LED_WGMMA_RS_N##NN("bf16", "1"); \
+  if constexpr (N == NN && kBf16 && !kTransB) LED_WGMMA_RS_N##NN("bf16", "0"); \
+  if constexpr (N == NN && !kBf16 && kTransB) LED_WGMMA_RS_N##NN("f16", "1");  \
+  if constexpr (N == NN && !kBf16 && !kTransB) LED_WGMMA_RS_N##NN("f16", "0");
+  LED_WGMMA_RS_DISPATCH(16)
+  LED_WGMMA_RS_DISPATCH(64)
+  LED_WGMMA_RS_DISPATCH(128)
+#undef LED_WGMMA_RS_DISPATCH
+#else
+  (void)d, (void)a, (void)desc_b;
+  __trap();
+#endif
+}
+
+// Whether the current device runs the wgmma kernels: an sm_90 GPU (H100, H200), and sm_90a code in
+// this build (only sm_90a has wgmma; CMake defines LED_KERNELS_HAVE_SM90A for it).
+inline bool wgmma_launchable() {
+#if defined(LED_KERNELS_HAVE_SM90A)
+  int device = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return major == 9 && minor == 0;
+#else
+  return false;
+#endif
+}
+
 // A 32-bit store to (load from) global memory at a 4-byte aligned address.
 LED_DEVICE void store_u32(void* dst, uint32_t v) { *reinterpret_cast<uint32_t*>(dst) = v; }
 LED_DEVICE uint32_t load_u32(const void* src) { return *reinterpret_cast<const uint32_t*>(src); }
@@ -207,6 +335,15 @@ LED_DEVICE __half from_float<__half>(float x) { return __float2half_rn(x); }
 template <>
 LED_DEVICE __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 
+
+// The shared-memory descriptor of a wgmma operand (wgmma_rs) in a 128-byte-swizzled tile: start
+// address, leading and stride byte offsets in 16-byte units (bits 0, 16, 32), swizzle mode 1 (128
+// bytes, bits 62-63), base offset 0 (the tile is 1024-byte aligned).
+LED_DEVICE uint64_t smem_desc_128b(const void* start, uint32_t leading_bytes, uint32_t stride_bytes) {
+  return static_cast<uint64_t>((smem_address(start) >> 4) & 0x3FFFu) |
+         (static_cast<uint64_t>((leading_bytes >> 4) & 0x3FFFu) << 16) |
+         (static_cast<uint64_t>((stride_bytes >> 4) & 0x3FFFu) << 32) | (uint64_t{1} << 62);
+}
 
 #ifdef LED_SIMT_EMULATOR
 namespace detail {

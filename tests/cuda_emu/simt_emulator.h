@@ -69,6 +69,7 @@ struct Fiber {
   FiberState state = FiberState::kRunnable;
   const void* waiting_on = nullptr;  // the barrier a blocked fiber waits for
   std::vector<std::pair<unsigned char*, std::array<unsigned char, 16>>> pending;  // cp.async not yet landed
+  std::vector<std::pair<float*, float>> wgmma_pending;  // wgmma results not yet waited for
 };
 
 struct Barrier {
@@ -85,6 +86,11 @@ struct Mailbox {
 
 constexpr size_t kStackBytes = 256 * 1024;
 
+// A warpgroup collective (wgmma): each of the 128 threads posts its A fragment and the descriptor.
+struct GroupMailbox {
+  uint32_t words[2][128][6];
+};
+
 struct Range {
   uintptr_t begin, end;
 };
@@ -98,6 +104,8 @@ struct Launch {
   Barrier block_barrier;
   std::vector<uint8_t> block_votes;  // per block-barrier generation: sync_block_or's answer
   std::vector<Mailbox> mailboxes;
+  std::vector<Barrier> group_barriers;  // per warpgroup (4 warps)
+  std::vector<GroupMailbox> group_mailboxes;
   std::vector<unsigned char> smem;
   std::function<void()> body;
   std::mt19937_64 rng;
@@ -182,6 +190,7 @@ inline void fiber_entry() {
   try {
     l.body();
     if (!l.current->pending.empty()) fail("a thread ended with cp.async copies it never waited for");
+    if (!l.current->wgmma_pending.empty()) fail("a thread ended with wgmma products it never waited for");
   } catch (const std::exception& e) {
     if (l.error.empty()) l.error = e.what();
   }
@@ -196,6 +205,7 @@ inline void run_block(Launch& l) {
     f.state = FiberState::kRunnable;
     f.waiting_on = nullptr;
     f.pending.clear();
+    f.wgmma_pending.clear();
     getcontext(&f.context);
     f.context.uc_stack.ss_sp = f.stack.get();
     f.context.uc_stack.ss_size = kStackBytes;
@@ -203,6 +213,7 @@ inline void run_block(Launch& l) {
     makecontext(&f.context, fiber_entry, 0);
   }
   for (auto& b : l.warp_barriers) b = Barrier{};
+  for (auto& b : l.group_barriers) b = Barrier{};
   l.block_barrier = Barrier{};
   l.block_votes.clear();
   // Scheduling is per warp: a step runs every runnable lane of one warp up to its next
@@ -256,6 +267,8 @@ void run(Kernel kernel, int64_t blocks, int threads, size_t smem_bytes, Args... 
   for (auto& f : l.fibers) f.stack.reset(new char[kStackBytes]);
   l.warp_barriers.resize(threads / 32);
   l.mailboxes.resize(threads / 32);
+  l.group_barriers.resize(threads / 128);
+  l.group_mailboxes.resize(threads / 128);
   l.rng.seed(launch_seed()++);
   l.body = [&]() { kernel(args...); };
   current_launch() = &l;
@@ -428,6 +441,105 @@ inline void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32
     float acc = d[i];
     for (int k = 0; k < 16; ++k) acc += A(row, k) * B(k, col);
     d[i] = acc;
+  }
+}
+
+// Shared-memory addresses are offsets into the block's allocation, whose start therefore counts as
+// 1024-byte aligned (on the GPU the kernels align their swizzled tiles themselves).
+inline uint32_t smem_address(const void* p) {
+  simt_emu::check_shared(p, 1, "smem_address");
+  return static_cast<uint32_t>(static_cast<const unsigned char*>(p) - simt_emu::launch().smem.data());
+}
+
+// The emulator runs every kernel (no architecture to match).
+inline bool wgmma_launchable() { return true; }
+
+constexpr bool kWgmmaCompiled = true;
+inline void unreachable() { simt_emu::fail("unreachable code reached"); }
+inline void fence_proxy_async() {}
+inline void wgmma_fence() {}
+inline void wgmma_commit() {}
+
+// The products land in the accumulators only here: a read of D before the wait sees its old value.
+inline void wgmma_wait() {
+  auto& pending = simt_emu::fiber().wgmma_pending;
+  for (const auto& r : pending) *r.first = r.second;
+  pending.clear();
+}
+
+template <int kRows>
+inline void wgmma_pin(float (&)[kRows][4]) {}
+
+namespace detail {
+
+// The 16-bit element at shared byte `linear` of a 128-byte-swizzled operand: the hardware XORs bits
+// [4, 7) of the address (the 16-byte chunk within a 128-byte row) with bits [7, 10) (the row within
+// a group of 8 rows).
+inline uint16_t swizzled128_element(uint32_t linear) {
+  const uint32_t at = linear ^ (((linear >> 7) & 7u) << 4);
+  const unsigned char* p = simt_emu::launch().smem.data() + at;
+  simt_emu::check_shared(p, 2, "wgmma");
+  uint16_t e;
+  std::memcpy(&e, p, 2);
+  return e;
+}
+
+}  // namespace detail
+
+// wgmma.mma_async m64nNk16 with A from registers (simt.cuh): the warpgroup's threads post their A
+// fragments and the descriptor; every thread computes its own entries of D from them and from B in
+// shared memory, read through the descriptor as the PTX ISA's canonical 128-byte-swizzled layouts
+// (start, leading and stride byte offsets in 16-byte units; K-major: B(k, n) at start + (n / 8) SBO +
+// (n % 8) 128 + 2 k; MN-major: B(k, n) at start + (n / 64) LBO + (k / 8) SBO + (k % 8) 128 +
+// 2 (n % 64)), and keeps them pending until wgmma_wait. Chained products on the same accumulator
+// before a wait add up, as on the GPU.
+template <typename T, int N, bool kTransB>
+inline void wgmma_rs(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64_t desc_b) {
+  simt_emu::Launch& l = simt_emu::launch();
+  if (l.threads % 128 != 0) simt_emu::fail("wgmma needs whole warpgroups of 128 threads");
+  const int thread = simt_emu::fiber().thread;
+  const int group = thread / 128, me = thread % 128;
+  simt_emu::Barrier& barrier = l.group_barriers[group];
+  const uint64_t gen = barrier.generation;
+  uint32_t* mine = l.group_mailboxes[group].words[gen & 1][me];
+  for (int i = 0; i < 4; ++i) mine[i] = a[i];
+  mine[4] = static_cast<uint32_t>(desc_b);
+  mine[5] = static_cast<uint32_t>(desc_b >> 32);
+  simt_emu::arrive(barrier, 128, group * 128);
+  const auto& w = l.group_mailboxes[group].words[gen & 1];
+  for (int t = 0; t < 128; ++t) {
+    if (w[t][4] != mine[4] || w[t][5] != mine[5]) simt_emu::fail("wgmma: the warpgroup's threads gave different descriptors");
+  }
+  const uint32_t start = static_cast<uint32_t>(desc_b & 0x3FFFu) << 4;
+  const uint32_t lbo = static_cast<uint32_t>((desc_b >> 16) & 0x3FFFu) << 4;
+  const uint32_t sbo = static_cast<uint32_t>((desc_b >> 32) & 0x3FFFu) << 4;
+  if ((desc_b >> 62) != 1u || ((desc_b >> 49) & 7u) != 0u) {
+    simt_emu::fail("emulated wgmma: only 128-byte swizzled operands with base offset 0");
+  }
+  auto A = [&](int row, int k) {  // warp row / 16 holds rows 16 (row / 16) + [0, 16) as an mma A fragment
+    const int owner = 32 * (row / 16) + (row % 8) * 4 + (k % 8) / 2;
+    return detail::element<T>(w[owner][(row % 16) / 8 + 2 * (k / 8)], k % 2);
+  };
+  auto B = [&](int k, int n) {
+    const uint32_t linear = kTransB ? start + (n / 64) * lbo + (k / 8) * sbo + (k % 8) * 128 + (n % 64) * 2
+                                    : start + (n / 8) * sbo + (n % 8) * 128 + k * 2;
+    return detail::element<T>(detail::swizzled128_element(linear), 0);
+  };
+  auto& pending = simt_emu::fiber().wgmma_pending;
+  const int warp = me / 32, g = (me % 32) / 4, t = me % 4;
+  for (int j = 0; j < N / 8; ++j) {
+    for (int e = 0; e < 4; ++e) {
+      const int row = 16 * warp + g + 8 * (e >> 1), col = 8 * j + 2 * t + (e & 1);
+      float* dst = &d[j][e];
+      auto it = std::find_if(pending.begin(), pending.end(), [&](const auto& r) { return r.first == dst; });
+      float acc = it != pending.end() ? it->second : *dst;
+      for (int k = 0; k < 16; ++k) acc += A(row, k) * B(k, col);
+      if (it != pending.end()) {
+        it->second = acc;
+      } else {
+        pending.emplace_back(dst, acc);
+      }
+    }
   }
 }
 

@@ -396,6 +396,48 @@ def test_gpu_sanitizer_case(d):
     assert torch.isfinite(out).all() and torch.isfinite(grad).all()
 
 
+def _wgmma_runs() -> bool:
+    """The forward's wgmma variant runs here: an sm_90 GPU and sm_90a code in the extension."""
+    if not (torch.cuda.is_available() and lk.available_backends()["cuda"].available):
+        return False
+    import led_kernels._C as C
+
+    return torch.cuda.get_device_capability() == (9, 0) and "90a" in C.build_info()["cuda_archs"].split(";")
+
+
+needs_wgmma = pytest.mark.skipif(not _wgmma_runs(), reason="needs an sm_90 GPU and sm_90a code")
+
+
+@pytest.mark.gpu
+@needs_wgmma
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+@pytest.mark.parametrize(
+    "n,d,window,n_global",
+    [(1000, 64, 100, 3), (1000, 128, 100, 3), (16384, 64, 512, 1), (3000, 128, 4000, 5)],
+)
+def test_gpu_wgmma_forward(monkeypatch, n, d, window, n_global, dtype):
+    """Kernel A's wgmma variant (LED_KERNELS_CUDA_FWD=wgmma) against the fp64 oracle, and within a few
+    roundings of the default variant (the same softmax; only the products' accumulation order differs)."""
+    monkeypatch.setenv("LED_KERNELS_CUDA_FWD", "wgmma")
+    errors = layer_errors_vs_fp64("cuda", 1, n, 2, d, window, n_global, dtype)
+    (out_err, grad_err), (out_t, grad_t) = errors["cuda"], errors["torch"]
+    assert out_err <= 2 * out_t + 1e-5 and grad_err <= 2 * grad_t + 1e-5, errors
+    _, views = fused_projections(1, n, 2, d, dtype=dtype, device="cuda")
+    gm, pm = spread_masks(1, n, n_global, "cuda")
+    wgmma = longformer_layer(views, window, gm, pm, "cuda")
+    monkeypatch.setenv("LED_KERNELS_CUDA_FWD", "rows16")
+    torch.testing.assert_close(wgmma, longformer_layer(views, window, gm, pm, "cuda"), atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.gpu
+@needs_wgmma
+@pytest.mark.parametrize("d", [64, 128])
+def test_gpu_sanitizer_case_wgmma(monkeypatch, d):
+    """test_gpu_sanitizer_case with kernel A's wgmma variant (for compute-sanitizer)."""
+    monkeypatch.setenv("LED_KERNELS_CUDA_FWD", "wgmma")
+    test_gpu_sanitizer_case(d)
+
+
 def test_benchmark_provider_skips_float32(monkeypatch):
     """The benchmark harness skips float32 cases for the cuda provider instead of failing on them."""
     from benchmarks.cases import Case
