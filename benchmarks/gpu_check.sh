@@ -19,7 +19,8 @@
 #                                           # A/B in one run, profiles
 #
 # The cuda backend (compiled kernels; about 6 minutes, build included):
-#   bash benchmarks/gpu_check.sh cuda       # build, GPU tests, compute-sanitizer, headline against triton
+#   bash benchmarks/gpu_check.sh cuda       # build, GPU tests, compute-sanitizer, headline against triton,
+#                                           # the forward's other main loops (rows16, wgmma, wgmma16)
 #
 # The backward folds against their separate sweeps (about 4 minutes, no build):
 #   bash benchmarks/gpu_check.sh folds      # triton GPU tests, kernel profiles and timings, both ways
@@ -32,9 +33,10 @@
 #
 # What is owed after CPU-only sessions, in one call of about 4 minutes on a fresh H100 (build included):
 #   bash benchmarks/gpu_check.sh owed       # build (foreground, all cores), cuda GPU tests + machine-code
-#                                           # check + sanitizers, one run timing cuda, cuda-wgmma, triton,
+#                                           # check + sanitizers, one run timing cuda, triton,
 #                                           # triton-two-launch and hf at the headline shape (G=0 and 1),
-#                                           # cuda profiles (default and wgmma forward)
+#                                           # one timing the wgmma forwards against cuda and triton, cuda
+#                                           # profiles (default and wgmma forward)
 #
 # On the lent GPU machines, first: export PATH=/opt/torch/.venv/bin:$PATH (the python that has torch;
 # its venv has no plain `pip`, hence `python -m pip`).
@@ -80,10 +82,13 @@ install() {
     run install env LED_KERNELS_CUDA_ARCHS="$cap" python -m pip install -q --no-build-isolation --no-deps -e .
 }
 
-cuda_sanitizers() {  # memcheck and racecheck on a small case of every cuda kernel
+cuda_sanitizers() {  # memcheck and racecheck on a small case of every cuda kernel (the wgmma forward apart)
     for tool in memcheck racecheck; do
-        LIMIT=60 run "sanitizer-cuda-$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 \
-            python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k sanitizer_case
+        for which in "" wgmma; do
+            LIMIT=60 run "sanitizer-cuda-$tool${which:+-$which}" compute-sanitizer --tool "$tool" --error-exitcode 1 \
+                python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py \
+                -k "sanitizer_case and ${which:-not wgmma}"
+        done
     done
 }
 
@@ -183,12 +188,13 @@ stage_cuda() {
     install
     nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv | tee "$LOGDIR/gpu-state.log"
     LIMIT=150 run pytest-cuda-gpu python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py \
-        tests/test_extension.py --durations=10
+        tests/test_extension.py -k "not wgmma" --durations=10
+    LIMIT=120 run pytest-cuda-wgmma python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k wgmma
     cuda_sanitizers
     LIMIT=90 run bench-cuda python -m benchmarks --providers cuda triton sdpa hf --seqlens 8192 16384 \
         --globals 0 1 --window 512 --head-dim 64 --check --tag cuda
-    # the forward's other row layout (csrc/cuda/attention_fwd.cuh, FwdVariant)
-    for variant in rows16; do
+    # the forward's other main loops (csrc/cuda/attention_fwd.cuh, FwdVariant)
+    for variant in rows16 wgmma wgmma16; do
         LIMIT=40 run "bench-cuda-fwd-$variant" env LED_KERNELS_CUDA_FWD=$variant python -m benchmarks \
             --providers cuda --seqlens 16384 --globals 0 1 --window 512 --head-dim 64 --modes fwd \
             --tag "cuda-fwd-$variant"
@@ -200,11 +206,16 @@ stage_owed() {
     LIMIT=20 run gpu-state nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv
     CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) install
     export PATH="$PATH:/usr/local/cuda/bin"  # cuobjdump and nvdisasm for the machine-code check
+    # (the wgmma forward, never run on a GPU before, in processes of its own: a trap there would end
+    # every later CUDA call of the process)
     LIMIT=150 run pytest-cuda-gpu python -m pytest -q -p no:cacheprovider tests/test_cuda_sass.py \
-        tests/ops/test_cuda.py tests/test_extension.py -k "gpu or sass" --durations=10
+        tests/ops/test_cuda.py tests/test_extension.py -k "(gpu or sass) and not wgmma" --durations=10
+    LIMIT=120 run pytest-cuda-wgmma python -m pytest -q -p no:cacheprovider tests/ops/test_cuda.py -k wgmma
+    LIMIT=150 run bench-owed python -m benchmarks --providers cuda triton triton-two-launch hf --seqlens 16384 \
+        --globals 0 1 --window 512 --head-dim 64 --modes fwd fwd_bwd --check --tag owed
+    LIMIT=120 run bench-owed-wgmma python -m benchmarks --providers cuda-wgmma cuda-wgmma16 cuda triton \
+        --seqlens 16384 --globals 0 1 --window 512 --head-dim 64 --modes fwd fwd_bwd --check --tag owed-wgmma
     cuda_sanitizers
-    LIMIT=150 run bench-owed python -m benchmarks --providers cuda cuda-wgmma triton triton-two-launch hf \
-        --seqlens 16384 --globals 0 1 --window 512 --head-dim 64 --modes fwd fwd_bwd --check --tag owed
     LIMIT=30 run profile-cuda python -m benchmarks.profile_layer --provider cuda
     LIMIT=30 run profile-cuda-wgmma env LED_KERNELS_CUDA_FWD=wgmma python -m benchmarks.profile_layer --provider cuda
     # the G=1 forward + backward is host-bound on these machines: where the host time goes

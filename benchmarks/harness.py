@@ -308,7 +308,7 @@ _PROVIDER_ORDER = {
     name: i
     for i, name in enumerate(
         (
-            *("triton", "triton-two-launch", "triton-fused", "cuda", "cuda-wgmma"),
+            *("triton", "triton-two-launch", "triton-fused", "cuda", "cuda-wgmma", "cuda-wgmma16"),
             *("cpu", "flex", "sdpa", "torch", "hf"),
         )
     )

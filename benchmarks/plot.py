@@ -29,6 +29,7 @@ STYLE = {  # provider -> (color, marker): ours solid, peers dashed
     "triton-fused": ("tab:pink", "o", "-"),  # the one-launch forward before it was the default
     "cuda": ("tab:purple", "s", "-"),
     "cuda-wgmma": ("tab:olive", "s", "-"),
+    "cuda-wgmma16": ("tab:cyan", "s", "-"),
     "cpu": ("tab:orange", "D", "-"),
     "torch": ("tab:blue", "^", "-"),
     "flex": ("tab:green", "v", "--"),

@@ -139,7 +139,7 @@ class LedKernelsProvider(Provider):
             return "backend 'cpu' runs on CPU tensors only"
         if backend == "cuda" and case.dtype not in ("float16", "bfloat16"):
             return f"backend 'cuda' takes float16 and bfloat16, not {case.dtype}"
-        if self.cuda_forward == "wgmma" and not _wgmma_runs(device):
+        if self.cuda_forward in ("wgmma", "wgmma16") and not _wgmma_runs(device):
             return "the wgmma forward needs an sm_90 GPU and an extension built for 90a"
         return super().skip_reason(case, device, caps=caps)
 
@@ -492,6 +492,7 @@ PROVIDERS: dict[str, Callable[[], Provider]] = {
     "triton-two-launch": lambda: LedKernelsProvider("triton", two_launch_forward=True),
     "cuda": lambda: LedKernelsProvider("cuda"),
     "cuda-wgmma": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma"),
+    "cuda-wgmma16": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma16"),
     "cpu": lambda: LedKernelsProvider("cpu"),
     "hf": HFProvider,
     "flex": FlexProvider,

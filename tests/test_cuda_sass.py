@@ -150,7 +150,11 @@ def test_headline_kernels_pipeline_their_copies_without_spilling(extension_sass)
         if "SwizzledTile" in name:
             wgmma_only = "HGMMA.64x64x16.F32" in text and "HMMA" not in text
             assert wgmma_only, f"{arch} {name}: not all products are wgmma"
-            # ptxas serializes wgmma (C7520) with a wait after every product where it cannot keep
-            # their registers apart; the kernels wait once per group of 4 to 8 products
-            waits, products = text.count("WARPGROUP.DEPBAR"), text.count("HGMMA")
+            # The kernels fence (WARPGROUP.ARRIVE) and wait (DEPBAR) once per group of 4 to 8
+            # products. ptxas adds fences where registers the products read are written after the
+            # kernel's fence (C7519), and serializes the products, a wait after each, where it
+            # cannot keep their registers apart (C7520).
+            waits, fences = text.count("WARPGROUP.DEPBAR"), text.count("WARPGROUP.ARRIVE")
+            products = text.count("HGMMA")
             assert 2 * waits < products, f"{arch} {name}: {products} wgmma, {waits} waits (serialized)"
+            assert fences == waits, f"{arch} {name}: {fences} fences for {waits} waits (fences added)"

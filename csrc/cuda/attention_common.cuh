@@ -697,22 +697,27 @@ LED_DEVICE void mma_p_tile(float (&acc)[D / 8][4], const float (&p)[kCols / 8][4
 //   acc[rb][16 x C] += A[rb][16 x D] * tile[C x D]^T: the tile is B K-major (its rows are B's
 //   columns, 64 elements of each per 128-byte block): k-step kt starts 32 bytes further, or at the
 //   next block.
-// (One group per row block: issued as one group, ptxas 13.0 serializes the products of two blocks.)
+// The registers a product reads are pinned before its wgmma_fence (wgmma_pin): otherwise the
+// compiler may sink their last writes (the accumulators' zeros or rescaling) below the fence, which
+// ptxas then repairs with fences of its own or by serializing the products.
 template <typename T, int D, int RB, int kCols = kBlockN>
 LED_DEVICE void wgmma_a_tile_t(float (&acc)[RB][kCols / 8][4], const uint32_t (&a)[RB][D / 16][4], const T* tile) {
   using Tile = SwizzledTile<D>;
   LED_UNROLL
+  for (int rb = 0; rb < RB; ++rb) simt::wgmma_pin(acc[rb]);
+  simt::wgmma_fence();
+  LED_UNROLL
   for (int rb = 0; rb < RB; ++rb) {
-    simt::wgmma_fence();
     LED_UNROLL
     for (int kt = 0; kt < D / 16; ++kt) {
       simt::wgmma_rs<T, kCols, false>(acc[rb], a[rb][kt],
                                       simt::smem_desc_128b(tile + Tile::offset(0, 16 * kt), 0, 8 * 128));
     }
-    simt::wgmma_commit();
-    simt::wgmma_wait();
-    simt::wgmma_pin(acc[rb]);
   }
+  simt::wgmma_commit();
+  simt::wgmma_wait();
+  LED_UNROLL
+  for (int rb = 0; rb < RB; ++rb) simt::wgmma_pin(acc[rb]);
 }
 
 //   acc[rb][16 x D] += P[rb][16 x C] * tile[C x D]: the tile is B MN-major (its rows are B's rows):
@@ -730,6 +735,8 @@ LED_DEVICE void wgmma_p_tile(float (&acc)[RB][D / 8][4], const float (&p)[RB][kC
       pa[rb][kk][2] = simt::pack2<T>(p[rb][2 * kk + 1][0], p[rb][2 * kk + 1][1]);
       pa[rb][kk][3] = simt::pack2<T>(p[rb][2 * kk + 1][2], p[rb][2 * kk + 1][3]);
     }
+    simt::wgmma_pin(acc[rb]);
+    simt::wgmma_pin(pa[rb]);
   }
   simt::wgmma_fence();
   LED_UNROLL
@@ -743,7 +750,10 @@ LED_DEVICE void wgmma_p_tile(float (&acc)[RB][D / 8][4], const float (&p)[RB][kC
   simt::wgmma_commit();
   simt::wgmma_wait();
   LED_UNROLL
-  for (int rb = 0; rb < RB; ++rb) simt::wgmma_pin(acc[rb]);
+  for (int rb = 0; rb < RB; ++rb) {
+    simt::wgmma_pin(acc[rb]);
+    simt::wgmma_pin(pa[rb]);  // (read by the products until the wait)
+  }
 }
 
 // Writes row g or g + 8 (x = 0, 1) of a 16 x D accumulator times `mul`, as the 16-bit type, into

@@ -127,8 +127,7 @@ LED_DEVICE int sync_block_or(int pred) { return __syncthreads_or(pred); }
 // mma.m16n8k16 A fragment), B in shared memory through a descriptor (smem_desc_128b), K-major
 // (kTransB false: B's column n is a 16-element row at n) or MN-major (kTransB true: B's row k holds
 // its N elements); D per warp as N / 8 mma.m16n8 C fragments. It runs asynchronously: issue the
-// products, wgmma_commit, then wgmma_wait before D is read, and wgmma_pin(D) after it (so that the
-// compiler cannot move a read of D's registers above the wait). wgmma_fence orders earlier
+// products, wgmma_commit, then wgmma_wait before D is read, with wgmma_pin around (below). wgmma_fence orders earlier
 // register writes of A and D before the products; fence_proxy_async makes this thread's earlier
 // shared-memory writes (stores, completed cp.async) visible to them, before the barrier that
 // publishes them to the other warps. The asm is compiled for sm_90a only (other architectures
@@ -166,12 +165,22 @@ LED_DEVICE void wgmma_wait() {
 #endif
 }
 
-// After wgmma_wait, for each accumulator the waited products wrote: reads of it stay below the wait.
+// Pins registers at this point of the program: an empty asm that "reads and writes" them, which the
+// compiler keeps in order with the wgmma asm. Before wgmma_fence, for the registers the products read
+// (their last writes stay above the fence); after wgmma_wait, for those they write or read (their
+// next reads and writes stay below the wait). CUTLASS's warpgroup_fence_operand.
 template <int kRows>
 LED_DEVICE void wgmma_pin(float (&d)[kRows][4]) {
   LED_UNROLL
   for (int i = 0; i < kRows; ++i) {
     asm volatile("" : "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])::"memory");
+  }
+}
+template <int kRows>
+LED_DEVICE void wgmma_pin(uint32_t (&a)[kRows][4]) {
+  LED_UNROLL
+  for (int i = 0; i < kRows; ++i) {
+    asm volatile("" : "+r"(a[i][0]), "+r"(a[i][1]), "+r"(a[i][2]), "+r"(a[i][3])::"memory");
   }
 }
 

@@ -24,6 +24,13 @@
 // copy into a buffer that another warp still reads shows as a wrong result. A thread that ends with
 // copies it never waited for fails the launch.
 //
+// Warpgroup MMA (wgmma, sm_90a). A collective of the block's 128-thread warpgroups: the threads post
+// their A fragments and B's descriptor, and each computes its entries of D, reading B through the
+// descriptor and the 128-byte swizzle, which the hardware applies to shared addresses (those of a
+// launch start at a random multiple of 16, so unaligned tiles show). The results land at
+// wgmma_wait. A read of 16 bytes that a cp.async wrote, while its thread has not yet made them
+// visible to the async proxy (fence_proxy_async), fails.
+//
 // Checks. Every shared-memory access made through the primitives is bounds-checked against the
 // launch's dynamic allocation, and global accesses the kernels declare (simt::check_global)
 // against the ranges the caller registered: an out-of-bounds access throws instead of reading
@@ -70,6 +77,7 @@ struct Fiber {
   const void* waiting_on = nullptr;  // the barrier a blocked fiber waits for
   std::vector<std::pair<unsigned char*, std::array<unsigned char, 16>>> pending;  // cp.async not yet landed
   std::vector<std::pair<float*, float>> wgmma_pending;  // wgmma results not yet waited for
+  std::vector<size_t> unfenced;  // 16-byte chunks of shared memory its landed cp.async wrote since its last fence_proxy_async
 };
 
 struct Barrier {
@@ -107,6 +115,13 @@ struct Launch {
   std::vector<Barrier> group_barriers;  // per warpgroup (4 warps)
   std::vector<GroupMailbox> group_mailboxes;
   std::vector<unsigned char> smem;
+  // The shared address of smem[0]: a random multiple of 16 below 1024 per launch, so that a kernel
+  // that needs 1024-byte aligned tiles must align them itself (the hardware's swizzle works on
+  // shared addresses).
+  uint32_t smem_base = 0;
+  // Per 16-byte chunk of smem: 1 + the thread whose cp.async landed there and has not been fenced to
+  // the async proxy yet (fence_proxy_async), else 0; a wgmma read of such a chunk fails.
+  std::vector<int> smem_unfenced;
   std::function<void()> body;
   std::mt19937_64 rng;
   std::string error;
@@ -172,6 +187,15 @@ inline uint64_t warp_arrive() {
 
 inline Mailbox& mailbox() { return launch().mailboxes[warp()]; }
 
+// A cp.async's 16 bytes land in shared memory, not yet visible to the async proxy.
+inline void land_copy(unsigned char* dst, const unsigned char* data) {
+  Launch& l = launch();
+  std::memcpy(dst, data, 16);
+  const size_t chunk = static_cast<size_t>(dst - l.smem.data()) / 16;
+  l.smem_unfenced[chunk] = fiber().thread + 1;
+  fiber().unfenced.push_back(chunk);
+}
+
 inline void check_shared(const void* p, size_t bytes, const char* who) {
   const Launch& l = launch();
   const auto* c = static_cast<const unsigned char*>(p);
@@ -206,6 +230,7 @@ inline void run_block(Launch& l) {
     f.waiting_on = nullptr;
     f.pending.clear();
     f.wgmma_pending.clear();
+    f.unfenced.clear();
     getcontext(&f.context);
     f.context.uc_stack.ss_sp = f.stack.get();
     f.context.uc_stack.ss_size = kStackBytes;
@@ -276,6 +301,8 @@ void run(Kernel kernel, int64_t blocks, int threads, size_t smem_bytes, Args... 
     for (int64_t b = 0; b < blocks; ++b) {
       l.block = b;
       l.smem.assign(smem_bytes, 0xFF);
+      l.smem_unfenced.assign((smem_bytes + 15) / 16, 0);
+      l.smem_base = 16 * static_cast<uint32_t>(l.rng() % 64);
       run_block(l);
     }
   } catch (...) {
@@ -366,7 +393,7 @@ inline void cp_async_16(void* smem_dst, const void* src, bool fill) {
     std::memcpy(data.data(), src, 16);
   }
   if (simt_emu::launch().rng() % 2 == 0) {
-    std::memcpy(dst, data.data(), 16);
+    simt_emu::land_copy(dst, data.data());
   } else {
     simt_emu::fiber().pending.emplace_back(dst, data);
   }
@@ -376,7 +403,7 @@ inline void cp_async_commit() {}
 
 inline void cp_async_wait_all() {
   auto& pending = simt_emu::fiber().pending;
-  for (const auto& copy : pending) std::memcpy(copy.first, copy.second.data(), 16);
+  for (const auto& copy : pending) simt_emu::land_copy(copy.first, copy.second.data());
   pending.clear();
 }
 
@@ -444,11 +471,11 @@ inline void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32
   }
 }
 
-// Shared-memory addresses are offsets into the block's allocation, whose start therefore counts as
-// 1024-byte aligned (on the GPU the kernels align their swizzled tiles themselves).
+// Shared addresses start at the launch's smem_base (see Launch).
 inline uint32_t smem_address(const void* p) {
   simt_emu::check_shared(p, 1, "smem_address");
-  return static_cast<uint32_t>(static_cast<const unsigned char*>(p) - simt_emu::launch().smem.data());
+  const simt_emu::Launch& l = simt_emu::launch();
+  return l.smem_base + static_cast<uint32_t>(static_cast<const unsigned char*>(p) - l.smem.data());
 }
 
 // The emulator runs every kernel (no architecture to match).
@@ -456,7 +483,15 @@ inline bool wgmma_launchable() { return true; }
 
 constexpr bool kWgmmaCompiled = true;
 inline void unreachable() { simt_emu::fail("unreachable code reached"); }
-inline void fence_proxy_async() {}
+// This thread's landed copies become visible to wgmma (after a barrier, to the other threads' too).
+inline void fence_proxy_async() {
+  simt_emu::Launch& l = simt_emu::launch();
+  simt_emu::Fiber& f = simt_emu::fiber();
+  for (size_t chunk : f.unfenced) {
+    if (l.smem_unfenced[chunk] == f.thread + 1) l.smem_unfenced[chunk] = 0;
+  }
+  f.unfenced.clear();
+}
 inline void wgmma_fence() {}
 inline void wgmma_commit() {}
 
@@ -467,8 +502,8 @@ inline void wgmma_wait() {
   pending.clear();
 }
 
-template <int kRows>
-inline void wgmma_pin(float (&)[kRows][4]) {}
+template <typename R, int kRows>
+inline void wgmma_pin(R (&)[kRows][4]) {}
 
 namespace detail {
 
@@ -476,9 +511,14 @@ namespace detail {
 // [4, 7) of the address (the 16-byte chunk within a 128-byte row) with bits [7, 10) (the row within
 // a group of 8 rows).
 inline uint16_t swizzled128_element(uint32_t linear) {
+  const simt_emu::Launch& l = simt_emu::launch();
   const uint32_t at = linear ^ (((linear >> 7) & 7u) << 4);
-  const unsigned char* p = simt_emu::launch().smem.data() + at;
+  if (at < l.smem_base) simt_emu::fail("wgmma: shared-memory access outside the block's allocation");
+  const unsigned char* p = l.smem.data() + (at - l.smem_base);
   simt_emu::check_shared(p, 2, "wgmma");
+  if (l.smem_unfenced[(at - l.smem_base) / 16] != 0) {
+    simt_emu::fail("wgmma reads shared memory that a cp.async wrote without fence_proxy_async since");
+  }
   uint16_t e;
   std::memcpy(&e, p, 2);
   return e;
