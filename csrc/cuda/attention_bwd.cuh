@@ -13,7 +13,8 @@
 //   dq_kernel          one block per 64 query rows (as the forward, with its cp.async key walk,
 //                      walk_key_tiles): S = Q K^T and dP = dO V^T from registers, dQ += dS K.
 //                      Kernel A: the band's key tiles, then the global keys; kernel B: one chunk
-//                      of keys, written as an fp32 partial.
+//                      of keys, written as an fp32 partial. On sm_90 its three products may run
+//                      as wgmma (LED_KERNELS_CUDA_DQ=wgmma, see DqVariant).
 //   dkdv_kernel        one block per 64 keys, each warp owning 16 of them: S^T = K Q^T and
 //                      dP^T = V dO^T, dV += P^T dO and dK += dS^T Q over the query tiles that can
 //                      attend those keys, which arrive through the same cp.async pipeline
@@ -36,6 +37,8 @@
 // walk_tiles). Masked entries are selected to exactly 0, never computed as 0 * x.
 #pragma once
 
+#include <cstdlib>
+#include <cstring>
 #include <tuple>
 #include <type_traits>
 
@@ -126,9 +129,11 @@ constexpr bool has_mask_free_loop() {
   return D == 32 || D == 64;
 }
 
-template <typename T, int D>
-LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
-  const PipedKeySmem<T, D> sm(simt::shared_memory());  // Q and dO wait in stage 1 (sm.row_area())
+// Tile: how K and V are staged (SwizzledTile: the three products per tile as wgmma, sm_90a; see
+// DqVariant).
+template <typename T, int D, typename Tile>
+LED_DEVICE void dq_block(const BwdArgs& a) {
+  const PipedKeySmem<T, D, Tile> sm(simt::shared_memory());  // Q and dO wait in stage 1 (sm.row_area())
   const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
   const Rows<T> dout{static_cast<const T*>(a.dout), a.dos, a.M};
   const KeySet<T> keys{Rows<T>{static_cast<const T*>(a.k), a.ks, a.N}, Rows<T>{static_cast<const T*>(a.v), a.vs, a.N},
@@ -160,11 +165,13 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
     if (!rows_have_live(a.key_flags, a.N, b, i0, kBlockM, a.layer, lane)) list.band_tiles = list.extra_tiles = 0;
   }
 
-  prepare_key_walk<T, D>(keys, list, b, sm);
+  prepare_key_walk<T, D, Tile>(keys, list, b, sm);
+  using RowTile = typename WithRows<Tile, kBlockM>::type;  // (Q and dO staged as the key tiles are)
+  static_assert(2 * RowTile::kBytes <= 2 * Tile::kBytes, "Q and dO are staged in stage 1's K and V tiles");
   T* q_tile = sm.row_area();
-  T* do_tile = q_tile + kBlockM * smem_row<D>();
-  load_row_tile<T, D>(q, a.rows, b, h, i0, q_tile);
-  load_row_tile<T, D>(dout, a.rows, b, h, i0, do_tile);
+  T* do_tile = q_tile + RowTile::kBytes / sizeof(T);
+  load_row_tile<T, D, kBlockM, RowTile>(q, a.rows, b, h, i0, q_tile);
+  load_row_tile<T, D, kBlockM, RowTile>(dout, a.rows, b, h, i0, do_tile);
 
   int64_t row[2];
   bool live[2];
@@ -189,8 +196,8 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
   // the block every key is checked (see needs_check below; always at D = 128, which has no ballots).
   const bool block_has_dead = simt::sync_block_or(!warp_all_live) != 0 || D > 64;
   uint32_t qf[D / 16][4], df[D / 16][4];
-  load_a_fragments<D>(qf, q_tile, warp * 16, lane);
-  load_a_fragments<D>(df, do_tile, warp * 16, lane);
+  load_a_fragments<D, RowTile>(qf, q_tile, warp * 16, lane);
+  load_a_fragments<D, RowTile>(df, do_tile, warp * 16, lane);
 
   float acc[D / 8][4];
   LED_UNROLL
@@ -207,8 +214,13 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
       LED_UNROLL
       for (int e = 0; e < 4; ++e) s[nt][e] = dp[nt][e] = 0.0f;
     }
-    mma_a_tile_t<T, D, kCols>(s, qf, ks, lane);
-    mma_a_tile_t<T, D, kCols>(dp, df, vs, lane);
+    if constexpr (Tile::kSwizzled) {
+      wgmma_a_tile_t<T, D, kCols>(s, qf, ks);
+      wgmma_a_tile_t<T, D, kCols>(dp, df, vs);
+    } else {
+      mma_a_tile_t<T, D, kCols>(s, qf, ks, lane);
+      mma_a_tile_t<T, D, kCols>(dp, df, vs, lane);
+    }
     // dS = P (dP - delta) with P = 2^(t - lse); the branch is per tile, not per entry
     auto ds = [&](int nt, int e) {
       const int x = e >> 1;
@@ -223,7 +235,11 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
         s[nt][e] = keep ? value : 0.0f;
       });
     }
-    mma_p_tile<T, D, kCols>(acc, s, ks, lane);
+    if constexpr (Tile::kSwizzled) {
+      wgmma_p_tile<T, D, kCols>(acc, s, ks);
+    } else {
+      mma_p_tile<T, D, kCols>(acc, s, ks, lane);
+    }
   };
   // K is contracted over keys (dS K): its non-finite rows are zeroed where some live row of the block
   // does not attend the key, and every key is checked when the block has a dead row.
@@ -237,7 +253,8 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
   auto visit = [&](const T* ks, const T* vs, const int32_t* key_pos, const float* poison, bool poisoned, bool banded,
                    int32_t j0) {
     const TileOccupancy keys_in = tile_occupancy(key_pos, lane);
-    if (!warp_live || !keys_in.any()) return;
+    // (wgmma is the whole warpgroup's: there a warp without a live row computes too, its dS all 0)
+    if ((!Tile::kSwizzled && !warp_live) || !keys_in.any()) return;
     if (D > 64 || keys_in.past_narrow()) {
       const bool full = has_mask_free_loop<D>() && warp_all_live && !poisoned && keys_in.all() &&
                         (!banded || window_covers(i0 + warp * 16, 16, j0, kBlockN, a.window));
@@ -260,6 +277,15 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
   LED_UNROLL
   for (int x = 0; x < 2; ++x) {
     if (row[x] < a.N) store_acc_row<T, D>(dq + b * a.dqs.b + row[x] * a.dqs.n + h * a.dqs.h, acc, x, a.scale, t);
+  }
+}
+
+template <typename T, int D, typename Tile>
+LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
+  if constexpr (Tile::kSwizzled && !simt::kWgmmaCompiled) {
+    simt::unreachable();  // (code for other architectures than sm_90a: never launched, see wgmma_launchable)
+  } else {
+    dq_block<T, D, Tile>(a);
   }
 }
 
@@ -624,7 +650,27 @@ inline size_t bwd_workspace_bytes(AttnKind kind, int64_t B, int64_t H, int64_t G
   return (w.delta + w.parts) * sizeof(float);
 }
 
-template <typename T, int D, typename Stream>
+// The dQ kernel's products, chosen by the environment variable LED_KERNELS_CUDA_DQ: `mma` (default;
+// mma.sync) or `wgmma` (head dims 64 and 128 on sm_90 with sm_90a code, as the forward's wgmma
+// variants: Q, dO, K and V staged in SwizzledTile layout, S = Q K^T, dP = dO V^T and dQ += dS K as
+// warpgroup MMAs; other head dims run mma). Refused where it cannot run.
+enum class DqVariant : int { kMma = 0, kWgmma = 1 };
+
+inline DqVariant dq_variant() {
+  const char* env = std::getenv("LED_KERNELS_CUDA_DQ");
+  if (env == nullptr || *env == '\0' || std::strcmp(env, "mma") == 0) return DqVariant::kMma;
+  if (std::strcmp(env, "wgmma") == 0) {
+    if (!simt::wgmma_launchable()) {
+      throw std::invalid_argument(
+          "LED_KERNELS_CUDA_DQ=wgmma needs an sm_90 GPU (H100, H200) and an extension built for sm_90a "
+          "(LED_KERNELS_CUDA_ARCHS containing 90a)");
+    }
+    return DqVariant::kWgmma;
+  }
+  throw std::invalid_argument(std::string("LED_KERNELS_CUDA_DQ must be mma or wgmma, got '") + env + "'");
+}
+
+template <typename T, int D, typename DqTile, typename Stream>
 void launch_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, float* workspace, Stream stream) {
   BwdArgs a;
   a.q = p.q, a.k = p.k, a.v = p.v, a.out = out, a.dout = p.dout, a.lse = p.lse;
@@ -650,9 +696,9 @@ void launch_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, f
   a.part_dv = a.global_rows ? nullptr : parts + part;
   a.part_dq = a.global_rows ? parts : nullptr;
 
-  constexpr size_t dq_smem = PipedKeySmem<T, D>::bytes();
+  constexpr size_t dq_smem = PipedKeySmem<T, D, DqTile>::bytes();
   constexpr size_t dkdv_smem = DkdvSmem<T, D>::bytes();
-  auto dq = dq_kernel<T, D>;
+  auto dq = dq_kernel<T, D, DqTile>;
   auto band = dkdv_kernel<T, D, DkdvMode::kBandKeys>;
   auto global = dkdv_kernel<T, D, DkdvMode::kGlobalKeys>;
   auto keys = dkdv_kernel<T, D, DkdvMode::kAllKeys>;
@@ -688,6 +734,18 @@ void launch_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, f
   if (launchable(key_blocks)) LED_LAUNCH(keys, key_blocks, kThreads, dkdv_smem, stream, a);
 }
 
+template <typename T, int D, typename Stream>
+void launch_bwd_variant(DqVariant dq, const AttnBwdParams& p, const void* out, BNHStrides o_strides, float* workspace,
+                        Stream stream) {
+  if constexpr (D % 64 == 0) {
+    if (dq == DqVariant::kWgmma) {
+      launch_bwd<T, D, SwizzledTile<D>>(p, out, o_strides, workspace, stream);
+      return;
+    }
+  }
+  launch_bwd<T, D, PaddedTile<D>>(p, out, o_strides, workspace, stream);
+}
+
 // Backward of attention_fwd. `out` / `o_strides`: the forward's output (for delta). Writes dq, dk
 // and dv completely.
 template <typename Stream>
@@ -707,13 +765,14 @@ void attention_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides
   if (workspace_bytes < bwd_workspace_bytes(p.kind, p.B, p.H, p.G, p.N, p.D)) {
     throw std::invalid_argument(std::string(who) + ": workspace too small");
   }
+  const DqVariant dq = dq_variant();  // (read, and a wrong value refused, at every head dim)
   if (p.B * p.H == 0 || (p.N == 0 && p.M == 0)) return;
   const bool half = p.dtype == DType::kFloat16;
   switch (p.D) {
-    case 16: half ? launch_bwd<__half, 16>(p, out, o_strides, workspace, stream) : launch_bwd<__nv_bfloat16, 16>(p, out, o_strides, workspace, stream); break;
-    case 32: half ? launch_bwd<__half, 32>(p, out, o_strides, workspace, stream) : launch_bwd<__nv_bfloat16, 32>(p, out, o_strides, workspace, stream); break;
-    case 64: half ? launch_bwd<__half, 64>(p, out, o_strides, workspace, stream) : launch_bwd<__nv_bfloat16, 64>(p, out, o_strides, workspace, stream); break;
-    default: half ? launch_bwd<__half, 128>(p, out, o_strides, workspace, stream) : launch_bwd<__nv_bfloat16, 128>(p, out, o_strides, workspace, stream); break;
+    case 16: half ? launch_bwd_variant<__half, 16>(dq, p, out, o_strides, workspace, stream) : launch_bwd_variant<__nv_bfloat16, 16>(dq, p, out, o_strides, workspace, stream); break;
+    case 32: half ? launch_bwd_variant<__half, 32>(dq, p, out, o_strides, workspace, stream) : launch_bwd_variant<__nv_bfloat16, 32>(dq, p, out, o_strides, workspace, stream); break;
+    case 64: half ? launch_bwd_variant<__half, 64>(dq, p, out, o_strides, workspace, stream) : launch_bwd_variant<__nv_bfloat16, 64>(dq, p, out, o_strides, workspace, stream); break;
+    default: half ? launch_bwd_variant<__half, 128>(dq, p, out, o_strides, workspace, stream) : launch_bwd_variant<__nv_bfloat16, 128>(dq, p, out, o_strides, workspace, stream); break;
   }
 }
 

@@ -720,6 +720,13 @@ LED_DEVICE void wgmma_a_tile_t(float (&acc)[RB][kCols / 8][4], const uint32_t (&
   for (int rb = 0; rb < RB; ++rb) simt::wgmma_pin(acc[rb]);
 }
 
+template <typename T, int D, int kCols = kBlockN>
+LED_DEVICE void wgmma_a_tile_t(float (&acc)[kCols / 8][4], const uint32_t (&a)[D / 16][4], const T* tile) {
+  using Acc = float[1][kCols / 8][4];
+  using Frag = uint32_t[1][D / 16][4];
+  wgmma_a_tile_t<T, D, 1, kCols>(reinterpret_cast<Acc&>(acc), reinterpret_cast<const Frag&>(a), tile);
+}
+
 //   acc[rb][16 x D] += P[rb][16 x C] * tile[C x D]: the tile is B MN-major (its rows are B's rows):
 //   k-step kk starts 16 rows further; the 128-byte blocks of columns lie kBlockN rows apart.
 template <typename T, int D, int RB, int kCols = kBlockN>
@@ -754,6 +761,13 @@ LED_DEVICE void wgmma_p_tile(float (&acc)[RB][D / 8][4], const float (&p)[RB][kC
     simt::wgmma_pin(acc[rb]);
     simt::wgmma_pin(pa[rb]);  // (read by the products until the wait)
   }
+}
+
+template <typename T, int D, int kCols = kBlockN>
+LED_DEVICE void wgmma_p_tile(float (&acc)[D / 8][4], const float (&p)[kCols / 8][4], const T* tile) {
+  using Acc = float[1][D / 8][4];
+  using P = float[1][kCols / 8][4];
+  wgmma_p_tile<T, D, 1, kCols>(reinterpret_cast<Acc&>(acc), reinterpret_cast<const P&>(p), tile);
 }
 
 // Writes row g or g + 8 (x = 0, 1) of a 16 x D accumulator times `mul`, as the 16-bit type, into
