@@ -213,14 +213,14 @@ stage_owed() {
     LIMIT=120 run pytest-cuda-wgmma python -m pytest -q -p no:cacheprovider tests/ops/test_cuda.py -k wgmma
     LIMIT=150 run bench-owed python -m benchmarks --providers cuda triton triton-two-launch hf --seqlens 16384 \
         --globals 0 1 --window 512 --head-dim 64 --modes fwd fwd_bwd --check --tag owed
-    # (with the wgmma dQ kernel for every cuda provider of the run: cuda is rows32 + wgmma dQ there)
-    LIMIT=120 run bench-owed-wgmma env LED_KERNELS_CUDA_DQ=wgmma python -m benchmarks \
+    # (with the wgmma backward kernels for every cuda provider of the run: cuda is rows32 + wgmma there)
+    LIMIT=120 run bench-owed-wgmma env LED_KERNELS_CUDA_DQ=wgmma LED_KERNELS_CUDA_DKDV=wgmma python -m benchmarks \
         --providers cuda-wgmma cuda-wgmma16 cuda triton --seqlens 16384 --globals 0 1 --window 512 \
         --head-dim 64 --modes fwd fwd_bwd --check --tag owed-wgmma
     cuda_sanitizers
     LIMIT=30 run profile-cuda python -m benchmarks.profile_layer --provider cuda
     LIMIT=30 run profile-cuda-wgmma env LED_KERNELS_CUDA_FWD=wgmma LED_KERNELS_CUDA_DQ=wgmma \
-        python -m benchmarks.profile_layer --provider cuda
+        LED_KERNELS_CUDA_DKDV=wgmma python -m benchmarks.profile_layer --provider cuda
     # the G=1 forward + backward is host-bound on these machines: where the host time goes
     LIMIT=60 run profile-triton-host python -m benchmarks.profile_layer --provider triton --host
 }

@@ -14,14 +14,15 @@
 //                      walk_key_tiles): S = Q K^T and dP = dO V^T from registers, dQ += dS K.
 //                      Kernel A: the band's key tiles, then the global keys; kernel B: one chunk
 //                      of keys, written as an fp32 partial. On sm_90 its three products may run
-//                      as wgmma (LED_KERNELS_CUDA_DQ=wgmma, see DqVariant).
+//                      as wgmma (LED_KERNELS_CUDA_DQ=wgmma, see BwdVariant).
 //   dkdv_kernel        one block per 64 keys, each warp owning 16 of them: S^T = K Q^T and
 //                      dP^T = V dO^T, dV += P^T dO and dK += dS^T Q over the query tiles that can
 //                      attend those keys, which arrive through the same cp.async pipeline
 //                      (walk_tiles with QueryTileStream, their statistics in its ring). Three
 //                      uses: kernel A's band keys (query rows within the window), kernel A's
 //                      global keys (every query row, split into chunks, fp32 partials), kernel B's
-//                      keys (every global slot).
+//                      keys (every global slot). On sm_90 its four products may run as wgmma
+//                      (LED_KERNELS_CUDA_DKDV=wgmma).
 //   reduce_kernel      sums the chunks of a partial in chunk order and writes the rows.
 // A key that is global gets no band gradient (its band entries are masked) and its whole gradient
 // from the global-key pass, which runs after the band pass and overwrites its row. Tiles (and warps)
@@ -130,7 +131,7 @@ constexpr bool has_mask_free_loop() {
 }
 
 // Tile: how K and V are staged (SwizzledTile: the three products per tile as wgmma, sm_90a; see
-// DqVariant).
+// BwdVariant).
 template <typename T, int D, typename Tile>
 LED_DEVICE void dq_block(const BwdArgs& a) {
   const PipedKeySmem<T, D, Tile> sm(simt::shared_memory());  // Q and dO wait in stage 1 (sm.row_area())
@@ -313,27 +314,30 @@ LED_DEVICE void mma_smem_a_tile_t(float (&acc)[kCols / 8][4], const T* a_tile, i
 // Shared memory of the dkdv kernel: its 64 keys (K, V, their positions), then its query tiles (Q and
 // dO) through walk_tiles, with a ring of their per-row data. Two stages up to D = 64; at D = 128 one
 // (six tiles of 17 KB would not fit the 99 KB a block may have on sm_86 / sm_89).
-template <typename T, int D>
+// (SwizzledTile: the wgmma variant, which runs only on sm_90 and its 227 KB, two stages at D = 128
+// too; the tiles start 1024-byte aligned.)
+template <typename T, int D, typename Tile = PaddedTile<D>>
 struct DkdvSmem {
-  static constexpr int kStages = D <= 64 ? 2 : 1;
+  static constexpr int kStages = D <= 64 || Tile::kSwizzled ? 2 : 1;
   static constexpr int kTiles = 2 + 2 * kStages;
   static constexpr int kRing = 3 * kBlockM;  // ring rows of tiles t % 3
+  static constexpr size_t kAlign = PipedKeySmem<T, D, Tile>::kAlign;
 
   // (only the base is kept: the kernel's registers are scarce, the offsets are constants)
   unsigned char* base;
 
   static constexpr size_t bytes() {
-    return kTiles * tile_bytes<D>() + (kBlockN + 3 * kRing + 2 * kBlockM) * sizeof(float);
+    return kTiles * Tile::kBytes + (kBlockN + 3 * kRing + 2 * kBlockM) * sizeof(float) + (kAlign - 16);
   }
 
-  LED_DEVICE explicit DkdvSmem(unsigned char* smem) : base(smem) {}
+  LED_DEVICE explicit DkdvSmem(unsigned char* smem) : base(PipedKeySmem<T, D, Tile>::aligned(smem)) {}
 
-  LED_DEVICE T* tile(int i) const { return reinterpret_cast<T*>(base + i * tile_bytes<D>()); }
+  LED_DEVICE T* tile(int i) const { return reinterpret_cast<T*>(base + i * Tile::kBytes); }
   LED_DEVICE T* ks() const { return tile(0); }
   LED_DEVICE T* vs() const { return tile(1); }
   LED_DEVICE T* qs(int stage) const { return tile(2 + 2 * stage); }
   LED_DEVICE T* dos(int stage) const { return tile(3 + 2 * stage); }
-  LED_DEVICE float* words() const { return reinterpret_cast<float*>(base + kTiles * tile_bytes<D>()); }
+  LED_DEVICE float* words() const { return reinterpret_cast<float*>(base + kTiles * Tile::kBytes); }
   LED_DEVICE int32_t* key_pos() const { return reinterpret_cast<int32_t*>(words()); }  // [kBlockN]
   LED_DEVICE static int ring(int32_t t) { return (t % 3) * kBlockM; }
   // tile t's query positions (-1: attends nothing here), the forward's m + log2 l (the row's
@@ -358,16 +362,16 @@ struct QueryRowAhead {
 // gathers its valid slots' rows through global_idx). Both are contracted over rows (dS^T Q, P^T dO),
 // so both are checked on the rows `needs_check(pos, i0, r)` names, and a row bad in either is zeroed
 // in both.
-template <typename T, int D, typename NeedsCheck>
+template <typename T, int D, typename NeedsCheck, typename Tile>
 struct QueryTileStream {
-  static constexpr int kStages = DkdvSmem<T, D>::kStages;
-  static constexpr bool kAsyncProxyReads = false;
+  static constexpr int kStages = DkdvSmem<T, D, Tile>::kStages;
+  static constexpr bool kAsyncProxyReads = Tile::kSwizzled;
   using Ahead = QueryRowAhead;
 
   const BwdArgs& a;
   int64_t b, h, first, end;
   int32_t tiles;
-  const DkdvSmem<T, D>& sm;
+  const DkdvSmem<T, D, Tile>& sm;
   NeedsCheck needs_check;
 
   LED_DEVICE int32_t count() const { return tiles; }
@@ -416,8 +420,8 @@ struct QueryTileStream {
         fill = i < end;
         from = fill ? i : 0;  // (no bytes are read from a zero-filled row's address)
       }
-      simt::cp_async_16(qs + r * smem_row<D>() + col, q.row(from), fill);
-      simt::cp_async_16(dos + r * smem_row<D>() + col, dout.row(from), fill);
+      simt::cp_async_16(qs + Tile::offset(r, col), q.row(from), fill);
+      simt::cp_async_16(dos + Tile::offset(r, col), dout.row(from), fill);
     }
     simt::cp_async_commit();
   }
@@ -425,19 +429,22 @@ struct QueryTileStream {
     const int32_t* pos = sm.pos(t);
     const int64_t i0 = row0(t);
     auto check = [&](int r) { return needs_check(pos, i0, r); };
-    return own_nonfinite_chunks<T, D>(sm.qs(stage), check) | own_nonfinite_chunks<T, D>(sm.dos(stage), check);
+    return own_nonfinite_chunks<T, D, Tile>(sm.qs(stage), check) |
+           own_nonfinite_chunks<T, D, Tile>(sm.dos(stage), check);
   }
   LED_DEVICE void zero_nonfinite(int stage, uint32_t bad) const {
-    zero_nonfinite_rows<T, D>(sm.qs(stage), sm.dos(stage), sm.poison(), bad);
+    zero_nonfinite_rows<T, D, Tile>(sm.qs(stage), sm.dos(stage), sm.poison(), bad);
   }
 };
 
 // Blocks: (key tile fastest, then head, batch), or for kernel A's global keys (query-row chunk
 // fastest, then slot tile, head, batch). The block's keys stay in shared memory; its query tiles
 // stream through (QueryTileStream).
-template <typename T, int D, DkdvMode kMode>
-LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
-  const DkdvSmem<T, D> sm(simt::shared_memory());
+// Tile: how K, V, Q and dO are staged (SwizzledTile: the four products per tile as wgmma, sm_90a; see
+// BwdVariant).
+template <typename T, int D, DkdvMode kMode, typename Tile>
+LED_DEVICE void dkdv_block(const BwdArgs& a) {
+  const DkdvSmem<T, D, Tile> sm(simt::shared_memory());
   const KeySet<T> keys{Rows<T>{static_cast<const T*>(a.k), a.ks, a.N}, Rows<T>{static_cast<const T*>(a.v), a.vs, a.N},
                        a.key_flags, a.global_idx, a.N, a.G};
 
@@ -481,7 +488,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
     return check_every_row || pos[r] < 0 || (banded && !window_covers(i0 + r, 1, base, kBlockN, a.window));
   };
   const int64_t first = (begin / kBlockM) * kBlockM;
-  const QueryTileStream<T, D, decltype(needs_check)> rows{
+  const QueryTileStream<T, D, decltype(needs_check), Tile> rows{
       a, b, h, first, end, static_cast<int32_t>(end > first ? ceil_div(end - first, kBlockM) : 0), sm, needs_check};
   {
     const int32_t pos = thread_key_position(keys, src, b, base);
@@ -518,8 +525,13 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
       LED_UNROLL
       for (int e = 0; e < 4; ++e) st[nt][e] = dpt[nt][e] = 0.0f;
     }
-    mma_smem_a_tile_t<T, D, kCols>(st, sm.ks(), warp * 16, qs, lane);
-    mma_smem_a_tile_t<T, D, kCols>(dpt, sm.vs(), warp * 16, dos, lane);
+    if constexpr (Tile::kSwizzled) {
+      wgmma_smem_a_tile_t<T, D, kCols>(st, sm.ks(), qs);
+      wgmma_smem_a_tile_t<T, D, kCols>(dpt, sm.vs(), dos);
+    } else {
+      mma_smem_a_tile_t<T, D, kCols>(st, sm.ks(), warp * 16, qs, lane);
+      mma_smem_a_tile_t<T, D, kCols>(dpt, sm.vs(), warp * 16, dos, lane);
+    }
     // P^T = 2^(t - lse) and dS^T = P^T (dP^T - delta); the branch is per tile, not per entry
     auto prob = [&](int nt, int e, int col) {
       return simt::fast_exp2(st[nt][e] * a.scale_log2 - row_lse[col]);
@@ -539,13 +551,20 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
         dpt[nt][e] = keep ? pp * (dpt[nt][e] - row_delta[col]) : 0.0f;
       });
     }
-    mma_p_tile<T, D, kCols>(dv, st, dos, lane);
-    mma_p_tile<T, D, kCols>(dk, dpt, qs, lane);
+    if constexpr (Tile::kSwizzled) {
+      wgmma_p_tile<T, D, kCols>(dv, st, dos);
+      wgmma_p_tile<T, D, kCols>(dk, dpt, qs);
+    } else {
+      mma_p_tile<T, D, kCols>(dv, st, dos, lane);
+      mma_p_tile<T, D, kCols>(dk, dpt, qs, lane);
+    }
   };
   auto visit = [&](int32_t tile, int stage, bool poisoned) {
     const int32_t* row_pos = sm.pos(tile);
     const TileOccupancy rows_in = tile_occupancy(row_pos, lane);
-    if (!warp_has_keys || !rows_in.any()) return;  // nothing attended: exact zeros
+    // nothing attended: exact zeros (wgmma is the whole warpgroup's: there a warp without keys
+    // computes too, its P^T and dS^T all 0; see check_every_row)
+    if ((!Tile::kSwizzled && !warp_has_keys) || !rows_in.any()) return;
     const float* poison = poisoned ? sm.poison() : sm.zeros();
     if (D > 64 || rows_in.past_narrow()) {
       // a clean tile of live rows that the window covers (from the warp's keys) needs no mask
@@ -561,7 +580,7 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
   if (block_keys.any() && rows.count() > 0) {
     // the block's keys, copied in place (a masked key's entries are selected to 0, and K and V are not
     // contracted over keys here); waited for with the first query tile
-    issue_key_tile<T, D>(keys, src, b, h, base, sm.key_pos(), sm.ks(), sm.vs());
+    issue_key_tile<T, D, Tile>(keys, src, b, h, base, sm.key_pos(), sm.ks(), sm.vs());
     walk_tiles(rows, visit);
   }
 
@@ -581,6 +600,15 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
       store_acc_row<T, D>(static_cast<T*>(a.dv) + b * a.dvs.b + r * a.dvs.n + h * a.dvs.h, dv, x, 1.0f, t, false,
                           add);
     }
+  }
+}
+
+template <typename T, int D, DkdvMode kMode, typename Tile>
+LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
+  if constexpr (Tile::kSwizzled && !simt::kWgmmaCompiled) {
+    simt::unreachable();  // (code for other architectures than sm_90a: never launched, see wgmma_launchable)
+  } else {
+    dkdv_block<T, D, kMode, Tile>(a);
   }
 }
 
@@ -654,23 +682,26 @@ inline size_t bwd_workspace_bytes(AttnKind kind, int64_t B, int64_t H, int64_t G
 // mma.sync) or `wgmma` (head dims 64 and 128 on sm_90 with sm_90a code, as the forward's wgmma
 // variants: Q, dO, K and V staged in SwizzledTile layout, S = Q K^T, dP = dO V^T and dQ += dS K as
 // warpgroup MMAs; other head dims run mma). Refused where it cannot run.
-enum class DqVariant : int { kMma = 0, kWgmma = 1 };
+// Likewise LED_KERNELS_CUDA_DKDV for the three dK/dV kernels: `mma` (default) or `wgmma` (S^T = K Q^T
+// and dP^T = V dO^T with both operands from shared memory, dV += P^T dO and dK += dS^T Q with P^T and
+// dS^T from registers, all as warpgroup MMAs; head dims 64 and 128).
+enum class BwdVariant : int { kMma = 0, kWgmma = 1 };
 
-inline DqVariant dq_variant() {
-  const char* env = std::getenv("LED_KERNELS_CUDA_DQ");
-  if (env == nullptr || *env == '\0' || std::strcmp(env, "mma") == 0) return DqVariant::kMma;
+inline BwdVariant bwd_variant(const char* name) {
+  const char* env = std::getenv(name);
+  if (env == nullptr || *env == '\0' || std::strcmp(env, "mma") == 0) return BwdVariant::kMma;
   if (std::strcmp(env, "wgmma") == 0) {
     if (!simt::wgmma_launchable()) {
-      throw std::invalid_argument(
-          "LED_KERNELS_CUDA_DQ=wgmma needs an sm_90 GPU (H100, H200) and an extension built for sm_90a "
-          "(LED_KERNELS_CUDA_ARCHS containing 90a)");
+      throw std::invalid_argument(std::string(name) +
+                                  "=wgmma needs an sm_90 GPU (H100, H200) and an extension built for sm_90a "
+                                  "(LED_KERNELS_CUDA_ARCHS containing 90a)");
     }
-    return DqVariant::kWgmma;
+    return BwdVariant::kWgmma;
   }
-  throw std::invalid_argument(std::string("LED_KERNELS_CUDA_DQ must be mma or wgmma, got '") + env + "'");
+  throw std::invalid_argument(std::string(name) + " must be mma or wgmma, got '" + env + "'");
 }
 
-template <typename T, int D, typename DqTile, typename Stream>
+template <typename T, int D, typename DqTile, typename DkdvTile, typename Stream>
 void launch_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, float* workspace, Stream stream) {
   BwdArgs a;
   a.q = p.q, a.k = p.k, a.v = p.v, a.out = out, a.dout = p.dout, a.lse = p.lse;
@@ -697,11 +728,11 @@ void launch_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, f
   a.part_dq = a.global_rows ? parts : nullptr;
 
   constexpr size_t dq_smem = PipedKeySmem<T, D, DqTile>::bytes();
-  constexpr size_t dkdv_smem = DkdvSmem<T, D>::bytes();
+  constexpr size_t dkdv_smem = DkdvSmem<T, D, DkdvTile>::bytes();
   auto dq = dq_kernel<T, D, DqTile>;
-  auto band = dkdv_kernel<T, D, DkdvMode::kBandKeys>;
-  auto global = dkdv_kernel<T, D, DkdvMode::kGlobalKeys>;
-  auto keys = dkdv_kernel<T, D, DkdvMode::kAllKeys>;
+  auto band = dkdv_kernel<T, D, DkdvMode::kBandKeys, DkdvTile>;
+  auto global = dkdv_kernel<T, D, DkdvMode::kGlobalKeys, DkdvTile>;
+  auto keys = dkdv_kernel<T, D, DkdvMode::kAllKeys, DkdvTile>;
   auto reduce = reduce_kernel<T, D>;
   // every opt-in before the first launch: a refusal leaves nothing half-written
   LED_SET_SMEM_LIMIT(dq, dq_smem);
@@ -735,15 +766,17 @@ void launch_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, f
 }
 
 template <typename T, int D, typename Stream>
-void launch_bwd_variant(DqVariant dq, const AttnBwdParams& p, const void* out, BNHStrides o_strides, float* workspace,
-                        Stream stream) {
+void launch_bwd_variant(BwdVariant dq, BwdVariant dkdv, const AttnBwdParams& p, const void* out, BNHStrides o_strides,
+                        float* workspace, Stream stream) {
+  using Padded = PaddedTile<D>;
   if constexpr (D % 64 == 0) {
-    if (dq == DqVariant::kWgmma) {
-      launch_bwd<T, D, SwizzledTile<D>>(p, out, o_strides, workspace, stream);
-      return;
-    }
+    using Swizzled = SwizzledTile<D>;
+    const bool wq = dq == BwdVariant::kWgmma, wkv = dkdv == BwdVariant::kWgmma;
+    if (wq && wkv) return launch_bwd<T, D, Swizzled, Swizzled>(p, out, o_strides, workspace, stream);
+    if (wq) return launch_bwd<T, D, Swizzled, Padded>(p, out, o_strides, workspace, stream);
+    if (wkv) return launch_bwd<T, D, Padded, Swizzled>(p, out, o_strides, workspace, stream);
   }
-  launch_bwd<T, D, PaddedTile<D>>(p, out, o_strides, workspace, stream);
+  launch_bwd<T, D, Padded, Padded>(p, out, o_strides, workspace, stream);
 }
 
 // Backward of attention_fwd. `out` / `o_strides`: the forward's output (for delta). Writes dq, dk
@@ -765,14 +798,15 @@ void attention_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides
   if (workspace_bytes < bwd_workspace_bytes(p.kind, p.B, p.H, p.G, p.N, p.D)) {
     throw std::invalid_argument(std::string(who) + ": workspace too small");
   }
-  const DqVariant dq = dq_variant();  // (read, and a wrong value refused, at every head dim)
+  // (read, and a wrong value refused, at every head dim)
+  const BwdVariant dq = bwd_variant("LED_KERNELS_CUDA_DQ"), dkdv = bwd_variant("LED_KERNELS_CUDA_DKDV");
   if (p.B * p.H == 0 || (p.N == 0 && p.M == 0)) return;
   const bool half = p.dtype == DType::kFloat16;
   switch (p.D) {
-    case 16: half ? launch_bwd_variant<__half, 16>(dq, p, out, o_strides, workspace, stream) : launch_bwd_variant<__nv_bfloat16, 16>(dq, p, out, o_strides, workspace, stream); break;
-    case 32: half ? launch_bwd_variant<__half, 32>(dq, p, out, o_strides, workspace, stream) : launch_bwd_variant<__nv_bfloat16, 32>(dq, p, out, o_strides, workspace, stream); break;
-    case 64: half ? launch_bwd_variant<__half, 64>(dq, p, out, o_strides, workspace, stream) : launch_bwd_variant<__nv_bfloat16, 64>(dq, p, out, o_strides, workspace, stream); break;
-    default: half ? launch_bwd_variant<__half, 128>(dq, p, out, o_strides, workspace, stream) : launch_bwd_variant<__nv_bfloat16, 128>(dq, p, out, o_strides, workspace, stream); break;
+    case 16: half ? launch_bwd_variant<__half, 16>(dq, dkdv, p, out, o_strides, workspace, stream) : launch_bwd_variant<__nv_bfloat16, 16>(dq, dkdv, p, out, o_strides, workspace, stream); break;
+    case 32: half ? launch_bwd_variant<__half, 32>(dq, dkdv, p, out, o_strides, workspace, stream) : launch_bwd_variant<__nv_bfloat16, 32>(dq, dkdv, p, out, o_strides, workspace, stream); break;
+    case 64: half ? launch_bwd_variant<__half, 64>(dq, dkdv, p, out, o_strides, workspace, stream) : launch_bwd_variant<__nv_bfloat16, 64>(dq, dkdv, p, out, o_strides, workspace, stream); break;
+    default: half ? launch_bwd_variant<__half, 128>(dq, dkdv, p, out, o_strides, workspace, stream) : launch_bwd_variant<__nv_bfloat16, 128>(dq, dkdv, p, out, o_strides, workspace, stream); break;
   }
 }
 

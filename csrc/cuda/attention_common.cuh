@@ -727,6 +727,23 @@ LED_DEVICE void wgmma_a_tile_t(float (&acc)[kCols / 8][4], const uint32_t (&a)[D
   wgmma_a_tile_t<T, D, 1, kCols>(reinterpret_cast<Acc&>(acc), reinterpret_cast<const Frag&>(a), tile);
 }
 
+// acc[16 x C] += A[16 x D] * tile[C x D]^T with A the rows 16w..16w+15 of a_tile (warp w; the
+// warpgroup's 64 rows are a_tile's): both K-major, both read through descriptors.
+template <typename T, int D, int kCols = kBlockN>
+LED_DEVICE void wgmma_smem_a_tile_t(float (&acc)[kCols / 8][4], const T* a_tile, const T* tile) {
+  using Tile = SwizzledTile<D>;
+  simt::wgmma_pin(acc);
+  simt::wgmma_fence();
+  LED_UNROLL
+  for (int kt = 0; kt < D / 16; ++kt) {
+    simt::wgmma_ss<T, kCols>(acc, simt::smem_desc_128b(a_tile + Tile::offset(0, 16 * kt), 0, 8 * 128),
+                             simt::smem_desc_128b(tile + Tile::offset(0, 16 * kt), 0, 8 * 128));
+  }
+  simt::wgmma_commit();
+  simt::wgmma_wait();
+  simt::wgmma_pin(acc);
+}
+
 //   acc[rb][16 x D] += P[rb][16 x C] * tile[C x D]: the tile is B MN-major (its rows are B's rows):
 //   k-step kk starts 16 rows further; the 128-byte blocks of columns lie kBlockN rows apart.
 template <typename T, int D, int RB, int kCols = kBlockN>

@@ -221,6 +221,43 @@ LED_DEVICE void wgmma_pin(uint32_t (&a)[kRows][4]) {
         LED_WGMMA_D4(12), LED_WGMMA_D4(13), LED_WGMMA_D4(14), LED_WGMMA_D4(15)           \
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1))
 
+#define LED_WGMMA_SS_N16(DT)                                       \
+  asm volatile(                                                    \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"                 \
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32." DT "." DT " {" \
+      "%0, %1, %2, %3, %4, %5, %6, %7"                             \
+      "}, %8, %9, p, 1, 1, 0, 0;\n}\n"                             \
+      : LED_WGMMA_D4(0), LED_WGMMA_D4(1)                           \
+      : "l"(desc_a), "l"(desc_b), "r"(1))
+
+#define LED_WGMMA_SS_N64(DT)                                                           \
+  asm volatile(                                                                        \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                     \
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32." DT "." DT " {"                     \
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "         \
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31" \
+      "}, %32, %33, p, 1, 1, 0, 0;\n}\n"                                               \
+      : LED_WGMMA_D4(0), LED_WGMMA_D4(1), LED_WGMMA_D4(2), LED_WGMMA_D4(3),            \
+        LED_WGMMA_D4(4), LED_WGMMA_D4(5), LED_WGMMA_D4(6), LED_WGMMA_D4(7)             \
+      : "l"(desc_a), "l"(desc_b), "r"(1))
+
+// wgmma_ss<T, N>: the same with A in shared memory too (K-major, through its descriptor: row m of A
+// is the warpgroup's row m), and both operands K-major.
+template <typename T, int N>
+LED_DEVICE void wgmma_ss(float (&d)[N / 8][4], uint64_t desc_a, uint64_t desc_b) {
+  static_assert(N == 16 || N == 64, "wgmma_ss: N of 16 or 64");
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr bool kBf16 = std::is_same<T, __nv_bfloat16>::value;
+  if constexpr (N == 16 && kBf16) LED_WGMMA_SS_N16("bf16");
+  if constexpr (N == 16 && !kBf16) LED_WGMMA_SS_N16("f16");
+  if constexpr (N == 64 && kBf16) LED_WGMMA_SS_N64("bf16");
+  if constexpr (N == 64 && !kBf16) LED_WGMMA_SS_N64("f16");
+#else
+  (void)d, (void)desc_a, (void)desc_b;
+  __trap();
+#endif
+}
+
 template <typename T, int N, bool kTransB>
 LED_DEVICE void wgmma_rs(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64_t desc_b) {
   static_assert(N == 16 || N == 64 || N == 128, "wgmma_rs: N of 16, 64 or 128");

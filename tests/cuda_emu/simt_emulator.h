@@ -526,15 +526,32 @@ inline uint16_t swizzled128_element(uint32_t linear) {
 
 }  // namespace detail
 
-// wgmma.mma_async m64nNk16 with A from registers (simt.cuh): the warpgroup's threads post their A
-// fragments and the descriptor; every thread computes its own entries of D from them and from B in
-// shared memory, read through the descriptor as the PTX ISA's canonical 128-byte-swizzled layouts
-// (start, leading and stride byte offsets in 16-byte units; K-major: B(k, n) at start + (n / 8) SBO +
-// (n % 8) 128 + 2 k; MN-major: B(k, n) at start + (n / 64) LBO + (k / 8) SBO + (k % 8) 128 +
-// 2 (n % 64)), and keeps them pending until wgmma_wait. Chained products on the same accumulator
-// before a wait add up, as on the GPU.
-template <typename T, int N, bool kTransB>
-inline void wgmma_rs(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64_t desc_b) {
+namespace detail {
+
+// One warpgroup product (wgmma_rs, wgmma_ss): the threads post their A fragments (when A is in
+// registers) and the descriptors, then each computes its own entries of D from A and from B read
+// through B's descriptor, and keeps them pending until wgmma_wait.
+struct Operand {
+  uint32_t start, lbo, sbo;
+};
+
+inline Operand decode_desc(uint64_t desc) {
+  if ((desc >> 62) != 1u || ((desc >> 49) & 7u) != 0u) {
+    simt_emu::fail("emulated wgmma: only 128-byte swizzled operands with base offset 0");
+  }
+  return Operand{static_cast<uint32_t>(desc & 0x3FFFu) << 4, static_cast<uint32_t>((desc >> 16) & 0x3FFFu) << 4,
+                 static_cast<uint32_t>((desc >> 32) & 0x3FFFu) << 4};
+}
+
+// K-major: element k of row (or column) n at start + (n / 8) SBO + (n % 8) 128 + 2 k.
+inline uint32_t k_major(const Operand& o, int n, int k) { return o.start + (n / 8) * o.sbo + (n % 8) * 128 + k * 2; }
+// MN-major: element n of row k at start + (n / 64) LBO + (k / 8) SBO + (k % 8) 128 + 2 (n % 64).
+inline uint32_t mn_major(const Operand& o, int k, int n) {
+  return o.start + (n / 64) * o.lbo + (k / 8) * o.sbo + (k % 8) * 128 + (n % 64) * 2;
+}
+
+template <typename T, int N, bool kTransB, bool kRegsA>
+inline void wgmma(float (&d)[N / 8][4], const uint32_t* a, uint64_t desc_a, uint64_t desc_b) {
   simt_emu::Launch& l = simt_emu::launch();
   if (l.threads % 128 != 0) simt_emu::fail("wgmma needs whole warpgroups of 128 threads");
   const int thread = simt_emu::fiber().thread;
@@ -542,28 +559,31 @@ inline void wgmma_rs(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64_t desc
   simt_emu::Barrier& barrier = l.group_barriers[group];
   const uint64_t gen = barrier.generation;
   uint32_t* mine = l.group_mailboxes[group].words[gen & 1][me];
-  for (int i = 0; i < 4; ++i) mine[i] = a[i];
+  for (int i = 0; i < 4; ++i) mine[i] = kRegsA ? a[i] : 0u;
+  if (!kRegsA) {  // (A's descriptor in place of its fragment)
+    mine[0] = static_cast<uint32_t>(desc_a);
+    mine[1] = static_cast<uint32_t>(desc_a >> 32);
+  }
   mine[4] = static_cast<uint32_t>(desc_b);
   mine[5] = static_cast<uint32_t>(desc_b >> 32);
   simt_emu::arrive(barrier, 128, group * 128);
   const auto& w = l.group_mailboxes[group].words[gen & 1];
   for (int t = 0; t < 128; ++t) {
-    if (w[t][4] != mine[4] || w[t][5] != mine[5]) simt_emu::fail("wgmma: the warpgroup's threads gave different descriptors");
+    const bool same_a = kRegsA || (w[t][0] == mine[0] && w[t][1] == mine[1]);
+    if (!same_a || w[t][4] != mine[4] || w[t][5] != mine[5]) {
+      simt_emu::fail("wgmma: the warpgroup's threads gave different descriptors");
+    }
   }
-  const uint32_t start = static_cast<uint32_t>(desc_b & 0x3FFFu) << 4;
-  const uint32_t lbo = static_cast<uint32_t>((desc_b >> 16) & 0x3FFFu) << 4;
-  const uint32_t sbo = static_cast<uint32_t>((desc_b >> 32) & 0x3FFFu) << 4;
-  if ((desc_b >> 62) != 1u || ((desc_b >> 49) & 7u) != 0u) {
-    simt_emu::fail("emulated wgmma: only 128-byte swizzled operands with base offset 0");
-  }
-  auto A = [&](int row, int k) {  // warp row / 16 holds rows 16 (row / 16) + [0, 16) as an mma A fragment
+  const Operand ob = decode_desc(desc_b);
+  const Operand oa = kRegsA ? Operand{0, 0, 0} : decode_desc(desc_a);
+  auto A = [&](int row, int k) {
+    if (!kRegsA) return element<T>(swizzled128_element(k_major(oa, row, k)), 0);
+    // warp row / 16 holds rows 16 (row / 16) + [0, 16) as an mma A fragment
     const int owner = 32 * (row / 16) + (row % 8) * 4 + (k % 8) / 2;
-    return detail::element<T>(w[owner][(row % 16) / 8 + 2 * (k / 8)], k % 2);
+    return element<T>(w[owner][(row % 16) / 8 + 2 * (k / 8)], k % 2);
   };
   auto B = [&](int k, int n) {
-    const uint32_t linear = kTransB ? start + (n / 64) * lbo + (k / 8) * sbo + (k % 8) * 128 + (n % 64) * 2
-                                    : start + (n / 8) * sbo + (n % 8) * 128 + k * 2;
-    return detail::element<T>(detail::swizzled128_element(linear), 0);
+    return element<T>(swizzled128_element(kTransB ? mn_major(ob, k, n) : k_major(ob, n, k)), 0);
   };
   auto& pending = simt_emu::fiber().wgmma_pending;
   const int warp = me / 32, g = (me % 32) / 4, t = me % 4;
@@ -581,6 +601,22 @@ inline void wgmma_rs(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64_t desc
       }
     }
   }
+}
+
+}  // namespace detail
+
+// wgmma.mma_async m64nNk16 (simt.cuh), A from registers: B read through its descriptor as the PTX
+// ISA's canonical 128-byte-swizzled layouts (detail::k_major, detail::mn_major). Chained products on
+// the same accumulator before a wait add up, as on the GPU.
+template <typename T, int N, bool kTransB>
+inline void wgmma_rs(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64_t desc_b) {
+  detail::wgmma<T, N, kTransB, true>(d, a, 0, desc_b);
+}
+
+// A in shared memory too (K-major): row m of A is the warpgroup's row m.
+template <typename T, int N>
+inline void wgmma_ss(float (&d)[N / 8][4], uint64_t desc_a, uint64_t desc_b) {
+  detail::wgmma<T, N, false, false>(d, nullptr, desc_a, desc_b);
 }
 
 inline float fast_exp2(float x) { return std::exp2(x); }

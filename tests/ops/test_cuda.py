@@ -429,16 +429,22 @@ def test_gpu_wgmma_forward(monkeypatch, n, d, window, n_global, dtype):
     torch.testing.assert_close(wgmma, longformer_layer(views, window, gm, pm, "cuda"), atol=2e-2, rtol=2e-2)
 
 
+WGMMA_BWD_CASES = [
+    (kernels, *shape)
+    for kernels in ("DQ", "DKDV", "DQ DKDV")
+    for shape in ((1000, 64, 100, 3), (3000, 128, 4000, 5))
+] + [("DQ DKDV", 16384, 64, 512, 1)]
+
+
 @pytest.mark.gpu
 @needs_wgmma
 @pytest.mark.parametrize("dtype", LOW, ids=str)
-@pytest.mark.parametrize(
-    "n,d,window,n_global", [(1000, 64, 100, 3), (3000, 128, 4000, 5), (16384, 64, 512, 1)]
-)
-def test_gpu_wgmma_dq(monkeypatch, n, d, window, n_global, dtype):
-    """The dQ kernel's wgmma variant (LED_KERNELS_CUDA_DQ=wgmma; kernel A's and kernel B's dQ) against
-    the fp64 oracle."""
-    monkeypatch.setenv("LED_KERNELS_CUDA_DQ", "wgmma")
+@pytest.mark.parametrize("kernels,n,d,window,n_global", WGMMA_BWD_CASES)
+def test_gpu_wgmma_backward(monkeypatch, kernels, n, d, window, n_global, dtype):
+    """The backward kernels' wgmma variants (LED_KERNELS_CUDA_DQ / LED_KERNELS_CUDA_DKDV=wgmma; kernel
+    A's and kernel B's) against the fp64 oracle."""
+    for name in kernels.split():
+        monkeypatch.setenv(f"LED_KERNELS_CUDA_{name}", "wgmma")
     errors = layer_errors_vs_fp64("cuda", 1, n, 2, d, window, n_global, dtype)
     (out_err, grad_err), (out_t, grad_t) = errors["cuda"], errors["torch"]
     assert out_err <= 2 * out_t + 1e-5 and grad_err <= 2 * grad_t + 1e-5, errors
@@ -448,9 +454,10 @@ def test_gpu_wgmma_dq(monkeypatch, n, d, window, n_global, dtype):
 @needs_wgmma
 @pytest.mark.parametrize("d", [64, 128])
 def test_gpu_sanitizer_case_wgmma(monkeypatch, d):
-    """test_gpu_sanitizer_case with the wgmma forward and dQ kernels (for compute-sanitizer)."""
+    """test_gpu_sanitizer_case with the wgmma forward, dQ and dK/dV kernels (for compute-sanitizer)."""
     monkeypatch.setenv("LED_KERNELS_CUDA_FWD", "wgmma")
     monkeypatch.setenv("LED_KERNELS_CUDA_DQ", "wgmma")
+    monkeypatch.setenv("LED_KERNELS_CUDA_DKDV", "wgmma")
     test_gpu_sanitizer_case(d)
 
 

@@ -42,16 +42,17 @@ def variant(request, monkeypatch):
 
 
 @pytest.fixture(params=["mma", "wgmma"])
-def dq_variant(request, monkeypatch):
-    """Both dQ kernels (LED_KERNELS_CUDA_DQ; csrc/cuda/attention_bwd.cuh): wgmma at head dims 64 and
-    128, mma at the others."""
+def bwd_variant(request, monkeypatch):
+    """Both variants of the backward's kernels (LED_KERNELS_CUDA_DQ and LED_KERNELS_CUDA_DKDV, set
+    together; csrc/cuda/attention_bwd.cuh): wgmma at head dims 64 and 128, mma at the others."""
     monkeypatch.setenv("LED_KERNELS_CUDA_DQ", request.param)
+    monkeypatch.setenv("LED_KERNELS_CUDA_DKDV", request.param)
     return request.param
 
 
-def _dq_head_dim(dq_variant: str, d: int) -> int:
-    """A test's head dim, 64 where the wgmma dQ kernel runs (at its own head dims it would be mma's)."""
-    return 64 if dq_variant == "wgmma" else d
+def _bwd_head_dim(bwd_variant: str, d: int) -> int:
+    """A test's head dim, 64 where the wgmma kernels run (at its own head dims it would be mma's)."""
+    return 64 if bwd_variant == "wgmma" else d
 
 
 def _inputs(b, n, h, d, gpat, ppat, dtype, max_global=None, seed=0):
@@ -255,12 +256,13 @@ def test_unknown_forward_variant_is_refused(emu, monkeypatch):
         emu.attention_fwd(E.KIND_BANDED, q, q, q, torch.zeros(1, 10, dtype=torch.int8), None, 3, 0.25)
 
 
-def test_unknown_dq_variant_is_refused(emu, monkeypatch):
+@pytest.mark.parametrize("name", ["LED_KERNELS_CUDA_DQ", "LED_KERNELS_CUDA_DKDV"])
+def test_unknown_backward_variant_is_refused(emu, monkeypatch, name):
     q = torch.randn(1, 10, 1, 16).half()
     flags = torch.zeros(1, 10, dtype=torch.int8)
     out, lse = emu.attention_fwd(E.KIND_BANDED, q, q, q, flags, None, 3, 0.25)
-    monkeypatch.setenv("LED_KERNELS_CUDA_DQ", "fastest")
-    with pytest.raises(E.EmulatorError, match="LED_KERNELS_CUDA_DQ must be mma or wgmma"):
+    monkeypatch.setenv(name, "fastest")
+    with pytest.raises(E.EmulatorError, match=f"{name} must be mma or wgmma"):
         emu.attention_bwd(E.KIND_BANDED, q, q, q, out, out, lse, flags, None, 3, 0.25)
 
 
@@ -300,7 +302,7 @@ def _grads_vs_oracle(op, inputs, dout, ref_fn, torch_fn):
 
 @pytest.mark.parametrize("dtype", LOW, ids=str)
 @pytest.mark.parametrize("case", BANDED_CASES, ids=lambda c: "-".join(map(str, c)))
-def test_banded_bwd_matches_oracle(emu, case, dtype, dq_variant):
+def test_banded_bwd_matches_oracle(emu, case, dtype, bwd_variant):
     b, n, h, d, window, gpat, ppat = case
     (q, k, v, *_), gm, pm, gi, flags = _inputs(b, n, h, d, gpat, ppat, dtype, seed=1)
     scale = d**-0.5
@@ -323,7 +325,7 @@ def test_banded_bwd_matches_oracle(emu, case, dtype, dq_variant):
 
 @pytest.mark.parametrize("dtype", LOW, ids=str)
 @pytest.mark.parametrize("case", GLOBAL_CASES, ids=lambda c: "-".join(map(str, c)))
-def test_global_bwd_matches_oracle(emu, case, dtype, dq_variant):
+def test_global_bwd_matches_oracle(emu, case, dtype, bwd_variant):
     b, n, h, d, gpat, ppat, spare = case
     (_, _, _, qg_full, kg, vg), gm, pm, gi, flags = _inputs(b, n, h, d, gpat, ppat, dtype, seed=1)
     gi = torch.cat([gi, torch.full((b, spare), -1, dtype=gi.dtype)], 1)
@@ -341,11 +343,11 @@ def test_global_bwd_matches_oracle(emu, case, dtype, dq_variant):
         assert err <= 2 * err_torch + 1e-6, f"d{name}: error {err:.3g} > 2 x torch backend's {err_torch:.3g}"
 
 
-def test_backward_schedules_give_identical_bits(emu, dq_variant):
+def test_backward_schedules_give_identical_bits(emu, bwd_variant):
     """Both backward passes (with kernel A's global keys and kernel B's dQ split into chunks) give the
     same bits under different schedules: no atomics, no order that depends on timing."""
     (q, k, v, qg_full, kg, vg), gm, pm, gi, flags = _inputs(
-        1, 600, 1, _dq_head_dim(dq_variant, 32), "scattered", "tail", torch.bfloat16
+        1, 600, 1, _bwd_head_dim(bwd_variant, 32), "scattered", "tail", torch.bfloat16
     )
     qg = gather_rows(qg_full, gi)
     runs = []
@@ -387,12 +389,12 @@ BWD_NAN_CASES = [
 @pytest.mark.parametrize(
     "target,j0,ppat,window,nan_dout", BWD_NAN_CASES, ids=["-".join(map(str, c)) for c in BWD_NAN_CASES]
 )
-def test_backward_nan_reaches_only_what_depends_on_it(emu, target, j0, ppat, window, nan_dout, dq_variant):
+def test_backward_nan_reaches_only_what_depends_on_it(emu, target, j0, ppat, window, nan_dout, bwd_variant):
     """A NaN in one row of q, k or v (and in the upstream gradient of the rows it reaches, unless the
     loss ignores them), or an inf in one row of the upstream gradient, leaves every gradient element
     that does not depend on it bitwise unchanged, and makes those that do NaN (not finite for the
     inf)."""
-    b, n, h, d = 1, 200, 1, _dq_head_dim(dq_variant, 16)
+    b, n, h, d = 1, 200, 1, _bwd_head_dim(bwd_variant, 16)
     (q, k, v, *_), gm, pm, gi, flags = _inputs(b, n, h, d, "first", ppat, torch.float16, seed=3)
     allowed = _band_allowed(n, window, flags)[0]  # [query, key]
     dout = torch.randn(q.shape).to(torch.float16)
@@ -428,11 +430,11 @@ def test_backward_nan_reaches_only_what_depends_on_it(emu, target, j0, ppat, win
 
 
 @pytest.mark.parametrize("n", [200, 700], ids=["one-chunk", "split"])
-def test_nan_rows_that_attend_nothing_change_no_gradient(emu, n, dq_variant):
+def test_nan_rows_that_attend_nothing_change_no_gradient(emu, n, bwd_variant):
     """Query rows that attend nothing (two padding rows inside the sequence, within the window of whole
     tiles of live keys; in kernel B an unused slot) holding NaN in q and in the upstream gradient change
     no bit of any gradient: their dQ stays 0 and no key's dK or dV sees them."""
-    d = _dq_head_dim(dq_variant, 16)
+    d = _bwd_head_dim(bwd_variant, 16)
     inputs, gm, pm, gi, flags = _inputs(1, n, 1, d, "first", "none", torch.float16, seed=6)
     q, k, v, qg_full, kg, vg = inputs
     hole = 100
@@ -476,13 +478,13 @@ def test_rows_that_attend_nothing_are_zero_even_with_nan_queries(emu):
 
 
 @pytest.mark.parametrize("n,hole", [(200, None), (700, None), (200, 100)], ids=["tail", "tail-split", "hole"])
-def test_nonfinite_keys_that_no_row_attends_change_nothing(emu, n, hole, dq_variant):
+def test_nonfinite_keys_that_no_row_attends_change_nothing(emu, n, hole, bwd_variant):
     """K and V rows of padded keys (masked in kernel A's band and kernel B's sweep, yet copied with
     their tiles, next to attended keys) holding NaN and inf change no bit of any output, statistic or
     gradient: the first keys of a padded tail, or one padded key inside the sequence (whose band
     tiles also reach blocks without a padding row)."""
     ppat = "tail" if hole is None else "none"
-    d = _dq_head_dim(dq_variant, 16)
+    d = _bwd_head_dim(bwd_variant, 16)
     (q, k, v, qg_full, kg, vg), gm, pm, gi, flags = _inputs(1, n, 1, d, "first", ppat, torch.float16, seed=5)
     padded = n - n // 3 + 1 if hole is None else hole
     flags[0, padded - 1 : padded + 1] = oracle.PADDING
