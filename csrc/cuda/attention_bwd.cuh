@@ -215,13 +215,8 @@ LED_DEVICE void dq_block(const BwdArgs& a) {
       LED_UNROLL
       for (int e = 0; e < 4; ++e) s[nt][e] = dp[nt][e] = 0.0f;
     }
-    if constexpr (Tile::kSwizzled) {
-      wgmma_a_tile_t<T, D, kCols>(s, qf, ks);
-      wgmma_a_tile_t<T, D, kCols>(dp, df, vs);
-    } else {
-      mma_a_tile_t<T, D, kCols>(s, qf, ks, lane);
-      mma_a_tile_t<T, D, kCols>(dp, df, vs, lane);
-    }
+    product_a_tile_t<Tile, T, D, kCols>(s, qf, ks, lane);
+    product_a_tile_t<Tile, T, D, kCols>(dp, df, vs, lane);
     // dS = P (dP - delta) with P = 2^(t - lse); the branch is per tile, not per entry
     auto ds = [&](int nt, int e) {
       const int x = e >> 1;
@@ -236,11 +231,7 @@ LED_DEVICE void dq_block(const BwdArgs& a) {
         s[nt][e] = keep ? value : 0.0f;
       });
     }
-    if constexpr (Tile::kSwizzled) {
-      wgmma_p_tile<T, D, kCols>(acc, s, ks);
-    } else {
-      mma_p_tile<T, D, kCols>(acc, s, ks, lane);
-    }
+    product_p_tile<Tile, T, D, kCols>(acc, s, ks, lane);
   };
   // K is contracted over keys (dS K): its non-finite rows are zeroed where some live row of the block
   // does not attend the key, and every key is checked when the block has a dead row.
@@ -551,13 +542,8 @@ LED_DEVICE void dkdv_block(const BwdArgs& a) {
         dpt[nt][e] = keep ? pp * (dpt[nt][e] - row_delta[col]) : 0.0f;
       });
     }
-    if constexpr (Tile::kSwizzled) {
-      wgmma_p_tile<T, D, kCols>(dv, st, dos);
-      wgmma_p_tile<T, D, kCols>(dk, dpt, qs);
-    } else {
-      mma_p_tile<T, D, kCols>(dv, st, dos, lane);
-      mma_p_tile<T, D, kCols>(dk, dpt, qs, lane);
-    }
+    product_p_tile<Tile, T, D, kCols>(dv, st, dos, lane);
+    product_p_tile<Tile, T, D, kCols>(dk, dpt, qs, lane);
   };
   auto visit = [&](int32_t tile, int stage, bool poisoned) {
     const int32_t* row_pos = sm.pos(tile);

@@ -720,13 +720,6 @@ LED_DEVICE void wgmma_a_tile_t(float (&acc)[RB][kCols / 8][4], const uint32_t (&
   for (int rb = 0; rb < RB; ++rb) simt::wgmma_pin(acc[rb]);
 }
 
-template <typename T, int D, int kCols = kBlockN>
-LED_DEVICE void wgmma_a_tile_t(float (&acc)[kCols / 8][4], const uint32_t (&a)[D / 16][4], const T* tile) {
-  using Acc = float[1][kCols / 8][4];
-  using Frag = uint32_t[1][D / 16][4];
-  wgmma_a_tile_t<T, D, 1, kCols>(reinterpret_cast<Acc&>(acc), reinterpret_cast<const Frag&>(a), tile);
-}
-
 // acc[16 x C] += A[16 x D] * tile[C x D]^T with A the rows 16w..16w+15 of a_tile (warp w; the
 // warpgroup's 64 rows are a_tile's): both K-major, both read through descriptors.
 template <typename T, int D, int kCols = kBlockN>
@@ -780,11 +773,40 @@ LED_DEVICE void wgmma_p_tile(float (&acc)[RB][D / 8][4], const float (&p)[RB][kC
   }
 }
 
-template <typename T, int D, int kCols = kBlockN>
-LED_DEVICE void wgmma_p_tile(float (&acc)[D / 8][4], const float (&p)[kCols / 8][4], const T* tile) {
+// The products of a kernel whose tiles are staged as Tile: mma.sync (PaddedTile) or wgmma
+// (SwizzledTile), the same layouts of accumulators and A fragments either way.
+template <typename Tile, typename T, int D, int RB, int kCols>
+LED_DEVICE void product_a_tile_t(float (&acc)[RB][kCols / 8][4], const uint32_t (&a)[RB][D / 16][4], const T* tile,
+                                 int lane) {
+  if constexpr (Tile::kSwizzled) {
+    wgmma_a_tile_t<T, D, RB, kCols>(acc, a, tile);
+  } else {
+    mma_a_tile_t<T, D, RB, kCols>(acc, a, tile, lane);
+  }
+}
+
+template <typename Tile, typename T, int D, int kCols>
+LED_DEVICE void product_a_tile_t(float (&acc)[kCols / 8][4], const uint32_t (&a)[D / 16][4], const T* tile, int lane) {
+  using Acc = float[1][kCols / 8][4];
+  using Frag = uint32_t[1][D / 16][4];
+  product_a_tile_t<Tile, T, D, 1, kCols>(reinterpret_cast<Acc&>(acc), reinterpret_cast<const Frag&>(a), tile, lane);
+}
+
+template <typename Tile, typename T, int D, int RB, int kCols>
+LED_DEVICE void product_p_tile(float (&acc)[RB][D / 8][4], const float (&p)[RB][kCols / 8][4], const T* tile,
+                               int lane) {
+  if constexpr (Tile::kSwizzled) {
+    wgmma_p_tile<T, D, RB, kCols>(acc, p, tile);
+  } else {
+    mma_p_tile<T, D, RB, kCols>(acc, p, tile, lane);
+  }
+}
+
+template <typename Tile, typename T, int D, int kCols>
+LED_DEVICE void product_p_tile(float (&acc)[D / 8][4], const float (&p)[kCols / 8][4], const T* tile, int lane) {
   using Acc = float[1][D / 8][4];
   using P = float[1][kCols / 8][4];
-  wgmma_p_tile<T, D, 1, kCols>(reinterpret_cast<Acc&>(acc), reinterpret_cast<const P&>(p), tile);
+  product_p_tile<Tile, T, D, 1, kCols>(reinterpret_cast<Acc&>(acc), reinterpret_cast<const P&>(p), tile, lane);
 }
 
 // Writes row g or g + 8 (x = 0, 1) of a 16 x D accumulator times `mul`, as the 16-bit type, into

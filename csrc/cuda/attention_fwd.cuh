@@ -98,11 +98,7 @@ struct WarpRows {
       LED_UNROLL
       for (int nt = 0; nt < kCols / 8; ++nt) s[rb][nt][0] = s[rb][nt][1] = s[rb][nt][2] = s[rb][nt][3] = 0.0f;
     }
-    if constexpr (Tile::kSwizzled) {
-      wgmma_a_tile_t<T, D, RB, kCols>(s, q, ks);
-    } else {
-      mma_a_tile_t<T, D, RB, kCols>(s, q, ks, lane);
-    }
+    product_a_tile_t<Tile, T, D, RB, kCols>(s, q, ks, lane);
     LED_UNROLL
     for (int rb = 0; rb < RB; ++rb) {
       // Mask, scale, row max. A full block keeps its raw scores: the row max of scale * s is |scale|
@@ -173,11 +169,7 @@ struct WarpRows {
         o[rb][dn][2] *= alpha[1], o[rb][dn][3] *= alpha[1];
       }
     }
-    if constexpr (Tile::kSwizzled) {
-      wgmma_p_tile<T, D, RB, kCols>(o, s, vs);
-    } else {
-      mma_p_tile<T, D, RB, kCols>(o, s, vs, lane);
-    }
+    product_p_tile<Tile, T, D, RB, kCols>(o, s, vs, lane);
   }
 
   // The row sums over the quad (every lane ends with the full sums).
