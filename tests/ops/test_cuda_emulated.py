@@ -41,6 +41,11 @@ def variant(request, monkeypatch):
     return request.param
 
 
+def _fwd_head_dim(variant: str, d: int) -> int:
+    """A test's head dim, 64 where a wgmma forward runs (at its own head dims it would be rows32's)."""
+    return 64 if variant.startswith("wgmma") else d
+
+
 @pytest.fixture(params=["mma", "wgmma"])
 def bwd_variant(request, monkeypatch):
     """Both variants of the backward's kernels (LED_KERNELS_CUDA_DQ and LED_KERNELS_CUDA_DKDV, set
@@ -211,7 +216,8 @@ def test_views_of_a_fused_projection_and_unaligned_rows(emu, emulated_cuda_inter
 def test_schedules_give_identical_bits(emu, variant):
     """Different fiber schedules (a barrier missing between a shared write and another warp's read
     would show here) give the same bits, for both kernels and kernel B's split."""
-    (q, k, v, qg_full, kg, vg), gm, pm, gi, flags = _inputs(1, 600, 1, 32, "scattered", "tail", torch.float16)
+    d = _fwd_head_dim(variant, 32)
+    (q, k, v, qg_full, kg, vg), gm, pm, gi, flags = _inputs(1, 600, 1, d, "scattered", "tail", torch.float16)
     qg = gather_rows(qg_full, gi)
     first = None
     for seed in (0, 1, 2):
@@ -226,7 +232,7 @@ def test_schedules_give_identical_bits(emu, variant):
 
 def test_nan_in_a_value_row_reaches_only_the_rows_that_attend_it(emu, variant):
     """0 * NaN in P V would spread a NaN value row to every row of its tile; it must not."""
-    b, n, h, d, window = 1, 140, 1, 16, 10
+    b, n, h, d, window = 1, 140, 1, _fwd_head_dim(variant, 16), 10
     (q, k, v, *_), gm, pm, gi, flags = _inputs(b, n, h, d, "first", "none", torch.float16)
     clean, _ = emu.attention_fwd(E.KIND_BANDED, q, k, v, flags, gi, window, 0.25)
     for j0 in (70, 0):  # a local key, and the global key (attended by every row)
