@@ -291,11 +291,11 @@ LED_DEVICE void mma_smem_a_tile_t(float (&acc)[kCols / 8][4], const T* a_tile, i
   LED_UNROLL
   for (int kt = 0; kt < D / 16; ++kt) {
     uint32_t af[4];
-    simt::ldmatrix_x4(af, a_tile + (a_row0 + r + 8 * (j & 1)) * smem_row<D>() + kt * 16 + 8 * (j >> 1));
+    simt::ldmatrix_x4(af, a_tile + PaddedTile<D>::offset(a_row0 + r + 8 * (j & 1), kt * 16 + 8 * (j >> 1)));
     LED_UNROLL
     for (int np = 0; np < kCols / 16; ++np) {
       uint32_t kb[4];
-      simt::ldmatrix_x4(kb, tile + (np * 16 + r + 8 * (j >> 1)) * smem_row<D>() + kt * 16 + 8 * (j & 1));
+      simt::ldmatrix_x4(kb, tile + PaddedTile<D>::offset(np * 16 + r + 8 * (j >> 1), kt * 16 + 8 * (j & 1)));
       simt::mma_16816<T>(acc[2 * np], af, kb[0], kb[1]);
       simt::mma_16816<T>(acc[2 * np + 1], af, kb[2], kb[3]);
     }
@@ -312,16 +312,15 @@ struct DkdvSmem {
   static constexpr int kStages = D <= 64 || Tile::kSwizzled ? 2 : 1;
   static constexpr int kTiles = 2 + 2 * kStages;
   static constexpr int kRing = 3 * kBlockM;  // ring rows of tiles t % 3
-  static constexpr size_t kAlign = PipedKeySmem<T, D, Tile>::kAlign;
 
   // (only the base is kept: the kernel's registers are scarce, the offsets are constants)
   unsigned char* base;
 
   static constexpr size_t bytes() {
-    return kTiles * Tile::kBytes + (kBlockN + 3 * kRing + 2 * kBlockM) * sizeof(float) + (kAlign - 16);
+    return kTiles * Tile::kBytes + (kBlockN + 3 * kRing + 2 * kBlockM) * sizeof(float) + (Tile::kAlign - 16);
   }
 
-  LED_DEVICE explicit DkdvSmem(unsigned char* smem) : base(PipedKeySmem<T, D, Tile>::aligned(smem)) {}
+  LED_DEVICE explicit DkdvSmem(unsigned char* smem) : base(align_tiles<Tile>(smem)) {}
 
   LED_DEVICE T* tile(int i) const { return reinterpret_cast<T*>(base + i * Tile::kBytes); }
   LED_DEVICE T* ks() const { return tile(0); }
@@ -677,11 +676,7 @@ inline BwdVariant bwd_variant(const char* name) {
   const char* env = std::getenv(name);
   if (env == nullptr || *env == '\0' || std::strcmp(env, "mma") == 0) return BwdVariant::kMma;
   if (std::strcmp(env, "wgmma") == 0) {
-    if (!simt::wgmma_launchable()) {
-      throw std::invalid_argument(std::string(name) +
-                                  "=wgmma needs an sm_90 GPU (H100, H200) and an extension built for sm_90a "
-                                  "(LED_KERNELS_CUDA_ARCHS containing 90a)");
-    }
+    require_wgmma(name, env);
     return BwdVariant::kWgmma;
   }
   throw std::invalid_argument(std::string(name) + " must be mma or wgmma, got '" + env + "'");

@@ -38,16 +38,6 @@ constexpr int kThreads = 32 * kWarps;
 constexpr int kSplitTargetBlocks = 256;  // split a long sweep until about this many blocks run
 constexpr int kMinChunkTiles = 4;        // ... but never into chunks of fewer tiles
 
-template <int D>
-constexpr int smem_row() {
-  return D + 8;
-}
-
-template <int D>
-constexpr size_t tile_bytes() {
-  return static_cast<size_t>(kBlockN) * smem_row<D>() * 2;
-}
-
 LED_HOST_DEVICE int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
 
 // Where element (r, col) of a staged 64-row tile lies (an element offset; col a multiple of 8 for the
@@ -62,6 +52,7 @@ LED_HOST_DEVICE int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y;
 template <int D, int kRows = kBlockN>
 struct PaddedTile {
   static constexpr bool kSwizzled = false;
+  static constexpr size_t kAlign = 16;
   static constexpr size_t kBytes = static_cast<size_t>(kRows) * (D + 8) * 2;
   LED_HOST_DEVICE static int offset(int r, int col) { return r * (D + 8) + col; }
 };
@@ -70,11 +61,40 @@ template <int D, int kRows = kBlockN>
 struct SwizzledTile {
   static_assert(D % 64 == 0, "rows of whole 128-byte blocks");
   static constexpr bool kSwizzled = true;
+  static constexpr size_t kAlign = 1024;
   static constexpr size_t kBytes = static_cast<size_t>(kRows) * D * 2;
   LED_HOST_DEVICE static int offset(int r, int col) {
     return ((col / 64) * kRows + r) * 64 + ((((col % 64) / 8) ^ (r % 8)) * 8) + col % 8;
   }
+  // wgmma descriptors (simt::smem_desc_128b) of the 16-element step `step` of a tile as a K-major
+  // operand (its rows are the operand's rows or columns: the step starts 32 bytes further, or at the
+  // next block of 64 columns), and as an MN-major B (its rows are B's rows: the step starts 16 rows
+  // further; the blocks of 64 columns lie kRows rows apart).
+  template <typename T>
+  LED_DEVICE static uint64_t k_major_desc(const T* tile, int step) {
+    return simt::smem_desc_128b(tile + offset(0, 16 * step), 0, 8 * 128);
+  }
+  template <typename T>
+  LED_DEVICE static uint64_t mn_major_desc(const T* tile, int step) {
+    return simt::smem_desc_128b(tile + offset(16 * step, 0), kRows * 128, 8 * 128);
+  }
 };
+
+// Refuses a wgmma variant (environment variable `variable` = `value`) where it cannot run.
+inline void require_wgmma(const char* variable, const char* value) {
+  if (!simt::wgmma_launchable()) {
+    throw std::invalid_argument(std::string(variable) + "=" + value +
+                                " needs an sm_90 GPU (H100, H200) and an extension built for sm_90a "
+                                "(LED_KERNELS_CUDA_ARCHS containing 90a)");
+  }
+}
+
+// The start of a block's tiles in its dynamic shared memory, aligned as Tile needs (the allocations
+// have Tile::kAlign - 16 bytes of room for it; the dynamic allocation itself is 16-byte aligned).
+template <typename Tile>
+LED_DEVICE unsigned char* align_tiles(unsigned char* smem) {
+  return smem + ((Tile::kAlign - simt::smem_address(smem) % Tile::kAlign) % Tile::kAlign);
+}
 
 // The same layout for a tile of kRows rows.
 template <typename Tile, int kRows>
@@ -372,21 +392,17 @@ LED_DEVICE void walk_tiles(const Stream& s, Visit visit) {
 
 template <typename T, int D, typename Tile = PaddedTile<D>>
 struct PipedKeySmem {
-  // swizzled tiles start 1024-byte aligned: the allocation has room to align its start
-  static constexpr size_t kAlign = Tile::kSwizzled ? 1024 : 16;
   unsigned char* base;
   int32_t* pos_ring;  // [3][kBlockN]: positions of tiles t % 3 (-1: masked)
   float* poison;      // [kBlockN]: the current tile's, valid when its vote found a non-finite row
   float* zeros;       // [kBlockN]: the poison of every other tile (read without a branch per entry)
 
-  static constexpr size_t bytes() { return 4 * Tile::kBytes + 5 * kBlockN * sizeof(int32_t) + (kAlign - 16); }
-
-  LED_DEVICE static unsigned char* aligned(unsigned char* smem) {
-    return smem + ((kAlign - simt::smem_address(smem) % kAlign) % kAlign);
+  static constexpr size_t bytes() {
+    return 4 * Tile::kBytes + 5 * kBlockN * sizeof(int32_t) + (Tile::kAlign - 16);
   }
 
   LED_DEVICE explicit PipedKeySmem(unsigned char* smem)
-      : base(aligned(smem)),
+      : base(align_tiles<Tile>(smem)),
         pos_ring(reinterpret_cast<int32_t*>(base + 4 * Tile::kBytes)),
         poison(reinterpret_cast<float*>(pos_ring + 3 * kBlockN)),
         zeros(poison + kBlockN) {}
@@ -623,7 +639,7 @@ LED_DEVICE void mma_a_tile_t(float (&acc)[RB][kCols / 8][4], const uint32_t (&a)
     LED_UNROLL
     for (int np = 0; np < kCols / 16; ++np) {
       uint32_t kb[4];
-      simt::ldmatrix_x4(kb, tile + (np * 16 + r + 8 * (j >> 1)) * smem_row<D>() + kt * 16 + 8 * (j & 1));
+      simt::ldmatrix_x4(kb, tile + PaddedTile<D>::offset(np * 16 + r + 8 * (j >> 1), kt * 16 + 8 * (j & 1)));
       LED_UNROLL
       for (int rb = 0; rb < RB; ++rb) {
         simt::mma_16816<T>(acc[rb][2 * np], a[rb][kt], kb[0], kb[1]);
@@ -642,13 +658,6 @@ LED_DEVICE void for_each_entry(int lane, F f) {
     LED_UNROLL
     for (int e = 0; e < 4; ++e) f(nt, e, nt * 8 + 2 * (lane % 4) + (e & 1));
   }
-}
-
-template <typename T, int D, int kCols = kBlockN>
-LED_DEVICE void mma_a_tile_t(float (&acc)[kCols / 8][4], const uint32_t (&a)[D / 16][4], const T* tile, int lane) {
-  using Acc = float[1][kCols / 8][4];
-  using Frag = uint32_t[1][D / 16][4];
-  mma_a_tile_t<T, D, 1, kCols>(reinterpret_cast<Acc&>(acc), reinterpret_cast<const Frag&>(a), tile, lane);
 }
 
 // acc[rb][16 x D] += P[rb][16 x C] * tile[C x D] (the first C = kCols rows of a tile), P given as
@@ -672,7 +681,7 @@ LED_DEVICE void mma_p_tile(float (&acc)[RB][D / 8][4], const float (&p)[RB][kCol
     LED_UNROLL
     for (int dp = 0; dp < D / 16; ++dp) {
       uint32_t vb[4];
-      simt::ldmatrix_x4_trans(vb, tile + (kk * 16 + r + 8 * (j & 1)) * smem_row<D>() + dp * 16 + 8 * (j >> 1));
+      simt::ldmatrix_x4_trans(vb, tile + PaddedTile<D>::offset(kk * 16 + r + 8 * (j & 1), dp * 16 + 8 * (j >> 1)));
       LED_UNROLL
       for (int rb = 0; rb < RB; ++rb) {
         simt::mma_16816<T>(acc[rb][2 * dp], pa[rb], vb[0], vb[1]);
@@ -682,12 +691,6 @@ LED_DEVICE void mma_p_tile(float (&acc)[RB][D / 8][4], const float (&p)[RB][kCol
   }
 }
 
-template <typename T, int D, int kCols = kBlockN>
-LED_DEVICE void mma_p_tile(float (&acc)[D / 8][4], const float (&p)[kCols / 8][4], const T* tile, int lane) {
-  using Acc = float[1][D / 8][4];
-  using P = float[1][kCols / 8][4];
-  mma_p_tile<T, D, 1, kCols>(reinterpret_cast<Acc&>(acc), reinterpret_cast<const P&>(p), tile, lane);
-}
 
 // The same two products with wgmma (sm_90a) on SwizzledTile tiles, for a block of 4 warps (one
 // warpgroup): the M = 64 rows of the product for block rb are the 4 warps' 16-row blocks rb (warp w
@@ -695,8 +698,7 @@ LED_DEVICE void mma_p_tile(float (&acc)[D / 8][4], const float (&p)[kCols / 8][4
 // mma_p_tile, so the softmax between them is the same code. The products are waited for before
 // returning (the tile's stage is rewritten after the next barrier).
 //   acc[rb][16 x C] += A[rb][16 x D] * tile[C x D]^T: the tile is B K-major (its rows are B's
-//   columns, 64 elements of each per 128-byte block): k-step kt starts 32 bytes further, or at the
-//   next block.
+//   columns).
 // The registers a product reads are pinned before its wgmma_fence (wgmma_pin): otherwise the
 // compiler may sink their last writes (the accumulators' zeros or rescaling) below the fence, which
 // ptxas then repairs with fences of its own or by serializing the products.
@@ -710,8 +712,7 @@ LED_DEVICE void wgmma_a_tile_t(float (&acc)[RB][kCols / 8][4], const uint32_t (&
   for (int rb = 0; rb < RB; ++rb) {
     LED_UNROLL
     for (int kt = 0; kt < D / 16; ++kt) {
-      simt::wgmma_rs<T, kCols, false>(acc[rb], a[rb][kt],
-                                      simt::smem_desc_128b(tile + Tile::offset(0, 16 * kt), 0, 8 * 128));
+      simt::wgmma_rs<T, kCols, false>(acc[rb], a[rb][kt], Tile::k_major_desc(tile, kt));
     }
   }
   simt::wgmma_commit();
@@ -729,16 +730,14 @@ LED_DEVICE void wgmma_smem_a_tile_t(float (&acc)[kCols / 8][4], const T* a_tile,
   simt::wgmma_fence();
   LED_UNROLL
   for (int kt = 0; kt < D / 16; ++kt) {
-    simt::wgmma_ss<T, kCols>(acc, simt::smem_desc_128b(a_tile + Tile::offset(0, 16 * kt), 0, 8 * 128),
-                             simt::smem_desc_128b(tile + Tile::offset(0, 16 * kt), 0, 8 * 128));
+    simt::wgmma_ss<T, kCols>(acc, Tile::k_major_desc(a_tile, kt), Tile::k_major_desc(tile, kt));
   }
   simt::wgmma_commit();
   simt::wgmma_wait();
   simt::wgmma_pin(acc);
 }
 
-//   acc[rb][16 x D] += P[rb][16 x C] * tile[C x D]: the tile is B MN-major (its rows are B's rows):
-//   k-step kk starts 16 rows further; the 128-byte blocks of columns lie kBlockN rows apart.
+//   acc[rb][16 x D] += P[rb][16 x C] * tile[C x D]: the tile is B MN-major (its rows are B's rows).
 template <typename T, int D, int RB, int kCols = kBlockN>
 LED_DEVICE void wgmma_p_tile(float (&acc)[RB][D / 8][4], const float (&p)[RB][kCols / 8][4], const T* tile) {
   using Tile = SwizzledTile<D>;
@@ -760,8 +759,7 @@ LED_DEVICE void wgmma_p_tile(float (&acc)[RB][D / 8][4], const float (&p)[RB][kC
   for (int rb = 0; rb < RB; ++rb) {
     LED_UNROLL
     for (int kk = 0; kk < kCols / 16; ++kk) {
-      simt::wgmma_rs<T, D, true>(acc[rb], pa[rb][kk],
-                                 simt::smem_desc_128b(tile + Tile::offset(16 * kk, 0), kBlockN * 128, 8 * 128));
+      simt::wgmma_rs<T, D, true>(acc[rb], pa[rb][kk], Tile::mn_major_desc(tile, kk));
     }
   }
   simt::wgmma_commit();

@@ -235,11 +235,7 @@ inline FwdVariant fwd_variant() {
   if (std::strcmp(env, "rows16") == 0) return FwdVariant::kRows16;
   const bool wgmma = std::strcmp(env, "wgmma") == 0, wgmma16 = std::strcmp(env, "wgmma16") == 0;
   if (wgmma || wgmma16) {
-    if (!simt::wgmma_launchable()) {
-      throw std::invalid_argument(std::string("LED_KERNELS_CUDA_FWD=") + env +
-                                  " needs an sm_90 GPU (H100, H200) and an extension built for sm_90a "
-                                  "(LED_KERNELS_CUDA_ARCHS containing 90a)");
-    }
+    require_wgmma("LED_KERNELS_CUDA_FWD", env);
     return wgmma ? FwdVariant::kWgmma : FwdVariant::kWgmma16;
   }
   throw std::invalid_argument(std::string("LED_KERNELS_CUDA_FWD must be rows32, rows16, wgmma or wgmma16, got '") +

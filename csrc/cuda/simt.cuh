@@ -127,11 +127,11 @@ LED_DEVICE int sync_block_or(int pred) { return __syncthreads_or(pred); }
 // mma.m16n8k16 A fragment), B in shared memory through a descriptor (smem_desc_128b), K-major
 // (kTransB false: B's column n is a 16-element row at n) or MN-major (kTransB true: B's row k holds
 // its N elements); D per warp as N / 8 mma.m16n8 C fragments. It runs asynchronously: issue the
-// products, wgmma_commit, then wgmma_wait before D is read, with wgmma_pin around (below). wgmma_fence orders earlier
-// register writes of A and D before the products; fence_proxy_async makes this thread's earlier
-// shared-memory writes (stores, completed cp.async) visible to them, before the barrier that
-// publishes them to the other warps. The asm is compiled for sm_90a only (other architectures
-// never launch the kernels that use it, and trap if they did).
+// products, wgmma_commit, then wgmma_wait before D is read, with wgmma_pin around (below).
+// wgmma_fence orders earlier register writes of A and D before the products; fence_proxy_async
+// makes this thread's earlier shared-memory writes (stores, completed cp.async) visible to them,
+// before the barrier that publishes them to the other warps. The asm is compiled for sm_90a only
+// (other architectures never launch the kernels that use it, and trap if they did).
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
 constexpr bool kWgmmaCompiled = false;  // this pass compiles device code without wgmma
 #else
