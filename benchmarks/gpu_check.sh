@@ -31,12 +31,12 @@
 # The same for the cuda kernels (after `owed` or `cuda` on the same machine: no build; about 2 minutes):
 #   bash benchmarks/gpu_check.sh cuda-ncu   # G=1: kernel A's forward, dQ and dK/dV passes, one call each
 #
-# What is owed after CPU-only sessions, in one call of about 4 minutes on a fresh H100 (build included):
-#   bash benchmarks/gpu_check.sh owed       # build (foreground, all cores), cuda GPU tests + machine-code
-#                                           # check + sanitizers, one run timing cuda, triton,
-#                                           # triton-two-launch and hf at the headline shape (G=0 and 1),
-#                                           # one timing the wgmma forwards against cuda and triton, cuda
-#                                           # profiles (default and wgmma forward)
+# What is owed after CPU-only sessions, in one call of about 6 minutes on a fresh H100 (build included):
+#   bash benchmarks/gpu_check.sh owed       # build (foreground, all cores), the wgmma kernels' GPU tests,
+#                                           # one run timing cuda, cuda-wgmma, cuda-wgmma16, cuda-wgmma-all
+#                                           # (wgmma forward and backward) and triton at the headline shape
+#                                           # (G=0 and 1), the other cuda GPU tests + machine-code check,
+#                                           # sanitizers, cuda profiles (default and all-wgmma)
 #
 # On the lent GPU machines, first: export PATH=/opt/torch/.venv/bin:$PATH (the python that has torch;
 # its venv has no plain `pip`, hence `python -m pip`).
@@ -206,23 +206,23 @@ stage_owed() {
     LIMIT=20 run gpu-state nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv
     CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) install
     export PATH="$PATH:/usr/local/cuda/bin"  # cuobjdump and nvdisasm for the machine-code check
-    # (the wgmma forward, never run on a GPU before, in processes of its own: a trap there would end
-    # every later CUDA call of the process)
+    # the wgmma kernels first and in a process of their own (a trap there would end every later CUDA
+    # call of the process); the timings leave them out if they failed
+    LIMIT=120 run pytest-cuda-wgmma python -m pytest -q -p no:cacheprovider tests/ops/test_cuda.py -k wgmma
+    local providers="cuda triton"
+    grep -qE "[0-9]+ passed" "$LOGDIR/pytest-cuda-wgmma.log" &&
+        ! grep -qE "[0-9]+ (failed|error)" "$LOGDIR/pytest-cuda-wgmma.log" &&
+        providers="cuda cuda-wgmma cuda-wgmma16 cuda-wgmma-all triton"
+    # one run: the default kernels (mma), the wgmma forwards, wgmma everywhere, and triton as the peer
+    # shellcheck disable=SC2086  # (the providers are words)
+    LIMIT=180 run bench-owed python -m benchmarks --providers $providers --seqlens 16384 --globals 0 1 \
+        --window 512 --head-dim 64 --modes fwd fwd_bwd --check --tag owed
     LIMIT=150 run pytest-cuda-gpu python -m pytest -q -p no:cacheprovider tests/test_cuda_sass.py \
         tests/ops/test_cuda.py tests/test_extension.py -k "(gpu or sass) and not wgmma" --durations=10
-    LIMIT=120 run pytest-cuda-wgmma python -m pytest -q -p no:cacheprovider tests/ops/test_cuda.py -k wgmma
-    LIMIT=150 run bench-owed python -m benchmarks --providers cuda triton triton-two-launch hf --seqlens 16384 \
-        --globals 0 1 --window 512 --head-dim 64 --modes fwd fwd_bwd --check --tag owed
-    # (with the wgmma backward kernels for every cuda provider of the run: cuda is rows32 + wgmma there)
-    LIMIT=120 run bench-owed-wgmma env LED_KERNELS_CUDA_DQ=wgmma LED_KERNELS_CUDA_DKDV=wgmma python -m benchmarks \
-        --providers cuda-wgmma cuda-wgmma16 cuda triton --seqlens 16384 --globals 0 1 --window 512 \
-        --head-dim 64 --modes fwd fwd_bwd --check --tag owed-wgmma
     cuda_sanitizers
     LIMIT=30 run profile-cuda python -m benchmarks.profile_layer --provider cuda
     LIMIT=30 run profile-cuda-wgmma env LED_KERNELS_CUDA_FWD=wgmma LED_KERNELS_CUDA_DQ=wgmma \
         LED_KERNELS_CUDA_DKDV=wgmma python -m benchmarks.profile_layer --provider cuda
-    # the G=1 forward + backward is host-bound on these machines: where the host time goes
-    LIMIT=60 run profile-triton-host python -m benchmarks.profile_layer --provider triton --host
 }
 
 stage_rest() {

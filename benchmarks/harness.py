@@ -308,7 +308,8 @@ _PROVIDER_ORDER = {
     name: i
     for i, name in enumerate(
         (
-            *("triton", "triton-two-launch", "triton-fused", "cuda", "cuda-wgmma", "cuda-wgmma16"),
+            *("triton", "triton-two-launch", "triton-fused"),
+            *("cuda", "cuda-wgmma", "cuda-wgmma16", "cuda-wgmma-all"),
             *("cpu", "flex", "sdpa", "torch", "hf"),
         )
     )

@@ -97,6 +97,29 @@ def _wgmma_runs(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device) == (9, 0) and "90a" in archs
 
 
+class _EnvScope:
+    """Sets environment variables and puts the previous values back (a variable that was unset is unset)."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+        self.previous: dict[str, str | None] | None = None
+
+    def enter(self) -> None:
+        if self.previous is None:
+            self.previous = {name: os.environ.get(name) for name in self.values}
+            os.environ.update(self.values)
+
+    def exit(self) -> None:
+        if self.previous is None:
+            return
+        for name, value in self.previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self.previous = None
+
+
 class LedKernelsProvider(Provider):
     """``led_kernels.longformer_attention`` on one backend (``torch``, ``triton``, ``cuda`` or ``cpu``).
 
@@ -107,21 +130,28 @@ class LedKernelsProvider(Provider):
     calls (``led_kernels.ops.triton.longformer.FUSED_FORWARD``: kernel B's forward inside kernel A's
     launch, the default), so that one run times both variants side by side (provider
     ``triton-two-launch``). ``cuda_forward`` (``cuda`` only) likewise sets ``LED_KERNELS_CUDA_FWD`` (the
-    forward's main-loop variant, ``csrc/cuda/attention_fwd.cuh``) for this provider's calls (provider
-    ``cuda-wgmma``).
+    forward's main-loop variant, ``csrc/cuda/attention_fwd.cuh``) for this provider's forward calls
+    (provider ``cuda-wgmma``), and ``cuda_backward`` sets ``LED_KERNELS_CUDA_DQ`` and
+    ``LED_KERNELS_CUDA_DKDV`` (``csrc/cuda/attention_bwd.cuh``) while its backward runs: from the moment
+    the output's gradient arrives until the inputs' gradients are out (provider ``cuda-wgmma-all``).
     """
 
     def __init__(
-        self, backend: str, two_launch_forward: bool = False, cuda_forward: str | None = None
+        self,
+        backend: str,
+        two_launch_forward: bool = False,
+        cuda_forward: str | None = None,
+        cuda_backward: str | None = None,
     ) -> None:
         self.backend = backend
         self.two_launch_forward = two_launch_forward
         self.cuda_forward = cuda_forward
+        self.cuda_backward = cuda_backward
         self.name = backend
         if two_launch_forward:
             self.name = f"{backend}-two-launch"
         elif cuda_forward is not None:
-            self.name = f"{backend}-{cuda_forward}"
+            self.name = f"{backend}-{cuda_forward}" + ("-all" if cuda_backward == cuda_forward else "")
 
     def skip_reason(self, case: Case, device: torch.device, *, caps: bool = True) -> str | None:
         import led_kernels as lk
@@ -139,8 +169,9 @@ class LedKernelsProvider(Provider):
             return "backend 'cpu' runs on CPU tensors only"
         if backend == "cuda" and case.dtype not in ("float16", "bfloat16"):
             return f"backend 'cuda' takes float16 and bfloat16, not {case.dtype}"
-        if self.cuda_forward in ("wgmma", "wgmma16") and not _wgmma_runs(device):
-            return "the wgmma forward needs an sm_90 GPU and an extension built for 90a"
+        wgmma = "wgmma" in (self.cuda_forward or "") or "wgmma" in (self.cuda_backward or "")
+        if wgmma and not _wgmma_runs(device):
+            return "the wgmma kernels need an sm_90 GPU and an extension built for 90a"
         return super().skip_reason(case, device, caps=caps)
 
     def prepare(self, inputs: Inputs) -> Prepared:
@@ -148,35 +179,40 @@ class LedKernelsProvider(Provider):
 
         case, backend = inputs.case, self.backend
         global_idx = inputs.global_idx if case.globals > 0 else None
+        forward_env = _EnvScope({"LED_KERNELS_CUDA_FWD": self.cuda_forward} if self.cuda_forward else {})
+        backward_env = (
+            {"LED_KERNELS_CUDA_DQ": self.cuda_backward, "LED_KERNELS_CUDA_DKDV": self.cuda_backward}
+            if self.cuda_backward
+            else {}
+        )
 
         def layer() -> torch.Tensor:
-            q, k, v, qg, kg, vg = inputs.views()
-            return lk.longformer_attention(
-                q,
-                k,
-                v,
-                case.window,
-                q_global=qg,
-                k_global=kg,
-                v_global=vg,
-                global_idx=global_idx,
-                backend=backend,
-            )
+            views = inputs.views()
+            q, k, v, qg, kg, vg = views
+            forward_env.enter()
+            try:
+                out = lk.longformer_attention(
+                    q,
+                    k,
+                    v,
+                    case.window,
+                    q_global=qg,
+                    k_global=kg,
+                    v_global=vg,
+                    global_idx=global_idx,
+                    backend=backend,
+                )
+            finally:
+                forward_env.exit()
+            if backward_env and out.requires_grad:
+                # the output's gradient arrives first and the views' gradients come out of the layer's
+                # backward: the scope spans exactly that backward
+                scope = _EnvScope(backward_env)
+                out.register_hook(lambda grad: (scope.enter(), grad)[1])
+                for view in views:
+                    view.register_hook(lambda grad: (scope.exit(), grad)[1])
+            return out
 
-        if self.cuda_forward is not None:
-
-            def variant_forward() -> torch.Tensor:
-                previous = os.environ.get("LED_KERNELS_CUDA_FWD")
-                os.environ["LED_KERNELS_CUDA_FWD"] = self.cuda_forward
-                try:
-                    return layer()
-                finally:
-                    if previous is None:
-                        del os.environ["LED_KERNELS_CUDA_FWD"]
-                    else:
-                        os.environ["LED_KERNELS_CUDA_FWD"] = previous
-
-            return Prepared(variant_forward, inputs.fused, inputs.dout, _identity)
         if not self.two_launch_forward:
             return Prepared(layer, inputs.fused, inputs.dout, _identity)
         from led_kernels.ops.triton import longformer as triton_layer
@@ -493,6 +529,7 @@ PROVIDERS: dict[str, Callable[[], Provider]] = {
     "cuda": lambda: LedKernelsProvider("cuda"),
     "cuda-wgmma": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma"),
     "cuda-wgmma16": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma16"),
+    "cuda-wgmma-all": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma", cuda_backward="wgmma"),
     "cpu": lambda: LedKernelsProvider("cpu"),
     "hf": HFProvider,
     "flex": FlexProvider,

@@ -45,6 +45,61 @@ def test_two_launch_provider_times_the_two_launch_forward_and_restores_the_switc
         torch.testing.assert_close(out_two, out_plain, rtol=1e-5, atol=1e-6)
 
 
+def test_cuda_variant_provider_scopes_its_switches_to_its_own_forward_and_backward(monkeypatch):
+    """``cuda-wgmma-all`` sets ``LED_KERNELS_CUDA_FWD`` while its forward runs and ``LED_KERNELS_CUDA_DQ`` /
+    ``LED_KERNELS_CUDA_DKDV`` while the layer's backward runs (the compiled kernels read them at launch),
+    and puts the previous values back afterwards; seen here through the torch backend, with a probe
+    around the layer that records the environment in its forward and backward."""
+    import os
+
+    import torch
+
+    import led_kernels as lk
+    from benchmarks.cases import Case, make_inputs
+    from benchmarks.providers import LedKernelsProvider
+
+    names = ("LED_KERNELS_CUDA_FWD", "LED_KERNELS_CUDA_DQ", "LED_KERNELS_CUDA_DKDV")
+    seen: dict[str, tuple] = {}
+
+    class Probe(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            seen["forward"] = tuple(os.environ.get(n) for n in names)
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            seen["backward"] = tuple(os.environ.get(n) for n in names)
+            return grad
+
+    real = lk.longformer_attention
+    monkeypatch.setattr(lk, "longformer_attention", lambda q, *a, **k: real(Probe.apply(q), *a, **k))
+    monkeypatch.delenv("LED_KERNELS_CUDA_FWD", raising=False)
+    monkeypatch.delenv("LED_KERNELS_CUDA_DQ", raising=False)
+    monkeypatch.setenv("LED_KERNELS_CUDA_DKDV", "mma")
+    case = Case(batch=1, seqlen=40, heads=1, head_dim=16, window=4, globals=1, dtype="float32")
+    inputs = make_inputs(case, "cpu")
+    provider = LedKernelsProvider("torch", cuda_forward="wgmma", cuda_backward="wgmma")
+    assert provider.name == "torch-wgmma-all"
+    prep = provider.prepare(inputs)
+    out = prep.forward()
+    assert seen["forward"] == ("wgmma", None, "mma")
+    assert tuple(os.environ.get(n) for n in names) == (None, None, "mma")
+    (grad,) = torch.autograd.grad(out, prep.leaf, prep.dout)
+    assert seen["backward"] == (None, "wgmma", "wgmma")
+    assert tuple(os.environ.get(n) for n in names) == (None, None, "mma")
+    reference = real(
+        *inputs.views()[:3],
+        case.window,
+        q_global=inputs.views()[3],
+        k_global=inputs.views()[4],
+        v_global=inputs.views()[5],
+        global_idx=inputs.global_idx,
+        backend="torch",
+    )
+    torch.testing.assert_close(out, reference)
+
+
 def test_host_profile_reports_forward_backward_on_the_calling_thread(monkeypatch):
     """``profile_layer --host`` profiles forward + backward too: its host time as queued, again with
     autograd's backward on the calling thread (which cProfile sees), and that profile (GPU calls
