@@ -32,11 +32,11 @@
 #   bash benchmarks/gpu_check.sh cuda-ncu   # G=1: kernel A's forward, dQ and dK/dV passes, one call each
 #
 # What is owed after CPU-only sessions, in one call of about 6 minutes on a fresh H100 (build included):
-#   bash benchmarks/gpu_check.sh owed       # build (foreground, all cores), the wgmma kernels' GPU tests,
-#                                           # one run timing cuda, cuda-wgmma, cuda-wgmma16, cuda-wgmma-all
-#                                           # (wgmma forward and backward) and triton at the headline shape
-#                                           # (G=0 and 1), the other cuda GPU tests + machine-code check,
-#                                           # sanitizers, cuda profiles (default and all-wgmma)
+#   bash benchmarks/gpu_check.sh owed       # build (foreground, all cores), cuda GPU tests + machine-code
+#                                           # check with the default kernels (wgmma on an H100), the wgmma
+#                                           # variants' and the mma.sync kernels' GPU tests, one run timing
+#                                           # cuda, cuda-mma, cuda-wgmma and triton at the headline shape
+#                                           # (G=0 and 1), sanitizers, cuda profile
 #
 # On the lent GPU machines, first: export PATH=/opt/torch/.venv/bin:$PATH (the python that has torch;
 # its venv has no plain `pip`, hence `python -m pip`).
@@ -82,13 +82,17 @@ install() {
     run install env LED_KERNELS_CUDA_ARCHS="$cap" python -m pip install -q --no-build-isolation --no-deps -e .
 }
 
-cuda_sanitizers() {  # memcheck and racecheck on a small case of every cuda kernel (the wgmma forward apart)
+cuda_sanitizers() {  # memcheck and racecheck on a small case of every cuda kernel: the default ones (wgmma
+    # on an H100), the mma.sync ones that sm_80 runs, and the 128-row wgmma forward
+    local mma="LED_KERNELS_CUDA_FWD=rows32 LED_KERNELS_CUDA_DQ=mma LED_KERNELS_CUDA_DKDV=mma"
     for tool in memcheck racecheck; do
-        for which in "" wgmma; do
-            LIMIT=60 run "sanitizer-cuda-$tool${which:+-$which}" compute-sanitizer --tool "$tool" --error-exitcode 1 \
-                python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py \
-                -k "sanitizer_case and ${which:-not wgmma}"
-        done
+        LIMIT=60 run "sanitizer-cuda-$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 \
+            python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k "sanitizer_case and not wgmma"
+        # shellcheck disable=SC2086  # (three assignments for env)
+        LIMIT=60 run "sanitizer-cuda-$tool-mma" env $mma compute-sanitizer --tool "$tool" --error-exitcode 1 \
+            python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k "sanitizer_case and not wgmma"
+        LIMIT=60 run "sanitizer-cuda-$tool-wgmma" compute-sanitizer --tool "$tool" --error-exitcode 1 \
+            python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k "sanitizer_case and wgmma"
     done
 }
 
@@ -194,7 +198,7 @@ stage_cuda() {
     LIMIT=90 run bench-cuda python -m benchmarks --providers cuda triton sdpa hf --seqlens 8192 16384 \
         --globals 0 1 --window 512 --head-dim 64 --check --tag cuda
     # the forward's other main loops (csrc/cuda/attention_fwd.cuh, FwdVariant)
-    for variant in rows16 wgmma wgmma16; do
+    for variant in rows32 rows16 wgmma; do
         LIMIT=40 run "bench-cuda-fwd-$variant" env LED_KERNELS_CUDA_FWD=$variant python -m benchmarks \
             --providers cuda --seqlens 16384 --globals 0 1 --window 512 --head-dim 64 --modes fwd \
             --tag "cuda-fwd-$variant"
@@ -206,23 +210,18 @@ stage_owed() {
     LIMIT=20 run gpu-state nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv
     CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) install
     export PATH="$PATH:/usr/local/cuda/bin"  # cuobjdump and nvdisasm for the machine-code check
-    # the wgmma kernels first and in a process of their own (a trap there would end every later CUDA
-    # call of the process); the timings leave them out if they failed
-    LIMIT=120 run pytest-cuda-wgmma python -m pytest -q -p no:cacheprovider tests/ops/test_cuda.py -k wgmma
-    local providers="cuda triton"
-    grep -qE "[0-9]+ passed" "$LOGDIR/pytest-cuda-wgmma.log" &&
-        ! grep -qE "[0-9]+ (failed|error)" "$LOGDIR/pytest-cuda-wgmma.log" &&
-        providers="cuda cuda-wgmma cuda-wgmma16 cuda-wgmma-all triton"
-    # one run: the default kernels (mma), the wgmma forwards, wgmma everywhere, and triton as the peer
-    # shellcheck disable=SC2086  # (the providers are words)
-    LIMIT=180 run bench-owed python -m benchmarks --providers $providers --seqlens 16384 --globals 0 1 \
-        --window 512 --head-dim 64 --modes fwd fwd_bwd --check --tag owed
+    # the default kernels (wgmma on an H100), the named wgmma variants, then the mma.sync kernels that
+    # sm_80 runs, each set in a process of its own (a trap would end every later CUDA call of a process)
     LIMIT=150 run pytest-cuda-gpu python -m pytest -q -p no:cacheprovider tests/test_cuda_sass.py \
         tests/ops/test_cuda.py tests/test_extension.py -k "(gpu or sass) and not wgmma" --durations=10
+    LIMIT=120 run pytest-cuda-wgmma python -m pytest -q -p no:cacheprovider tests/ops/test_cuda.py -k wgmma
+    LIMIT=120 run pytest-cuda-mma env LED_KERNELS_CUDA_FWD=rows32 LED_KERNELS_CUDA_DQ=mma LED_KERNELS_CUDA_DKDV=mma \
+        python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k "not wgmma"
+    # one run: the default kernels, the mma.sync ones, the 128-row wgmma forward, triton as the peer
+    LIMIT=180 run bench-owed python -m benchmarks --providers cuda cuda-mma cuda-wgmma triton --seqlens 16384 \
+        --globals 0 1 --window 512 --head-dim 64 --modes fwd fwd_bwd --check --tag owed
     cuda_sanitizers
     LIMIT=30 run profile-cuda python -m benchmarks.profile_layer --provider cuda
-    LIMIT=30 run profile-cuda-wgmma env LED_KERNELS_CUDA_FWD=wgmma LED_KERNELS_CUDA_DQ=wgmma \
-        LED_KERNELS_CUDA_DKDV=wgmma python -m benchmarks.profile_layer --provider cuda
 }
 
 stage_rest() {

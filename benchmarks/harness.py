@@ -309,7 +309,7 @@ _PROVIDER_ORDER = {
     for i, name in enumerate(
         (
             *("triton", "triton-two-launch", "triton-fused"),
-            *("cuda", "cuda-wgmma", "cuda-wgmma16", "cuda-wgmma-all"),
+            *("cuda", "cuda-wgmma", "cuda-wgmma16", "cuda-mma"),
             *("cpu", "flex", "sdpa", "torch", "hf"),
         )
     )

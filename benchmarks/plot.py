@@ -30,7 +30,7 @@ STYLE = {  # provider -> (color, marker): ours solid, peers dashed
     "cuda": ("tab:purple", "s", "-"),
     "cuda-wgmma": ("tab:olive", "s", "-"),
     "cuda-wgmma16": ("tab:cyan", "s", "-"),
-    "cuda-wgmma-all": ("tab:pink", "s", "-"),
+    "cuda-mma": ("tab:pink", "s", "-"),
     "cpu": ("tab:orange", "D", "-"),
     "torch": ("tab:blue", "^", "-"),
     "flex": ("tab:green", "v", "--"),

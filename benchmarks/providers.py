@@ -133,15 +133,18 @@ class LedKernelsProvider(Provider):
     forward's main-loop variant, ``csrc/cuda/attention_fwd.cuh``) for this provider's forward calls
     (provider ``cuda-wgmma``), and ``cuda_backward`` sets ``LED_KERNELS_CUDA_DQ`` and
     ``LED_KERNELS_CUDA_DKDV`` (``csrc/cuda/attention_bwd.cuh``) while its backward runs: from the moment
-    the output's gradient arrives until the inputs' gradients are out (provider ``cuda-wgmma-all``).
+    the output's gradient arrives until the inputs' gradients are out (provider ``cuda-mma``: the
+    mma.sync kernels that sm_80 runs, on a GPU whose default is the wgmma kernels).
     """
 
     def __init__(
         self,
         backend: str,
-        two_launch_forward: bool = False,
         cuda_forward: str | None = None,
         cuda_backward: str | None = None,
+        name: str | None = None,
+        *,
+        two_launch_forward: bool = False,
     ) -> None:
         self.backend = backend
         self.two_launch_forward = two_launch_forward
@@ -151,7 +154,9 @@ class LedKernelsProvider(Provider):
         if two_launch_forward:
             self.name = f"{backend}-two-launch"
         elif cuda_forward is not None:
-            self.name = f"{backend}-{cuda_forward}" + ("-all" if cuda_backward == cuda_forward else "")
+            self.name = f"{backend}-{cuda_forward}"
+        if name is not None:
+            self.name = name
 
     def skip_reason(self, case: Case, device: torch.device, *, caps: bool = True) -> str | None:
         import led_kernels as lk
@@ -529,7 +534,7 @@ PROVIDERS: dict[str, Callable[[], Provider]] = {
     "cuda": lambda: LedKernelsProvider("cuda"),
     "cuda-wgmma": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma"),
     "cuda-wgmma16": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma16"),
-    "cuda-wgmma-all": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma", cuda_backward="wgmma"),
+    "cuda-mma": lambda: LedKernelsProvider("cuda", "rows32", "mma", "cuda-mma"),
     "cpu": lambda: LedKernelsProvider("cpu"),
     "hf": HFProvider,
     "flex": FlexProvider,

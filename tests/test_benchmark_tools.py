@@ -46,10 +46,11 @@ def test_two_launch_provider_times_the_two_launch_forward_and_restores_the_switc
 
 
 def test_cuda_variant_provider_scopes_its_switches_to_its_own_forward_and_backward(monkeypatch):
-    """``cuda-wgmma-all`` sets ``LED_KERNELS_CUDA_FWD`` while its forward runs and ``LED_KERNELS_CUDA_DQ`` /
-    ``LED_KERNELS_CUDA_DKDV`` while the layer's backward runs (the compiled kernels read them at launch),
-    and puts the previous values back afterwards; seen here through the torch backend, with a probe
-    around the layer that records the environment in its forward and backward."""
+    """``cuda-mma`` and the like set ``LED_KERNELS_CUDA_FWD`` while their forward runs and
+    ``LED_KERNELS_CUDA_DQ`` / ``LED_KERNELS_CUDA_DKDV`` while the layer's backward runs (the compiled
+    kernels read them at launch), and put the previous values back afterwards; seen here through the
+    torch backend, with a probe around the layer that records the environment in its forward and
+    backward."""
     import os
 
     import torch
@@ -79,8 +80,8 @@ def test_cuda_variant_provider_scopes_its_switches_to_its_own_forward_and_backwa
     monkeypatch.setenv("LED_KERNELS_CUDA_DKDV", "mma")
     case = Case(batch=1, seqlen=40, heads=1, head_dim=16, window=4, globals=1, dtype="float32")
     inputs = make_inputs(case, "cpu")
-    provider = LedKernelsProvider("torch", cuda_forward="wgmma", cuda_backward="wgmma")
-    assert provider.name == "torch-wgmma-all"
+    provider = LedKernelsProvider("torch", cuda_forward="wgmma", cuda_backward="wgmma", name="probe")
+    assert provider.name == "probe"
     prep = provider.prepare(inputs)
     out = prep.forward()
     assert seen["forward"] == ("wgmma", None, "mma")

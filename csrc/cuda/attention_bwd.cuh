@@ -397,6 +397,11 @@ struct QueryTileStream {
     const int32_t* pos = sm.pos(t);
     T* qs = sm.qs(stage);
     T* dos = sm.dos(stage);
+    if (!a.rows.by_slot && row0(t) + kBlockM <= end) {
+      issue_whole_tile<T, D, Tile>(q, dout, row0(t), qs, dos);
+      simt::cp_async_commit();
+      return;
+    }
     LED_UNROLL
     for (int p = 0; p < P::kPasses; ++p) {
       const int r = P::row(p);
@@ -663,18 +668,22 @@ inline size_t bwd_workspace_bytes(AttnKind kind, int64_t B, int64_t H, int64_t G
   return (w.delta + w.parts) * sizeof(float);
 }
 
-// The dQ kernel's products, chosen by the environment variable LED_KERNELS_CUDA_DQ: `mma` (default;
-// mma.sync) or `wgmma` (head dims 64 and 128 on sm_90 with sm_90a code, as the forward's wgmma
-// variants: Q, dO, K and V staged in SwizzledTile layout, S = Q K^T, dP = dO V^T and dQ += dS K as
-// warpgroup MMAs; other head dims run mma). Refused where it cannot run.
-// Likewise LED_KERNELS_CUDA_DKDV for the three dK/dV kernels: `mma` (default) or `wgmma` (S^T = K Q^T
-// and dP^T = V dO^T with both operands from shared memory, dV += P^T dO and dK += dS^T Q with P^T and
-// dS^T from registers, all as warpgroup MMAs; head dims 64 and 128).
+// The dQ kernel's products, chosen by the environment variable LED_KERNELS_CUDA_DQ: `mma` (mma.sync)
+// or `wgmma` (head dims 64 and 128 on sm_90 with sm_90a code, as the forward's wgmma variants: Q,
+// dO, K and V staged in SwizzledTile layout, S = Q K^T, dP = dO V^T and dQ += dS K as warpgroup
+// MMAs; other head dims run mma). Refused where it cannot run. Unset or empty: wgmma where the wgmma
+// kernels run (fewer registers: 208 against 238 at head dim 64), mma elsewhere.
+// Likewise LED_KERNELS_CUDA_DKDV for the three dK/dV kernels: `mma` or `wgmma` (S^T = K Q^T and
+// dP^T = V dO^T with both operands from shared memory, dV += P^T dO and dK += dS^T Q with P^T and
+// dS^T from registers, all as warpgroup MMAs; head dims 64 and 128). On an H100 at N = 16384,
+// w = 512 the wgmma backward takes 6% off the forward + backward (benchmarks/results/
+// h100-sxm-attention-owed.csv).
 enum class BwdVariant : int { kMma = 0, kWgmma = 1 };
 
 inline BwdVariant bwd_variant(const char* name) {
   const char* env = std::getenv(name);
-  if (env == nullptr || *env == '\0' || std::strcmp(env, "mma") == 0) return BwdVariant::kMma;
+  if (env == nullptr || *env == '\0') return simt::wgmma_launchable() ? BwdVariant::kWgmma : BwdVariant::kMma;
+  if (std::strcmp(env, "mma") == 0) return BwdVariant::kMma;
   if (std::strcmp(env, "wgmma") == 0) {
     require_wgmma(name, env);
     return BwdVariant::kWgmma;

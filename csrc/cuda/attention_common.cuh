@@ -421,6 +421,28 @@ LED_DEVICE int32_t thread_key_position(const KeySet<T>& keys, KeySource src, int
   return r < kBlockN ? keys.position(src, b, base, r) : -1;
 }
 
+// Starts copying rows [first, first + 64) of two tensors (K and V, or Q and dO), all of which exist,
+// into two staged tiles: one pointer per tensor, stepped by a pass's rows, where a tile with rows to
+// zero-fill or gather pays a 64-bit multiply-add and a select per row (a band's tiles but its last).
+template <typename T, int D, typename Tile>
+LED_DEVICE void issue_whole_tile(const RowColumn<T>& x, const RowColumn<T>& y, int64_t first, T* xs, T* ys) {
+  using P = TilePasses<D>;
+  constexpr int kPassRows = kThreads / P::kChunks;  // (P::row(p) = P::row(0) + p kPassRows)
+  // both layouts repeat every 8 rows: row r + 8 m of a column lies offset(8 m, 0) past row r
+  static_assert(kPassRows % 8 == 0, "a pass starts on a row that keeps the swizzle's phase");
+  const int col = P::col(0), at = Tile::offset(P::row(0), col);
+  const T* xp = x.row(first + P::row(0));
+  const T* yp = y.row(first + P::row(0));
+  const int64_t x_step = kPassRows * x.stride, y_step = kPassRows * y.stride;
+  LED_UNROLL
+  for (int p = 0; p < P::kPasses; ++p) {
+    simt::cp_async_16(xs + at + Tile::offset(p * kPassRows, 0), xp, true);
+    simt::cp_async_16(ys + at + Tile::offset(p * kPassRows, 0), yp, true);
+    xp += x_step;
+    yp += y_step;
+  }
+}
+
 // Starts copying a key tile into (ks, vs): rows base + r of band and non-padded tiles (zeros past N),
 // the valid slots' rows of a global-slot tile (zeros for the others), whose positions `key_pos` holds.
 template <typename T, int D, typename Tile = PaddedTile<D>>
@@ -430,6 +452,11 @@ LED_DEVICE void issue_key_tile(const KeySet<T>& keys, KeySource src, int64_t b, 
   const int col = P::col(0);
   const RowColumn<T> k(keys.k, b, h, col), v(keys.v, b, h, col);
   const bool gathered = src == KeySource::kGlobalSlots;
+  if (!gathered && base + kBlockN <= keys.N) {
+    issue_whole_tile<T, D, Tile>(k, v, base, ks, vs);
+    simt::cp_async_commit();
+    return;
+  }
   LED_UNROLL
   for (int p = 0; p < P::kPasses; ++p) {
     const int r = P::row(p);

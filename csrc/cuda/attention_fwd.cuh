@@ -213,25 +213,29 @@ LED_DEVICE KeySet<T> fwd_keys(const FwdArgs& a) {
 }
 
 // The forward's main-loop variants of kernel A, chosen by the environment variable
-// LED_KERNELS_CUDA_FWD so that a GPU session can measure them against each other:
-//   rows32   (default) 32 query rows per warp, each K / V fragment read from shared memory once for
-//            two 16-row blocks (half the ldmatrix traffic per MMA; FlashAttention-2's choice);
-//            D = 128 runs rows16
+// LED_KERNELS_CUDA_FWD so that a GPU session can measure them against each other (unset or empty:
+// wgmma16 where the wgmma kernels run, rows32 elsewhere):
+//   rows32   32 query rows per warp, each K / V fragment read from shared memory once for two 16-row
+//            blocks (half the ldmatrix traffic per MMA; FlashAttention-2's choice); D = 128 runs
+//            rows16
 //   rows16   16 rows per warp (fewer registers, more blocks per SM)
 //   wgmma    head dims 64 and 128 on sm_90 (H100, H200), with an extension built for sm_90a
 //            (LED_KERNELS_CUDA_ARCHS containing 90a): the block's two products per tile as warpgroup
 //            MMAs (wgmma) on 128-byte-swizzled tiles (SwizzledTile), over 128 query rows per block
 //            at D = 64 (two halves of 64, as rows32) and 64 at D = 128 (the registers of two halves
 //            would not fit); other head dims run rows32. Refused where it cannot run.
-//   wgmma16  the same with 64 query rows per block at D = 64 too (fewer registers, more blocks per
-//            SM, twice the key tiles per query row).
+//   wgmma16  the same with 64 query rows per block at D = 64 too: 154 registers against wgmma's 250,
+//            so three blocks per SM instead of two, which the latency-bound main loop needs more than
+//            the halved K / V traffic per row (on an H100 at N = 16384, w = 512: 0.335 ms against
+//            0.382 for wgmma and 0.408 for rows32; benchmarks/results/h100-sxm-attention-owed.csv).
 // Kernel B always runs 16 rows per warp with mma.sync (its 64 slots per block are often mostly
 // empty, and its sweep is bound by memory).
 enum class FwdVariant : int { kRows32 = 0, kRows16 = 1, kWgmma = 2, kWgmma16 = 3 };
 
 inline FwdVariant fwd_variant() {
   const char* env = std::getenv("LED_KERNELS_CUDA_FWD");
-  if (env == nullptr || *env == '\0' || std::strcmp(env, "rows32") == 0) return FwdVariant::kRows32;
+  if (env == nullptr || *env == '\0') return simt::wgmma_launchable() ? FwdVariant::kWgmma16 : FwdVariant::kRows32;
+  if (std::strcmp(env, "rows32") == 0) return FwdVariant::kRows32;
   if (std::strcmp(env, "rows16") == 0) return FwdVariant::kRows16;
   const bool wgmma = std::strcmp(env, "wgmma") == 0, wgmma16 = std::strcmp(env, "wgmma16") == 0;
   if (wgmma || wgmma16) {

@@ -410,15 +410,17 @@ needs_wgmma = pytest.mark.skipif(not _wgmma_runs(), reason="needs an sm_90 GPU a
 
 @pytest.mark.gpu
 @needs_wgmma
+@pytest.mark.parametrize("variant", ["wgmma", "wgmma16"])
 @pytest.mark.parametrize("dtype", LOW, ids=str)
 @pytest.mark.parametrize(
     "n,d,window,n_global",
     [(1000, 64, 100, 3), (1000, 128, 100, 3), (16384, 64, 512, 1), (3000, 128, 4000, 5)],
 )
-def test_gpu_wgmma_forward(monkeypatch, n, d, window, n_global, dtype):
-    """Kernel A's wgmma variant (LED_KERNELS_CUDA_FWD=wgmma) against the fp64 oracle, and within a few
-    roundings of the default variant (the same softmax; only the products' accumulation order differs)."""
-    monkeypatch.setenv("LED_KERNELS_CUDA_FWD", "wgmma")
+def test_gpu_wgmma_forward(monkeypatch, n, d, window, n_global, dtype, variant):
+    """Kernel A's wgmma variants (LED_KERNELS_CUDA_FWD=wgmma, wgmma16) against the fp64 oracle, and
+    within a few roundings of the mma.sync one (the same softmax; only the products' accumulation order
+    differs). wgmma16 is the default here: the unset variable gives its bits."""
+    monkeypatch.setenv("LED_KERNELS_CUDA_FWD", variant)
     errors = layer_errors_vs_fp64("cuda", 1, n, 2, d, window, n_global, dtype)
     (out_err, grad_err), (out_t, grad_t) = errors["cuda"], errors["torch"]
     assert out_err <= 2 * out_t + 1e-5 and grad_err <= 2 * grad_t + 1e-5, errors
@@ -427,6 +429,9 @@ def test_gpu_wgmma_forward(monkeypatch, n, d, window, n_global, dtype):
     wgmma = longformer_layer(views, window, gm, pm, "cuda")
     monkeypatch.setenv("LED_KERNELS_CUDA_FWD", "rows16")
     torch.testing.assert_close(wgmma, longformer_layer(views, window, gm, pm, "cuda"), atol=2e-2, rtol=2e-2)
+    if variant == "wgmma16":
+        monkeypatch.delenv("LED_KERNELS_CUDA_FWD")
+        assert torch.equal(longformer_layer(views, window, gm, pm, "cuda"), wgmma)
 
 
 WGMMA_BWD_CASES = [
