@@ -676,8 +676,8 @@ inline size_t bwd_workspace_bytes(AttnKind kind, int64_t B, int64_t H, int64_t G
 // Likewise LED_KERNELS_CUDA_DKDV for the three dK/dV kernels: `mma` or `wgmma` (S^T = K Q^T and
 // dP^T = V dO^T with both operands from shared memory, dV += P^T dO and dK += dS^T Q with P^T and
 // dS^T from registers, all as warpgroup MMAs; head dims 64 and 128). On an H100 at N = 16384,
-// w = 512 the wgmma backward takes 6% off the forward + backward (benchmarks/results/
-// h100-sxm-attention-owed.csv).
+// w = 512 the wgmma backward took 5-6% off the forward + backward in one run
+// (benchmarks/results/h100-sxm-wgmma-session.log, call 1).
 enum class BwdVariant : int { kMma = 0, kWgmma = 1 };
 
 inline BwdVariant bwd_variant(const char* name) {

@@ -227,7 +227,7 @@ LED_DEVICE KeySet<T> fwd_keys(const FwdArgs& a) {
 //   wgmma16  the same with 64 query rows per block at D = 64 too: 154 registers against wgmma's 250,
 //            so three blocks per SM instead of two, which the latency-bound main loop needs more than
 //            the halved K / V traffic per row (on an H100 at N = 16384, w = 512: 0.335 ms against
-//            0.382 for wgmma and 0.408 for rows32; benchmarks/results/h100-sxm-attention-owed.csv).
+//            0.382 for wgmma and 0.408 for rows32 in one run; benchmarks/results/h100-sxm-wgmma-session.log).
 // Kernel B always runs 16 rows per warp with mma.sync (its 64 slots per block are often mostly
 // empty, and its sweep is bound by memory).
 enum class FwdVariant : int { kRows32 = 0, kRows16 = 1, kWgmma = 2, kWgmma16 = 3 };
