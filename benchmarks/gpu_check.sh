@@ -35,8 +35,8 @@
 #   bash benchmarks/gpu_check.sh owed       # build (foreground, all cores), cuda GPU tests + machine-code
 #                                           # check with the default kernels (wgmma on an H100), the wgmma
 #                                           # variants' and the mma.sync kernels' GPU tests, one run timing
-#                                           # cuda, cuda-mma, cuda-wgmma and triton at the headline shape
-#                                           # (G=0 and 1), sanitizers, cuda profile
+#                                           # cuda, cuda-mma, cuda-wgmma, cuda-wgmma16s and triton at the
+#                                           # headline shape (G=0 and 1), sanitizers, cuda profile
 #
 # On the lent GPU machines, first: export PATH=/opt/torch/.venv/bin:$PATH (the python that has torch;
 # its venv has no plain `pip`, hence `python -m pip`).
@@ -198,7 +198,7 @@ stage_cuda() {
     LIMIT=90 run bench-cuda python -m benchmarks --providers cuda triton sdpa hf --seqlens 8192 16384 \
         --globals 0 1 --window 512 --head-dim 64 --check --tag cuda
     # the forward's other main loops (csrc/cuda/attention_fwd.cuh, FwdVariant)
-    for variant in rows32 rows16 wgmma; do
+    for variant in rows32 rows16 wgmma wgmma16s; do
         LIMIT=40 run "bench-cuda-fwd-$variant" env LED_KERNELS_CUDA_FWD=$variant python -m benchmarks \
             --providers cuda --seqlens 16384 --globals 0 1 --window 512 --head-dim 64 --modes fwd \
             --tag "cuda-fwd-$variant"
@@ -217,9 +217,10 @@ stage_owed() {
     LIMIT=120 run pytest-cuda-wgmma python -m pytest -q -p no:cacheprovider tests/ops/test_cuda.py -k wgmma
     LIMIT=120 run pytest-cuda-mma env LED_KERNELS_CUDA_FWD=rows32 LED_KERNELS_CUDA_DQ=mma LED_KERNELS_CUDA_DKDV=mma \
         python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k "not wgmma"
-    # one run: the default kernels, the mma.sync ones, the 128-row wgmma forward, triton as the peer
-    LIMIT=180 run bench-owed python -m benchmarks --providers cuda cuda-mma cuda-wgmma triton --seqlens 16384 \
-        --globals 0 1 --window 512 --head-dim 64 --modes fwd fwd_bwd --check --tag owed
+    # one run: the default kernels, the mma.sync ones, the 128-row wgmma forward, the wgmma16s forward
+    # (query rows in shared memory), triton as the peer
+    LIMIT=180 run bench-owed python -m benchmarks --providers cuda cuda-mma cuda-wgmma cuda-wgmma16s triton \
+        --seqlens 16384 --globals 0 1 --window 512 --head-dim 64 --modes fwd fwd_bwd --check --tag owed
     cuda_sanitizers
     LIMIT=30 run profile-cuda python -m benchmarks.profile_layer --provider cuda
 }

@@ -31,6 +31,7 @@ STYLE = {  # provider -> (color, marker): ours solid, peers dashed
     "cuda-wgmma": ("tab:olive", "s", "-"),
     "cuda-wgmma16": ("tab:cyan", "s", "-"),
     "cuda-mma": ("tab:pink", "s", "-"),
+    "cuda-wgmma16s": ("tab:brown", "s", "-"),
     "cpu": ("tab:orange", "D", "-"),
     "torch": ("tab:blue", "^", "-"),
     "flex": ("tab:green", "v", "--"),

@@ -174,7 +174,7 @@ class LedKernelsProvider(Provider):
             return "backend 'cpu' runs on CPU tensors only"
         if backend == "cuda" and case.dtype not in ("float16", "bfloat16"):
             return f"backend 'cuda' takes float16 and bfloat16, not {case.dtype}"
-        wgmma = "wgmma" in (self.cuda_forward or "") or "wgmma" in (self.cuda_backward or "")
+        wgmma = "wgmma" in (self.cuda_forward or "") or "wgmma" in (self.cuda_backward or "")  # (any variant)
         if wgmma and not _wgmma_runs(device):
             return "the wgmma kernels need an sm_90 GPU and an extension built for 90a"
         return super().skip_reason(case, device, caps=caps)
@@ -534,6 +534,7 @@ PROVIDERS: dict[str, Callable[[], Provider]] = {
     "cuda": lambda: LedKernelsProvider("cuda"),
     "cuda-wgmma": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma"),
     "cuda-wgmma16": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma16"),
+    "cuda-wgmma16s": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma16s"),
     "cuda-mma": lambda: LedKernelsProvider("cuda", "rows32", "mma", "cuda-mma"),
     "cpu": lambda: LedKernelsProvider("cpu"),
     "hf": HFProvider,

@@ -48,10 +48,14 @@ LED_HOST_DEVICE int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y;
 //                 columns one after the other, each kRows rows of 128 bytes whose 16-byte chunks
 //                 are permuted by XOR with row % 8 (conflict-free without padding). The permutation
 //                 is the hardware's on shared addresses, so these tiles start 1024-byte aligned.
+//   SharedQTile   SwizzledTile for a kernel that also keeps its 64 query rows in shared memory, in
+//                 the same layout, for the whole block (kQShared: the forward's wgmma16s; its
+//                 products read Q through a descriptor instead of holding it in registers)
 // (kRows: a tile of query rows may have more than kBlockN.)
 template <int D, int kRows = kBlockN>
 struct PaddedTile {
   static constexpr bool kSwizzled = false;
+  static constexpr bool kQShared = false;
   static constexpr size_t kAlign = 16;
   static constexpr size_t kBytes = static_cast<size_t>(kRows) * (D + 8) * 2;
   LED_HOST_DEVICE static int offset(int r, int col) { return r * (D + 8) + col; }
@@ -61,6 +65,7 @@ template <int D, int kRows = kBlockN>
 struct SwizzledTile {
   static_assert(D % 64 == 0, "rows of whole 128-byte blocks");
   static constexpr bool kSwizzled = true;
+  static constexpr bool kQShared = false;
   static constexpr size_t kAlign = 1024;
   static constexpr size_t kBytes = static_cast<size_t>(kRows) * D * 2;
   LED_HOST_DEVICE static int offset(int r, int col) {
@@ -78,6 +83,11 @@ struct SwizzledTile {
   LED_DEVICE static uint64_t mn_major_desc(const T* tile, int step) {
     return simt::smem_desc_128b(tile + offset(16 * step, 0), kRows * 128, 8 * 128);
   }
+};
+
+template <int D, int kRows = kBlockN>
+struct SharedQTile : SwizzledTile<D, kRows> {
+  static constexpr bool kQShared = true;
 };
 
 // Refuses a wgmma variant (environment variable `variable` = `value`) where it cannot run.
@@ -105,6 +115,10 @@ struct WithRows<PaddedTile<D, R>, kRows> {
 };
 template <int D, int R, int kRows>
 struct WithRows<SwizzledTile<D, R>, kRows> {
+  using type = SwizzledTile<D, kRows>;
+};
+template <int D, int R, int kRows>
+struct WithRows<SharedQTile<D, R>, kRows> {
   using type = SwizzledTile<D, kRows>;
 };
 
@@ -397,21 +411,27 @@ struct PipedKeySmem {
   float* poison;      // [kBlockN]: the current tile's, valid when its vote found a non-finite row
   float* zeros;       // [kBlockN]: the poison of every other tile (read without a branch per entry)
 
+  // (with Tile::kQShared, a fifth tile after the four: the block's query rows)
+  static constexpr int kTiles = Tile::kQShared ? 5 : 4;
+
   static constexpr size_t bytes() {
-    return 4 * Tile::kBytes + 5 * kBlockN * sizeof(int32_t) + (Tile::kAlign - 16);
+    return kTiles * Tile::kBytes + 5 * kBlockN * sizeof(int32_t) + (Tile::kAlign - 16);
   }
 
   LED_DEVICE explicit PipedKeySmem(unsigned char* smem)
       : base(align_tiles<Tile>(smem)),
-        pos_ring(reinterpret_cast<int32_t*>(base + 4 * Tile::kBytes)),
+        pos_ring(reinterpret_cast<int32_t*>(base + kTiles * Tile::kBytes)),
         poison(reinterpret_cast<float*>(pos_ring + 3 * kBlockN)),
         zeros(poison + kBlockN) {}
 
   LED_DEVICE T* ks(int stage) const { return reinterpret_cast<T*>(base + 2 * stage * Tile::kBytes); }
   LED_DEVICE T* vs(int stage) const { return reinterpret_cast<T*>(base + (2 * stage + 1) * Tile::kBytes); }
   LED_DEVICE int32_t* key_pos(int64_t t) const { return pos_ring + (t % 3) * kBlockN; }
-  // stage 1's K and V tiles: where the query rows wait (as padded rows) before tile 1 is copied
-  LED_DEVICE T* row_area() const { return ks(1); }
+  // stage 1's K and V tiles: where the query rows wait (as padded rows) before tile 1 is copied;
+  // with Tile::kQShared their own tile, where they stay
+  LED_DEVICE T* row_area() const {
+    return Tile::kQShared ? reinterpret_cast<T*>(base + 4 * Tile::kBytes) : ks(1);
+  }
 };
 
 // Key r of a tile for threads r < kBlockN (the thread that keeps that key's position), -1 for the others.

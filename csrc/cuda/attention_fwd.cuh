@@ -35,6 +35,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "attention_common.cuh"
 
@@ -63,24 +64,62 @@ struct FwdArgs {
 
 // One warp's 16 x RB query rows (RB blocks of 16): Q fragments, output accumulators and softmax
 // statistics. Lane (g, t) = (lane / 4, lane % 4) holds rows g and g + 8 (x = 0, 1 below) of each
-// block.
+// block. With Tile::kQShared (one block of 16 per warp) the warpgroup's 64 query rows stay in shared
+// memory and the products read them there: the 4 D / 16 registers of the fragments are free.
 template <typename T, int D, int RB, typename Tile = PaddedTile<D>>
 struct WarpRows {
   using QTile = typename WithRows<Tile, RB * kBlockM>::type;  // the layout the query rows are staged in
+  static_assert(!Tile::kQShared || RB == 1, "the products read a warpgroup's 64 query rows from shared memory");
 
-  uint32_t q[RB][D / 16][4];  // A fragments of Q, one per 16 dims
+  uint32_t q[RB][D / 16][4];  // A fragments of Q, one per 16 dims (unused with Tile::kQShared)
+  const T* q_tile;            // the staged query rows (read by the products with Tile::kQShared)
   float o[RB][D / 8][4];      // C fragments of O, one per 8 dims
   float m[RB][2];             // running max (base 2), -inf before any key
   float l[RB][2];             // running sum of 2^(t - m) over this lane's columns (quad-reduced at the end)
 
-  LED_DEVICE void init(const T* q_tile, int warp, int lane) {
+  LED_DEVICE void init(const T* staged_q, int warp, int lane) {
+    q_tile = staged_q;
     LED_UNROLL
     for (int rb = 0; rb < RB; ++rb) {
-      load_a_fragments<D, QTile>(q[rb], q_tile, (warp * RB + rb) * 16, lane);
+      if constexpr (!Tile::kQShared) load_a_fragments<D, QTile>(q[rb], staged_q, (warp * RB + rb) * 16, lane);
       LED_UNROLL
       for (int dn = 0; dn < D / 8; ++dn) o[rb][dn][0] = o[rb][dn][1] = o[rb][dn][2] = o[rb][dn][3] = 0.0f;
       m[rb][0] = m[rb][1] = -INFINITY;
       l[rb][0] = l[rb][1] = 0.0f;
+    }
+  }
+
+  // After a tile's row maxima (this lane's part, base 2): the new running max, the scores of block rb
+  // replaced by their exponent `exp_of(score, max)`, and the sums and outputs rescaled.
+  template <int kCols, typename ExpOf>
+  LED_DEVICE void update_rows(float (&s)[kCols / 8][4], int rb, float (&tile_max)[2], ExpOf exp_of) {
+    float alpha[2];
+    float m_use[2];
+    LED_UNROLL
+    for (int x = 0; x < 2; ++x) {
+      tile_max[x] = fmaxf(tile_max[x], simt::shfl_xor(tile_max[x], 1));
+      tile_max[x] = fmaxf(tile_max[x], simt::shfl_xor(tile_max[x], 2));
+      const float m_new = fmaxf(m[rb][x], tile_max[x]);
+      m_use[x] = m_new == -INFINITY ? 0.0f : m_new;  // nothing attended yet: keep p = 0, not NaN
+      alpha[x] = simt::fast_exp2(m[rb][x] - m_use[x]);
+      m[rb][x] = m_new;
+    }
+    LED_UNROLL
+    for (int nt = 0; nt < kCols / 8; ++nt) {
+      LED_UNROLL
+      for (int e = 0; e < 4; ++e) s[nt][e] = exp_of(s[nt][e], m_use[e >> 1]);
+    }
+    LED_UNROLL
+    for (int x = 0; x < 2; ++x) {
+      float sum = 0.0f;
+      LED_UNROLL
+      for (int nt = 0; nt < kCols / 8; ++nt) sum += s[nt][2 * x] + s[nt][2 * x + 1];
+      l[rb][x] = l[rb][x] * alpha[x] + sum;
+    }
+    LED_UNROLL
+    for (int dn = 0; dn < D / 8; ++dn) {
+      o[rb][dn][0] *= alpha[0], o[rb][dn][1] *= alpha[0];
+      o[rb][dn][2] *= alpha[1], o[rb][dn][3] *= alpha[1];
     }
   }
 
@@ -98,14 +137,22 @@ struct WarpRows {
       LED_UNROLL
       for (int nt = 0; nt < kCols / 8; ++nt) s[rb][nt][0] = s[rb][nt][1] = s[rb][nt][2] = s[rb][nt][3] = 0.0f;
     }
-    product_a_tile_t<Tile, T, D, RB, kCols>(s, q, ks, lane);
+    if constexpr (Tile::kQShared) {
+      wgmma_smem_a_tile_t<T, D, kCols>(s[0], q_tile, ks);
+    } else {
+      product_a_tile_t<Tile, T, D, RB, kCols>(s, q, ks, lane);
+    }
     LED_UNROLL
     for (int rb = 0; rb < RB; ++rb) {
-      // Mask, scale, row max. A full block keeps its raw scores: the row max of scale * s is |scale|
-      // times the max of sign(scale) * s (exactly so: rounding is monotonic), and the exponent below
-      // applies the scale in its FFMA (one instruction per score fewer, as FlashAttention-2).
-      float tile_max[2] = {-INFINITY, -INFINITY};
+      // Each kind of block runs its own row max, exponent and sums (the shared part is update_rows):
+      // with one path merging into the other between the max and the exponent, the raw scores of a
+      // full block and the masked ones of the other ended in different registers, and the merge cost
+      // a move per score.
       if (full[rb]) {
+        // A full block keeps its raw scores: the row max of scale * s is |scale| times the max of
+        // sign(scale) * s (exactly so: rounding is monotonic), and the exponent applies the scale in
+        // its FFMA (one instruction per score fewer, as FlashAttention-2).
+        float tile_max[2] = {-INFINITY, -INFINITY};
         if (scale_log2 >= 0.0f) {
           LED_UNROLL
           for (int nt = 0; nt < kCols / 8; ++nt) {
@@ -121,7 +168,10 @@ struct WarpRows {
         }
         tile_max[0] *= fabsf(scale_log2);
         tile_max[1] *= fabsf(scale_log2);
+        update_rows<kCols>(s[rb], rb, tile_max,
+                           [&](float x, float m_use) { return simt::fast_exp2(fmaf(x, scale_log2, -m_use)); });
       } else {
+        float tile_max[2] = {-INFINITY, -INFINITY};
         for_each_entry<kCols>(lane, [&](int nt, int e, int col) {
           const int x = e >> 1;
           const bool keep = attends(row[rb][x], key_pos[col], banded, window);
@@ -129,44 +179,7 @@ struct WarpRows {
           s[rb][nt][e] = v;
           tile_max[x] = fmaxf(tile_max[x], v);
         });
-      }
-      float alpha[2];
-      float m_use[2];
-      LED_UNROLL
-      for (int x = 0; x < 2; ++x) {
-        tile_max[x] = fmaxf(tile_max[x], simt::shfl_xor(tile_max[x], 1));
-        tile_max[x] = fmaxf(tile_max[x], simt::shfl_xor(tile_max[x], 2));
-        const float m_new = fmaxf(m[rb][x], tile_max[x]);
-        m_use[x] = m_new == -INFINITY ? 0.0f : m_new;  // nothing attended yet: keep p = 0, not NaN
-        alpha[x] = simt::fast_exp2(m[rb][x] - m_use[x]);
-        m[rb][x] = m_new;
-      }
-      if (full[rb]) {
-        LED_UNROLL
-        for (int nt = 0; nt < kCols / 8; ++nt) {
-          LED_UNROLL
-          for (int e = 0; e < 4; ++e) {
-            s[rb][nt][e] = simt::fast_exp2(fmaf(s[rb][nt][e], scale_log2, -m_use[e >> 1]));
-          }
-        }
-      } else {
-        LED_UNROLL
-        for (int nt = 0; nt < kCols / 8; ++nt) {
-          LED_UNROLL
-          for (int e = 0; e < 4; ++e) s[rb][nt][e] = simt::fast_exp2(s[rb][nt][e] - m_use[e >> 1]);
-        }
-      }
-      LED_UNROLL
-      for (int x = 0; x < 2; ++x) {
-        float sum = 0.0f;
-        LED_UNROLL
-        for (int nt = 0; nt < kCols / 8; ++nt) sum += s[rb][nt][2 * x] + s[rb][nt][2 * x + 1];
-        l[rb][x] = l[rb][x] * alpha[x] + sum;
-      }
-      LED_UNROLL
-      for (int dn = 0; dn < D / 8; ++dn) {
-        o[rb][dn][0] *= alpha[0], o[rb][dn][1] *= alpha[0];
-        o[rb][dn][2] *= alpha[1], o[rb][dn][3] *= alpha[1];
+        update_rows<kCols>(s[rb], rb, tile_max, [](float x, float m_use) { return simt::fast_exp2(x - m_use); });
       }
     }
     product_p_tile<Tile, T, D, RB, kCols>(o, s, vs, lane);
@@ -228,22 +241,28 @@ LED_DEVICE KeySet<T> fwd_keys(const FwdArgs& a) {
 //            so three blocks per SM instead of two, which the latency-bound main loop needs more than
 //            the halved K / V traffic per row (on an H100 at N = 16384, w = 512: 0.335 ms against
 //            0.382 for wgmma and 0.408 for rows32 in one run; benchmarks/results/h100-sxm-wgmma-session.log).
+//   wgmma16s wgmma16 with the block's query rows kept in shared memory (SharedQTile), read by the
+//            S products through a descriptor: 124 registers instead of 143 at D = 64 (offline
+//            sm_90a), so four blocks fit an SM, for 8 KiB more shared memory per block.
 // Kernel B always runs 16 rows per warp with mma.sync (its 64 slots per block are often mostly
 // empty, and its sweep is bound by memory).
-enum class FwdVariant : int { kRows32 = 0, kRows16 = 1, kWgmma = 2, kWgmma16 = 3 };
+enum class FwdVariant : int { kRows32 = 0, kRows16 = 1, kWgmma = 2, kWgmma16 = 3, kWgmma16s = 4 };
 
 inline FwdVariant fwd_variant() {
   const char* env = std::getenv("LED_KERNELS_CUDA_FWD");
   if (env == nullptr || *env == '\0') return simt::wgmma_launchable() ? FwdVariant::kWgmma16 : FwdVariant::kRows32;
   if (std::strcmp(env, "rows32") == 0) return FwdVariant::kRows32;
   if (std::strcmp(env, "rows16") == 0) return FwdVariant::kRows16;
-  const bool wgmma = std::strcmp(env, "wgmma") == 0, wgmma16 = std::strcmp(env, "wgmma16") == 0;
-  if (wgmma || wgmma16) {
-    require_wgmma("LED_KERNELS_CUDA_FWD", env);
-    return wgmma ? FwdVariant::kWgmma : FwdVariant::kWgmma16;
+  for (const auto& [name, variant] : {std::make_pair("wgmma", FwdVariant::kWgmma),
+                                      std::make_pair("wgmma16", FwdVariant::kWgmma16),
+                                      std::make_pair("wgmma16s", FwdVariant::kWgmma16s)}) {
+    if (std::strcmp(env, name) == 0) {
+      require_wgmma("LED_KERNELS_CUDA_FWD", env);
+      return variant;
+    }
   }
-  throw std::invalid_argument(std::string("LED_KERNELS_CUDA_FWD must be rows32, rows16, wgmma or wgmma16, got '") +
-                              env + "'");
+  throw std::invalid_argument(
+      std::string("LED_KERNELS_CUDA_FWD must be rows32, rows16, wgmma, wgmma16 or wgmma16s, got '") + env + "'");
 }
 
 // The main loop of both forward kernels over the tiles of `tiles` (see walk_key_tiles). The
@@ -283,7 +302,8 @@ LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D, RB, Tile>& w, cons
 // owning 16 x RB consecutive rows; K and V tiles staged as Tile (SwizzledTile: wgmma).
 template <typename T, int D, int RB, typename Tile>
 LED_DEVICE void banded_fwd_block(const FwdArgs& a) {
-  static_assert(WarpRows<T, D, RB, Tile>::QTile::kBytes <= 2 * Tile::kBytes, "Q is staged in stage 1's K and V tiles");
+  static_assert(WarpRows<T, D, RB, Tile>::QTile::kBytes <= (Tile::kQShared ? 1 : 2) * Tile::kBytes,
+                "Q is staged in stage 1's K and V tiles, or in a tile of its own");
   constexpr int kRows = RB * kBlockM;
   const PipedKeySmem<T, D, Tile> sm(simt::shared_memory());
   const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
@@ -310,6 +330,8 @@ LED_DEVICE void banded_fwd_block(const FwdArgs& a) {
 
   prepare_key_walk<T, D, Tile>(keys, list, b, sm);
   load_row_tile<T, D, kRows, typename Warp::QTile>(q, a.rows, b, h, i0, sm.row_area());
+  // (stored by this proxy, read by the products' async proxy with Tile::kQShared)
+  if constexpr (Tile::kQShared) simt::fence_proxy_async();
   simt::sync_block();
   Warp w;
   w.init(sm.row_area(), warp, lane);
@@ -484,6 +506,10 @@ void dispatch_variant(FwdVariant variant, const AttnFwdParams& p, float* workspa
   if constexpr (D % 64 == 0) {
     if (variant == FwdVariant::kWgmma16 || (D == 128 && variant == FwdVariant::kWgmma)) {
       launch_fwd<T, D, 1, SwizzledTile<D>>(p, workspace, stream);
+      return;
+    }
+    if (variant == FwdVariant::kWgmma16s) {
+      launch_fwd<T, D, 1, SharedQTile<D>>(p, workspace, stream);
       return;
     }
     if constexpr (D == 64) {
