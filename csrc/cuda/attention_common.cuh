@@ -174,7 +174,7 @@ LED_DEVICE Chunk8 load_chunk(const T* src, bool aligned) {
 LED_DEVICE void store_chunk(void* smem_dst, const Chunk8& c) {
   uint4 v;
   v.x = c.w[0], v.y = c.w[1], v.z = c.w[2], v.w = c.w[3];
-  *reinterpret_cast<uint4*>(smem_dst) = v;
+  simt::store_shared_16(smem_dst, v);
 }
 
 template <typename T>

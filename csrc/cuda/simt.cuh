@@ -295,6 +295,10 @@ inline bool wgmma_launchable() {
 #endif
 }
 
+// A 16-byte store to shared memory (a plain st.shared: the generic proxy, so a wgmma that reads it
+// needs the storing thread's fence_proxy_async first, as for a cp.async).
+LED_DEVICE void store_shared_16(void* dst, uint4 v) { *reinterpret_cast<uint4*>(dst) = v; }
+
 // A 32-bit store to (load from) global memory at a 4-byte aligned address.
 LED_DEVICE void store_u32(void* dst, uint32_t v) { *reinterpret_cast<uint32_t*>(dst) = v; }
 LED_DEVICE uint32_t load_u32(const void* src) { return *reinterpret_cast<const uint32_t*>(src); }

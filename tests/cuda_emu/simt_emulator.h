@@ -28,8 +28,8 @@
 // their A fragments and B's descriptor, and each computes its entries of D, reading B through the
 // descriptor and the 128-byte swizzle, which the hardware applies to shared addresses (those of a
 // launch start at a random multiple of 16, so unaligned tiles show). The results land at
-// wgmma_wait. A read of 16 bytes that a cp.async wrote, while its thread has not yet made them
-// visible to the async proxy (fence_proxy_async), fails.
+// wgmma_wait. A read of 16 bytes that a cp.async or a plain 16-byte store (store_shared_16) wrote,
+// while its thread has not yet made them visible to the async proxy (fence_proxy_async), fails.
 //
 // Checks. Every shared-memory access made through the primitives is bounds-checked against the
 // launch's dynamic allocation, and global accesses the kernels declare (simt::check_global)
@@ -187,7 +187,8 @@ inline uint64_t warp_arrive() {
 
 inline Mailbox& mailbox() { return launch().mailboxes[warp()]; }
 
-// A cp.async's 16 bytes land in shared memory, not yet visible to the async proxy.
+// 16 bytes that a cp.async (or a plain 16-byte store) wrote land in shared memory, not yet visible
+// to the async proxy.
 inline void land_copy(unsigned char* dst, const unsigned char* data) {
   Launch& l = launch();
   std::memcpy(dst, data, 16);
@@ -620,6 +621,16 @@ inline void wgmma_ss(float (&d)[N / 8][4], uint64_t desc_a, uint64_t desc_b) {
 }
 
 inline float fast_exp2(float x) { return std::exp2(x); }
+
+// A plain store: like a landed cp.async, not visible to wgmma before the storing thread's
+// fence_proxy_async.
+inline void store_shared_16(void* dst, uint4 v) {
+  simt_emu::check_shared(dst, 16, "st.shared");
+  if (reinterpret_cast<uintptr_t>(dst) % 16 != 0) simt_emu::fail("st.shared.v4: address not 16-byte aligned");
+  unsigned char data[16];
+  std::memcpy(data, &v, 16);
+  simt_emu::land_copy(static_cast<unsigned char*>(dst), data);
+}
 
 inline void store_u32(void* dst, uint32_t v) {
   if (reinterpret_cast<uintptr_t>(dst) % 4 != 0) simt_emu::fail("store_u32: address not 4-byte aligned");
