@@ -218,7 +218,7 @@ stage_owed() {
     LIMIT=120 run pytest-cuda-mma env LED_KERNELS_CUDA_FWD=rows32 LED_KERNELS_CUDA_DQ=mma LED_KERNELS_CUDA_DKDV=mma \
         python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k "not wgmma"
     # one run: the default kernels, the mma.sync ones, the 128-row wgmma forward, the wgmma16s forward
-    # (query rows in shared memory), triton as the peer
+    # with dQ's wgmmas (query rows read from shared memory), triton as the peer
     LIMIT=180 run bench-owed python -m benchmarks --providers cuda cuda-mma cuda-wgmma cuda-wgmma16s triton \
         --seqlens 16384 --globals 0 1 --window 512 --head-dim 64 --modes fwd fwd_bwd --check --tag owed
     cuda_sanitizers

@@ -132,9 +132,11 @@ class LedKernelsProvider(Provider):
     ``triton-two-launch``). ``cuda_forward`` (``cuda`` only) likewise sets ``LED_KERNELS_CUDA_FWD`` (the
     forward's main-loop variant, ``csrc/cuda/attention_fwd.cuh``) for this provider's forward calls
     (provider ``cuda-wgmma``), and ``cuda_backward`` sets ``LED_KERNELS_CUDA_DQ`` and
-    ``LED_KERNELS_CUDA_DKDV`` (``csrc/cuda/attention_bwd.cuh``) while its backward runs: from the moment
-    the output's gradient arrives until the inputs' gradients are out (provider ``cuda-mma``: the
-    mma.sync kernels that sm_80 runs, on a GPU whose default is the wgmma kernels).
+    ``LED_KERNELS_CUDA_DKDV`` (``csrc/cuda/attention_bwd.cuh``; one value for both, or ``"dq/dkdv"``)
+    while its backward runs: from the moment the output's gradient arrives until the inputs' gradients
+    are out (provider ``cuda-mma``: the mma.sync kernels that sm_80 runs, on a GPU whose default is the
+    wgmma kernels; ``cuda-wgmma16s``: the forward's wgmma16s and dQ's wgmmas, which read their query
+    rows from shared memory).
     """
 
     def __init__(
@@ -185,11 +187,10 @@ class LedKernelsProvider(Provider):
         case, backend = inputs.case, self.backend
         global_idx = inputs.global_idx if case.globals > 0 else None
         forward_env = _EnvScope({"LED_KERNELS_CUDA_FWD": self.cuda_forward} if self.cuda_forward else {})
-        backward_env = (
-            {"LED_KERNELS_CUDA_DQ": self.cuda_backward, "LED_KERNELS_CUDA_DKDV": self.cuda_backward}
-            if self.cuda_backward
-            else {}
-        )
+        backward_env = {}
+        if self.cuda_backward:
+            dq, _, dkdv = self.cuda_backward.partition("/")
+            backward_env = {"LED_KERNELS_CUDA_DQ": dq, "LED_KERNELS_CUDA_DKDV": dkdv or dq}
 
         def layer() -> torch.Tensor:
             views = inputs.views()
@@ -534,7 +535,7 @@ PROVIDERS: dict[str, Callable[[], Provider]] = {
     "cuda": lambda: LedKernelsProvider("cuda"),
     "cuda-wgmma": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma"),
     "cuda-wgmma16": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma16"),
-    "cuda-wgmma16s": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma16s"),
+    "cuda-wgmma16s": lambda: LedKernelsProvider("cuda", "wgmma16s", "wgmmas/wgmma"),
     "cuda-mma": lambda: LedKernelsProvider("cuda", "rows32", "mma", "cuda-mma"),
     "cpu": lambda: LedKernelsProvider("cpu"),
     "hf": HFProvider,

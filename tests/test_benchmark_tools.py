@@ -80,14 +80,14 @@ def test_cuda_variant_provider_scopes_its_switches_to_its_own_forward_and_backwa
     monkeypatch.setenv("LED_KERNELS_CUDA_DKDV", "mma")
     case = Case(batch=1, seqlen=40, heads=1, head_dim=16, window=4, globals=1, dtype="float32")
     inputs = make_inputs(case, "cpu")
-    provider = LedKernelsProvider("torch", cuda_forward="wgmma", cuda_backward="wgmma", name="probe")
+    provider = LedKernelsProvider("torch", cuda_forward="wgmma", cuda_backward="wgmmas/wgmma", name="probe")
     assert provider.name == "probe"
     prep = provider.prepare(inputs)
     out = prep.forward()
     assert seen["forward"] == ("wgmma", None, "mma")
     assert tuple(os.environ.get(n) for n in names) == (None, None, "mma")
     (grad,) = torch.autograd.grad(out, prep.leaf, prep.dout)
-    assert seen["backward"] == (None, "wgmma", "wgmma")
+    assert seen["backward"] == (None, "wgmmas", "wgmma")
     assert tuple(os.environ.get(n) for n in names) == (None, None, "mma")
     reference = real(
         *inputs.views()[:3],

@@ -169,10 +169,13 @@ LED_DEVICE void dq_block(const BwdArgs& a) {
   prepare_key_walk<T, D, Tile>(keys, list, b, sm);
   using RowTile = typename WithRows<Tile, kBlockM>::type;  // (Q and dO staged as the key tiles are)
   static_assert(2 * RowTile::kBytes <= 2 * Tile::kBytes, "Q and dO are staged in stage 1's K and V tiles");
+  static_assert(!Tile::kQShared || Tile::kSharedRowTiles == 2, "Q and dO stay in tiles of their own");
   T* q_tile = sm.row_area();
   T* do_tile = q_tile + RowTile::kBytes / sizeof(T);
   load_row_tile<T, D, kBlockM, RowTile>(q, a.rows, b, h, i0, q_tile);
   load_row_tile<T, D, kBlockM, RowTile>(dout, a.rows, b, h, i0, do_tile);
+  // (stored by this proxy, read by the products' async proxy with Tile::kQShared)
+  if constexpr (Tile::kQShared) simt::fence_proxy_async();
 
   int64_t row[2];
   bool live[2];
@@ -196,9 +199,13 @@ LED_DEVICE void dq_block(const BwdArgs& a) {
   // A dead row's dS is selected to 0, and 0 times a non-finite key would reach its dQ row: with one in
   // the block every key is checked (see needs_check below; always at D = 128, which has no ballots).
   const bool block_has_dead = simt::sync_block_or(!warp_all_live) != 0 || D > 64;
+  // Q's and dO's A fragments (with Tile::kQShared the products read the staged rows instead: 48
+  // registers fewer at head dim 64, three blocks per SM instead of two)
   uint32_t qf[D / 16][4], df[D / 16][4];
-  load_a_fragments<D, RowTile>(qf, q_tile, warp * 16, lane);
-  load_a_fragments<D, RowTile>(df, do_tile, warp * 16, lane);
+  if constexpr (!Tile::kQShared) {
+    load_a_fragments<D, RowTile>(qf, q_tile, warp * 16, lane);
+    load_a_fragments<D, RowTile>(df, do_tile, warp * 16, lane);
+  }
 
   float acc[D / 8][4];
   LED_UNROLL
@@ -215,8 +222,13 @@ LED_DEVICE void dq_block(const BwdArgs& a) {
       LED_UNROLL
       for (int e = 0; e < 4; ++e) s[nt][e] = dp[nt][e] = 0.0f;
     }
-    product_a_tile_t<Tile, T, D, kCols>(s, qf, ks, lane);
-    product_a_tile_t<Tile, T, D, kCols>(dp, df, vs, lane);
+    if constexpr (Tile::kQShared) {
+      wgmma_smem_a_tile_t<T, D, kCols>(s, q_tile, ks);
+      wgmma_smem_a_tile_t<T, D, kCols>(dp, do_tile, vs);
+    } else {
+      product_a_tile_t<Tile, T, D, kCols>(s, qf, ks, lane);
+      product_a_tile_t<Tile, T, D, kCols>(dp, df, vs, lane);
+    }
     // dS = P (dP - delta) with P = 2^(t - lse); the branch is per tile, not per entry
     auto ds = [&](int nt, int e) {
       const int x = e >> 1;
@@ -678,17 +690,23 @@ inline size_t bwd_workspace_bytes(AttnKind kind, int64_t B, int64_t H, int64_t G
 // dS^T from registers, all as warpgroup MMAs; head dims 64 and 128). On an H100 at N = 16384,
 // w = 512 the wgmma backward took 5-6% off the forward + backward in one run
 // (benchmarks/results/h100-sxm-wgmma-session.log, call 1).
-enum class BwdVariant : int { kMma = 0, kWgmma = 1 };
+// LED_KERNELS_CUDA_DQ=wgmmas: wgmma with Q and dO kept in shared memory (SharedQTile), read by the
+// S and dP products through descriptors: 160 registers instead of 208 at head dim 64 offline for
+// sm_90a, three blocks per SM instead of two, for 16 KiB more shared memory per block.
+enum class BwdVariant : int { kMma = 0, kWgmma = 1, kWgmmaShared = 2 };
 
-inline BwdVariant bwd_variant(const char* name) {
+inline BwdVariant bwd_variant(const char* name, bool shared_allowed) {
   const char* env = std::getenv(name);
   if (env == nullptr || *env == '\0') return simt::wgmma_launchable() ? BwdVariant::kWgmma : BwdVariant::kMma;
   if (std::strcmp(env, "mma") == 0) return BwdVariant::kMma;
-  if (std::strcmp(env, "wgmma") == 0) {
+  const bool wgmma = std::strcmp(env, "wgmma") == 0, shared = shared_allowed && std::strcmp(env, "wgmmas") == 0;
+  if (wgmma || shared) {
     require_wgmma(name, env);
-    return BwdVariant::kWgmma;
+    return wgmma ? BwdVariant::kWgmma : BwdVariant::kWgmmaShared;
   }
-  throw std::invalid_argument(std::string(name) + " must be mma or wgmma, got '" + env + "'");
+  throw std::invalid_argument(std::string(name) + (shared_allowed ? " must be mma, wgmma or wgmmas, got '"
+                                                                  : " must be mma or wgmma, got '") +
+                              env + "'");
 }
 
 template <typename T, int D, typename DqTile, typename DkdvTile, typename Stream>
@@ -761,7 +779,12 @@ void launch_bwd_variant(BwdVariant dq, BwdVariant dkdv, const AttnBwdParams& p, 
   using Padded = PaddedTile<D>;
   if constexpr (D % 64 == 0) {
     using Swizzled = SwizzledTile<D>;
+    using Shared = SharedQTile<D, 2>;
     const bool wq = dq == BwdVariant::kWgmma, wkv = dkdv == BwdVariant::kWgmma;
+    if (dq == BwdVariant::kWgmmaShared) {
+      if (wkv) return launch_bwd<T, D, Shared, Swizzled>(p, out, o_strides, workspace, stream);
+      return launch_bwd<T, D, Shared, Padded>(p, out, o_strides, workspace, stream);
+    }
     if (wq && wkv) return launch_bwd<T, D, Swizzled, Swizzled>(p, out, o_strides, workspace, stream);
     if (wq) return launch_bwd<T, D, Swizzled, Padded>(p, out, o_strides, workspace, stream);
     if (wkv) return launch_bwd<T, D, Padded, Swizzled>(p, out, o_strides, workspace, stream);
@@ -789,7 +812,7 @@ void attention_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides
     throw std::invalid_argument(std::string(who) + ": workspace too small");
   }
   // (read, and a wrong value refused, at every head dim)
-  const BwdVariant dq = bwd_variant("LED_KERNELS_CUDA_DQ"), dkdv = bwd_variant("LED_KERNELS_CUDA_DKDV");
+  const BwdVariant dq = bwd_variant("LED_KERNELS_CUDA_DQ", true), dkdv = bwd_variant("LED_KERNELS_CUDA_DKDV", false);
   if (p.B * p.H == 0 || (p.N == 0 && p.M == 0)) return;
   const bool half = p.dtype == DType::kFloat16;
   switch (p.D) {

@@ -48,14 +48,16 @@ LED_HOST_DEVICE int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y;
 //                 columns one after the other, each kRows rows of 128 bytes whose 16-byte chunks
 //                 are permuted by XOR with row % 8 (conflict-free without padding). The permutation
 //                 is the hardware's on shared addresses, so these tiles start 1024-byte aligned.
-//   SharedQTile   SwizzledTile for a kernel that also keeps its 64 query rows in shared memory, in
-//                 the same layout, for the whole block (kQShared: the forward's wgmma16s; its
-//                 products read Q through a descriptor instead of holding it in registers)
+//   SharedQTile   SwizzledTile for a kernel that also keeps its 64 query rows (and with
+//                 kRowTiles = 2 their dO rows) in shared memory, in the same layout, for the whole
+//                 block (kQShared: the forward's wgmma16s, dQ's wgmmas; their products read them
+//                 through descriptors instead of holding fragments in registers)
 // (kRows: a tile of query rows may have more than kBlockN.)
 template <int D, int kRows = kBlockN>
 struct PaddedTile {
   static constexpr bool kSwizzled = false;
   static constexpr bool kQShared = false;
+  static constexpr int kSharedRowTiles = 0;
   static constexpr size_t kAlign = 16;
   static constexpr size_t kBytes = static_cast<size_t>(kRows) * (D + 8) * 2;
   LED_HOST_DEVICE static int offset(int r, int col) { return r * (D + 8) + col; }
@@ -66,6 +68,7 @@ struct SwizzledTile {
   static_assert(D % 64 == 0, "rows of whole 128-byte blocks");
   static constexpr bool kSwizzled = true;
   static constexpr bool kQShared = false;
+  static constexpr int kSharedRowTiles = 0;
   static constexpr size_t kAlign = 1024;
   static constexpr size_t kBytes = static_cast<size_t>(kRows) * D * 2;
   LED_HOST_DEVICE static int offset(int r, int col) {
@@ -85,9 +88,10 @@ struct SwizzledTile {
   }
 };
 
-template <int D, int kRows = kBlockN>
+template <int D, int kRowTiles = 1, int kRows = kBlockN>
 struct SharedQTile : SwizzledTile<D, kRows> {
   static constexpr bool kQShared = true;
+  static constexpr int kSharedRowTiles = kRowTiles;
 };
 
 // Refuses a wgmma variant (environment variable `variable` = `value`) where it cannot run.
@@ -117,8 +121,8 @@ template <int D, int R, int kRows>
 struct WithRows<SwizzledTile<D, R>, kRows> {
   using type = SwizzledTile<D, kRows>;
 };
-template <int D, int R, int kRows>
-struct WithRows<SharedQTile<D, R>, kRows> {
+template <int D, int kRowTiles, int R, int kRows>
+struct WithRows<SharedQTile<D, kRowTiles, R>, kRows> {
   using type = SwizzledTile<D, kRows>;
 };
 
@@ -411,8 +415,8 @@ struct PipedKeySmem {
   float* poison;      // [kBlockN]: the current tile's, valid when its vote found a non-finite row
   float* zeros;       // [kBlockN]: the poison of every other tile (read without a branch per entry)
 
-  // (with Tile::kQShared, a fifth tile after the four: the block's query rows)
-  static constexpr int kTiles = Tile::kQShared ? 5 : 4;
+  // (after the four: Tile::kSharedRowTiles tiles of the block's query rows, and dO rows)
+  static constexpr int kTiles = 4 + Tile::kSharedRowTiles;
 
   static constexpr size_t bytes() {
     return kTiles * Tile::kBytes + 5 * kBlockN * sizeof(int32_t) + (Tile::kAlign - 16);
@@ -427,8 +431,8 @@ struct PipedKeySmem {
   LED_DEVICE T* ks(int stage) const { return reinterpret_cast<T*>(base + 2 * stage * Tile::kBytes); }
   LED_DEVICE T* vs(int stage) const { return reinterpret_cast<T*>(base + (2 * stage + 1) * Tile::kBytes); }
   LED_DEVICE int32_t* key_pos(int64_t t) const { return pos_ring + (t % 3) * kBlockN; }
-  // stage 1's K and V tiles: where the query rows wait (as padded rows) before tile 1 is copied;
-  // with Tile::kQShared their own tile, where they stay
+  // stage 1's K and V tiles: where the query rows (and dO rows) wait before tile 1 is copied; with
+  // Tile::kQShared tiles of their own, where they stay
   LED_DEVICE T* row_area() const {
     return Tile::kQShared ? reinterpret_cast<T*>(base + 4 * Tile::kBytes) : ks(1);
   }

@@ -436,9 +436,9 @@ def test_gpu_wgmma_forward(monkeypatch, n, d, window, n_global, dtype, variant):
 
 WGMMA_BWD_CASES = [
     (kernels, *shape)
-    for kernels in ("DQ", "DKDV", "DQ DKDV")
+    for kernels in ("DQ", "DKDV", "DQ DKDV", "DQ=wgmmas")
     for shape in ((1000, 64, 100, 3), (3000, 128, 4000, 5))
-] + [("DQ DKDV", 16384, 64, 512, 1)]
+] + [("DQ DKDV", 16384, 64, 512, 1), ("DQ=wgmmas DKDV", 16384, 64, 512, 1)]
 
 
 @pytest.mark.gpu
@@ -446,10 +446,13 @@ WGMMA_BWD_CASES = [
 @pytest.mark.parametrize("dtype", LOW, ids=str)
 @pytest.mark.parametrize("kernels,n,d,window,n_global", WGMMA_BWD_CASES)
 def test_gpu_wgmma_backward(monkeypatch, kernels, n, d, window, n_global, dtype):
-    """The backward kernels' wgmma variants (LED_KERNELS_CUDA_DQ / LED_KERNELS_CUDA_DKDV=wgmma; kernel
-    A's and kernel B's) against the fp64 oracle."""
-    for name in kernels.split():
-        monkeypatch.setenv(f"LED_KERNELS_CUDA_{name}", "wgmma")
+    """The backward kernels' wgmma variants (LED_KERNELS_CUDA_DQ / LED_KERNELS_CUDA_DKDV=wgmma, or
+    DQ=wgmmas; kernel A's and kernel B's) against the fp64 oracle; the other kernels are mma's."""
+    monkeypatch.setenv("LED_KERNELS_CUDA_DQ", "mma")
+    monkeypatch.setenv("LED_KERNELS_CUDA_DKDV", "mma")
+    for setting in kernels.split():
+        name, _, value = setting.partition("=")
+        monkeypatch.setenv(f"LED_KERNELS_CUDA_{name}", value or "wgmma")
     errors = layer_errors_vs_fp64("cuda", 1, n, 2, d, window, n_global, dtype)
     (out_err, grad_err), (out_t, grad_t) = errors["cuda"], errors["torch"]
     assert out_err <= 2 * out_t + 1e-5 and grad_err <= 2 * grad_t + 1e-5, errors
@@ -457,12 +460,12 @@ def test_gpu_wgmma_backward(monkeypatch, kernels, n, d, window, n_global, dtype)
 
 @pytest.mark.gpu
 @needs_wgmma
-@pytest.mark.parametrize("forward", ["wgmma", "wgmma16s"])
+@pytest.mark.parametrize("forward,dq", [("wgmma", "wgmma"), ("wgmma16s", "wgmmas")])
 @pytest.mark.parametrize("d", [64, 128])
-def test_gpu_sanitizer_case_wgmma(monkeypatch, d, forward):
+def test_gpu_sanitizer_case_wgmma(monkeypatch, d, forward, dq):
     """test_gpu_sanitizer_case with the wgmma forward, dQ and dK/dV kernels (for compute-sanitizer)."""
     monkeypatch.setenv("LED_KERNELS_CUDA_FWD", forward)
-    monkeypatch.setenv("LED_KERNELS_CUDA_DQ", "wgmma")
+    monkeypatch.setenv("LED_KERNELS_CUDA_DQ", dq)
     monkeypatch.setenv("LED_KERNELS_CUDA_DKDV", "wgmma")
     test_gpu_sanitizer_case(d)
 

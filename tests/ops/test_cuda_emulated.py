@@ -46,18 +46,19 @@ def _fwd_head_dim(variant: str, d: int) -> int:
     return 64 if variant.startswith("wgmma") else d
 
 
-@pytest.fixture(params=["mma", "wgmma"])
+@pytest.fixture(params=["mma", "wgmma", "wgmmas"])
 def bwd_variant(request, monkeypatch):
-    """Both variants of the backward's kernels (LED_KERNELS_CUDA_DQ and LED_KERNELS_CUDA_DKDV, set
-    together; csrc/cuda/attention_bwd.cuh): wgmma at head dims 64 and 128, mma at the others."""
+    """The variants of the backward's kernels (LED_KERNELS_CUDA_DQ and LED_KERNELS_CUDA_DKDV, set
+    together; csrc/cuda/attention_bwd.cuh): wgmma at head dims 64 and 128, mma at the others; wgmmas
+    is dQ's wgmma with Q and dO read from shared memory (with the wgmma dK/dV kernels)."""
     monkeypatch.setenv("LED_KERNELS_CUDA_DQ", request.param)
-    monkeypatch.setenv("LED_KERNELS_CUDA_DKDV", request.param)
+    monkeypatch.setenv("LED_KERNELS_CUDA_DKDV", "wgmma" if request.param == "wgmmas" else request.param)
     return request.param
 
 
 def _bwd_head_dim(bwd_variant: str, d: int) -> int:
     """A test's head dim, 64 where the wgmma kernels run (at its own head dims it would be mma's)."""
-    return 64 if bwd_variant == "wgmma" else d
+    return 64 if bwd_variant != "mma" else d
 
 
 def _inputs(b, n, h, d, gpat, ppat, dtype, max_global=None, seed=0):
@@ -262,13 +263,20 @@ def test_unknown_forward_variant_is_refused(emu, monkeypatch):
         emu.attention_fwd(E.KIND_BANDED, q, q, q, torch.zeros(1, 10, dtype=torch.int8), None, 3, 0.25)
 
 
-@pytest.mark.parametrize("name", ["LED_KERNELS_CUDA_DQ", "LED_KERNELS_CUDA_DKDV"])
-def test_unknown_backward_variant_is_refused(emu, monkeypatch, name):
+@pytest.mark.parametrize(
+    "name,value,choices",
+    [
+        ("LED_KERNELS_CUDA_DQ", "fastest", "mma, wgmma or wgmmas"),
+        ("LED_KERNELS_CUDA_DKDV", "fastest", "mma or wgmma"),
+        ("LED_KERNELS_CUDA_DKDV", "wgmmas", "mma or wgmma"),  # (dQ's alone)
+    ],
+)
+def test_unknown_backward_variant_is_refused(emu, monkeypatch, name, value, choices):
     q = torch.randn(1, 10, 1, 16).half()
     flags = torch.zeros(1, 10, dtype=torch.int8)
     out, lse = emu.attention_fwd(E.KIND_BANDED, q, q, q, flags, None, 3, 0.25)
-    monkeypatch.setenv(name, "fastest")
-    with pytest.raises(E.EmulatorError, match=f"{name} must be mma or wgmma"):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(E.EmulatorError, match=f"{name} must be {choices}, got '{value}'"):
         emu.attention_bwd(E.KIND_BANDED, q, q, q, out, out, lse, flags, None, 3, 0.25)
 
 
