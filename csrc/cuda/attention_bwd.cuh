@@ -199,7 +199,7 @@ LED_DEVICE void dq_block(const BwdArgs& a) {
   // A dead row's dS is selected to 0, and 0 times a non-finite key would reach its dQ row: with one in
   // the block every key is checked (see needs_check below; always at D = 128, which has no ballots).
   const bool block_has_dead = simt::sync_block_or(!warp_all_live) != 0 || D > 64;
-  // Q's and dO's A fragments (with Tile::kQShared the products read the staged rows instead: 48
+  // Q's and dO's A fragments (with Tile::kQShared the products read the staged rows instead: 44
   // registers fewer at head dim 64, three blocks per SM instead of two)
   uint32_t qf[D / 16][4], df[D / 16][4];
   if constexpr (!Tile::kQShared) {
@@ -237,8 +237,11 @@ LED_DEVICE void dq_block(const BwdArgs& a) {
     if (has_mask_free_loop<D>() && full) {
       for_each_entry<kCols>(lane, [&](int nt, int e, int) { s[nt][e] = ds(nt, e); });
     } else {
+      // (a dead row attends nothing)
+      const AttendRange range[2] = {attend_range(live[0] ? row[0] : -1, banded, a.window),
+                                    attend_range(live[1] ? row[1] : -1, banded, a.window)};
       for_each_entry<kCols>(lane, [&](int nt, int e, int col) {
-        const bool keep = live[e >> 1] && attends(row[e >> 1], key_pos[col], banded, a.window);
+        const bool keep = range[e >> 1].keeps(key_pos[col]);
         const float value = ds(nt, e) + poison[col];  // (computed, then selected: no branch per entry)
         s[nt][e] = keep ? value : 0.0f;
       });
@@ -550,10 +553,11 @@ LED_DEVICE void dkdv_block(const BwdArgs& a) {
         dpt[nt][e] = p * (dpt[nt][e] - row_delta[col]);
       });
     } else {
+      // (the query rows that this lane's keys attend; a masked row position, -1, is never kept)
+      const AttendRange range[2] = {attend_range(kpos[0], banded, a.window), attend_range(kpos[1], banded, a.window)};
       for_each_entry<kCols>(lane, [&](int nt, int e, int col) {
         const float pp = prob(nt, e, col) + poison[col];
-        const int32_t rp = row_pos[col];
-        const bool keep = rp >= 0 && attends(rp, kpos[e >> 1], banded, a.window);
+        const bool keep = range[e >> 1].keeps(row_pos[col]);
         st[nt][e] = keep ? pp : 0.0f;
         dpt[nt][e] = keep ? pp * (dpt[nt][e] - row_delta[col]) : 0.0f;
       });
@@ -691,8 +695,9 @@ inline size_t bwd_workspace_bytes(AttnKind kind, int64_t B, int64_t H, int64_t G
 // w = 512 the wgmma backward took 5-6% off the forward + backward in one run
 // (benchmarks/results/h100-sxm-wgmma-session.log, call 1).
 // LED_KERNELS_CUDA_DQ=wgmmas: wgmma with Q and dO kept in shared memory (SharedQTile), read by the
-// S and dP products through descriptors: 160 registers instead of 208 at head dim 64 offline for
-// sm_90a, three blocks per SM instead of two, for 16 KiB more shared memory per block.
+// S and dP products through descriptors: 164 registers instead of 208 at head dim 64 offline for
+// sm_90a, three blocks per SM instead of two (221 instead of 255 at 128), for 16 KiB more shared
+// memory per block.
 enum class BwdVariant : int { kMma = 0, kWgmma = 1, kWgmmaShared = 2 };
 
 inline BwdVariant bwd_variant(const char* name, bool shared_allowed) {

@@ -647,16 +647,27 @@ LED_DEVICE bool rows_have_live(const int8_t* key_flags, int64_t N, int64_t b, in
   return simt::any_sync(any);
 }
 
-// Whether query row `row` attends key `key` (-1: a masked key): the band's |row - key| <= window when
-// `banded`, else every valid key. Rows (below N + 128 < 2^31), keys and the window (clamped to N by
-// the launchers, see clamped_window) fit in int32: 32-bit arithmetic, half the instructions of 64-bit.
-LED_DEVICE bool attends(int64_t row, int32_t key, bool banded, int64_t window) {
-  const int32_t r = static_cast<int32_t>(row), w = static_cast<int32_t>(window);
-  return key >= 0 && (!banded || (r - key <= w && key - r <= w));
+// The positions that a query row (or a key) at position `center` attends: [lo, hi], so that a masked
+// entry costs two comparisons (keeps), with the bounds set once per row and tile. A query row attends
+// key j (-1: a masked key) when j >= 0 and, if `banded`, |row - j| <= window; symmetrically a key
+// attends the rows with those positions, none when the key itself is masked (center < 0). Positions
+// (below N + 128 < 2^31) and the window (clamped to N by the launchers, see clamped_window) fit in
+// int32; the bounds are clamped to [0, INT32_MAX] instead of overflowing.
+struct AttendRange {
+  int32_t lo, hi;
+
+  LED_DEVICE bool keeps(int32_t position) const { return position >= lo && position <= hi; }
+};
+
+LED_DEVICE AttendRange attend_range(int64_t center, bool banded, int64_t window) {
+  const int32_t c = static_cast<int32_t>(center), w = static_cast<int32_t>(window);
+  if (c < 0) return AttendRange{0, -1};
+  if (!banded) return AttendRange{0, INT32_MAX};
+  return AttendRange{c > w ? c - w : 0, c > INT32_MAX - w ? INT32_MAX : c + w};
 }
 
 // Whether every row of [r0, r0 + rows) is within the window of every key of [j0, j0 + keys): such a
-// block of scores needs no band mask. (32-bit, as attends: every term is below N + 128 < 2^31.)
+// block of scores needs no band mask. (32-bit, as attend_range: every term is below N + 128 < 2^31.)
 LED_DEVICE bool window_covers(int64_t r0, int64_t rows, int64_t j0, int64_t keys, int64_t window) {
   const int32_t r = static_cast<int32_t>(r0), j = static_cast<int32_t>(j0), w = static_cast<int32_t>(window);
   return r + static_cast<int32_t>(rows) - 1 - j <= w && j + static_cast<int32_t>(keys) - 1 - r <= w;

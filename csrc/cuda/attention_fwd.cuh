@@ -172,9 +172,11 @@ struct WarpRows {
                            [&](float x, float m_use) { return simt::fast_exp2(fmaf(x, scale_log2, -m_use)); });
       } else {
         float tile_max[2] = {-INFINITY, -INFINITY};
+        const AttendRange range[2] = {attend_range(row[rb][0], banded, window),
+                                      attend_range(row[rb][1], banded, window)};
         for_each_entry<kCols>(lane, [&](int nt, int e, int col) {
           const int x = e >> 1;
-          const bool keep = attends(row[rb][x], key_pos[col], banded, window);
+          const bool keep = range[x].keeps(key_pos[col]);
           const float v = keep ? s[rb][nt][e] * scale_log2 + poison[col] : -INFINITY;
           s[rb][nt][e] = v;
           tile_max[x] = fmaxf(tile_max[x], v);
@@ -237,12 +239,12 @@ LED_DEVICE KeySet<T> fwd_keys(const FwdArgs& a) {
 //            MMAs (wgmma) on 128-byte-swizzled tiles (SwizzledTile), over 128 query rows per block
 //            at D = 64 (two halves of 64, as rows32) and 64 at D = 128 (the registers of two halves
 //            would not fit); other head dims run rows32. Refused where it cannot run.
-//   wgmma16  the same with 64 query rows per block at D = 64 too: 154 registers against wgmma's 250,
+//   wgmma16  the same with 64 query rows per block at D = 64 too: 154 registers against wgmma's 249,
 //            so three blocks per SM instead of two, which the latency-bound main loop needs more than
 //            the halved K / V traffic per row (on an H100 at N = 16384, w = 512: 0.335 ms against
 //            0.382 for wgmma and 0.408 for rows32 in one run; benchmarks/results/h100-sxm-wgmma-session.log).
 //   wgmma16s wgmma16 with the block's query rows kept in shared memory (SharedQTile), read by the
-//            S products through a descriptor: 124 registers instead of 143 at D = 64 (offline
+//            S products through a descriptor: 126 registers instead of 154 at D = 64 (offline
 //            sm_90a), so four blocks fit an SM, for 8 KiB more shared memory per block.
 // Kernel B always runs 16 rows per warp with mma.sync (its 64 slots per block are often mostly
 // empty, and its sweep is bound by memory).
