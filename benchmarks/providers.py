@@ -87,8 +87,8 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------- led_kernels
 
 
-def _wgmma_runs(device: torch.device) -> bool:
-    """The cuda forward's wgmma variant runs on ``device``: sm_90, and sm_90a code in the extension."""
+def wgmma_runs(device: torch.device) -> bool:
+    """The cuda backend's wgmma kernels run on ``device``: sm_90, and sm_90a code in the extension."""
     if device.type != "cuda":
         return False
     import led_kernels._C as C
@@ -177,7 +177,7 @@ class LedKernelsProvider(Provider):
         if backend == "cuda" and case.dtype not in ("float16", "bfloat16"):
             return f"backend 'cuda' takes float16 and bfloat16, not {case.dtype}"
         wgmma = "wgmma" in (self.cuda_forward or "") or "wgmma" in (self.cuda_backward or "")  # (any variant)
-        if wgmma and not _wgmma_runs(device):
+        if wgmma and not wgmma_runs(device):
             return "the wgmma kernels need an sm_90 GPU and an extension built for 90a"
         return super().skip_reason(case, device, caps=caps)
 

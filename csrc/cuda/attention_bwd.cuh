@@ -289,11 +289,7 @@ LED_DEVICE void dq_block(const BwdArgs& a) {
 
 template <typename T, int D, typename Tile>
 LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
-  if constexpr (Tile::kSwizzled && !simt::kWgmmaCompiled) {
-    simt::unreachable();  // (code for other architectures than sm_90a: never launched, see wgmma_launchable)
-  } else {
-    dq_block<T, D, Tile>(a);
-  }
+  block_or_trap<Tile>([&](auto tile) { dq_block<T, D, decltype(tile)>(a); });
 }
 
 // acc[16 x C] += A[16 x D] * tile[C x D]^T with A read from rows [a_row0, a_row0 + 16) of a staged
@@ -611,11 +607,7 @@ LED_DEVICE void dkdv_block(const BwdArgs& a) {
 
 template <typename T, int D, DkdvMode kMode, typename Tile>
 LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
-  if constexpr (Tile::kSwizzled && !simt::kWgmmaCompiled) {
-    simt::unreachable();  // (code for other architectures than sm_90a: never launched, see wgmma_launchable)
-  } else {
-    dkdv_block<T, D, kMode, Tile>(a);
-  }
+  block_or_trap<Tile>([&](auto tile) { dkdv_block<T, D, kMode, decltype(tile)>(a); });
 }
 
 // Sums the chunks of fp32 partials (B, H, chunks, G, D) in chunk order: one warp per (b, h, slot),

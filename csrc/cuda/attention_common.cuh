@@ -103,6 +103,19 @@ inline void require_wgmma(const char* variable, const char* value) {
   }
 }
 
+// A kernel's body: `block(Tile{})`, except in the code for architectures without wgmma when Tile is a
+// wgmma layout (SwizzledTile, SharedQTile), where the kernel is a trap that is never launched (see
+// simt::wgmma_launchable). (`block` takes the tile as an argument so that its call depends on it:
+// then the discarded branch instantiates none of the block's code.)
+template <typename Tile, typename Block>
+LED_DEVICE void block_or_trap(Block block) {
+  if constexpr (Tile::kSwizzled && !simt::kWgmmaCompiled) {
+    simt::unreachable();
+  } else {
+    block(Tile{});
+  }
+}
+
 // The start of a block's tiles in its dynamic shared memory, aligned as Tile needs (the allocations
 // have Tile::kAlign - 16 bytes of room for it; the dynamic allocation itself is 16-byte aligned).
 template <typename Tile>

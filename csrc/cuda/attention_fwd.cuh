@@ -320,7 +320,7 @@ LED_DEVICE void banded_fwd_block(const FwdArgs& a) {
 
   using Warp = WarpRows<T, D, RB, Tile>;
   const int64_t warp_row0 = i0 + warp * 16 * RB;
-  int32_t row[RB][2];  // (positions below N + 128 < 2^31: see attends)
+  int32_t row[RB][2];  // (positions below N + 128 < 2^31: see attend_range)
   LED_UNROLL
   for (int rb = 0; rb < RB; ++rb) {
     row[rb][0] = static_cast<int32_t>(warp_row0 + 16 * rb + lane / 4);
@@ -352,11 +352,7 @@ LED_DEVICE void banded_fwd_block(const FwdArgs& a) {
 
 template <typename T, int D, int RB, typename Tile>
 LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
-  if constexpr (Tile::kSwizzled && !simt::kWgmmaCompiled) {
-    simt::unreachable();  // (code for other architectures than sm_90a: never launched, see wgmma_launchable)
-  } else {
-    banded_fwd_block<T, D, RB, Tile>(a);
-  }
+  block_or_trap<Tile>([&](auto tile) { banded_fwd_block<T, D, RB, decltype(tile)>(a); });
 }
 
 // Kernel B. Blocks: (key chunk fastest, then slot tile, head, batch). With one chunk the rows are

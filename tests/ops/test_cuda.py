@@ -397,12 +397,11 @@ def test_gpu_sanitizer_case(d):
 
 
 def _wgmma_runs() -> bool:
-    """The forward's wgmma variant runs here: an sm_90 GPU and sm_90a code in the extension."""
-    if not (torch.cuda.is_available() and lk.available_backends()["cuda"].available):
-        return False
-    import led_kernels._C as C
+    """The wgmma kernels run here: an sm_90 GPU and sm_90a code in the extension."""
+    from benchmarks.providers import wgmma_runs
 
-    return torch.cuda.get_device_capability() == (9, 0) and "90a" in C.build_info()["cuda_archs"].split(";")
+    available = torch.cuda.is_available() and lk.available_backends()["cuda"].available
+    return available and wgmma_runs(torch.device("cuda"))
 
 
 needs_wgmma = pytest.mark.skipif(not _wgmma_runs(), reason="needs an sm_90 GPU and sm_90a code")
