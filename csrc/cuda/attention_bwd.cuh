@@ -258,7 +258,12 @@ LED_DEVICE void dq_block(const BwdArgs& a) {
   // later one is (block-uniform, see TileOccupancy); not at D = 128 either (the second variant of the
   // loop would spill). A clean tile that the window covers needs no mask.
   auto visit = [&](const T* ks, const T* vs, const int32_t* key_pos, const float* poison, bool poisoned, bool banded,
-                   int32_t j0) {
+                   int32_t j0, bool lean) {
+    if (lean) {  // every live row attends every key (the block has no dead row): no positions or mask
+      if (!Tile::kSwizzled && !warp_live) return;
+      attend_cols(ks, vs, key_pos, poison, banded, has_mask_free_loop<D>(), std::integral_constant<int, kBlockN>{});
+      return;
+    }
     const TileOccupancy keys_in = tile_occupancy(key_pos, lane);
     // (wgmma is the whole warpgroup's: there a warp without a live row computes too, its dS all 0)
     if ((!Tile::kSwizzled && !warp_live) || !keys_in.any()) return;
@@ -270,6 +275,11 @@ LED_DEVICE void dq_block(const BwdArgs& a) {
       attend_cols(ks, vs, key_pos, poison, banded, false, std::integral_constant<int, kNarrowCols>{});
     }
   };
+  // (a dead row's dS must be masked, and every key checked: see needs_check; a lean tile takes the
+  // mask-free loop, so not where there is none)
+  if (has_mask_free_loop<D>() && !a.global_rows && !block_has_dead) {
+    list.lean = band_lean_run(a.key_flags, a.N, b, list.j_first, list.band_tiles, i0, kBlockM, a.window);
+  }
   walk_key_tiles<T, D, Contracted::kKey>(keys, list, b, h, sm, needs_check, visit);
 
   if (a.global_rows) {
@@ -374,8 +384,12 @@ struct QueryTileStream {
   int32_t tiles;
   const DkdvSmem<T, D, Tile>& sm;
   NeedsCheck needs_check;
+  LeanRun lean_run;
 
   LED_DEVICE int32_t count() const { return tiles; }
+  // (a lean tile's rows still need their statistics from the ring)
+  LED_DEVICE bool lean(int32_t t) const { return lean_run.contains(t); }
+  LED_DEVICE bool needs_ring(int32_t) const { return true; }
   LED_DEVICE int64_t row0(int32_t t) const { return first + static_cast<int64_t>(t) * kBlockM; }
   // (the statistics are read whether or not the row is live, so that no load waits for another)
   LED_DEVICE Ahead read_ahead(int32_t t) const {
@@ -494,8 +508,9 @@ LED_DEVICE void dkdv_block(const BwdArgs& a) {
     return check_every_row || pos[r] < 0 || (banded && !window_covers(i0 + r, 1, base, kBlockN, a.window));
   };
   const int64_t first = (begin / kBlockM) * kBlockM;
-  const QueryTileStream<T, D, decltype(needs_check), Tile> rows{
-      a, b, h, first, end, static_cast<int32_t>(end > first ? ceil_div(end - first, kBlockM) : 0), sm, needs_check};
+  QueryTileStream<T, D, decltype(needs_check), Tile> rows{
+      a, b, h, first, end, static_cast<int32_t>(end > first ? ceil_div(end - first, kBlockM) : 0), sm, needs_check,
+      LeanRun{}};
   {
     const int32_t pos = thread_key_position(keys, src, b, base);
     if (simt::thread_index() < kBlockN) sm.key_pos()[simt::thread_index()] = pos;
@@ -513,6 +528,12 @@ LED_DEVICE void dkdv_block(const BwdArgs& a) {
   const bool warp_has_keys = (key_lanes0 | key_lanes1) != 0u;
   const bool warp_all_keys = (key_lanes0 & key_lanes1) == 0xffffffffu;
   check_every_row = kMode != DkdvMode::kGlobalKeys && !block_keys.all();
+  // (with every key live: the query tiles whose rows are all live and in every key's window; rows of
+  // global tokens count as dead here, as they are in the layer mode. Not for the mma.sync kernel at
+  // D = 128, whose registers are full: the run's bounds made it spill.)
+  if ((D <= 64 || Tile::kSwizzled) && banded && !check_every_row && rows.count() > 0) {
+    rows.lean_run = band_lean_run(a.key_flags, a.N, b, first, rows.count(), base, kBlockN, a.window);
+  }
 
   float dk[D / 8][4], dv[D / 8][4];
   LED_UNROLL
@@ -561,8 +582,14 @@ LED_DEVICE void dkdv_block(const BwdArgs& a) {
     product_p_tile<Tile, T, D, kCols>(dv, st, dos, lane);
     product_p_tile<Tile, T, D, kCols>(dk, dpt, qs, lane);
   };
-  auto visit = [&](int32_t tile, int stage, bool poisoned) {
+  auto visit = [&](int32_t tile, int stage, bool poisoned, bool lean) {
     const int32_t* row_pos = sm.pos(tile);
+    if (lean) {  // every key attends every row: no occupancy, mask or poison
+      if (!Tile::kSwizzled && !warp_has_keys) return;
+      sweep_rows(sm.qs(stage), sm.dos(stage), row_pos, sm.lse(tile), sm.delta(tile), sm.zeros(), has_mask_free_loop<D>(),
+                 std::integral_constant<int, kBlockM>{});
+      return;
+    }
     const TileOccupancy rows_in = tile_occupancy(row_pos, lane);
     // nothing attended: exact zeros (wgmma is the whole warpgroup's: there a warp without keys
     // computes too, its P^T and dS^T all 0; see check_every_row)

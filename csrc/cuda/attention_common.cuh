@@ -78,13 +78,15 @@ struct SwizzledTile {
   // operand (its rows are the operand's rows or columns: the step starts 32 bytes further, or at the
   // next block of 64 columns), and as an MN-major B (its rows are B's rows: the step starts 16 rows
   // further; the blocks of 64 columns lie kRows rows apart).
+  // (The step's descriptor is the tile's with its start advanced: one add per product instead of
+  // the address arithmetic of a descriptor each.)
   template <typename T>
   LED_DEVICE static uint64_t k_major_desc(const T* tile, int step) {
-    return simt::smem_desc_128b(tile + offset(0, 16 * step), 0, 8 * 128);
+    return simt::desc_advance(simt::smem_desc_128b(tile, 0, 8 * 128), offset(0, 16 * step) * sizeof(T));
   }
   template <typename T>
   LED_DEVICE static uint64_t mn_major_desc(const T* tile, int step) {
-    return simt::smem_desc_128b(tile + offset(16 * step, 0), kRows * 128, 8 * 128);
+    return simt::desc_advance(simt::smem_desc_128b(tile, kRows * 128, 8 * 128), offset(16 * step, 0) * sizeof(T));
   }
 };
 
@@ -388,8 +390,11 @@ LED_DEVICE void stream_first_tiles(const Stream& s) {
 //   own_nonfinite(t, stage)             after the wait: own_nonfinite_chunks of the tensors that
 //                                       are contracted over the tile's rows, or'ed
 //   zero_nonfinite(stage, bad)          zero_nonfinite_rows of those tensors
+//   lean(t)                             tile t is lean (see LeanRun): no check
+//   needs_ring(t)                       tile t's ring row is read (false: skipped, a lean tile
+//                                       whose visit reads no positions)
 // Per tile: wait for its copies, check, barrier and vote, start copying the next tile, fix up a
-// poisoned tile, `visit(t, stage, poisoned)`, keep the ring row read two tiles ahead.
+// poisoned tile, `visit(t, stage, poisoned, lean)`, keep the ring row read two tiles ahead.
 template <typename Stream, typename Visit>
 LED_DEVICE void walk_tiles(const Stream& s, Visit visit) {
   constexpr int kStages = Stream::kStages;
@@ -398,11 +403,13 @@ LED_DEVICE void walk_tiles(const Stream& s, Visit visit) {
   if (n > 0) s.issue(0, 0);
   for (int32_t t = 0; t < n; ++t) {
     const int stage = kStages == 2 ? t & 1 : 0;
+    const bool lean = s.lean(t);
+    const bool keep_next = t + 2 < n && s.needs_ring(t + 2);
     typename Stream::Ahead ahead{};
-    if (t + 2 < n) ahead = s.read_ahead(t + 2);  // (its loads are in flight during this tile's math)
+    if (keep_next) ahead = s.read_ahead(t + 2);  // (its loads are in flight during this tile's math)
     simt::cp_async_wait_all();
     if (Stream::kAsyncProxyReads) simt::fence_proxy_async();  // (before the barrier that publishes it)
-    const uint32_t bad = s.own_nonfinite(t, stage);
+    const uint32_t bad = lean ? 0u : s.own_nonfinite(t, stage);
     // every warp is done with tile t - 1 (its stage is free for tile t + 1) and sees tile t
     const bool poisoned = simt::sync_block_or(bad != 0u) != 0;
     if (kStages == 2 && t + 1 < n) s.issue(t + 1, stage ^ 1);
@@ -411,9 +418,9 @@ LED_DEVICE void walk_tiles(const Stream& s, Visit visit) {
       if (Stream::kAsyncProxyReads) simt::fence_proxy_async();
       simt::sync_block();
     }
-    visit(t, stage, poisoned);
+    visit(t, stage, poisoned, lean);
     // (tile t - 1's ring row: every warp is past its last use, the barrier above)
-    if (t + 2 < n) s.keep_ahead(t + 2, ahead);
+    if (keep_next) s.keep_ahead(t + 2, ahead);
     if (kStages == 1 && t + 1 < n) {
       simt::sync_block();  // every warp is done with the one stage
       s.issue(t + 1, 0);
@@ -506,13 +513,53 @@ LED_DEVICE void issue_key_tile(const KeySet<T>& keys, KeySource src, int64_t b, 
   simt::cp_async_commit();
 }
 
+// Lean tiles: a run [lo, hi) of a walk's tiles in which every position (key, or query row for the
+// dK/dV kernel) is attended by everything in the block: each lies in the window of each of the
+// block's rows (or keys), and none is masked (padding, global, past the end). Such a tile is the
+// interior of the band, as FlashAttention's unmasked tiles are of a causal walk: it needs no
+// non-finite check (a bad row reaches exactly what attends it, which is everything here) and no
+// mask, and a key tile no positions (walk_tiles neither reads nor keeps its ring row).
+struct LeanRun {
+  int32_t lo = 0, hi = 0;
+
+  LED_DEVICE bool contains(int32_t t) const { return t >= lo && t < hi; }
+};
+
+LED_HOST_DEVICE int64_t floor_div(int64_t x, int64_t y) { return x >= 0 ? x / y : -((-x + y - 1) / y); }
+
+// The lean run of a band walk: the tiles of positions first + 64 t (t < tiles) that lie whole in
+// [0, n) and in the window of each of [r0, r0 + rows) (see window_covers), if none of their positions
+// is flagged (key_flags != 0: padding or global; one scan of the run's flags per block, so every
+// thread of the block calls this).
+LED_DEVICE LeanRun band_lean_run(const int8_t* key_flags, int64_t n, int64_t b, int64_t first, int32_t tiles,
+                                 int64_t r0, int64_t rows, int64_t window) {
+  LeanRun run;
+  const int64_t min_start = r0 + rows - 1 - window;                                   // the first row's window
+  const int64_t max_start = r0 + window - (kBlockN - 1) < n - kBlockN ? r0 + window - (kBlockN - 1) : n - kBlockN;
+  const int64_t lo = min_start > first ? -floor_div(first - min_start, kBlockN) : 0;  // (ceil)
+  const int64_t hi = max_start >= first ? floor_div(max_start - first, kBlockN) + 1 : 0;
+  if (hi <= lo || lo >= tiles) return run;
+  run.lo = static_cast<int32_t>(lo);
+  run.hi = static_cast<int32_t>(hi < tiles ? hi : tiles);
+  const int8_t* flags = key_flags + b * n;
+  bool flagged = false;
+  for (int64_t j = first + run.lo * int64_t{kBlockN} + simt::thread_index(); j < first + run.hi * int64_t{kBlockN};
+       j += kThreads) {
+    flagged |= flags[j] != 0;
+  }
+  if (simt::sync_block_or(flagged) != 0) run.hi = run.lo;
+  return run;
+}
+
 // The key tiles of one block: tile t < band_tiles is the band's tile at j_first + 64 t, the rest
-// are the global-slot tiles (kernel A) or the chunk's tiles (kernel B, band_tiles = 0).
+// are the global-slot tiles (kernel A) or the chunk's tiles (kernel B, band_tiles = 0); `lean`: band
+// tiles that need no positions, check or mask (see LeanRun; none unless the kernel sets them).
 // (Positions and counts below 2^31: 32-bit, fewer registers across the main loop.)
 struct TileList {
   KeySource src;
   int32_t band_tiles, j_first, extra_tiles, extra_first;
   KeySource extra_src;
+  LeanRun lean;
 
   // Kernel A's rows [i0, i0 + rows): the band's key tiles (clipped to [0, N)), then the global slots'.
   LED_DEVICE static TileList band(int64_t i0, int64_t rows, int64_t N, int64_t window, int64_t G) {
@@ -565,6 +612,8 @@ struct KeyTileStream {
   NeedsCheck needs_check;
 
   LED_DEVICE int32_t count() const { return tiles.count(); }
+  LED_DEVICE bool lean(int32_t t) const { return tiles.lean.contains(t); }
+  LED_DEVICE bool needs_ring(int32_t t) const { return !lean(t); }
   LED_DEVICE bool banded(int32_t t) const { return tiles.source(t) == KeySource::kBand; }
   LED_DEVICE Ahead read_ahead(int32_t t) const { return thread_key_position(keys, tiles.source(t), b, tiles.base(t)); }
   LED_DEVICE void keep_ahead(int32_t t, Ahead pos) const {
@@ -597,16 +646,18 @@ LED_DEVICE void prepare_key_walk(const KeySet<T>& keys, const TileList& tiles, i
 }
 
 // The pipelined walk over the key tiles of `tiles`, after prepare_key_walk and a barrier:
-// `visit(ks, vs, key_pos, poison, poisoned, banded, j0)` per tile (poison: the tile's poison row,
-// all zeros unless `poisoned`). The caller's Q-side fragments must be in registers before the walk
-// (stage 1 is overwritten from its first barrier on).
+// `visit(ks, vs, key_pos, poison, poisoned, banded, j0, lean)` per tile (poison: the tile's poison
+// row, all zeros unless `poisoned`; key_pos: not kept for a lean tile, which reads neither). The
+// caller's Q-side fragments must be in registers before the walk (stage 1 is overwritten from its
+// first barrier on).
 template <typename T, int D, Contracted kCheck, typename Tile, typename NeedsCheck, typename Visit>
 LED_DEVICE void walk_key_tiles(const KeySet<T>& keys, const TileList& tiles, int64_t b, int64_t h,
                                const PipedKeySmem<T, D, Tile>& sm, NeedsCheck needs_check, Visit visit) {
   const KeyTileStream<T, D, kCheck, NeedsCheck, Tile> stream{keys, tiles, b, h, sm, needs_check};
-  walk_tiles(stream, [&](int32_t t, int stage, bool poisoned) {
+  walk_tiles(stream, [&](int32_t t, int stage, bool poisoned, bool lean) {
     visit(static_cast<const T*>(sm.ks(stage)), static_cast<const T*>(sm.vs(stage)), sm.key_pos(t),
-          static_cast<const float*>(poisoned ? sm.poison : sm.zeros), poisoned, stream.banded(t), tiles.base(t));
+          static_cast<const float*>(poisoned ? sm.poison : sm.zeros), poisoned, stream.banded(t), tiles.base(t),
+          lean);
   });
 }
 

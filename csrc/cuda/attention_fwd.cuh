@@ -127,7 +127,8 @@ struct WarpRows {
   // position of row x of block rb (for the window test); banded = apply |row - key| <= window (false:
   // every valid key of the tile is attended); full[rb] = every entry of block rb's 16 x 64 scores is
   // attended (no mask needed); poison = the tile's poison row (NaN for a zeroed non-finite V row).
-  template <int kCols = kBlockN>
+  // kLean: every block is full (a lean tile, see LeanRun: the masked path is not compiled in).
+  template <int kCols = kBlockN, bool kLean = false>
   LED_DEVICE void attend(const T* ks, const T* vs, const int32_t* key_pos, const float* poison, int lane,
                          const int32_t (&row)[RB][2], bool banded, const bool (&full)[RB], int64_t window,
                          float scale_log2) {
@@ -148,7 +149,7 @@ struct WarpRows {
       // with one path merging into the other between the max and the exponent, the raw scores of a
       // full block and the masked ones of the other ended in different registers, and the merge cost
       // a move per score.
-      if (full[rb]) {
+      if (kLean || full[rb]) {
         // A full block keeps its raw scores: the row max of scale * s is |scale| times the max of
         // sign(scale) * s (exactly so: rounding is monotonic), and the exponent applies the scale in
         // its FFMA (one instruction per score fewer, as FlashAttention-2).
@@ -280,7 +281,13 @@ LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D, RB, Tile>& w, cons
     return key_pos[r] < 0 || (banded && !window_covers(block_row0, block_rows, j0 + r, 1, a.window));
   };
   auto visit = [&](const T* ks, const T* vs, const int32_t* key_pos, const float* poison, bool poisoned, bool banded,
-                   int32_t j0) {
+                   int32_t j0, bool lean) {
+    if (lean) {  // every row attends every key: no positions, mask or poison
+      if (!Tile::kSwizzled && !warp_live) return;
+      const bool full[RB] = {};
+      w.template attend<kBlockN, true>(ks, vs, key_pos, poison, lane, row, banded, full, a.window, a.scale_log2);
+      return;
+    }
     const TileOccupancy keys_in = tile_occupancy(key_pos, lane);
     // (it would add exact zeros; wgmma is the whole warpgroup's, so there every warp computes)
     if ((!Tile::kSwizzled && !warp_live) || !keys_in.any()) return;
@@ -329,6 +336,7 @@ LED_DEVICE void banded_fwd_block(const FwdArgs& a) {
   TileList list = TileList::band(i0, kRows, a.N, a.window, a.G);
   if (!rows_have_live(a.key_flags, a.N, b, i0, kRows, false, lane)) list.band_tiles = list.extra_tiles = 0;
   const bool warp_live = rows_have_live(a.key_flags, a.N, b, warp_row0, 16 * RB, false, lane);
+  list.lean = band_lean_run(a.key_flags, a.N, b, list.j_first, list.band_tiles, i0, kRows, a.window);
 
   prepare_key_walk<T, D, Tile>(keys, list, b, sm);
   load_row_tile<T, D, kRows, typename Warp::QTile>(q, a.rows, b, h, i0, sm.row_area());

@@ -395,6 +395,13 @@ LED_DEVICE uint64_t smem_desc_128b(const void* start, uint32_t leading_bytes, ui
          (static_cast<uint64_t>((stride_bytes >> 4) & 0x3FFFu) << 32) | (uint64_t{1} << 62);
 }
 
+// The descriptor of the operand `bytes` (a multiple of 16) further on: its start field (bits 0-13,
+// the address / 16) advanced. Shared addresses stay below 2^18 (228 KiB per SM), so the field never
+// carries into the leading-byte offset above it; only the low word changes.
+LED_DEVICE uint64_t desc_advance(uint64_t desc, uint32_t bytes) {
+  return (desc & 0xFFFFFFFF00000000ull) | (static_cast<uint32_t>(desc) + (bytes >> 4));
+}
+
 #ifdef LED_SIMT_EMULATOR
 namespace detail {
 template <typename T>

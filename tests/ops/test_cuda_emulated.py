@@ -231,9 +231,12 @@ def test_schedules_give_identical_bits(emu, variant):
             assert torch.equal(x, y)
 
 
-def test_nan_in_a_value_row_reaches_only_the_rows_that_attend_it(emu, variant):
-    """0 * NaN in P V would spread a NaN value row to every row of its tile; it must not."""
-    b, n, h, d, window = 1, 140, 1, _fwd_head_dim(variant, 16), 10
+@pytest.mark.parametrize("window", [10, 100], ids=["narrow", "lean-tiles"])
+def test_nan_in_a_value_row_reaches_only_the_rows_that_attend_it(emu, variant, window):
+    """0 * NaN in P V would spread a NaN value row to every row of its tile; it must not. (With the
+    wide window, key 70 lies in a lean tile of some blocks, which takes no check, and in masked tiles
+    of the others.)"""
+    b, n, h, d = 1, 140, 1, _fwd_head_dim(variant, 16)
     (q, k, v, *_), gm, pm, gi, flags = _inputs(b, n, h, d, "first", "none", torch.float16)
     clean, _ = emu.attention_fwd(E.KIND_BANDED, q, k, v, flags, gi, window, 0.25)
     for j0 in (70, 0):  # a local key, and the global key (attended by every row)
@@ -397,6 +400,10 @@ BWD_NAN_CASES = [
     ("q", 130, "tail", 100, False),
     ("dout", 130, "none", 100, True),
     ("dout", 20, "none", 100, True),
+    # keys and a query row inside the lean tile (keys 128-191) of rows 128-191, every row live
+    ("q", 130, "none", 100, True),
+    ("k", 130, "none", 100, True),
+    ("v", 130, "none", 100, True),
 ]
 
 
