@@ -35,7 +35,7 @@
 #   bash benchmarks/gpu_check.sh owed       # build (foreground, all cores), cuda GPU tests + machine-code
 #                                           # check with the default kernels (wgmma on an H100), the wgmma
 #                                           # variants' and the mma.sync kernels' GPU tests, one run timing
-#                                           # cuda, cuda-mma, cuda-wgmma, cuda-wgmma16s and triton at the
+#                                           # cuda, cuda-mma, cuda-wgmma, cuda-wgmma16s, cuda-wgmma2g and triton at the
 #                                           # headline shape (G=0 and 1), sanitizers, cuda profile
 #
 # On the lent GPU machines, first: export PATH=/opt/torch/.venv/bin:$PATH (the python that has torch;
@@ -83,7 +83,7 @@ install() {
 }
 
 cuda_sanitizers() {  # memcheck and racecheck on a small case of every cuda kernel: the default ones (wgmma
-    # on an H100), the mma.sync ones that sm_80 runs, and the 128-row wgmma forward
+    # on an H100), the mma.sync ones that sm_80 runs, and the named wgmma variants
     local mma="LED_KERNELS_CUDA_FWD=rows32 LED_KERNELS_CUDA_DQ=mma LED_KERNELS_CUDA_DKDV=mma"
     for tool in memcheck racecheck; do
         LIMIT=60 run "sanitizer-cuda-$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 \
@@ -198,7 +198,7 @@ stage_cuda() {
     LIMIT=90 run bench-cuda python -m benchmarks --providers cuda triton sdpa hf --seqlens 8192 16384 \
         --globals 0 1 --window 512 --head-dim 64 --check --tag cuda
     # the forward's other main loops (csrc/cuda/attention_fwd.cuh, FwdVariant)
-    for variant in rows32 rows16 wgmma wgmma16s; do
+    for variant in rows32 rows16 wgmma wgmma16s wgmma2g; do
         LIMIT=40 run "bench-cuda-fwd-$variant" env LED_KERNELS_CUDA_FWD=$variant python -m benchmarks \
             --providers cuda --seqlens 16384 --globals 0 1 --window 512 --head-dim 64 --modes fwd \
             --tag "cuda-fwd-$variant"
@@ -218,8 +218,9 @@ stage_owed() {
     LIMIT=120 run pytest-cuda-mma env LED_KERNELS_CUDA_FWD=rows32 LED_KERNELS_CUDA_DQ=mma LED_KERNELS_CUDA_DKDV=mma \
         python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k "not wgmma"
     # one run: the default kernels, the mma.sync ones, the 128-row wgmma forward, the wgmma16s forward
-    # with dQ's wgmmas (query rows read from shared memory), triton as the peer
-    LIMIT=180 run bench-owed python -m benchmarks --providers cuda cuda-mma cuda-wgmma cuda-wgmma16s triton \
+    # with dQ's wgmmas (query rows read from shared memory), the two-warpgroup wgmma2g forward, triton
+    # as the peer
+    LIMIT=200 run bench-owed python -m benchmarks --providers cuda cuda-mma cuda-wgmma cuda-wgmma16s cuda-wgmma2g triton \
         --seqlens 16384 --globals 0 1 --window 512 --head-dim 64 --modes fwd fwd_bwd --check --tag owed
     cuda_sanitizers
     LIMIT=30 run profile-cuda python -m benchmarks.profile_layer --provider cuda

@@ -32,6 +32,7 @@ STYLE = {  # provider -> (color, marker): ours solid, peers dashed
     "cuda-wgmma16": ("tab:cyan", "s", "-"),
     "cuda-mma": ("tab:pink", "s", "-"),
     "cuda-wgmma16s": ("tab:brown", "s", "-"),
+    "cuda-wgmma2g": ("gold", "s", "-"),
     "cpu": ("tab:orange", "D", "-"),
     "torch": ("tab:blue", "^", "-"),
     "flex": ("tab:green", "v", "--"),

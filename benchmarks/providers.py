@@ -136,7 +136,7 @@ class LedKernelsProvider(Provider):
     while its backward runs: from the moment the output's gradient arrives until the inputs' gradients
     are out (provider ``cuda-mma``: the mma.sync kernels that sm_80 runs, on a GPU whose default is the
     wgmma kernels; ``cuda-wgmma16s``: the forward's wgmma16s and dQ's wgmmas, which read their query
-    rows from shared memory).
+    rows from shared memory; ``cuda-wgmma2g``: the forward's two-warpgroup wgmma2g).
     """
 
     def __init__(
@@ -536,6 +536,7 @@ PROVIDERS: dict[str, Callable[[], Provider]] = {
     "cuda-wgmma": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma"),
     "cuda-wgmma16": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma16"),
     "cuda-wgmma16s": lambda: LedKernelsProvider("cuda", "wgmma16s", "wgmmas/wgmma"),
+    "cuda-wgmma2g": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma2g"),
     "cuda-mma": lambda: LedKernelsProvider("cuda", "rows32", "mma", "cuda-mma"),
     "cpu": lambda: LedKernelsProvider("cpu"),
     "hf": HFProvider,

@@ -376,6 +376,7 @@ struct QueryRowAhead {
 template <typename T, int D, typename NeedsCheck, typename Tile>
 struct QueryTileStream {
   static constexpr int kStages = DkdvSmem<T, D, Tile>::kStages;
+  static constexpr int kGroups = 1;
   static constexpr bool kAsyncProxyReads = Tile::kSwizzled;
   using Ahead = QueryRowAhead;
 

@@ -52,12 +52,16 @@ LED_HOST_DEVICE int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y;
 //                 kRowTiles = 2 their dO rows) in shared memory, in the same layout, for the whole
 //                 block (kQShared: the forward's wgmma16s, dQ's wgmmas; their products read them
 //                 through descriptors instead of holding fragments in registers)
-// (kRows: a tile of query rows may have more than kBlockN.)
+//   GroupedQTile  SharedQTile for a block of kGroups warpgroups (the forward's wgmma2g), each with 64
+//                 query rows of its own, staged as one 64-row tile per warpgroup (StackedTile)
+// (kRows: a tile of query rows may have more than kBlockN. kGroups: warpgroups per block, which
+// share the key tiles; the first one copies and checks them, see walk_tiles.)
 template <int D, int kRows = kBlockN>
 struct PaddedTile {
   static constexpr bool kSwizzled = false;
   static constexpr bool kQShared = false;
   static constexpr int kSharedRowTiles = 0;
+  static constexpr int kGroups = 1;
   static constexpr size_t kAlign = 16;
   static constexpr size_t kBytes = static_cast<size_t>(kRows) * (D + 8) * 2;
   LED_HOST_DEVICE static int offset(int r, int col) { return r * (D + 8) + col; }
@@ -69,6 +73,7 @@ struct SwizzledTile {
   static constexpr bool kSwizzled = true;
   static constexpr bool kQShared = false;
   static constexpr int kSharedRowTiles = 0;
+  static constexpr int kGroups = 1;
   static constexpr size_t kAlign = 1024;
   static constexpr size_t kBytes = static_cast<size_t>(kRows) * D * 2;
   LED_HOST_DEVICE static int offset(int r, int col) {
@@ -94,6 +99,24 @@ template <int D, int kRowTiles = 1, int kRows = kBlockN>
 struct SharedQTile : SwizzledTile<D, kRows> {
   static constexpr bool kQShared = true;
   static constexpr int kSharedRowTiles = kRowTiles;
+};
+
+template <int D, int kGroupCount = 2>
+struct GroupedQTile : SwizzledTile<D> {
+  static constexpr bool kQShared = true;
+  static constexpr int kSharedRowTiles = kGroupCount;
+  static constexpr int kGroups = kGroupCount;
+};
+
+// kRows rows staged as consecutive 64-row tiles of layout Tile (a warpgroup's rows in a tile of their
+// own, as its products read them).
+template <typename Tile, int kRows>
+struct StackedTile {
+  static_assert(kRows % kBlockM == 0, "whole 64-row tiles");
+  static constexpr size_t kBytes = (kRows / kBlockM) * Tile::kBytes;
+  LED_HOST_DEVICE static int offset(int r, int col) {
+    return (r / kBlockM) * static_cast<int>(Tile::kBytes / 2) + Tile::offset(r % kBlockM, col);
+  }
 };
 
 // Refuses a wgmma variant (environment variable `variable` = `value`) where it cannot run.
@@ -139,6 +162,10 @@ struct WithRows<SwizzledTile<D, R>, kRows> {
 template <int D, int kRowTiles, int R, int kRows>
 struct WithRows<SharedQTile<D, kRowTiles, R>, kRows> {
   using type = SwizzledTile<D, kRows>;
+};
+template <int D, int kGroupCount, int kRows>
+struct WithRows<GroupedQTile<D, kGroupCount>, kRows> {
+  using type = StackedTile<SwizzledTile<D>, kRows>;
 };
 
 // Where the keys of a tile come from.
@@ -280,10 +307,11 @@ struct RowMap {
 
 // Rows [row0, row0 + kRows) of `src` (through `map`) into a shared tile laid out as Layout (the
 // padded one by default); rows at or past src.rows, or that have no storage, are 0.
-template <typename T, int D, int kRows = kBlockM, typename Layout = PaddedTile<D, kRows>>
+// (kBlockThreads: the threads of the block, which all take part.)
+template <typename T, int D, int kRows = kBlockM, typename Layout = PaddedTile<D, kRows>, int kBlockThreads = kThreads>
 LED_DEVICE void load_row_tile(const Rows<T>& src, const RowMap& map, int64_t b, int64_t h, int64_t row0, T* tile) {
   constexpr int kChunks = D / 8;
-  for (int c = simt::thread_index(); c < kRows * kChunks; c += kThreads) {
+  for (int c = simt::thread_index(); c < kRows * kChunks; c += kBlockThreads) {
     const int r = c / kChunks, col = (c % kChunks) * 8;
     Chunk8 x = zero_chunk();
     const int64_t i = row0 + r < src.rows ? map(b, row0 + r) : -1;
@@ -395,12 +423,15 @@ LED_DEVICE void stream_first_tiles(const Stream& s) {
 //                                       whose visit reads no positions)
 // Per tile: wait for its copies, check, barrier and vote, start copying the next tile, fix up a
 // poisoned tile, `visit(t, stage, poisoned, lean)`, keep the ring row read two tiles ahead.
+// With Stream::kGroups > 1 warpgroups per block, the first one copies, checks and fixes up the tiles
+// (the helpers above cover a tile with 128 threads); the others only wait at the barriers.
 template <typename Stream, typename Visit>
 LED_DEVICE void walk_tiles(const Stream& s, Visit visit) {
   constexpr int kStages = Stream::kStages;
   static_assert(kStages == 1 || kStages == 2, "one or two stages");
+  const bool copier = Stream::kGroups == 1 || simt::thread_index() < kThreads;
   const int32_t n = s.count();
-  if (n > 0) s.issue(0, 0);
+  if (n > 0 && copier) s.issue(0, 0);
   for (int32_t t = 0; t < n; ++t) {
     const int stage = kStages == 2 ? t & 1 : 0;
     const bool lean = s.lean(t);
@@ -409,12 +440,12 @@ LED_DEVICE void walk_tiles(const Stream& s, Visit visit) {
     if (keep_next) ahead = s.read_ahead(t + 2);  // (its loads are in flight during this tile's math)
     simt::cp_async_wait_all();
     if (Stream::kAsyncProxyReads) simt::fence_proxy_async();  // (before the barrier that publishes it)
-    const uint32_t bad = lean ? 0u : s.own_nonfinite(t, stage);
+    const uint32_t bad = lean || !copier ? 0u : s.own_nonfinite(t, stage);
     // every warp is done with tile t - 1 (its stage is free for tile t + 1) and sees tile t
     const bool poisoned = simt::sync_block_or(bad != 0u) != 0;
-    if (kStages == 2 && t + 1 < n) s.issue(t + 1, stage ^ 1);
+    if (kStages == 2 && t + 1 < n && copier) s.issue(t + 1, stage ^ 1);
     if (poisoned) {
-      s.zero_nonfinite(stage, bad);
+      if (copier) s.zero_nonfinite(stage, bad);
       if (Stream::kAsyncProxyReads) simt::fence_proxy_async();
       simt::sync_block();
     }
@@ -423,7 +454,7 @@ LED_DEVICE void walk_tiles(const Stream& s, Visit visit) {
     if (keep_next) s.keep_ahead(t + 2, ahead);
     if (kStages == 1 && t + 1 < n) {
       simt::sync_block();  // every warp is done with the one stage
-      s.issue(t + 1, 0);
+      if (copier) s.issue(t + 1, 0);
     }
   }
 }
@@ -602,6 +633,7 @@ struct NoCheck {};
 template <typename T, int D, Contracted kCheck, typename NeedsCheck = NoCheck, typename Tile = PaddedTile<D>>
 struct KeyTileStream {
   static constexpr int kStages = 2;
+  static constexpr int kGroups = Tile::kGroups;
   static constexpr bool kAsyncProxyReads = Tile::kSwizzled;
   using Ahead = int32_t;
 

@@ -77,8 +77,9 @@ struct WarpRows {
   float m[RB][2];             // running max (base 2), -inf before any key
   float l[RB][2];             // running sum of 2^(t - m) over this lane's columns (quad-reduced at the end)
 
+  // (staged_q: the block's staged query rows; with Tile::kGroups > 1, one 64-row tile per warpgroup)
   LED_DEVICE void init(const T* staged_q, int warp, int lane) {
-    q_tile = staged_q;
+    q_tile = staged_q + (warp / 4) * (Tile::kBytes / sizeof(T)) * (Tile::kGroups > 1);
     LED_UNROLL
     for (int rb = 0; rb < RB; ++rb) {
       if constexpr (!Tile::kQShared) load_a_fragments<D, QTile>(q[rb], staged_q, (warp * RB + rb) * 16, lane);
@@ -247,9 +248,15 @@ LED_DEVICE KeySet<T> fwd_keys(const FwdArgs& a) {
 //   wgmma16s wgmma16 with the block's query rows kept in shared memory (SharedQTile), read by the
 //            S products through a descriptor: 126 registers instead of 154 at D = 64 (offline
 //            sm_90a), so four blocks fit an SM, for 8 KiB more shared memory per block.
+//   wgmma2g  wgmma16s with two warpgroups per block (GroupedQTile): 128 query rows, each warpgroup
+//            its 64 (its own Q tile and accumulators), both reading every key tile that the first
+//            one copies and checks: per query row, half the key-tile loads from L2 and half the
+//            per-tile barriers and bookkeeping of wgmma16s, at the same warps per SM (two blocks
+//            of 8 warps at D = 64, whose registers are capped at 128 for it); a warpgroup skips the
+//            products of a band tile outside its rows' windows (the block's first and last).
 // Kernel B always runs 16 rows per warp with mma.sync (its 64 slots per block are often mostly
 // empty, and its sweep is bound by memory).
-enum class FwdVariant : int { kRows32 = 0, kRows16 = 1, kWgmma = 2, kWgmma16 = 3, kWgmma16s = 4 };
+enum class FwdVariant : int { kRows32 = 0, kRows16 = 1, kWgmma = 2, kWgmma16 = 3, kWgmma16s = 4, kWgmma2g = 5 };
 
 inline FwdVariant fwd_variant() {
   const char* env = std::getenv("LED_KERNELS_CUDA_FWD");
@@ -258,14 +265,16 @@ inline FwdVariant fwd_variant() {
   if (std::strcmp(env, "rows16") == 0) return FwdVariant::kRows16;
   for (const auto& [name, variant] : {std::make_pair("wgmma", FwdVariant::kWgmma),
                                       std::make_pair("wgmma16", FwdVariant::kWgmma16),
-                                      std::make_pair("wgmma16s", FwdVariant::kWgmma16s)}) {
+                                      std::make_pair("wgmma16s", FwdVariant::kWgmma16s),
+                                      std::make_pair("wgmma2g", FwdVariant::kWgmma2g)}) {
     if (std::strcmp(env, name) == 0) {
       require_wgmma("LED_KERNELS_CUDA_FWD", env);
       return variant;
     }
   }
   throw std::invalid_argument(
-      std::string("LED_KERNELS_CUDA_FWD must be rows32, rows16, wgmma, wgmma16 or wgmma16s, got '") + env + "'");
+      std::string("LED_KERNELS_CUDA_FWD must be rows32, rows16, wgmma, wgmma16, wgmma16s or wgmma2g, got '") + env +
+      "'");
 }
 
 // The main loop of both forward kernels over the tiles of `tiles` (see walk_key_tiles). The
@@ -280,8 +289,15 @@ LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D, RB, Tile>& w, cons
   auto needs_check = [&](const int32_t* key_pos, bool banded, int32_t j0, int r) {
     return key_pos[r] < 0 || (banded && !window_covers(block_row0, block_rows, j0 + r, 1, a.window));
   };
+  // With several warpgroups per block, one whose rows' windows miss a band tile skips its products,
+  // which would add exact zeros (wgmma is the warpgroup's, so the skip is too): the tiles starting in
+  // [r0 - w - 63, r0 + 63 + w] meet the windows of its rows [r0, r0 + 63] (attend_range's bounds).
+  static_assert(kBlockM == kBlockN, "the range is centred on the warpgroup's first row");
+  const AttendRange group_tiles =
+      attend_range(row[0][0] - (lane / 4) - 16 * (simt::thread_index() / 32 % 4), true, a.window + kBlockN - 1);
   auto visit = [&](const T* ks, const T* vs, const int32_t* key_pos, const float* poison, bool poisoned, bool banded,
                    int32_t j0, bool lean) {
+    if (Tile::kGroups > 1 && banded && !group_tiles.keeps(j0)) return;
     if (lean) {  // every row attends every key: no positions, mask or poison
       if (!Tile::kSwizzled && !warp_live) return;
       const bool full[RB] = {};
@@ -311,9 +327,11 @@ LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D, RB, Tile>& w, cons
 // owning 16 x RB consecutive rows; K and V tiles staged as Tile (SwizzledTile: wgmma).
 template <typename T, int D, int RB, typename Tile>
 LED_DEVICE void banded_fwd_block(const FwdArgs& a) {
-  static_assert(WarpRows<T, D, RB, Tile>::QTile::kBytes <= (Tile::kQShared ? 1 : 2) * Tile::kBytes,
-                "Q is staged in stage 1's K and V tiles, or in a tile of its own");
-  constexpr int kRows = RB * kBlockM;
+  static_assert(Tile::kGroups == 1 || (Tile::kQShared && RB == 1), "warpgroups of 64 rows read from shared memory");
+  constexpr int kRows = RB * kBlockM * Tile::kGroups;
+  using QStage = typename WithRows<Tile, kRows>::type;  // (as the products read them)
+  static_assert(QStage::kBytes <= (Tile::kQShared ? Tile::kSharedRowTiles : 2) * Tile::kBytes,
+                "Q is staged in stage 1's K and V tiles, or in tiles of its own");
   const PipedKeySmem<T, D, Tile> sm(simt::shared_memory());
   const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
   const KeySet<T> keys = fwd_keys<T>(a);
@@ -339,7 +357,7 @@ LED_DEVICE void banded_fwd_block(const FwdArgs& a) {
   list.lean = band_lean_run(a.key_flags, a.N, b, list.j_first, list.band_tiles, i0, kRows, a.window);
 
   prepare_key_walk<T, D, Tile>(keys, list, b, sm);
-  load_row_tile<T, D, kRows, typename Warp::QTile>(q, a.rows, b, h, i0, sm.row_area());
+  load_row_tile<T, D, kRows, QStage, kThreads * Tile::kGroups>(q, a.rows, b, h, i0, sm.row_area());
   // (stored by this proxy, read by the products' async proxy with Tile::kQShared)
   if constexpr (Tile::kQShared) simt::fence_proxy_async();
   simt::sync_block();
@@ -361,6 +379,14 @@ LED_DEVICE void banded_fwd_block(const FwdArgs& a) {
 template <typename T, int D, int RB, typename Tile>
 LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
   block_or_trap<Tile>([&](auto tile) { banded_fwd_block<T, D, RB, decltype(tile)>(a); });
+}
+
+// The same with several warpgroups per block (wgmma2g): at D = 64 two blocks per SM, so at most 128
+// registers per thread (a kernel of its own: naming a minimum of blocks changes ptxas's register
+// allocation even where it asks for one).
+template <typename T, int D, typename Tile>
+LED_KERNEL void __launch_bounds__(kThreads * Tile::kGroups, D == 64 ? 2 : 1) grouped_fwd_kernel(FwdArgs a) {
+  block_or_trap<Tile>([&](auto tile) { banded_fwd_block<T, D, 1, decltype(tile)>(a); });
 }
 
 // Kernel B. Blocks: (key chunk fastest, then slot tile, head, batch). With one chunk the rows are
@@ -479,10 +505,16 @@ void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
   a.chunk_keys = p.N, a.chunks = 1, a.part_o = nullptr, a.part_ml = nullptr;
   if (p.kind == AttnKind::kBanded) {
     constexpr size_t band_smem = PipedKeySmem<T, D, Tile>::bytes();
-    const int64_t blocks = p.B * p.H * ceil_div(p.N, RB * kBlockM);
-    auto kernel = banded_fwd_kernel<T, D, RB, Tile>;  // (a template-id would split the macro's arguments)
-    LED_SET_SMEM_LIMIT(kernel, band_smem);
-    if (launchable(blocks)) LED_LAUNCH(kernel, blocks, kThreads, band_smem, stream, a);
+    const int64_t blocks = p.B * p.H * ceil_div(p.N, RB * kBlockM * Tile::kGroups);
+    auto launch = [&](auto kernel) {  // (a template-id would split the macros' arguments)
+      LED_SET_SMEM_LIMIT(kernel, band_smem);
+      if (launchable(blocks)) LED_LAUNCH(kernel, blocks, kThreads * Tile::kGroups, band_smem, stream, a);
+    };
+    if constexpr (Tile::kGroups > 1) {
+      launch(grouped_fwd_kernel<T, D, Tile>);
+    } else {
+      launch(banded_fwd_kernel<T, D, RB, Tile>);
+    }
     return;
   }
   constexpr size_t smem = PipedKeySmem<T, D>::bytes();
@@ -516,6 +548,10 @@ void dispatch_variant(FwdVariant variant, const AttnFwdParams& p, float* workspa
     }
     if (variant == FwdVariant::kWgmma16s) {
       launch_fwd<T, D, 1, SharedQTile<D>>(p, workspace, stream);
+      return;
+    }
+    if (variant == FwdVariant::kWgmma2g) {
+      launch_fwd<T, D, 1, GroupedQTile<D>>(p, workspace, stream);
       return;
     }
     if constexpr (D == 64) {

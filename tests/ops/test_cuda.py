@@ -409,14 +409,14 @@ needs_wgmma = pytest.mark.skipif(not _wgmma_runs(), reason="needs an sm_90 GPU a
 
 @pytest.mark.gpu
 @needs_wgmma
-@pytest.mark.parametrize("variant", ["wgmma", "wgmma16", "wgmma16s"])
+@pytest.mark.parametrize("variant", ["wgmma", "wgmma16", "wgmma16s", "wgmma2g"])
 @pytest.mark.parametrize("dtype", LOW, ids=str)
 @pytest.mark.parametrize(
     "n,d,window,n_global",
     [(1000, 64, 100, 3), (1000, 128, 100, 3), (16384, 64, 512, 1), (3000, 128, 4000, 5)],
 )
 def test_gpu_wgmma_forward(monkeypatch, n, d, window, n_global, dtype, variant):
-    """Kernel A's wgmma variants (LED_KERNELS_CUDA_FWD=wgmma, wgmma16, wgmma16s) against the fp64
+    """Kernel A's wgmma variants (LED_KERNELS_CUDA_FWD=wgmma, wgmma16, wgmma16s, wgmma2g) against the fp64
     oracle, and within a few roundings of the mma.sync one (the same softmax; only the products'
     accumulation order differs). wgmma16 is the default here: the unset variable gives its bits."""
     monkeypatch.setenv("LED_KERNELS_CUDA_FWD", variant)
@@ -459,7 +459,7 @@ def test_gpu_wgmma_backward(monkeypatch, kernels, n, d, window, n_global, dtype)
 
 @pytest.mark.gpu
 @needs_wgmma
-@pytest.mark.parametrize("forward,dq", [("wgmma", "wgmma"), ("wgmma16s", "wgmmas")])
+@pytest.mark.parametrize("forward,dq", [("wgmma", "wgmma"), ("wgmma16s", "wgmmas"), ("wgmma2g", "wgmma")])
 @pytest.mark.parametrize("d", [64, 128])
 def test_gpu_sanitizer_case_wgmma(monkeypatch, d, forward, dq):
     """test_gpu_sanitizer_case with the wgmma forward, dQ and dK/dV kernels (for compute-sanitizer)."""

@@ -32,11 +32,12 @@ def emu(cuda_emulator):
     return cuda_emulator
 
 
-@pytest.fixture(params=["rows32", "rows16", "wgmma", "wgmma16", "wgmma16s"])
+@pytest.fixture(params=["rows32", "rows16", "wgmma", "wgmma16", "wgmma16s", "wgmma2g"])
 def variant(request, monkeypatch):
     """Every forward main loop (LED_KERNELS_CUDA_FWD; csrc/cuda/attention_fwd.cuh). The wgmma variants
     run their own kernels at head dims 64 and 128 (the emulator's warpgroup MMA reads the 128-byte-
-    swizzled tiles through their descriptors) and rows32 at the others."""
+    swizzled tiles through their descriptors) and rows32 at the others; wgmma2g's blocks are two
+    warpgroups (256 threads)."""
     monkeypatch.setenv("LED_KERNELS_CUDA_FWD", request.param)
     return request.param
 
@@ -262,7 +263,9 @@ def test_bounds_checks_catch_an_access_outside_the_tensors(emu):
 def test_unknown_forward_variant_is_refused(emu, monkeypatch):
     monkeypatch.setenv("LED_KERNELS_CUDA_FWD", "fastest")
     q = torch.randn(1, 10, 1, 16).half()
-    with pytest.raises(E.EmulatorError, match="CUDA_FWD must be rows32, rows16, wgmma, wgmma16 or wgmma16s"):
+    with pytest.raises(
+        E.EmulatorError, match="CUDA_FWD must be rows32, rows16, wgmma, wgmma16, wgmma16s or wgmma2g"
+    ):
         emu.attention_fwd(E.KIND_BANDED, q, q, q, torch.zeros(1, 10, dtype=torch.int8), None, 3, 0.25)
 
 
