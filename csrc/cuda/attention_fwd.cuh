@@ -62,6 +62,32 @@ struct FwdArgs {
   float* part_ml;  // (B, H, chunks, 2, G) max and sum
 };
 
+// A lane's row reductions over the entries it holds of a 16 x kCols accumulator (for_each_entry's
+// layout: entry e of group nt is in row e >> 1): `combine` of `value(nt, e)` over each row's 2 kCols / 8
+// entries, as a tree of kParts partial results per row instead of one chain, whose dependent
+// instructions (each waiting out the last one's latency) were the longest path through a tile's
+// softmax.
+template <int kCols, int kParts, typename Combine, typename Value>
+LED_DEVICE void reduce_rows(float (&out)[2], Combine combine, Value value) {
+  constexpr int kEntries = kCols / 4;  // per row
+  static_assert(kEntries % kParts == 0 && (kParts & (kParts - 1)) == 0, "whole partials, a tree of them");
+  LED_UNROLL
+  for (int x = 0; x < 2; ++x) {
+    float part[kParts];
+    LED_UNROLL
+    for (int i = 0; i < kEntries; ++i) {
+      const float v = value(i / 2, 2 * x + i % 2);
+      part[i % kParts] = i < kParts ? v : combine(part[i % kParts], v);
+    }
+    LED_UNROLL
+    for (int width = kParts / 2; width > 0; width /= 2) {
+      LED_UNROLL
+      for (int k = 0; k < width; ++k) part[k] = combine(part[k], part[k + width]);
+    }
+    out[x] = part[0];
+  }
+}
+
 // One warp's 16 x RB query rows (RB blocks of 16): Q fragments, output accumulators and softmax
 // statistics. Lane (g, t) = (lane / 4, lane % 4) holds rows g and g + 8 (x = 0, 1 below) of each
 // block. With Tile::kQShared (one block of 16 per warp) the warpgroup's 64 query rows stay in shared
@@ -70,6 +96,8 @@ template <typename T, int D, int RB, typename Tile = PaddedTile<D>>
 struct WarpRows {
   using QTile = typename WithRows<Tile, RB * kBlockM>::type;  // the layout the query rows are staged in
   static_assert(!Tile::kQShared || RB == 1, "the products read a warpgroup's 64 query rows from shared memory");
+
+  static constexpr int kRowParts = 4;  // partial results per row in the softmax's reductions (reduce_rows)
 
   uint32_t q[RB][D / 16][4];  // A fragments of Q, one per 16 dims (unused with Tile::kQShared)
   const T* q_tile;            // the staged query rows (read by the products with Tile::kQShared)
@@ -110,13 +138,10 @@ struct WarpRows {
       LED_UNROLL
       for (int e = 0; e < 4; ++e) s[nt][e] = exp_of(s[nt][e], m_use[e >> 1]);
     }
+    float sum[2];
+    reduce_rows<kCols, kRowParts>(sum, [](float u, float v) { return u + v; }, [&](int nt, int e) { return s[nt][e]; });
     LED_UNROLL
-    for (int x = 0; x < 2; ++x) {
-      float sum = 0.0f;
-      LED_UNROLL
-      for (int nt = 0; nt < kCols / 8; ++nt) sum += s[nt][2 * x] + s[nt][2 * x + 1];
-      l[rb][x] = l[rb][x] * alpha[x] + sum;
-    }
+    for (int x = 0; x < 2; ++x) l[rb][x] = l[rb][x] * alpha[x] + sum[x];
     LED_UNROLL
     for (int dn = 0; dn < D / 8; ++dn) {
       o[rb][dn][0] *= alpha[0], o[rb][dn][1] *= alpha[0];
@@ -154,35 +179,27 @@ struct WarpRows {
         // A full block keeps its raw scores: the row max of scale * s is |scale| times the max of
         // sign(scale) * s (exactly so: rounding is monotonic), and the exponent applies the scale in
         // its FFMA (one instruction per score fewer, as FlashAttention-2).
-        float tile_max[2] = {-INFINITY, -INFINITY};
+        float tile_max[2];
+        auto max = [](float u, float v) { return fmaxf(u, v); };
         if (scale_log2 >= 0.0f) {
-          LED_UNROLL
-          for (int nt = 0; nt < kCols / 8; ++nt) {
-            LED_UNROLL
-            for (int e = 0; e < 4; ++e) tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[rb][nt][e]);
-          }
+          reduce_rows<kCols, kRowParts>(tile_max, max, [&](int nt, int e) { return s[rb][nt][e]; });
         } else {
-          LED_UNROLL
-          for (int nt = 0; nt < kCols / 8; ++nt) {
-            LED_UNROLL
-            for (int e = 0; e < 4; ++e) tile_max[e >> 1] = fmaxf(tile_max[e >> 1], -s[rb][nt][e]);
-          }
+          reduce_rows<kCols, kRowParts>(tile_max, max, [&](int nt, int e) { return -s[rb][nt][e]; });
         }
         tile_max[0] *= fabsf(scale_log2);
         tile_max[1] *= fabsf(scale_log2);
         update_rows<kCols>(s[rb], rb, tile_max,
                            [&](float x, float m_use) { return simt::fast_exp2(fmaf(x, scale_log2, -m_use)); });
       } else {
-        float tile_max[2] = {-INFINITY, -INFINITY};
         const AttendRange range[2] = {attend_range(row[rb][0], banded, window),
                                       attend_range(row[rb][1], banded, window)};
         for_each_entry<kCols>(lane, [&](int nt, int e, int col) {
-          const int x = e >> 1;
-          const bool keep = range[x].keeps(key_pos[col]);
-          const float v = keep ? s[rb][nt][e] * scale_log2 + poison[col] : -INFINITY;
-          s[rb][nt][e] = v;
-          tile_max[x] = fmaxf(tile_max[x], v);
+          const bool keep = range[e >> 1].keeps(key_pos[col]);
+          s[rb][nt][e] = keep ? s[rb][nt][e] * scale_log2 + poison[col] : -INFINITY;
         });
+        float tile_max[2];
+        reduce_rows<kCols, kRowParts>(tile_max, [](float u, float v) { return fmaxf(u, v); },
+                                      [&](int nt, int e) { return s[rb][nt][e]; });
         update_rows<kCols>(s[rb], rb, tile_max, [](float x, float m_use) { return simt::fast_exp2(x - m_use); });
       }
     }
