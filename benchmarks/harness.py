@@ -309,7 +309,8 @@ _PROVIDER_ORDER = {
     for i, name in enumerate(
         (
             *("triton", "triton-two-launch", "triton-fused"),
-            *("cuda", "cuda-wgmma", "cuda-wgmma16", "cuda-wgmma16s", "cuda-wgmma2g", "cuda-mma"),
+            *("cuda", "cuda-nolean", "cuda-wgmma", "cuda-wgmma16", "cuda-wgmma16s", "cuda-wgmma2g"),
+            "cuda-mma",
             *("cpu", "flex", "sdpa", "torch", "hf"),
         )
     )

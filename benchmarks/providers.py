@@ -136,7 +136,9 @@ class LedKernelsProvider(Provider):
     while its backward runs: from the moment the output's gradient arrives until the inputs' gradients
     are out (provider ``cuda-mma``: the mma.sync kernels that sm_80 runs, on a GPU whose default is the
     wgmma kernels; ``cuda-wgmma16s``: the forward's wgmma16s and dQ's wgmmas, which read their query
-    rows from shared memory; ``cuda-wgmma2g``: the forward's two-warpgroup wgmma2g).
+    rows from shared memory; ``cuda-wgmma2g``: the forward's two-warpgroup wgmma2g). ``env`` holds
+    further variables set around both (provider ``cuda-nolean``: ``LED_KERNELS_CUDA_LEAN=0``, the
+    kernels without their lean runs, ``csrc/cuda/attention_common.cuh``).
     """
 
     def __init__(
@@ -147,9 +149,11 @@ class LedKernelsProvider(Provider):
         name: str | None = None,
         *,
         two_launch_forward: bool = False,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.backend = backend
         self.two_launch_forward = two_launch_forward
+        self.env = dict(env or {})
         self.cuda_forward = cuda_forward
         self.cuda_backward = cuda_backward
         self.name = backend
@@ -186,11 +190,12 @@ class LedKernelsProvider(Provider):
 
         case, backend = inputs.case, self.backend
         global_idx = inputs.global_idx if case.globals > 0 else None
-        forward_env = _EnvScope({"LED_KERNELS_CUDA_FWD": self.cuda_forward} if self.cuda_forward else {})
-        backward_env = {}
+        forward_variant = {"LED_KERNELS_CUDA_FWD": self.cuda_forward} if self.cuda_forward else {}
+        forward_env = _EnvScope(self.env | forward_variant)
+        backward_env = dict(self.env)
         if self.cuda_backward:
             dq, _, dkdv = self.cuda_backward.partition("/")
-            backward_env = {"LED_KERNELS_CUDA_DQ": dq, "LED_KERNELS_CUDA_DKDV": dkdv or dq}
+            backward_env |= {"LED_KERNELS_CUDA_DQ": dq, "LED_KERNELS_CUDA_DKDV": dkdv or dq}
 
         def layer() -> torch.Tensor:
             views = inputs.views()
@@ -537,6 +542,7 @@ PROVIDERS: dict[str, Callable[[], Provider]] = {
     "cuda-wgmma16": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma16"),
     "cuda-wgmma16s": lambda: LedKernelsProvider("cuda", "wgmma16s", "wgmmas/wgmma"),
     "cuda-wgmma2g": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma2g"),
+    "cuda-nolean": lambda: LedKernelsProvider("cuda", name="cuda-nolean", env={"LED_KERNELS_CUDA_LEAN": "0"}),
     "cuda-mma": lambda: LedKernelsProvider("cuda", "rows32", "mma", "cuda-mma"),
     "cpu": lambda: LedKernelsProvider("cpu"),
     "hf": HFProvider,

@@ -76,6 +76,7 @@ struct BwdArgs {
   bool global_rows;  // kernel B (rows are global slots)
   bool layer;        // the layer mode (cpu_attention.h)
   bool accumulate_kv;  // kernel B in the layer mode: dk, dv added to kernel A's
+  bool lean;           // kernel A walks its lean runs (lean_runs_enabled)
   RowMap rows;       // where the rows of q, out, dout and dq are stored
   // split sweeps: kernel A's global keys over query rows, kernel B's dq over keys
   int64_t chunk, chunks;
@@ -277,7 +278,7 @@ LED_DEVICE void dq_block(const BwdArgs& a) {
   };
   // (a dead row's dS must be masked, and every key checked: see needs_check; a lean tile takes the
   // mask-free loop, so not where there is none)
-  if (has_mask_free_loop<D>() && !a.global_rows && !block_has_dead) {
+  if (has_mask_free_loop<D>() && a.lean && !a.global_rows && !block_has_dead) {
     list.lean = band_lean_run(a.key_flags, a.N, b, list.j_first, list.band_tiles, i0, kBlockM, a.window);
   }
   walk_key_tiles<T, D, Contracted::kKey>(keys, list, b, h, sm, needs_check, visit);
@@ -532,7 +533,7 @@ LED_DEVICE void dkdv_block(const BwdArgs& a) {
   // (with every key live: the query tiles whose rows are all live and in every key's window; rows of
   // global tokens count as dead here, as they are in the layer mode. Not for the mma.sync kernel at
   // D = 128, whose registers are full: the run's bounds made it spill.)
-  if ((D <= 64 || Tile::kSwizzled) && banded && !check_every_row && rows.count() > 0) {
+  if ((D <= 64 || Tile::kSwizzled) && a.lean && banded && !check_every_row && rows.count() > 0) {
     rows.lean_run = band_lean_run(a.key_flags, a.N, b, first, rows.count(), base, kBlockN, a.window);
   }
 
@@ -749,6 +750,7 @@ void launch_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, f
   a.global_rows = p.kind == AttnKind::kGlobalRows;
   a.layer = p.layer;
   a.accumulate_kv = p.layer && p.accumulate_kv && a.global_rows;
+  a.lean = lean_runs_enabled();
   a.rows = RowMap{p.key_flags, p.global_idx, p.N, p.G, p.layer && a.global_rows};
   const BwdWorkspace w = bwd_workspace_floats(p.kind, p.B, p.H, p.G, p.N, p.D);
   a.delta = workspace;

@@ -20,6 +20,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <stdexcept>
@@ -557,6 +558,16 @@ struct LeanRun {
 };
 
 LED_HOST_DEVICE int64_t floor_div(int64_t x, int64_t y) { return x >= 0 ? x / y : -((-x + y - 1) / y); }
+
+// Whether the kernels use lean runs: unless the environment variable LED_KERNELS_CUDA_LEAN is 0 (so
+// that one benchmark run can time the kernels with and without them; the results are the same up to
+// the products' rounding, which the masked and the lean path share).
+inline bool lean_runs_enabled() {
+  const char* env = std::getenv("LED_KERNELS_CUDA_LEAN");
+  if (env == nullptr || *env == '\0' || std::strcmp(env, "1") == 0) return true;
+  if (std::strcmp(env, "0") == 0) return false;
+  throw std::invalid_argument(std::string("LED_KERNELS_CUDA_LEAN must be 0 or 1, got '") + env + "'");
+}
 
 // The lean run of a band walk: the tiles of positions first + 64 t (t < tiles) that lie whole in
 // [0, n) and in the window of each of [r0, r0 + rows) (see window_covers), if none of their positions

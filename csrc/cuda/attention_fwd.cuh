@@ -49,6 +49,7 @@ struct FwdArgs {
   const void* v;
   void* out;   // (B, M, H, D)
   RowMap rows;  // where the rows of q and out are stored (kernel B in the layer mode: at global_idx)
+  bool lean;    // kernel A walks its lean runs (lean_runs_enabled)
   float* lse;  // (B, H, 2, M)
   const int8_t* key_flags;    // (B, N) 0 local, 1 padding, 2 global
   const int32_t* global_idx;  // (B, G) or null when G == 0
@@ -371,7 +372,7 @@ LED_DEVICE void banded_fwd_block(const FwdArgs& a) {
   TileList list = TileList::band(i0, kRows, a.N, a.window, a.G);
   if (!rows_have_live(a.key_flags, a.N, b, i0, kRows, false, lane)) list.band_tiles = list.extra_tiles = 0;
   const bool warp_live = rows_have_live(a.key_flags, a.N, b, warp_row0, 16 * RB, false, lane);
-  list.lean = band_lean_run(a.key_flags, a.N, b, list.j_first, list.band_tiles, i0, kRows, a.window);
+  if (a.lean) list.lean = band_lean_run(a.key_flags, a.N, b, list.j_first, list.band_tiles, i0, kRows, a.window);
 
   prepare_key_walk<T, D, Tile>(keys, list, b, sm);
   load_row_tile<T, D, kRows, QStage, kThreads * Tile::kGroups>(q, a.rows, b, h, i0, sm.row_area());
@@ -520,6 +521,7 @@ void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
   a.scale_log2 = static_cast<float>(p.scale * 1.4426950408889634);
   a.qs = p.q_strides, a.ks = p.k_strides, a.vs = p.v_strides, a.os = p.o_strides;
   a.chunk_keys = p.N, a.chunks = 1, a.part_o = nullptr, a.part_ml = nullptr;
+  a.lean = lean_runs_enabled();
   if (p.kind == AttnKind::kBanded) {
     constexpr size_t band_smem = PipedKeySmem<T, D, Tile>::bytes();
     const int64_t blocks = p.B * p.H * ceil_div(p.N, RB * kBlockM * Tile::kGroups);

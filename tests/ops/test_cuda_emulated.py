@@ -260,6 +260,45 @@ def test_bounds_checks_catch_an_access_outside_the_tensors(emu):
         emu.attention_fwd(E.KIND_BANDED, q, k, v, flags, None, 100, 0.25, ranges=ranges)
 
 
+LEAN_CASES = [(1, 400, 1, 64, 150, "first", "none"), (2, 333, 1, 64, 100, "scattered", "tail")]
+
+
+@pytest.mark.parametrize("forward,backward", [("rows32", "mma"), ("wgmma16", "wgmma"), ("wgmma2g", "wgmmas")])
+@pytest.mark.parametrize("case", LEAN_CASES, ids=["first-global", "scattered-padded"])
+def test_lean_runs_change_no_bit(emu, monkeypatch, forward, backward, case):
+    """Lean tiles (the band's interior, walked without positions, non-finite checks or mask) compute
+    exactly what the checked walk computes there: outputs, statistics and gradients bitwise equal with
+    LED_KERNELS_CUDA_LEAN=0, next to global keys and padding that keep their neighbours' runs checked;
+    with NaN in a key and a value row of the interior too."""
+    b, n, h, d, window, gpat, ppat = case
+    monkeypatch.setenv("LED_KERNELS_CUDA_FWD", forward)
+    monkeypatch.setenv("LED_KERNELS_CUDA_DQ", backward)
+    monkeypatch.setenv("LED_KERNELS_CUDA_DKDV", "mma" if backward == "mma" else "wgmma")
+    (q, k, v, *_), gm, pm, gi, flags = _inputs(b, n, h, d, gpat, ppat, torch.float16, seed=4)
+    dout = torch.randn(q.shape).to(q.dtype)
+    k_bad, v_bad = k.clone(), v.clone()
+    k_bad[0, 200, 0, 1] = float("nan")
+    v_bad[0, 210, 0, 2] = float("nan")
+    runs = {}
+    for lean in ("1", "0"):
+        monkeypatch.setenv("LED_KERNELS_CUDA_LEAN", lean)
+        for name, (kk, vv) in {"clean": (k, v), "nan": (k_bad, v_bad)}.items():
+            out, lse = emu.attention_fwd(E.KIND_BANDED, q, kk, vv, flags, gi, window, 0.125)
+            grads = emu.attention_bwd(E.KIND_BANDED, q, kk, vv, out, dout, lse, flags, gi, window, 0.125)
+            runs[lean, name] = (out, lse, *grads)
+    for name in ("clean", "nan"):
+        for x, y in zip(runs["1", name], runs["0", name]):
+            assert torch.equal(x.nan_to_num(7.0), y.nan_to_num(7.0)) and torch.equal(x.isnan(), y.isnan())
+    assert runs["1", "nan"][0].isnan().any()  # (the bad rows are inside the band of some rows)
+
+
+def test_lean_switch_refuses_other_values(emu, monkeypatch):
+    monkeypatch.setenv("LED_KERNELS_CUDA_LEAN", "yes")
+    q = torch.randn(1, 10, 1, 16).half()
+    with pytest.raises(E.EmulatorError, match="LED_KERNELS_CUDA_LEAN must be 0 or 1, got 'yes'"):
+        emu.attention_fwd(E.KIND_BANDED, q, q, q, torch.zeros(1, 10, dtype=torch.int8), None, 3, 0.25)
+
+
 def test_unknown_forward_variant_is_refused(emu, monkeypatch):
     monkeypatch.setenv("LED_KERNELS_CUDA_FWD", "fastest")
     q = torch.randn(1, 10, 1, 16).half()
