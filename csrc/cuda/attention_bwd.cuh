@@ -281,7 +281,7 @@ LED_DEVICE void dq_block(const BwdArgs& a) {
   if (has_mask_free_loop<D>() && a.lean && !a.global_rows && !block_has_dead) {
     list.lean = band_lean_run(a.key_flags, a.N, b, list.j_first, list.band_tiles, i0, kBlockM, a.window);
   }
-  walk_key_tiles<T, D, Contracted::kKey>(keys, list, b, h, sm, needs_check, visit);
+  walk_key_tiles<T, D, Contracted::kKey, has_mask_free_loop<D>()>(keys, list, b, h, sm, needs_check, visit);
 
   if (a.global_rows) {
     const int64_t part = (b * a.H + h) * a.chunks + chunk;
@@ -374,7 +374,7 @@ struct QueryRowAhead {
 // gathers its valid slots' rows through global_idx). Both are contracted over rows (dS^T Q, P^T dO),
 // so both are checked on the rows `needs_check(pos, i0, r)` names, and a row bad in either is zeroed
 // in both.
-template <typename T, int D, typename NeedsCheck, typename Tile>
+template <typename T, int D, typename NeedsCheck, typename Tile, bool kLeanable>
 struct QueryTileStream {
   static constexpr int kStages = DkdvSmem<T, D, Tile>::kStages;
   static constexpr int kGroups = 1;
@@ -390,7 +390,7 @@ struct QueryTileStream {
 
   LED_DEVICE int32_t count() const { return tiles; }
   // (a lean tile's rows still need their statistics from the ring)
-  LED_DEVICE bool lean(int32_t t) const { return lean_run.contains(t); }
+  LED_DEVICE bool lean(int32_t t) const { return kLeanable && lean_run.contains(t); }
   LED_DEVICE bool needs_ring(int32_t) const { return true; }
   LED_DEVICE int64_t row0(int32_t t) const { return first + static_cast<int64_t>(t) * kBlockM; }
   // (the statistics are read whether or not the row is live, so that no load waits for another)
@@ -510,7 +510,9 @@ LED_DEVICE void dkdv_block(const BwdArgs& a) {
     return check_every_row || pos[r] < 0 || (banded && !window_covers(i0 + r, 1, base, kBlockN, a.window));
   };
   const int64_t first = (begin / kBlockM) * kBlockM;
-  QueryTileStream<T, D, decltype(needs_check), Tile> rows{
+  // (kernel A's band keys: see the lean run below)
+  constexpr bool kLeanable = kMode == DkdvMode::kBandKeys && (D <= 64 || Tile::kSwizzled);
+  QueryTileStream<T, D, decltype(needs_check), Tile, kLeanable> rows{
       a, b, h, first, end, static_cast<int32_t>(end > first ? ceil_div(end - first, kBlockM) : 0), sm, needs_check,
       LeanRun{}};
   {
@@ -533,7 +535,7 @@ LED_DEVICE void dkdv_block(const BwdArgs& a) {
   // (with every key live: the query tiles whose rows are all live and in every key's window; rows of
   // global tokens count as dead here, as they are in the layer mode. Not for the mma.sync kernel at
   // D = 128, whose registers are full: the run's bounds made it spill.)
-  if ((D <= 64 || Tile::kSwizzled) && a.lean && banded && !check_every_row && rows.count() > 0) {
+  if (kLeanable && a.lean && !check_every_row && rows.count() > 0) {
     rows.lean_run = band_lean_run(a.key_flags, a.N, b, first, rows.count(), base, kBlockN, a.window);
   }
 

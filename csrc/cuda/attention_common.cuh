@@ -641,7 +641,10 @@ struct TileList {
 // j0, r)` names.
 struct NoCheck {};
 
-template <typename T, int D, Contracted kCheck, typename NeedsCheck = NoCheck, typename Tile = PaddedTile<D>>
+// (kLeanable: whether a tile may be lean; false compiles the walk without the test, where no kernel
+// sets a run.)
+template <typename T, int D, Contracted kCheck, typename NeedsCheck = NoCheck, typename Tile = PaddedTile<D>,
+          bool kLeanable = true>
 struct KeyTileStream {
   static constexpr int kStages = 2;
   static constexpr int kGroups = Tile::kGroups;
@@ -655,7 +658,7 @@ struct KeyTileStream {
   NeedsCheck needs_check;
 
   LED_DEVICE int32_t count() const { return tiles.count(); }
-  LED_DEVICE bool lean(int32_t t) const { return tiles.lean.contains(t); }
+  LED_DEVICE bool lean(int32_t t) const { return kLeanable && tiles.lean.contains(t); }
   LED_DEVICE bool needs_ring(int32_t t) const { return !lean(t); }
   LED_DEVICE bool banded(int32_t t) const { return tiles.source(t) == KeySource::kBand; }
   LED_DEVICE Ahead read_ahead(int32_t t) const { return thread_key_position(keys, tiles.source(t), b, tiles.base(t)); }
@@ -693,10 +696,11 @@ LED_DEVICE void prepare_key_walk(const KeySet<T>& keys, const TileList& tiles, i
 // row, all zeros unless `poisoned`; key_pos: not kept for a lean tile, which reads neither). The
 // caller's Q-side fragments must be in registers before the walk (stage 1 is overwritten from its
 // first barrier on).
-template <typename T, int D, Contracted kCheck, typename Tile, typename NeedsCheck, typename Visit>
+template <typename T, int D, Contracted kCheck, bool kLeanable = true, typename Tile, typename NeedsCheck,
+          typename Visit>
 LED_DEVICE void walk_key_tiles(const KeySet<T>& keys, const TileList& tiles, int64_t b, int64_t h,
                                const PipedKeySmem<T, D, Tile>& sm, NeedsCheck needs_check, Visit visit) {
-  const KeyTileStream<T, D, kCheck, NeedsCheck, Tile> stream{keys, tiles, b, h, sm, needs_check};
+  const KeyTileStream<T, D, kCheck, NeedsCheck, Tile, kLeanable> stream{keys, tiles, b, h, sm, needs_check};
   walk_tiles(stream, [&](int32_t t, int stage, bool poisoned, bool lean) {
     visit(static_cast<const T*>(sm.ks(stage)), static_cast<const T*>(sm.vs(stage)), sm.key_pos(t),
           static_cast<const float*>(poisoned ? sm.poison : sm.zeros), poisoned, stream.banded(t), tiles.base(t),

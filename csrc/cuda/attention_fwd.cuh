@@ -98,7 +98,10 @@ struct WarpRows {
   using QTile = typename WithRows<Tile, RB * kBlockM>::type;  // the layout the query rows are staged in
   static_assert(!Tile::kQShared || RB == 1, "the products read a warpgroup's 64 query rows from shared memory");
 
-  static constexpr int kRowParts = 4;  // partial results per row in the softmax's reductions (reduce_rows)
+  // partial results per row in the softmax's reductions (reduce_rows): four with one block of rows
+  // per warp; two with two (rows32) or registers capped (wgmma2g's 128), and one (a chain) for
+  // rows32 at D = 16, which kept 168 registers by spilling otherwise (offline sm_90a)
+  static constexpr int kRowParts = RB == 1 && Tile::kGroups == 1 ? 4 : D == 16 ? 1 : 2;
 
   uint32_t q[RB][D / 16][4];  // A fragments of Q, one per 16 dims (unused with Tile::kQShared)
   const T* q_tile;            // the staged query rows (read by the products with Tile::kQShared)
@@ -194,13 +197,16 @@ struct WarpRows {
       } else {
         const AttendRange range[2] = {attend_range(row[rb][0], banded, window),
                                       attend_range(row[rb][1], banded, window)};
+        float tile_max[2] = {-INFINITY, -INFINITY};
         for_each_entry<kCols>(lane, [&](int nt, int e, int col) {
           const bool keep = range[e >> 1].keeps(key_pos[col]);
           s[rb][nt][e] = keep ? s[rb][nt][e] * scale_log2 + poison[col] : -INFINITY;
+          if (kRowParts == 1) tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[rb][nt][e]);
         });
-        float tile_max[2];
-        reduce_rows<kCols, kRowParts>(tile_max, [](float u, float v) { return fmaxf(u, v); },
-                                      [&](int nt, int e) { return s[rb][nt][e]; });
+        if (kRowParts > 1) {
+          reduce_rows<kCols, kRowParts>(tile_max, [](float u, float v) { return fmaxf(u, v); },
+                                        [&](int nt, int e) { return s[rb][nt][e]; });
+        }
         update_rows<kCols>(s[rb], rb, tile_max, [](float x, float m_use) { return simt::fast_exp2(x - m_use); });
       }
     }
