@@ -433,6 +433,29 @@ def test_gpu_wgmma_forward(monkeypatch, n, d, window, n_global, dtype, variant):
         assert torch.equal(longformer_layer(views, window, gm, pm, "cuda"), wgmma)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("forward", [None, "wgmma2g"], ids=["default", "wgmma2g"])
+@pytest.mark.parametrize("dtype", LOW, ids=str)
+def test_gpu_lean_runs_change_no_bit(monkeypatch, dtype, forward):
+    """The kernels' lean runs (the band's interior without positions, checks or mask) give bitwise the
+    outputs and gradients of the checked walk (LED_KERNELS_CUDA_LEAN=0), with global tokens and a
+    padded tail; with the default kernels of the GPU (or those the environment names), and wgmma2g."""
+    if forward is not None:
+        if not _wgmma_runs():
+            pytest.skip("needs an sm_90 GPU and sm_90a code")
+        monkeypatch.setenv("LED_KERNELS_CUDA_FWD", forward)
+    fused, views = fused_projections(2, 4100, 2, 64, dtype=dtype, device="cuda")
+    gm, pm = spread_masks(2, 4100, 3, "cuda")
+    dout = torch.randn(2, 4100, 2, 64, dtype=dtype, device="cuda")
+    runs = []
+    for lean in ("1", "0"):
+        monkeypatch.setenv("LED_KERNELS_CUDA_LEAN", lean)
+        out = longformer_layer(views, 512, gm, pm, "cuda")
+        (grad,) = torch.autograd.grad(out, fused, dout)
+        runs.append((out, grad))
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+
+
 WGMMA_BWD_CASES = [
     (kernels, *shape)
     for kernels in ("DQ", "DKDV", "DQ DKDV", "DQ=wgmmas")
