@@ -711,15 +711,15 @@ inline size_t bwd_workspace_bytes(AttnKind kind, int64_t B, int64_t H, int64_t G
 // or `wgmma` (head dims 64 and 128 on sm_90 with sm_90a code, as the forward's wgmma variants: Q,
 // dO, K and V staged in SwizzledTile layout, S = Q K^T, dP = dO V^T and dQ += dS K as warpgroup
 // MMAs; other head dims run mma). Refused where it cannot run. Unset or empty: wgmma where the wgmma
-// kernels run (fewer registers: 208 against 238 at head dim 64), mma elsewhere.
+// kernels run (fewer registers: 208 against 231 at head dim 64), mma elsewhere.
 // Likewise LED_KERNELS_CUDA_DKDV for the three dK/dV kernels: `mma` or `wgmma` (S^T = K Q^T and
 // dP^T = V dO^T with both operands from shared memory, dV += P^T dO and dK += dS^T Q with P^T and
 // dS^T from registers, all as warpgroup MMAs; head dims 64 and 128). On an H100 at N = 16384,
 // w = 512 the wgmma backward took 5-6% off the forward + backward in one run
 // (benchmarks/results/h100-sxm-wgmma-session.log, call 1).
 // LED_KERNELS_CUDA_DQ=wgmmas: wgmma with Q and dO kept in shared memory (SharedQTile), read by the
-// S and dP products through descriptors: 164 registers instead of 208 at head dim 64 offline for
-// sm_90a, three blocks per SM instead of two (221 instead of 255 at 128), for 16 KiB more shared
+// S and dP products through descriptors: 165 registers instead of 208 at head dim 64 offline for
+// sm_90a, three blocks per SM instead of two (219 instead of 255 at 128), for 16 KiB more shared
 // memory per block.
 enum class BwdVariant : int { kMma = 0, kWgmma = 1, kWgmmaShared = 2 };
 

@@ -265,12 +265,12 @@ LED_DEVICE KeySet<T> fwd_keys(const FwdArgs& a) {
 //            MMAs (wgmma) on 128-byte-swizzled tiles (SwizzledTile), over 128 query rows per block
 //            at D = 64 (two halves of 64, as rows32) and 64 at D = 128 (the registers of two halves
 //            would not fit); other head dims run rows32. Refused where it cannot run.
-//   wgmma16  the same with 64 query rows per block at D = 64 too: 154 registers against wgmma's 249,
+//   wgmma16  the same with 64 query rows per block at D = 64 too: 155 registers against wgmma's 251,
 //            so three blocks per SM instead of two, which the latency-bound main loop needs more than
 //            the halved K / V traffic per row (on an H100 at N = 16384, w = 512: 0.335 ms against
 //            0.382 for wgmma and 0.408 for rows32 in one run; benchmarks/results/h100-sxm-wgmma-session.log).
 //   wgmma16s wgmma16 with the block's query rows kept in shared memory (SharedQTile), read by the
-//            S products through a descriptor: 126 registers instead of 154 at D = 64 (offline
+//            S products through a descriptor: 128 registers instead of 155 at D = 64 (offline
 //            sm_90a), so four blocks fit an SM, for 8 KiB more shared memory per block.
 //   wgmma2g  wgmma16s with two warpgroups per block (GroupedQTile): 128 query rows, each warpgroup
 //            its 64 (its own Q tile and accumulators), both reading every key tile that the first
