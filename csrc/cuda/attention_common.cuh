@@ -130,9 +130,9 @@ inline void require_wgmma(const char* variable, const char* value) {
 }
 
 // A kernel's body: `block(Tile{})`, except in the code for architectures without wgmma when Tile is a
-// wgmma layout (SwizzledTile, SharedQTile), where the kernel is a trap that is never launched (see
-// simt::wgmma_launchable). (`block` takes the tile as an argument so that its call depends on it:
-// then the discarded branch instantiates none of the block's code.)
+// wgmma layout (SwizzledTile, SharedQTile, GroupedQTile), where the kernel is a trap that is never
+// launched (see simt::wgmma_launchable). (`block` takes the tile as an argument so that its call
+// depends on it: then the discarded branch instantiates none of the block's code.)
 template <typename Tile, typename Block>
 LED_DEVICE void block_or_trap(Block block) {
   if constexpr (Tile::kSwizzled && !simt::kWgmmaCompiled) {
@@ -560,8 +560,8 @@ struct LeanRun {
 LED_HOST_DEVICE int64_t floor_div(int64_t x, int64_t y) { return x >= 0 ? x / y : -((-x + y - 1) / y); }
 
 // Whether the kernels use lean runs: unless the environment variable LED_KERNELS_CUDA_LEAN is 0 (so
-// that one benchmark run can time the kernels with and without them; the results are the same up to
-// the products' rounding, which the masked and the lean path share).
+// that one benchmark run can time the kernels with and without them; the results are bitwise the
+// same, the checked walk taking the same mask-free path through those tiles).
 inline bool lean_runs_enabled() {
   const char* env = std::getenv("LED_KERNELS_CUDA_LEAN");
   if (env == nullptr || *env == '\0' || std::strcmp(env, "1") == 0) return true;
@@ -572,7 +572,8 @@ inline bool lean_runs_enabled() {
 // The lean run of a band walk: the tiles of positions first + 64 t (t < tiles) that lie whole in
 // [0, n) and in the window of each of [r0, r0 + rows) (see window_covers), if none of their positions
 // is flagged (key_flags != 0: padding or global; one scan of the run's flags per block, so every
-// thread of the block calls this).
+// thread of the block, kBlockThreads of them, calls this).
+template <int kBlockThreads = kThreads>
 LED_DEVICE LeanRun band_lean_run(const int8_t* key_flags, int64_t n, int64_t b, int64_t first, int32_t tiles,
                                  int64_t r0, int64_t rows, int64_t window) {
   LeanRun run;
@@ -586,7 +587,7 @@ LED_DEVICE LeanRun band_lean_run(const int8_t* key_flags, int64_t n, int64_t b, 
   const int8_t* flags = key_flags + b * n;
   bool flagged = false;
   for (int64_t j = first + run.lo * int64_t{kBlockN} + simt::thread_index(); j < first + run.hi * int64_t{kBlockN};
-       j += kThreads) {
+       j += kBlockThreads) {
     flagged |= flags[j] != 0;
   }
   if (simt::sync_block_or(flagged) != 0) run.hi = run.lo;

@@ -378,7 +378,10 @@ LED_DEVICE void banded_fwd_block(const FwdArgs& a) {
   TileList list = TileList::band(i0, kRows, a.N, a.window, a.G);
   if (!rows_have_live(a.key_flags, a.N, b, i0, kRows, false, lane)) list.band_tiles = list.extra_tiles = 0;
   const bool warp_live = rows_have_live(a.key_flags, a.N, b, warp_row0, 16 * RB, false, lane);
-  if (a.lean) list.lean = band_lean_run(a.key_flags, a.N, b, list.j_first, list.band_tiles, i0, kRows, a.window);
+  if (a.lean) {
+    list.lean = band_lean_run<kThreads * Tile::kGroups>(a.key_flags, a.N, b, list.j_first, list.band_tiles, i0, kRows,
+                                                        a.window);
+  }
 
   prepare_key_walk<T, D, Tile>(keys, list, b, sm);
   load_row_tile<T, D, kRows, QStage, kThreads * Tile::kGroups>(q, a.rows, b, h, i0, sm.row_area());
