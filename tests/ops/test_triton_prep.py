@@ -16,12 +16,13 @@ import os
 import pytest
 import torch
 
+triton = pytest.importorskip("triton")
+tl = pytest.importorskip("triton.language")
+
 if not torch.cuda.is_available():
     # must precede the first import of the kernels: @triton.jit picks the interpreter at decoration
     os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("LED_KERNELS_AUTOTUNE", "0")
-
-pytest.importorskip("triton")
 
 from led_kernels.masks import GLOBAL, LOCAL, PADDING  # noqa: E402
 from led_kernels.ops.triton import _common  # noqa: E402
@@ -124,6 +125,65 @@ def test_prep_long_row_several_blocks():
     flags[1, : n // 3] = PADDING  # padded head and tail: bounds strictly inside the row
     flags[1, -n // 4 :] = PADDING
     _check(flags, _global_idx(2, 4, n, gen))
+
+
+# ----------------------------------------------------------------------------------------------------
+# how the band kernels use the prefix counts: the tiles of a run the unmasked body may walk
+# ----------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _unmasked_run_kernel(Cum, Runs, Out, U: tl.constexpr):
+    i = tl.program_id(0)
+    a, b = _common.unmasked_run(tl.load(Runs + 2 * i), tl.load(Runs + 2 * i + 1), Cum, U)
+    tl.store(Out + 2 * i, a)
+    tl.store(Out + 2 * i + 1, b)
+
+
+def _unmasked_expected(excluded: set[int], lo: int, hi: int, u: int) -> tuple[int, int]:
+    inside = {j for j in excluded if lo <= j < hi}
+    if not inside:
+        return lo, hi
+    if all(j < lo + u for j in inside):
+        return lo + u, hi
+    if all(j >= hi - u for j in inside):
+        return lo, hi - u
+    return hi, hi
+
+
+# (excluded key positions, runs [lo, hi) of whole tiles of 8 keys) in a row of 64 keys
+UNMASKED_RUN_CASES = [
+    (set(), [(16, 48), (0, 64), (24, 24)]),
+    ({0, 1, 2}, [(0, 48), (8, 48), (0, 8), (0, 0)]),  # a leading block of global tokens
+    ({16}, [(16, 48), (8, 48), (16, 24), (24, 40)]),
+    ({17, 23}, [(16, 48), (16, 32)]),  # two keys of one first tile
+    ({40, 47}, [(16, 48), (40, 48), (8, 56)]),  # ... of one last tile
+    ({16, 47}, [(16, 48), (16, 56)]),  # first and last tile: nothing unmasked
+    ({30}, [(16, 48), (24, 32), (32, 64)]),  # a middle tile
+    ({20, 33}, [(16, 40), (16, 48)]),
+    (set(range(45, 64)), [(0, 64), (8, 48), (40, 48), (48, 64)]),  # a padded tail
+]
+
+
+@pytest.mark.parametrize(
+    "excluded,runs", UNMASKED_RUN_CASES, ids=lambda x: str(sorted(x))[:24] if isinstance(x, set) else ""
+)
+def test_unmasked_run(excluded, runs):
+    """The tiles an interior run keeps for the unmasked body: all of it when it holds no excluded key;
+    without its first tile when that tile holds them all, else without its last tile when that one
+    does; else none. What it leaves out holds every excluded key of the run."""
+    n, u = 64, 8
+    flags = torch.zeros(n, dtype=torch.int8)
+    flags[sorted(excluded)] = GLOBAL
+    cum = torch.cat([torch.zeros(1), (flags != LOCAL).cumsum(0)]).int().to(DEVICE)
+    run_t = torch.tensor(runs, dtype=torch.int32, device=DEVICE).flatten()
+    out = torch.full((2 * len(runs),), GARBAGE, dtype=torch.int32, device=DEVICE)
+    _unmasked_run_kernel[(len(runs),)](cum, run_t, out, U=u)
+    got = [tuple(pair) for pair in out.view(-1, 2).tolist()]
+    for (lo, hi), (a, b) in zip(runs, got):
+        assert (a, b) == _unmasked_expected(excluded, lo, hi, u), (sorted(excluded), lo, hi, a, b)
+        assert lo <= a <= b <= hi and (a - lo) % u == 0 and (hi - b) % u == 0
+        assert not any(a <= j < b for j in excluded), (sorted(excluded), lo, hi, a, b)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -16,11 +16,11 @@ Conventions used by every kernel in this package:
   row next to a masked pair: masked tiles load the keys that no row attends (global / padded keys
   of a band, padded keys of the global rows) as 0, zero their other non-finite key / value rows
   (``nonfinite_rows``) and set the scores of the pairs that attend one to NaN; unmasked tiles hold
-  no such key at all (``excluded_keys``: a walk whose unmasked run would meet one takes the masked
-  body instead); a row whose output is not finite saves a NaN lse (``poisoned_lse``), and a
-  backward pass over queries loads the rows without a finite lse as 0 and uses delta = 0 for them
-  (``live_rows``). A row that attended a non-finite value comes out NaN (never 0), and so do the
-  gradients that depend on it.
+  no such key at all (``unmasked_run``: the tiles of an unmasked run that would meet one take the
+  masked body instead); a row whose output is not finite saves a NaN lse
+  (``poisoned_lse``), and a backward pass over queries loads the rows without a finite lse as 0 and
+  uses delta = 0 for them (``live_rows``). A row that attended a non-finite value comes out NaN
+  (never 0), and so do the gradients that depend on it.
 """
 
 from __future__ import annotations
@@ -494,14 +494,28 @@ def band_tiles(t0, T: tl.constexpr, U: tl.constexpr, window, lo_b, hi_b, N):
 
 
 @triton.jit
-def excluded_keys(run_lo, run_hi, cum_row):
-    """How many excluded keys (``cum_row``: their prefix counts) the tiles [run_lo, run_hi) hold. A
-    walk whose unmasked run holds one goes through the masked tile body for that run too: the masked
-    body zeroes excluded keys as it loads them, so the unmasked body needs no key mask, no per-tile
-    flag lookup and no branch. (Walks meeting one are few in practice: those near a leading block of
-    global tokens and near the padded tail.)"""
+def unmasked_run(run_lo, run_hi, cum_row, U: tl.constexpr):
+    """The tiles [a, b) of the run [run_lo, run_hi) (whole tiles of size U, run_hi <= N) that the
+    unmasked body may walk, with ``cum_row`` the prefix counts of the excluded keys: all of the run when
+    it holds none; all but its first tile when that tile holds every one of them (a leading block of
+    global tokens), or all but its last (the padded tail's first, partial tile); else none (a = b =
+    run_hi). The tiles left out go to the masked body, which zeroes excluded keys as it loads them, so
+    the unmasked body needs no key mask, no per-tile flag lookup and no branch, and a walk that meets
+    a global token or the padding takes the masked body on one more tile, not on all of them. Four
+    scalar loads, issued together."""
     has_run = run_hi > run_lo
-    return tl.load(cum_row + run_hi, mask=has_run, other=0) - tl.load(cum_row + run_lo, mask=has_run, other=0)
+    at_lo = tl.load(cum_row + run_lo, mask=has_run, other=0)
+    at_hi = tl.load(cum_row + run_hi, mask=has_run, other=0)
+    after_first = tl.load(cum_row + run_lo + U, mask=has_run, other=0)
+    before_last = tl.load(cum_row + run_hi - U, mask=has_run, other=0)
+    clean = at_hi == at_lo
+    # every excluded key of the run lies in its first tile; else, all in its last tile (in a run of one
+    # tile both hold, and the first decides: nothing unmasked)
+    first_only = ~clean & (at_hi == after_first)
+    last_only = ~clean & ~first_only & (before_last == at_lo)
+    a = tl.where(clean | last_only, run_lo, tl.where(first_only, run_lo + U, run_hi))
+    b = tl.where(clean | first_only, run_hi, tl.where(last_only, run_hi - U, run_hi))
+    return a, b
 
 
 @triton.jit

@@ -10,10 +10,11 @@ Design, per (batch x head):
 
 - Forward / dQ: one program per query tile. The global keys are gathered first (slot tiles of
   BLOCK_G, invalid slots masked); then the band is walked as three runs of key tiles (left edge,
-  interior, right edge, see ``band_tiles``). Interior tiles carry no mask at all: when the interior
-  run holds a global or padded key (two scalar loads of the prefix counts say so), the whole walk
-  takes the masked body instead (``_common.excluded_keys``, which also keeps non-finite inputs in
-  their rows, see ``_common``).
+  interior, right edge, see ``band_tiles``). Interior tiles carry no mask at all: an interior tile
+  holding a global or padded key goes to the masked body (which also keeps non-finite inputs in
+  their rows, see ``_common``). Four scalar loads of the prefix counts find such tiles when they are
+  the interior's first or last (a leading block of global tokens, the padded tail); otherwise the
+  whole walk takes the masked body (``_common.unmasked_run``).
 - dK/dV of the band: one program per key tile walking the query tiles of the transposed band (the
   same edge/interior split, decided per tile inside one loop). Global and padded keys get exactly 0
   here.
@@ -39,7 +40,6 @@ from ._common import (
     check_scale,
     chunk_tiles,
     dot_precision,
-    excluded_keys,
     launch_config,
     live_rows,
     load_finite_kv,
@@ -53,6 +53,7 @@ from ._common import (
     softmax_step,
     store_rows,
     strides3,
+    unmasked_run,
 )
 from ._launch import launch
 
@@ -102,7 +103,7 @@ def _fwd_band_tile(
         keep = (dist <= window) & (dist >= -window) & (kf == 0)[None, :]
         qk = tl.where(keep, qk + v_nan[None, :], float("-inf"))
     else:
-        # every pair is in the band and every key local (excluded_keys): nothing to mask
+        # every pair is in the band and every key local (unmasked_run): nothing to mask
         k = load_rows(k_ptrs, cols, offs_d, HEAD_DIM, BLOCK_D, False)
         v = load_rows(v_ptrs, cols, offs_d, HEAD_DIM, BLOCK_D, False)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_N]
@@ -330,9 +331,8 @@ def _band_fwd_program(
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
 
     lo, int_lo, int_hi, hi_r = band_tiles(m0, BLOCK_M, BLOCK_N, window, kv_lo, hi_b, N)
-    # an interior run holding a global / padded key is walked by the masked body (see _common)
-    clean = excluded_keys(int_lo, int_hi, cum_row) == 0
-    int_lo, int_hi = tl.where(clean, int_lo, hi_r), tl.where(clean, int_hi, hi_r)
+    # the interior's tiles that hold a global / padded key join the masked edge runs (see _common)
+    int_lo, int_hi = unmasked_run(int_lo, int_hi, cum_row, BLOCK_N)
     for start_n in range(lo, int_lo, BLOCK_N):
         acc, l_i, m_i = _fwd_band_tile(
             acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, flags_row, start_n,
@@ -575,9 +575,8 @@ def _band_dq_kernel(
             tl.store(DVGPart + tl.trans(part_ptrs), dv_g, mask=tl.trans(g_in))
 
     lo, int_lo, int_hi, hi_r = band_tiles(m0, BLOCK_M, BLOCK_N, window, kv_lo, hi_b, N)
-    # an interior run holding a global / padded key is walked by the masked body (see _common)
-    clean = excluded_keys(int_lo, int_hi, cum_row) == 0
-    int_lo, int_hi = tl.where(clean, int_lo, hi_r), tl.where(clean, int_hi, hi_r)
+    # the interior's tiles that hold a global / padded key join the masked edge runs (see _common)
+    int_lo, int_hi = unmasked_run(int_lo, int_hi, cum_row, BLOCK_N)
     for start_n in range(lo, int_lo, BLOCK_N):
         dq = _dq_band_tile(
             dq, q, do, lse, delta, k_base, v_base, stride_kn, stride_vn, flags_row, start_n,

@@ -26,7 +26,6 @@ from ._common import (
     check_scale,
     chunk_tiles,
     dot_precision,
-    excluded_keys,
     load_finite_kv,
     load_rows,
     log2_scale,
@@ -35,6 +34,7 @@ from ._common import (
     softmax_step,
     store_rows,
     strides3,
+    unmasked_run,
 )
 from ._launch import launch
 from .banded import _dkdv_tile
@@ -253,8 +253,10 @@ def _glob_fwd_program(
     nslots = tl.load(Bounds + b * 4 + 2)
     hi_b = tl.where(pid_g * BLOCK_M < nslots, kv_hi, 0)  # slot tile of -1 padding: no work
     lo, full_hi, hi_r = chunk_tiles(pid_s * chunk, chunk, kv_lo, hi_b, N, BLOCK_N)
-    # a run of full tiles holding a padded key is walked by the masked body (see _common)
-    full_hi = tl.where(excluded_keys(lo, full_hi, cum_row) == 0, full_hi, lo)
+    # the run of full tiles goes to the unmasked body up to a last tile holding every padded key of
+    # it (the padded tail's first, partial tile); a run holding others goes to the masked body whole
+    run_a, run_b = unmasked_run(lo, full_hi, cum_row, BLOCK_N)
+    full_hi = tl.where(run_a == lo, run_b, lo)
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -473,8 +475,10 @@ def _glob_dq_kernel(
     nslots = tl.load(Bounds + b * 4 + 2)
     hi_b = tl.where(pid_g * BLOCK_M < nslots, kv_hi, 0)
     lo, full_hi, hi_r = chunk_tiles(pid_s * chunk, chunk, kv_lo, hi_b, N, BLOCK_N)
-    # a run of full tiles holding a padded key is walked by the masked body (see _common)
-    full_hi = tl.where(excluded_keys(lo, full_hi, cum_row) == 0, full_hi, lo)
+    # the run of full tiles goes to the unmasked body up to a last tile holding every padded key of
+    # it (the padded tail's first, partial tile); a run holding others goes to the masked body whole
+    run_a, run_b = unmasked_run(lo, full_hi, cum_row, BLOCK_N)
+    full_hi = tl.where(run_a == lo, run_b, lo)
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     for start_n in range(lo, full_hi, BLOCK_N):
