@@ -17,7 +17,7 @@ How it works, so that what it compiles is what a GPU run would compile:
    CUDA tensors (``FakeTensorMode``) of the headline shape, with ``torch.cuda.get_device_properties``
    answering for the chosen architecture (SM count, opt-in shared memory per block). The launchers
    therefore choose their tile configs, split-KV plans, slot tiles and constexprs with their own code
-   (``_common.kernel_config`` / ``fit_config`` / ``split_plan``, ``_slot_config``, ``_block_g``).
+   (``_common.kernel_config`` / ``fit_config`` / ``split_plan``, ``_slot_config``, ``GLOBAL_KEY_TILE``).
    Triton's ``run`` is intercepted, so each ``kernel[grid](...)`` only records its arguments.
 2. Autotuning is switched off for the capture (``_common.AUTOTUNE = False``, the same as
    ``LED_KERNELS_AUTOTUNE=0``): offline there is nothing to time, so the launchers pass their fixed

@@ -815,7 +815,16 @@ def _gkey_dkdv_kernel(
 # ----------------------------------------------------------------------------------------------------
 
 
-def _block_g(num_slots: int) -> int:
+#: Slot tile of the global keys in kernel A's forward and dQ, at every G. With the wider tiles these
+#: kernels once took for more than 16 global tokens (32 or 64), ptxas serialises every wgmma of them on
+#: sm_90, the band's included (C7515; at G = 64 all 80 of the layer forward's wgmmas and all 48 of
+#: dQ's wait for their own completion, against 12 waits for 74 and 45 with this tile: ``python -m
+#: benchmarks.inspect_kernels --arch 90 --globals 64 --sass``).
+GLOBAL_KEY_TILE = 16
+
+
+def _gkey_block(num_slots: int) -> int:
+    """Slot tile of ``_gkey_dkdv_kernel`` (the global keys as its rows)."""
     if _common.INTERPRET:
         return 16
     return min(64, max(16, _common.next_power_of_2(max(num_slots, 1))))
@@ -847,7 +856,7 @@ def launch_band_fwd(
         q, k, v, out, lse, key_flags, cum_excl, bounds, global_idx,
         *strides3(q), *strides3(k), *strides3(v), *strides3(out),
         n, h, g, w, log2_scale(scale), _common.bucket(n), _common.bucket(w),
-        HEAD_DIM=d, BLOCK_D=block_d(d), BLOCK_G=_block_g(g), DOT_PREC=dot_precision(q.dtype),
+        HEAD_DIM=d, BLOCK_D=block_d(d), BLOCK_G=GLOBAL_KEY_TILE, DOT_PREC=dot_precision(q.dtype),
         DROP_GLOBAL_ROWS=drop_global_rows, **cfg,
     )  # fmt: skip
 
@@ -917,7 +926,7 @@ def launch_band_bwd(
 
     # with a few global tokens the dQ pass also takes their keys' dK/dV (partials per PART_ROWS rows)
     part_rows = _common.smallest_block_m("band_dq", d, dev, q.element_size())
-    gkey_partials = 0 < g <= GKEY_IN_DQ_MAX_SLOTS
+    gkey_partials = 0 < g <= min(GKEY_IN_DQ_MAX_SLOTS, GLOBAL_KEY_TILE)  # (one slot tile)
     if gkey_partials:
         n_part = _common.cdiv(n, part_rows)
         dk_t = _common.empty((bsz * h, n_part, g, bd), torch.float32, dev)
@@ -933,7 +942,7 @@ def launch_band_bwd(
         *strides3(q), *strides3(k), *strides3(v), *strides3(dout), *strides3(out), *strides3(dq),
         *strides3(zeros_t),
         n, h, g, w, log2_scale(scale), scale, _common.bucket(n), _common.bucket(w),
-        HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=_block_g(g), DOT_PREC=prec, GKEY_PARTIALS=gkey_partials,
+        HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=GLOBAL_KEY_TILE, DOT_PREC=prec, GKEY_PARTIALS=gkey_partials,
         PART_ROWS=part_rows, STORE_ZEROS=zeros is not None, **cfg,
     )  # fmt: skip
 
@@ -953,7 +962,7 @@ def launch_band_bwd(
     elif g > 0:
         # as above, after the band pass
         cfg = _common.kernel_config("gkey_dkdv", d, dev, q.element_size())
-        block_g = _block_g(g)
+        block_g = _gkey_block(g)
         n_gtiles = _common.cdiv(g, block_g)
         splits, chunk = _common.split_plan(n, cfg["BLOCK_M"], n_gtiles * bsz * h, dev)
         direct = splits == 1

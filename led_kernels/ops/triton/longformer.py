@@ -42,7 +42,7 @@ from ._common import (
     strides3,
 )
 from ._launch import launch
-from .banded import _band_fwd_program, _block_g, launch_band_bwd, launch_band_fwd
+from .banded import GLOBAL_KEY_TILE, _band_fwd_program, launch_band_bwd, launch_band_fwd
 from .global_rows import (
     _glob_fwd_program,
     _slot_config,
@@ -185,7 +185,7 @@ def launch_layer_fwd(
         q_global, k_global, v_global, o_t, lse_t, cum_pad,
         *strides3(q_global), *strides3(k_global), *strides3(v_global),
         n, h, g, w, log2_scale(scale), chunk, splits, _common.bucket(n), _common.bucket(w),
-        HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=_block_g(g), DOT_PREC=dot_precision(q.dtype),
+        HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=GLOBAL_KEY_TILE, DOT_PREC=dot_precision(q.dtype),
         SLOT_BLOCK=slot["BLOCK_M"], KEY_BLOCK=key_block, **cfg,
     )  # fmt: skip
     launch_global_combine(o_t, lse_t, out, glse, key_flags, global_idx, True)
