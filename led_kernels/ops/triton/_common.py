@@ -17,10 +17,10 @@ Conventions used by every kernel in this package:
   of a band, padded keys of the global rows) as 0, zero their other non-finite key / value rows
   (``nonfinite_rows``) and set the scores of the pairs that attend one to NaN; unmasked tiles hold
   no such key at all (``unmasked_run``: the tiles of an unmasked run that would meet one take the
-  masked body instead); a row whose output is not finite saves a NaN lse
-  (``poisoned_lse``), and a backward pass over queries loads the rows without a finite lse as 0 and
-  uses delta = 0 for them (``live_rows``). A row that attended a non-finite value comes out NaN
-  (never 0), and so do the gradients that depend on it.
+  masked body instead); a row whose output is not finite saves a NaN lse (``poisoned_lse``), and a
+  backward pass over queries loads the rows without a finite lse as 0 and uses delta = 0 for them
+  (``live_rows``). A row that attended a non-finite value comes out NaN (never 0), and so do the
+  gradients that depend on it.
 """
 
 from __future__ import annotations
