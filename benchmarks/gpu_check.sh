@@ -133,6 +133,10 @@ stage_verify() {
     LIMIT=90 run bench-headline python -m benchmarks --providers triton sdpa hf --seqlens 8192 16384 \
         --globals 0 1 --window 512 --head-dim 64 --check
     LIMIT=25 run profile-triton python -m benchmarks.profile_layer --provider triton --host
+    # 64 global tokens: kernel A's slot tiles of 16 (banded.GLOBAL_KEY_TILE; wider ones serialised its
+    # wgmmas), against the 0.375 ms forward of h100-sxm-attention-fused-ab.log
+    LIMIT=45 run bench-g64 python -m benchmarks --providers triton --seqlens 16384 --globals 64 --window 512 \
+        --head-dim 64 --modes fwd fwd_bwd --check --tag g64
     LIMIT=60 run train-step-16k python -m benchmarks.train_step --seqlens 16384 --impls led hf \
         --checkpointing off --timeout 40
 }
