@@ -530,6 +530,10 @@ NAN_CASES = [
     ("q_global", "row0"),
     ("q_global", "global"),
     ("q_global", "invalid-global"),
+    ("k", "invalid-global"),  # a padded global token's rows: gathered as a global slot, attended by none
+    ("v", "invalid-global"),
+    ("k_global", "invalid-global"),
+    ("v_global", "invalid-global"),
     ("k_global", "local"),
     ("v_global", "padding-hole"),
     ("v_global", "row0"),

@@ -315,15 +315,20 @@ def _band_fwd_program(
     for s0 in range(0, nslots, BLOCK_G):
         slots = s0 + offs_g
         gi = tl.load(GIdx + b * G + slots, mask=slots < nslots, other=-1)  # [BLOCK_G]
-        gf = tl.load(flags_row + gi, mask=(gi >= 0) & (gi < N), other=0)  # out of range: not global
-        g_ok = (gi >= 0) & (gf == 2)
-        gi64 = tl.where(g_ok, gi, 0).to(tl.int64)
+        # the token's flag and its key and value rows are loaded together (one wait, not two), and
+        # the rows of slots that turn out invalid (a padded global token) are zeroed after
+        in_seq = (gi >= 0) & (gi < N)
+        gi64 = tl.where(in_seq, gi, 0).to(tl.int64)
+        gf = tl.load(flags_row + gi64, mask=in_seq, other=0)  # out of range: not global
         k = load_rows(
-            k_base + gi64[:, None] * stride_kn + offs_d[None, :], g_ok, offs_d, HEAD_DIM, BLOCK_D, True
+            k_base + gi64[:, None] * stride_kn + offs_d[None, :], in_seq, offs_d, HEAD_DIM, BLOCK_D, True
         )
         v = load_rows(
-            v_base + gi64[:, None] * stride_vn + offs_d[None, :], g_ok, offs_d, HEAD_DIM, BLOCK_D, True
+            v_base + gi64[:, None] * stride_vn + offs_d[None, :], in_seq, offs_d, HEAD_DIM, BLOCK_D, True
         )
+        g_ok = in_seq & (gf == 2)
+        # (k need not be zeroed: the scores of invalid slots are replaced by -inf)
+        v = tl.where(g_ok[:, None], v, tl.zeros_like(v))
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_G]
         qk = tl.where(g_ok[None, :], qk, float("-inf"))
         p, alpha, m_i = softmax_step(m_i, qk, qk_scale)
@@ -553,15 +558,20 @@ def _band_dq_kernel(
     for s0 in range(0, nslots, BLOCK_G):
         slots = s0 + offs_g
         gi = tl.load(GIdx + b * G + slots, mask=slots < nslots, other=-1)
-        gf = tl.load(flags_row + gi, mask=(gi >= 0) & (gi < N), other=0)  # out of range: not global
-        g_ok = (gi >= 0) & (gf == 2)
-        gi64 = tl.where(g_ok, gi, 0).to(tl.int64)
+        # as in the forward: flag and rows loaded together, invalid slots' rows zeroed after (both: a
+        # non-finite row would reach dQ through dS = 0 and dP)
+        in_seq = (gi >= 0) & (gi < N)
+        gi64 = tl.where(in_seq, gi, 0).to(tl.int64)
+        gf = tl.load(flags_row + gi64, mask=in_seq, other=0)  # out of range: not global
         k = load_rows(
-            k_base + gi64[:, None] * stride_kn + offs_d[None, :], g_ok, offs_d, HEAD_DIM, BLOCK_D, True
+            k_base + gi64[:, None] * stride_kn + offs_d[None, :], in_seq, offs_d, HEAD_DIM, BLOCK_D, True
         )
         v = load_rows(
-            v_base + gi64[:, None] * stride_vn + offs_d[None, :], g_ok, offs_d, HEAD_DIM, BLOCK_D, True
+            v_base + gi64[:, None] * stride_vn + offs_d[None, :], in_seq, offs_d, HEAD_DIM, BLOCK_D, True
         )
+        g_ok = in_seq & (gf == 2)
+        k = tl.where(g_ok[:, None], k, tl.zeros_like(k))
+        v = tl.where(g_ok[:, None], v, tl.zeros_like(v))
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_G]
         p = tl.where(g_ok[None, :], tl.exp2(qk * qk_scale - lse[:, None]), 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
