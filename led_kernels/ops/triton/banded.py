@@ -114,6 +114,42 @@ def _fwd_band_tile(
 
 
 @triton.jit
+def _global_key_tile(
+    GIdx,
+    flags_row,
+    k_base,
+    v_base,
+    stride_kn,
+    stride_vn,
+    b,
+    G,
+    N,
+    nslots,
+    slots,
+    offs_d,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    ZERO_K: tl.constexpr,
+):
+    """Key and value rows [BLOCK_G, BLOCK_D] of the global slots ``slots`` of batch element b, and which
+    slots are valid (listed, in range, a global token that is not padding). The token's flag and its
+    rows are loaded together once the slot index is known (one wait, not two); the value rows of
+    invalid slots (a padded global token) are zeroed after, and with ZERO_K the key rows too."""
+    gi = tl.load(GIdx + b * G + slots, mask=slots < nslots, other=-1)  # [BLOCK_G]
+    in_seq = (gi >= 0) & (gi < N)
+    gi64 = tl.where(in_seq, gi, 0).to(tl.int64)
+    gf = tl.load(flags_row + gi64, mask=in_seq, other=0)  # out of range: not global
+    rows = gi64[:, None]
+    k = load_rows(k_base + rows * stride_kn + offs_d[None, :], in_seq, offs_d, HEAD_DIM, BLOCK_D, True)
+    v = load_rows(v_base + rows * stride_vn + offs_d[None, :], in_seq, offs_d, HEAD_DIM, BLOCK_D, True)
+    g_ok = in_seq & (gf == 2)
+    if ZERO_K:
+        k = tl.where(g_ok[:, None], k, tl.zeros_like(k))
+    v = tl.where(g_ok[:, None], v, tl.zeros_like(v))
+    return k, v, g_ok
+
+
+@triton.jit
 def _dq_band_tile(
     dq,
     q,
@@ -314,21 +350,11 @@ def _band_fwd_program(
     # prologue: the gathered global keys (invalid slots -> -inf columns)
     for s0 in range(0, nslots, BLOCK_G):
         slots = s0 + offs_g
-        gi = tl.load(GIdx + b * G + slots, mask=slots < nslots, other=-1)  # [BLOCK_G]
-        # the token's flag and its key and value rows are loaded together (one wait, not two), and
-        # the rows of slots that turn out invalid (a padded global token) are zeroed after
-        in_seq = (gi >= 0) & (gi < N)
-        gi64 = tl.where(in_seq, gi, 0).to(tl.int64)
-        gf = tl.load(flags_row + gi64, mask=in_seq, other=0)  # out of range: not global
-        k = load_rows(
-            k_base + gi64[:, None] * stride_kn + offs_d[None, :], in_seq, offs_d, HEAD_DIM, BLOCK_D, True
-        )
-        v = load_rows(
-            v_base + gi64[:, None] * stride_vn + offs_d[None, :], in_seq, offs_d, HEAD_DIM, BLOCK_D, True
-        )
-        g_ok = in_seq & (gf == 2)
-        # (k need not be zeroed: the scores of invalid slots are replaced by -inf)
-        v = tl.where(g_ok[:, None], v, tl.zeros_like(v))
+        # (k not zeroed: the scores of invalid slots are replaced by -inf below)
+        k, v, g_ok = _global_key_tile(
+            GIdx, flags_row, k_base, v_base, stride_kn, stride_vn, b, G, N, nslots, slots, offs_d,
+            HEAD_DIM, BLOCK_D, False,
+        )  # fmt: skip
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_G]
         qk = tl.where(g_ok[None, :], qk, float("-inf"))
         p, alpha, m_i = softmax_step(m_i, qk, qk_scale)
@@ -557,21 +583,11 @@ def _band_dq_kernel(
 
     for s0 in range(0, nslots, BLOCK_G):
         slots = s0 + offs_g
-        gi = tl.load(GIdx + b * G + slots, mask=slots < nslots, other=-1)
-        # as in the forward: flag and rows loaded together, invalid slots' rows zeroed after (both: a
-        # non-finite row would reach dQ through dS = 0 and dP)
-        in_seq = (gi >= 0) & (gi < N)
-        gi64 = tl.where(in_seq, gi, 0).to(tl.int64)
-        gf = tl.load(flags_row + gi64, mask=in_seq, other=0)  # out of range: not global
-        k = load_rows(
-            k_base + gi64[:, None] * stride_kn + offs_d[None, :], in_seq, offs_d, HEAD_DIM, BLOCK_D, True
-        )
-        v = load_rows(
-            v_base + gi64[:, None] * stride_vn + offs_d[None, :], in_seq, offs_d, HEAD_DIM, BLOCK_D, True
-        )
-        g_ok = in_seq & (gf == 2)
-        k = tl.where(g_ok[:, None], k, tl.zeros_like(k))
-        v = tl.where(g_ok[:, None], v, tl.zeros_like(v))
+        # (k zeroed too: a non-finite key row would reach dQ through dS = 0)
+        k, v, g_ok = _global_key_tile(
+            GIdx, flags_row, k_base, v_base, stride_kn, stride_vn, b, G, N, nslots, slots, offs_d,
+            HEAD_DIM, BLOCK_D, True,
+        )  # fmt: skip
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_G]
         p = tl.where(g_ok[None, :], tl.exp2(qk * qk_scale - lse[:, None]), 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)

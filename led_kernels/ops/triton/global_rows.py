@@ -254,7 +254,8 @@ def _glob_fwd_program(
     hi_b = tl.where(pid_g * BLOCK_M < nslots, kv_hi, 0)  # slot tile of -1 padding: no work
     lo, full_hi, hi_r = chunk_tiles(pid_s * chunk, chunk, kv_lo, hi_b, N, BLOCK_N)
     # the run of full tiles goes to the unmasked body, but for a last tile holding every padded key of
-    # the run (the padded tail's first, partial tile); any other run with a padded key, to the masked
+    # the run (the padded tail's first, partial tile); any other run with a padded key, whole to the
+    # masked body
     run_a, run_b = unmasked_run(lo, full_hi, cum_row, BLOCK_N)
     full_hi = tl.where(run_a == lo, run_b, lo)
 
@@ -476,7 +477,8 @@ def _glob_dq_kernel(
     hi_b = tl.where(pid_g * BLOCK_M < nslots, kv_hi, 0)
     lo, full_hi, hi_r = chunk_tiles(pid_s * chunk, chunk, kv_lo, hi_b, N, BLOCK_N)
     # the run of full tiles goes to the unmasked body, but for a last tile holding every padded key of
-    # the run (the padded tail's first, partial tile); any other run with a padded key, to the masked
+    # the run (the padded tail's first, partial tile); any other run with a padded key, whole to the
+    # masked body
     run_a, run_b = unmasked_run(lo, full_hi, cum_row, BLOCK_N)
     full_hi = tl.where(run_a == lo, run_b, lo)
 
