@@ -39,6 +39,14 @@
 #                                           # triton at the headline shape (G=0 and 1), sanitizers, cuda
 #                                           # profile (give the call a timeout of 540 s)
 #
+# Both of the above in one call of about 8 minutes on a fresh H100 (for a lease of 15 minutes, start up
+# included; give the call a timeout of 570 s): the build in the background while the triton GPU tests
+# run, the cuda GPU tests (default kernels and machine-code check, wgmma variants, mma.sync kernels),
+# one run timing triton, triton-key64 and the cuda variants at the headline shape (G=0 and 1), one run
+# of triton at 8k/16k and G=0/1/64 (the ratio bars), both sanitizers on the default and wgmma kernels,
+# and the profiles of both backends:
+#   bash benchmarks/gpu_check.sh next
+#
 # On the lent GPU machines, first: export PATH=/opt/torch/.venv/bin:$PATH (the python that has torch;
 # its venv has no plain `pip`, hence `python -m pip`).
 # Expects torch, triton, transformers, pybind11, scikit-build-core, cmake and ninja to be installed
@@ -232,6 +240,40 @@ stage_owed() {
     LIMIT=30 run profile-cuda python -m benchmarks.profile_layer --provider cuda
 }
 
+stage_next() {
+    LIMIT=20 run gpu-state nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv
+    export PATH="$PATH:/usr/local/cuda/bin"  # cuobjdump and nvdisasm for the machine-code check
+    install_background
+    LIMIT=110 run pytest-triton-gpu python -m pytest -q -p no:cacheprovider -n 8 tests/ops/test_triton_gpu.py \
+        tests/ops/test_triton_prep.py
+    wait  # the background build
+    if ! python -c "import led_kernels._C" 2>/dev/null; then
+        echo "=== the extension did not build:"; tail -40 "$LOGDIR/install.log"; status=1
+    fi
+    [ -n "$OUT" ] && { echo "===== install.log"; cat "$LOGDIR/install.log"; } >> "$OUT/gpu-check-$stage.log"
+    LIMIT=120 run pytest-cuda-gpu python -m pytest -q -p no:cacheprovider tests/test_cuda_sass.py \
+        tests/ops/test_cuda.py tests/test_extension.py -k "(gpu or sass) and not wgmma" --durations=5
+    LIMIT=60 run pytest-cuda-wgmma python -m pytest -q -p no:cacheprovider tests/ops/test_cuda.py -k wgmma
+    LIMIT=60 run pytest-cuda-mma env LED_KERNELS_CUDA_FWD=rows32 LED_KERNELS_CUDA_DQ=mma LED_KERNELS_CUDA_DKDV=mma \
+        python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k "not wgmma"
+    # one run: triton with kernel B's 128-key tiles in the one-launch forward (the default) and with 64
+    # (triton-key64), the cuda kernels with and without their lean runs and the two wgmma forwards
+    LIMIT=150 run bench-next python -m benchmarks --providers triton triton-key64 cuda cuda-nolean cuda-wgmma16s \
+        cuda-wgmma2g --seqlens 16384 --globals 0 1 --window 512 --head-dim 64 --modes fwd fwd_bwd --check \
+        --tag next
+    # the ratio bars (8k against 16k, G=1 against G=0) and 64 global tokens, triton alone
+    LIMIT=75 run bench-ratios python -m benchmarks --providers triton --seqlens 8192 16384 --globals 0 1 64 \
+        --window 512 --head-dim 64 --modes fwd fwd_bwd --tag ratios
+    for tool in memcheck racecheck; do
+        LIMIT=40 run "sanitizer-cuda-$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 \
+            python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k "sanitizer_case and not wgmma"
+        LIMIT=40 run "sanitizer-cuda-$tool-wgmma" compute-sanitizer --tool "$tool" --error-exitcode 1 \
+            python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k "sanitizer_case and wgmma"
+    done
+    LIMIT=25 run profile-triton python -m benchmarks.profile_layer --provider triton
+    LIMIT=25 run profile-cuda python -m benchmarks.profile_layer --provider cuda
+}
+
 stage_rest() {
     LIMIT=240 run train-step-16k python -m benchmarks.train_step --seqlens 16384 --timeout 100
     LIMIT=60 run pytest-extension-gpu python -m pytest -q -m gpu -p no:cacheprovider tests/test_extension.py
@@ -273,10 +315,11 @@ case "$stage" in
     rest) stage_rest ;;
     cuda) stage_cuda ;;
     owed) stage_owed ;;
+    next) stage_next ;;
     folds) stage_folds ;;
     ncu) stage_ncu ;;
     cuda-ncu) stage_cuda_ncu ;;
-    *) echo "unknown stage $stage (tests, bench, train, sanitize, all, core, rest, verify, fused, cuda, owed, folds, ncu, cuda-ncu)" >&2; exit 2 ;;
+    *) echo "unknown stage $stage (tests, bench, train, sanitize, all, core, rest, verify, fused, cuda, owed, next, folds, ncu, cuda-ncu)" >&2; exit 2 ;;
 esac
 if [ -n "$OUT" ]; then
     # one archive (the files written under benchmarks/results/ by this run, and the logs) and one log

@@ -308,7 +308,7 @@ _PROVIDER_ORDER = {
     name: i
     for i, name in enumerate(
         (
-            *("triton", "triton-two-launch", "triton-fused"),
+            *("triton", "triton-two-launch", "triton-fused", "triton-key64"),
             *("cuda", "cuda-nolean", "cuda-wgmma", "cuda-wgmma16", "cuda-wgmma16s", "cuda-wgmma2g"),
             "cuda-mma",
             *("cpu", "flex", "sdpa", "torch", "hf"),

@@ -27,6 +27,7 @@ STYLE = {  # provider -> (color, marker): ours solid, peers dashed
     "triton": ("tab:red", "o", "-"),
     "triton-two-launch": ("tab:pink", "o", "-"),
     "triton-fused": ("tab:pink", "o", "-"),  # the one-launch forward before it was the default
+    "triton-key64": ("tab:red", "o", ":"),
     "cuda": ("tab:purple", "s", "-"),
     "cuda-wgmma": ("tab:olive", "s", "-"),
     "cuda-wgmma16": ("tab:cyan", "s", "-"),

@@ -126,12 +126,14 @@ class LedKernelsProvider(Provider):
     ``global_idx`` is computed once by ``lk.global_indices`` outside the timed region and passed in
     (what a model does: once per forward, shared by its layers). With G = 0 no global index is passed.
 
-    ``two_launch_forward`` (``triton`` only) turns off the layer's one-launch forward for this provider's
-    calls (``led_kernels.ops.triton.longformer.FUSED_FORWARD``: kernel B's forward inside kernel A's
-    launch, the default), so that one run times both variants side by side (provider
-    ``triton-two-launch``). ``cuda_forward`` (``cuda`` only) likewise sets ``LED_KERNELS_CUDA_FWD`` (the
-    forward's main-loop variant, ``csrc/cuda/attention_fwd.cuh``) for this provider's forward calls
-    (provider ``cuda-wgmma``), and ``cuda_backward`` sets ``LED_KERNELS_CUDA_DQ`` and
+    ``triton_forward`` (``triton`` only) sets attributes of ``led_kernels.ops.triton.longformer`` for
+    this provider's forward calls, so that one run times variants side by side: ``FUSED_FORWARD=False``
+    turns off the layer's one-launch forward (kernel B's forward inside kernel A's launch, the default;
+    provider ``triton-two-launch``), ``LAYER_KEY_TILE=64`` gives B's key chunks in that launch 64-key
+    tiles at A's pipeline depth instead of 128 keys two deep (provider ``triton-key64``).
+    ``cuda_forward`` (``cuda`` only) likewise sets ``LED_KERNELS_CUDA_FWD`` (the forward's main-loop
+    variant, ``csrc/cuda/attention_fwd.cuh``) for this provider's forward calls (provider
+    ``cuda-wgmma``), and ``cuda_backward`` sets ``LED_KERNELS_CUDA_DQ`` and
     ``LED_KERNELS_CUDA_DKDV`` (``csrc/cuda/attention_bwd.cuh``; one value for both, or ``"dq/dkdv"``)
     while its backward runs: from the moment the output's gradient arrives until the inputs' gradients
     are out (provider ``cuda-mma``: the mma.sync kernels that sm_80 runs, on a GPU whose default is the
@@ -148,18 +150,16 @@ class LedKernelsProvider(Provider):
         cuda_backward: str | None = None,
         name: str | None = None,
         *,
-        two_launch_forward: bool = False,
+        triton_forward: dict[str, object] | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
         self.backend = backend
-        self.two_launch_forward = two_launch_forward
+        self.triton_forward = dict(triton_forward or {})
         self.env = dict(env or {})
         self.cuda_forward = cuda_forward
         self.cuda_backward = cuda_backward
         self.name = backend
-        if two_launch_forward:
-            self.name = f"{backend}-two-launch"
-        elif cuda_forward is not None:
+        if cuda_forward is not None:
             self.name = f"{backend}-{cuda_forward}"
         if name is not None:
             self.name = name
@@ -224,16 +224,19 @@ class LedKernelsProvider(Provider):
                     view.register_hook(lambda grad: (scope.exit(), grad)[1])
             return out
 
-        if not self.two_launch_forward:
+        if not self.triton_forward:
             return Prepared(layer, inputs.fused, inputs.dout, _identity)
         from led_kernels.ops.triton import longformer as triton_layer
 
         def forward() -> torch.Tensor:
-            previous, triton_layer.FUSED_FORWARD = triton_layer.FUSED_FORWARD, False
+            previous = {name: getattr(triton_layer, name) for name in self.triton_forward}
+            for name, value in self.triton_forward.items():
+                setattr(triton_layer, name, value)
             try:
                 return layer()
             finally:
-                triton_layer.FUSED_FORWARD = previous
+                for name, value in previous.items():
+                    setattr(triton_layer, name, value)
 
         return Prepared(forward, inputs.fused, inputs.dout, _identity)
 
@@ -536,7 +539,12 @@ class SDPAProvider(Provider):
 PROVIDERS: dict[str, Callable[[], Provider]] = {
     "torch": lambda: LedKernelsProvider("torch"),
     "triton": lambda: LedKernelsProvider("triton"),
-    "triton-two-launch": lambda: LedKernelsProvider("triton", two_launch_forward=True),
+    "triton-two-launch": lambda: LedKernelsProvider(
+        "triton", name="triton-two-launch", triton_forward={"FUSED_FORWARD": False}
+    ),
+    "triton-key64": lambda: LedKernelsProvider(
+        "triton", name="triton-key64", triton_forward={"LAYER_KEY_TILE": 64}
+    ),
     "cuda": lambda: LedKernelsProvider("cuda"),
     "cuda-wgmma": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma"),
     "cuda-wgmma16": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma16"),

@@ -45,6 +45,36 @@ def test_two_launch_provider_times_the_two_launch_forward_and_restores_the_switc
         torch.testing.assert_close(out_two, out_plain, rtol=1e-5, atol=1e-6)
 
 
+def test_key64_provider_sets_the_layer_key_tile_for_its_forward_only(monkeypatch):
+    """``triton-key64`` runs the one-launch forward with kernel B's 64-key tiles (the module switch set
+    for its calls only, then restored): the launch sees 64 inside, the default 128 after."""
+    import torch
+
+    from benchmarks.cases import Case, make_inputs
+    from benchmarks.providers import get_provider
+    from led_kernels.ops.triton import longformer
+
+    seen = []
+    real = longformer.launch_layer_fwd
+    monkeypatch.setattr(
+        longformer,
+        "launch_layer_fwd",
+        lambda *a, **k: seen.append(longformer.LAYER_KEY_TILE) or real(*a, **k),
+    )
+    monkeypatch.setattr(longformer, "FUSED_FORWARD", True)
+    monkeypatch.setattr(longformer, "LAYER_KEY_TILE", 128)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    case = Case(batch=1, seqlen=96, heads=2, head_dim=16, window=9, globals=3, dtype="float32")
+    inputs = make_inputs(case, device)
+    key64, plain = get_provider("triton-key64"), get_provider("triton")
+    assert key64.name == "triton-key64" and key64.skip_reason(case, torch.device(device)) is None
+    out64 = key64.prepare(inputs).forward()
+    assert seen == [64] and longformer.LAYER_KEY_TILE == 128
+    out = plain.prepare(inputs).forward()
+    assert seen == [64, 128]
+    torch.testing.assert_close(out64, out, rtol=1e-5, atol=1e-6)
+
+
 def test_cuda_variant_provider_scopes_its_switches_to_its_own_forward_and_backward(monkeypatch):
     """``cuda-mma`` and the like set ``LED_KERNELS_CUDA_FWD`` while their forward runs and
     ``LED_KERNELS_CUDA_DQ`` / ``LED_KERNELS_CUDA_DKDV`` while the layer's backward runs (the compiled

@@ -562,6 +562,42 @@ def test_one_launch_forward_equals_two(monkeypatch, proj):
         torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("a_rows", [128, 64], ids=["A128-B128", "A64-B64"])
+def test_one_launch_forward_with_gpu_tiles(monkeypatch, request, a_rows):
+    """The one-launch forward at the GPU's tile sizes: kernel A's 128-row tiles take kernel B's key
+    chunks in 128-key tiles with their own 2-deep pipeline (longformer.LAYER_KEY_TILE), its 64-row ones
+    in 64-key tiles; several chunks, the last one partial and padded. Every output and gradient
+    against the oracle."""
+    original = _common.kernel_config
+
+    def config(kind, head_dim, device, *args, **kwargs):
+        cfg = dict(original(kind, head_dim, device, *args, **kwargs))
+        if kind == "band_fwd":
+            cfg.update(BLOCK_M=a_rows, BLOCK_N=64)
+        elif kind == "glob_fwd":
+            cfg.update(BLOCK_M=16, BLOCK_N=128)
+        return cfg
+
+    _common.clear_device_caches()
+    request.addfinalizer(_common.clear_device_caches)
+    monkeypatch.setattr(_common, "kernel_config", config)
+    monkeypatch.setattr(_common, "target_programs", lambda device: 12)  # 2 chunks of 256 keys
+    monkeypatch.setattr(longformer, "FUSED_FORWARD", True)
+    n, w = 300, 70
+    local, glob_proj, gmask, pmask, flags, gi, dout = _layer_inputs(n, "scattered", "tail", "separate", 1, 17)
+    leaves = _leaves(*local, *glob_proj)
+    out = longformer_attention(*leaves, w, flags, gi, 0.25)
+    grads = torch.autograd.grad(out, leaves, dout)
+    ref_leaves = _leaves64(*local, *glob_proj)
+    ref = oracle.dense_longformer_attention(
+        *ref_leaves[:3], w, key_padding_mask=pmask, global_mask=gmask, q_global=ref_leaves[3],
+        k_global=ref_leaves[4], v_global=ref_leaves[5], scale=0.25,
+    )  # fmt: skip
+    ref_grads = torch.autograd.grad(ref, ref_leaves, dout.double())
+    names = ["layer", "q", "k", "v", "q_global", "k_global", "v_global"]
+    _check_fp32(names, (out, grads), (ref, ref_grads))
+
+
 @pytest.mark.parametrize("proj", ["shared", "separate"])
 @pytest.mark.parametrize("non_finite", [False, True], ids=["finite", "non_finite"])
 @pytest.mark.parametrize("part_rows", [None, 8], ids=["part_rows_tile", "part_rows_8"])

@@ -222,11 +222,13 @@ def _glob_fwd_program(
     BY_INDEX: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    KEY_STAGES: tl.constexpr,
 ):
     """Program (slot tile pid_g, key chunk pid_s of n_split, pid_bh) of kernel B's forward; also run
     inside the layer's forward launch (``longformer._layer_fwd_kernel``). BY_INDEX: slot s's q row and
     output row are rows GIdx[b, s] of (B, N, H, D) tensors (q_global; kernel A's output, whose rows of
-    global queries this overwrites) instead of rows s of (B, G, H, D) ones."""
+    global queries this overwrites) instead of rows s of (B, G, H, D) ones. KEY_STAGES: the key loops'
+    pipeline depth, None for the launch's (in A's launch B's may differ: ``longformer.LAYER_KEY_TILE``)."""
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
     q_base = QG + b * stride_qb + h * stride_qh
@@ -262,12 +264,12 @@ def _glob_fwd_program(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    for start_n in range(lo, full_hi, BLOCK_N):
+    for start_n in tl.range(lo, full_hi, BLOCK_N, num_stages=KEY_STAGES):
         acc, l_i, m_i = _fwd_tile(
             acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, flags_row, start_n,
             offs_n, offs_d, N, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, False, DOT_PREC,
         )  # fmt: skip
-    for start_n in range(full_hi, hi_r, BLOCK_N):
+    for start_n in tl.range(full_hi, hi_r, BLOCK_N, num_stages=KEY_STAGES):
         acc, l_i, m_i = _fwd_tile(
             acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, flags_row, start_n,
             offs_n, offs_d, N, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, True, DOT_PREC,
@@ -327,13 +329,14 @@ def _glob_fwd_kernel(
     BY_INDEX: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    KEY_STAGES: tl.constexpr,
 ):
     _glob_fwd_program(
         tl.program_id(0), tl.program_id(1), tl.num_programs(1), tl.program_id(2),
         QG, K, V, Out, Lse, Flags, CumPad, Bounds, GIdx,
         stride_qb, stride_qn, stride_qh, stride_kb, stride_kn, stride_kh, stride_vb, stride_vn, stride_vh,
         stride_ob, stride_on, stride_oh, N, H, G, chunk, qk_scale,
-        HEAD_DIM, BLOCK_D, DOT_PREC, DIRECT, BY_INDEX, BLOCK_M, BLOCK_N,
+        HEAD_DIM, BLOCK_D, DOT_PREC, DIRECT, BY_INDEX, BLOCK_M, BLOCK_N, KEY_STAGES,
     )  # fmt: skip
 
 
@@ -708,7 +711,7 @@ def launch_global_fwd(
         *strides3(q_rows), *strides3(k_global), *strides3(v_global), *strides3(out),
         n, h, g, chunk, log2_scale(scale),
         HEAD_DIM=d, BLOCK_D=bd, DOT_PREC=dot_precision(q_rows.dtype), DIRECT=direct,
-        BY_INDEX=by_index, **cfg,
+        BY_INDEX=by_index, KEY_STAGES=None, **cfg,
     )  # fmt: skip
     if not direct:
         launch_global_combine(o_t, lse_t, out, lse, key_flags, global_idx, by_index)

@@ -59,6 +59,16 @@ from .global_rows import (
 #: gives the two launches.
 FUSED_FORWARD = os.environ.get("LED_KERNELS_FUSED_FORWARD", "1") != "0"
 
+#: kernel B's key tile inside kernel A's launch, walked with a 2-deep pipeline (A's own depth is 3-4).
+#: B's programs are latency-bound: a tile's cost is mostly its cross-warp row reductions and the
+#: broadcast of P to every warp, not its size, so 128 keys halve B's trips per chunk. Their K/V ring
+#: (2 x 2 x 128 rows) is then no bigger than A's (3-4 x 2 x 64 rows plus Q), so A keeps its programs per
+#: SM at every autotune candidate (``benchmarks.inspect_kernels --arch 90 --globals 1 --autotune``).
+#: ``LED_KERNELS_LAYER_KEY_TILE=64`` gives the earlier 64-key tile at A's pipeline depth.
+LAYER_KEY_TILE = int(os.environ.get("LED_KERNELS_LAYER_KEY_TILE", "128"))
+if LAYER_KEY_TILE not in (64, 128):
+    raise ValueError(f"LED_KERNELS_LAYER_KEY_TILE must be 64 or 128, got {LAYER_KEY_TILE}")
+
 # ----------------------------------------------------------------------------------------------------
 # the forward as one launch (kernel A's tiles and kernel B's key chunks), then B's combine
 # ----------------------------------------------------------------------------------------------------
@@ -117,7 +127,8 @@ def _layer_fwd_kernel(
     BLOCK_G: tl.constexpr,
     DOT_PREC: tl.constexpr,
     SLOT_BLOCK: tl.constexpr,  # kernel B's slot tile
-    KEY_BLOCK: tl.constexpr,  # kernel B's key tile
+    KEY_BLOCK: tl.constexpr,  # kernel B's key tile (with A's 128-row tiles; else 64)
+    KEY_STAGES: tl.constexpr,  # its pipeline depth (None: the launch's)
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
@@ -133,13 +144,23 @@ def _layer_fwd_kernel(
             stride_vh, stride_ob, stride_on, stride_oh, N, H, G, window, qk_scale,
             HEAD_DIM, BLOCK_D, BLOCK_G, DOT_PREC, True, BLOCK_M, BLOCK_N,
         )  # fmt: skip
-    else:
+    elif BLOCK_M >= 128 or KEY_BLOCK <= 64:
         j = pid - n_band
         _glob_fwd_program(
             j // n_split, j % n_split, n_split, pid_bh, QG, KG, VG, OPart, LsePart, Flags, CumPad, Bounds,
             GIdx, stride_gqb, stride_gqn, stride_gqh, stride_gkb, stride_gkn, stride_gkh, stride_gvb,
             stride_gvn, stride_gvh, stride_ob, stride_on, stride_oh, N, H, G, chunk, qk_scale,
-            HEAD_DIM, BLOCK_D, DOT_PREC, False, True, SLOT_BLOCK, KEY_BLOCK,
+            HEAD_DIM, BLOCK_D, DOT_PREC, False, True, SLOT_BLOCK, KEY_BLOCK, KEY_STAGES,
+        )  # fmt: skip
+    else:
+        # A's 64-row tiles hold fewer registers than B's 128-key ones would (3 -> 2 programs per SM at
+        # 64x64, 4 warps): B keeps 64 keys at A's depth there (a chunk is a multiple of 128 keys)
+        j = pid - n_band
+        _glob_fwd_program(
+            j // n_split, j % n_split, n_split, pid_bh, QG, KG, VG, OPart, LsePart, Flags, CumPad, Bounds,
+            GIdx, stride_gqb, stride_gqn, stride_gqh, stride_gkb, stride_gkn, stride_gkh, stride_gvb,
+            stride_gvn, stride_gvh, stride_ob, stride_on, stride_oh, N, H, G, chunk, qk_scale,
+            HEAD_DIM, BLOCK_D, DOT_PREC, False, True, SLOT_BLOCK, 64, None,
         )  # fmt: skip
 
 
@@ -170,9 +191,9 @@ def launch_layer_fwd(
     w = min(window, n)
     cfg = launch_config("band_fwd", d, dev, q.element_size(), autotuned=True)
     slot = _slot_config("glob_fwd", g, d, q_global)
-    # B's key tile at most 64: its pipelined K/V buffers then fit in what A's tiles already take, so
-    # the shared launch keeps A's programs per SM (benchmarks.inspect_kernels --autotune, sm_90)
-    key_block = min(slot["BLOCK_N"], 64)
+    # B's key ring no bigger than A's tiles' (see LAYER_KEY_TILE): 128 keys 2 deep, or 64 at A's depth
+    key_block = min(slot["BLOCK_N"], LAYER_KEY_TILE)
+    key_stages = 2 if key_block > 64 else None  # (None: the launch's own depth)
     n_gtiles = _common.cdiv(g, slot["BLOCK_M"])
     splits, chunk = _common.split_plan(n, key_block, n_gtiles * bsz * h, dev)
     o_t, lse_t = partial_outputs(bsz * h, splits, g, bd, dev)
@@ -186,7 +207,7 @@ def launch_layer_fwd(
         *strides3(q_global), *strides3(k_global), *strides3(v_global),
         n, h, g, w, log2_scale(scale), chunk, splits, _common.bucket(n), _common.bucket(w),
         HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=GLOBAL_KEY_TILE, DOT_PREC=dot_precision(q.dtype),
-        SLOT_BLOCK=slot["BLOCK_M"], KEY_BLOCK=key_block, **cfg,
+        SLOT_BLOCK=slot["BLOCK_M"], KEY_BLOCK=key_block, KEY_STAGES=key_stages, **cfg,
     )  # fmt: skip
     launch_global_combine(o_t, lse_t, out, glse, key_flags, global_idx, True)
 
