@@ -310,6 +310,7 @@ def _band_fwd_program(
     BLOCK_G: tl.constexpr,
     DOT_PREC: tl.constexpr,
     DROP_GLOBAL_ROWS: tl.constexpr,
+    GLOBAL_KEYS: tl.constexpr,  # G > 0
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
@@ -347,19 +348,33 @@ def _band_fwd_program(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
-    # prologue: the gathered global keys (invalid slots -> -inf columns)
-    for s0 in range(0, nslots, BLOCK_G):
-        slots = s0 + offs_g
-        # (k not zeroed: the scores of invalid slots are replaced by -inf below)
+    # prologue: the gathered global keys (invalid slots -> -inf columns; k not zeroed, their scores are
+    # replaced)
+    if GLOBAL_KEYS:
+        # The first slot tile is the softmax's first step, straight-line and unconditional (a tile
+        # without a valid slot gets p = 0 and acc = 0 from it): nothing to rescale yet, no pipeline
+        # around the one trip that a few global tokens take, and the accumulator is the product's own
+        # (a zero accumulator merged from a branch would have ptxas serialise every wgmma, C7515)
         k, v, g_ok = _global_key_tile(
-            GIdx, flags_row, k_base, v_base, stride_kn, stride_vn, b, G, N, nslots, slots, offs_d,
+            GIdx, flags_row, k_base, v_base, stride_kn, stride_vn, b, G, N, nslots, offs_g, offs_d,
             HEAD_DIM, BLOCK_D, False,
         )  # fmt: skip
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_G]
         qk = tl.where(g_ok[None, :], qk, float("-inf"))
-        p, alpha, m_i = softmax_step(m_i, qk, qk_scale)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+        p, _, m_i = softmax_step(m_i, qk, qk_scale)
+        l_i = tl.sum(p, 1)
+        acc = tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_D]
+        for s0 in range(BLOCK_G, nslots, BLOCK_G):
+            slots = s0 + offs_g
+            k, v, g_ok = _global_key_tile(
+                GIdx, flags_row, k_base, v_base, stride_kn, stride_vn, b, G, N, nslots, slots, offs_d,
+                HEAD_DIM, BLOCK_D, False,
+            )  # fmt: skip
+            qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+            qk = tl.where(g_ok[None, :], qk, float("-inf"))
+            p, alpha, m_i = softmax_step(m_i, qk, qk_scale)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
 
     lo, int_lo, int_hi, hi_r = band_tiles(m0, BLOCK_M, BLOCK_N, window, kv_lo, hi_b, N)
     # the interior's tiles that hold a global / padded key join the masked edge runs (see _common)
@@ -430,6 +445,7 @@ def _band_fwd_kernel(
     BLOCK_G: tl.constexpr,
     DOT_PREC: tl.constexpr,
     DROP_GLOBAL_ROWS: tl.constexpr,
+    GLOBAL_KEYS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
@@ -437,7 +453,7 @@ def _band_fwd_kernel(
         tl.program_id(0), tl.program_id(1), Q, K, V, Out, Lse, Flags, CumExcl, Bounds, GIdx,
         stride_qb, stride_qn, stride_qh, stride_kb, stride_kn, stride_kh, stride_vb, stride_vn, stride_vh,
         stride_ob, stride_on, stride_oh, N, H, G, window, qk_scale,
-        HEAD_DIM, BLOCK_D, BLOCK_G, DOT_PREC, DROP_GLOBAL_ROWS, BLOCK_M, BLOCK_N,
+        HEAD_DIM, BLOCK_D, BLOCK_G, DOT_PREC, DROP_GLOBAL_ROWS, GLOBAL_KEYS, BLOCK_M, BLOCK_N,
     )  # fmt: skip
 
 
@@ -883,7 +899,7 @@ def launch_band_fwd(
         *strides3(q), *strides3(k), *strides3(v), *strides3(out),
         n, h, g, w, log2_scale(scale), _common.bucket(n), _common.bucket(w),
         HEAD_DIM=d, BLOCK_D=block_d(d), BLOCK_G=GLOBAL_KEY_TILE, DOT_PREC=dot_precision(q.dtype),
-        DROP_GLOBAL_ROWS=drop_global_rows, **cfg,
+        DROP_GLOBAL_ROWS=drop_global_rows, GLOBAL_KEYS=g > 0, **cfg,
     )  # fmt: skip
 
 

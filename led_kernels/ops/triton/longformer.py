@@ -64,7 +64,9 @@ FUSED_FORWARD = os.environ.get("LED_KERNELS_FUSED_FORWARD", "1") != "0"
 #: broadcast of P to every warp, not its size, so 128 keys halve B's trips per chunk. Their K/V ring
 #: (2 x 2 x 128 rows) is then no bigger than A's (3-4 x 2 x 64 rows plus Q), so A keeps its programs per
 #: SM at every autotune candidate (``benchmarks.inspect_kernels --arch 90 --globals 1 --autotune``).
-#: ``LED_KERNELS_LAYER_KEY_TILE=64`` gives the earlier 64-key tile at A's pipeline depth.
+#: Only with B's 16-row slot tile (up to 16 global tokens): at G=64 its 64 x 128 score tile made the
+#: register-capped 8-warp candidate spill and serialise its wgmmas (C7512), so wider slot tiles keep 64
+#: keys. ``LED_KERNELS_LAYER_KEY_TILE=64`` gives the earlier 64-key tile at A's pipeline depth.
 LAYER_KEY_TILE = int(os.environ.get("LED_KERNELS_LAYER_KEY_TILE", "128"))
 if LAYER_KEY_TILE not in (64, 128):
     raise ValueError(f"LED_KERNELS_LAYER_KEY_TILE must be 64 or 128, got {LAYER_KEY_TILE}")
@@ -142,7 +144,7 @@ def _layer_fwd_kernel(
             pid, pid_bh, Q, K, V, Out, Lse, Flags, CumExcl, Bounds, GIdx,
             stride_qb, stride_qn, stride_qh, stride_kb, stride_kn, stride_kh, stride_vb, stride_vn,
             stride_vh, stride_ob, stride_on, stride_oh, N, H, G, window, qk_scale,
-            HEAD_DIM, BLOCK_D, BLOCK_G, DOT_PREC, True, BLOCK_M, BLOCK_N,
+            HEAD_DIM, BLOCK_D, BLOCK_G, DOT_PREC, True, True, BLOCK_M, BLOCK_N,
         )  # fmt: skip
     elif BLOCK_M >= 128 or KEY_BLOCK <= 64:
         j = pid - n_band
@@ -192,7 +194,7 @@ def launch_layer_fwd(
     cfg = launch_config("band_fwd", d, dev, q.element_size(), autotuned=True)
     slot = _slot_config("glob_fwd", g, d, q_global)
     # B's key ring no bigger than A's tiles' (see LAYER_KEY_TILE): 128 keys 2 deep, or 64 at A's depth
-    key_block = min(slot["BLOCK_N"], LAYER_KEY_TILE)
+    key_block = min(slot["BLOCK_N"], LAYER_KEY_TILE if slot["BLOCK_M"] <= 16 else 64)
     key_stages = 2 if key_block > 64 else None  # (None: the launch's own depth)
     n_gtiles = _common.cdiv(g, slot["BLOCK_M"])
     splits, chunk = _common.split_plan(n, key_block, n_gtiles * bsz * h, dev)
