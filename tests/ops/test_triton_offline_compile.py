@@ -27,10 +27,14 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import json, sys
 import torch
-from benchmarks.inspect_kernels import DTYPES, capture_launches, inspect
+from benchmarks.inspect_kernels import DTYPES, autotune_variants, capture_launches, inspect
 arch, dtype, d, g = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 rows = []
-for launch in capture_launches(arch, DTYPES[dtype], 1, 16384, 12, d, 512, g):
+launches = capture_launches(arch, DTYPES[dtype], 1, 16384, 12, d, 512, g)
+if len(sys.argv) > 5:  # only the named kernel, at every autotune candidate
+    launches = [x for launch in launches if launch.name == sys.argv[5]
+                for x in autotune_variants(launch, arch, DTYPES[dtype])]
+for launch in launches:
     r = inspect(launch, arch)
     rows.append(dict(label=r.label, name=r.name, error=r.error, spills=r.ptxas.get("spill_stores"),
                      regs=r.ptxas.get("regs"), wgmma=r.ptx.get("wgmma", 0), mma=r.ptx.get("mma.sync", 0),
@@ -50,12 +54,15 @@ TARGETS = [
 ]
 
 
-def _compile(arch: int, dtype: str, head_dim: int, globals_: int, fused: bool = False) -> list[dict]:
+def _compile(
+    arch: int, dtype: str, head_dim: int, globals_: int, fused: bool = False, candidates_of: str = ""
+) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["LED_KERNELS_FUSED_FORWARD"] = "1" if fused else "0"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    extra = [candidates_of] if candidates_of else []
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(arch), dtype, str(head_dim), str(globals_)],
+        [sys.executable, "-c", SCRIPT, str(arch), dtype, str(head_dim), str(globals_), *extra],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=900,
     )  # fmt: skip
     lines = [line for line in proc.stdout.splitlines() if line.startswith("ROWS ")]
@@ -94,3 +101,19 @@ def test_every_launch_compiles_for_the_gpu(arch, dtype, head_dim, globals_, fuse
             # it finds other instructions writing an accumulator inside a wgmma pipeline stage (as with
             # 64-wide tiles of global keys)
             assert not [w for w in r["warnings"] if "C7515" in w], (name, r["warnings"])
+
+
+@pytest.mark.parametrize("globals_", [1, 64])
+def test_forward_autotune_candidates_compile_clean(globals_):
+    """Every sm_90 autotune candidate of the one-launch forward (kernel A's tiles with kernel B's key
+    chunks) at the headline shape, with one and with 64 global tokens: no spill beyond a few bytes and
+    no wgmma that ptxas serialises, for lack of registers (C7512; B's 128-key tile with a 64-row slot
+    tile did that) or for other writers of an accumulator (C7515). The autotuner times every
+    candidate, so a crippled one is only slower; this keeps the list honest."""
+    pytest.importorskip("triton")
+    rows = _compile(90, "bfloat16", 64, globals_, True, "_layer_fwd_kernel")
+    assert len(rows) >= 5, rows
+    for r in rows:
+        assert not r["error"] and r["regs"], r
+        assert r["spills"] <= 64, r
+        assert not [w for w in r["warnings"] if "C7515" in w or "C7512" in w], (r["label"], r["warnings"])
