@@ -652,6 +652,20 @@ def test_env_count_reads_non_negative_integers_and_names_the_variable(monkeypatc
             _common.env_count(name, 4)
 
 
+@pytest.mark.parametrize("value", ["32", "big"])
+def test_layer_key_tile_knob_refuses_other_values(value):
+    """LED_KERNELS_LAYER_KEY_TILE takes 64 or 128; anything else fails the import with a ValueError that
+    names the variable (never a silent fallback to another tile)."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, LED_KERNELS_LAYER_KEY_TILE=value)
+    code = "import led_kernels.ops.triton.longformer"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert proc.returncode != 0
+    assert "ValueError: LED_KERNELS_LAYER_KEY_TILE" in proc.stderr, proc.stderr[-2000:]
+
+
 def test_layer_forward_equals_the_composed_kernels():
     """One op or banded + global + scatter: the same kernels, so the same bits in the forward."""
     local, glob_proj, _, _, flags, gi, _ = _layer_inputs(100, "scattered", "holes", "separate", 1, seed=5)

@@ -67,7 +67,7 @@ FUSED_FORWARD = os.environ.get("LED_KERNELS_FUSED_FORWARD", "1") != "0"
 #: Only with B's 16-row slot tile (up to 16 global tokens): at G=64 its 64 x 128 score tile made the
 #: register-capped 8-warp candidate spill and serialise its wgmmas (C7512), so wider slot tiles keep 64
 #: keys. ``LED_KERNELS_LAYER_KEY_TILE=64`` gives the earlier 64-key tile at A's pipeline depth.
-LAYER_KEY_TILE = int(os.environ.get("LED_KERNELS_LAYER_KEY_TILE", "128"))
+LAYER_KEY_TILE = _common.env_count("LED_KERNELS_LAYER_KEY_TILE", 128)
 if LAYER_KEY_TILE not in (64, 128):
     raise ValueError(f"LED_KERNELS_LAYER_KEY_TILE must be 64 or 128, got {LAYER_KEY_TILE}")
 
