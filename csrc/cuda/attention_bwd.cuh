@@ -9,7 +9,7 @@
 //   dQ_i = scale sum_j dS_ij K_j      dK_j = scale sum_i dS_ij Q_i
 //
 // Kernels:
-//   delta_kernel       delta = rowsum(dO * O), one thread per row.
+//   delta_kernel       delta = rowsum(dO * O), D / 8 lanes per row (16-byte chunks, shuffles).
 //   dq_kernel          one block per 64 query rows (as the forward, with its cp.async key walk,
 //                      walk_key_tiles): S = Q K^T and dP = dO V^T from registers, dQ += dS K.
 //                      Kernel A: the band's key tiles, then the global keys; kernel B: one chunk
@@ -94,31 +94,51 @@ LED_DEVICE bool row_live(const BwdArgs& a, int64_t b, int64_t i) {
   return a.layer ? flag == 0 : flag != 1;
 }
 
-// delta[b, h, i] = sum_d dO[b, i, h, d] * O[b, i, h, d] in fp32; one thread per row.
+// delta[b, h, i] = sum_d dO[b, i, h, d] * O[b, i, h, d] in fp32. A row is read by D / 8 neighbouring
+// lanes, one 16-byte chunk each, then summed by butterfly shuffles: rows are numbered h fastest, which
+// is memory order for (B, N, H, D) tensors, so a warp's loads cover whole contiguous rows (one thread
+// per row made each load instruction touch 32 lines and lean on L1 for the rest of the row).
+template <int D>
+constexpr int delta_lanes_per_row() {
+  return D / 8;
+}
+
 template <typename T, int D>
 LED_KERNEL void __launch_bounds__(kThreads) delta_kernel(BwdArgs a) {
-  const int64_t row = simt::block_index() * kThreads + simt::thread_index();
-  if (row >= a.B * a.M * a.H) return;
-  const int64_t h = row % a.H;
-  const int64_t i = (row / a.H) % a.M;
-  const int64_t b = row / (a.H * a.M);
-  const int64_t stored = a.rows(b, i);
-  const T* o = static_cast<const T*>(a.out) + b * a.os.b + stored * a.os.n + h * a.os.h;
-  const T* g = static_cast<const T*>(a.dout) + b * a.dos.b + stored * a.dos.n + h * a.dos.h;
+  constexpr int kLanes = delta_lanes_per_row<D>();
+  static_assert(kLanes >= 1 && kLanes <= 32 && (kLanes & (kLanes - 1)) == 0, "lanes per row: a power of two");
+  const int64_t row = (simt::block_index() * kThreads + simt::thread_index()) / kLanes;
+  const int chunk = simt::thread_index() % kLanes;
+  const bool in_range = row < a.B * a.M * a.H;
   float acc = 0.0f;
-  for (int d = 0; d < D && stored >= 0; d += 8) {  // a slot with no row: never live, delta unused
-    const Chunk8 oc = load_chunk(o + d, a.o_aligned), gc = load_chunk(g + d, a.o_aligned);
-    LED_UNROLL
-    for (int e = 0; e < 8; ++e) {
-      const uint32_t ow = oc.w[e / 2], gw = gc.w[e / 2];
-      const float of = simt::bits_to_float<T>(static_cast<uint16_t>(e % 2 ? ow >> 16 : ow & 0xFFFFu));
-      const float gf = simt::bits_to_float<T>(static_cast<uint16_t>(e % 2 ? gw >> 16 : gw & 0xFFFFu));
-      acc = fmaf(of, gf, acc);
+  int64_t h = 0, i = 0, b = 0;
+  if (in_range) {
+    h = row % a.H;
+    i = (row / a.H) % a.M;
+    b = row / (a.H * a.M);
+    const int64_t stored = a.rows(b, i);
+    if (stored >= 0) {  // a slot with no row: never live, delta unused
+      const int d = chunk * 8;
+      const T* o = static_cast<const T*>(a.out) + b * a.os.b + stored * a.os.n + h * a.os.h + d;
+      const T* g = static_cast<const T*>(a.dout) + b * a.dos.b + stored * a.dos.n + h * a.dos.h + d;
+      const Chunk8 oc = load_chunk(o, a.o_aligned), gc = load_chunk(g, a.o_aligned);
+      LED_UNROLL
+      for (int e = 0; e < 8; ++e) {
+        const uint32_t ow = oc.w[e / 2], gw = gc.w[e / 2];
+        const float of = simt::bits_to_float<T>(static_cast<uint16_t>(e % 2 ? ow >> 16 : ow & 0xFFFFu));
+        const float gf = simt::bits_to_float<T>(static_cast<uint16_t>(e % 2 ? gw >> 16 : gw & 0xFFFFu));
+        acc = fmaf(of, gf, acc);
+      }
     }
   }
-  float* dst = a.delta + (b * a.H + h) * a.M + i;
-  simt::check_global(dst, 4);
-  *dst = acc;
+  // (every lane takes part: a row's lanes are neighbours, so the groups never mix)
+  LED_UNROLL
+  for (int off = kLanes / 2; off > 0; off /= 2) acc += simt::shfl_xor(acc, off);
+  if (in_range && chunk == 0) {
+    float* dst = a.delta + (b * a.H + h) * a.M + i;
+    simt::check_global(dst, 4);
+    *dst = acc;
+  }
 }
 
 // Kernel A: blocks (query tile, head, batch), dQ written. Kernel B: blocks (key chunk, slot tile,
@@ -779,7 +799,7 @@ void launch_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, f
   const int64_t reduce_blocks = ceil_div(p.B * p.H * p.G, kWarps);
 
   auto delta = delta_kernel<T, D>;
-  const int64_t delta_blocks = ceil_div(p.B * p.M * p.H, kThreads);
+  const int64_t delta_blocks = ceil_div(p.B * p.M * p.H * delta_lanes_per_row<D>(), kThreads);
   if (launchable(delta_blocks)) LED_LAUNCH(delta, delta_blocks, kThreads, 0, stream, a);
   if (!a.global_rows) {
     const int64_t q_blocks = p.B * p.H * ceil_div(p.N, kBlockM);
