@@ -146,23 +146,16 @@ def _layer_fwd_kernel(
             stride_vh, stride_ob, stride_on, stride_oh, N, H, G, window, qk_scale,
             HEAD_DIM, BLOCK_D, BLOCK_G, DOT_PREC, True, True, BLOCK_M, BLOCK_N,
         )  # fmt: skip
-    elif BLOCK_M >= 128 or KEY_BLOCK <= 64:
-        j = pid - n_band
-        _glob_fwd_program(
-            j // n_split, j % n_split, n_split, pid_bh, QG, KG, VG, OPart, LsePart, Flags, CumPad, Bounds,
-            GIdx, stride_gqb, stride_gqn, stride_gqh, stride_gkb, stride_gkn, stride_gkh, stride_gvb,
-            stride_gvn, stride_gvh, stride_ob, stride_on, stride_oh, N, H, G, chunk, qk_scale,
-            HEAD_DIM, BLOCK_D, DOT_PREC, False, True, SLOT_BLOCK, KEY_BLOCK, KEY_STAGES,
-        )  # fmt: skip
     else:
-        # A's 64-row tiles hold fewer registers than B's 128-key ones would (3 -> 2 programs per SM at
-        # 64x64, 4 warps): B keeps 64 keys at A's depth there (a chunk is a multiple of 128 keys)
+        # A's 64-row tiles hold fewer registers than B's 128-key ones would take (3 -> 2 programs per
+        # SM at 64x64, 4 warps): B keeps 64 keys at A's depth there (a chunk is a multiple of 128 keys)
         j = pid - n_band
         _glob_fwd_program(
             j // n_split, j % n_split, n_split, pid_bh, QG, KG, VG, OPart, LsePart, Flags, CumPad, Bounds,
             GIdx, stride_gqb, stride_gqn, stride_gqh, stride_gkb, stride_gkn, stride_gkh, stride_gvb,
             stride_gvn, stride_gvh, stride_ob, stride_on, stride_oh, N, H, G, chunk, qk_scale,
-            HEAD_DIM, BLOCK_D, DOT_PREC, False, True, SLOT_BLOCK, 64, None,
+            HEAD_DIM, BLOCK_D, DOT_PREC, False, True, SLOT_BLOCK,
+            KEY_BLOCK if BLOCK_M >= 128 else min(KEY_BLOCK, 64), KEY_STAGES if BLOCK_M >= 128 else None,
         )  # fmt: skip
 
 
