@@ -13,9 +13,10 @@ Conventions used by every kernel in this package:
 - Key flags: 0 = local, 1 = padding, 2 = global (padding wins when both).
 - Non-finite inputs stay with the rows that attend them. A masked pair has p = 0 (or dS = 0), and
   0 * NaN = NaN inside a tl.dot would reach every row of the tile, so no dot may meet a non-finite
-  row next to a masked pair: masked tiles load the keys that no row attends (global / padded keys
-  of a band, padded keys of the global rows) as 0, zero their other non-finite key / value rows
-  (``nonfinite_rows``) and set the scores of the pairs that attend one to NaN; unmasked tiles hold
+  row next to a masked pair: masked tiles zero their non-finite key / value rows
+  (``nonfinite_rows``; kernel B also loads its padded keys as 0, while kernel A's band loads its
+  global / padded keys as they are and masks their scores) and set the scores of the pairs that
+  attend one to NaN; unmasked tiles hold
   no such key at all (``unmasked_run``: the tiles of an unmasked run that would meet one take the
   masked body instead); a row whose output is not finite saves a NaN lse (``poisoned_lse``), and a
   backward pass over queries loads the rows without a finite lse as 0 and uses delta = 0 for them
@@ -502,10 +503,10 @@ def unmasked_run(run_lo, run_hi, cum_row, U: tl.constexpr):
     unmasked body may walk, with ``cum_row`` the prefix counts of the excluded keys: all of the run when
     it holds none; all but its first tile when that tile holds every one of them (a leading block of
     global tokens), or all but its last (the padded tail's first, partial tile); else none (a = b =
-    run_hi). The tiles left out go to the masked body, which zeroes excluded keys as it loads them, so
-    the unmasked body needs no key mask, no per-tile flag lookup and no branch, and a walk that meets
-    a global token or the padding takes the masked body on one more tile, not on all of them. Four
-    scalar loads, issued together."""
+    run_hi). The tiles left out go to the masked body, which masks the excluded keys and zeroes their
+    non-finite rows, so the unmasked body needs no key mask, no per-tile flag lookup and no branch,
+    and a walk that meets a global token or the padding takes the masked body on one more tile, not
+    on all of them. Four scalar loads, issued together."""
     has_run = run_hi > run_lo
     at_lo = tl.load(cum_row + run_lo, mask=has_run, other=0)
     at_hi = tl.load(cum_row + run_hi, mask=has_run, other=0)

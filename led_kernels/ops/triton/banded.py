@@ -92,9 +92,10 @@ def _fwd_band_tile(
     if MASKED:
         col_ok = cols < N
         kf = tl.load(flags_row + cols, mask=col_ok, other=1)  # [BLOCK_N]
-        # global/padded keys (attended by no row of the band) load as 0, see _common
-        k = load_rows(k_ptrs, kf == 0, offs_d, HEAD_DIM, BLOCK_D, True)  # [BLOCK_N, BLOCK_D]
-        v = load_rows(v_ptrs, kf == 0, offs_d, HEAD_DIM, BLOCK_D, True)
+        # global / padded keys load as they are (no load waits on the flags): their scores are masked
+        # below, and a non-finite value row of theirs is zeroed like any other
+        k = load_rows(k_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True)  # [BLOCK_N, BLOCK_D]
+        v = load_rows(v_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True)
         # a non-finite value row is zeroed for p @ v and poisons the scores of the rows that attend it
         v_nan = nonfinite_rows(v)  # [BLOCK_N]
         v = tl.where((v_nan == 0.0)[:, None], v, tl.zeros_like(v))
@@ -180,9 +181,10 @@ def _dq_band_tile(
     if MASKED:
         col_ok = cols < N
         kf = tl.load(flags_row + cols, mask=col_ok, other=1)
-        k = load_rows(k_ptrs, kf == 0, offs_d, HEAD_DIM, BLOCK_D, True)  # [BLOCK_N, BLOCK_D]
-        v = load_rows(v_ptrs, kf == 0, offs_d, HEAD_DIM, BLOCK_D, True)
-        # non-finite key / value rows zeroed: the rows that attend one carry a NaN lse (see _common)
+        k = load_rows(k_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True)  # [BLOCK_N, BLOCK_D]
+        v = load_rows(v_ptrs, col_ok, offs_d, HEAD_DIM, BLOCK_D, True)
+        # non-finite key / value rows zeroed (global / padded keys' too, which p masks): the rows that
+        # attend one carry a NaN lse (see _common)
         k = tl.where((nonfinite_rows(k) == 0.0)[:, None], k, tl.zeros_like(k))
         v = tl.where((nonfinite_rows(v) == 0.0)[:, None], v, tl.zeros_like(v))
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_N]
