@@ -83,6 +83,13 @@ run() {  # run "<name>" cmd...: tee the output into $LOGDIR/<name>.log, remember
     fi
 }
 
+save_results() {  # the result files written so far, in one archive in $OUT (at most 8 files come back from
+    # there), so that a call cut at its time limit still returns them
+    [ -n "$OUT" ] || return 0
+    find benchmarks/results -type f -newer /tmp/gpu_check_start -print0 |
+        tar czf "$OUT/results-$stage-partial.tgz" --null -T -
+}
+
 install() {
     python -c "import led_kernels._C" 2>/dev/null && return
     # one architecture keeps the build short; the GPU here is the one that will run it (sm_90 as 90a:
@@ -261,10 +268,12 @@ stage_next() {
     LIMIT=150 run bench-next python -m benchmarks --providers triton triton-key64 cuda cuda-nolean cuda-wgmma16s \
         cuda-wgmma2g --seqlens 16384 --globals 0 1 --window 512 --head-dim 64 --modes fwd fwd_bwd --check \
         --tag next
+    save_results
     # the ratio bars (8k against 16k, G=1 against G=0) and 64 global tokens, triton alone (G=64 compiles
     # its own forward candidates: a wider slot tile)
     LIMIT=120 run bench-ratios python -m benchmarks --providers triton --seqlens 8192 16384 --globals 0 1 64 \
         --window 512 --head-dim 64 --modes fwd fwd_bwd --tag ratios
+    save_results
     LIMIT=25 run profile-triton python -m benchmarks.profile_layer --provider triton
     LIMIT=25 run profile-cuda python -m benchmarks.profile_layer --provider cuda
     for tool in memcheck racecheck; do
