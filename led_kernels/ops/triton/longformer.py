@@ -130,7 +130,6 @@ def _layer_fwd_kernel(
     DOT_PREC: tl.constexpr,
     SLOT_BLOCK: tl.constexpr,  # kernel B's slot tile
     KEY_BLOCK: tl.constexpr,  # kernel B's key tile (with A's 128-row tiles; else 64)
-    KEY_STAGES: tl.constexpr,  # its pipeline depth (None: the launch's)
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
@@ -148,14 +147,16 @@ def _layer_fwd_kernel(
         )  # fmt: skip
     else:
         # A's 64-row tiles hold fewer registers than B's 128-key ones would take (3 -> 2 programs per
-        # SM at 64x64, 4 warps): B keeps 64 keys at A's depth there (a chunk is a multiple of 128 keys)
+        # SM at 64x64, 4 warps): B keeps 64 keys there (a chunk is a multiple of 128 keys). A 128-key
+        # tile walks 2 deep, a 64-key one at A's depth (None: the launch's)
         j = pid - n_band
         _glob_fwd_program(
             j // n_split, j % n_split, n_split, pid_bh, QG, KG, VG, OPart, LsePart, Flags, CumPad, Bounds,
             GIdx, stride_gqb, stride_gqn, stride_gqh, stride_gkb, stride_gkn, stride_gkh, stride_gvb,
             stride_gvn, stride_gvh, stride_ob, stride_on, stride_oh, N, H, G, chunk, qk_scale,
             HEAD_DIM, BLOCK_D, DOT_PREC, False, True, SLOT_BLOCK,
-            KEY_BLOCK if BLOCK_M >= 128 else min(KEY_BLOCK, 64), KEY_STAGES if BLOCK_M >= 128 else None,
+            KEY_BLOCK if BLOCK_M >= 128 else min(KEY_BLOCK, 64),
+            2 if BLOCK_M >= 128 and KEY_BLOCK > 64 else None,
         )  # fmt: skip
 
 
@@ -188,7 +189,6 @@ def launch_layer_fwd(
     slot = _slot_config("glob_fwd", g, d, q_global)
     # B's key ring no bigger than A's tiles' (see LAYER_KEY_TILE): 128 keys 2 deep, or 64 at A's depth
     key_block = min(slot["BLOCK_N"], LAYER_KEY_TILE if slot["BLOCK_M"] <= 16 else 64)
-    key_stages = 2 if key_block > 64 else None  # (None: the launch's own depth)
     n_gtiles = _common.cdiv(g, slot["BLOCK_M"])
     splits, chunk = _common.split_plan(n, key_block, n_gtiles * bsz * h, dev)
     o_t, lse_t = partial_outputs(bsz * h, splits, g, bd, dev)
@@ -202,7 +202,7 @@ def launch_layer_fwd(
         *strides3(q_global), *strides3(k_global), *strides3(v_global),
         n, h, g, w, log2_scale(scale), chunk, splits, _common.bucket(n), _common.bucket(w),
         HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=GLOBAL_KEY_TILE, DOT_PREC=dot_precision(q.dtype),
-        SLOT_BLOCK=slot["BLOCK_M"], KEY_BLOCK=key_block, KEY_STAGES=key_stages, **cfg,
+        SLOT_BLOCK=slot["BLOCK_M"], KEY_BLOCK=key_block, **cfg,
     )  # fmt: skip
     launch_global_combine(o_t, lse_t, out, glse, key_flags, global_idx, True)
 
