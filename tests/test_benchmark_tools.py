@@ -15,30 +15,46 @@ def test_sync_count_skips_the_debug_modes_prototype_notice():
     assert not is_sync_warning("some other warning")
 
 
+def _triton_variant_beside_plain(monkeypatch, name, probe, state):
+    """Run provider ``name``, then ``triton``, on one small layer with global tokens, the one-launch
+    forward on (the default, whatever the environment says). ``probe()`` is recorded at each call of
+    that forward's launcher and ``state()`` read right after the variant's call. Returns the records
+    after the variant, that state, the records after both, both outputs and the device."""
+    import torch
+
+    from benchmarks.cases import Case, make_inputs
+    from benchmarks.providers import get_provider
+    from led_kernels.ops.triton import longformer
+
+    seen = []
+    real = longformer.launch_layer_fwd
+    monkeypatch.setattr(longformer, "launch_layer_fwd", lambda *a, **k: seen.append(probe()) or real(*a, **k))
+    monkeypatch.setattr(longformer, "FUSED_FORWARD", True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    case = Case(batch=1, seqlen=96, heads=2, head_dim=16, window=9, globals=3, dtype="float32")
+    inputs = make_inputs(case, device)
+    variant, plain = get_provider(name), get_provider("triton")
+    assert variant.name == name and variant.skip_reason(case, torch.device(device)) is None
+    out_variant = variant.prepare(inputs).forward()
+    after_variant, state_after_variant = list(seen), state()
+    out_plain = plain.prepare(inputs).forward()
+    return after_variant, state_after_variant, seen, out_variant, out_plain, device
+
+
 def test_two_launch_provider_times_the_two_launch_forward_and_restores_the_switch(monkeypatch):
     """``triton-two-launch`` runs the layer with kernel B's forward in a launch of its own (the switch
     cleared for its calls only), so one run can time it beside ``triton`` (the one-launch forward, the
     default); same bits under the interpreter."""
     import torch
 
-    from benchmarks.cases import Case, make_inputs
-    from benchmarks.providers import get_provider
     from led_kernels.ops.triton import _common, longformer
 
-    calls = []
-    real = longformer.launch_layer_fwd
-    monkeypatch.setattr(longformer, "launch_layer_fwd", lambda *a, **k: calls.append(1) or real(*a, **k))
     monkeypatch.setattr(_common, "target_programs", lambda device: 16)  # several key chunks
-    monkeypatch.setattr(longformer, "FUSED_FORWARD", True)  # the default, whatever the environment says
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    case = Case(batch=1, seqlen=96, heads=2, head_dim=16, window=9, globals=3, dtype="float32")
-    inputs = make_inputs(case, device)
-    two, plain = get_provider("triton-two-launch"), get_provider("triton")
-    assert two.name == "triton-two-launch" and two.skip_reason(case, torch.device(device)) is None
-    out_two = two.prepare(inputs).forward()
-    assert calls == [] and longformer.FUSED_FORWARD is True
-    out_plain = plain.prepare(inputs).forward()
-    assert calls == [1]  # the plain provider keeps the default one-launch forward
+    calls, fused_after, calls_after_both, out_two, out_plain, device = _triton_variant_beside_plain(
+        monkeypatch, "triton-two-launch", lambda: 1, lambda: longformer.FUSED_FORWARD
+    )
+    assert calls == [] and fused_after is True
+    assert calls_after_both == [1]  # the plain provider keeps the default one-launch forward
     if device == "cpu":
         assert torch.equal(out_two, out_plain)
     else:
@@ -50,28 +66,15 @@ def test_key64_provider_sets_the_layer_key_tile_for_its_forward_only(monkeypatch
     for its calls only, then restored): the launch sees 64 inside, the default 128 after."""
     import torch
 
-    from benchmarks.cases import Case, make_inputs
-    from benchmarks.providers import get_provider
     from led_kernels.ops.triton import longformer
 
-    seen = []
-    real = longformer.launch_layer_fwd
-    monkeypatch.setattr(
-        longformer,
-        "launch_layer_fwd",
-        lambda *a, **k: seen.append(longformer.LAYER_KEY_TILE) or real(*a, **k),
-    )
-    monkeypatch.setattr(longformer, "FUSED_FORWARD", True)
     monkeypatch.setattr(longformer, "LAYER_KEY_TILE", 128)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    case = Case(batch=1, seqlen=96, heads=2, head_dim=16, window=9, globals=3, dtype="float32")
-    inputs = make_inputs(case, device)
-    key64, plain = get_provider("triton-key64"), get_provider("triton")
-    assert key64.name == "triton-key64" and key64.skip_reason(case, torch.device(device)) is None
-    out64 = key64.prepare(inputs).forward()
-    assert seen == [64] and longformer.LAYER_KEY_TILE == 128
-    out = plain.prepare(inputs).forward()
-    assert seen == [64, 128]
+    tile = lambda: longformer.LAYER_KEY_TILE  # noqa: E731
+    seen, tile_after, seen_after_both, out64, out, _ = _triton_variant_beside_plain(
+        monkeypatch, "triton-key64", tile, tile
+    )
+    assert seen == [64] and tile_after == 128
+    assert seen_after_both == [64, 128]
     torch.testing.assert_close(out64, out, rtol=1e-5, atol=1e-6)
 
 
