@@ -218,7 +218,7 @@ stage_cuda() {
     LIMIT=90 run bench-cuda python -m benchmarks --providers cuda triton sdpa hf --seqlens 8192 16384 \
         --globals 0 1 --window 512 --head-dim 64 --check --tag cuda
     # the forward's other main loops (csrc/cuda/attention_fwd.cuh, FwdVariant)
-    for variant in rows32 rows16 wgmma wgmma16s wgmma2g; do
+    for variant in rows32 rows16 wgmma wgmma16s wgmma2g wgmma16o; do
         LIMIT=40 run "bench-cuda-fwd-$variant" env LED_KERNELS_CUDA_FWD=$variant python -m benchmarks \
             --providers cuda --seqlens 16384 --globals 0 1 --window 512 --head-dim 64 --modes fwd \
             --tag "cuda-fwd-$variant"
@@ -260,13 +260,13 @@ stage_next() {
     [ -n "$OUT" ] && { echo "===== install.log"; cat "$LOGDIR/install.log"; } >> "$OUT/gpu-check-$stage.log"
     LIMIT=120 run pytest-cuda-gpu python -m pytest -q -p no:cacheprovider tests/test_cuda_sass.py \
         tests/ops/test_cuda.py tests/test_extension.py -k "(gpu or sass) and not wgmma" --durations=5
-    LIMIT=60 run pytest-cuda-wgmma python -m pytest -q -p no:cacheprovider tests/ops/test_cuda.py -k wgmma
+    LIMIT=75 run pytest-cuda-wgmma python -m pytest -q -p no:cacheprovider tests/ops/test_cuda.py -k wgmma
     LIMIT=60 run pytest-cuda-mma env LED_KERNELS_CUDA_FWD=rows32 LED_KERNELS_CUDA_DQ=mma LED_KERNELS_CUDA_DKDV=mma \
         python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k "not wgmma"
     # one run: triton with kernel B's 128-key tiles in the one-launch forward (the default) and with 64
-    # (triton-key64), the cuda kernels with and without their lean runs and the two wgmma forwards
-    LIMIT=150 run bench-next python -m benchmarks --providers triton triton-key64 cuda cuda-nolean cuda-wgmma16s \
-        cuda-wgmma2g --seqlens 16384 --globals 0 1 --window 512 --head-dim 64 --modes fwd fwd_bwd --check \
+    # (triton-key64), the cuda kernels with and without their lean runs and the three wgmma forwards
+    LIMIT=170 run bench-next python -m benchmarks --providers triton triton-key64 cuda cuda-nolean cuda-wgmma16s \
+        cuda-wgmma2g cuda-wgmma16o --seqlens 16384 --globals 0 1 --window 512 --head-dim 64 --modes fwd fwd_bwd --check \
         --tag next
     save_results
     # the ratio bars (8k against 16k, G=1 against G=0) and 64 global tokens, triton alone (G=64 compiles

@@ -310,6 +310,7 @@ _PROVIDER_ORDER = {
         (
             *("triton", "triton-two-launch", "triton-fused", "triton-key64"),
             *("cuda", "cuda-nolean", "cuda-wgmma", "cuda-wgmma16", "cuda-wgmma16s", "cuda-wgmma2g"),
+            "cuda-wgmma16o",
             "cuda-mma",
             *("cpu", "flex", "sdpa", "torch", "hf"),
         )

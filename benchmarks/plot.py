@@ -34,6 +34,7 @@ STYLE = {  # provider -> (color, marker): ours solid, peers dashed
     "cuda-mma": ("tab:pink", "s", "-"),
     "cuda-wgmma16s": ("tab:brown", "s", "-"),
     "cuda-wgmma2g": ("gold", "s", "-"),
+    "cuda-wgmma16o": ("tab:gray", "s", "-"),
     "cuda-nolean": ("tab:purple", "s", ":"),
     "cpu": ("tab:orange", "D", "-"),
     "torch": ("tab:blue", "^", "-"),

@@ -138,7 +138,8 @@ class LedKernelsProvider(Provider):
     while its backward runs: from the moment the output's gradient arrives until the inputs' gradients
     are out (provider ``cuda-mma``: the mma.sync kernels that sm_80 runs, on a GPU whose default is the
     wgmma kernels; ``cuda-wgmma16s``: the forward's wgmma16s and dQ's wgmmas, which read their query
-    rows from shared memory; ``cuda-wgmma2g``: the forward's two-warpgroup wgmma2g). ``env`` holds
+    rows from shared memory; ``cuda-wgmma2g``: the forward's two-warpgroup wgmma2g; ``cuda-wgmma16o``: the
+    forward's wgmma16o, whose lean tiles overlap the softmax with the products). ``env`` holds
     further variables set around both (provider ``cuda-nolean``: ``LED_KERNELS_CUDA_LEAN=0``, the
     kernels without their lean runs, ``csrc/cuda/attention_common.cuh``).
     """
@@ -550,6 +551,7 @@ PROVIDERS: dict[str, Callable[[], Provider]] = {
     "cuda-wgmma16": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma16"),
     "cuda-wgmma16s": lambda: LedKernelsProvider("cuda", "wgmma16s", "wgmmas/wgmma"),
     "cuda-wgmma2g": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma2g"),
+    "cuda-wgmma16o": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma16o"),
     "cuda-nolean": lambda: LedKernelsProvider("cuda", name="cuda-nolean", env={"LED_KERNELS_CUDA_LEAN": "0"}),
     "cuda-mma": lambda: LedKernelsProvider("cuda", "rows32", "mma", "cuda-mma"),
     "cpu": lambda: LedKernelsProvider("cpu"),

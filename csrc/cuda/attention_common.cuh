@@ -55,14 +55,20 @@ LED_HOST_DEVICE int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y;
 //                 through descriptors instead of holding fragments in registers)
 //   GroupedQTile  SharedQTile for a block of kGroups warpgroups (the forward's wgmma2g), each with 64
 //                 query rows of its own, staged as one 64-row tile per warpgroup (StackedTile)
+//   OverlapQTile  SharedQTile for the forward's wgmma16o, whose lean tiles overlap the softmax of one
+//                 tile with the product O += P V of the tile before (kOverlap), so that tile's V is
+//                 still read after the next barrier: three stages of key tiles (kKeyStages)
 // (kRows: a tile of query rows may have more than kBlockN. kGroups: warpgroups per block, which
-// share the key tiles; the first one copies and checks them, see walk_tiles.)
+// share the key tiles; the first one copies and checks them, see walk_tiles. kKeyStages: the stages
+// of the key-tile pipeline, PipedKeySmem.)
 template <int D, int kRows = kBlockN>
 struct PaddedTile {
   static constexpr bool kSwizzled = false;
   static constexpr bool kQShared = false;
   static constexpr int kSharedRowTiles = 0;
   static constexpr int kGroups = 1;
+  static constexpr int kKeyStages = 2;
+  static constexpr bool kOverlap = false;
   static constexpr size_t kAlign = 16;
   static constexpr size_t kBytes = static_cast<size_t>(kRows) * (D + 8) * 2;
   LED_HOST_DEVICE static int offset(int r, int col) { return r * (D + 8) + col; }
@@ -75,6 +81,8 @@ struct SwizzledTile {
   static constexpr bool kQShared = false;
   static constexpr int kSharedRowTiles = 0;
   static constexpr int kGroups = 1;
+  static constexpr int kKeyStages = 2;
+  static constexpr bool kOverlap = false;
   static constexpr size_t kAlign = 1024;
   static constexpr size_t kBytes = static_cast<size_t>(kRows) * D * 2;
   LED_HOST_DEVICE static int offset(int r, int col) {
@@ -107,6 +115,12 @@ struct GroupedQTile : SwizzledTile<D> {
   static constexpr bool kQShared = true;
   static constexpr int kSharedRowTiles = kGroupCount;
   static constexpr int kGroups = kGroupCount;
+};
+
+template <int D>
+struct OverlapQTile : SharedQTile<D> {
+  static constexpr int kKeyStages = 3;
+  static constexpr bool kOverlap = true;
 };
 
 // kRows rows staged as consecutive 64-row tiles of layout Tile (a warpgroup's rows in a tile of their
@@ -162,6 +176,10 @@ struct WithRows<SwizzledTile<D, R>, kRows> {
 };
 template <int D, int kRowTiles, int R, int kRows>
 struct WithRows<SharedQTile<D, kRowTiles, R>, kRows> {
+  using type = SwizzledTile<D, kRows>;
+};
+template <int D, int kRows>
+struct WithRows<OverlapQTile<D>, kRows> {
   using type = SwizzledTile<D, kRows>;
 };
 template <int D, int kGroupCount, int kRows>
@@ -409,7 +427,9 @@ LED_DEVICE void stream_first_tiles(const Stream& s) {
 // The pipelined walk over the tiles of a stream, after stream_first_tiles and a barrier. A stream
 // (KeyTileStream below, QueryTileStream in attention_bwd.cuh) gives
 //   kStages                             2, or 1 where two stages would not fit in shared memory
-//                                       (then tile t + 1 is copied after tile t's math: no overlap)
+//                                       (then tile t + 1 is copied after tile t's math: no overlap),
+//                                       or 3 where a visit still reads the tile before its own
+//                                       (tile t + 1 goes to the stage of tile t - 2)
 //   kAsyncProxyReads                    the tiles are read by wgmma (the async proxy): fence the
 //                                       copies (and the fix-up's stores) before their barrier
 //   count()                             its number of tiles
@@ -429,12 +449,13 @@ LED_DEVICE void stream_first_tiles(const Stream& s) {
 template <typename Stream, typename Visit>
 LED_DEVICE void walk_tiles(const Stream& s, Visit visit) {
   constexpr int kStages = Stream::kStages;
-  static_assert(kStages == 1 || kStages == 2, "one or two stages");
+  static_assert(kStages >= 1 && kStages <= 3, "one to three stages");
   const bool copier = Stream::kGroups == 1 || simt::thread_index() < kThreads;
   const int32_t n = s.count();
   if (n > 0 && copier) s.issue(0, 0);
   for (int32_t t = 0; t < n; ++t) {
-    const int stage = kStages == 2 ? t & 1 : 0;
+    const int stage = kStages == 2 ? t & 1 : kStages == 3 ? t % 3 : 0;
+    const int next_stage = kStages == 3 ? (stage == 2 ? 0 : stage + 1) : stage ^ 1;
     const bool lean = s.lean(t);
     const bool keep_next = t + 2 < n && s.needs_ring(t + 2);
     typename Stream::Ahead ahead{};
@@ -444,7 +465,7 @@ LED_DEVICE void walk_tiles(const Stream& s, Visit visit) {
     const uint32_t bad = lean || !copier ? 0u : s.own_nonfinite(t, stage);
     // every warp is done with tile t - 1 (its stage is free for tile t + 1) and sees tile t
     const bool poisoned = simt::sync_block_or(bad != 0u) != 0;
-    if (kStages == 2 && t + 1 < n && copier) s.issue(t + 1, stage ^ 1);
+    if (kStages >= 2 && t + 1 < n && copier) s.issue(t + 1, next_stage);
     if (poisoned) {
       if (copier) s.zero_nonfinite(stage, bad);
       if (Stream::kAsyncProxyReads) simt::fence_proxy_async();
@@ -467,8 +488,9 @@ struct PipedKeySmem {
   float* poison;      // [kBlockN]: the current tile's, valid when its vote found a non-finite row
   float* zeros;       // [kBlockN]: the poison of every other tile (read without a branch per entry)
 
-  // (after the four: Tile::kSharedRowTiles tiles of the block's query rows, and dO rows)
-  static constexpr int kTiles = 4 + Tile::kSharedRowTiles;
+  // (K and V of each stage, then Tile::kSharedRowTiles tiles of the block's query rows, and dO rows)
+  static constexpr int kKeyTiles = 2 * Tile::kKeyStages;
+  static constexpr int kTiles = kKeyTiles + Tile::kSharedRowTiles;
 
   static constexpr size_t bytes() {
     return kTiles * Tile::kBytes + 5 * kBlockN * sizeof(int32_t) + (Tile::kAlign - 16);
@@ -486,7 +508,7 @@ struct PipedKeySmem {
   // stage 1's K and V tiles: where the query rows (and dO rows) wait before tile 1 is copied; with
   // Tile::kQShared tiles of their own, where they stay
   LED_DEVICE T* row_area() const {
-    return Tile::kQShared ? reinterpret_cast<T*>(base + 4 * Tile::kBytes) : ks(1);
+    return Tile::kQShared ? reinterpret_cast<T*>(base + kKeyTiles * Tile::kBytes) : ks(1);
   }
 };
 
@@ -647,7 +669,7 @@ struct NoCheck {};
 template <typename T, int D, Contracted kCheck, typename NeedsCheck = NoCheck, typename Tile = PaddedTile<D>,
           bool kLeanable = true>
 struct KeyTileStream {
-  static constexpr int kStages = 2;
+  static constexpr int kStages = Tile::kKeyStages;
   static constexpr int kGroups = Tile::kGroups;
   static constexpr bool kAsyncProxyReads = Tile::kSwizzled;
   using Ahead = int32_t;

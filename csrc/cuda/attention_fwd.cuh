@@ -108,6 +108,11 @@ struct WarpRows {
   float o[RB][D / 8][4];      // C fragments of O, one per 8 dims
   float m[RB][2];             // running max (base 2), -inf before any key
   float l[RB][2];             // running sum of 2^(t - m) over this lane's columns (quad-reduced at the end)
+  // With Tile::kOverlap (attend_overlapped): the last lean tile's P as the A fragments of its O += P V,
+  // and its staged V, whose product has not been issued yet (`pending`)
+  uint32_t p_pending[kBlockN / 16][4];
+  const T* v_pending;
+  bool pending;
 
   // (staged_q: the block's staged query rows; with Tile::kGroups > 1, one 64-row tile per warpgroup)
   LED_DEVICE void init(const T* staged_q, int warp, int lane) {
@@ -120,12 +125,16 @@ struct WarpRows {
       m[rb][0] = m[rb][1] = -INFINITY;
       l[rb][0] = l[rb][1] = 0.0f;
     }
+    pending = false;
   }
 
   // After a tile's row maxima (this lane's part, base 2): the new running max, the scores of block rb
-  // replaced by their exponent `exp_of(score, max)`, and the sums and outputs rescaled.
-  template <int kCols, typename ExpOf>
-  LED_DEVICE void update_rows(float (&s)[kCols / 8][4], int rb, float (&tile_max)[2], ExpOf exp_of) {
+  // replaced by their exponent `exp_of(score, max)`, and the sums and outputs rescaled. The hooks are
+  // attend_overlapped's: `after_max()` once the maxima are reduced over the quad (it issues the
+  // product that adds into O meanwhile), `before_rescale()` before O is rescaled (it waits for it).
+  template <int kCols, typename ExpOf, typename AfterMax = void (*)(), typename BeforeRescale = void (*)()>
+  LED_DEVICE void update_rows(float (&s)[kCols / 8][4], int rb, float (&tile_max)[2], ExpOf exp_of,
+                              AfterMax after_max = [] {}, BeforeRescale before_rescale = [] {}) {
     float alpha[2];
     float m_use[2];
     LED_UNROLL
@@ -137,6 +146,7 @@ struct WarpRows {
       alpha[x] = simt::fast_exp2(m[rb][x] - m_use[x]);
       m[rb][x] = m_new;
     }
+    after_max();
     LED_UNROLL
     for (int nt = 0; nt < kCols / 8; ++nt) {
       LED_UNROLL
@@ -146,10 +156,122 @@ struct WarpRows {
     reduce_rows<kCols, kRowParts>(sum, [](float u, float v) { return u + v; }, [&](int nt, int e) { return s[nt][e]; });
     LED_UNROLL
     for (int x = 0; x < 2; ++x) l[rb][x] = l[rb][x] * alpha[x] + sum[x];
+    before_rescale();
     LED_UNROLL
     for (int dn = 0; dn < D / 8; ++dn) {
       o[rb][dn][0] *= alpha[0], o[rb][dn][1] *= alpha[0];
       o[rb][dn][2] *= alpha[1], o[rb][dn][3] *= alpha[1];
+    }
+  }
+
+  // The online softmax of block rb's tile of raw scores s, every entry attended. A full block keeps its
+  // raw scores: the row max of scale * s is |scale| times the max of sign(scale) * s (exactly so:
+  // rounding is monotonic), and the exponent applies the scale in its FFMA (one instruction per score
+  // fewer, as FlashAttention-2).
+  template <int kCols, typename AfterMax = void (*)(), typename BeforeRescale = void (*)()>
+  LED_DEVICE void softmax_full(float (&s)[kCols / 8][4], int rb, float scale_log2, AfterMax after_max = [] {},
+                               BeforeRescale before_rescale = [] {}) {
+    float tile_max[2];
+    auto max = [](float u, float v) { return fmaxf(u, v); };
+    if (scale_log2 >= 0.0f) {
+      reduce_rows<kCols, kRowParts>(tile_max, max, [&](int nt, int e) { return s[nt][e]; });
+    } else {
+      reduce_rows<kCols, kRowParts>(tile_max, max, [&](int nt, int e) { return -s[nt][e]; });
+    }
+    tile_max[0] *= fabsf(scale_log2);
+    tile_max[1] *= fabsf(scale_log2);
+    update_rows<kCols>(
+        s, rb, tile_max, [&](float x, float m_use) { return simt::fast_exp2(fmaf(x, scale_log2, -m_use)); },
+        after_max, before_rescale);
+  }
+
+  // A lean tile with Tile::kOverlap (wgmma16o; FlashAttention-3's overlap of the softmax with the
+  // products): once this tile's S = Q K^T has landed and its row maxima are known, O += P V of the lean
+  // tile before (pending) is issued, and the exponents and row sums run while the tensor cores add it
+  // into O, which is waited for only before its rescale. (Issued before the maxima, ptxas moved the
+  // wait above the quad's shuffles, and only the maxima overlapped it.) This tile's P V is left
+  // pending for the next visit: a lean tile issues it beside its own softmax, any other visit first
+  // (flush_pending), and so does the end of the walk. Its V stays staged until then: the walk's third
+  // stage (OverlapQTile) keeps the next tile's copy out of it.
+  LED_DEVICE void attend_overlapped(const T* ks, const T* vs, float scale_log2) {
+    static_assert(Tile::kOverlap && Tile::kQShared && RB == 1, "one warpgroup's rows, Q in shared memory");
+    float s[kBlockN / 8][4];  // [key groups of 8][rows g, g+8 x 2 keys]
+    LED_UNROLL
+    for (int nt = 0; nt < kBlockN / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+    simt::wgmma_pin(s);
+    simt::wgmma_fence();
+    issue_scores(s, ks);
+    simt::wgmma_commit();
+    simt::wgmma_wait();
+    simt::wgmma_pin(s);
+    // Each branch issues and waits for its own products (block-uniform): a product issued in a branch
+    // after a fence outside it made ptxas serialize every wgmma of the kernel (C7520).
+    if (pending) {
+      softmax_full<kBlockN>(
+          s, 0, scale_log2,
+          [&] {
+            simt::wgmma_pin(o[0]);  // (last rescaled by the previous tile)
+            simt::wgmma_pin(p_pending);
+            simt::wgmma_fence();
+            issue_pending();
+            simt::wgmma_commit();
+          },
+          [&] {
+            simt::wgmma_pin(s);  // (the exponents stay above the wait)
+            simt::wgmma_wait();
+            simt::wgmma_pin(o[0]);
+            simt::wgmma_pin(p_pending);
+          });
+    } else {  // the run's first tile
+      softmax_full<kBlockN>(s, 0, scale_log2);
+    }
+    pack_p(s);
+    v_pending = vs;
+    pending = true;
+  }
+
+  // Issues S += Q K^T for a staged key tile, Q read from shared memory (no fence, commit or wait).
+  LED_DEVICE void issue_scores(float (&s)[kBlockN / 8][4], const T* ks) {
+    using Swizzled = SwizzledTile<D>;
+    LED_UNROLL
+    for (int kt = 0; kt < D / 16; ++kt) {
+      simt::wgmma_ss<T, kBlockN>(s, Swizzled::k_major_desc(q_tile, kt), Swizzled::k_major_desc(ks, kt));
+    }
+  }
+
+  // Issues the pending O += P V (no commit, no wait).
+  LED_DEVICE void issue_pending() {
+    using Swizzled = SwizzledTile<D>;
+    LED_UNROLL
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      simt::wgmma_rs<T, D, true>(o[0], p_pending[kk], Swizzled::mn_major_desc(v_pending, kk));
+    }
+  }
+
+  // The pending O += P V, computed now (before any tile that is not lean, and after the walk).
+  LED_DEVICE void flush_pending() {
+    if constexpr (Tile::kOverlap) {
+      if (!pending) return;  // (block-uniform)
+      simt::wgmma_pin(o[0]);
+      simt::wgmma_pin(p_pending);
+      simt::wgmma_fence();
+      issue_pending();
+      simt::wgmma_commit();
+      simt::wgmma_wait();
+      simt::wgmma_pin(o[0]);
+      simt::wgmma_pin(p_pending);
+      pending = false;
+    }
+  }
+
+  // P (a lean tile's exponents) as the A fragments of O += P V, as wgmma_p_tile packs them.
+  LED_DEVICE void pack_p(const float (&p)[kBlockN / 8][4]) {
+    LED_UNROLL
+    for (int kk = 0; kk < kBlockN / 16; ++kk) {
+      p_pending[kk][0] = simt::pack2<T>(p[2 * kk][0], p[2 * kk][1]);
+      p_pending[kk][1] = simt::pack2<T>(p[2 * kk][2], p[2 * kk][3]);
+      p_pending[kk][2] = simt::pack2<T>(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+      p_pending[kk][3] = simt::pack2<T>(p[2 * kk + 1][2], p[2 * kk + 1][3]);
     }
   }
 
@@ -180,20 +302,7 @@ struct WarpRows {
       // full block and the masked ones of the other ended in different registers, and the merge cost
       // a move per score.
       if (kLean || full[rb]) {
-        // A full block keeps its raw scores: the row max of scale * s is |scale| times the max of
-        // sign(scale) * s (exactly so: rounding is monotonic), and the exponent applies the scale in
-        // its FFMA (one instruction per score fewer, as FlashAttention-2).
-        float tile_max[2];
-        auto max = [](float u, float v) { return fmaxf(u, v); };
-        if (scale_log2 >= 0.0f) {
-          reduce_rows<kCols, kRowParts>(tile_max, max, [&](int nt, int e) { return s[rb][nt][e]; });
-        } else {
-          reduce_rows<kCols, kRowParts>(tile_max, max, [&](int nt, int e) { return -s[rb][nt][e]; });
-        }
-        tile_max[0] *= fabsf(scale_log2);
-        tile_max[1] *= fabsf(scale_log2);
-        update_rows<kCols>(s[rb], rb, tile_max,
-                           [&](float x, float m_use) { return simt::fast_exp2(fmaf(x, scale_log2, -m_use)); });
+        softmax_full<kCols>(s[rb], rb, scale_log2);
       } else {
         const AttendRange range[2] = {attend_range(row[rb][0], banded, window),
                                       attend_range(row[rb][1], banded, window)};
@@ -278,9 +387,24 @@ LED_DEVICE KeySet<T> fwd_keys(const FwdArgs& a) {
 //            per-tile barriers and bookkeeping of wgmma16s, at the same warps per SM (two blocks
 //            of 8 warps at D = 64, whose registers are capped at 128 for it); a warpgroup skips the
 //            products of a band tile outside its rows' windows (the block's first and last).
+//   wgmma16o wgmma16s whose lean tiles overlap their softmax with the tensor cores (WarpRows::
+//            attend_overlapped, FlashAttention-3's intra-warpgroup overlap): once a tile's S has
+//            landed and its row maxima are reduced, the tile before's O += P V is issued, the
+//            exponents and row sums run while it adds into O, and O waits for it only before its
+//            rescale. The pending P fragments cost registers (156 against 128 at D = 64, offline
+//            sm_90a: three blocks per SM) and the tile before's V a third stage of key tiles (16
+//            KiB more shared memory per block at D = 64).
 // Kernel B always runs 16 rows per warp with mma.sync (its 64 slots per block are often mostly
 // empty, and its sweep is bound by memory).
-enum class FwdVariant : int { kRows32 = 0, kRows16 = 1, kWgmma = 2, kWgmma16 = 3, kWgmma16s = 4, kWgmma2g = 5 };
+enum class FwdVariant : int {
+  kRows32 = 0,
+  kRows16 = 1,
+  kWgmma = 2,
+  kWgmma16 = 3,
+  kWgmma16s = 4,
+  kWgmma2g = 5,
+  kWgmma16o = 6
+};
 
 inline FwdVariant fwd_variant() {
   const char* env = std::getenv("LED_KERNELS_CUDA_FWD");
@@ -290,14 +414,16 @@ inline FwdVariant fwd_variant() {
   for (const auto& [name, variant] : {std::make_pair("wgmma", FwdVariant::kWgmma),
                                       std::make_pair("wgmma16", FwdVariant::kWgmma16),
                                       std::make_pair("wgmma16s", FwdVariant::kWgmma16s),
-                                      std::make_pair("wgmma2g", FwdVariant::kWgmma2g)}) {
+                                      std::make_pair("wgmma2g", FwdVariant::kWgmma2g),
+                                      std::make_pair("wgmma16o", FwdVariant::kWgmma16o)}) {
     if (std::strcmp(env, name) == 0) {
       require_wgmma("LED_KERNELS_CUDA_FWD", env);
       return variant;
     }
   }
   throw std::invalid_argument(
-      std::string("LED_KERNELS_CUDA_FWD must be rows32, rows16, wgmma, wgmma16, wgmma16s or wgmma2g, got '") + env +
+      std::string("LED_KERNELS_CUDA_FWD must be rows32, rows16, wgmma, wgmma16, wgmma16s, wgmma2g or wgmma16o, got '") +
+      env +
       "'");
 }
 
@@ -324,10 +450,17 @@ LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D, RB, Tile>& w, cons
     if (Tile::kGroups > 1 && banded && !group_tiles.keeps(j0)) return;
     if (lean) {  // every row attends every key: no positions, mask or poison
       if (!Tile::kSwizzled && !warp_live) return;
+      if constexpr (Tile::kOverlap) {
+        w.attend_overlapped(ks, vs, a.scale_log2);
+        return;
+      }
       const bool full[RB] = {};
       w.template attend<kBlockN, true>(ks, vs, key_pos, poison, lane, row, banded, full, a.window, a.scale_log2);
       return;
     }
+    // (the pending P V goes into O before this tile rescales it, and its V's stage takes the copy of
+    // the tile after next once the next barrier is passed)
+    w.flush_pending();
     const TileOccupancy keys_in = tile_occupancy(key_pos, lane);
     // (it would add exact zeros; wgmma is the whole warpgroup's, so there every warp computes)
     if ((!Tile::kSwizzled && !warp_live) || !keys_in.any()) return;
@@ -345,6 +478,7 @@ LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D, RB, Tile>& w, cons
     }
   };
   walk_key_tiles<T, D, Contracted::kValue>(keys, tiles, b, h, sm, needs_check, visit);
+  w.flush_pending();
 }
 
 // Kernel A: blocks of 64 x RB query rows (query tile fastest, then head, then batch), each warp
@@ -580,6 +714,10 @@ void dispatch_variant(FwdVariant variant, const AttnFwdParams& p, float* workspa
     }
     if (variant == FwdVariant::kWgmma2g) {
       launch_fwd<T, D, 1, GroupedQTile<D>>(p, workspace, stream);
+      return;
+    }
+    if (variant == FwdVariant::kWgmma16o) {
+      launch_fwd<T, D, 1, OverlapQTile<D>>(p, workspace, stream);
       return;
     }
     if constexpr (D == 64) {

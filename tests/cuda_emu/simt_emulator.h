@@ -27,9 +27,12 @@
 // Warpgroup MMA (wgmma, sm_90a). A collective of the block's 128-thread warpgroups: the threads post
 // their A fragments and B's descriptor, and each computes its entries of D, reading B through the
 // descriptor and the 128-byte swizzle, which the hardware applies to shared addresses (those of a
-// launch start at a random multiple of 16, so unaligned tiles show). The results land at
-// wgmma_wait. A read of 16 bytes that a cp.async or a plain 16-byte store (store_shared_16) wrote,
-// while its thread has not yet made them visible to the async proxy (fence_proxy_async), fails.
+// launch start at a random multiple of 16, so unaligned tiles show). The results land at the
+// wgmma_wait after their wgmma_commit. A read of 16 bytes that a cp.async or a plain 16-byte store
+// (store_shared_16) wrote, while its thread has not yet made them visible to the async proxy
+// (fence_proxy_async), fails; so does a copy or store that lands in 16 bytes some product reads
+// before that product was waited for (the hardware may read its operands at any time until then), and
+// a wait with products issued but not committed.
 //
 // Checks. Every shared-memory access made through the primitives is bounds-checked against the
 // launch's dynamic allocation, and global accesses the kernels declare (simt::check_global)
@@ -69,6 +72,14 @@ struct Dim {
 
 enum class FiberState { kRunnable, kBlocked, kDone };
 
+// One commit group of a thread's wgmma products: its entries of D (address, value once waited for)
+// and the 16-byte chunks of shared memory the products read (Launch::smem_wgmma_readers).
+struct WgmmaGroup {
+  std::vector<std::pair<float*, float>> results;
+  std::vector<size_t> chunks;
+  bool empty() const { return results.empty(); }
+};
+
 struct Fiber {
   ucontext_t context;
   std::unique_ptr<char[]> stack;
@@ -76,7 +87,10 @@ struct Fiber {
   FiberState state = FiberState::kRunnable;
   const void* waiting_on = nullptr;  // the barrier a blocked fiber waits for
   std::vector<std::pair<unsigned char*, std::array<unsigned char, 16>>> pending;  // cp.async not yet landed
-  std::vector<std::pair<float*, float>> wgmma_pending;  // wgmma results not yet waited for
+  // wgmma products not yet waited for: the committed groups, oldest first, then the open one
+  std::vector<WgmmaGroup> wgmma_committed;
+  WgmmaGroup wgmma_open;
+  uint64_t wgmma_groups = 0;  // groups this thread opened (a stamp for WgmmaGroup::chunks)
   std::vector<size_t> unfenced;  // 16-byte chunks of shared memory its landed cp.async wrote since its last fence_proxy_async
 };
 
@@ -122,6 +136,11 @@ struct Launch {
   // Per 16-byte chunk of smem: 1 + the thread whose cp.async landed there and has not been fenced to
   // the async proxy yet (fence_proxy_async), else 0; a wgmma read of such a chunk fails.
   std::vector<int> smem_unfenced;
+  // Per 16-byte chunk of smem: how many (thread, commit group) pairs of wgmma products not yet waited
+  // for read it (a copy or store landing there fails), and the stamp of the last group that counted
+  // itself there (so that a group's many reads of one chunk count once, mostly).
+  std::vector<int> smem_wgmma_readers;
+  std::vector<uint64_t> smem_wgmma_stamp;
   std::function<void()> body;
   std::mt19937_64 rng;
   std::string error;
@@ -191,10 +210,24 @@ inline Mailbox& mailbox() { return launch().mailboxes[warp()]; }
 // to the async proxy.
 inline void land_copy(unsigned char* dst, const unsigned char* data) {
   Launch& l = launch();
-  std::memcpy(dst, data, 16);
   const size_t chunk = static_cast<size_t>(dst - l.smem.data()) / 16;
+  if (l.smem_wgmma_readers[chunk] != 0) {
+    fail("a copy or store landed in shared memory that a wgmma not yet waited for reads");
+  }
+  std::memcpy(dst, data, 16);
   l.smem_unfenced[chunk] = fiber().thread + 1;
   fiber().unfenced.push_back(chunk);
+}
+
+// A wgmma product of this thread's open group reads 16-byte chunk `chunk` of shared memory.
+inline void note_wgmma_read(size_t chunk) {
+  Launch& l = launch();
+  Fiber& f = fiber();
+  const uint64_t stamp = (static_cast<uint64_t>(f.thread) << 40 | f.wgmma_groups) + 1;
+  if (l.smem_wgmma_stamp[chunk] == stamp) return;
+  l.smem_wgmma_stamp[chunk] = stamp;
+  ++l.smem_wgmma_readers[chunk];
+  f.wgmma_open.chunks.push_back(chunk);
 }
 
 inline void check_shared(const void* p, size_t bytes, const char* who) {
@@ -215,7 +248,9 @@ inline void fiber_entry() {
   try {
     l.body();
     if (!l.current->pending.empty()) fail("a thread ended with cp.async copies it never waited for");
-    if (!l.current->wgmma_pending.empty()) fail("a thread ended with wgmma products it never waited for");
+    if (!l.current->wgmma_committed.empty() || !l.current->wgmma_open.empty()) {
+      fail("a thread ended with wgmma products it never waited for");
+    }
   } catch (const std::exception& e) {
     if (l.error.empty()) l.error = e.what();
   }
@@ -230,7 +265,8 @@ inline void run_block(Launch& l) {
     f.state = FiberState::kRunnable;
     f.waiting_on = nullptr;
     f.pending.clear();
-    f.wgmma_pending.clear();
+    f.wgmma_committed.clear();
+    f.wgmma_open = WgmmaGroup{};
     f.unfenced.clear();
     getcontext(&f.context);
     f.context.uc_stack.ss_sp = f.stack.get();
@@ -303,6 +339,8 @@ void run(Kernel kernel, int64_t blocks, int threads, size_t smem_bytes, Args... 
       l.block = b;
       l.smem.assign(smem_bytes, 0xFF);
       l.smem_unfenced.assign((smem_bytes + 15) / 16, 0);
+      l.smem_wgmma_readers.assign((smem_bytes + 15) / 16, 0);
+      l.smem_wgmma_stamp.assign((smem_bytes + 15) / 16, 0);
       l.smem_base = 16 * static_cast<uint32_t>(l.rng() % 64);
       run_block(l);
     }
@@ -494,13 +532,26 @@ inline void fence_proxy_async() {
   f.unfenced.clear();
 }
 inline void wgmma_fence() {}
-inline void wgmma_commit() {}
 
-// The products land in the accumulators only here: a read of D before the wait sees its old value.
+// Closes this thread's open group of products (an empty one too, as the hardware does).
+inline void wgmma_commit() {
+  simt_emu::Fiber& f = simt_emu::fiber();
+  f.wgmma_committed.push_back(std::move(f.wgmma_open));
+  f.wgmma_open = simt_emu::WgmmaGroup{};
+  ++f.wgmma_groups;
+}
+
+// The products of every committed group land in the accumulators only here (oldest first): a read of
+// D before the wait sees its old value.
 inline void wgmma_wait() {
-  auto& pending = simt_emu::fiber().wgmma_pending;
-  for (const auto& r : pending) *r.first = r.second;
-  pending.clear();
+  simt_emu::Launch& l = simt_emu::launch();
+  simt_emu::Fiber& f = simt_emu::fiber();
+  if (!f.wgmma_open.empty()) simt_emu::fail("wgmma_wait with products issued after the last wgmma_commit");
+  for (const simt_emu::WgmmaGroup& group : f.wgmma_committed) {
+    for (const auto& r : group.results) *r.first = r.second;
+    for (size_t chunk : group.chunks) --l.smem_wgmma_readers[chunk];
+  }
+  f.wgmma_committed.clear();
 }
 
 template <typename R, int kRows>
@@ -517,9 +568,11 @@ inline uint16_t swizzled128_element(uint32_t linear) {
   if (at < l.smem_base) simt_emu::fail("wgmma: shared-memory access outside the block's allocation");
   const unsigned char* p = l.smem.data() + (at - l.smem_base);
   simt_emu::check_shared(p, 2, "wgmma");
-  if (l.smem_unfenced[(at - l.smem_base) / 16] != 0) {
+  const size_t chunk = (at - l.smem_base) / 16;
+  if (l.smem_unfenced[chunk] != 0) {
     simt_emu::fail("wgmma reads shared memory that a cp.async wrote without fence_proxy_async since");
   }
+  simt_emu::note_wgmma_read(chunk);
   uint16_t e;
   std::memcpy(&e, p, 2);
   return e;
@@ -586,19 +639,33 @@ inline void wgmma(float (&d)[N / 8][4], const uint32_t* a, uint64_t desc_a, uint
   auto B = [&](int k, int n) {
     return element<T>(swizzled128_element(kTransB ? mn_major(ob, k, n) : k_major(ob, n, k)), 0);
   };
-  auto& pending = simt_emu::fiber().wgmma_pending;
+  simt_emu::Fiber& f = simt_emu::fiber();
+  auto& open = f.wgmma_open.results;
   const int warp = me / 32, g = (me % 32) / 4, t = me % 4;
   for (int j = 0; j < N / 8; ++j) {
     for (int e = 0; e < 4; ++e) {
       const int row = 16 * warp + g + 8 * (e >> 1), col = 8 * j + 2 * t + (e & 1);
       float* dst = &d[j][e];
-      auto it = std::find_if(pending.begin(), pending.end(), [&](const auto& r) { return r.first == dst; });
-      float acc = it != pending.end() ? it->second : *dst;
+      auto same = [&](const auto& r) { return r.first == dst; };
+      // (a product chained on an accumulator that an earlier group's product still writes adds to it)
+      float acc = *dst;
+      auto it = std::find_if(open.begin(), open.end(), same);
+      if (it != open.end()) {
+        acc = it->second;
+      } else {
+        for (auto group = f.wgmma_committed.rbegin(); group != f.wgmma_committed.rend(); ++group) {
+          auto older = std::find_if(group->results.begin(), group->results.end(), same);
+          if (older != group->results.end()) {
+            acc = older->second;
+            break;
+          }
+        }
+      }
       for (int k = 0; k < 16; ++k) acc += A(row, k) * B(k, col);
-      if (it != pending.end()) {
+      if (it != open.end()) {
         it->second = acc;
       } else {
-        pending.emplace_back(dst, acc);
+        open.emplace_back(dst, acc);
       }
     }
   }

@@ -409,15 +409,15 @@ needs_wgmma = pytest.mark.skipif(not _wgmma_runs(), reason="needs an sm_90 GPU a
 
 @pytest.mark.gpu
 @needs_wgmma
-@pytest.mark.parametrize("variant", ["wgmma", "wgmma16", "wgmma16s", "wgmma2g"])
+@pytest.mark.parametrize("variant", ["wgmma", "wgmma16", "wgmma16s", "wgmma2g", "wgmma16o"])
 @pytest.mark.parametrize("dtype", LOW, ids=str)
 @pytest.mark.parametrize(
     "n,d,window,n_global",
     [(1000, 64, 100, 3), (1000, 128, 100, 3), (16384, 64, 512, 1), (3000, 128, 4000, 5)],
 )
 def test_gpu_wgmma_forward(monkeypatch, n, d, window, n_global, dtype, variant):
-    """Kernel A's wgmma variants (LED_KERNELS_CUDA_FWD=wgmma, wgmma16, wgmma16s, wgmma2g) against the fp64
-    oracle, and within a few roundings of the mma.sync one (the same softmax; only the products'
+    """Kernel A's wgmma variants (LED_KERNELS_CUDA_FWD=wgmma, wgmma16, wgmma16s, wgmma2g, wgmma16o) against
+    the fp64 oracle, and within a few roundings of the mma.sync one (the same softmax; only the products'
     accumulation order differs). wgmma16 is the default here: the unset variable gives its bits."""
     monkeypatch.setenv("LED_KERNELS_CUDA_FWD", variant)
     errors = layer_errors_vs_fp64("cuda", 1, n, 2, d, window, n_global, dtype)
@@ -434,12 +434,13 @@ def test_gpu_wgmma_forward(monkeypatch, n, d, window, n_global, dtype, variant):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("forward", [None, "wgmma2g"], ids=["default", "wgmma2g"])
+@pytest.mark.parametrize("forward", [None, "wgmma2g", "wgmma16o"], ids=["default", "wgmma2g", "wgmma16o"])
 @pytest.mark.parametrize("dtype", LOW, ids=str)
 def test_gpu_lean_runs_change_no_bit(monkeypatch, dtype, forward):
     """The kernels' lean runs (the band's interior without positions, checks or mask) give bitwise the
     outputs and gradients of the checked walk (LED_KERNELS_CUDA_LEAN=0), with global tokens and a
-    padded tail; with the default kernels of the GPU (or those the environment names), and wgmma2g."""
+    padded tail; with the default kernels of the GPU (or those the environment names), wgmma2g and
+    wgmma16o (whose lean tiles overlap the softmax with the products)."""
     if forward is not None:
         if not _wgmma_runs():
             pytest.skip("needs an sm_90 GPU and sm_90a code")
@@ -482,7 +483,9 @@ def test_gpu_wgmma_backward(monkeypatch, kernels, n, d, window, n_global, dtype)
 
 @pytest.mark.gpu
 @needs_wgmma
-@pytest.mark.parametrize("forward,dq", [("wgmma", "wgmma"), ("wgmma16s", "wgmmas"), ("wgmma2g", "wgmma")])
+@pytest.mark.parametrize(
+    "forward,dq", [("wgmma", "wgmma"), ("wgmma16s", "wgmmas"), ("wgmma2g", "wgmma"), ("wgmma16o", "wgmma")]
+)
 @pytest.mark.parametrize("d", [64, 128])
 def test_gpu_sanitizer_case_wgmma(monkeypatch, d, forward, dq):
     """test_gpu_sanitizer_case with the wgmma forward, dQ and dK/dV kernels (for compute-sanitizer)."""

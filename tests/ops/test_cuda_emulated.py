@@ -32,12 +32,14 @@ def emu(cuda_emulator):
     return cuda_emulator
 
 
-@pytest.fixture(params=["rows32", "rows16", "wgmma", "wgmma16", "wgmma16s", "wgmma2g"])
+@pytest.fixture(params=["rows32", "rows16", "wgmma", "wgmma16", "wgmma16s", "wgmma2g", "wgmma16o"])
 def variant(request, monkeypatch):
     """Every forward main loop (LED_KERNELS_CUDA_FWD; csrc/cuda/attention_fwd.cuh). The wgmma variants
     run their own kernels at head dims 64 and 128 (the emulator's warpgroup MMA reads the 128-byte-
     swizzled tiles through their descriptors) and rows32 at the others; wgmma2g's blocks are two
-    warpgroups (256 threads)."""
+    warpgroups (256 threads); wgmma16o leaves a tile's P V in flight across the next tile's softmax
+    (the emulator lands each commit group at the wait that covers it, and fails a copy into shared
+    memory that a product not yet waited for reads)."""
     monkeypatch.setenv("LED_KERNELS_CUDA_FWD", request.param)
     return request.param
 
@@ -108,6 +110,8 @@ BANDED_CASES = [
     # windows wide enough that whole tiles need no mask (window >= 79), next to tiles that do
     (1, 400, 1, 64, 150, "first", "none"),
     (2, 333, 1, 32, 100, "none", "tail"),
+    # dense over whole tiles: every tile is lean, the walk's last one too
+    (1, 192, 1, 64, 1000, "none", "none"),
 ]
 
 
@@ -263,7 +267,10 @@ def test_bounds_checks_catch_an_access_outside_the_tensors(emu):
 LEAN_CASES = [(1, 400, 1, 64, 150, "first", "none"), (2, 333, 1, 64, 100, "scattered", "tail")]
 
 
-@pytest.mark.parametrize("forward,backward", [("rows32", "mma"), ("wgmma16", "wgmma"), ("wgmma2g", "wgmmas")])
+LEAN_KERNELS = [("rows32", "mma"), ("wgmma16", "wgmma"), ("wgmma2g", "wgmmas"), ("wgmma16o", "wgmma")]
+
+
+@pytest.mark.parametrize("forward,backward", LEAN_KERNELS)
 @pytest.mark.parametrize("case", LEAN_CASES, ids=["first-global", "scattered-padded"])
 def test_lean_runs_change_no_bit(emu, monkeypatch, forward, backward, case):
     """Lean tiles (the band's interior, walked without positions, non-finite checks or mask) compute
@@ -303,7 +310,8 @@ def test_unknown_forward_variant_is_refused(emu, monkeypatch):
     monkeypatch.setenv("LED_KERNELS_CUDA_FWD", "fastest")
     q = torch.randn(1, 10, 1, 16).half()
     with pytest.raises(
-        E.EmulatorError, match="CUDA_FWD must be rows32, rows16, wgmma, wgmma16, wgmma16s or wgmma2g"
+        E.EmulatorError,
+        match="CUDA_FWD must be rows32, rows16, wgmma, wgmma16, wgmma16s, wgmma2g or wgmma16o",
     ):
         emu.attention_fwd(E.KIND_BANDED, q, q, q, torch.zeros(1, 10, dtype=torch.int8), None, 3, 0.25)
 
