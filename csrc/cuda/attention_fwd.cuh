@@ -602,34 +602,52 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
   }
 }
 
-// Merges kernel B's chunks: one warp per (b, h, slot), lanes over the head dim.
+// Merges kernel B's chunks: one warp per (b, h, slot). The chunks' statistics are read with the lanes
+// over the chunks and reduced across the warp (butterflies: every lane ends with the same, fixed-order
+// result); the partial outputs with D / 4 lanes over a chunk's row (4 dims each) and 32 / (D / 4)
+// chunks per step, summed across the warp at the end. No load waits for another: one lane per dim
+// walking every chunk made chains of dependent L2 reads (11 us at G = 1 at the headline on an H100,
+// benchmarks/results/h100-sxm-wgmma-session.log, against 3 us for triton's combine).
 template <typename T, int D>
 LED_KERNEL void __launch_bounds__(kThreads) combine_kernel(FwdArgs a) {
+  constexpr int kRowLanes = D / 4;
+  constexpr int kRowsPerStep = 32 / kRowLanes;
   SlotRow r;
-  if (!warp_slot_row(a.B, a.H, a.G, r)) return;  // no collective below
+  if (!warp_slot_row(a.B, a.H, a.G, r)) return;  // (whole warps: no collective below for them)
   const int lane = simt::thread_index() % 32;
   const int64_t b = r.b, h = r.h, s = r.s;
   const int64_t part0 = (b * a.H + h) * a.chunks;
+  auto stats = [&](int64_t c) { return a.part_ml + (part0 + c) * 2 * a.G; };  // (max, sum) of chunk c
   float m = -INFINITY;
-  for (int64_t c = 0; c < a.chunks; ++c) m = fmaxf(m, a.part_ml[(part0 + c) * 2 * a.G + s]);
+  for (int64_t c = lane; c < a.chunks; c += 32) m = fmaxf(m, stats(c)[s]);
+  LED_UNROLL
+  for (int mask = 16; mask > 0; mask >>= 1) m = fmaxf(m, simt::shfl_xor(m, mask));
   const float m_use = m == -INFINITY ? 0.0f : m;
   float l = 0.0f;
-  for (int64_t c = 0; c < a.chunks; ++c) {
-    const float* ml = a.part_ml + (part0 + c) * 2 * a.G;
-    l += ml[a.G + s] * simt::fast_exp2(ml[s] - m_use);
+  for (int64_t c = lane; c < a.chunks; c += 32) l += stats(c)[a.G + s] * simt::fast_exp2(stats(c)[s] - m_use);
+  LED_UNROLL
+  for (int mask = 16; mask > 0; mask >>= 1) l += simt::shfl_xor(l, mask);
+  const int dim0 = 4 * (lane % kRowLanes);
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  for (int64_t c = lane / kRowLanes; c < a.chunks; c += kRowsPerStep) {
+    const float weight = simt::fast_exp2(stats(c)[s] - m_use);
+    const float* part = a.part_o + ((part0 + c) * a.G + s) * D + dim0;
+    LED_UNROLL
+    for (int e = 0; e < 4; ++e) acc[e] += part[e] * weight;
+  }
+  LED_UNROLL
+  for (int mask = kRowLanes; mask < 32; mask <<= 1) {
+    LED_UNROLL
+    for (int e = 0; e < 4; ++e) acc[e] += simt::shfl_xor(acc[e], mask);
   }
   const bool attended = slot_valid(a.key_flags, a.global_idx, a.N, a.G, b, s) && l != 0.0f;
   const float inv = attended ? 1.0f / l : 0.0f;
   const int64_t out_row = a.rows(b, s);
-  T* dst = out_row >= 0 ? static_cast<T*>(a.out) + b * a.os.b + out_row * a.os.n + h * a.os.h : nullptr;
-  for (int d = lane; d < D && dst != nullptr; d += 32) {
-    float acc = 0.0f;
-    for (int64_t c = 0; c < a.chunks; ++c) {
-      const float* ml = a.part_ml + (part0 + c) * 2 * a.G;
-      acc += a.part_o[((part0 + c) * a.G + s) * D + d] * simt::fast_exp2(ml[s] - m_use);
-    }
-    simt::check_global(dst + d, 2);
-    dst[d] = simt::from_float<T>(attended ? acc * inv : 0.0f);
+  if (out_row >= 0 && lane < kRowLanes) {
+    T* dst = static_cast<T*>(a.out) + b * a.os.b + out_row * a.os.n + h * a.os.h + dim0;
+    simt::check_global(dst, 4 * sizeof(T));
+    LED_UNROLL
+    for (int e = 0; e < 4; ++e) dst[e] = simt::from_float<T>(attended ? acc[e] * inv : 0.0f);
   }
   if (lane == 0) {
     float* lse = a.lse + (b * a.H + h) * 2 * a.G;
