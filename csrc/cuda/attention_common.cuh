@@ -57,10 +57,10 @@ LED_HOST_DEVICE int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y;
 //                 query rows of its own, staged as one 64-row tile per warpgroup (StackedTile)
 //   OverlapQTile  SharedQTile for the forward's wgmma16o, whose lean tiles overlap the softmax of one
 //                 tile with the product O += P V of the tile before (kOverlap), so that tile's V is
-//                 still read after the next barrier: three stages of key tiles (kKeyStages)
+//                 still read after the next barrier: three stages of V tiles (kValueStages), two of K
 // (kRows: a tile of query rows may have more than kBlockN. kGroups: warpgroups per block, which
-// share the key tiles; the first one copies and checks them, see walk_tiles. kKeyStages: the stages
-// of the key-tile pipeline, PipedKeySmem.)
+// share the key tiles; the first one copies and checks them, see walk_tiles. kKeyStages,
+// kValueStages: the K and V tiles of the key-tile pipeline, PipedKeySmem.)
 template <int D, int kRows = kBlockN>
 struct PaddedTile {
   static constexpr bool kSwizzled = false;
@@ -68,6 +68,7 @@ struct PaddedTile {
   static constexpr int kSharedRowTiles = 0;
   static constexpr int kGroups = 1;
   static constexpr int kKeyStages = 2;
+  static constexpr int kValueStages = 2;
   static constexpr bool kOverlap = false;
   static constexpr size_t kAlign = 16;
   static constexpr size_t kBytes = static_cast<size_t>(kRows) * (D + 8) * 2;
@@ -82,6 +83,7 @@ struct SwizzledTile {
   static constexpr int kSharedRowTiles = 0;
   static constexpr int kGroups = 1;
   static constexpr int kKeyStages = 2;
+  static constexpr int kValueStages = 2;
   static constexpr bool kOverlap = false;
   static constexpr size_t kAlign = 1024;
   static constexpr size_t kBytes = static_cast<size_t>(kRows) * D * 2;
@@ -119,7 +121,7 @@ struct GroupedQTile : SwizzledTile<D> {
 
 template <int D>
 struct OverlapQTile : SharedQTile<D> {
-  static constexpr int kKeyStages = 3;
+  static constexpr int kValueStages = 3;
   static constexpr bool kOverlap = true;
 };
 
@@ -488,8 +490,12 @@ struct PipedKeySmem {
   float* poison;      // [kBlockN]: the current tile's, valid when its vote found a non-finite row
   float* zeros;       // [kBlockN]: the poison of every other tile (read without a branch per entry)
 
-  // (K and V of each stage, then Tile::kSharedRowTiles tiles of the block's query rows, and dO rows)
-  static constexpr int kKeyTiles = 2 * Tile::kKeyStages;
+  // (K and V of each stage, then Tile::kSharedRowTiles tiles of the block's query rows, and dO rows;
+  // with more V stages than K stages (kSplit), the K tiles, then the V tiles: the walk's stage is the
+  // V tile's, and tile t's K is in K tile t % 2, key_slot)
+  static constexpr bool kSplit = Tile::kValueStages != Tile::kKeyStages;
+  static_assert(!kSplit || Tile::kKeyStages == 2, "two K stages beside more V stages");
+  static constexpr int kKeyTiles = Tile::kKeyStages + Tile::kValueStages;
   static constexpr int kTiles = kKeyTiles + Tile::kSharedRowTiles;
 
   static constexpr size_t bytes() {
@@ -502,8 +508,12 @@ struct PipedKeySmem {
         poison(reinterpret_cast<float*>(pos_ring + 3 * kBlockN)),
         zeros(poison + kBlockN) {}
 
-  LED_DEVICE T* ks(int stage) const { return reinterpret_cast<T*>(base + 2 * stage * Tile::kBytes); }
-  LED_DEVICE T* vs(int stage) const { return reinterpret_cast<T*>(base + (2 * stage + 1) * Tile::kBytes); }
+  LED_DEVICE T* ks(int slot) const { return reinterpret_cast<T*>(base + (kSplit ? 1 : 2) * slot * Tile::kBytes); }
+  LED_DEVICE T* vs(int stage) const {
+    return reinterpret_cast<T*>(base + (kSplit ? Tile::kKeyStages + stage : 2 * stage + 1) * Tile::kBytes);
+  }
+  // The K tile of tile t, staged in `stage` of the walk.
+  LED_DEVICE static int key_slot(int32_t t, int stage) { return kSplit ? t & 1 : stage; }
   LED_DEVICE int32_t* key_pos(int64_t t) const { return pos_ring + (t % 3) * kBlockN; }
   // stage 1's K and V tiles: where the query rows (and dO rows) wait before tile 1 is copied; with
   // Tile::kQShared tiles of their own, where they stay
@@ -669,7 +679,7 @@ struct NoCheck {};
 template <typename T, int D, Contracted kCheck, typename NeedsCheck = NoCheck, typename Tile = PaddedTile<D>,
           bool kLeanable = true>
 struct KeyTileStream {
-  static constexpr int kStages = Tile::kKeyStages;
+  static constexpr int kStages = Tile::kValueStages;
   static constexpr int kGroups = Tile::kGroups;
   static constexpr bool kAsyncProxyReads = Tile::kSwizzled;
   using Ahead = int32_t;
@@ -689,10 +699,14 @@ struct KeyTileStream {
     if (simt::thread_index() < kBlockN) sm.key_pos(t)[simt::thread_index()] = pos;
   }
   LED_DEVICE void issue(int32_t t, int stage) const {
-    issue_key_tile<T, D, Tile>(keys, tiles.source(t), b, h, tiles.base(t), sm.key_pos(t), sm.ks(stage),
-                               sm.vs(stage));
+    issue_key_tile<T, D, Tile>(keys, tiles.source(t), b, h, tiles.base(t), sm.key_pos(t),
+                               sm.ks(sm.key_slot(t, stage)), sm.vs(stage));
   }
-  LED_DEVICE T* checked(int stage) const { return kCheck == Contracted::kKey ? sm.ks(stage) : sm.vs(stage); }
+  LED_DEVICE T* checked(int stage) const {
+    // (a K tile's slot is not its stage when V has more stages: only V is checked there)
+    static_assert(!PipedKeySmem<T, D, Tile>::kSplit || kCheck != Contracted::kKey, "K checked in its stage");
+    return kCheck == Contracted::kKey ? sm.ks(stage) : sm.vs(stage);
+  }
   LED_DEVICE uint32_t own_nonfinite(int32_t t, int stage) const {
     static_assert(kCheck != Contracted::kNone, "a walk checks the tensor it contracts over keys");
     const int32_t* key_pos = sm.key_pos(t);
@@ -725,7 +739,7 @@ LED_DEVICE void walk_key_tiles(const KeySet<T>& keys, const TileList& tiles, int
                                const PipedKeySmem<T, D, Tile>& sm, NeedsCheck needs_check, Visit visit) {
   const KeyTileStream<T, D, kCheck, NeedsCheck, Tile, kLeanable> stream{keys, tiles, b, h, sm, needs_check};
   walk_tiles(stream, [&](int32_t t, int stage, bool poisoned, bool lean) {
-    visit(static_cast<const T*>(sm.ks(stage)), static_cast<const T*>(sm.vs(stage)), sm.key_pos(t),
+    visit(static_cast<const T*>(sm.ks(sm.key_slot(t, stage))), static_cast<const T*>(sm.vs(stage)), sm.key_pos(t),
           static_cast<const float*>(poisoned ? sm.poison : sm.zeros), poisoned, stream.banded(t), tiles.base(t),
           lean);
   });

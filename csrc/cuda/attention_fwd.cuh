@@ -191,8 +191,8 @@ struct WarpRows {
   // into O, which is waited for only before its rescale. (Issued before the maxima, ptxas moved the
   // wait above the quad's shuffles, and only the maxima overlapped it.) This tile's P V is left
   // pending for the next visit: a lean tile issues it beside its own softmax, any other visit first
-  // (flush_pending), and so does the end of the walk. Its V stays staged until then: the walk's third
-  // stage (OverlapQTile) keeps the next tile's copy out of it.
+  // (flush_pending), and so does the end of the walk. Its V stays staged until then: a third V stage
+  // (OverlapQTile; K keeps two) keeps the next tile's copy out of it.
   LED_DEVICE void attend_overlapped(const T* ks, const T* vs, float scale_log2) {
     static_assert(Tile::kOverlap && Tile::kQShared && RB == 1, "one warpgroup's rows, Q in shared memory");
     float s[kBlockN / 8][4];  // [key groups of 8][rows g, g+8 x 2 keys]
@@ -392,8 +392,8 @@ LED_DEVICE KeySet<T> fwd_keys(const FwdArgs& a) {
 //            landed and its row maxima are reduced, the tile before's O += P V is issued, the
 //            exponents and row sums run while it adds into O, and O waits for it only before its
 //            rescale. The pending P fragments cost registers (156 against 128 at D = 64, offline
-//            sm_90a: three blocks per SM) and the tile before's V a third stage of key tiles (16
-//            KiB more shared memory per block at D = 64).
+//            sm_90a: three blocks per SM) and the tile before's V a third stage of V tiles (8 KiB
+//            more shared memory per block at D = 64).
 // Kernel B always runs 16 rows per warp with mma.sync (its 64 slots per block are often mostly
 // empty, and its sweep is bound by memory).
 enum class FwdVariant : int {
