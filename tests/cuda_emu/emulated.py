@@ -96,6 +96,8 @@ class Emulated:
             ctypes.c_int,
         ]
         lib.led_emu_key_flags.restype = ctypes.c_int
+        lib.led_emu_wgmma_check.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.led_emu_wgmma_check.restype = ctypes.c_int
         self.lib = lib
 
     def workspace_bytes(self, kind: int, b: int, h: int, g: int, n: int, d: int) -> int:
@@ -213,6 +215,12 @@ class Emulated:
         if rc != 0:
             raise EmulatorError(error.value.decode())
         return dq, dk, dv
+
+    def wgmma_check(self, mode: int) -> None:
+        """The emulator's check kernel of warpgroup products (emulated_attention.cpp, wgmma_check_kernel)."""
+        error = ctypes.create_string_buffer(1024)
+        if self.lib.led_emu_wgmma_check(mode, error, len(error)) != 0:
+            raise EmulatorError(error.value.decode())
 
 
 class EmulatedExtension:

@@ -26,6 +26,41 @@ int report(const std::exception& e, char* error, int error_len) {
   return 1;
 }
 
+// The emulator's own checks of warpgroup products, on one warpgroup: S = A B^T of two 64 x 64
+// swizzled tiles of ones (every entry 64), then by `mode`
+//   0  a store into B after the wait and a barrier (allowed)
+//   1  a store into B before the wait (the hardware may still be reading B: fails)
+//   2  a wait with the products not committed (fails)
+//   3  D read before the wait, where it must still hold its old value
+using CheckTile = led_kernels::cuda_attn::SwizzledTile<64>;
+
+void wgmma_check_kernel(int mode) {
+  using namespace led_kernels;
+  unsigned char* tiles = cuda_attn::align_tiles<CheckTile>(simt::shared_memory());
+  const auto* a = reinterpret_cast<const __half*>(tiles);
+  const auto* b = reinterpret_cast<const __half*>(tiles + CheckTile::kBytes);
+  const int t = simt::thread_index();
+  const uint4 ones{0x3C003C00u, 0x3C003C00u, 0x3C003C00u, 0x3C003C00u};  // eight fp16 ones
+  for (size_t c = t; c < 2 * CheckTile::kBytes / 16; c += cuda_attn::kThreads) simt::store_shared_16(tiles + 16 * c, ones);
+  simt::fence_proxy_async();
+  simt::sync_block();
+  float s[8][4] = {};
+  simt::wgmma_fence();
+  for (int kt = 0; kt < 4; ++kt) {
+    simt::wgmma_ss<__half, 64>(s, CheckTile::k_major_desc(a, kt), CheckTile::k_major_desc(b, kt));
+  }
+  if (mode != 2) simt::wgmma_commit();
+  unsigned char* b_chunk = tiles + CheckTile::kBytes + 16 * t;
+  if (mode == 1) simt::store_shared_16(b_chunk, ones);
+  if (mode == 3 && s[0][0] != 0.0f) simt_emu::fail("check: D changed before its wait");
+  simt::wgmma_wait();
+  if (s[0][0] != 64.0f || s[7][3] != 64.0f) simt_emu::fail("check: a wrong product");
+  if (mode == 0) {
+    simt::sync_block();
+    simt::store_shared_16(b_chunk, ones);
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -85,6 +120,17 @@ int led_emu_attention_bwd(int kind, uintptr_t q, uintptr_t k, uintptr_t v, uintp
     const led_kernels::BNHStrides o_strides = strides(strides24 + 9);
     led_kernels::cuda_attn::attention_bwd(p, reinterpret_cast<const void*>(out), o_strides,
                                           reinterpret_cast<float*>(workspace), workspace_bytes, 0);
+    return 0;
+  } catch (const std::exception& e) {
+    return report(e, error, error_len);
+  }
+}
+
+// Runs wgmma_check_kernel(mode): 0 when the emulator let it finish, else 1 and its message.
+int led_emu_wgmma_check(int mode, char* error, int error_len) {
+  try {
+    led_kernels::simt_emu::run(wgmma_check_kernel, 1, led_kernels::cuda_attn::kThreads,
+                               2 * CheckTile::kBytes + CheckTile::kAlign, mode);
     return 0;
   } catch (const std::exception& e) {
     return report(e, error, error_len);

@@ -32,7 +32,9 @@
 // (store_shared_16) wrote, while its thread has not yet made them visible to the async proxy
 // (fence_proxy_async), fails; so does a copy or store that lands in 16 bytes some product reads
 // before that product was waited for (the hardware may read its operands at any time until then), and
-// a wait with products issued but not committed.
+// a wait with products issued but not committed. (Stricter than the hardware, where one warp's wait
+// ends the warpgroup's product: here each thread's own wait releases its reads, so such a store must
+// follow a barrier after the waits, as the kernels' stores do.)
 //
 // Checks. Every shared-memory access made through the primitives is bounds-checked against the
 // launch's dynamic allocation, and global accesses the kernels declare (simt::check_global)

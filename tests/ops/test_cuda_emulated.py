@@ -264,6 +264,26 @@ def test_bounds_checks_catch_an_access_outside_the_tensors(emu):
         emu.attention_fwd(E.KIND_BANDED, q, k, v, flags, None, 100, 0.25, ranges=ranges)
 
 
+@pytest.mark.parametrize(
+    "mode,match",
+    [
+        (0, None),
+        (1, "a copy or store landed in shared memory that a wgmma not yet waited for reads"),
+        (2, "wgmma_wait with products issued after the last wgmma_commit"),
+        (3, None),
+    ],
+    ids=["store-after-wait", "store-before-wait", "uncommitted", "read-before-wait"],
+)
+def test_emulator_checks_warpgroup_products(emu, mode, match):
+    """The emulator's model of wgmma that wgmma16o's deferred products rely on: a product lands at the
+    wait after its commit (not before), and a store into an operand it may still read fails."""
+    if match is None:
+        emu.wgmma_check(mode)
+    else:
+        with pytest.raises(E.EmulatorError, match=match):
+            emu.wgmma_check(mode)
+
+
 LEAN_CASES = [(1, 400, 1, 64, 150, "first", "none"), (2, 333, 1, 64, 100, "scattered", "tail")]
 
 
