@@ -43,8 +43,8 @@
 # included; give the call a timeout of 570 s): the build in the background while the triton GPU tests
 # run, the cuda GPU tests (default kernels and machine-code check, wgmma variants, mma.sync kernels),
 # one run timing triton, triton-key64 and the cuda variants at the headline shape (G=0 and 1), one run
-# of triton at 8k/16k and G=0/1/64 (the ratio bars), the profiles of both backends, and both
-# sanitizers on the default and wgmma kernels:
+# of triton at 8k/16k and G=0/1/64 (the ratio bars), the profiles of both backends (cuda also with
+# the wgmma16o forward), and both sanitizers on the default and wgmma kernels:
 #   bash benchmarks/gpu_check.sh next
 #
 # On the lent GPU machines, first: export PATH=/opt/torch/.venv/bin:$PATH (the python that has torch;
@@ -276,6 +276,8 @@ stage_next() {
     save_results
     LIMIT=25 run profile-triton python -m benchmarks.profile_layer --provider triton
     LIMIT=25 run profile-cuda python -m benchmarks.profile_layer --provider cuda
+    LIMIT=25 run profile-cuda-wgmma16o env LED_KERNELS_CUDA_FWD=wgmma16o python -m benchmarks.profile_layer \
+        --provider cuda
     for tool in memcheck racecheck; do
         LIMIT=40 run "sanitizer-cuda-$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 \
             python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k "sanitizer_case and not wgmma"
