@@ -661,10 +661,9 @@ LED_KERNEL void __launch_bounds__(kThreads) dkdv_kernel(BwdArgs a) {
   block_or_trap<Tile>([&](auto tile) { dkdv_block<T, D, kMode, decltype(tile)>(a); });
 }
 
-// Sums the chunks of fp32 partials (B, H, chunks, G, D) in chunk order: one warp per (b, h, slot),
-// lanes over the head dim. kernel A (global keys): dK and dV rows at the slot's position, valid
-// slots only; kernel B: the dQ row of every slot (in the layer mode, of every valid slot, at its
-// position).
+// Sums the chunks of fp32 partials (B, H, chunks, G, D) in a fixed order (sum_chunk_rows): one warp
+// per (b, h, slot). kernel A (global keys): dK and dV rows at the slot's position, valid slots only;
+// kernel B: the dQ row of every slot (in the layer mode, of every valid slot, at its position).
 template <typename T, int D>
 LED_KERNEL void __launch_bounds__(kThreads) reduce_kernel(BwdArgs a) {
   SlotRow r;
@@ -688,11 +687,15 @@ LED_KERNEL void __launch_bounds__(kThreads) reduce_kernel(BwdArgs a) {
                        : static_cast<T*>(a.dv) + b * a.dvs.b + j * a.dvs.n + h * a.dvs.h;
       part = which == 0 ? a.part_dk : a.part_dv;
     }
-    for (int d = lane; d < D; d += 32) {
-      float acc = 0.0f;
-      for (int64_t c = 0; c < a.chunks; ++c) acc += part[((part0 + c) * a.G + s) * D + d];
-      simt::check_global(dst + d, 2);
-      dst[d] = simt::from_float<T>(acc);
+    float acc[4];
+    sum_chunk_rows<D>(
+        acc, a.chunks, [&](int64_t c) { return part + ((part0 + c) * a.G + s) * D; }, [](int64_t) { return 1.0f; },
+        lane);
+    if (lane < D / 4) {
+      T* row = dst + chunk_row_dim<D>(lane);
+      simt::check_global(row, 4 * sizeof(T));
+      LED_UNROLL
+      for (int e = 0; e < 4; ++e) row[e] = simt::from_float<T>(acc[e]);
     }
   }
 }

@@ -760,6 +760,35 @@ LED_DEVICE bool warp_slot_row(int64_t B, int64_t H, int64_t G, SlotRow& r) {
   return true;
 }
 
+// The split sweeps' merge of one (b, h, slot) row: the sum over chunks c of weight(c) times the D
+// floats at row(c) (fp32 partials), by one warp: D / 4 lanes over a row (4 dims each) and 32 / (D / 4)
+// chunks per step, then summed across the warp by butterflies (the same fixed-order sums in every lane;
+// lane L ends with dims 4 (L % (D / 4)) + [0, 4), see chunk_row_dim). No load waits for another: one
+// lane per dim walking every chunk made chains of dependent L2 reads (the forward's combine took 11 us
+// at G = 1 at the headline on an H100, benchmarks/results/h100-sxm-wgmma-session.log, and the
+// backward's two reductions 21 us, against 3 and 10 us for triton's).
+template <int D>
+LED_DEVICE int chunk_row_dim(int lane) {
+  return 4 * (lane % (D / 4));
+}
+
+template <int D, typename Row, typename Weight>
+LED_DEVICE void sum_chunk_rows(float (&acc)[4], int64_t chunks, Row row, Weight weight, int lane) {
+  constexpr int kRowLanes = D / 4;
+  acc[0] = acc[1] = acc[2] = acc[3] = 0.0f;
+  for (int64_t c = lane / kRowLanes; c < chunks; c += 32 / kRowLanes) {
+    const float w = weight(c);
+    const float* part = row(c) + chunk_row_dim<D>(lane);
+    LED_UNROLL
+    for (int e = 0; e < 4; ++e) acc[e] += part[e] * w;
+  }
+  LED_UNROLL
+  for (int mask = kRowLanes; mask < 32; mask <<= 1) {
+    LED_UNROLL
+    for (int e = 0; e < 4; ++e) acc[e] += simt::shfl_xor(acc[e], mask);
+  }
+}
+
 // The keys a narrow tile computes: one MMA column group of 16, enough for the global keys of a layer
 // with up to 16 global tokens (a whole tile of 64 for one key would be 4x the work).
 constexpr int kNarrowCols = 16;

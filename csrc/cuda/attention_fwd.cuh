@@ -604,14 +604,9 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
 
 // Merges kernel B's chunks: one warp per (b, h, slot). The chunks' statistics are read with the lanes
 // over the chunks and reduced across the warp (butterflies: every lane ends with the same, fixed-order
-// result); the partial outputs with D / 4 lanes over a chunk's row (4 dims each) and 32 / (D / 4)
-// chunks per step, summed across the warp at the end. No load waits for another: one lane per dim
-// walking every chunk made chains of dependent L2 reads (11 us at G = 1 at the headline on an H100,
-// benchmarks/results/h100-sxm-wgmma-session.log, against 3 us for triton's combine).
+// result), the partial outputs by sum_chunk_rows.
 template <typename T, int D>
 LED_KERNEL void __launch_bounds__(kThreads) combine_kernel(FwdArgs a) {
-  constexpr int kRowLanes = D / 4;
-  constexpr int kRowsPerStep = 32 / kRowLanes;
   SlotRow r;
   if (!warp_slot_row(a.B, a.H, a.G, r)) return;  // (whole warps: no collective below for them)
   const int lane = simt::thread_index() % 32;
@@ -627,24 +622,15 @@ LED_KERNEL void __launch_bounds__(kThreads) combine_kernel(FwdArgs a) {
   for (int64_t c = lane; c < a.chunks; c += 32) l += stats(c)[a.G + s] * simt::fast_exp2(stats(c)[s] - m_use);
   LED_UNROLL
   for (int mask = 16; mask > 0; mask >>= 1) l += simt::shfl_xor(l, mask);
-  const int dim0 = 4 * (lane % kRowLanes);
-  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  for (int64_t c = lane / kRowLanes; c < a.chunks; c += kRowsPerStep) {
-    const float weight = simt::fast_exp2(stats(c)[s] - m_use);
-    const float* part = a.part_o + ((part0 + c) * a.G + s) * D + dim0;
-    LED_UNROLL
-    for (int e = 0; e < 4; ++e) acc[e] += part[e] * weight;
-  }
-  LED_UNROLL
-  for (int mask = kRowLanes; mask < 32; mask <<= 1) {
-    LED_UNROLL
-    for (int e = 0; e < 4; ++e) acc[e] += simt::shfl_xor(acc[e], mask);
-  }
+  float acc[4];
+  sum_chunk_rows<D>(
+      acc, a.chunks, [&](int64_t c) { return a.part_o + ((part0 + c) * a.G + s) * D; },
+      [&](int64_t c) { return simt::fast_exp2(stats(c)[s] - m_use); }, lane);
   const bool attended = slot_valid(a.key_flags, a.global_idx, a.N, a.G, b, s) && l != 0.0f;
   const float inv = attended ? 1.0f / l : 0.0f;
   const int64_t out_row = a.rows(b, s);
-  if (out_row >= 0 && lane < kRowLanes) {
-    T* dst = static_cast<T*>(a.out) + b * a.os.b + out_row * a.os.n + h * a.os.h + dim0;
+  if (out_row >= 0 && lane < D / 4) {
+    T* dst = static_cast<T*>(a.out) + b * a.os.b + out_row * a.os.n + h * a.os.h + chunk_row_dim<D>(lane);
     simt::check_global(dst, 4 * sizeof(T));
     LED_UNROLL
     for (int e = 0; e < 4; ++e) dst[e] = simt::from_float<T>(attended ? acc[e] * inv : 0.0f);
