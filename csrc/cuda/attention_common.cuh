@@ -899,6 +899,16 @@ LED_DEVICE void for_each_entry(int lane, F f) {
   }
 }
 
+// Keys [16 kk, 16 kk + 16) of a 16-row block of P given as fp32 accumulators (the C layout of
+// mma_a_tile_t), packed to 16 bits: exactly the A fragment of O += P V (mma.sync and wgmma alike).
+template <typename T, int kCols>
+LED_DEVICE void pack_p_fragment(uint32_t (&pa)[4], const float (&p)[kCols / 8][4], int kk) {
+  pa[0] = simt::pack2<T>(p[2 * kk][0], p[2 * kk][1]);
+  pa[1] = simt::pack2<T>(p[2 * kk][2], p[2 * kk][3]);
+  pa[2] = simt::pack2<T>(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+  pa[3] = simt::pack2<T>(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+}
+
 // acc[rb][16 x D] += P[rb][16 x C] * tile[C x D] (the first C = kCols rows of a tile), P given as
 // fp32 accumulators (the C layout of mma_a_tile_t), which for keys [16kk, 16kk + 16) are exactly an
 // A fragment once packed to 16 bits; the tile's rows are B's rows, so ldmatrix.trans gives B
@@ -911,12 +921,7 @@ LED_DEVICE void mma_p_tile(float (&acc)[RB][D / 8][4], const float (&p)[RB][kCol
   for (int kk = 0; kk < kCols / 16; ++kk) {
     uint32_t pa[RB][4];
     LED_UNROLL
-    for (int rb = 0; rb < RB; ++rb) {
-      pa[rb][0] = simt::pack2<T>(p[rb][2 * kk][0], p[rb][2 * kk][1]);
-      pa[rb][1] = simt::pack2<T>(p[rb][2 * kk][2], p[rb][2 * kk][3]);
-      pa[rb][2] = simt::pack2<T>(p[rb][2 * kk + 1][0], p[rb][2 * kk + 1][1]);
-      pa[rb][3] = simt::pack2<T>(p[rb][2 * kk + 1][2], p[rb][2 * kk + 1][3]);
-    }
+    for (int rb = 0; rb < RB; ++rb) pack_p_fragment<T, kCols>(pa[rb], p[rb], kk);
     LED_UNROLL
     for (int dp = 0; dp < D / 16; ++dp) {
       uint32_t vb[4];
@@ -962,45 +967,48 @@ LED_DEVICE void wgmma_a_tile_t(float (&acc)[RB][kCols / 8][4], const uint32_t (&
 
 // acc[16 x C] += A[16 x D] * tile[C x D]^T with A the rows 16w..16w+15 of a_tile (warp w; the
 // warpgroup's 64 rows are a_tile's): both K-major, both read through descriptors.
+// (issue_smem_a_tile_t: the products alone, without fence, commit or wait.)
 template <typename T, int D, int kCols = kBlockN>
-LED_DEVICE void wgmma_smem_a_tile_t(float (&acc)[kCols / 8][4], const T* a_tile, const T* tile) {
+LED_DEVICE void issue_smem_a_tile_t(float (&acc)[kCols / 8][4], const T* a_tile, const T* tile) {
   using Tile = SwizzledTile<D>;
-  simt::wgmma_pin(acc);
-  simt::wgmma_fence();
   LED_UNROLL
   for (int kt = 0; kt < D / 16; ++kt) {
     simt::wgmma_ss<T, kCols>(acc, Tile::k_major_desc(a_tile, kt), Tile::k_major_desc(tile, kt));
   }
+}
+
+template <typename T, int D, int kCols = kBlockN>
+LED_DEVICE void wgmma_smem_a_tile_t(float (&acc)[kCols / 8][4], const T* a_tile, const T* tile) {
+  simt::wgmma_pin(acc);
+  simt::wgmma_fence();
+  issue_smem_a_tile_t<T, D, kCols>(acc, a_tile, tile);
   simt::wgmma_commit();
   simt::wgmma_wait();
   simt::wgmma_pin(acc);
 }
 
 //   acc[rb][16 x D] += P[rb][16 x C] * tile[C x D]: the tile is B MN-major (its rows are B's rows).
+// (issue_p_tile: one block's products from P's packed fragments, without fence, commit or wait.)
+template <typename T, int D, int kCols = kBlockN>
+LED_DEVICE void issue_p_tile(float (&acc)[D / 8][4], const uint32_t (&pa)[kCols / 16][4], const T* tile) {
+  using Tile = SwizzledTile<D>;
+  LED_UNROLL
+  for (int kk = 0; kk < kCols / 16; ++kk) simt::wgmma_rs<T, D, true>(acc, pa[kk], Tile::mn_major_desc(tile, kk));
+}
+
 template <typename T, int D, int RB, int kCols = kBlockN>
 LED_DEVICE void wgmma_p_tile(float (&acc)[RB][D / 8][4], const float (&p)[RB][kCols / 8][4], const T* tile) {
-  using Tile = SwizzledTile<D>;
   uint32_t pa[RB][kCols / 16][4];
   LED_UNROLL
   for (int rb = 0; rb < RB; ++rb) {
     LED_UNROLL
-    for (int kk = 0; kk < kCols / 16; ++kk) {
-      pa[rb][kk][0] = simt::pack2<T>(p[rb][2 * kk][0], p[rb][2 * kk][1]);
-      pa[rb][kk][1] = simt::pack2<T>(p[rb][2 * kk][2], p[rb][2 * kk][3]);
-      pa[rb][kk][2] = simt::pack2<T>(p[rb][2 * kk + 1][0], p[rb][2 * kk + 1][1]);
-      pa[rb][kk][3] = simt::pack2<T>(p[rb][2 * kk + 1][2], p[rb][2 * kk + 1][3]);
-    }
+    for (int kk = 0; kk < kCols / 16; ++kk) pack_p_fragment<T, kCols>(pa[rb][kk], p[rb], kk);
     simt::wgmma_pin(acc[rb]);
     simt::wgmma_pin(pa[rb]);
   }
   simt::wgmma_fence();
   LED_UNROLL
-  for (int rb = 0; rb < RB; ++rb) {
-    LED_UNROLL
-    for (int kk = 0; kk < kCols / 16; ++kk) {
-      simt::wgmma_rs<T, D, true>(acc[rb], pa[rb][kk], Tile::mn_major_desc(tile, kk));
-    }
-  }
+  for (int rb = 0; rb < RB; ++rb) issue_p_tile<T, D, kCols>(acc[rb], pa[rb], tile);
   simt::wgmma_commit();
   simt::wgmma_wait();
   LED_UNROLL

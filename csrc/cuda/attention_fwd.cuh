@@ -200,7 +200,7 @@ struct WarpRows {
     for (int nt = 0; nt < kBlockN / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
     simt::wgmma_pin(s);
     simt::wgmma_fence();
-    issue_scores(s, ks);
+    issue_smem_a_tile_t<T, D, kBlockN>(s, q_tile, ks);
     simt::wgmma_commit();
     simt::wgmma_wait();
     simt::wgmma_pin(s);
@@ -225,28 +225,14 @@ struct WarpRows {
     } else {  // the run's first tile
       softmax_full<kBlockN>(s, 0, scale_log2);
     }
-    pack_p(s);
+    LED_UNROLL
+    for (int kk = 0; kk < kBlockN / 16; ++kk) pack_p_fragment<T, kBlockN>(p_pending[kk], s, kk);
     v_pending = vs;
     pending = true;
   }
 
-  // Issues S += Q K^T for a staged key tile, Q read from shared memory (no fence, commit or wait).
-  LED_DEVICE void issue_scores(float (&s)[kBlockN / 8][4], const T* ks) {
-    using Swizzled = SwizzledTile<D>;
-    LED_UNROLL
-    for (int kt = 0; kt < D / 16; ++kt) {
-      simt::wgmma_ss<T, kBlockN>(s, Swizzled::k_major_desc(q_tile, kt), Swizzled::k_major_desc(ks, kt));
-    }
-  }
-
-  // Issues the pending O += P V (no commit, no wait).
-  LED_DEVICE void issue_pending() {
-    using Swizzled = SwizzledTile<D>;
-    LED_UNROLL
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      simt::wgmma_rs<T, D, true>(o[0], p_pending[kk], Swizzled::mn_major_desc(v_pending, kk));
-    }
-  }
+  // Issues the pending O += P V (no fence, commit or wait).
+  LED_DEVICE void issue_pending() { issue_p_tile<T, D, kBlockN>(o[0], p_pending, v_pending); }
 
   // The pending O += P V, computed now (before any tile that is not lean, and after the walk).
   LED_DEVICE void flush_pending() {
@@ -261,17 +247,6 @@ struct WarpRows {
       simt::wgmma_pin(o[0]);
       simt::wgmma_pin(p_pending);
       pending = false;
-    }
-  }
-
-  // P (a lean tile's exponents) as the A fragments of O += P V, as wgmma_p_tile packs them.
-  LED_DEVICE void pack_p(const float (&p)[kBlockN / 8][4]) {
-    LED_UNROLL
-    for (int kk = 0; kk < kBlockN / 16; ++kk) {
-      p_pending[kk][0] = simt::pack2<T>(p[2 * kk][0], p[2 * kk][1]);
-      p_pending[kk][1] = simt::pack2<T>(p[2 * kk][2], p[2 * kk][3]);
-      p_pending[kk][2] = simt::pack2<T>(p[2 * kk + 1][0], p[2 * kk + 1][1]);
-      p_pending[kk][3] = simt::pack2<T>(p[2 * kk + 1][2], p[2 * kk + 1][3]);
     }
   }
 
