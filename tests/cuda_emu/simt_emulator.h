@@ -74,8 +74,9 @@ struct Dim {
 
 enum class FiberState { kRunnable, kBlocked, kDone };
 
-// One commit group of a thread's wgmma products: its entries of D (address, value once waited for)
-// and the 16-byte chunks of shared memory the products read (Launch::smem_wgmma_readers).
+// A thread's wgmma products: their entries of D (address, value once waited for; a later entry for the
+// same address supersedes an earlier one) and the 16-byte chunks of shared memory they read
+// (Launch::smem_wgmma_readers).
 struct WgmmaGroup {
   std::vector<std::pair<float*, float>> results;
   std::vector<size_t> chunks;
@@ -89,8 +90,8 @@ struct Fiber {
   FiberState state = FiberState::kRunnable;
   const void* waiting_on = nullptr;  // the barrier a blocked fiber waits for
   std::vector<std::pair<unsigned char*, std::array<unsigned char, 16>>> pending;  // cp.async not yet landed
-  // wgmma products not yet waited for: the committed groups, oldest first, then the open one
-  std::vector<WgmmaGroup> wgmma_committed;
+  // wgmma products not yet waited for: those committed (a wait lands them all), those issued since
+  WgmmaGroup wgmma_committed;
   WgmmaGroup wgmma_open;
   uint64_t wgmma_groups = 0;  // groups this thread opened (a stamp for WgmmaGroup::chunks)
   std::vector<size_t> unfenced;  // 16-byte chunks of shared memory its landed cp.async wrote since its last fence_proxy_async
@@ -267,7 +268,7 @@ inline void run_block(Launch& l) {
     f.state = FiberState::kRunnable;
     f.waiting_on = nullptr;
     f.pending.clear();
-    f.wgmma_committed.clear();
+    f.wgmma_committed = WgmmaGroup{};
     f.wgmma_open = WgmmaGroup{};
     f.unfenced.clear();
     getcontext(&f.context);
@@ -538,22 +539,22 @@ inline void wgmma_fence() {}
 // Closes this thread's open group of products (an empty one too, as the hardware does).
 inline void wgmma_commit() {
   simt_emu::Fiber& f = simt_emu::fiber();
-  f.wgmma_committed.push_back(std::move(f.wgmma_open));
+  auto& done = f.wgmma_committed;
+  done.results.insert(done.results.end(), f.wgmma_open.results.begin(), f.wgmma_open.results.end());
+  done.chunks.insert(done.chunks.end(), f.wgmma_open.chunks.begin(), f.wgmma_open.chunks.end());
   f.wgmma_open = simt_emu::WgmmaGroup{};
   ++f.wgmma_groups;
 }
 
-// The products of every committed group land in the accumulators only here (oldest first): a read of
-// D before the wait sees its old value.
+// The committed products land in the accumulators only here (in issue order): a read of D before the
+// wait sees its old value.
 inline void wgmma_wait() {
   simt_emu::Launch& l = simt_emu::launch();
   simt_emu::Fiber& f = simt_emu::fiber();
   if (!f.wgmma_open.empty()) simt_emu::fail("wgmma_wait with products issued after the last wgmma_commit");
-  for (const simt_emu::WgmmaGroup& group : f.wgmma_committed) {
-    for (const auto& r : group.results) *r.first = r.second;
-    for (size_t chunk : group.chunks) --l.smem_wgmma_readers[chunk];
-  }
-  f.wgmma_committed.clear();
+  for (const auto& r : f.wgmma_committed.results) *r.first = r.second;
+  for (size_t chunk : f.wgmma_committed.chunks) --l.smem_wgmma_readers[chunk];
+  f.wgmma_committed = simt_emu::WgmmaGroup{};
 }
 
 template <typename R, int kRows>
@@ -649,19 +650,14 @@ inline void wgmma(float (&d)[N / 8][4], const uint32_t* a, uint64_t desc_a, uint
       const int row = 16 * warp + g + 8 * (e >> 1), col = 8 * j + 2 * t + (e & 1);
       float* dst = &d[j][e];
       auto same = [&](const auto& r) { return r.first == dst; };
-      // (a product chained on an accumulator that an earlier group's product still writes adds to it)
+      // (a product chained on an accumulator that a committed product still writes adds to it)
       float acc = *dst;
       auto it = std::find_if(open.begin(), open.end(), same);
+      const auto& done = f.wgmma_committed.results;
       if (it != open.end()) {
         acc = it->second;
-      } else {
-        for (auto group = f.wgmma_committed.rbegin(); group != f.wgmma_committed.rend(); ++group) {
-          auto older = std::find_if(group->results.begin(), group->results.end(), same);
-          if (older != group->results.end()) {
-            acc = older->second;
-            break;
-          }
-        }
+      } else if (auto older = std::find_if(done.rbegin(), done.rend(), same); older != done.rend()) {
+        acc = older->second;
       }
       for (int k = 0; k < 16; ++k) acc += A(row, k) * B(k, col);
       if (it != open.end()) {
