@@ -38,7 +38,7 @@ def variant(request, monkeypatch):
     run their own kernels at head dims 64 and 128 (the emulator's warpgroup MMA reads the 128-byte-
     swizzled tiles through their descriptors) and rows32 at the others; wgmma2g's blocks are two
     warpgroups (256 threads); wgmma16o leaves a tile's P V in flight across the next tile's softmax
-    (the emulator lands each commit group at the wait that covers it, and fails a copy into shared
+    (the emulator lands a product only at the wait after its commit, and fails a copy into shared
     memory that a product not yet waited for reads)."""
     monkeypatch.setenv("LED_KERNELS_CUDA_FWD", request.param)
     return request.param
