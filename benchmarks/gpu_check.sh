@@ -42,7 +42,8 @@
 # Both of the above in one call of about 8 minutes on a fresh H100 (for a lease of 15 minutes, start up
 # included; give the call a timeout of 570 s): the build in the background while the triton GPU tests
 # run, the cuda GPU tests (default kernels and machine-code check, wgmma variants, mma.sync kernels),
-# one run timing triton, triton-key64 and the cuda variants at the headline shape (G=0 and 1), one run
+# one run timing triton, triton-key64 and the cuda variants (cuda-two-launch among them) at the headline
+# shape (G=0 and 1), one run
 # of triton at 8k/16k and G=0/1/64 (the ratio bars), the profiles of both backends (cuda also with
 # the wgmma16o forward), and both sanitizers on the default and wgmma kernels:
 #   bash benchmarks/gpu_check.sh next
@@ -264,10 +265,11 @@ stage_next() {
     LIMIT=60 run pytest-cuda-mma env LED_KERNELS_CUDA_FWD=rows32 LED_KERNELS_CUDA_DQ=mma LED_KERNELS_CUDA_DKDV=mma \
         python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k "not wgmma"
     # one run: triton with kernel B's 128-key tiles in the one-launch forward (the default) and with 64
-    # (triton-key64), the cuda kernels with and without their lean runs and the three wgmma forwards
-    LIMIT=170 run bench-next python -m benchmarks --providers triton triton-key64 cuda cuda-nolean cuda-wgmma16s \
-        cuda-wgmma2g cuda-wgmma16o --seqlens 16384 --globals 0 1 --window 512 --head-dim 64 --modes fwd fwd_bwd --check \
-        --tag next
+    # (triton-key64), the cuda kernels with and without their lean runs, with the layer's forward in one
+    # launch (the default) and in two, and the three wgmma forwards
+    LIMIT=190 run bench-next python -m benchmarks --providers triton triton-key64 cuda cuda-two-launch cuda-nolean \
+        cuda-wgmma16s cuda-wgmma2g cuda-wgmma16o --seqlens 16384 --globals 0 1 --window 512 --head-dim 64 \
+        --modes fwd fwd_bwd --check --tag next
     save_results
     # the ratio bars (8k against 16k, G=1 against G=0) and 64 global tokens, triton alone (G=64 compiles
     # its own forward candidates: a wider slot tile)

@@ -309,7 +309,8 @@ _PROVIDER_ORDER = {
     for i, name in enumerate(
         (
             *("triton", "triton-two-launch", "triton-fused", "triton-key64"),
-            *("cuda", "cuda-nolean", "cuda-wgmma", "cuda-wgmma16", "cuda-wgmma16s", "cuda-wgmma2g"),
+            *("cuda", "cuda-two-launch", "cuda-nolean", "cuda-wgmma", "cuda-wgmma16", "cuda-wgmma16s"),
+            "cuda-wgmma2g",
             "cuda-wgmma16o",
             "cuda-mma",
             *("cpu", "flex", "sdpa", "torch", "hf"),

@@ -36,6 +36,7 @@ STYLE = {  # provider -> (color, marker): ours solid, peers dashed
     "cuda-wgmma2g": ("gold", "s", "-"),
     "cuda-wgmma16o": ("tab:gray", "s", "-"),
     "cuda-nolean": ("tab:purple", "s", ":"),
+    "cuda-two-launch": ("tab:purple", "s", "-."),
     "cpu": ("tab:orange", "D", "-"),
     "torch": ("tab:blue", "^", "-"),
     "flex": ("tab:green", "v", "--"),

@@ -177,6 +177,35 @@ void attention_fwd_cuda_binding(int kind, std::uintptr_t q_ptr, std::uintptr_t k
 #endif
 }
 
+void attention_layer_fwd_cuda_binding(std::uintptr_t q_ptr, std::uintptr_t k_ptr, std::uintptr_t v_ptr,
+                                      std::uintptr_t qg_ptr, std::uintptr_t kg_ptr, std::uintptr_t vg_ptr,
+                                      std::uintptr_t out_ptr, std::uintptr_t lse_ptr, std::uintptr_t glse_ptr,
+                                      std::uintptr_t flags_ptr, std::uintptr_t gidx_ptr, int64_t B, int64_t N, int64_t H,
+                                      int64_t D, int64_t G, int64_t window, double scale, const Strides3& q_strides,
+                                      const Strides3& k_strides, const Strides3& v_strides, const Strides3& qg_strides,
+                                      const Strides3& kg_strides, const Strides3& vg_strides, const Strides3& o_strides,
+                                      int dtype_code, std::uintptr_t workspace_ptr, uint64_t workspace_bytes,
+                                      std::uintptr_t stream) {
+#ifdef LED_KERNELS_WITH_CUDA
+  const led_kernels::AttnFwdParams band =
+      make_fwd_params(0, q_ptr, k_ptr, v_ptr, out_ptr, lse_ptr, flags_ptr, gidx_ptr, B, N, N, H, D, G, window, scale,
+                      q_strides, k_strides, v_strides, o_strides, dtype_code);
+  led_kernels::AttnFwdParams glob =
+      make_fwd_params(1, qg_ptr, kg_ptr, vg_ptr, out_ptr, glse_ptr, flags_ptr, gidx_ptr, B, G, N, H, D, G, 0, scale,
+                      qg_strides, kg_strides, vg_strides, o_strides, dtype_code);
+  glob.layer = true;
+  py::gil_scoped_release no_gil;
+  led_kernels::attention_layer_fwd_cuda(band, glob, reinterpret_cast<float*>(workspace_ptr), workspace_bytes,
+                                        reinterpret_cast<void*>(stream));
+#else
+  (void)q_ptr, (void)k_ptr, (void)v_ptr, (void)qg_ptr, (void)kg_ptr, (void)vg_ptr, (void)out_ptr, (void)lse_ptr,
+      (void)glse_ptr, (void)flags_ptr, (void)gidx_ptr, (void)B, (void)N, (void)H, (void)D, (void)G, (void)window,
+      (void)scale, (void)q_strides, (void)k_strides, (void)v_strides, (void)qg_strides, (void)kg_strides,
+      (void)vg_strides, (void)o_strides, (void)dtype_code, (void)workspace_ptr, (void)workspace_bytes, (void)stream;
+  no_cuda();
+#endif
+}
+
 void attention_bwd_cuda_binding(int kind, std::uintptr_t q_ptr, std::uintptr_t k_ptr, std::uintptr_t v_ptr,
                                 std::uintptr_t out_ptr, std::uintptr_t do_ptr, std::uintptr_t lse_ptr,
                                 std::uintptr_t dq_ptr, std::uintptr_t dk_ptr, std::uintptr_t dv_ptr,
@@ -356,6 +385,17 @@ PYBIND11_MODULE(_C, m) {
         "`stream` (a cudaStream_t as int), with `workspace_bytes` (attention_cuda_workspace_bytes) of "
         "float32 device workspace. The caller makes the tensors' device current. layer: the layer mode "
         "of cpu_attention.h (kind 1: q and out are (B,N,H,D), slot s at row gidx[b,s]).");
+  m.def("attention_layer_fwd_cuda", &attention_layer_fwd_cuda_binding, py::arg("q_ptr"), py::arg("k_ptr"),
+        py::arg("v_ptr"), py::arg("qg_ptr"), py::arg("kg_ptr"), py::arg("vg_ptr"), py::arg("out_ptr"),
+        py::arg("lse_ptr"), py::arg("glse_ptr"), py::arg("flags_ptr"), py::arg("gidx_ptr"), py::arg("B"), py::arg("N"),
+        py::arg("H"), py::arg("D"), py::arg("G"), py::arg("window"), py::arg("scale"), py::arg("q_strides"),
+        py::arg("k_strides"), py::arg("v_strides"), py::arg("qg_strides"), py::arg("kg_strides"),
+        py::arg("vg_strides"), py::arg("o_strides"), py::arg("dtype_code"), py::arg("workspace_ptr"),
+        py::arg("workspace_bytes"), py::arg("stream"),
+        "The layer's forward: attention_fwd_cuda of kernel A (q, k, v -> out (B,N,H,D), lse (B,H,2,N)), then "
+        "of kernel B in the layer mode (q_global, k_global, v_global -> out's global rows, glse (B,H,2,G)), "
+        "in one launch where the kernels can share it (LED_KERNELS_FUSED_FORWARD=0: two); the same bits "
+        "either way. workspace: kernel B's (attention_cuda_workspace_bytes(False, 1, ...)).");
   m.def("attention_bwd_cuda", &attention_bwd_cuda_binding, py::arg("kind"), py::arg("q_ptr"), py::arg("k_ptr"),
         py::arg("v_ptr"), py::arg("out_ptr"), py::arg("do_ptr"), py::arg("lse_ptr"), py::arg("dq_ptr"),
         py::arg("dk_ptr"), py::arg("dv_ptr"), py::arg("flags_ptr"), py::arg("gidx_ptr"), py::arg("B"), py::arg("M"),

@@ -24,6 +24,12 @@ void attention_fwd_cuda(const AttnFwdParams& p, float* workspace, size_t workspa
   check_launch("attention_fwd_cuda kernel launch failed");
 }
 
+void attention_layer_fwd_cuda(const AttnFwdParams& band, const AttnFwdParams& glob, float* workspace,
+                              size_t workspace_bytes, void* stream) {
+  cuda_attn::attention_layer_fwd(band, glob, workspace, workspace_bytes, static_cast<cudaStream_t>(stream));
+  check_launch("attention_layer_fwd_cuda kernel launch failed");
+}
+
 void attention_bwd_cuda(const AttnBwdParams& p, const void* out, BNHStrides o_strides, float* workspace,
                         size_t workspace_bytes, void* stream) {
   cuda_attn::attention_bwd(p, out, o_strides, workspace, workspace_bytes, static_cast<cudaStream_t>(stream));

@@ -33,8 +33,10 @@
 // for the GPU, tests/cuda_emu/ for the CPU emulator (see simt.cuh).
 #pragma once
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 
 #include "attention_common.cuh"
@@ -459,7 +461,7 @@ LED_DEVICE void attend_tiles(const FwdArgs& a, WarpRows<T, D, RB, Tile>& w, cons
 // Kernel A: blocks of 64 x RB query rows (query tile fastest, then head, then batch), each warp
 // owning 16 x RB consecutive rows; K and V tiles staged as Tile (SwizzledTile: wgmma).
 template <typename T, int D, int RB, typename Tile>
-LED_DEVICE void banded_fwd_block(const FwdArgs& a) {
+LED_DEVICE void banded_fwd_block(const FwdArgs& a, int64_t bid) {
   static_assert(Tile::kGroups == 1 || (Tile::kQShared && RB == 1), "warpgroups of 64 rows read from shared memory");
   constexpr int kRows = RB * kBlockM * Tile::kGroups;
   using QStage = typename WithRows<Tile, kRows>::type;  // (as the products read them)
@@ -470,7 +472,6 @@ LED_DEVICE void banded_fwd_block(const FwdArgs& a) {
   const KeySet<T> keys = fwd_keys<T>(a);
 
   const int64_t tiles = ceil_div(a.N, kRows);
-  const int64_t bid = simt::block_index();
   const int64_t i0 = (bid % tiles) * kRows;
   const int64_t h = (bid / tiles) % a.H;
   const int64_t b = bid / (tiles * a.H);
@@ -514,7 +515,7 @@ LED_DEVICE void banded_fwd_block(const FwdArgs& a) {
 
 template <typename T, int D, int RB, typename Tile>
 LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
-  block_or_trap<Tile>([&](auto tile) { banded_fwd_block<T, D, RB, decltype(tile)>(a); });
+  block_or_trap<Tile>([&](auto tile) { banded_fwd_block<T, D, RB, decltype(tile)>(a, simt::block_index()); });
 }
 
 // The same with several warpgroups per block (wgmma2g): at D = 64 two blocks per SM, so at most 128
@@ -522,19 +523,18 @@ LED_KERNEL void __launch_bounds__(kThreads) banded_fwd_kernel(FwdArgs a) {
 // allocation even where it asks for one).
 template <typename T, int D, typename Tile>
 LED_KERNEL void __launch_bounds__(kThreads * Tile::kGroups, D == 64 ? 2 : 1) grouped_fwd_kernel(FwdArgs a) {
-  block_or_trap<Tile>([&](auto tile) { banded_fwd_block<T, D, 1, decltype(tile)>(a); });
+  block_or_trap<Tile>([&](auto tile) { banded_fwd_block<T, D, 1, decltype(tile)>(a, simt::block_index()); });
 }
 
 // Kernel B. Blocks: (key chunk fastest, then slot tile, head, batch). With one chunk the rows are
 // finished here; otherwise each chunk's partial goes to the workspace for combine_kernel.
 template <typename T, int D>
-LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
+LED_DEVICE void global_fwd_block(const FwdArgs& a, int64_t bid) {
   const PipedKeySmem<T, D> sm(simt::shared_memory());
   const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
   const KeySet<T> keys = fwd_keys<T>(a);
 
   const int64_t slot_tiles = ceil_div(a.G, kBlockM);
-  const int64_t bid = simt::block_index();
   const int64_t chunk = bid % a.chunks;
   const int64_t s0 = ((bid / a.chunks) % slot_tiles) * kBlockM;
   const int64_t h = (bid / (a.chunks * slot_tiles)) % a.H;
@@ -575,6 +575,51 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
       ml[a.G + s] = w.l[0][x];
     }
   }
+}
+
+template <typename T, int D>
+LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
+  global_fwd_block<T, D>(a, simt::block_index());
+}
+
+// The layer's forward in one launch (LED_KERNELS_FUSED_FORWARD, on by default; when kernel B is split
+// into key chunks): kernel A's query tiles of each (batch, head), then kernel B's chunk blocks of the
+// same pair, so that B's sweep over all keys, bound by memory latency with one warp of four computing
+// at a few global tokens, runs beside A's compute-bound tiles instead of after them, and reads the
+// pair's keys while A's blocks have them in L2. The two write disjoint memory (B only its partials;
+// combine_kernel writes the global rows afterwards, over A's). Blocks take both kernels' shared memory
+// and registers, the larger of each.
+// Which main loops run the layer in one launch (offline sm_90a registers): not wgmma2g (blocks of two
+// warpgroups); not wgmma16s at head dim 64, whose 128 registers give four blocks per SM alone, which
+// the layer kernel keeps only by spilling (kernel B's path takes 139 registers alone); not head dim
+// 16, where the layer kernel takes 185 registers against kernel A's 163 (three blocks per SM -> two).
+template <int D, typename Tile>
+constexpr bool layer_fusable() {
+  return Tile::kGroups == 1 && D != 16 && !(D == 64 && Tile::kQShared && !Tile::kOverlap);
+}
+
+// The layer kernel's blocks per SM (its launch bounds): at head dim 64 kernel A's wgmma loops keep
+// three blocks alone (wgmma16 155 registers, wgmma16o 156), which B's path would take to two for
+// wgmma16o (171 registers, offline sm_90a); elsewhere A's loops need more registers than B's.
+template <int D, int RB, typename Tile>
+constexpr int layer_min_blocks() {
+  return D == 64 && RB == 1 && Tile::kSwizzled ? 3 : 1;
+}
+
+template <typename T, int D, int RB, typename Tile>
+LED_KERNEL void __launch_bounds__(kThreads, (layer_min_blocks<D, RB, Tile>())) layer_fwd_kernel(FwdArgs a, FwdArgs g) {
+  static_assert(layer_fusable<D, Tile>(), "see layer_fusable");
+  const int64_t a_blocks = ceil_div(a.N, RB * kBlockM);        // per (batch, head)
+  const int64_t g_blocks = ceil_div(g.G, kBlockM) * g.chunks;  // per (batch, head)
+  const int64_t bid = simt::block_index();
+  const int64_t pair = bid / (a_blocks + g_blocks), r = bid % (a_blocks + g_blocks);
+  block_or_trap<Tile>([&](auto tile) {
+    if (r < a_blocks) {
+      banded_fwd_block<T, D, RB, decltype(tile)>(a, pair * a_blocks + r);
+    } else {
+      global_fwd_block<T, D>(g, pair * g_blocks + r - a_blocks);
+    }
+  });
 }
 
 // Merges kernel B's chunks: one warp per (b, h, slot). The chunks' statistics are read with the lanes
@@ -633,8 +678,9 @@ inline size_t fwd_workspace_bytes(AttnKind kind, int64_t B, int64_t H, int64_t G
   return static_cast<size_t>(B * H * chunks * G * (D + 2)) * sizeof(float);
 }
 
-template <typename T, int D, int RB, typename Tile, typename Stream>
-void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
+// The arguments of p's kernel; kernel B's split into key chunks, with its partials in `workspace`
+// (fwd_workspace_bytes of them) when there are several.
+inline FwdArgs fwd_args(const AttnFwdParams& p, float* workspace) {
   FwdArgs a;
   a.q = p.q, a.k = p.k, a.v = p.v, a.out = p.out, a.lse = p.lse;
   a.key_flags = p.key_flags, a.global_idx = p.global_idx;
@@ -644,6 +690,29 @@ void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
   a.qs = p.q_strides, a.ks = p.k_strides, a.vs = p.v_strides, a.os = p.o_strides;
   a.chunk_keys = p.N, a.chunks = 1, a.part_o = nullptr, a.part_ml = nullptr;
   a.lean = lean_runs_enabled();
+  if (p.kind == AttnKind::kGlobalRows) {
+    a.chunk_keys = global_fwd_chunk_keys(p.B, p.H, p.G, p.N);
+    a.chunks = chunk_count(p.N, a.chunk_keys);  // no keys: one pass writes the zero rows
+    if (a.chunks > 1) {
+      a.part_o = workspace;
+      a.part_ml = workspace + p.B * p.H * a.chunks * p.G * p.D;
+    }
+  }
+  return a;
+}
+
+// Merges kernel B's chunks, after they all ran (nothing when B was not split).
+template <typename T, int D, typename Stream>
+void launch_combine(const FwdArgs& a, Stream stream) {
+  if (a.chunks <= 1) return;
+  auto combine = combine_kernel<T, D>;
+  const int64_t combine_blocks = ceil_div(a.B * a.H * a.G, kWarps);
+  if (launchable(combine_blocks)) LED_LAUNCH(combine, combine_blocks, kThreads, 0, stream, a);
+}
+
+template <typename T, int D, int RB, typename Tile, typename Stream>
+void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
+  const FwdArgs a = fwd_args(p, workspace);
   if (p.kind == AttnKind::kBanded) {
     constexpr size_t band_smem = PipedKeySmem<T, D, Tile>::bytes();
     const int64_t blocks = p.B * p.H * ceil_div(p.N, RB * kBlockM * Tile::kGroups);
@@ -659,70 +728,107 @@ void launch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
     return;
   }
   constexpr size_t smem = PipedKeySmem<T, D>::bytes();
-  a.chunk_keys = global_fwd_chunk_keys(p.B, p.H, p.G, p.N);
-  a.chunks = chunk_count(p.N, a.chunk_keys);  // no keys: one pass writes the zero rows
-  if (a.chunks > 1) {
-    a.part_o = workspace;
-    a.part_ml = workspace + p.B * p.H * a.chunks * p.G * D;
-  }
   const int64_t blocks = p.B * p.H * ceil_div(p.G, kBlockM) * a.chunks;
   auto kernel = global_fwd_kernel<T, D>;
   LED_SET_SMEM_LIMIT(kernel, smem);
   if (launchable(blocks)) LED_LAUNCH(kernel, blocks, kThreads, smem, stream, a);
-  if (a.chunks > 1) {
-    auto combine = combine_kernel<T, D>;
-    const int64_t combine_blocks = ceil_div(p.B * p.H * p.G, kWarps);
-    if (launchable(combine_blocks)) LED_LAUNCH(combine, combine_blocks, kThreads, 0, stream, a);
-  }
+  launch_combine<T, D>(a, stream);
 }
 
-template <typename T, int D, typename Stream>
-void dispatch_variant(FwdVariant variant, const AttnFwdParams& p, float* workspace, Stream stream) {
+// Whether the layer's kernel B runs inside kernel A's launch where it can (layer_fwd_kernel): unless
+// the environment variable LED_KERNELS_FUSED_FORWARD is 0 (as for the triton backend, so that one
+// benchmark run can time both ways; the results are bitwise the same).
+inline bool fused_forward_enabled() {
+  const char* env = std::getenv("LED_KERNELS_FUSED_FORWARD");
+  if (env == nullptr || *env == '\0' || std::strcmp(env, "1") == 0) return true;
+  if (std::strcmp(env, "0") == 0) return false;
+  throw std::invalid_argument(std::string("LED_KERNELS_FUSED_FORWARD must be 0 or 1, got '") + env + "'");
+}
+
+// The layer (kernel A's rows `band`, then kernel B's `glob` over A's output) with A's main loop
+// RB / Tile: one launch of both when B is split into key chunks (the combine then writes the global
+// rows over A's; unsplit, B would write them itself while A's blocks may still write theirs), else
+// the two launches in order.
+template <typename T, int D, int RB, typename Tile, typename Stream>
+void launch_layer_fwd(const AttnFwdParams& band, const AttnFwdParams& glob, float* workspace, Stream stream) {
+  const FwdArgs a = fwd_args(band, nullptr), g = fwd_args(glob, workspace);
+  if constexpr (layer_fusable<D, Tile>()) {
+    if (glob.G > 0 && g.chunks > 1 && fused_forward_enabled()) {
+      constexpr size_t smem = std::max(PipedKeySmem<T, D, Tile>::bytes(), PipedKeySmem<T, D>::bytes());
+      const int64_t blocks = band.B * band.H * (ceil_div(band.N, RB * kBlockM) + ceil_div(glob.G, kBlockM) * g.chunks);
+      auto kernel = layer_fwd_kernel<T, D, RB, Tile>;
+      LED_SET_SMEM_LIMIT(kernel, smem);
+      if (launchable(blocks)) LED_LAUNCH(kernel, blocks, kThreads, smem, stream, a, g);
+      launch_combine<T, D>(g, stream);
+      return;
+    }
+  }
+  launch_fwd<T, D, RB, Tile>(band, nullptr, stream);
+  launch_fwd<T, D, RB, Tile>(glob, workspace, stream);
+}
+
+// Calls launch(std::integral_constant<int, RB>{}, Tile{}) with the main loop `variant` names at head
+// dim D (RB blocks of 16 rows per warp, K and V tiles staged as Tile).
+template <int D, typename Launch>
+void with_variant(FwdVariant variant, Launch launch) {
+  using One = std::integral_constant<int, 1>;
+  using Two = std::integral_constant<int, 2>;
   if (variant == FwdVariant::kRows16 || (D == 128 && variant == FwdVariant::kRows32)) {
-    launch_fwd<T, D, 1, PaddedTile<D>>(p, workspace, stream);
+    launch(One{}, PaddedTile<D>{});
     return;
   }
   if constexpr (D % 64 == 0) {
     if (variant == FwdVariant::kWgmma16 || (D == 128 && variant == FwdVariant::kWgmma)) {
-      launch_fwd<T, D, 1, SwizzledTile<D>>(p, workspace, stream);
+      launch(One{}, SwizzledTile<D>{});
       return;
     }
     if (variant == FwdVariant::kWgmma16s) {
-      launch_fwd<T, D, 1, SharedQTile<D>>(p, workspace, stream);
+      launch(One{}, SharedQTile<D>{});
       return;
     }
     if (variant == FwdVariant::kWgmma2g) {
-      launch_fwd<T, D, 1, GroupedQTile<D>>(p, workspace, stream);
+      launch(One{}, GroupedQTile<D>{});
       return;
     }
     if (variant == FwdVariant::kWgmma16o) {
-      launch_fwd<T, D, 1, OverlapQTile<D>>(p, workspace, stream);
+      launch(One{}, OverlapQTile<D>{});
       return;
     }
     if constexpr (D == 64) {
       if (variant == FwdVariant::kWgmma) {
-        launch_fwd<T, D, 2, SwizzledTile<D>>(p, workspace, stream);
+        launch(Two{}, SwizzledTile<D>{});
         return;
       }
     }
   }
-  if constexpr (D < 128) launch_fwd<T, D, 2, PaddedTile<D>>(p, workspace, stream);
+  if constexpr (D < 128) launch(Two{}, PaddedTile<D>{});
 }
 
+// p's kernel, or with `glob` the layer: p kernel A's rows, glob kernel B's over A's output.
 template <typename T, typename Stream>
-void dispatch_fwd(const AttnFwdParams& p, float* workspace, Stream stream) {
+void dispatch_fwd(const AttnFwdParams& p, const AttnFwdParams* glob, float* workspace, Stream stream) {
   const FwdVariant variant = fwd_variant();  // read (and a wrong value refused) at every head dim
+  auto at_head_dim = [&](auto head_dim) {
+    constexpr int D = decltype(head_dim)::value;
+    with_variant<D>(variant, [&](auto rb, auto tile) {
+      constexpr int RB = decltype(rb)::value;
+      using Tile = decltype(tile);
+      if (glob != nullptr) {
+        launch_layer_fwd<T, D, RB, Tile>(p, *glob, workspace, stream);
+      } else {
+        launch_fwd<T, D, RB, Tile>(p, workspace, stream);
+      }
+    });
+  };
   switch (p.D) {
-    case 16: dispatch_variant<T, 16>(variant, p, workspace, stream); break;
-    case 32: dispatch_variant<T, 32>(variant, p, workspace, stream); break;
-    case 64: dispatch_variant<T, 64>(variant, p, workspace, stream); break;
-    default: dispatch_variant<T, 128>(variant, p, workspace, stream); break;
+    case 16: at_head_dim(std::integral_constant<int, 16>{}); break;
+    case 32: at_head_dim(std::integral_constant<int, 32>{}); break;
+    case 64: at_head_dim(std::integral_constant<int, 64>{}); break;
+    default: at_head_dim(std::integral_constant<int, 128>{}); break;
   }
 }
 
-template <typename Stream>
-void attention_fwd(const AttnFwdParams& p, float* workspace, size_t workspace_bytes, Stream stream) {
-  const char* who = "attention_fwd_cuda";
+inline void check_fwd(const AttnFwdParams& p, size_t workspace_bytes, const char* who) {
   check_common(p.dtype, p.kind, p.B, p.M, p.N, p.H, p.D, p.G, p.window, p.global_idx, who);
   if (!rows_4byte_aligned(p.out, p.o_strides)) throw std::invalid_argument(std::string(who) + ": out rows must be 4-byte aligned");
   check_rows_aligned16(p.q, p.q_strides, who, "q");
@@ -731,11 +837,42 @@ void attention_fwd(const AttnFwdParams& p, float* workspace, size_t workspace_by
   if (workspace_bytes < fwd_workspace_bytes(p.kind, p.B, p.H, p.G, p.N, p.D)) {
     throw std::invalid_argument(std::string(who) + ": workspace too small");
   }
+}
+
+template <typename Stream>
+void attention_fwd(const AttnFwdParams& p, float* workspace, size_t workspace_bytes, Stream stream) {
+  check_fwd(p, workspace_bytes, "attention_fwd_cuda");
   if (p.B * p.H * p.M == 0) return;
   if (p.dtype == DType::kFloat16) {
-    dispatch_fwd<__half>(p, workspace, stream);
+    dispatch_fwd<__half>(p, nullptr, workspace, stream);
   } else {
-    dispatch_fwd<__nv_bfloat16>(p, workspace, stream);
+    dispatch_fwd<__nv_bfloat16>(p, nullptr, workspace, stream);
+  }
+}
+
+// The layer mode's forward (cpu_attention.h): kernel A over `band`'s rows, then kernel B over
+// `glob`'s slots, whose rows it writes into A's output (glob.out == band.out) at the global
+// positions; in one launch where layer_fwd_kernel can run them (launch_layer_fwd). `workspace`:
+// kernel B's (fwd_workspace_bytes(kGlobalRows, ...)).
+template <typename Stream>
+void attention_layer_fwd(const AttnFwdParams& band, const AttnFwdParams& glob, float* workspace,
+                         size_t workspace_bytes, Stream stream) {
+  const char* who = "attention_layer_fwd_cuda";
+  if (band.kind != AttnKind::kBanded || glob.kind != AttnKind::kGlobalRows || !glob.layer) {
+    throw std::invalid_argument(std::string(who) + ": needs kernel A's rows and kernel B's in the layer mode");
+  }
+  if (glob.out != band.out || glob.key_flags != band.key_flags || glob.global_idx != band.global_idx ||
+      glob.dtype != band.dtype || glob.B != band.B || glob.N != band.N || glob.H != band.H || glob.D != band.D ||
+      glob.G != band.G || glob.M != band.G || band.M != band.N) {
+    throw std::invalid_argument(std::string(who) + ": kernel B's arguments must be the same layer's as kernel A's");
+  }
+  check_fwd(band, 0, who);
+  check_fwd(glob, workspace_bytes, who);
+  if (band.B * band.H * band.N == 0) return;
+  if (band.dtype == DType::kFloat16) {
+    dispatch_fwd<__half>(band, &glob, workspace, stream);
+  } else {
+    dispatch_fwd<__nv_bfloat16>(band, &glob, workspace, stream);
   }
 }
 

@@ -8,7 +8,9 @@ row) and ``global_attention`` (kernel B: the global slots' rows over every non-p
 one pair of ops (``led_kernels::cuda_longformer_fwd`` / ``cuda_longformer_bwd``) inside an
 autograd.Function: kernel B reads its query rows and writes its output rows at the global positions of
 kernel A's tensors (the kernels' layer mode, csrc/include/led_kernels/cpu_attention.h), so no gather,
-scatter or gradient addition runs around the kernels.
+scatter or gradient addition runs around the kernels; when kernel B is split into key chunks, its chunks run
+as extra blocks of kernel A's launch and only B's combine follows (``LED_KERNELS_FUSED_FORWARD=0``: B in
+a launch of its own after A's; the same bits).
 
 The kernels are FlashAttention-2 style on tensor cores (``mma.sync`` m16n8k16 with fp32 accumulation,
 ``ldmatrix``): blocks of 4 warps x 16 query rows, key tiles of 64 staged in shared memory, an online base-2
@@ -116,6 +118,31 @@ def _forward(
             ext.dtype_code(q.dtype), workspace.data_ptr(), nbytes, stream, layer,
         )  # fmt: skip
     return out, lse
+
+
+def _layer_forward(q, k, v, q_global, k_global, v_global, key_flags, global_idx, window, scale):
+    # kernel A over q, k, v (B, N, H, D), then kernel B's G slot rows of q_global written into A's
+    # output (the layer mode, cpu_attention.h), in one launch where the kernels can share it ->
+    # out (B, N, H, D), lse (B, H, 2, N), glse (B, H, 2, G)
+    b, n, h, d = q.shape
+    g = global_idx.shape[1]
+    out = torch.empty((b, n, h, d), dtype=q.dtype, device=q.device)
+    lse = torch.empty((b, h, 2, n), dtype=torch.float32, device=q.device)
+    glse = torch.empty((b, h, 2, g), dtype=torch.float32, device=q.device)
+    if b * n * h * d == 0:
+        return out, lse.fill_(float("inf")), glse.fill_(float("inf"))
+    workspace, nbytes = _workspace(False, _KIND_GLOBAL, b, h, g, n, d, q.device)
+    q, k, v = _aligned_rows(q), _aligned_rows(k), _aligned_rows(v)
+    q_global, k_global, v_global = _aligned_rows(q_global), _aligned_rows(k_global), _aligned_rows(v_global)
+    with cuda_launch(q, _c()) as stream:
+        _c().attention_layer_fwd_cuda(
+            q.data_ptr(), k.data_ptr(), v.data_ptr(), q_global.data_ptr(), k_global.data_ptr(),
+            v_global.data_ptr(), out.data_ptr(), lse.data_ptr(), glse.data_ptr(), key_flags.data_ptr(),
+            global_idx.data_ptr(), b, n, h, d, g, window, scale, strides3(q), strides3(k), strides3(v),
+            strides3(q_global), strides3(k_global), strides3(v_global), strides3(out),
+            ext.dtype_code(q.dtype), workspace.data_ptr(), nbytes, stream,
+        )  # fmt: skip
+    return out, lse, glse
 
 
 def _backward(
@@ -390,12 +417,11 @@ def cuda_longformer_fwd(
     """-> out (B, N, H, D), kernel A's lse (B, H, 2, N) and kernel B's (B, H, 2, G), float32."""
     b, _, h, _ = q.shape
     g = global_idx.shape[1]
-    out, lse = _forward(_KIND_BANDED, q, k, v, key_flags, global_idx if g > 0 else None, window, scale)
     if g == 0:
+        out, lse = _forward(_KIND_BANDED, q, k, v, key_flags, None, window, scale)
         return out, lse, lse.new_empty((b, h, 2, 0))
-    # B's rows go straight into A's output at the global positions (after A's, on the same stream)
-    _, glse = _forward(_KIND_GLOBAL, q_global, k_global, v_global, key_flags, global_idx, 0, scale, out, True)
-    return out, lse, glse
+    # B's rows go straight into A's output at the global positions
+    return _layer_forward(q, k, v, q_global, k_global, v_global, key_flags, global_idx, window, scale)
 
 
 @cuda_longformer_fwd.register_fake

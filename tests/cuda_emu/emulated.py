@@ -69,6 +69,8 @@ class Emulated:
         lib.led_emu_register_range.argtypes = [u64, u64]
         lib.led_emu_clear_ranges.argtypes = []
         lib.led_emu_set_seed.argtypes = [u64]
+        lib.led_emu_launch_count.argtypes = []
+        lib.led_emu_launch_count.restype = u64
         lib.led_emu_fwd_workspace_bytes.argtypes = [ctypes.c_int, i64, i64, i64, i64, i64]
         lib.led_emu_fwd_workspace_bytes.restype = u64
         lib.led_emu_attention_fwd.argtypes = [
@@ -76,6 +78,11 @@ class Emulated:
             u64, u64, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
         ]  # fmt: skip
         lib.led_emu_attention_fwd.restype = ctypes.c_int
+        lib.led_emu_attention_layer_fwd.argtypes = [
+            *([u64] * 11), *([i64] * 6), ctypes.c_double, ctypes.POINTER(i64), ctypes.c_int, u64, u64,
+            ctypes.c_char_p, ctypes.c_int,
+        ]  # fmt: skip
+        lib.led_emu_attention_layer_fwd.restype = ctypes.c_int
         lib.led_emu_bwd_workspace_bytes.argtypes = [ctypes.c_int, i64, i64, i64, i64, i64]
         lib.led_emu_bwd_workspace_bytes.restype = u64
         lib.led_emu_attention_bwd.argtypes = [
@@ -99,6 +106,10 @@ class Emulated:
         lib.led_emu_wgmma_check.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.led_emu_wgmma_check.restype = ctypes.c_int
         self.lib = lib
+
+    def launch_count(self) -> int:
+        """Kernel launches run so far (by any call)."""
+        return int(self.lib.led_emu_launch_count())
 
     def workspace_bytes(self, kind: int, b: int, h: int, g: int, n: int, d: int) -> int:
         return int(self.lib.led_emu_fwd_workspace_bytes(kind, b, h, g, n, d))
@@ -157,6 +168,51 @@ class Emulated:
         if rc != 0:
             raise EmulatorError(error.value.decode())
         return out, lse
+
+    def attention_layer_fwd(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        q_global: torch.Tensor,
+        k_global: torch.Tensor,
+        v_global: torch.Tensor,
+        key_flags: torch.Tensor,
+        global_idx: torch.Tensor,
+        window: int,
+        scale: float,
+        *,
+        seed: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The layer's forward (``attention_layer_fwd_cuda``): kernel A over q, k, v (B, N, H, D), then kernel
+        B's slots of q_global written into A's output, in one launch where the kernels can share it.
+
+        Returns (out (B, N, H, D), lse (B, H, 2, N), glse (B, H, 2, G)), NaN-poisoned before the launch, as
+        is the workspace.
+        """
+        b, n, h, d = q.shape
+        g = global_idx.shape[1]
+        out = torch.full((b, n, h, d), float("nan"), dtype=q.dtype)
+        lse = torch.full((b, h, 2, n), float("nan"), dtype=torch.float32)
+        glse = torch.full((b, h, 2, g), float("nan"), dtype=torch.float32)
+        flags = key_flags.to(torch.int8).contiguous()
+        gidx = global_idx.to(torch.int32).contiguous()
+        ws_bytes = self.workspace_bytes(KIND_GLOBAL, b, h, g, n, d)
+        workspace = torch.full((max(ws_bytes // 4, 1),), float("nan"), dtype=torch.float32)
+        inputs = (q, k, v, q_global, k_global, v_global)
+        self._register([*inputs, out, lse, glse, flags, gidx, workspace], None)
+        strides = (ctypes.c_int64 * 21)(*(s for t in (*inputs, out) for s in t.stride()[:3]))
+        error = ctypes.create_string_buffer(1024)
+        self.lib.led_emu_set_seed(seed)
+        rc = self.lib.led_emu_attention_layer_fwd(
+            *(t.data_ptr() for t in inputs), out.data_ptr(), lse.data_ptr(), glse.data_ptr(),
+            flags.data_ptr(), gidx.data_ptr(), b, n, h, d, g, window, scale, strides,
+            _DTYPE_CODES.get(q.dtype, -1), workspace.data_ptr(), ws_bytes, error, len(error),
+        )  # fmt: skip
+        self.lib.led_emu_clear_ranges()
+        if rc != 0:
+            raise EmulatorError(error.value.decode())
+        return out, lse, glse
 
     def attention_bwd(
         self,
@@ -263,6 +319,12 @@ class EmulatedExtension:
         strides = (qs, ks, vs, os_)
         fn = self.lib.led_emu_attention_fwd
         self._call(fn, "fwd", (kind, *head), strides, dtype_code, ws_ptr, ws_bytes, stream, (layer,))
+
+    def attention_layer_fwd_cuda(self, *args):
+        *head, qs, ks, vs, qgs, kgs, vgs, os_, dtype_code, ws_ptr, ws_bytes, stream = args
+        strides = (qs, ks, vs, qgs, kgs, vgs, os_)
+        fn = self.lib.led_emu_attention_layer_fwd
+        self._call(fn, "layer_fwd", tuple(head), strides, dtype_code, ws_ptr, ws_bytes, stream, ())
 
     def attention_bwd_cuda(self, kind, *args):
         head, modes = args[:-2], args[-2:]  # the binding's trailing layer, accumulate_kv (given here)

@@ -75,6 +75,9 @@ void led_emu_clear_ranges() { led_kernels::simt_emu::global_ranges().clear(); }
 // Seeds the schedules of the following launches (each launch takes the next seed).
 void led_emu_set_seed(uint64_t seed) { led_kernels::simt_emu::launch_seed() = seed; }
 
+// Kernel launches run so far.
+uint64_t led_emu_launch_count() { return led_kernels::simt_emu::launch_count(); }
+
 uint64_t led_emu_fwd_workspace_bytes(int kind, int64_t B, int64_t H, int64_t G, int64_t N, int64_t D) {
   return led_kernels::cuda_attn::fwd_workspace_bytes(static_cast<led_kernels::AttnKind>(kind), B, H, G, N, D);
 }
@@ -92,6 +95,29 @@ int led_emu_attention_fwd(int kind, uintptr_t q, uintptr_t k, uintptr_t v, uintp
         {strides(strides12), strides(strides12 + 3), strides(strides12 + 6), strides(strides12 + 9)}, dtype_code);
     p.layer = layer != 0;
     led_kernels::cuda_attn::attention_fwd(p, reinterpret_cast<float*>(workspace), workspace_bytes, 0);
+    return 0;
+  } catch (const std::exception& e) {
+    return report(e, error, error_len);
+  }
+}
+
+// attention_layer_fwd_cuda's arguments; strides: 7 x (b, n, h) for q, k, v, q_global, k_global,
+// v_global, out.
+int led_emu_attention_layer_fwd(uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t qg, uintptr_t kg, uintptr_t vg,
+                                uintptr_t out, uintptr_t lse, uintptr_t glse, uintptr_t key_flags,
+                                uintptr_t global_idx, int64_t B, int64_t N, int64_t H, int64_t D, int64_t G,
+                                int64_t window, double scale, const int64_t* strides21, int dtype_code,
+                                uintptr_t workspace, uint64_t workspace_bytes, char* error, int error_len) {
+  try {
+    const int64_t* s = strides21;
+    const led_kernels::AttnFwdParams band = led_kernels::attn_fwd_params(
+        0, q, k, v, out, lse, key_flags, global_idx, B, N, N, H, D, G, window, scale,
+        {strides(s), strides(s + 3), strides(s + 6), strides(s + 18)}, dtype_code);
+    led_kernels::AttnFwdParams glob = led_kernels::attn_fwd_params(
+        1, qg, kg, vg, out, glse, key_flags, global_idx, B, G, N, H, D, G, 0, scale,
+        {strides(s + 9), strides(s + 12), strides(s + 15), strides(s + 18)}, dtype_code);
+    glob.layer = true;
+    led_kernels::cuda_attn::attention_layer_fwd(band, glob, reinterpret_cast<float*>(workspace), workspace_bytes, 0);
     return 0;
   } catch (const std::exception& e) {
     return report(e, error, error_len);

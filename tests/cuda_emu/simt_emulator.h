@@ -165,6 +165,12 @@ inline uint64_t& launch_seed() {
   return seed;
 }
 
+// Kernel launches run so far (the tests count a host function's launches).
+inline uint64_t& launch_count() {
+  static uint64_t count = 0;
+  return count;
+}
+
 [[noreturn]] inline void fail(const std::string& what) { throw std::runtime_error("simt emulator: " + what); }
 
 inline Launch& launch() { return *current_launch(); }
@@ -335,6 +341,7 @@ void run(Kernel kernel, int64_t blocks, int threads, size_t smem_bytes, Args... 
   l.group_barriers.resize(threads / 128);
   l.group_mailboxes.resize(threads / 128);
   l.rng.seed(launch_seed()++);
+  ++launch_count();
   l.body = [&]() { kernel(args...); };
   current_launch() = &l;
   try {

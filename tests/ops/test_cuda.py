@@ -119,10 +119,13 @@ def test_layer_matches_oracle_emulated(emulated_cuda_backend, shape, window, gpa
     errors = _errors_vs_oracle(results)
     _assert_within_twice_torch(errors, "ops")
     _assert_within_twice_torch(errors, "layer")
-    # each path runs kernel A's and (with globals) kernel B's forward and backward once
-    kernel_calls = 2 * (1 if gpat == "none" else 2)
+    # each path runs kernel A's and (with globals) kernel B's forward and backward once; the layer op
+    # runs both forwards in one call (attention_layer_fwd_cuda)
+    kernels = 1 if gpat == "none" else 2
     calls = emulated_cuda_backend.calls
-    assert calls.count("fwd") == calls.count("bwd") == kernel_calls
+    assert calls.count("bwd") == 2 * kernels
+    assert calls.count("fwd") == kernels + (1 if gpat == "none" else 0)
+    assert calls.count("layer_fwd") == (0 if gpat == "none" else 1)
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["separate", "shared"])
@@ -163,7 +166,8 @@ def test_public_function_runs_the_layer_op_emulated(emulated_cuda_interface, gpa
         out = run(views, 6, gm, pm)
         assert out.grad_fn._forward_cls is cuda.LongformerAttentionFunction  # the layer op, not two ops
         results.append((out, *torch.autograd.grad(out, fused, dout)))
-    assert emulated_cuda_interface.calls.count("fwd") == 2 * (1 if gpat == "none" else 2)
+    calls = emulated_cuda_interface.calls
+    assert (calls.count("fwd"), calls.count("layer_fwd")) == ((2, 0) if gpat == "none" else (0, 2))
     for x, y in zip(*results):
         assert torch.equal(x, y)
 
@@ -382,8 +386,9 @@ def test_gpu_float32_points_to_triton():
 @needs_cuda_backend
 @pytest.mark.parametrize("d", cuda.SUPPORTED_HEAD_DIMS)
 def test_gpu_sanitizer_case(d):
-    """Every kernel (both forwards, the split combine, delta, dQ, the three dK/dV sweeps, both reductions)
-    on a small case, for compute-sanitizer (benchmarks/gpu_check.sh cuda): 600 keys split kernel B's sweep."""
+    """Every kernel (both forwards, in the layer's one launch, the split combine, delta, dQ, the three dK/dV
+    sweeps, both reductions) on a small case, for compute-sanitizer (benchmarks/gpu_check.sh cuda): 600 keys
+    split kernel B's sweep."""
     b, n, h = 1, 600, 1
     fused, views = fused_projections(b, n, h, d, dtype=torch.float16, device="cuda")
     gm = torch.zeros(b, n, dtype=torch.bool, device="cuda")
@@ -394,6 +399,31 @@ def test_gpu_sanitizer_case(d):
     (grad,) = torch.autograd.grad(out, fused, torch.randn_like(out))
     torch.cuda.synchronize()
     assert torch.isfinite(out).all() and torch.isfinite(grad).all()
+
+
+@pytest.mark.gpu
+@needs_cuda_backend
+@pytest.mark.parametrize("g", [1, 64])
+@pytest.mark.parametrize("d", [64, 128])
+def test_gpu_layer_forward_in_one_launch_gives_the_two_launches_bits(monkeypatch, d, g):
+    """The layer's forward with kernel B's key chunks inside kernel A's launch (the default) gives the bits
+    of B in a launch of its own (LED_KERNELS_FUSED_FORWARD=0), outputs poisoned with NaN first."""
+    b, n, h = 1, 4099, 4
+    _, views = fused_projections(b, n, h, d, dtype=torch.bfloat16, device="cuda")
+    gm = torch.zeros(b, n, dtype=torch.bool, device="cuda")
+    gm[:, torch.randperm(n, device="cuda")[:g]] = True
+    pm = torch.zeros(b, n, dtype=torch.bool, device="cuda")
+    pm[:, n - 7 :] = True
+    outs = []
+    for fused in ("1", "0"):
+        monkeypatch.setenv("LED_KERNELS_FUSED_FORWARD", fused)
+        torch.cuda.empty_cache()
+        # (freed at once: the next allocations reuse its NaN bytes)
+        torch.empty(b * n * h * d * 4, device="cuda").fill_(float("nan"))
+        with torch.no_grad():
+            outs.append(longformer_layer(views, 257, gm, pm, "cuda"))
+    assert torch.isfinite(outs[0]).all()  # (padded rows give 0)
+    assert torch.equal(outs[0], outs[1])
 
 
 def _wgmma_runs() -> bool:

@@ -670,3 +670,64 @@ def test_layer_mode_gives_the_composed_kernels_bits(emu, case, shared):
             torch.testing.assert_close(ours.double(), a.double() + g.double(), atol=1e-2, rtol=1e-2)
     else:
         assert torch.equal(dq, dqg_ref) and torch.equal(dk, gdk) and torch.equal(dv, gdv)
+
+
+# layers whose kernel B is split into key chunks (at least 8 key tiles), so that its chunks run inside
+# kernel A's launch: (B, N, H, D, window, global pattern, padding pattern)
+FUSED_LAYER_CASES = [
+    (1, 777, 1, 64, 70, "first", "tail"),  # 13 key tiles: 3 chunks, the last one short
+    (2, 530, 1, 64, 200, "scattered", "none"),  # lean tiles and global keys inside the band
+    (1, 600, 2, 128, 33, "all", "tail"),
+    (1, 520, 1, 32, 9, "first", "none"),
+    (1, 530, 1, 16, 9, "scattered", "tail"),  # two launches (layer_fusable)
+]
+
+
+def _layer_in_one_launch(variant: str, d: int) -> bool:
+    """Whether attention_layer_fwd runs the layer in one launch with this forward main loop
+    (layer_fusable in csrc/cuda/attention_fwd.cuh): not at head dim 16, not with wgmma2g's blocks of two
+    warpgroups, not with wgmma16s at head dim 64 (their registers); head dims 32 run rows32 for every
+    variant."""
+    if d == 16:
+        return False
+    if d % 64:
+        return True
+    return variant != "wgmma2g" and not (variant == "wgmma16s" and d == 64)
+
+
+@pytest.mark.parametrize("case", FUSED_LAYER_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_layer_forward_in_one_launch_gives_the_two_launches_bits(emu, case, variant, monkeypatch):
+    """attention_layer_fwd: kernel B's key chunks as extra blocks of kernel A's launch, then B's combine
+    (two launches), give the bits of A's launch then B's (three launches, LED_KERNELS_FUSED_FORWARD=0)
+    and of the two kernels called one after the other, for every forward main loop (those that cannot
+    share a launch take three); and match the oracle. Outputs, statistics and the workspace are
+    NaN-poisoned before each run."""
+    b, n, h, d, window, gpat, ppat = case
+    scale = d**-0.5
+    (q, k, v, qg, kg, vg), gm, pm, gi, flags = _inputs(b, n, h, d, gpat, ppat, torch.float16, seed=7)
+    assert emu.workspace_bytes(E.KIND_GLOBAL, b, h, gi.shape[1], n, d) > 0, "kernel B must be split"
+
+    runs = {}
+    for fused in ("1", "0"):
+        monkeypatch.setenv("LED_KERNELS_FUSED_FORWARD", fused)
+        before = emu.launch_count()
+        runs[fused] = emu.attention_layer_fwd(q, k, v, qg, kg, vg, flags, gi, window, scale, seed=int(fused))
+        assert emu.launch_count() - before == (2 if fused == "1" and _layer_in_one_launch(variant, d) else 3)
+    for ours, theirs in zip(runs["1"], runs["0"]):
+        assert torch.equal(ours, theirs)
+
+    out, lse = emu.attention_fwd(E.KIND_BANDED, q, k, v, flags, gi, window, scale)
+    _, glse = emu.attention_fwd(E.KIND_GLOBAL, qg, kg, vg, flags, gi, 0, scale, layer=True, out=out)
+    for ours, theirs in zip(runs["1"], (out, lse, glse)):
+        assert torch.equal(ours, theirs)
+
+    qkv, qkv_global = (q.double(), k.double(), v.double()), (qg.double(), kg.double(), vg.double())
+    want = oracle.dense_longformer_attention(*qkv, window, pm, gm, *qkv_global, scale=scale)
+    torch.testing.assert_close(runs["1"][0].double(), want, atol=2e-3, rtol=2e-3)
+
+
+def test_layer_forward_refuses_a_bad_value_of_its_switch(emu, monkeypatch):
+    (q, k, v, qg, kg, vg), _, _, gi, flags = _inputs(1, 520, 1, 32, "first", "none", torch.float16)
+    monkeypatch.setenv("LED_KERNELS_FUSED_FORWARD", "yes")
+    with pytest.raises(E.EmulatorError, match="LED_KERNELS_FUSED_FORWARD must be 0 or 1"):
+        emu.attention_layer_fwd(q, k, v, qg, kg, vg, flags, gi, 9, 0.2)

@@ -21,6 +21,13 @@ size_t attention_bwd_cuda_workspace_bytes(AttnKind kind, int64_t B, int64_t H, i
 // cannot take and std::runtime_error for CUDA errors.
 void attention_fwd_cuda(const AttnFwdParams& p, float* workspace, size_t workspace_bytes, void* stream);
 
+// The layer mode's forward (cpu_attention.h): kernel A over `band`'s rows, then kernel B over
+// `glob`'s slots (glob.layer), whose rows go into A's output at the global positions, in one launch
+// where the kernels can share it (unless LED_KERNELS_FUSED_FORWARD=0). The results are those of
+// attention_fwd_cuda(band) then attention_fwd_cuda(glob), bit for bit; `workspace` is glob's.
+void attention_layer_fwd_cuda(const AttnFwdParams& band, const AttnFwdParams& glob, float* workspace,
+                              size_t workspace_bytes, void* stream);
+
 // Backward: writes dq, dk and dv completely. `out` / `o_strides` are the forward's output (its
 // rows give delta = dO . O). Deterministic: the same inputs give the same bits.
 void attention_bwd_cuda(const AttnBwdParams& p, const void* out, BNHStrides o_strides, float* workspace,
