@@ -21,7 +21,8 @@
 // few slots a (b, h) pair would leave the GPU idle, so the keys are split into chunks: each chunk
 // writes an unnormalized partial output with its (max, sum) and combine_kernel merges them. In the
 // layer mode (cpu_attention.h) kernel B's query and output rows are those of kernel A's tensors at
-// the slots' positions (RowMap), so it overwrites A's rows there.
+// the slots' positions (RowMap), so it overwrites A's rows there; when B is split, its chunks run as
+// extra blocks of A's launch (layer_fwd_kernel, attention_layer_fwd).
 //
 // Non-finite values: V is the tensor contracted over keys here (see attention_common.cuh).
 //
@@ -582,13 +583,6 @@ LED_KERNEL void __launch_bounds__(kThreads) global_fwd_kernel(FwdArgs a) {
   global_fwd_block<T, D>(a, simt::block_index());
 }
 
-// The layer's forward in one launch (LED_KERNELS_FUSED_FORWARD, on by default; when kernel B is split
-// into key chunks): kernel A's query tiles of each (batch, head), then kernel B's chunk blocks of the
-// same pair, so that B's sweep over all keys, bound by memory latency with one warp of four computing
-// at a few global tokens, runs beside A's compute-bound tiles instead of after them, and reads the
-// pair's keys while A's blocks have them in L2. The two write disjoint memory (B only its partials;
-// combine_kernel writes the global rows afterwards, over A's). Blocks take both kernels' shared memory
-// and registers, the larger of each.
 // Which main loops run the layer in one launch (offline sm_90a registers): not wgmma2g (blocks of two
 // warpgroups); not wgmma16s at head dim 64, whose 128 registers give four blocks per SM alone, which
 // the layer kernel keeps only by spilling (kernel B's path takes 139 registers alone); not head dim
@@ -606,6 +600,13 @@ constexpr int layer_min_blocks() {
   return D == 64 && RB == 1 && Tile::kSwizzled ? 3 : 1;
 }
 
+// The layer's forward in one launch (LED_KERNELS_FUSED_FORWARD, on by default; when kernel B is split
+// into key chunks): kernel A's query tiles of each (batch, head), then kernel B's chunk blocks of the
+// same pair, so that B's sweep over all keys, bound by memory latency with one warp of four computing
+// at a few global tokens, runs beside A's compute-bound tiles instead of after them, and reads the
+// pair's keys while A's blocks have them in L2. The two write disjoint memory (B only its partials;
+// combine_kernel writes the global rows afterwards, over A's). Blocks take both kernels' shared memory
+// and registers, the larger of each.
 template <typename T, int D, int RB, typename Tile>
 LED_KERNEL void __launch_bounds__(kThreads, (layer_min_blocks<D, RB, Tile>())) layer_fwd_kernel(FwdArgs a, FwdArgs g) {
   static_assert(layer_fusable<D, Tile>(), "see layer_fusable");

@@ -673,9 +673,10 @@ def test_layer_mode_gives_the_composed_kernels_bits(emu, case, shared):
 
 
 # layers whose kernel B is split into key chunks (at least 8 key tiles), so that its chunks run inside
-# kernel A's launch: (B, N, H, D, window, global pattern, padding pattern)
+# kernel A's launch: (B, N, H, D, window, global pattern, padding pattern[, global slots])
 FUSED_LAYER_CASES = [
     (1, 777, 1, 64, 70, "first", "tail"),  # 13 key tiles: 3 chunks, the last one short
+    (2, 515, 1, 64, 0, "first", "tail", 3),  # unused global slots (-1), window 0
     (2, 530, 1, 64, 200, "scattered", "none"),  # lean tiles and global keys inside the band
     (1, 600, 2, 128, 33, "all", "tail"),
     (1, 520, 1, 32, 9, "first", "none"),
@@ -702,9 +703,10 @@ def test_layer_forward_in_one_launch_gives_the_two_launches_bits(emu, case, vari
     and of the two kernels called one after the other, for every forward main loop (those that cannot
     share a launch take three); and match the oracle. Outputs, statistics and the workspace are
     NaN-poisoned before each run."""
-    b, n, h, d, window, gpat, ppat = case
+    b, n, h, d, window, gpat, ppat, *max_global = case
     scale = d**-0.5
-    (q, k, v, qg, kg, vg), gm, pm, gi, flags = _inputs(b, n, h, d, gpat, ppat, torch.float16, seed=7)
+    inputs = _inputs(b, n, h, d, gpat, ppat, torch.float16, *max_global, seed=7)
+    (q, k, v, qg, kg, vg), gm, pm, gi, flags = inputs
     assert emu.workspace_bytes(E.KIND_GLOBAL, b, h, gi.shape[1], n, d) > 0, "kernel B must be split"
 
     runs = {}
