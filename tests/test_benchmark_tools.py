@@ -153,3 +153,29 @@ def test_host_profile_reports_forward_backward_on_the_calling_thread(monkeypatch
     assert "host with the backward on the calling thread" in report
     assert "function calls" in report and "host-device syncs in one call: 0" in report
     assert torch.autograd.is_multithreading_enabled()
+
+
+def test_host_overhead_of_the_cuda_backend_runs_its_layer_op(monkeypatch, capsys):
+    """``python -m benchmarks.host_overhead --backend cuda``: the cuda backend's Python side with its
+    extension calls replaced by no-ops. The layer's forward is one call (kernels A and B) after the key
+    flags; its backward one call per kernel."""
+    import torch
+
+    from benchmarks import host_overhead
+    from led_kernels import _validation, backends
+    from led_kernels.ops import cuda
+
+    # (main installs its stand-ins process-wide: restored after the test)
+    monkeypatch.setattr(cuda, "_kernels", cuda._kernels)
+    monkeypatch.setitem(backends._STATUS, "cuda", backends._STATUS["cuda"])
+    monkeypatch.setattr(backends, "_device_ok", backends._device_ok)
+    monkeypatch.setattr(_validation, "_should_check_values", _validation._should_check_values)
+    threads = torch.get_num_threads()
+    try:
+        assert host_overhead.main(["--backend", "cuda", "--globals", "0", "1", "--reps", "3"]) == 0
+    finally:
+        backends._cached_status.cache_clear()
+        torch.set_num_threads(threads)
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    calls = {(int(r[0]), r[1]): int(r[3]) for r in rows}
+    assert calls == {(0, "fwd"): 2, (0, "fwd_bwd"): 3, (1, "fwd"): 2, (1, "fwd_bwd"): 4}
