@@ -265,8 +265,8 @@ stage_next() {
     LIMIT=60 run pytest-cuda-mma env LED_KERNELS_CUDA_FWD=rows32 LED_KERNELS_CUDA_DQ=mma LED_KERNELS_CUDA_DKDV=mma \
         python -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_cuda.py -k "not wgmma"
     # one run: triton with kernel B's 128-key tiles in the one-launch forward (the default) and with 64
-    # (triton-key64), the cuda kernels with and without their lean runs, with the layer's forward in one
-    # launch (the default) and in two, and the three wgmma forwards
+    # (triton-key64), the cuda kernels with and without their lean runs, with the layer's forward and dQ
+    # in one launch each (the default) and in two, and the three wgmma forwards
     LIMIT=190 run bench-next python -m benchmarks --providers triton triton-key64 cuda cuda-two-launch cuda-nolean \
         cuda-wgmma16s cuda-wgmma2g cuda-wgmma16o --seqlens 16384 --globals 0 1 --window 512 --head-dim 64 \
         --modes fwd fwd_bwd --check --tag next

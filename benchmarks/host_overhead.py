@@ -17,8 +17,8 @@ per-launch cost is then included. ``LED_KERNELS_FAST_LAUNCH=0`` compares with Tr
 With ``--backend cuda`` the cuda backend's Python layer (its layer op: key flags, then kernels A and B
 over the same tensors) runs with its compiled kernels replaced by no-ops
 (``led_kernels.ops.cuda._kernels``; the "kernel calls" column counts their calls: the key flags, the
-layer's forward (kernels A and B in one call) and each backward of kernel A or B, which is several CUDA
-launches on a GPU).
+layer's forward and its backward (kernels A and B in one call each; kernel A's alone without global
+tokens), which are several CUDA launches on a GPU).
 
     python -m benchmarks.host_overhead [--globals 0 1] [--reps 300] [--triton-launch] [--backend cuda]
 """
@@ -86,6 +86,9 @@ class _NoCudaKernels:
         _NoCudaKernels.calls += 1
 
     def attention_bwd_cuda(self, *args):
+        _NoCudaKernels.calls += 1
+
+    def attention_layer_bwd_cuda(self, *args):
         _NoCudaKernels.calls += 1
 
 

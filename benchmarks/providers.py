@@ -142,8 +142,9 @@ class LedKernelsProvider(Provider):
     forward's wgmma16o, whose lean tiles overlap the softmax with the products). ``env`` holds
     further variables set around both (provider ``cuda-nolean``: ``LED_KERNELS_CUDA_LEAN=0``, the
     kernels without their lean runs, ``csrc/cuda/attention_common.cuh``; ``cuda-two-launch``:
-    ``LED_KERNELS_FUSED_FORWARD=0``, the layer's kernel B forward in a launch of its own after kernel A's
-    instead of as extra blocks of A's, ``csrc/cuda/attention_fwd.cuh``).
+    ``LED_KERNELS_FUSED_FORWARD=0`` and ``LED_KERNELS_FUSED_BACKWARD=0``, the layer's kernel B forward and
+    dQ in launches of their own after kernel A's instead of as extra blocks of A's,
+    ``csrc/cuda/attention_{fwd,bwd}.cuh``).
     """
 
     def __init__(
@@ -556,7 +557,9 @@ PROVIDERS: dict[str, Callable[[], Provider]] = {
     "cuda-wgmma16o": lambda: LedKernelsProvider("cuda", cuda_forward="wgmma16o"),
     "cuda-nolean": lambda: LedKernelsProvider("cuda", name="cuda-nolean", env={"LED_KERNELS_CUDA_LEAN": "0"}),
     "cuda-two-launch": lambda: LedKernelsProvider(
-        "cuda", name="cuda-two-launch", env={"LED_KERNELS_FUSED_FORWARD": "0"}
+        "cuda",
+        name="cuda-two-launch",
+        env={"LED_KERNELS_FUSED_FORWARD": "0", "LED_KERNELS_FUSED_BACKWARD": "0"},
     ),
     "cuda-mma": lambda: LedKernelsProvider("cuda", "rows32", "mma", "cuda-mma"),
     "cpu": lambda: LedKernelsProvider("cpu"),

@@ -236,6 +236,45 @@ void attention_bwd_cuda_binding(int kind, std::uintptr_t q_ptr, std::uintptr_t k
 #endif
 }
 
+void attention_layer_bwd_cuda_binding(
+    std::uintptr_t q_ptr, std::uintptr_t k_ptr, std::uintptr_t v_ptr, std::uintptr_t qg_ptr, std::uintptr_t kg_ptr,
+    std::uintptr_t vg_ptr, std::uintptr_t out_ptr, std::uintptr_t do_ptr, std::uintptr_t lse_ptr, std::uintptr_t glse_ptr,
+    std::uintptr_t dq_ptr, std::uintptr_t dk_ptr, std::uintptr_t dv_ptr, std::uintptr_t dqg_ptr, std::uintptr_t dkg_ptr,
+    std::uintptr_t dvg_ptr, std::uintptr_t flags_ptr, std::uintptr_t gidx_ptr, int64_t B, int64_t N, int64_t H,
+    int64_t D, int64_t G, int64_t window, double scale, const Strides3& q_strides, const Strides3& k_strides,
+    const Strides3& v_strides, const Strides3& qg_strides, const Strides3& kg_strides, const Strides3& vg_strides,
+    const Strides3& o_strides, const Strides3& do_strides, const Strides3& dq_strides, const Strides3& dk_strides,
+    const Strides3& dv_strides, const Strides3& dqg_strides, const Strides3& dkg_strides,
+    const Strides3& dvg_strides, int dtype_code, std::uintptr_t workspace_ptr, uint64_t workspace_bytes,
+    std::uintptr_t glob_workspace_ptr, uint64_t glob_workspace_bytes, std::uintptr_t stream, bool accumulate_kv) {
+#ifdef LED_KERNELS_WITH_CUDA
+  led_kernels::AttnBwdParams band = make_bwd_params(
+      0, q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, dq_ptr, dk_ptr, dv_ptr, flags_ptr, gidx_ptr, B, N, N, H, D, G, window,
+      scale, q_strides, k_strides, v_strides, do_strides, dq_strides, dk_strides, dv_strides, dtype_code);
+  band.layer = true;
+  led_kernels::AttnBwdParams glob = make_bwd_params(
+      1, qg_ptr, kg_ptr, vg_ptr, do_ptr, glse_ptr, dqg_ptr, dkg_ptr, dvg_ptr, flags_ptr, gidx_ptr, B, G, N, H, D, G, 0,
+      scale, qg_strides, kg_strides, vg_strides, do_strides, dqg_strides, dkg_strides, dvg_strides, dtype_code);
+  glob.layer = true;
+  glob.accumulate_kv = accumulate_kv;
+  py::gil_scoped_release no_gil;
+  led_kernels::attention_layer_bwd_cuda(band, glob, reinterpret_cast<const void*>(out_ptr), to_strides(o_strides),
+                                        reinterpret_cast<float*>(workspace_ptr), workspace_bytes,
+                                        reinterpret_cast<float*>(glob_workspace_ptr), glob_workspace_bytes,
+                                        reinterpret_cast<void*>(stream));
+#else
+  (void)q_ptr, (void)k_ptr, (void)v_ptr, (void)qg_ptr, (void)kg_ptr, (void)vg_ptr, (void)out_ptr, (void)do_ptr,
+      (void)lse_ptr, (void)glse_ptr, (void)dq_ptr, (void)dk_ptr, (void)dv_ptr, (void)dqg_ptr, (void)dkg_ptr,
+      (void)dvg_ptr, (void)flags_ptr, (void)gidx_ptr, (void)B, (void)N, (void)H, (void)D, (void)G, (void)window,
+      (void)scale, (void)q_strides, (void)k_strides, (void)v_strides, (void)qg_strides, (void)kg_strides,
+      (void)vg_strides, (void)o_strides, (void)do_strides, (void)dq_strides, (void)dk_strides, (void)dv_strides,
+      (void)dqg_strides, (void)dkg_strides, (void)dvg_strides, (void)dtype_code, (void)workspace_ptr,
+      (void)workspace_bytes, (void)glob_workspace_ptr, (void)glob_workspace_bytes, (void)stream,
+      (void)accumulate_kv;
+  no_cuda();
+#endif
+}
+
 void key_flags_cuda_binding(std::uintptr_t pad_ptr, int64_t pad_sb, int64_t pad_sn, std::uintptr_t gidx_ptr,
                             std::uintptr_t flags_ptr, int64_t B, int64_t N, int64_t G, std::uintptr_t stream) {
 #ifdef LED_KERNELS_WITH_CUDA
@@ -408,6 +447,22 @@ PYBIND11_MODULE(_C, m) {
         "from the forward. Deterministic. layer: the layer mode of cpu_attention.h (kind 0: global rows "
         "dead; kind 1: q, out, dout, dq (B,N,H,D), only the valid slots' dq rows written, dk and dv added "
         "to with accumulate_kv).");
+  m.def("attention_layer_bwd_cuda", &attention_layer_bwd_cuda_binding, py::arg("q_ptr"), py::arg("k_ptr"),
+        py::arg("v_ptr"), py::arg("qg_ptr"), py::arg("kg_ptr"), py::arg("vg_ptr"), py::arg("out_ptr"),
+        py::arg("do_ptr"), py::arg("lse_ptr"), py::arg("glse_ptr"), py::arg("dq_ptr"), py::arg("dk_ptr"),
+        py::arg("dv_ptr"), py::arg("dqg_ptr"), py::arg("dkg_ptr"), py::arg("dvg_ptr"), py::arg("flags_ptr"),
+        py::arg("gidx_ptr"), py::arg("B"), py::arg("N"), py::arg("H"), py::arg("D"), py::arg("G"), py::arg("window"),
+        py::arg("scale"), py::arg("q_strides"), py::arg("k_strides"), py::arg("v_strides"), py::arg("qg_strides"),
+        py::arg("kg_strides"), py::arg("vg_strides"), py::arg("o_strides"), py::arg("do_strides"),
+        py::arg("dq_strides"), py::arg("dk_strides"), py::arg("dv_strides"), py::arg("dqg_strides"),
+        py::arg("dkg_strides"), py::arg("dvg_strides"), py::arg("dtype_code"), py::arg("workspace_ptr"),
+        py::arg("workspace_bytes"), py::arg("glob_workspace_ptr"), py::arg("glob_workspace_bytes"),
+        py::arg("stream"), py::arg("accumulate_kv"),
+        "The layer's backward: attention_bwd_cuda of kernel A in the layer mode (dq, dk, dv), then of kernel B "
+        "(dq_global's global rows, dk_global, dv_global; with accumulate_kv those are dq, dk, dv and B's dk / dv "
+        "are added to A's), with B's dQ chunks inside A's dQ launch where they can be "
+        "(LED_KERNELS_FUSED_BACKWARD=0: two launches); the same bits either way. Each kernel has its "
+        "workspace (attention_cuda_workspace_bytes(True, kind, ...)).");
   m.def("key_flags_cuda", &key_flags_cuda_binding, py::arg("pad_ptr"), py::arg("pad_sb"), py::arg("pad_sn"),
         py::arg("gidx_ptr"), py::arg("flags_ptr"), py::arg("B"), py::arg("N"), py::arg("G"), py::arg("stream"),
         "int8 (B, N) key flags on device memory, as led_kernels.masks.key_flags: 1 where the (B, N) bool "

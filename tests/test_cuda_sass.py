@@ -129,10 +129,10 @@ def functions_by_arch(sass: str) -> dict[tuple[str, str], str]:
 # two-warpgroup grouped_fwd_kernel) exist only in sm_90a code, where their products are warpgroup MMAs
 # (HGMMA); for the other architectures they compile to a trap that is never launched.
 # layer_fwd_kernel runs kernel A's blocks and kernel B's in one launch: B's blocks take mma.sync (HMMA)
-# there too.
+# there too (layer_dq_kernel runs dq_kernel's code for both).
 # (the head dim is the template argument after the dtype; tile layouts carry their own Li64E)
 _HEADLINE_KERNELS = re.compile(
-    r"(banded_fwd_kernel|grouped_fwd_kernel|global_fwd_kernel|layer_fwd_kernel|dq_kernel|dkdv_kernel)"
+    r"(banded_fwd_kernel|grouped_fwd_kernel|global_fwd_kernel|layer_fwd_kernel|dq_kernel|layer_dq_kernel|dkdv_kernel)"
     r"I(13__nv_bfloat16|6__half)Li64E"
 )
 
@@ -142,8 +142,8 @@ def test_headline_kernels_pipeline_their_copies_without_spilling(extension_sass)
     kernels = {key: text for key, text in functions.items() if _HEADLINE_KERNELS.search(key[1])}
     archs = {arch for arch, _ in kernels}
     # per architecture: 2 dtypes x (7 kernel A variants + kernel B + 5 layer kernels (kernel A's variants
-    # but wgmma16s and wgmma2g) + 3 dQ variants + 3 dK/dV modes x 2)
-    assert archs and all(sum(a == arch for a, _ in kernels) == 44 for arch in archs), sorted(kernels)
+    # but wgmma16s and wgmma2g) + 3 dQ variants, each also as the layer's dQ + 3 dK/dV modes x 2)
+    assert archs and all(sum(a == arch for a, _ in kernels) == 50 for arch in archs), sorted(kernels)
     for (arch, name), text in kernels.items():
         wgmma = any(tile in name for tile in ("SwizzledTile", "SharedQTile", "OverlapQTile", "GroupedQTile"))
         if wgmma and arch != "sm_90a":

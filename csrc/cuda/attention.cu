@@ -36,6 +36,14 @@ void attention_bwd_cuda(const AttnBwdParams& p, const void* out, BNHStrides o_st
   check_launch("attention_bwd_cuda kernel launch failed");
 }
 
+void attention_layer_bwd_cuda(const AttnBwdParams& band, const AttnBwdParams& glob, const void* out,
+                              BNHStrides o_strides, float* band_workspace, size_t band_workspace_bytes,
+                              float* glob_workspace, size_t glob_workspace_bytes, void* stream) {
+  cuda_attn::attention_layer_bwd(band, glob, out, o_strides, band_workspace, band_workspace_bytes, glob_workspace,
+                                 glob_workspace_bytes, static_cast<cudaStream_t>(stream));
+  check_launch("attention_layer_bwd_cuda kernel launch failed");
+}
+
 void key_flags_cuda(const uint8_t* pad, int64_t pad_sb, int64_t pad_sn, const int32_t* global_idx, int8_t* flags,
                     int64_t B, int64_t N, int64_t G, void* stream) {
   cuda_attn::key_flags(cuda_attn::KeyFlagsArgs{pad, pad_sb, pad_sn, global_idx, flags, N, G}, B,

@@ -154,14 +154,13 @@ constexpr bool has_mask_free_loop() {
 // Tile: how K and V are staged (SwizzledTile: the three products per tile as wgmma, sm_90a; see
 // BwdVariant).
 template <typename T, int D, typename Tile>
-LED_DEVICE void dq_block(const BwdArgs& a) {
+LED_DEVICE void dq_block(const BwdArgs& a, int64_t bid) {
   const PipedKeySmem<T, D, Tile> sm(simt::shared_memory());  // Q and dO wait in stage 1 (sm.row_area())
   const Rows<T> q{static_cast<const T*>(a.q), a.qs, a.M};
   const Rows<T> dout{static_cast<const T*>(a.dout), a.dos, a.M};
   const KeySet<T> keys{Rows<T>{static_cast<const T*>(a.k), a.ks, a.N}, Rows<T>{static_cast<const T*>(a.v), a.vs, a.N},
                        a.key_flags, a.global_idx, a.N, a.G};
 
-  const int64_t bid = simt::block_index();
   int64_t i0, h, b, chunk = 0;
   if (a.global_rows) {
     const int64_t slot_tiles = ceil_div(a.G, kBlockM);
@@ -320,7 +319,26 @@ LED_DEVICE void dq_block(const BwdArgs& a) {
 
 template <typename T, int D, typename Tile>
 LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
-  block_or_trap<Tile>([&](auto tile) { dq_block<T, D, decltype(tile)>(a); });
+  block_or_trap<Tile>([&](auto tile) { dq_block<T, D, decltype(tile)>(a, simt::block_index()); });
+}
+
+// The layer's dQ in one launch (LED_KERNELS_FUSED_BACKWARD, on by default; when kernel B's dQ is split
+// into key chunks): kernel A's query tiles of each (batch, head), then kernel B's chunk blocks of the
+// same pair, as layer_fwd_kernel does in the forward. B's blocks, one warp of four live at a few global
+// tokens and bound by memory latency, run beside A's instead of in a launch of their own after them,
+// and read the pair's keys while A's blocks have them in L2. They write only their partials (B's
+// reduce_kernel writes the global rows' dQ afterwards, where A's are 0). One dq_block serves both, so
+// the kernel keeps dq_kernel's registers.
+template <typename T, int D, typename Tile>
+LED_KERNEL void __launch_bounds__(kThreads) layer_dq_kernel(BwdArgs a, BwdArgs g) {
+  const int64_t a_blocks = ceil_div(a.N, kBlockM);              // per (batch, head)
+  const int64_t g_blocks = ceil_div(g.G, kBlockM) * g.chunks;  // per (batch, head)
+  const int64_t bid = simt::block_index();
+  const int64_t pair = bid / (a_blocks + g_blocks), r = bid % (a_blocks + g_blocks);
+  const bool band = r < a_blocks;
+  block_or_trap<Tile>([&](auto tile) {
+    dq_block<T, D, decltype(tile)>(band ? a : g, band ? pair * a_blocks + r : pair * g_blocks + r - a_blocks);
+  });
 }
 
 // acc[16 x C] += A[16 x D] * tile[C x D]^T with A read from rows [a_row0, a_row0 + 16) of a staged
@@ -760,8 +778,8 @@ inline BwdVariant bwd_variant(const char* name, bool shared_allowed) {
                               env + "'");
 }
 
-template <typename T, int D, typename DqTile, typename DkdvTile, typename Stream>
-void launch_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, float* workspace, Stream stream) {
+// The arguments of p's kernels, their workspace (delta, then the split sweeps' partials) in `workspace`.
+inline BwdArgs bwd_args(const AttnBwdParams& p, const void* out, BNHStrides o_strides, float* workspace) {
   BwdArgs a;
   a.q = p.q, a.k = p.k, a.v = p.v, a.out = out, a.dout = p.dout, a.lse = p.lse;
   a.dq = p.dq, a.dk = p.dk, a.dv = p.dv;
@@ -782,11 +800,19 @@ void launch_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, f
   a.chunk = bwd_chunk(p.B, p.H, p.G, p.N);
   a.chunks = chunk_count(p.N, a.chunk);
   float* parts = workspace + w.delta;
-  const size_t part = static_cast<size_t>(p.B * p.H * a.chunks * p.G * D);
+  const size_t part = static_cast<size_t>(p.B * p.H * a.chunks * p.G * p.D);
   a.part_dk = a.global_rows ? nullptr : parts;
   a.part_dv = a.global_rows ? nullptr : parts + part;
   a.part_dq = a.global_rows ? parts : nullptr;
+  return a;
+}
 
+// The launches of one backward, in order: delta, then dQ (kernel A: its rows; kernel B: its chunks'
+// partials, then their reduction into the rows), then dK / dV (kernel A: the band's keys, then the
+// global keys' partials and their reduction; kernel B: every key). `delta_done` / `dq_done`: those
+// launches already ran (the layer's, launch_layer_bwd).
+template <typename T, int D, typename DqTile, typename DkdvTile, typename Stream>
+void launch_bwd_args(const BwdArgs& a, Stream stream, bool delta_done = false, bool dq_done = false) {
   constexpr size_t dq_smem = PipedKeySmem<T, D, DqTile>::bytes();
   constexpr size_t dkdv_smem = DkdvSmem<T, D, DkdvTile>::bytes();
   auto dq = dq_kernel<T, D, DqTile>;
@@ -799,57 +825,140 @@ void launch_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, f
   LED_SET_SMEM_LIMIT(band, dkdv_smem);
   LED_SET_SMEM_LIMIT(global, dkdv_smem);
   LED_SET_SMEM_LIMIT(keys, dkdv_smem);
-  const int64_t reduce_blocks = ceil_div(p.B * p.H * p.G, kWarps);
+  const int64_t reduce_blocks = ceil_div(a.B * a.H * a.G, kWarps);
 
   auto delta = delta_kernel<T, D>;
-  const int64_t delta_blocks = ceil_div(p.B * p.M * p.H * delta_lanes_per_row<D>(), kThreads);
-  if (launchable(delta_blocks)) LED_LAUNCH(delta, delta_blocks, kThreads, 0, stream, a);
+  const int64_t delta_blocks = ceil_div(a.B * a.M * a.H * delta_lanes_per_row<D>(), kThreads);
+  if (!delta_done && launchable(delta_blocks)) LED_LAUNCH(delta, delta_blocks, kThreads, 0, stream, a);
   if (!a.global_rows) {
-    const int64_t q_blocks = p.B * p.H * ceil_div(p.N, kBlockM);
-    if (launchable(q_blocks)) LED_LAUNCH(dq, q_blocks, kThreads, dq_smem, stream, a);
-    const int64_t key_blocks = p.B * p.H * ceil_div(p.N, kBlockN);
+    const int64_t q_blocks = a.B * a.H * ceil_div(a.N, kBlockM);
+    if (!dq_done && launchable(q_blocks)) LED_LAUNCH(dq, q_blocks, kThreads, dq_smem, stream, a);
+    const int64_t key_blocks = a.B * a.H * ceil_div(a.N, kBlockN);
     if (launchable(key_blocks)) LED_LAUNCH(band, key_blocks, kThreads, dkdv_smem, stream, a);
-    const int64_t global_blocks = p.B * p.H * ceil_div(p.G, kBlockN) * a.chunks;
-    if (p.N > 0 && launchable(global_blocks)) {
+    const int64_t global_blocks = a.B * a.H * ceil_div(a.G, kBlockN) * a.chunks;
+    if (a.N > 0 && launchable(global_blocks)) {
       LED_LAUNCH(global, global_blocks, kThreads, dkdv_smem, stream, a);
       if (launchable(reduce_blocks)) LED_LAUNCH(reduce, reduce_blocks, kThreads, 0, stream, a);
     }
     return;
   }
-  const int64_t q_blocks = p.B * p.H * ceil_div(p.G, kBlockM) * a.chunks;
+  const int64_t q_blocks = a.B * a.H * ceil_div(a.G, kBlockM) * a.chunks;
   if (launchable(q_blocks)) {
-    LED_LAUNCH(dq, q_blocks, kThreads, dq_smem, stream, a);
+    if (!dq_done) LED_LAUNCH(dq, q_blocks, kThreads, dq_smem, stream, a);
     if (launchable(reduce_blocks)) LED_LAUNCH(reduce, reduce_blocks, kThreads, 0, stream, a);
   }
-  const int64_t key_blocks = p.B * p.H * ceil_div(p.N, kBlockN);
+  const int64_t key_blocks = a.B * a.H * ceil_div(a.N, kBlockN);
   if (launchable(key_blocks)) LED_LAUNCH(keys, key_blocks, kThreads, dkdv_smem, stream, a);
 }
 
-template <typename T, int D, typename Stream>
-void launch_bwd_variant(BwdVariant dq, BwdVariant dkdv, const AttnBwdParams& p, const void* out, BNHStrides o_strides,
-                        float* workspace, Stream stream) {
+template <typename T, int D, typename DqTile, typename DkdvTile, typename Stream>
+void launch_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, float* workspace, Stream stream) {
+  launch_bwd_args<T, D, DqTile, DkdvTile>(bwd_args(p, out, o_strides, workspace), stream);
+}
+
+// Whether the layer's backward runs kernel B's dQ chunks inside kernel A's dQ launch where it can
+// (layer_dq_kernel): unless the environment variable LED_KERNELS_FUSED_BACKWARD is 0 (so that one
+// benchmark run can time both ways; the results are bitwise the same).
+inline bool fused_backward_enabled() {
+  const char* env = std::getenv("LED_KERNELS_FUSED_BACKWARD");
+  if (env == nullptr || *env == '\0' || std::strcmp(env, "1") == 0) return true;
+  if (std::strcmp(env, "0") == 0) return false;
+  throw std::invalid_argument(std::string("LED_KERNELS_FUSED_BACKWARD must be 0 or 1, got '") + env + "'");
+}
+
+// Where layer_dq_kernel runs (offline registers): everywhere but head dim 128 with mma.sync, where
+// the shared kernel spills more than dq_kernel does on sm_90a (40 bytes against 24). Elsewhere it
+// keeps dq_kernel's blocks per SM (sm_90a, head dim 64: wgmma 226 registers against 208, two blocks
+// either way; wgmmas 157 against 165).
+template <int D, typename Tile>
+constexpr bool layer_dq_fusable() {
+  return D < 128 || Tile::kSwizzled;
+}
+
+// The layer's backward: kernel A's (`band`, its global rows dead) then kernel B's (`glob`, in the
+// layer mode), as two launch_bwd, except that both deltas run first and, when B's dQ is split into
+// key chunks, B's chunk blocks run inside A's dQ launch (layer_dq_kernel).
+template <typename T, int D, typename DqTile, typename DkdvTile, typename Stream>
+void launch_layer_bwd(const AttnBwdParams& band, const AttnBwdParams& glob, const void* out, BNHStrides o_strides,
+                      float* band_workspace, float* glob_workspace, Stream stream) {
+  const BwdArgs a = bwd_args(band, out, o_strides, band_workspace);
+  const BwdArgs g = bwd_args(glob, out, o_strides, glob_workspace);
+  if constexpr (layer_dq_fusable<D, DqTile>()) {
+    if (g.G > 0 && g.chunks > 1 && a.N > 0 && fused_backward_enabled()) {
+      auto delta = delta_kernel<T, D>;
+      for (const BwdArgs* x : {&a, &g}) {
+        const int64_t delta_blocks = ceil_div(x->B * x->M * x->H * delta_lanes_per_row<D>(), kThreads);
+        if (launchable(delta_blocks)) LED_LAUNCH(delta, delta_blocks, kThreads, 0, stream, *x);
+      }
+      constexpr size_t dq_smem = PipedKeySmem<T, D, DqTile>::bytes();
+      auto dq = layer_dq_kernel<T, D, DqTile>;
+      LED_SET_SMEM_LIMIT(dq, dq_smem);
+      const int64_t blocks = a.B * a.H * (ceil_div(a.N, kBlockM) + ceil_div(g.G, kBlockM) * g.chunks);
+      if (launchable(blocks)) LED_LAUNCH(dq, blocks, kThreads, dq_smem, stream, a, g);
+      launch_bwd_args<T, D, DqTile, DkdvTile>(a, stream, true, true);
+      launch_bwd_args<T, D, DqTile, DkdvTile>(g, stream, true, true);
+      return;
+    }
+  }
+  launch_bwd_args<T, D, DqTile, DkdvTile>(a, stream);
+  launch_bwd_args<T, D, DqTile, DkdvTile>(g, stream);
+}
+
+// Calls launch(DqTile{}, DkdvTile{}) with the tiles of the variants dq and dkdv at head dim D.
+template <int D, typename Launch>
+void with_bwd_variant(BwdVariant dq, BwdVariant dkdv, Launch launch) {
   using Padded = PaddedTile<D>;
   if constexpr (D % 64 == 0) {
     using Swizzled = SwizzledTile<D>;
     using Shared = SharedQTile<D, 2>;
     const bool wq = dq == BwdVariant::kWgmma, wkv = dkdv == BwdVariant::kWgmma;
     if (dq == BwdVariant::kWgmmaShared) {
-      if (wkv) return launch_bwd<T, D, Shared, Swizzled>(p, out, o_strides, workspace, stream);
-      return launch_bwd<T, D, Shared, Padded>(p, out, o_strides, workspace, stream);
+      if (wkv) return launch(Shared{}, Swizzled{});
+      return launch(Shared{}, Padded{});
     }
-    if (wq && wkv) return launch_bwd<T, D, Swizzled, Swizzled>(p, out, o_strides, workspace, stream);
-    if (wq) return launch_bwd<T, D, Swizzled, Padded>(p, out, o_strides, workspace, stream);
-    if (wkv) return launch_bwd<T, D, Padded, Swizzled>(p, out, o_strides, workspace, stream);
+    if (wq && wkv) return launch(Swizzled{}, Swizzled{});
+    if (wq) return launch(Swizzled{}, Padded{});
+    if (wkv) return launch(Padded{}, Swizzled{});
   }
-  launch_bwd<T, D, Padded, Padded>(p, out, o_strides, workspace, stream);
+  launch(Padded{}, Padded{});
 }
 
-// Backward of attention_fwd. `out` / `o_strides`: the forward's output (for delta). Writes dq, dk
-// and dv completely.
+// p's backward, or with `glob` the layer's (launch_layer_bwd: p kernel A's, glob kernel B's, whose
+// workspace is glob_workspace).
 template <typename Stream>
-void attention_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, float* workspace,
-                   size_t workspace_bytes, Stream stream) {
-  const char* who = "attention_bwd_cuda";
+void dispatch_bwd(const AttnBwdParams& p, const AttnBwdParams* glob, const void* out, BNHStrides o_strides,
+                  float* workspace, float* glob_workspace, Stream stream) {
+  // (read, and a wrong value refused, at every head dim)
+  const BwdVariant dq = bwd_variant("LED_KERNELS_CUDA_DQ", true), dkdv = bwd_variant("LED_KERNELS_CUDA_DKDV", false);
+  auto at = [&](auto dtype, auto head_dim) {
+    using T = decltype(dtype);
+    constexpr int D = decltype(head_dim)::value;
+    with_bwd_variant<D>(dq, dkdv, [&](auto dq_tile, auto dkdv_tile) {
+      using DqTile = decltype(dq_tile);
+      using DkdvTile = decltype(dkdv_tile);
+      if (glob != nullptr) {
+        launch_layer_bwd<T, D, DqTile, DkdvTile>(p, *glob, out, o_strides, workspace, glob_workspace, stream);
+      } else {
+        launch_bwd<T, D, DqTile, DkdvTile>(p, out, o_strides, workspace, stream);
+      }
+    });
+  };
+  auto at_dtype = [&](auto dtype) {
+    switch (p.D) {
+      case 16: at(dtype, std::integral_constant<int, 16>{}); break;
+      case 32: at(dtype, std::integral_constant<int, 32>{}); break;
+      case 64: at(dtype, std::integral_constant<int, 64>{}); break;
+      default: at(dtype, std::integral_constant<int, 128>{}); break;
+    }
+  };
+  if (p.dtype == DType::kFloat16) {
+    at_dtype(__half{});
+  } else {
+    at_dtype(__nv_bfloat16{});
+  }
+}
+
+inline void check_bwd(const AttnBwdParams& p, size_t workspace_bytes, const char* who) {
   check_common(p.dtype, p.kind, p.B, p.M, p.N, p.H, p.D, p.G, p.window, p.global_idx, who);
   for (const auto& [ptr, s, name] : {std::make_tuple(static_cast<const void*>(p.dq), p.dq_strides, "dq"),
                                      std::make_tuple(static_cast<const void*>(p.dk), p.dk_strides, "dk"),
@@ -863,16 +972,45 @@ void attention_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides
   if (workspace_bytes < bwd_workspace_bytes(p.kind, p.B, p.H, p.G, p.N, p.D)) {
     throw std::invalid_argument(std::string(who) + ": workspace too small");
   }
-  // (read, and a wrong value refused, at every head dim)
-  const BwdVariant dq = bwd_variant("LED_KERNELS_CUDA_DQ", true), dkdv = bwd_variant("LED_KERNELS_CUDA_DKDV", false);
-  if (p.B * p.H == 0 || (p.N == 0 && p.M == 0)) return;
-  const bool half = p.dtype == DType::kFloat16;
-  switch (p.D) {
-    case 16: half ? launch_bwd_variant<__half, 16>(dq, dkdv, p, out, o_strides, workspace, stream) : launch_bwd_variant<__nv_bfloat16, 16>(dq, dkdv, p, out, o_strides, workspace, stream); break;
-    case 32: half ? launch_bwd_variant<__half, 32>(dq, dkdv, p, out, o_strides, workspace, stream) : launch_bwd_variant<__nv_bfloat16, 32>(dq, dkdv, p, out, o_strides, workspace, stream); break;
-    case 64: half ? launch_bwd_variant<__half, 64>(dq, dkdv, p, out, o_strides, workspace, stream) : launch_bwd_variant<__nv_bfloat16, 64>(dq, dkdv, p, out, o_strides, workspace, stream); break;
-    default: half ? launch_bwd_variant<__half, 128>(dq, dkdv, p, out, o_strides, workspace, stream) : launch_bwd_variant<__nv_bfloat16, 128>(dq, dkdv, p, out, o_strides, workspace, stream); break;
+}
+
+// Backward of attention_fwd. `out` / `o_strides`: the forward's output (for delta). Writes dq, dk
+// and dv completely.
+template <typename Stream>
+void attention_bwd(const AttnBwdParams& p, const void* out, BNHStrides o_strides, float* workspace,
+                   size_t workspace_bytes, Stream stream) {
+  check_bwd(p, workspace_bytes, "attention_bwd_cuda");
+  if (p.B * p.H == 0 || (p.N == 0 && p.M == 0)) {
+    (void)bwd_variant("LED_KERNELS_CUDA_DQ", true), (void)bwd_variant("LED_KERNELS_CUDA_DKDV", false);
+    return;
   }
+  dispatch_bwd(p, nullptr, out, o_strides, workspace, nullptr, stream);
+}
+
+// The layer mode's backward (cpu_attention.h): kernel A's over `band` (its global rows dead), then
+// kernel B's over `glob` (glob.layer; its dq rows written at the global positions, its dk / dv added to
+// A's with glob.accumulate_kv), with B's dQ chunks inside A's dQ launch where they can be
+// (launch_layer_bwd). Each kernel has its workspace (bwd_workspace_bytes of its kind).
+template <typename Stream>
+void attention_layer_bwd(const AttnBwdParams& band, const AttnBwdParams& glob, const void* out, BNHStrides o_strides,
+                         float* band_workspace, size_t band_workspace_bytes, float* glob_workspace,
+                         size_t glob_workspace_bytes, Stream stream) {
+  const char* who = "attention_layer_bwd_cuda";
+  if (band.kind != AttnKind::kBanded || !band.layer || glob.kind != AttnKind::kGlobalRows || !glob.layer) {
+    throw std::invalid_argument(std::string(who) + ": needs kernel A's rows and kernel B's in the layer mode");
+  }
+  if (glob.dout != band.dout || glob.key_flags != band.key_flags || glob.global_idx != band.global_idx ||
+      glob.dtype != band.dtype || glob.B != band.B || glob.N != band.N || glob.H != band.H || glob.D != band.D ||
+      glob.G != band.G || glob.M != band.G || band.M != band.N) {
+    throw std::invalid_argument(std::string(who) + ": kernel B's arguments must be the same layer's as kernel A's");
+  }
+  check_bwd(band, band_workspace_bytes, who);
+  check_bwd(glob, glob_workspace_bytes, who);
+  if (band.B * band.H == 0 || band.N == 0) {
+    (void)bwd_variant("LED_KERNELS_CUDA_DQ", true), (void)bwd_variant("LED_KERNELS_CUDA_DKDV", false);
+    return;
+  }
+  dispatch_bwd(band, &glob, out, o_strides, band_workspace, glob_workspace, stream);
 }
 
 }  // namespace cuda_attn

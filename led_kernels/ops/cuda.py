@@ -10,7 +10,8 @@ autograd.Function: kernel B reads its query rows and writes its output rows at t
 kernel A's tensors (the kernels' layer mode, csrc/include/led_kernels/cpu_attention.h), so no gather,
 scatter or gradient addition runs around the kernels; when kernel B is split into key chunks, its chunks run
 as extra blocks of kernel A's launch and only B's combine follows (``LED_KERNELS_FUSED_FORWARD=0``: B in
-a launch of its own after A's; the same bits).
+a launch of its own after A's; the same bits), and its backward is one call, with kernel B's dQ chunks
+inside kernel A's dQ launch (``LED_KERNELS_FUSED_BACKWARD=0``: in a launch of their own).
 
 The kernels are FlashAttention-2 style on tensor cores (``mma.sync`` m16n8k16 with fp32 accumulation,
 ``ldmatrix``): blocks of 4 warps x 16 query rows, key tiles of 64 staged in shared memory, an online base-2
@@ -169,6 +170,35 @@ def _backward(
             strides3(q), strides3(k), strides3(v), strides3(out), strides3(dout),
             strides3(dq), strides3(dk), strides3(dv),
             ext.dtype_code(q.dtype), workspace.data_ptr(), nbytes, stream, layer, accumulate_kv,
+        )  # fmt: skip
+    return dq, dk, dv
+
+
+def _layer_backward(
+    dout, q, k, v, q_global, k_global, v_global, out, lse, glse, key_flags, global_idx, window, scale, shared,
+    global_grads,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    # kernel A's backward (its global rows dead) then kernel B's in the layer mode, in one call (B's dQ
+    # chunks inside A's dQ launch where they can be): dq, dk, dv (B, N, H, D); B's gradients go into them
+    # when `shared` (dk, dv added), else into `global_grads` (dq_global zero-filled)
+    b, n, h, d = q.shape
+    g = global_idx.shape[1]
+    dq, dk, dv = (torch.empty((b, n, h, d), dtype=q.dtype, device=q.device) for _ in range(3))
+    targets = (dq, dk, dv) if shared else tuple(global_grads)
+    workspace, nbytes = _workspace(True, _KIND_BANDED, b, h, g, n, d, q.device)
+    glob_workspace, glob_nbytes = _workspace(True, _KIND_GLOBAL, b, h, g, n, d, q.device)
+    q, k, v, dout = (_aligned_rows(t) for t in (q, k, v, dout))
+    q_global, k_global, v_global = (_aligned_rows(t) for t in (q_global, k_global, v_global))
+    with cuda_launch(q, _c()) as stream:
+        _c().attention_layer_bwd_cuda(
+            q.data_ptr(), k.data_ptr(), v.data_ptr(), q_global.data_ptr(), k_global.data_ptr(),
+            v_global.data_ptr(), out.data_ptr(), dout.data_ptr(), lse.data_ptr(), glse.data_ptr(),
+            dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), *(t.data_ptr() for t in targets),
+            key_flags.data_ptr(), global_idx.data_ptr(), b, n, h, d, g, window, scale,
+            strides3(q), strides3(k), strides3(v), strides3(q_global), strides3(k_global), strides3(v_global),
+            strides3(out), strides3(dout), strides3(dq), strides3(dk), strides3(dv),
+            *(strides3(t) for t in targets), ext.dtype_code(q.dtype), workspace.data_ptr(), nbytes,
+            glob_workspace.data_ptr(), glob_nbytes, stream, shared,
         )  # fmt: skip
     return dq, dk, dv
 
@@ -457,20 +487,22 @@ def cuda_longformer_bwd(
     gradients then hold theirs), dq_global, dk_global, dv_global (B, N, H, D); 0-element placeholders when
     shared."""
     g = global_idx.shape[1]
-    # kernel A: the global rows are dead (their output is B's)
-    a_idx = global_idx if g > 0 else None
-    dq, dk, dv = _backward(_KIND_BANDED, dout, q, k, v, out, lse, key_flags, a_idx, window, scale, layer=True)
     global_grads = global_grads_like(q_global, k_global, v_global, shared, torch.empty)
-    if g == 0:
+    b, n, h, d = q.shape
+    if g == 0 or b * n * h * d == 0:
+        # kernel A alone: the global rows are dead (their output is B's)
+        a_idx = global_idx if g > 0 else None
+        dq, dk, dv = _backward(
+            _KIND_BANDED, dout, q, k, v, out, lse, key_flags, a_idx, window, scale, layer=True
+        )
         if not shared:
             global_grads[1].zero_(), global_grads[2].zero_()
         return dq, dk, dv, *global_grads
     # kernel B: its dq rows written at the global positions (where A's are 0), its dk / dv added to A's
     # when shared
-    targets = (dq, dk, dv) if shared else tuple(global_grads)
-    _backward(
-        _KIND_GLOBAL, dout, q_global, k_global, v_global, out, glse, key_flags, global_idx, 0, scale, targets,
-        True, shared,
+    dq, dk, dv = _layer_backward(
+        dout, q, k, v, q_global, k_global, v_global, out, lse, glse, key_flags, global_idx, window, scale,
+        shared, global_grads,
     )  # fmt: skip
     return dq, dk, dv, *global_grads
 

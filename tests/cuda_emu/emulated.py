@@ -90,6 +90,11 @@ class Emulated:
             u64, u64, ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
         ]  # fmt: skip
         lib.led_emu_attention_bwd.restype = ctypes.c_int
+        lib.led_emu_attention_layer_bwd.argtypes = [
+            ctypes.POINTER(u64), *([i64] * 6), ctypes.c_double, ctypes.POINTER(i64), ctypes.c_int,
+            u64, u64, u64, u64, ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+        ]  # fmt: skip
+        lib.led_emu_attention_layer_bwd.restype = ctypes.c_int
         lib.led_emu_key_flags.argtypes = [
             u64,
             i64,
@@ -272,6 +277,62 @@ class Emulated:
             raise EmulatorError(error.value.decode())
         return dq, dk, dv
 
+    def attention_layer_bwd(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        q_global: torch.Tensor,
+        k_global: torch.Tensor,
+        v_global: torch.Tensor,
+        out: torch.Tensor,
+        dout: torch.Tensor,
+        lse: torch.Tensor,
+        glse: torch.Tensor,
+        key_flags: torch.Tensor,
+        global_idx: torch.Tensor,
+        window: int,
+        scale: float,
+        *,
+        shared: bool = False,
+        seed: int = 0,
+    ) -> tuple[torch.Tensor, ...]:
+        """The layer's backward (``attention_layer_bwd_cuda``; ``out``, ``lse``, ``glse``: the layer's
+        forward): dq, dk, dv (B, N, H, D), NaN-poisoned before the launch, and unless ``shared`` (kernel B's
+        gradients then go into them, dk / dv added) dq_global (zero-filled: B writes its global rows),
+        dk_global and dv_global (NaN-poisoned). Both workspaces are NaN-poisoned too."""
+        b, n, h, d = q.shape
+        g = global_idx.shape[1]
+
+        def nan(t):
+            return torch.full(t.shape, float("nan"), dtype=t.dtype)
+
+        grads = [nan(q), nan(k), nan(v)]
+        targets = grads if shared else [torch.zeros_like(q_global), nan(k_global), nan(v_global)]
+        flags = key_flags.to(torch.int8).contiguous()
+        gidx = global_idx.to(torch.int32).contiguous()
+        ws = []
+        for kind in (KIND_BANDED, KIND_GLOBAL):
+            nbytes = int(self.lib.led_emu_bwd_workspace_bytes(kind, b, h, g, n, d))
+            ws.append((torch.full((max(nbytes // 4, 1),), float("nan"), dtype=torch.float32), nbytes))
+        inputs = [q, k, v, q_global, k_global, v_global, out, dout, lse, glse]
+        own_targets = [] if shared else targets
+        self._register([*inputs, *grads, *own_targets, flags, gidx, ws[0][0], ws[1][0]], None)
+        ptrs = [t.data_ptr() for t in (*inputs, *grads, *targets, flags, gidx)]
+        strided = (q, k, v, q_global, k_global, v_global, out, dout, *grads, *targets)
+        strides = (ctypes.c_int64 * 42)(*(s for t in strided for s in t.stride()[:3]))
+        error = ctypes.create_string_buffer(1024)
+        self.lib.led_emu_set_seed(seed)
+        rc = self.lib.led_emu_attention_layer_bwd(
+            (ctypes.c_uint64 * 18)(*ptrs), b, n, h, d, g, window, scale, strides,
+            _DTYPE_CODES.get(q.dtype, -1), ws[0][0].data_ptr(), ws[0][1], ws[1][0].data_ptr(), ws[1][1],
+            int(shared), error, len(error),
+        )  # fmt: skip
+        self.lib.led_emu_clear_ranges()
+        if rc != 0:
+            raise EmulatorError(error.value.decode())
+        return tuple(grads) if shared else (*grads, *targets)
+
     def wgmma_check(self, mode: int) -> None:
         """The emulator's check kernel of warpgroup products (emulated_attention.cpp, wgmma_check_kernel)."""
         error = ctypes.create_string_buffer(1024)
@@ -332,6 +393,22 @@ class EmulatedExtension:
         strides = (qs, ks, vs, os_, dos, dqs, dks, dvs)
         fn = self.lib.led_emu_attention_bwd
         self._call(fn, "bwd", (kind, *head), strides, dtype_code, ws_ptr, ws_bytes, stream, modes)
+
+    def attention_layer_bwd_cuda(self, *args):
+        ptrs, (b, n, h, d, g, window, scale), rest = args[:18], args[18:25], args[25:]
+        strides, tail = rest[:14], rest[14:]
+        dtype_code, ws_ptr, ws_bytes, gws_ptr, gws_bytes, stream, accumulate_kv = tail
+        assert stream == 0, "host tensors run on no stream"
+        flat = (ctypes.c_int64 * 42)(*(s for triple in strides for s in triple))
+        error = ctypes.create_string_buffer(1024)
+        self.lib.led_emu_clear_ranges()
+        rc = self.lib.led_emu_attention_layer_bwd(
+            (ctypes.c_uint64 * 18)(*ptrs), b, n, h, d, g, window, scale, flat, dtype_code, ws_ptr, ws_bytes,
+            gws_ptr, gws_bytes, int(accumulate_kv), error, len(error),
+        )  # fmt: skip
+        if rc != 0:
+            raise ValueError(error.value.decode())
+        self.calls.append("layer_bwd")
 
 
 __all__ = [

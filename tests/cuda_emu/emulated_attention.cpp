@@ -152,6 +152,39 @@ int led_emu_attention_bwd(int kind, uintptr_t q, uintptr_t k, uintptr_t v, uintp
   }
 }
 
+// attention_layer_bwd_cuda's arguments; pointers: q, k, v, q_global, k_global, v_global, out, dout,
+// lse, glse, dq, dk, dv, dq_global, dk_global, dv_global, key_flags, global_idx; strides: 14 x
+// (b, n, h) for q, k, v, q_global, k_global, v_global, out, dout, dq, dk, dv, dq_global, dk_global,
+// dv_global.
+int led_emu_attention_layer_bwd(const uintptr_t* ptrs18, int64_t B, int64_t N, int64_t H, int64_t D, int64_t G,
+                                int64_t window, double scale, const int64_t* strides42, int dtype_code,
+                                uintptr_t workspace, uint64_t workspace_bytes, uintptr_t glob_workspace,
+                                uint64_t glob_workspace_bytes, int accumulate_kv, char* error, int error_len) {
+  try {
+    const uintptr_t* p = ptrs18;
+    const int64_t* s = strides42;
+    led_kernels::AttnBwdParams band = led_kernels::attn_bwd_params(
+        0, p[0], p[1], p[2], p[7], p[8], p[10], p[11], p[12], p[16], p[17], B, N, N, H, D, G, window, scale,
+        {strides(s), strides(s + 3), strides(s + 6), strides(s + 21), strides(s + 24), strides(s + 27),
+         strides(s + 30)},
+        dtype_code);
+    band.layer = true;
+    led_kernels::AttnBwdParams glob = led_kernels::attn_bwd_params(
+        1, p[3], p[4], p[5], p[7], p[9], p[13], p[14], p[15], p[16], p[17], B, G, N, H, D, G, 0, scale,
+        {strides(s + 9), strides(s + 12), strides(s + 15), strides(s + 21), strides(s + 33), strides(s + 36),
+         strides(s + 39)},
+        dtype_code);
+    glob.layer = true;
+    glob.accumulate_kv = accumulate_kv != 0;
+    led_kernels::cuda_attn::attention_layer_bwd(band, glob, reinterpret_cast<const void*>(p[6]), strides(s + 18),
+                                                reinterpret_cast<float*>(workspace), workspace_bytes,
+                                                reinterpret_cast<float*>(glob_workspace), glob_workspace_bytes, 0);
+    return 0;
+  } catch (const std::exception& e) {
+    return report(e, error, error_len);
+  }
+}
+
 // Runs wgmma_check_kernel(mode): 0 when the emulator let it finish, else 1 and its message.
 int led_emu_wgmma_check(int mode, char* error, int error_len) {
   try {

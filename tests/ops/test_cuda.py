@@ -120,12 +120,12 @@ def test_layer_matches_oracle_emulated(emulated_cuda_backend, shape, window, gpa
     _assert_within_twice_torch(errors, "ops")
     _assert_within_twice_torch(errors, "layer")
     # each path runs kernel A's and (with globals) kernel B's forward and backward once; the layer op
-    # runs both forwards in one call (attention_layer_fwd_cuda)
+    # runs both forwards in one call (attention_layer_fwd_cuda), and both backwards
     kernels = 1 if gpat == "none" else 2
     calls = emulated_cuda_backend.calls
-    assert calls.count("bwd") == 2 * kernels
-    assert calls.count("fwd") == kernels + (1 if gpat == "none" else 0)
-    assert calls.count("layer_fwd") == (0 if gpat == "none" else 1)
+    for mode in ("fwd", "bwd"):
+        assert calls.count(mode) == kernels + (1 if gpat == "none" else 0)
+        assert calls.count(f"layer_{mode}") == (0 if gpat == "none" else 1)
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["separate", "shared"])
@@ -403,27 +403,34 @@ def test_gpu_sanitizer_case(d):
 
 @pytest.mark.gpu
 @needs_cuda_backend
+@pytest.mark.parametrize("shared", [False, True], ids=["separate", "shared"])
 @pytest.mark.parametrize("g", [1, 64])
 @pytest.mark.parametrize("d", [64, 128])
-def test_gpu_layer_forward_in_one_launch_gives_the_two_launches_bits(monkeypatch, d, g):
-    """The layer's forward with kernel B's key chunks inside kernel A's launch (the default) gives the bits
-    of B in a launch of its own (LED_KERNELS_FUSED_FORWARD=0), outputs poisoned with NaN first."""
+def test_gpu_layer_in_one_launch_gives_the_two_launches_bits(monkeypatch, d, g, shared):
+    """The layer with kernel B's forward key chunks inside kernel A's launch and B's dQ chunks inside A's
+    dQ launch (the defaults) gives the output and gradients of B in launches of its own
+    (LED_KERNELS_FUSED_FORWARD=0, LED_KERNELS_FUSED_BACKWARD=0), bit for bit, with NaN-poisoned memory."""
     b, n, h = 1, 4099, 4
-    _, views = fused_projections(b, n, h, d, dtype=torch.bfloat16, device="cuda")
+    fused, views = fused_projections(b, n, h, d, dtype=torch.bfloat16, device="cuda")
+    if shared:
+        views[3:] = [None, None, None]
     gm = torch.zeros(b, n, dtype=torch.bool, device="cuda")
     gm[:, torch.randperm(n, device="cuda")[:g]] = True
     pm = torch.zeros(b, n, dtype=torch.bool, device="cuda")
     pm[:, n - 7 :] = True
-    outs = []
-    for fused in ("1", "0"):
-        monkeypatch.setenv("LED_KERNELS_FUSED_FORWARD", fused)
+    dout = torch.randn(b, n, h, d, dtype=torch.bfloat16, device="cuda")
+    results = []
+    for on in ("1", "0"):
+        monkeypatch.setenv("LED_KERNELS_FUSED_FORWARD", on)
+        monkeypatch.setenv("LED_KERNELS_FUSED_BACKWARD", on)
         torch.cuda.empty_cache()
         # (freed at once: the next allocations reuse its NaN bytes)
-        torch.empty(b * n * h * d * 4, device="cuda").fill_(float("nan"))
-        with torch.no_grad():
-            outs.append(longformer_layer(views, 257, gm, pm, "cuda"))
-    assert torch.isfinite(outs[0]).all()  # (padded rows give 0)
-    assert torch.equal(outs[0], outs[1])
+        torch.empty(8 * b * n * h * d, device="cuda").fill_(float("nan"))
+        out = longformer_layer(views, 257, gm, pm, "cuda")
+        (grad,) = torch.autograd.grad(out, fused, dout)
+        results.append((out, grad))
+    assert torch.isfinite(results[0][0]).all() and torch.isfinite(results[0][1]).all()  # (padded rows: 0)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
 
 
 def _wgmma_runs() -> bool:

@@ -733,3 +733,57 @@ def test_layer_forward_refuses_a_bad_value_of_its_switch(emu, monkeypatch):
     monkeypatch.setenv("LED_KERNELS_FUSED_FORWARD", "yes")
     with pytest.raises(E.EmulatorError, match="LED_KERNELS_FUSED_FORWARD must be 0 or 1"):
         emu.attention_layer_fwd(q, k, v, qg, kg, vg, flags, gi, 9, 0.2)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["separate", "shared"])
+@pytest.mark.parametrize("case", FUSED_LAYER_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_layer_backward_in_one_call_gives_the_two_kernels_bits(emu, case, shared, bwd_variant, monkeypatch):
+    """attention_layer_bwd: both deltas, then kernel B's dQ chunks as extra blocks of kernel A's dQ launch
+    (LED_KERNELS_FUSED_BACKWARD=1, the default; mma.sync at head dim 128 keeps two launches), then the rest
+    of A's backward and of B's, gives the bits of two launches (=0) and of kernel A's backward then kernel
+    B's in the layer mode, called one after the other, for every variant of the backward's kernels;
+    gradients NaN-poisoned before each run (dq_global zero-filled: B writes only its global rows)."""
+    b, n, h, d, window, gpat, ppat, *max_global = case
+    scale = d**-0.5
+    inputs = _inputs(b, n, h, d, gpat, ppat, torch.float16, *max_global, seed=8)
+    (q, k, v, qg, kg, vg), _, _, gi, flags = inputs
+    if shared:
+        qg, kg, vg = q, k, v
+    out, lse, glse = emu.attention_layer_fwd(q, k, v, qg, kg, vg, flags, gi, window, scale)
+    dout = torch.randn(q.shape, generator=torch.Generator().manual_seed(9)).to(q.dtype)
+    args = (q, k, v, qg, kg, vg, out, dout, lse, glse, flags, gi, window, scale)
+
+    runs = {}
+    fusable = d < 128 or bwd_variant != "mma"
+    for fused in ("1", "0"):
+        monkeypatch.setenv("LED_KERNELS_FUSED_BACKWARD", fused)
+        before = emu.launch_count()
+        runs[fused] = emu.attention_layer_bwd(*args, shared=shared, seed=int(fused))
+        # A: delta, dQ, band dK/dV, global keys' dK/dV and their reduction; B: delta, dQ, its reduction,
+        # dK/dV; B's dQ inside A's dQ launch when fused
+        assert emu.launch_count() - before == (8 if fused == "1" and fusable else 9)
+    for ours, theirs in zip(runs["1"], runs["0"]):
+        assert torch.equal(ours, theirs)
+
+    grads = emu.attention_bwd(E.KIND_BANDED, q, k, v, out, dout, lse, flags, gi, window, scale, layer=True)
+    if shared:
+        targets = grads
+    else:
+        nan = torch.full(kg.shape, float("nan"), dtype=kg.dtype)
+        targets = (torch.zeros_like(qg), nan, nan.clone())
+    emu.attention_bwd(
+        E.KIND_GLOBAL, qg, kg, vg, out, dout, glse, flags, gi, 0, scale,
+        layer=True, accumulate_kv=shared, grads=targets,
+    )  # fmt: skip
+    want = grads if shared else (*grads, *targets)
+    for ours, theirs in zip(runs["1"], want):
+        assert torch.equal(ours, theirs)
+    assert all(torch.isfinite(x).all() for x in runs["1"])
+
+
+def test_layer_backward_refuses_a_bad_value_of_its_switch(emu, monkeypatch):
+    (q, k, v, qg, kg, vg), _, _, gi, flags = _inputs(1, 520, 1, 32, "first", "none", torch.float16)
+    out, lse, glse = emu.attention_layer_fwd(q, k, v, qg, kg, vg, flags, gi, 9, 0.2)
+    monkeypatch.setenv("LED_KERNELS_FUSED_BACKWARD", "on")
+    with pytest.raises(E.EmulatorError, match="LED_KERNELS_FUSED_BACKWARD must be 0 or 1"):
+        emu.attention_layer_bwd(q, k, v, qg, kg, vg, out, q, lse, glse, flags, gi, 9, 0.2)

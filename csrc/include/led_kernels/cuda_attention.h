@@ -33,6 +33,14 @@ void attention_layer_fwd_cuda(const AttnFwdParams& band, const AttnFwdParams& gl
 void attention_bwd_cuda(const AttnBwdParams& p, const void* out, BNHStrides o_strides, float* workspace,
                         size_t workspace_bytes, void* stream);
 
+// The layer mode's backward (cpu_attention.h): attention_bwd_cuda(band) (band.layer: its global rows
+// dead) then attention_bwd_cuda(glob) (glob.layer, glob.accumulate_kv as given), with kernel B's dQ
+// chunks inside kernel A's dQ launch where they can be (unless LED_KERNELS_FUSED_BACKWARD=0); the same
+// bits either way. Each kernel has its workspace (attention_bwd_cuda_workspace_bytes of its kind).
+void attention_layer_bwd_cuda(const AttnBwdParams& band, const AttnBwdParams& glob, const void* out,
+                              BNHStrides o_strides, float* band_workspace, size_t band_workspace_bytes,
+                              float* glob_workspace, size_t glob_workspace_bytes, void* stream);
+
 // flags (B, N) int8 contiguous: 1 where pad (a (B, N) bool tensor as bytes with element strides
 // pad_sb, pad_sn; null: no padding), else 2 at the positions global_idx (B, G) int32 contiguous
 // names, else 0 (led_kernels.masks.key_flags).
