@@ -885,14 +885,19 @@ void launch_layer_bwd(const AttnBwdParams& band, const AttnBwdParams& glob, cons
   const BwdArgs g = bwd_args(glob, out, o_strides, glob_workspace);
   if constexpr (layer_dq_fusable<D, DqTile>()) {
     if (g.G > 0 && g.chunks > 1 && a.N > 0 && fused_backward_enabled()) {
+      // (the opt-ins of every kernel before the first launch, as launch_bwd_args)
+      constexpr size_t dq_smem = PipedKeySmem<T, D, DqTile>::bytes();
+      constexpr size_t dkdv_smem = DkdvSmem<T, D, DkdvTile>::bytes();
+      auto dq = layer_dq_kernel<T, D, DqTile>;
+      LED_SET_SMEM_LIMIT(dq, dq_smem);
+      LED_SET_SMEM_LIMIT((dkdv_kernel<T, D, DkdvMode::kBandKeys, DkdvTile>), dkdv_smem);
+      LED_SET_SMEM_LIMIT((dkdv_kernel<T, D, DkdvMode::kGlobalKeys, DkdvTile>), dkdv_smem);
+      LED_SET_SMEM_LIMIT((dkdv_kernel<T, D, DkdvMode::kAllKeys, DkdvTile>), dkdv_smem);
       auto delta = delta_kernel<T, D>;
       for (const BwdArgs* x : {&a, &g}) {
         const int64_t delta_blocks = ceil_div(x->B * x->M * x->H * delta_lanes_per_row<D>(), kThreads);
         if (launchable(delta_blocks)) LED_LAUNCH(delta, delta_blocks, kThreads, 0, stream, *x);
       }
-      constexpr size_t dq_smem = PipedKeySmem<T, D, DqTile>::bytes();
-      auto dq = layer_dq_kernel<T, D, DqTile>;
-      LED_SET_SMEM_LIMIT(dq, dq_smem);
       const int64_t blocks = a.B * a.H * (ceil_div(a.N, kBlockM) + ceil_div(g.G, kBlockM) * g.chunks);
       if (launchable(blocks)) LED_LAUNCH(dq, blocks, kThreads, dq_smem, stream, a, g);
       launch_bwd_args<T, D, DqTile, DkdvTile>(a, stream, true, true);
