@@ -673,14 +673,15 @@ def test_layer_mode_gives_the_composed_kernels_bits(emu, case, shared):
 
 
 # layers whose kernel B is split into key chunks (at least 8 key tiles), so that its chunks run inside
-# kernel A's launch: (B, N, H, D, window, global pattern, padding pattern[, global slots])
+# kernel A's launch: (B, N, H, D, window, global pattern, padding pattern[, global slots]), at the head
+# dims where the main loops differ (elsewhere they all run rows32 and mma)
 FUSED_LAYER_CASES = [
-    (1, 777, 1, 64, 70, "first", "tail"),  # 13 key tiles: 3 chunks, the last one short
-    (2, 515, 1, 64, 0, "first", "tail", 3),  # unused global slots (-1), window 0
-    (2, 530, 1, 64, 200, "scattered", "none"),  # lean tiles and global keys inside the band
-    (1, 600, 2, 128, 33, "all", "tail"),
-    (1, 520, 1, 32, 9, "first", "none"),
-    (1, 530, 1, 16, 9, "scattered", "tail"),  # two launches (layer_fusable)
+    (2, 515, 1, 64, 0, "first", "tail", 3),  # two batch elements, unused global slots (-1), window 0
+    (1, 520, 2, 128, 33, "all", "tail"),  # two heads, 2 chunks (the last one short)
+]
+FWD_VARIANTS = ["rows32", "rows16", "wgmma", "wgmma16", "wgmma16s", "wgmma2g", "wgmma16o"]  # (the fixture's)
+FUSED_LAYER_FWD = [(variant, case) for variant in FWD_VARIANTS for case in FUSED_LAYER_CASES] + [
+    ("rows32", (1, 530, 1, 16, 9, "scattered", "tail")),  # two launches (layer_fusable)
 ]
 
 
@@ -696,13 +697,18 @@ def _layer_in_one_launch(variant: str, d: int) -> bool:
     return variant != "wgmma2g" and not (variant == "wgmma16s" and d == 64)
 
 
-@pytest.mark.parametrize("case", FUSED_LAYER_CASES, ids=lambda c: "-".join(map(str, c)))
-def test_layer_forward_in_one_launch_gives_the_two_launches_bits(emu, case, variant, monkeypatch):
+def _case_id(x) -> str:
+    return x if isinstance(x, str) else "-".join(map(str, x))
+
+
+@pytest.mark.parametrize("variant,case", FUSED_LAYER_FWD, ids=_case_id)
+def test_layer_forward_in_one_launch_gives_the_two_launches_bits(emu, variant, case, monkeypatch):
     """attention_layer_fwd: kernel B's key chunks as extra blocks of kernel A's launch, then B's combine
     (two launches), give the bits of A's launch then B's (three launches, LED_KERNELS_FUSED_FORWARD=0)
     and of the two kernels called one after the other, for every forward main loop (those that cannot
     share a launch take three); and match the oracle. Outputs, statistics and the workspace are
     NaN-poisoned before each run."""
+    monkeypatch.setenv("LED_KERNELS_CUDA_FWD", variant)
     b, n, h, d, window, gpat, ppat, *max_global = case
     scale = d**-0.5
     inputs = _inputs(b, n, h, d, gpat, ppat, torch.float16, *max_global, seed=7)
