@@ -331,14 +331,9 @@ LED_KERNEL void __launch_bounds__(kThreads) dq_kernel(BwdArgs a) {
 // the kernel keeps dq_kernel's registers.
 template <typename T, int D, typename Tile>
 LED_KERNEL void __launch_bounds__(kThreads) layer_dq_kernel(BwdArgs a, BwdArgs g) {
-  const int64_t a_blocks = ceil_div(a.N, kBlockM);              // per (batch, head)
-  const int64_t g_blocks = ceil_div(g.G, kBlockM) * g.chunks;  // per (batch, head)
-  const int64_t bid = simt::block_index();
-  const int64_t pair = bid / (a_blocks + g_blocks), r = bid % (a_blocks + g_blocks);
-  const bool band = r < a_blocks;
-  block_or_trap<Tile>([&](auto tile) {
-    dq_block<T, D, decltype(tile)>(band ? a : g, band ? pair * a_blocks + r : pair * g_blocks + r - a_blocks);
-  });
+  // (per (batch, head): A's query tiles, B's chunks)
+  const LayerBlock block = layer_block(simt::block_index(), ceil_div(a.N, kBlockM), ceil_div(g.G, kBlockM) * g.chunks);
+  block_or_trap<Tile>([&](auto tile) { dq_block<T, D, decltype(tile)>(block.band ? a : g, block.bid); });
 }
 
 // acc[16 x C] += A[16 x D] * tile[C x D]^T with A read from rows [a_row0, a_row0 + 16) of a staged
@@ -811,6 +806,25 @@ inline BwdArgs bwd_args(const AttnBwdParams& p, const void* out, BNHStrides o_st
 // partials, then their reduction into the rows), then dK / dV (kernel A: the band's keys, then the
 // global keys' partials and their reduction; kernel B: every key). `delta_done` / `dq_done`: those
 // launches already ran (the layer's, launch_layer_bwd).
+// The shared-memory opt-ins of a backward's kernels, all made before its first launch: a refusal
+// leaves nothing half-written.
+template <typename T, int D, typename DqTile, typename DkdvTile>
+void opt_in_bwd_smem() {
+  constexpr size_t dq_smem = PipedKeySmem<T, D, DqTile>::bytes();
+  constexpr size_t dkdv_smem = DkdvSmem<T, D, DkdvTile>::bytes();
+  LED_SET_SMEM_LIMIT((dq_kernel<T, D, DqTile>), dq_smem);
+  LED_SET_SMEM_LIMIT((dkdv_kernel<T, D, DkdvMode::kBandKeys, DkdvTile>), dkdv_smem);
+  LED_SET_SMEM_LIMIT((dkdv_kernel<T, D, DkdvMode::kGlobalKeys, DkdvTile>), dkdv_smem);
+  LED_SET_SMEM_LIMIT((dkdv_kernel<T, D, DkdvMode::kAllKeys, DkdvTile>), dkdv_smem);
+}
+
+template <typename T, int D, typename Stream>
+void launch_delta(const BwdArgs& a, Stream stream) {
+  auto delta = delta_kernel<T, D>;
+  const int64_t delta_blocks = ceil_div(a.B * a.M * a.H * delta_lanes_per_row<D>(), kThreads);
+  if (launchable(delta_blocks)) LED_LAUNCH(delta, delta_blocks, kThreads, 0, stream, a);
+}
+
 template <typename T, int D, typename DqTile, typename DkdvTile, typename Stream>
 void launch_bwd_args(const BwdArgs& a, Stream stream, bool delta_done = false, bool dq_done = false) {
   constexpr size_t dq_smem = PipedKeySmem<T, D, DqTile>::bytes();
@@ -820,16 +834,10 @@ void launch_bwd_args(const BwdArgs& a, Stream stream, bool delta_done = false, b
   auto global = dkdv_kernel<T, D, DkdvMode::kGlobalKeys, DkdvTile>;
   auto keys = dkdv_kernel<T, D, DkdvMode::kAllKeys, DkdvTile>;
   auto reduce = reduce_kernel<T, D>;
-  // every opt-in before the first launch: a refusal leaves nothing half-written
-  LED_SET_SMEM_LIMIT(dq, dq_smem);
-  LED_SET_SMEM_LIMIT(band, dkdv_smem);
-  LED_SET_SMEM_LIMIT(global, dkdv_smem);
-  LED_SET_SMEM_LIMIT(keys, dkdv_smem);
+  opt_in_bwd_smem<T, D, DqTile, DkdvTile>();
   const int64_t reduce_blocks = ceil_div(a.B * a.H * a.G, kWarps);
 
-  auto delta = delta_kernel<T, D>;
-  const int64_t delta_blocks = ceil_div(a.B * a.M * a.H * delta_lanes_per_row<D>(), kThreads);
-  if (!delta_done && launchable(delta_blocks)) LED_LAUNCH(delta, delta_blocks, kThreads, 0, stream, a);
+  if (!delta_done) launch_delta<T, D>(a, stream);
   if (!a.global_rows) {
     const int64_t q_blocks = a.B * a.H * ceil_div(a.N, kBlockM);
     if (!dq_done && launchable(q_blocks)) LED_LAUNCH(dq, q_blocks, kThreads, dq_smem, stream, a);
@@ -885,19 +893,12 @@ void launch_layer_bwd(const AttnBwdParams& band, const AttnBwdParams& glob, cons
   const BwdArgs g = bwd_args(glob, out, o_strides, glob_workspace);
   if constexpr (layer_dq_fusable<D, DqTile>()) {
     if (g.G > 0 && g.chunks > 1 && a.N > 0 && fused_backward_enabled()) {
-      // (the opt-ins of every kernel before the first launch, as launch_bwd_args)
       constexpr size_t dq_smem = PipedKeySmem<T, D, DqTile>::bytes();
-      constexpr size_t dkdv_smem = DkdvSmem<T, D, DkdvTile>::bytes();
       auto dq = layer_dq_kernel<T, D, DqTile>;
       LED_SET_SMEM_LIMIT(dq, dq_smem);
-      LED_SET_SMEM_LIMIT((dkdv_kernel<T, D, DkdvMode::kBandKeys, DkdvTile>), dkdv_smem);
-      LED_SET_SMEM_LIMIT((dkdv_kernel<T, D, DkdvMode::kGlobalKeys, DkdvTile>), dkdv_smem);
-      LED_SET_SMEM_LIMIT((dkdv_kernel<T, D, DkdvMode::kAllKeys, DkdvTile>), dkdv_smem);
-      auto delta = delta_kernel<T, D>;
-      for (const BwdArgs* x : {&a, &g}) {
-        const int64_t delta_blocks = ceil_div(x->B * x->M * x->H * delta_lanes_per_row<D>(), kThreads);
-        if (launchable(delta_blocks)) LED_LAUNCH(delta, delta_blocks, kThreads, 0, stream, *x);
-      }
+      opt_in_bwd_smem<T, D, DqTile, DkdvTile>();  // (before the first launch, as launch_bwd_args)
+      launch_delta<T, D>(a, stream);
+      launch_delta<T, D>(g, stream);
       const int64_t blocks = a.B * a.H * (ceil_div(a.N, kBlockM) + ceil_div(g.G, kBlockM) * g.chunks);
       if (launchable(blocks)) LED_LAUNCH(dq, blocks, kThreads, dq_smem, stream, a, g);
       launch_bwd_args<T, D, DqTile, DkdvTile>(a, stream, true, true);

@@ -591,6 +591,19 @@ struct LeanRun {
 
 LED_HOST_DEVICE int64_t floor_div(int64_t x, int64_t y) { return x >= 0 ? x / y : -((-x + y - 1) / y); }
 
+// The blocks of a layer kernel (layer_fwd_kernel, layer_dq_kernel), which runs kernel A's blocks and
+// kernel B's in one launch: per (batch, head) pair, A's `band_blocks`, then B's `global_blocks`. Block
+// `bid` is kernel A's (`band`) or B's, with index `bid` among that kernel's own blocks.
+struct LayerBlock {
+  bool band;
+  int64_t bid;
+};
+
+LED_HOST_DEVICE LayerBlock layer_block(int64_t bid, int64_t band_blocks, int64_t global_blocks) {
+  const int64_t pair = bid / (band_blocks + global_blocks), r = bid % (band_blocks + global_blocks);
+  return r < band_blocks ? LayerBlock{true, pair * band_blocks + r} : LayerBlock{false, pair * global_blocks + r - band_blocks};
+}
+
 // Whether the kernels use lean runs: unless the environment variable LED_KERNELS_CUDA_LEAN is 0 (so
 // that one benchmark run can time the kernels with and without them; the results are bitwise the
 // same, the checked walk taking the same mask-free path through those tiles).

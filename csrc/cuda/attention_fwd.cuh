@@ -610,15 +610,14 @@ constexpr int layer_min_blocks() {
 template <typename T, int D, int RB, typename Tile>
 LED_KERNEL void __launch_bounds__(kThreads, (layer_min_blocks<D, RB, Tile>())) layer_fwd_kernel(FwdArgs a, FwdArgs g) {
   static_assert(layer_fusable<D, Tile>(), "see layer_fusable");
-  const int64_t a_blocks = ceil_div(a.N, RB * kBlockM);        // per (batch, head)
-  const int64_t g_blocks = ceil_div(g.G, kBlockM) * g.chunks;  // per (batch, head)
-  const int64_t bid = simt::block_index();
-  const int64_t pair = bid / (a_blocks + g_blocks), r = bid % (a_blocks + g_blocks);
+  // (per (batch, head): A's query tiles, B's chunks)
+  const LayerBlock block =
+      layer_block(simt::block_index(), ceil_div(a.N, RB * kBlockM), ceil_div(g.G, kBlockM) * g.chunks);
   block_or_trap<Tile>([&](auto tile) {
-    if (r < a_blocks) {
-      banded_fwd_block<T, D, RB, decltype(tile)>(a, pair * a_blocks + r);
+    if (block.band) {
+      banded_fwd_block<T, D, RB, decltype(tile)>(a, block.bid);
     } else {
-      global_fwd_block<T, D>(g, pair * g_blocks + r - a_blocks);
+      global_fwd_block<T, D>(g, block.bid);
     }
   });
 }
