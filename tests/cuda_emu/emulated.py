@@ -119,6 +119,16 @@ class Emulated:
     def workspace_bytes(self, kind: int, b: int, h: int, g: int, n: int, d: int) -> int:
         return int(self.lib.led_emu_fwd_workspace_bytes(kind, b, h, g, n, d))
 
+    def _launch(self, fn, seed: int, *args) -> None:
+        """fn(*args, error, error_len) with the launches' schedules seeded by ``seed``; the registered
+        ranges cleared after it; a failure raised as EmulatorError."""
+        error = ctypes.create_string_buffer(1024)
+        self.lib.led_emu_set_seed(seed)
+        rc = fn(*args, error, len(error))
+        self.lib.led_emu_clear_ranges()
+        if rc != 0:
+            raise EmulatorError(error.value.decode())
+
     def _register(self, tensors, ranges):
         self.lib.led_emu_clear_ranges()
         for ptr, nbytes in ranges if ranges is not None else map(_storage_range, tensors):
@@ -162,16 +172,12 @@ class Emulated:
         tensors = [q, k, v, out, lse, flags, workspace] + ([gidx] if gidx is not None else [])
         self._register(tensors, ranges)
         strides = (ctypes.c_int64 * 12)(*(s for t in (q, k, v, out) for s in t.stride()[:3]))
-        error = ctypes.create_string_buffer(1024)
-        self.lib.led_emu_set_seed(seed)
-        rc = self.lib.led_emu_attention_fwd(
+        self._launch(
+            self.lib.led_emu_attention_fwd, seed,
             kind, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), lse.data_ptr(), flags.data_ptr(),
             0 if gidx is None else gidx.data_ptr(), b, m, n, h, d, g, window, scale, strides,
-            _DTYPE_CODES.get(q.dtype, -1), workspace.data_ptr(), ws_bytes, int(layer), error, len(error),
+            _DTYPE_CODES.get(q.dtype, -1), workspace.data_ptr(), ws_bytes, int(layer),
         )  # fmt: skip
-        self.lib.led_emu_clear_ranges()
-        if rc != 0:
-            raise EmulatorError(error.value.decode())
         return out, lse
 
     def attention_layer_fwd(
@@ -207,16 +213,12 @@ class Emulated:
         inputs = (q, k, v, q_global, k_global, v_global)
         self._register([*inputs, out, lse, glse, flags, gidx, workspace], None)
         strides = (ctypes.c_int64 * 21)(*(s for t in (*inputs, out) for s in t.stride()[:3]))
-        error = ctypes.create_string_buffer(1024)
-        self.lib.led_emu_set_seed(seed)
-        rc = self.lib.led_emu_attention_layer_fwd(
+        self._launch(
+            self.lib.led_emu_attention_layer_fwd, seed,
             *(t.data_ptr() for t in inputs), out.data_ptr(), lse.data_ptr(), glse.data_ptr(),
             flags.data_ptr(), gidx.data_ptr(), b, n, h, d, g, window, scale, strides,
-            _DTYPE_CODES.get(q.dtype, -1), workspace.data_ptr(), ws_bytes, error, len(error),
+            _DTYPE_CODES.get(q.dtype, -1), workspace.data_ptr(), ws_bytes,
         )  # fmt: skip
-        self.lib.led_emu_clear_ranges()
-        if rc != 0:
-            raise EmulatorError(error.value.decode())
         return out, lse, glse
 
     def attention_bwd(
@@ -263,18 +265,13 @@ class Emulated:
         strides = (ctypes.c_int64 * 24)(
             *(s for t in (q, k, v, out, dout, dq, dk, dv) for s in t.stride()[:3])
         )
-        error = ctypes.create_string_buffer(1024)
-        self.lib.led_emu_set_seed(seed)
-        rc = self.lib.led_emu_attention_bwd(
+        self._launch(
+            self.lib.led_emu_attention_bwd, seed,
             kind, q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), dout.data_ptr(), lse.data_ptr(),
             dq.data_ptr(), dk.data_ptr(), dv.data_ptr(), flags.data_ptr(),
             0 if gidx is None else gidx.data_ptr(), b, m, n, h, d, g, window, scale, strides,
             _DTYPE_CODES.get(q.dtype, -1), workspace.data_ptr(), ws_bytes, int(layer), int(accumulate_kv),
-            error, len(error),
         )  # fmt: skip
-        self.lib.led_emu_clear_ranges()
-        if rc != 0:
-            raise EmulatorError(error.value.decode())
         return dq, dk, dv
 
     def attention_layer_bwd(
@@ -321,16 +318,12 @@ class Emulated:
         ptrs = [t.data_ptr() for t in (*inputs, *grads, *targets, flags, gidx)]
         strided = (q, k, v, q_global, k_global, v_global, out, dout, *grads, *targets)
         strides = (ctypes.c_int64 * 42)(*(s for t in strided for s in t.stride()[:3]))
-        error = ctypes.create_string_buffer(1024)
-        self.lib.led_emu_set_seed(seed)
-        rc = self.lib.led_emu_attention_layer_bwd(
+        self._launch(
+            self.lib.led_emu_attention_layer_bwd, seed,
             (ctypes.c_uint64 * 18)(*ptrs), b, n, h, d, g, window, scale, strides,
             _DTYPE_CODES.get(q.dtype, -1), ws[0][0].data_ptr(), ws[0][1], ws[1][0].data_ptr(), ws[1][1],
-            int(shared), error, len(error),
+            int(shared),
         )  # fmt: skip
-        self.lib.led_emu_clear_ranges()
-        if rc != 0:
-            raise EmulatorError(error.value.decode())
         return tuple(grads) if shared else (*grads, *targets)
 
     def wgmma_check(self, mode: int) -> None:
@@ -354,12 +347,14 @@ class EmulatedExtension:
         fn = self.lib.led_emu_bwd_workspace_bytes if backward else self.lib.led_emu_fwd_workspace_bytes
         return int(fn(kind, b, h, g, n, d))
 
-    def _call(self, fn, name, args, strides, dtype_code, workspace_ptr, workspace_bytes, stream, modes):
+    def _call(self, fn, name, head, strides, tail, stream):
+        """fn(*head, the (b, n, h) strides flattened, *tail, error, error_len), as the binding ``name`` calls
+        the kernels."""
         assert stream == 0, "host tensors run on no stream"
         flat = (ctypes.c_int64 * (3 * len(strides)))(*(s for triple in strides for s in triple))
         error = ctypes.create_string_buffer(1024)
         self.lib.led_emu_clear_ranges()
-        rc = fn(*args, flat, dtype_code, workspace_ptr, workspace_bytes, *map(int, modes), error, len(error))
+        rc = fn(*head, flat, *tail, error, len(error))
         if rc != 0:
             raise ValueError(error.value.decode())
         self.calls.append(name)
@@ -379,36 +374,31 @@ class EmulatedExtension:
         *head, qs, ks, vs, os_, dtype_code, ws_ptr, ws_bytes, stream, layer = args
         strides = (qs, ks, vs, os_)
         fn = self.lib.led_emu_attention_fwd
-        self._call(fn, "fwd", (kind, *head), strides, dtype_code, ws_ptr, ws_bytes, stream, (layer,))
+        self._call(fn, "fwd", (kind, *head), strides, (dtype_code, ws_ptr, ws_bytes, int(layer)), stream)
 
     def attention_layer_fwd_cuda(self, *args):
         *head, qs, ks, vs, qgs, kgs, vgs, os_, dtype_code, ws_ptr, ws_bytes, stream = args
         strides = (qs, ks, vs, qgs, kgs, vgs, os_)
         fn = self.lib.led_emu_attention_layer_fwd
-        self._call(fn, "layer_fwd", tuple(head), strides, dtype_code, ws_ptr, ws_bytes, stream, ())
+        self._call(fn, "layer_fwd", head, strides, (dtype_code, ws_ptr, ws_bytes), stream)
 
     def attention_bwd_cuda(self, kind, *args):
         head, modes = args[:-2], args[-2:]  # the binding's trailing layer, accumulate_kv (given here)
         *head, qs, ks, vs, os_, dos, dqs, dks, dvs, dtype_code, ws_ptr, ws_bytes, stream = head
         strides = (qs, ks, vs, os_, dos, dqs, dks, dvs)
         fn = self.lib.led_emu_attention_bwd
-        self._call(fn, "bwd", (kind, *head), strides, dtype_code, ws_ptr, ws_bytes, stream, modes)
+        tail = (dtype_code, ws_ptr, ws_bytes, *map(int, modes))
+        self._call(fn, "bwd", (kind, *head), strides, tail, stream)
 
     def attention_layer_bwd_cuda(self, *args):
-        ptrs, (b, n, h, d, g, window, scale), rest = args[:18], args[18:25], args[25:]
-        strides, tail = rest[:14], rest[14:]
-        dtype_code, ws_ptr, ws_bytes, gws_ptr, gws_bytes, stream, accumulate_kv = tail
-        assert stream == 0, "host tensors run on no stream"
-        flat = (ctypes.c_int64 * 42)(*(s for triple in strides for s in triple))
-        error = ctypes.create_string_buffer(1024)
-        self.lib.led_emu_clear_ranges()
-        rc = self.lib.led_emu_attention_layer_bwd(
-            (ctypes.c_uint64 * 18)(*ptrs), b, n, h, d, g, window, scale, flat, dtype_code, ws_ptr, ws_bytes,
-            gws_ptr, gws_bytes, int(accumulate_kv), error, len(error),
-        )  # fmt: skip
-        if rc != 0:
-            raise ValueError(error.value.decode())
-        self.calls.append("layer_bwd")
+        ptrs, sizes, rest = args[:18], args[18:25], args[25:]  # (sizes: b, n, h, d, g, window, scale)
+        strides, (dtype_code, ws_ptr, ws_bytes, gws_ptr, gws_bytes, stream, accumulate_kv) = (
+            rest[:14],
+            rest[14:],
+        )
+        head = ((ctypes.c_uint64 * 18)(*ptrs), *sizes)
+        tail = (dtype_code, ws_ptr, ws_bytes, gws_ptr, gws_bytes, int(accumulate_kv))
+        self._call(self.lib.led_emu_attention_layer_bwd, "layer_bwd", head, strides, tail, stream)
 
 
 __all__ = [

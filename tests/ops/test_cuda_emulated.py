@@ -619,6 +619,22 @@ def test_global_rows_without_keys(emu):
 # ----------------------------------------------------------------------------------------------------
 
 
+def _global_layer_bwd(emu, qg, kg, vg, out, dout, glse, flags, gi, scale, shared, grads):
+    """Kernel B's backward in the layer mode after kernel A's (``grads``: its dq, dk, dv): into ``grads``
+    when ``shared`` (dk, dv added), else into a zero dq_global and NaN-poisoned dk_global, dv_global.
+    Returns the tensors it wrote."""
+    if shared:
+        targets = grads
+    else:
+        nan = torch.full(kg.shape, float("nan"), dtype=kg.dtype)
+        targets = (torch.zeros_like(qg), nan, nan.clone())
+    emu.attention_bwd(
+        E.KIND_GLOBAL, qg, kg, vg, out, dout, glse, flags, gi, 0, scale,
+        layer=True, accumulate_kv=shared, grads=targets,
+    )  # fmt: skip
+    return targets
+
+
 @pytest.mark.parametrize("shared", [False, True], ids=["separate", "shared"])
 @pytest.mark.parametrize("case", GLOBAL_CASES, ids=lambda c: "-".join(map(str, c)))
 def test_layer_mode_gives_the_composed_kernels_bits(emu, case, shared):
@@ -654,16 +670,7 @@ def test_layer_mode_gives_the_composed_kernels_bits(emu, case, shared):
     assert torch.equal(out, out_ref) and torch.equal(glse, glse_ref)
     grads = emu.attention_bwd(E.KIND_BANDED, q, k, v, out, dout, lse, flags, gi, window, scale, layer=True)
     assert all(torch.equal(x, y) for x, y in zip(grads, (dq_a, dk_a, dv_a))), "A with dead global rows"
-    if shared:
-        targets = grads
-    else:
-        nan = torch.full(kg.shape, float("nan"), dtype=kg.dtype)
-        targets = (torch.zeros_like(qg_full), nan, nan.clone())
-    emu.attention_bwd(
-        E.KIND_GLOBAL, qg_full, kg, vg, out, dout, glse, flags, gi, 0, scale,
-        layer=True, accumulate_kv=shared, grads=targets,
-    )  # fmt: skip
-    dq, dk, dv = targets
+    dq, dk, dv = _global_layer_bwd(emu, qg_full, kg, vg, out, dout, glse, flags, gi, scale, shared, grads)
     if shared:
         assert torch.equal(dq, dq_a + dqg_ref)  # A's dQ is 0 at the global rows, B's 0 elsewhere
         for ours, a, g in ((dk, dk_a, gdk), (dv, dv_a, gdv)):
@@ -772,15 +779,7 @@ def test_layer_backward_in_one_call_gives_the_two_kernels_bits(emu, case, shared
         assert torch.equal(ours, theirs)
 
     grads = emu.attention_bwd(E.KIND_BANDED, q, k, v, out, dout, lse, flags, gi, window, scale, layer=True)
-    if shared:
-        targets = grads
-    else:
-        nan = torch.full(kg.shape, float("nan"), dtype=kg.dtype)
-        targets = (torch.zeros_like(qg), nan, nan.clone())
-    emu.attention_bwd(
-        E.KIND_GLOBAL, qg, kg, vg, out, dout, glse, flags, gi, 0, scale,
-        layer=True, accumulate_kv=shared, grads=targets,
-    )  # fmt: skip
+    targets = _global_layer_bwd(emu, qg, kg, vg, out, dout, glse, flags, gi, scale, shared, grads)
     want = grads if shared else (*grads, *targets)
     for ours, theirs in zip(runs["1"], want):
         assert torch.equal(ours, theirs)
