@@ -14,7 +14,8 @@
 //                      walk_key_tiles): S = Q K^T and dP = dO V^T from registers, dQ += dS K.
 //                      Kernel A: the band's key tiles, then the global keys; kernel B: one chunk
 //                      of keys, written as an fp32 partial. On sm_90 its three products may run
-//                      as wgmma (LED_KERNELS_CUDA_DQ=wgmma, see BwdVariant).
+//                      as wgmma (LED_KERNELS_CUDA_DQ=wgmma, see BwdVariant); there the exponents of
+//                      P run while dP is on the tensor cores (start_* / finish_products).
 //   dkdv_kernel        one block per 64 keys, each warp owning 16 of them: S^T = K Q^T and
 //                      dP^T = V dO^T, dV += P^T dO and dK += dS^T Q over the query tiles that can
 //                      attend those keys, which arrive through the same cp.async pipeline
@@ -22,7 +23,8 @@
 //                      uses: kernel A's band keys (query rows within the window), kernel A's
 //                      global keys (every query row, split into chunks, fp32 partials), kernel B's
 //                      keys (every global slot). On sm_90 its four products may run as wgmma
-//                      (LED_KERNELS_CUDA_DKDV=wgmma).
+//                      (LED_KERNELS_CUDA_DKDV=wgmma); there, up to head dim 64, P^T's exponents
+//                      and dV's product run while dP^T is on the tensor cores.
 //   reduce_kernel      sums the chunks of a partial in chunk order and writes the rows.
 // A key that is global gets no band gradient (its band entries are masked) and its whole gradient
 // from the global-key pass, which runs after the band pass and overwrites its row. Tiles (and warps)
@@ -242,27 +244,32 @@ LED_DEVICE void dq_block(const BwdArgs& a, int64_t bid) {
       LED_UNROLL
       for (int e = 0; e < 4; ++e) s[nt][e] = dp[nt][e] = 0.0f;
     }
+    // S, then dP while P = 2^(t - lse) is computed from S (with wgmma the exponents run while the
+    // tensor cores compute dP), then dS = P (dP - delta); the branch is per tile, not per entry
     if constexpr (Tile::kQShared) {
-      wgmma_smem_a_tile_t<T, D, kCols>(s, q_tile, ks);
-      wgmma_smem_a_tile_t<T, D, kCols>(dp, do_tile, vs);
+      start_smem_a_tile_t<Tile, T, D, kCols>(s, q_tile, warp * 16, ks, lane);
+      finish_products<Tile>(s);
+      start_smem_a_tile_t<Tile, T, D, kCols>(dp, do_tile, warp * 16, vs, lane);
     } else {
-      product_a_tile_t<Tile, T, D, kCols>(s, qf, ks, lane);
-      product_a_tile_t<Tile, T, D, kCols>(dp, df, vs, lane);
+      start_a_tile_t<Tile, T, D, kCols>(s, qf, ks, lane);
+      finish_products<Tile>(s);
+      start_a_tile_t<Tile, T, D, kCols>(dp, df, vs, lane);
     }
-    // dS = P (dP - delta) with P = 2^(t - lse); the branch is per tile, not per entry
-    auto ds = [&](int nt, int e) {
-      const int x = e >> 1;
-      return simt::fast_exp2(s[nt][e] * a.scale_log2 - lse[x]) * (dp[nt][e] - delta[x]);
-    };
+    for_each_entry<kCols>(lane, [&](int nt, int e, int) {
+      s[nt][e] = simt::fast_exp2(s[nt][e] * a.scale_log2 - lse[e >> 1]);
+    });
+    pin_products<Tile>(s);
+    finish_products<Tile>(dp);
     if (has_mask_free_loop<D>() && full) {
-      for_each_entry<kCols>(lane, [&](int nt, int e, int) { s[nt][e] = ds(nt, e); });
+      for_each_entry<kCols>(lane, [&](int nt, int e, int) { s[nt][e] *= dp[nt][e] - delta[e >> 1]; });
     } else {
       // (a dead row attends nothing)
       const AttendRange range[2] = {attend_range(live[0] ? row[0] : -1, banded, a.window),
                                     attend_range(live[1] ? row[1] : -1, banded, a.window)};
       for_each_entry<kCols>(lane, [&](int nt, int e, int col) {
         const bool keep = range[e >> 1].keeps(key_pos[col]);
-        const float value = ds(nt, e) + poison[col];  // (computed, then selected: no branch per entry)
+        // (computed, then selected: no branch per entry)
+        const float value = s[nt][e] * (dp[nt][e] - delta[e >> 1]) + poison[col];
         s[nt][e] = keep ? value : 0.0f;
       });
     }
@@ -334,27 +341,6 @@ LED_KERNEL void __launch_bounds__(kThreads) layer_dq_kernel(BwdArgs a, BwdArgs g
   // (per (batch, head): A's query tiles, B's chunks)
   const LayerBlock block = layer_block(simt::block_index(), ceil_div(a.N, kBlockM), ceil_div(g.G, kBlockM) * g.chunks);
   block_or_trap<Tile>([&](auto tile) { dq_block<T, D, decltype(tile)>(block.band ? a : g, block.bid); });
-}
-
-// acc[16 x C] += A[16 x D] * tile[C x D]^T with A read from rows [a_row0, a_row0 + 16) of a staged
-// tile (fragments loaded per 16 dims, so they need no registers across the loop) and the first
-// C = kCols rows of `tile`.
-template <typename T, int D, int kCols = kBlockN>
-LED_DEVICE void mma_smem_a_tile_t(float (&acc)[kCols / 8][4], const T* a_tile, int a_row0, const T* tile,
-                                  int lane) {
-  const int j = lane / 8, r = lane % 8;
-  LED_UNROLL
-  for (int kt = 0; kt < D / 16; ++kt) {
-    uint32_t af[4];
-    simt::ldmatrix_x4(af, a_tile + PaddedTile<D>::offset(a_row0 + r + 8 * (j & 1), kt * 16 + 8 * (j >> 1)));
-    LED_UNROLL
-    for (int np = 0; np < kCols / 16; ++np) {
-      uint32_t kb[4];
-      simt::ldmatrix_x4(kb, tile + PaddedTile<D>::offset(np * 16 + r + 8 * (j >> 1), kt * 16 + 8 * (j & 1)));
-      simt::mma_16816<T>(acc[2 * np], af, kb[0], kb[1]);
-      simt::mma_16816<T>(acc[2 * np + 1], af, kb[2], kb[3]);
-    }
-  }
 }
 
 // Shared memory of the dkdv kernel: its 64 keys (K, V, their positions), then its query tiles (Q and
@@ -578,6 +564,8 @@ LED_DEVICE void dkdv_block(const BwdArgs& a) {
     LED_UNROLL
     for (int e = 0; e < 4; ++e) dk[dn][e] = dv[dn][e] = 0.0f;
   }
+  // (head dim 128: dV's product beside dP^T's made the kernels spill, offline sm_90a)
+  constexpr bool kOverlap = Tile::kSwizzled && D <= 64;
   // One staged query tile, its first kCols rows (the others dead): dV += P^T dO, dK += dS^T Q. `full`:
   // every entry of the warp's 16 x kCols scores is attended (no mask, no poison: the same values).
   auto sweep_rows = [&](const T* qs, const T* dos, const int32_t* row_pos, const float* row_lse,
@@ -589,35 +577,51 @@ LED_DEVICE void dkdv_block(const BwdArgs& a) {
       LED_UNROLL
       for (int e = 0; e < 4; ++e) st[nt][e] = dpt[nt][e] = 0.0f;
     }
-    if constexpr (Tile::kSwizzled) {
-      wgmma_smem_a_tile_t<T, D, kCols>(st, sm.ks(), qs);
-      wgmma_smem_a_tile_t<T, D, kCols>(dpt, sm.vs(), dos);
-    } else {
-      mma_smem_a_tile_t<T, D, kCols>(st, sm.ks(), warp * 16, qs, lane);
-      mma_smem_a_tile_t<T, D, kCols>(dpt, sm.vs(), warp * 16, dos, lane);
-    }
-    // P^T = 2^(t - lse) and dS^T = P^T (dP^T - delta); the branch is per tile, not per entry
-    auto prob = [&](int nt, int e, int col) {
-      return simt::fast_exp2(st[nt][e] * a.scale_log2 - row_lse[col]);
+    // S^T, dP^T, then P^T = 2^(t - lse) and dS^T = P^T (dP^T - delta), then dV += P^T dO and dK += dS^T
+    // Q. With kOverlap, P^T is computed from S^T while dP^T lands and dV's product is started beside
+    // it. A masked entry is selected to 0 (the branches are per tile, not per entry).
+    start_smem_a_tile_t<Tile, T, D, kCols>(st, sm.ks(), warp * 16, qs, lane);
+    finish_products<Tile>(st);
+    start_smem_a_tile_t<Tile, T, D, kCols>(dpt, sm.vs(), warp * 16, dos, lane);
+    const bool masked = !(has_mask_free_loop<D>() && full);
+    // f(nt, e, col, keep, kMasked) for each entry, kMasked a compile-time constant: one loop per kind of
+    // tile; keep: whether the entry is attended (the query rows that this lane's keys attend; a masked
+    // row position, -1, is never kept)
+    auto each_entry = [&](auto f) {
+      if (masked) {
+        const AttendRange range[2] = {attend_range(kpos[0], banded, a.window), attend_range(kpos[1], banded, a.window)};
+        for_each_entry<kCols>(lane, [&](int nt, int e, int col) {
+          f(nt, e, col, range[e >> 1].keeps(row_pos[col]), std::true_type{});
+        });
+      } else {
+        for_each_entry<kCols>(lane, [&](int nt, int e, int col) { f(nt, e, col, true, std::false_type{}); });
+      }
     };
-    if (has_mask_free_loop<D>() && full) {
-      for_each_entry<kCols>(lane, [&](int nt, int e, int col) {
-        const float p = prob(nt, e, col);
-        st[nt][e] = p;
-        dpt[nt][e] = p * (dpt[nt][e] - row_delta[col]);
+    auto prob = [&](int nt, int e, int col, auto is_masked) {
+      const float p = simt::fast_exp2(st[nt][e] * a.scale_log2 - row_lse[col]);
+      return decltype(is_masked)::value ? p + poison[col] : p;
+    };
+    uint32_t p_frags[kCols / 16][4];  // (P^T packed for dV's product, read until it is waited for)
+    if constexpr (kOverlap) {
+      each_entry([&](int nt, int e, int col, bool keep, auto m) { st[nt][e] = keep ? prob(nt, e, col, m) : 0.0f; });
+      start_p_tile<Tile, T, D, kCols>(dv, st, p_frags, dos, lane);
+      finish_products<Tile>(dpt, dv, p_frags);
+      each_entry([&](int nt, int e, int col, bool keep, auto) {  // (a kept entry's P^T is st's)
+        dpt[nt][e] = keep ? st[nt][e] * (dpt[nt][e] - row_delta[col]) : 0.0f;
       });
     } else {
-      // (the query rows that this lane's keys attend; a masked row position, -1, is never kept)
-      const AttendRange range[2] = {attend_range(kpos[0], banded, a.window), attend_range(kpos[1], banded, a.window)};
-      for_each_entry<kCols>(lane, [&](int nt, int e, int col) {
-        const float pp = prob(nt, e, col) + poison[col];
-        const bool keep = range[e >> 1].keeps(row_pos[col]);
-        st[nt][e] = keep ? pp : 0.0f;
-        dpt[nt][e] = keep ? pp * (dpt[nt][e] - row_delta[col]) : 0.0f;
+      finish_products<Tile>(dpt);
+      each_entry([&](int nt, int e, int col, bool keep, auto m) {
+        const float p = prob(nt, e, col, m);
+        st[nt][e] = keep ? p : 0.0f;
+        dpt[nt][e] = keep ? p * (dpt[nt][e] - row_delta[col]) : 0.0f;
       });
+      start_p_tile<Tile, T, D, kCols>(dv, st, p_frags, dos, lane);
+      finish_products<Tile>(dv, p_frags);
     }
-    product_p_tile<Tile, T, D, kCols>(dv, st, dos, lane);
-    product_p_tile<Tile, T, D, kCols>(dk, dpt, qs, lane);
+    uint32_t ds_frags[kCols / 16][4];
+    start_p_tile<Tile, T, D, kCols>(dk, dpt, ds_frags, qs, lane);
+    finish_products<Tile>(dk, ds_frags);
   };
   auto visit = [&](int32_t tile, int stage, bool poisoned, bool lean) {
     const int32_t* row_pos = sm.pos(tile);

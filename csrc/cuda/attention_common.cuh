@@ -1067,6 +1067,93 @@ LED_DEVICE void product_p_tile(float (&acc)[D / 8][4], const float (&p)[kCols / 
   product_p_tile<Tile, T, D, 1, kCols>(reinterpret_cast<Acc&>(acc), reinterpret_cast<const P&>(p), tile, lane);
 }
 
+// acc[16 x C] += A[16 x D] * tile[C x D]^T with A read from rows [a_row0, a_row0 + 16) of a staged
+// tile (fragments loaded per 16 dims, so they need no registers across the loop) and the first
+// C = kCols rows of `tile`.
+template <typename T, int D, int kCols = kBlockN>
+LED_DEVICE void mma_smem_a_tile_t(float (&acc)[kCols / 8][4], const T* a_tile, int a_row0, const T* tile,
+                                  int lane) {
+  const int j = lane / 8, r = lane % 8;
+  LED_UNROLL
+  for (int kt = 0; kt < D / 16; ++kt) {
+    uint32_t af[4];
+    simt::ldmatrix_x4(af, a_tile + PaddedTile<D>::offset(a_row0 + r + 8 * (j & 1), kt * 16 + 8 * (j >> 1)));
+    LED_UNROLL
+    for (int np = 0; np < kCols / 16; ++np) {
+      uint32_t kb[4];
+      simt::ldmatrix_x4(kb, tile + PaddedTile<D>::offset(np * 16 + r + 8 * (j >> 1), kt * 16 + 8 * (j & 1)));
+      simt::mma_16816<T>(acc[2 * np], af, kb[0], kb[1]);
+      simt::mma_16816<T>(acc[2 * np + 1], af, kb[2], kb[3]);
+    }
+  }
+}
+
+// The backward's products in two halves, so that work that does not need a product runs while the
+// tensor cores compute it (the exponents of P while dP lands, dV += P^T dO beside dP^T): start_* issues
+// and commits one product (wgmma), finish_products waits for every product started and pins the
+// registers they write or read (accumulators; P's packed fragments, read until the wait), and
+// pin_products, before that wait, keeps the work meant to overlap above it (the compiler may move
+// arithmetic across the wait). With mma.sync (PaddedTile) start_* computes the product and the other
+// two do nothing.
+//   start_a_tile_t:      acc[16 x C] += A[16 x D] tile[C x D]^T, A's fragments in registers
+//   start_smem_a_tile_t: the same with A rows [a_row0, a_row0 + 16) of a staged tile (with wgmma
+//                        the warpgroup's 64 rows of it: a_row0 is 16 times the warp)
+//   start_p_tile:        acc[16 x D] += P[16 x C] tile[C x D], P packed into `pa`
+template <typename Tile, typename T, int D, int kCols>
+LED_DEVICE void start_a_tile_t(float (&acc)[kCols / 8][4], const uint32_t (&a)[D / 16][4], const T* tile, int lane) {
+  if constexpr (Tile::kSwizzled) {
+    simt::wgmma_pin(acc);
+    simt::wgmma_fence();
+    LED_UNROLL
+    for (int kt = 0; kt < D / 16; ++kt) simt::wgmma_rs<T, kCols, false>(acc, a[kt], SwizzledTile<D>::k_major_desc(tile, kt));
+    simt::wgmma_commit();
+  } else {
+    product_a_tile_t<Tile, T, D, kCols>(acc, a, tile, lane);
+  }
+}
+
+template <typename Tile, typename T, int D, int kCols>
+LED_DEVICE void start_smem_a_tile_t(float (&acc)[kCols / 8][4], const T* a_tile, int a_row0, const T* tile, int lane) {
+  if constexpr (Tile::kSwizzled) {
+    simt::wgmma_pin(acc);
+    simt::wgmma_fence();
+    issue_smem_a_tile_t<T, D, kCols>(acc, a_tile, tile);
+    simt::wgmma_commit();
+  } else {
+    mma_smem_a_tile_t<T, D, kCols>(acc, a_tile, a_row0, tile, lane);
+  }
+}
+
+template <typename Tile, typename T, int D, int kCols>
+LED_DEVICE void start_p_tile(float (&acc)[D / 8][4], const float (&p)[kCols / 8][4], uint32_t (&pa)[kCols / 16][4],
+                             const T* tile, int lane) {
+  if constexpr (Tile::kSwizzled) {
+    LED_UNROLL
+    for (int kk = 0; kk < kCols / 16; ++kk) pack_p_fragment<T, kCols>(pa[kk], p, kk);
+    simt::wgmma_pin(acc);
+    simt::wgmma_pin(pa);
+    simt::wgmma_fence();
+    issue_p_tile<T, D, kCols>(acc, pa, tile);
+    simt::wgmma_commit();
+  } else {
+    product_p_tile<Tile, T, D, kCols>(acc, p, tile, lane);
+  }
+}
+
+template <typename Tile, typename... Regs>
+LED_DEVICE void pin_products(Regs&... regs) {
+  if constexpr (Tile::kSwizzled) (simt::wgmma_pin(regs), ...);
+}
+
+template <typename Tile, typename... Regs>
+LED_DEVICE void finish_products(Regs&... regs) {
+  if constexpr (Tile::kSwizzled) {
+    simt::wgmma_wait();
+    (simt::wgmma_pin(regs), ...);
+  }
+}
+
+
 // Writes row g or g + 8 (x = 0, 1) of a 16 x D accumulator times `mul`, as the 16-bit type, into
 // row `dst` of a (.., D) tensor; zeros when `zero` (selected: a NaN accumulator still gives 0). With
 // `accumulate`, adds it (in fp32, rounded once) to what the row holds.
