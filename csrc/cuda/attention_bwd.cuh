@@ -232,6 +232,15 @@ LED_DEVICE void dq_block(const BwdArgs& a, int64_t bid) {
   float acc[D / 8][4];
   LED_UNROLL
   for (int dn = 0; dn < D / 8; ++dn) acc[dn][0] = acc[dn][1] = acc[dn][2] = acc[dn][3] = 0.0f;
+  // With three stages of key tiles (DqTile, wgmma at head dim 64), dQ += dS K of a whole tile is left
+  // running on the tensor cores, and waited for with the next tile's S product (the copy of tile t + 2
+  // goes to tile t - 1's stage), or before a tile with nothing attended, or after the walk. It reads dS
+  // from ds_frags until then. (`dq_pending` is block-uniform: the wgmma kernels' visits are.)
+  constexpr bool kDqInFlight = Tile::kSwizzled && Tile::kKeyStages == 3;
+  uint32_t ds_frags[kBlockN / 16][4];
+  auto finish_dq = [&] {
+    if constexpr (kDqInFlight) finish_products<Tile>(acc, ds_frags);
+  };
 
   // The first kCols keys of one staged key tile (the others masked): dQ += dS K. `full`: every entry
   // of the warp's 16 x kCols scores is attended (no mask, no poison: the same values without them).
@@ -248,11 +257,17 @@ LED_DEVICE void dq_block(const BwdArgs& a, int64_t bid) {
     // tensor cores compute dP), then dS = P (dP - delta); the branch is per tile, not per entry
     if constexpr (Tile::kQShared) {
       start_smem_a_tile_t<Tile, T, D, kCols>(s, q_tile, warp * 16, ks, lane);
-      finish_products<Tile>(s);
-      start_smem_a_tile_t<Tile, T, D, kCols>(dp, do_tile, warp * 16, vs, lane);
     } else {
       start_a_tile_t<Tile, T, D, kCols>(s, qf, ks, lane);
+    }
+    if constexpr (kDqInFlight) {  // (S's wait is also the pending dQ product's)
+      finish_products<Tile>(s, acc, ds_frags);
+    } else {
       finish_products<Tile>(s);
+    }
+    if constexpr (Tile::kQShared) {
+      start_smem_a_tile_t<Tile, T, D, kCols>(dp, do_tile, warp * 16, vs, lane);
+    } else {
       start_a_tile_t<Tile, T, D, kCols>(dp, df, vs, lane);
     }
     for_each_entry<kCols>(lane, [&](int nt, int e, int) {
@@ -273,7 +288,11 @@ LED_DEVICE void dq_block(const BwdArgs& a, int64_t bid) {
         s[nt][e] = keep ? value : 0.0f;
       });
     }
-    product_p_tile<Tile, T, D, kCols>(acc, s, ks, lane);
+    if constexpr (kDqInFlight && kCols == kBlockN) {
+      start_p_tile<Tile, T, D, kCols>(acc, s, ds_frags, ks, lane);
+    } else {
+      product_p_tile<Tile, T, D, kCols>(acc, s, ks, lane);
+    }
   };
   // K is contracted over keys (dS K): its non-finite rows are zeroed where some live row of the block
   // does not attend the key, and every key is checked when the block has a dead row.
@@ -293,7 +312,10 @@ LED_DEVICE void dq_block(const BwdArgs& a, int64_t bid) {
     }
     const TileOccupancy keys_in = tile_occupancy(key_pos, lane);
     // (wgmma is the whole warpgroup's: there a warp without a live row computes too, its dS all 0)
-    if ((!Tile::kSwizzled && !warp_live) || !keys_in.any()) return;
+    if ((!Tile::kSwizzled && !warp_live) || !keys_in.any()) {
+      finish_dq();  // (the next copy may go to the stage its K tile is in)
+      return;
+    }
     if (D > 64 || keys_in.past_narrow()) {
       const bool full = has_mask_free_loop<D>() && warp_all_live && !poisoned && keys_in.all() &&
                         (!banded || window_covers(i0 + warp * 16, 16, j0, kBlockN, a.window));
@@ -308,6 +330,7 @@ LED_DEVICE void dq_block(const BwdArgs& a, int64_t bid) {
     list.lean = band_lean_run(a.key_flags, a.N, b, list.j_first, list.band_tiles, i0, kBlockM, a.window);
   }
   walk_key_tiles<T, D, Contracted::kKey, has_mask_free_loop<D>()>(keys, list, b, h, sm, needs_check, visit);
+  finish_dq();
 
   if (a.global_rows) {
     const int64_t part = (b * a.H + h) * a.chunks + chunk;
@@ -926,8 +949,11 @@ void with_bwd_variant(BwdVariant dq, BwdVariant dkdv, Launch launch) {
       if (wkv) return launch(Shared{}, Swizzled{});
       return launch(Shared{}, Padded{});
     }
-    if (wq && wkv) return launch(Swizzled{}, Swizzled{});
-    if (wq) return launch(Swizzled{}, Padded{});
+    // (dQ's wgmma at head dim 64: three stages, its dS K product running into the next tile; at 128
+    // the registers of its dS fragments would not fit)
+    using DqSwizzled = std::conditional_t<D == 64, WithStages<Swizzled, 3>, Swizzled>;
+    if (wq && wkv) return launch(DqSwizzled{}, Swizzled{});
+    if (wq) return launch(DqSwizzled{}, Padded{});
     if (wkv) return launch(Padded{}, Swizzled{});
   }
   launch(Padded{}, Padded{});

@@ -125,6 +125,15 @@ struct OverlapQTile : SharedQTile<D> {
   static constexpr bool kOverlap = true;
 };
 
+// Tile with kStages stages of K and V tiles each, for a walk whose visit leaves a product reading its
+// K tile running into the next visit (the dQ kernel's dQ += dS K with wgmma: three stages, so that the
+// copy of tile t + 2 goes to tile t - 1's stage, see walk_tiles).
+template <typename Tile, int kStages>
+struct WithStages : Tile {
+  static constexpr int kKeyStages = kStages;
+  static constexpr int kValueStages = kStages;
+};
+
 // kRows rows staged as consecutive 64-row tiles of layout Tile (a warpgroup's rows in a tile of their
 // own, as its products read them).
 template <typename Tile, int kRows>
@@ -184,6 +193,8 @@ template <int D, int kRows>
 struct WithRows<OverlapQTile<D>, kRows> {
   using type = SwizzledTile<D, kRows>;
 };
+template <typename Tile, int kStages, int kRows>
+struct WithRows<WithStages<Tile, kStages>, kRows> : WithRows<Tile, kRows> {};
 template <int D, int kGroupCount, int kRows>
 struct WithRows<GroupedQTile<D, kGroupCount>, kRows> {
   using type = StackedTile<SwizzledTile<D>, kRows>;
