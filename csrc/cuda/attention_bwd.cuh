@@ -373,7 +373,7 @@ LED_KERNEL void __launch_bounds__(kThreads) layer_dq_kernel(BwdArgs a, BwdArgs g
 // too; the tiles start 1024-byte aligned.)
 template <typename T, int D, typename Tile = PaddedTile<D>>
 struct DkdvSmem {
-  static constexpr int kStages = D <= 64 || Tile::kSwizzled ? 2 : 1;
+  static constexpr int kStages = Tile::kSwizzled ? Tile::kValueStages : D <= 64 ? 2 : 1;
   static constexpr int kTiles = 2 + 2 * kStages;
   static constexpr int kRing = 3 * kBlockM;  // ring rows of tiles t % 3
 
@@ -589,6 +589,14 @@ LED_DEVICE void dkdv_block(const BwdArgs& a) {
   }
   // (head dim 128: dV's product beside dP^T's made the kernels spill, offline sm_90a)
   constexpr bool kOverlap = Tile::kSwizzled && D <= 64;
+  // With three stages of query tiles (DkdvTile, wgmma at head dim 64), dK += dS^T Q of a whole tile is
+  // left running, as dQ's dS K is in dq_block: waited for with the next tile's S^T product (the copy of
+  // tile t + 2 goes to tile t - 1's stage), before a tile with nothing attended, and after the walk.
+  constexpr bool kDkInFlight = kOverlap && DkdvSmem<T, D, Tile>::kStages == 3;
+  uint32_t dk_frags[kBlockM / 16][4];  // (dS^T, read by the running dK product until its wait)
+  auto finish_dk = [&] {
+    if constexpr (kDkInFlight) finish_products<Tile>(dk, dk_frags);
+  };
   // One staged query tile, its first kCols rows (the others dead): dV += P^T dO, dK += dS^T Q. `full`:
   // every entry of the warp's 16 x kCols scores is attended (no mask, no poison: the same values).
   auto sweep_rows = [&](const T* qs, const T* dos, const int32_t* row_pos, const float* row_lse,
@@ -604,7 +612,11 @@ LED_DEVICE void dkdv_block(const BwdArgs& a) {
     // Q. With kOverlap, P^T is computed from S^T while dP^T lands and dV's product is started beside
     // it. A masked entry is selected to 0 (the branches are per tile, not per entry).
     start_smem_a_tile_t<Tile, T, D, kCols>(st, sm.ks(), warp * 16, qs, lane);
-    finish_products<Tile>(st);
+    if constexpr (kDkInFlight) {  // (S^T's wait is also the running dK product's)
+      finish_products<Tile>(st, dk, dk_frags);
+    } else {
+      finish_products<Tile>(st);
+    }
     start_smem_a_tile_t<Tile, T, D, kCols>(dpt, sm.vs(), warp * 16, dos, lane);
     const bool masked = !(has_mask_free_loop<D>() && full);
     // f(nt, e, col, keep, kMasked) for each entry, kMasked a compile-time constant: one loop per kind of
@@ -642,9 +654,13 @@ LED_DEVICE void dkdv_block(const BwdArgs& a) {
       start_p_tile<Tile, T, D, kCols>(dv, st, p_frags, dos, lane);
       finish_products<Tile>(dv, p_frags);
     }
-    uint32_t ds_frags[kCols / 16][4];
-    start_p_tile<Tile, T, D, kCols>(dk, dpt, ds_frags, qs, lane);
-    finish_products<Tile>(dk, ds_frags);
+    if constexpr (kDkInFlight && kCols == kBlockM) {
+      start_p_tile<Tile, T, D, kCols>(dk, dpt, dk_frags, qs, lane);
+    } else {
+      uint32_t ds_frags[kCols / 16][4];
+      start_p_tile<Tile, T, D, kCols>(dk, dpt, ds_frags, qs, lane);
+      finish_products<Tile>(dk, ds_frags);
+    }
   };
   auto visit = [&](int32_t tile, int stage, bool poisoned, bool lean) {
     const int32_t* row_pos = sm.pos(tile);
@@ -657,7 +673,10 @@ LED_DEVICE void dkdv_block(const BwdArgs& a) {
     const TileOccupancy rows_in = tile_occupancy(row_pos, lane);
     // nothing attended: exact zeros (wgmma is the whole warpgroup's: there a warp without keys
     // computes too, its P^T and dS^T all 0; see check_every_row)
-    if ((!Tile::kSwizzled && !warp_has_keys) || !rows_in.any()) return;
+    if ((!Tile::kSwizzled && !warp_has_keys) || !rows_in.any()) {
+      finish_dk();  // (the next copy may go to the stage its Q tile is in)
+      return;
+    }
     const float* poison = poisoned ? sm.poison() : sm.zeros();
     if (D > 64 || rows_in.past_narrow()) {
       // a clean tile of live rows that the window covers (from the warp's keys) needs no mask
@@ -675,6 +694,7 @@ LED_DEVICE void dkdv_block(const BwdArgs& a) {
     // contracted over keys here); waited for with the first query tile
     issue_key_tile<T, D, Tile>(keys, src, b, h, base, sm.key_pos(), sm.ks(), sm.vs());
     walk_tiles(rows, visit);
+    finish_dk();
   }
 
   LED_UNROLL
@@ -945,16 +965,16 @@ void with_bwd_variant(BwdVariant dq, BwdVariant dkdv, Launch launch) {
     using Swizzled = SwizzledTile<D>;
     using Shared = SharedQTile<D, 2>;
     const bool wq = dq == BwdVariant::kWgmma, wkv = dkdv == BwdVariant::kWgmma;
+    // (wgmma at head dim 64: three stages of tiles, dQ's dS K and dK/dV's dS^T Q running into the next
+    // tile; at 128 the registers of their dS fragments would not fit)
+    using Staged = std::conditional_t<D == 64, WithStages<Swizzled, 3>, Swizzled>;
     if (dq == BwdVariant::kWgmmaShared) {
-      if (wkv) return launch(Shared{}, Swizzled{});
+      if (wkv) return launch(Shared{}, Staged{});
       return launch(Shared{}, Padded{});
     }
-    // (dQ's wgmma at head dim 64: three stages, its dS K product running into the next tile; at 128
-    // the registers of its dS fragments would not fit)
-    using DqSwizzled = std::conditional_t<D == 64, WithStages<Swizzled, 3>, Swizzled>;
-    if (wq && wkv) return launch(DqSwizzled{}, Swizzled{});
-    if (wq) return launch(DqSwizzled{}, Padded{});
-    if (wkv) return launch(Padded{}, Swizzled{});
+    if (wq && wkv) return launch(Staged{}, Staged{});
+    if (wq) return launch(Staged{}, Padded{});
+    if (wkv) return launch(Padded{}, Staged{});
   }
   launch(Padded{}, Padded{});
 }
