@@ -235,7 +235,8 @@ LED_DEVICE void dq_block(const BwdArgs& a, int64_t bid) {
   // With three stages of key tiles (DqTile, wgmma at head dim 64), dQ += dS K of a whole tile is left
   // running on the tensor cores, and waited for with the next tile's S product (the copy of tile t + 2
   // goes to tile t - 1's stage), or before a tile with nothing attended, or after the walk. It reads dS
-  // from ds_frags until then. (`dq_pending` is block-uniform: the wgmma kernels' visits are.)
+  // from ds_frags until then. (finish_dq waits whether or not a product runs: a wait on a flag made
+  // ptxas serialise every wgmma of the kernel, C7518.)
   constexpr bool kDqInFlight = Tile::kSwizzled && Tile::kKeyStages == 3;
   uint32_t ds_frags[kBlockN / 16][4];
   auto finish_dq = [&] {
@@ -369,8 +370,8 @@ LED_KERNEL void __launch_bounds__(kThreads) layer_dq_kernel(BwdArgs a, BwdArgs g
 // Shared memory of the dkdv kernel: its 64 keys (K, V, their positions), then its query tiles (Q and
 // dO) through walk_tiles, with a ring of their per-row data. Two stages up to D = 64; at D = 128 one
 // (six tiles of 17 KB would not fit the 99 KB a block may have on sm_86 / sm_89).
-// (SwizzledTile: the wgmma variant, which runs only on sm_90 and its 227 KB, two stages at D = 128
-// too; the tiles start 1024-byte aligned.)
+// (SwizzledTile: the wgmma variant, which runs only on sm_90 and its 227 KB, Tile::kValueStages stages:
+// two at D = 128 too, three with WithStages at D = 64; the tiles start 1024-byte aligned.)
 template <typename T, int D, typename Tile = PaddedTile<D>>
 struct DkdvSmem {
   static constexpr int kStages = Tile::kSwizzled ? Tile::kValueStages : D <= 64 ? 2 : 1;

@@ -58,6 +58,8 @@ LED_HOST_DEVICE int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y;
 //   OverlapQTile  SharedQTile for the forward's wgmma16o, whose lean tiles overlap the softmax of one
 //                 tile with the product O += P V of the tile before (kOverlap), so that tile's V is
 //                 still read after the next barrier: three stages of V tiles (kValueStages), two of K
+//   WithStages    any of these with more stages of the walk's tiles (the backward's wgmma kernels at
+//                 head dim 64, whose last product of a tile runs into the next visit)
 // (kRows: a tile of query rows may have more than kBlockN. kGroups: warpgroups per block, which
 // share the key tiles; the first one copies and checks them, see walk_tiles. kKeyStages,
 // kValueStages: the K and V tiles of the key-tile pipeline, PipedKeySmem.)
@@ -125,9 +127,10 @@ struct OverlapQTile : SharedQTile<D> {
   static constexpr bool kOverlap = true;
 };
 
-// Tile with kStages stages of K and V tiles each, for a walk whose visit leaves a product reading its
-// K tile running into the next visit (the dQ kernel's dQ += dS K with wgmma: three stages, so that the
-// copy of tile t + 2 goes to tile t - 1's stage, see walk_tiles).
+// Tile with kStages stages of the walk's tiles, for a walk whose visit leaves a product reading its
+// tile running into the next visit (with wgmma, the dQ kernel's dQ += dS K over its key tiles and the
+// dK/dV kernel's dK += dS^T Q over its query tiles: three stages, so that the copy of tile t + 2 goes
+// to tile t - 1's stage, see walk_tiles).
 template <typename Tile, int kStages>
 struct WithStages : Tile {
   static constexpr int kKeyStages = kStages;
