@@ -238,7 +238,7 @@ LED_DEVICE void dq_block(const BwdArgs& a, int64_t bid) {
   // from ds_frags until then. (finish_dq waits whether or not a product runs: a wait on a flag made
   // ptxas serialise every wgmma of the kernel, C7518.)
   constexpr bool kDqInFlight = Tile::kSwizzled && Tile::kKeyStages == 3;
-  uint32_t ds_frags[kBlockN / 16][4];
+  uint32_t ds_frags[kBlockN / 16][4] = {};  // (zeros: pinned at the first S wait, before any product)
   auto finish_dq = [&] {
     if constexpr (kDqInFlight) finish_products<Tile>(acc, ds_frags);
   };
@@ -594,7 +594,7 @@ LED_DEVICE void dkdv_block(const BwdArgs& a) {
   // left running, as dQ's dS K is in dq_block: waited for with the next tile's S^T product (the copy of
   // tile t + 2 goes to tile t - 1's stage), before a tile with nothing attended, and after the walk.
   constexpr bool kDkInFlight = kOverlap && DkdvSmem<T, D, Tile>::kStages == 3;
-  uint32_t dk_frags[kBlockM / 16][4];  // (dS^T, read by the running dK product until its wait)
+  uint32_t dk_frags[kBlockM / 16][4] = {};  // (dS^T, read by the running dK product until its wait)
   auto finish_dk = [&] {
     if constexpr (kDkInFlight) finish_products<Tile>(dk, dk_frags);
   };

@@ -1167,7 +1167,6 @@ LED_DEVICE void finish_products(Regs&... regs) {
   }
 }
 
-
 // Writes row g or g + 8 (x = 0, 1) of a 16 x D accumulator times `mul`, as the 16-bit type, into
 // row `dst` of a (.., D) tensor; zeros when `zero` (selected: a NaN accumulator still gives 0). With
 // `accumulate`, adds it (in fp32, rounded once) to what the row holds.
