@@ -256,21 +256,22 @@ LED_DEVICE void dq_block(const BwdArgs& a, int64_t bid) {
     }
     // S, then dP while P = 2^(t - lse) is computed from S (with wgmma the exponents run while the
     // tensor cores compute dP), then dS = P (dP - delta); the branch is per tile, not per entry
-    if constexpr (Tile::kQShared) {
-      start_smem_a_tile_t<Tile, T, D, kCols>(s, q_tile, warp * 16, ks, lane);
-    } else {
-      start_a_tile_t<Tile, T, D, kCols>(s, qf, ks, lane);
-    }
+    // out += rows tile^T, the block's rows read where they are staged (Tile::kQShared) or from frags
+    auto start_rows_product = [&](float (&out)[kCols / 8][4], const uint32_t (&frags)[D / 16][4], const T* rows,
+                                  const T* tile) {
+      if constexpr (Tile::kQShared) {
+        start_smem_a_tile_t<Tile, T, D, kCols>(out, rows, warp * 16, tile, lane);
+      } else {
+        start_a_tile_t<Tile, T, D, kCols>(out, frags, tile, lane);
+      }
+    };
+    start_rows_product(s, qf, q_tile, ks);
     if constexpr (kDqInFlight) {  // (S's wait is also the pending dQ product's)
       finish_products<Tile>(s, acc, ds_frags);
     } else {
       finish_products<Tile>(s);
     }
-    if constexpr (Tile::kQShared) {
-      start_smem_a_tile_t<Tile, T, D, kCols>(dp, do_tile, warp * 16, vs, lane);
-    } else {
-      start_a_tile_t<Tile, T, D, kCols>(dp, df, vs, lane);
-    }
+    start_rows_product(dp, df, do_tile, vs);
     for_each_entry<kCols>(lane, [&](int nt, int e, int) {
       s[nt][e] = simt::fast_exp2(s[nt][e] * a.scale_log2 - lse[e >> 1]);
     });
