@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from led_kernels.ops.triton._common import smem_estimate
 from led_kernels.ops.triton.banded import GKEY_IN_DQ_MAX_SLOTS
 from led_kernels.ops.triton.global_rows import DQ_IN_DKDV_MAX_SLOTS
 
@@ -38,7 +39,7 @@ for launch in launches:
     r = inspect(launch, arch)
     rows.append(dict(label=r.label, name=r.name, error=r.error, spills=r.ptxas.get("spill_stores"),
                      regs=r.ptxas.get("regs"), wgmma=r.ptx.get("wgmma", 0), mma=r.ptx.get("mma.sync", 0),
-                     warnings=r.ptxas.get("warnings", [])))
+                     warnings=r.ptxas.get("warnings", []), shared=r.shared, config=r.config))
 print("ROWS " + json.dumps(rows))
 """
 
@@ -108,7 +109,8 @@ def test_forward_autotune_candidates_compile_clean(globals_):
     """Every sm_90 autotune candidate of the one-launch forward (kernel A's tiles with kernel B's key
     chunks) at the headline shape, with one and with 64 global tokens: no spill beyond a few bytes and
     no wgmma that ptxas serialises, for lack of registers (C7512; B's 128-key tile with a 64-row slot
-    tile did that) or for other writers of an accumulator (C7515). The autotuner times every
+    tile did that) or for other writers of an accumulator (C7515); and, with one global token, no
+    shared memory beyond kernel A's own tiles (q and the K/V ring). The autotuner times every
     candidate, so a crippled one is only slower; this keeps the list honest."""
     pytest.importorskip("triton")
     rows = _compile(90, "bfloat16", 64, globals_, True, "_layer_fwd_kernel")
@@ -117,3 +119,12 @@ def test_forward_autotune_candidates_compile_clean(globals_):
         assert not r["error"] and r["regs"], r
         assert r["spills"] <= 64, r
         assert not [w for w in r["warnings"] if "C7515" in w or "C7512" in w], (r["label"], r["warnings"])
+        if globals_ <= 16:
+            # B's 16-row slot tile keeps its key ring within A's (longformer.LAYER_KEY_TILE), and A's
+            # global keys must not add to A's tiles (the 1-2 KB over them is Triton's scratch for
+            # reductions and layout conversions). With the global keys' tile before the band walk, its
+            # operands stayed allocated through the whole walk: 76 KB for the 64x64 tile with 4
+            # stages, 2 programs per SM against 3 without global tokens
+            c = r["config"]
+            ring = smem_estimate("band_fwd", c["BLOCK_M"], c["BLOCK_N"], c["num_stages"], 64, 2)
+            assert r["shared"] <= ring + 2048, (r["label"], r["shared"], ring)

@@ -299,8 +299,6 @@ def autotune_configs(kind: str) -> list[triton.Config]:
             (128, 64, 8, 3, 0),
             (128, 128, 8, 3, 0),  # FlashAttention-2's D=64 forward tile: half the key-loop trips
             (64, 64, 4, 4, 0),
-            # with global tokens the first slot tile's operands take 3 KB more shared memory (see
-            # banded._band_fwd_program), and 64x64 with 4 stages then fits 2 programs per SM, not 3
             (64, 64, 4, 3, 0),
             (128, 32, 4, 4, 0),
         ]

@@ -8,13 +8,16 @@ autograd Function, and the public ``banded_attention``.
 
 Design, per (batch x head):
 
-- Forward / dQ: one program per query tile. The global keys are gathered first (slot tiles of
-  BLOCK_G, invalid slots masked); then the band is walked as three runs of key tiles (left edge,
-  interior, right edge, see ``band_tiles``). Interior tiles carry no mask at all: an interior tile
-  holding a global or padded key goes to the masked body (which also keeps non-finite inputs in
+- Forward / dQ: one program per query tile. The band is walked as three runs of key tiles (left
+  edge, interior, right edge, see ``band_tiles``). Interior tiles carry no mask at all: an interior
+  tile holding a global or padded key goes to the masked body (which also keeps non-finite inputs in
   their rows, see ``_common``). Four scalar loads of the prefix counts find such tiles when they are
   the interior's first or last (a leading block of global tokens, the padded tail); otherwise the
-  whole walk takes the masked body (``_common.unmasked_run``).
+  whole walk takes the masked body (``_common.unmasked_run``). The global keys are gathered in slot
+  tiles of BLOCK_G (invalid slots masked): dQ takes them before the band, the forward after it. (In
+  the forward, Triton keeps a slot tile's shared-memory operands allocated until the band walk's last
+  product has landed when that tile comes first: 3 KB more than the band's own tiles, which cost the
+  64x64 tile with 4 stages its third program per SM on an H100.)
 - dK/dV of the band: one program per key tile walking the query tiles of the transposed band (the
   same edge/interior split, decided per tile inside one loop). Global and padded keys get exactly 0
   here.
@@ -148,6 +151,43 @@ def _global_key_tile(
         k = tl.where(g_ok[:, None], k, tl.zeros_like(k))
     v = tl.where(g_ok[:, None], v, tl.zeros_like(v))
     return k, v, g_ok
+
+
+@triton.jit
+def _fwd_global_tile(
+    acc,
+    l_i,
+    m_i,
+    q,
+    GIdx,
+    flags_row,
+    k_base,
+    v_base,
+    stride_kn,
+    stride_vn,
+    b,
+    G,
+    N,
+    nslots,
+    slots,
+    offs_d,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    """The forward's online-softmax step over the gathered global keys of the slots ``slots`` (invalid
+    slots: -inf columns; their key rows are not zeroed, their scores are replaced)."""
+    k, v, g_ok = _global_key_tile(
+        GIdx, flags_row, k_base, v_base, stride_kn, stride_vn, b, G, N, nslots, slots, offs_d,
+        HEAD_DIM, BLOCK_D, False,
+    )  # fmt: skip
+    qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_G]
+    qk = tl.where(g_ok[None, :], qk, float("-inf"))
+    p, alpha, m_new = softmax_step(m_i, qk, qk_scale)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_D]
+    return acc, l_i, m_new
 
 
 @triton.jit
@@ -350,34 +390,6 @@ def _band_fwd_program(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
-    # prologue: the gathered global keys (invalid slots -> -inf columns; k not zeroed, their scores are
-    # replaced)
-    if GLOBAL_KEYS:
-        # The first slot tile is the softmax's first step, straight-line and unconditional (a tile
-        # without a valid slot gets p = 0 and acc = 0 from it): nothing to rescale yet, no pipeline
-        # around the one trip that a few global tokens take, and the accumulator is the product's own
-        # (a zero accumulator merged from a branch would have ptxas serialise every wgmma, C7515)
-        k, v, g_ok = _global_key_tile(
-            GIdx, flags_row, k_base, v_base, stride_kn, stride_vn, b, G, N, nslots, offs_g, offs_d,
-            HEAD_DIM, BLOCK_D, False,
-        )  # fmt: skip
-        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_G]
-        qk = tl.where(g_ok[None, :], qk, float("-inf"))
-        p, _, m_i = softmax_step(m_i, qk, qk_scale)
-        l_i = tl.sum(p, 1)
-        acc = tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_D]
-        for s0 in range(BLOCK_G, nslots, BLOCK_G):
-            slots = s0 + offs_g
-            k, v, g_ok = _global_key_tile(
-                GIdx, flags_row, k_base, v_base, stride_kn, stride_vn, b, G, N, nslots, slots, offs_d,
-                HEAD_DIM, BLOCK_D, False,
-            )  # fmt: skip
-            qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
-            qk = tl.where(g_ok[None, :], qk, float("-inf"))
-            p, alpha, m_i = softmax_step(m_i, qk, qk_scale)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
-
     lo, int_lo, int_hi, hi_r = band_tiles(m0, BLOCK_M, BLOCK_N, window, kv_lo, hi_b, N)
     # the interior's tiles that hold a global / padded key join the masked edge runs (see _common)
     int_lo, int_hi = unmasked_run(int_lo, int_hi, cum_row, BLOCK_N)
@@ -396,6 +408,20 @@ def _band_fwd_program(
             acc, l_i, m_i, q, k_base, v_base, stride_kn, stride_vn, flags_row, start_n,
             offs_m, offs_n, offs_d, N, window, qk_scale, HEAD_DIM, BLOCK_D, BLOCK_N, True, DOT_PREC,
         )  # fmt: skip
+
+    # the gathered global keys, after the band (see the module docstring). The first slot tile is
+    # straight-line code, not the first trip of a pipelined loop: no pipeline machinery around the one
+    # trip that up to 16 global tokens take (5 registers fewer at 64x64 with 4 stages)
+    if GLOBAL_KEYS:
+        acc, l_i, m_i = _fwd_global_tile(
+            acc, l_i, m_i, q, GIdx, flags_row, k_base, v_base, stride_kn, stride_vn, b, G, N, nslots, offs_g,
+            offs_d, qk_scale, HEAD_DIM, BLOCK_D, DOT_PREC,
+        )  # fmt: skip
+        for s0 in range(BLOCK_G, nslots, BLOCK_G):
+            acc, l_i, m_i = _fwd_global_tile(
+                acc, l_i, m_i, q, GIdx, flags_row, k_base, v_base, stride_kn, stride_vn, b, G, N, nslots,
+                s0 + offs_g, offs_d, qk_scale, HEAD_DIM, BLOCK_D, DOT_PREC,
+            )  # fmt: skip
 
     # epilogue: padded query rows and rows that attended nothing output 0 and store lse = +inf; a
     # NaN l (the row attended a non-finite score) stays NaN
