@@ -44,7 +44,7 @@
 # run, the cuda GPU tests (default kernels and machine-code check, wgmma variants, mma.sync kernels),
 # one run timing triton, triton-key64 and the cuda variants (cuda-two-launch among them) at the headline
 # shape (G=0 and 1), one run
-# of triton at 8k/16k and G=0/1/64 (the ratio bars), the profiles of both backends (cuda also with
+# of triton at 8k/16k and G=0/1/64 (the ratio bars), the profiles of both backends (triton also at G=0, cuda also with
 # the wgmma16o forward), and both sanitizers on the default and wgmma kernels:
 #   bash benchmarks/gpu_check.sh next
 #
@@ -277,6 +277,8 @@ stage_next() {
         --window 512 --head-dim 64 --modes fwd fwd_bwd --tag ratios
     save_results
     LIMIT=25 run profile-triton python -m benchmarks.profile_layer --provider triton
+    # G=0's forward kernel beside G=1's, in one call (with the autotuner's picks): the global keys' cost
+    LIMIT=25 run profile-triton-g0 python -m benchmarks.profile_layer --provider triton --globals 0
     LIMIT=25 run profile-cuda python -m benchmarks.profile_layer --provider cuda
     LIMIT=25 run profile-cuda-wgmma16o env LED_KERNELS_CUDA_FWD=wgmma16o python -m benchmarks.profile_layer \
         --provider cuda
