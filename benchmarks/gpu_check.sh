@@ -43,9 +43,9 @@
 # included; give the call a timeout of 570 s): the build in the background while the triton GPU tests
 # run, the cuda GPU tests (default kernels and machine-code check, wgmma variants, mma.sync kernels),
 # one run timing triton, triton-key64 and the cuda variants (cuda-two-launch among them) at the headline
-# shape (G=0 and 1), one run
-# of triton at 8k/16k and G=0/1/64 (the ratio bars), the profiles of both backends (triton also at G=0, cuda also with
-# the wgmma16o forward), and both sanitizers on the default and wgmma kernels:
+# shape (G=0 and 1), one run of triton at 8k/16k and G=0/1/64 (the ratio bars), the profiles of both
+# backends (triton also at G=0, cuda also with the wgmma16o forward), and both sanitizers on the default
+# and wgmma kernels:
 #   bash benchmarks/gpu_check.sh next
 #
 # On the lent GPU machines, first: export PATH=/opt/torch/.venv/bin:$PATH (the python that has torch;
