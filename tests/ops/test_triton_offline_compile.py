@@ -32,8 +32,8 @@ from benchmarks.inspect_kernels import DTYPES, autotune_variants, capture_launch
 arch, dtype, d, g = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 rows = []
 launches = capture_launches(arch, DTYPES[dtype], 1, 16384, 12, d, 512, g)
-if len(sys.argv) > 5:  # only the named kernel, at every autotune candidate
-    launches = [x for launch in launches if launch.name == sys.argv[5]
+if len(sys.argv) > 5:  # only the named kernels (comma-separated), at every autotune candidate
+    launches = [x for launch in launches if launch.name in sys.argv[5].split(",")
                 for x in autotune_variants(launch, arch, DTYPES[dtype])]
 for launch in launches:
     r = inspect(launch, arch)
@@ -128,3 +128,16 @@ def test_forward_autotune_candidates_compile_clean(globals_):
             c = r["config"]
             ring = smem_estimate("band_fwd", c["BLOCK_M"], c["BLOCK_N"], c["num_stages"], 64, 2)
             assert r["shared"] <= ring + 2048, (r["label"], r["shared"], ring)
+
+
+def test_backward_autotune_candidates_compile_clean():
+    """Every sm_90 autotune candidate of kernel A's dQ and dK/dV passes at the headline shape (G=1):
+    no spill beyond a few bytes and no wgmma that ptxas serialises (C7512, C7515)."""
+    pytest.importorskip("triton")
+    rows = _compile(90, "bfloat16", 64, 1, True, "_band_dq_kernel,_band_dkdv_kernel")
+    assert {r["name"] for r in rows} == {"_band_dq_kernel", "_band_dkdv_kernel"}, rows
+    assert len(rows) >= 7, rows  # (the candidates other than the fixed configs)
+    for r in rows:
+        assert not r["error"] and r["regs"], r
+        assert r["spills"] <= 64, r
+        assert not [w for w in r["warnings"] if "C7515" in w or "C7512" in w], (r["label"], r["warnings"])
