@@ -273,7 +273,7 @@ stage_next() {
     save_results
     # the ratio bars (8k against 16k, G=1 against G=0) and 64 global tokens, triton alone (G=64 compiles
     # its own forward candidates: a wider slot tile)
-    LIMIT=120 run bench-ratios python -m benchmarks --providers triton --seqlens 8192 16384 --globals 0 1 64 \
+    LIMIT=140 run bench-ratios python -m benchmarks --providers triton --seqlens 8192 16384 --globals 0 1 64 \
         --window 512 --head-dim 64 --modes fwd fwd_bwd --tag ratios
     save_results
     LIMIT=25 run profile-triton python -m benchmarks.profile_layer --provider triton
