@@ -14,10 +14,10 @@ Design, per (batch x head):
   their rows, see ``_common``). Four scalar loads of the prefix counts find such tiles when they are
   the interior's first or last (a leading block of global tokens, the padded tail); otherwise the
   whole walk takes the masked body (``_common.unmasked_run``). The global keys are gathered in slot
-  tiles of BLOCK_G (invalid slots masked): dQ takes them before the band, the forward after it. (In
-  the forward, Triton keeps a slot tile's shared-memory operands allocated until the band walk's last
-  product has landed when that tile comes first: 3 KB more than the band's own tiles, which cost the
-  64x64 tile with 4 stages its third program per SM on an H100.)
+  tiles of BLOCK_G (invalid slots masked): dQ takes them before the band, the forward after it. (A
+  forward slot tile taken before the walk kept its shared-memory operands allocated through the whole
+  walk, since Triton's wait after the walk lists them: 3 KB over the band's own tiles, which on sm_90
+  cost the 64x64 tile with 4 stages its third program per SM.)
 - dK/dV of the band: one program per key tile walking the query tiles of the transposed band (the
   same edge/interior split, decided per tile inside one loop). Global and padded keys get exactly 0
   here.
