@@ -154,34 +154,9 @@ def _global_key_tile(
 
 
 @triton.jit
-def _fwd_global_tile(
-    acc,
-    l_i,
-    m_i,
-    q,
-    GIdx,
-    flags_row,
-    k_base,
-    v_base,
-    stride_kn,
-    stride_vn,
-    b,
-    G,
-    N,
-    nslots,
-    slots,
-    offs_d,
-    qk_scale,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    DOT_PREC: tl.constexpr,
-):
-    """The forward's online-softmax step over the gathered global keys of the slots ``slots`` (invalid
-    slots: -inf columns; their key rows are not zeroed, their scores are replaced)."""
-    k, v, g_ok = _global_key_tile(
-        GIdx, flags_row, k_base, v_base, stride_kn, stride_vn, b, G, N, nslots, slots, offs_d,
-        HEAD_DIM, BLOCK_D, False,
-    )  # fmt: skip
+def _fwd_global_step(acc, l_i, m_i, q, k, v, g_ok, qk_scale, DOT_PREC: tl.constexpr):
+    """The forward's online-softmax step over one tile of gathered global keys (``_global_key_tile``:
+    invalid slots become -inf columns; their key rows are not zeroed, their scores are replaced)."""
     qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)  # [BLOCK_M, BLOCK_G]
     qk = tl.where(g_ok[None, :], qk, float("-inf"))
     p, alpha, m_new = softmax_step(m_i, qk, qk_scale)
@@ -413,15 +388,17 @@ def _band_fwd_program(
     # straight-line code, not the first trip of a pipelined loop: no pipeline machinery around the one
     # trip that up to 16 global tokens take (5 registers fewer at 64x64 with 4 stages)
     if GLOBAL_KEYS:
-        acc, l_i, m_i = _fwd_global_tile(
-            acc, l_i, m_i, q, GIdx, flags_row, k_base, v_base, stride_kn, stride_vn, b, G, N, nslots, offs_g,
-            offs_d, qk_scale, HEAD_DIM, BLOCK_D, DOT_PREC,
+        k, v, g_ok = _global_key_tile(
+            GIdx, flags_row, k_base, v_base, stride_kn, stride_vn, b, G, N, nslots, offs_g, offs_d,
+            HEAD_DIM, BLOCK_D, False,
         )  # fmt: skip
+        acc, l_i, m_i = _fwd_global_step(acc, l_i, m_i, q, k, v, g_ok, qk_scale, DOT_PREC)
         for s0 in range(BLOCK_G, nslots, BLOCK_G):
-            acc, l_i, m_i = _fwd_global_tile(
-                acc, l_i, m_i, q, GIdx, flags_row, k_base, v_base, stride_kn, stride_vn, b, G, N, nslots,
-                s0 + offs_g, offs_d, qk_scale, HEAD_DIM, BLOCK_D, DOT_PREC,
+            k, v, g_ok = _global_key_tile(
+                GIdx, flags_row, k_base, v_base, stride_kn, stride_vn, b, G, N, nslots, s0 + offs_g, offs_d,
+                HEAD_DIM, BLOCK_D, False,
             )  # fmt: skip
+            acc, l_i, m_i = _fwd_global_step(acc, l_i, m_i, q, k, v, g_ok, qk_scale, DOT_PREC)
 
     # epilogue: padded query rows and rows that attended nothing output 0 and store lse = +inf; a
     # NaN l (the row attended a non-finite score) stays NaN
