@@ -48,6 +48,14 @@
 # and wgmma kernels:
 #   bash benchmarks/gpu_check.sh next
 #
+# The head-dim-128 fault of the triton backend (h100-sxm-next-session.log: an illegal memory access in
+# test_dtypes_and_head_dims[128-torch.float16], reported at the backward's dK/dV launch): each dtype in
+# a process of its own with blocking launches (the traceback then names the faulting launch), the same
+# with the forward as two launches, with the dQ pass's global-key fold off and with kernel A's kernels at
+# 4 warps, memcheck (which names the kernel and the memory space), and the autotuned path at head dim
+# 128 (about 5 minutes, no build):
+#   bash benchmarks/gpu_check.sh fault
+#
 # On the lent GPU machines, first: export PATH=/opt/torch/.venv/bin:$PATH (the python that has torch;
 # its venv has no plain `pip`, hence `python -m pip`).
 # Expects torch, triton, transformers, pybind11, scikit-build-core, cmake and ninja to be installed
@@ -153,6 +161,8 @@ stage_verify() {
     # wgmmas), against the 0.375 ms forward of h100-sxm-attention-fused-ab.log
     LIMIT=45 run bench-g64 python -m benchmarks --providers triton --seqlens 16384 --globals 64 --window 512 \
         --head-dim 64 --modes fwd fwd_bwd --check --tag g64
+    # (the forward at G=64 is tuned on its own since G_BUCKET joined the autotuner's key: its pick)
+    LIMIT=25 run profile-triton-g64 python -m benchmarks.profile_layer --provider triton --globals 64
     LIMIT=60 run train-step-16k python -m benchmarks.train_step --seqlens 16384 --impls led hf \
         --checkpointing off --timeout 40
 }
@@ -290,6 +300,45 @@ stage_next() {
     done
 }
 
+stage_fault() {
+    local case="tests/ops/test_triton_gpu.py::test_dtypes_and_head_dims"
+    LIMIT=20 run gpu-state nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu --format=csv
+    for dt in float16 bfloat16 float32; do
+        LIMIT=90 run "d128-$dt" env CUDA_LAUNCH_BLOCKING=1 python -m pytest -q -p no:cacheprovider "$case[128-torch.$dt]"
+    done
+    LIMIT=60 run d128-two-launch-forward env CUDA_LAUNCH_BLOCKING=1 LED_KERNELS_FUSED_FORWARD=0 \
+        python -m pytest -q -p no:cacheprovider "$case[128-torch.float16]"
+    LIMIT=60 run d128-no-dq-fold env CUDA_LAUNCH_BLOCKING=1 LED_KERNELS_GKEY_IN_DQ_MAX_SLOTS=0 \
+        python -m pytest -q -p no:cacheprovider "$case[128-torch.float16]"
+    # kernel A's three heavy kernels with one warpgroup (4 warps) instead of their fixed 8: Triton 3.6's
+    # wgmma wait synchronises only its own warpgroup (triton-lang/triton#11047, fixed after 3.7.1)
+    LIMIT=90 run d128-4-warps env CUDA_LAUNCH_BLOCKING=1 LED_KERNELS_AUTOTUNE=0 python - <<'PY'
+import sys
+
+import pytest
+
+from led_kernels.ops.triton import _common
+
+fixed = _common.kernel_config
+
+
+def four_warps(kind, *args, **kwargs):
+    cfg = fixed(kind, *args, **kwargs)
+    return {**cfg, "num_warps": 4} if kind in ("band_fwd", "band_dq", "band_dkdv") else cfg
+
+
+_common.kernel_config = four_warps
+sys.exit(pytest.main(["-q", "-p", "no:cacheprovider",
+                      "tests/ops/test_triton_gpu.py::test_dtypes_and_head_dims[128-torch.float16]"]))
+PY
+    LIMIT=120 run d128-memcheck compute-sanitizer --tool memcheck --print-limit 8 --error-exitcode 1 \
+        python -m pytest -q -p no:cacheprovider "$case[128-torch.float16]"
+    save_results
+    # the autotuned path (every candidate that fits runs once while tuning), with the error check
+    LIMIT=120 run bench-d128 python -m benchmarks --providers triton --seqlens 16384 --globals 0 1 \
+        --window 512 --head-dim 128 --modes fwd fwd_bwd --check --tag d128
+}
+
 stage_rest() {
     LIMIT=240 run train-step-16k python -m benchmarks.train_step --seqlens 16384 --timeout 100
     LIMIT=60 run pytest-extension-gpu python -m pytest -q -m gpu -p no:cacheprovider tests/test_extension.py
@@ -333,9 +382,10 @@ case "$stage" in
     owed) stage_owed ;;
     next) stage_next ;;
     folds) stage_folds ;;
+    fault) stage_fault ;;
     ncu) stage_ncu ;;
     cuda-ncu) stage_cuda_ncu ;;
-    *) echo "unknown stage $stage (tests, bench, train, sanitize, all, core, rest, verify, fused, cuda, owed, next, folds, ncu, cuda-ncu)" >&2; exit 2 ;;
+    *) echo "unknown stage $stage (tests, bench, train, sanitize, all, core, rest, verify, fused, cuda, owed, next, folds, fault, ncu, cuda-ncu)" >&2; exit 2 ;;
 esac
 if [ -n "$OUT" ]; then
     # one archive (the files written under benchmarks/results/ by this run, and the logs) and one log

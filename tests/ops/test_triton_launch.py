@@ -127,3 +127,39 @@ def test_cached_launches_equal_tritons_own(tmp_path):
     assert same_kernels_other_grids[0] == same_kernels_other_grids[2]
     assert [r[1] for r in own[-4]] != [r[1] for r in own[-2]]
     assert len({r[1] for r in own[-1][:5]}) == 3  # the probe's compiled kernels for 1, True, 1.0
+
+
+TUNING_KEY_SCRIPT = r"""
+import json
+import torch
+from benchmarks import inspect_kernels
+from led_kernels.ops.triton import longformer
+
+tuner = longformer._layer_fwd_kernel
+buckets = {}
+for g in (1, 16, 17, 64):
+    launches = inspect_kernels.capture_launches(90, torch.bfloat16, 1, 4096, 2, 64, 256, g)
+    (layer,) = [x for x in launches if x.name == "_layer_fwd_kernel"]
+    buckets[g] = layer.args[tuner.arg_names.index("G_BUCKET")]
+print("KEY " + json.dumps({"keys": list(tuner.keys), "buckets": buckets}))
+"""
+
+
+def test_layer_forward_is_tuned_per_bucket_of_global_slot_tiles(tmp_path):
+    """The one-launch forward's autotuning key holds the number of global-key slot tiles (bucketed), so a
+    layer with 64 global tokens is not run with the tile tuned for one (recorded launches, no compile)."""
+    pytest.importorskip("triton")
+    script = tmp_path / "tuning_key.py"
+    script.write_text(TUNING_KEY_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["LED_KERNELS_AUTOTUNE"] = "1"  # the kernel as the autotuner wraps it on a GPU
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=REPO, timeout=600
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("KEY ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    result = json.loads(lines[-1][4:])
+    assert result["keys"] == ["HEAD_DIM", "N_BUCKET", "W_BUCKET", "G_BUCKET"]
+    # one slot tile (16 global tokens) or two, four: the launcher's bucket of cdiv(G, 16)
+    assert result["buckets"] == {"1": 1, "16": 1, "17": 2, "64": 4}

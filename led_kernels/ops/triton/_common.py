@@ -375,17 +375,18 @@ def _prune_to_smem(kind: str):
     return prune
 
 
-def maybe_autotune(kind: str):
+def maybe_autotune(kind: str, extra_keys: tuple[str, ...] = ()):
     """Decorator: autotune over `autotune_configs(kind)` when AUTOTUNE, else leave the kernel plain (the
     launcher then passes the fixed config). The key buckets N and w so a training run with varying
-    lengths does not retune on every new length."""
+    lengths does not retune on every new length; ``extra_keys`` names further (bucketed) key arguments
+    of the kernel."""
 
     def deco(fn):
         if not AUTOTUNE:
             return fn
         return triton.autotune(
             configs=autotune_configs(kind),
-            key=["HEAD_DIM", "N_BUCKET", "W_BUCKET"],
+            key=["HEAD_DIM", "N_BUCKET", "W_BUCKET", *extra_keys],
             prune_configs_by={"early_config_prune": _prune_to_smem(kind)},
         )(fn)
 

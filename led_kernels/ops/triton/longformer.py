@@ -76,7 +76,10 @@ if LAYER_KEY_TILE not in (64, 128):
 # ----------------------------------------------------------------------------------------------------
 
 
-@maybe_autotune("band_fwd")
+# tuned per number of global-key slot tiles too: the tile that suits one slot tile after the band walk
+# need not suit four (on an H100 the forward at G=64 took 0.542 ms with the tile tuned at G=1, against
+# 0.236 at G=1: benchmarks/results/h100-sxm-attention-ratios.log)
+@maybe_autotune("band_fwd", extra_keys=("G_BUCKET",))
 @triton.jit
 def _layer_fwd_kernel(
     Q,
@@ -124,6 +127,7 @@ def _layer_fwd_kernel(
     n_split,
     N_BUCKET,  # autotune key only
     W_BUCKET,  # autotune key only
+    G_BUCKET,  # autotune key only: slot tiles of global keys, bucketed
     HEAD_DIM: tl.constexpr,
     BLOCK_D: tl.constexpr,
     BLOCK_G: tl.constexpr,
@@ -201,6 +205,7 @@ def launch_layer_fwd(
         q_global, k_global, v_global, o_t, lse_t, cum_pad,
         *strides3(q_global), *strides3(k_global), *strides3(v_global),
         n, h, g, w, log2_scale(scale), chunk, splits, _common.bucket(n), _common.bucket(w),
+        _common.bucket(_common.cdiv(g, GLOBAL_KEY_TILE)),
         HEAD_DIM=d, BLOCK_D=bd, BLOCK_G=GLOBAL_KEY_TILE, DOT_PREC=dot_precision(q.dtype),
         SLOT_BLOCK=slot["BLOCK_M"], KEY_BLOCK=key_block, **cfg,
     )  # fmt: skip
