@@ -51,9 +51,9 @@
 # The head-dim-128 fault of the triton backend (h100-sxm-next-session.log: an illegal memory access in
 # test_dtypes_and_head_dims[128-torch.float16], reported at the backward's dK/dV launch): each dtype in
 # a process of its own with blocking launches (the traceback then names the faulting launch), the same
-# with the forward as two launches, with the dQ pass's global-key fold off and with kernel A's kernels at
-# 4 warps, memcheck (which names the kernel and the memory space), and the autotuned path at head dim
-# 128 (about 5 minutes, no build):
+# with the forward as two launches, with the dQ pass's global-key fold off, with the dQ pass and then all
+# of kernel A's heavy kernels at 4 warps, memcheck (which names the kernel and the memory space), and the
+# autotuned path at head dim 128 (about 5-6 minutes, no build):
 #   bash benchmarks/gpu_check.sh fault
 #
 # On the lent GPU machines, first: export PATH=/opt/torch/.venv/bin:$PATH (the python that has torch;
@@ -310,27 +310,32 @@ stage_fault() {
         python -m pytest -q -p no:cacheprovider "$case[128-torch.float16]"
     LIMIT=60 run d128-no-dq-fold env CUDA_LAUNCH_BLOCKING=1 LED_KERNELS_GKEY_IN_DQ_MAX_SLOTS=0 \
         python -m pytest -q -p no:cacheprovider "$case[128-torch.float16]"
-    # kernel A's three heavy kernels with one warpgroup (4 warps) instead of their fixed 8: Triton 3.6's
-    # wgmma wait synchronises only its own warpgroup (triton-lang/triton#11047, fixed after 3.7.1)
-    LIMIT=90 run d128-4-warps env CUDA_LAUNCH_BLOCKING=1 LED_KERNELS_AUTOTUNE=0 python - <<'PY'
+    # kernel A's dQ pass (the likely fault: see docs/kernels.md), then all three heavy kernels, with one
+    # warpgroup (4 warps) instead of their fixed 8: Triton 3.6's wgmma wait synchronises only its own
+    # warpgroup (triton-lang/triton#11047, fixed after 3.7.1)
+    for kinds in band_dq "band_fwd band_dq band_dkdv"; do
+        LIMIT=60 run "d128-4-warps-${kinds// /-}" env CUDA_LAUNCH_BLOCKING=1 LED_KERNELS_AUTOTUNE=0 KINDS="$kinds" \
+            python - <<'PY'
+import os
 import sys
 
 import pytest
 
 from led_kernels.ops.triton import _common
 
-fixed = _common.kernel_config
+fixed, kinds = _common.kernel_config, os.environ["KINDS"].split()
 
 
 def four_warps(kind, *args, **kwargs):
     cfg = fixed(kind, *args, **kwargs)
-    return {**cfg, "num_warps": 4} if kind in ("band_fwd", "band_dq", "band_dkdv") else cfg
+    return {**cfg, "num_warps": 4} if kind in kinds else cfg
 
 
 _common.kernel_config = four_warps
 sys.exit(pytest.main(["-q", "-p", "no:cacheprovider",
                       "tests/ops/test_triton_gpu.py::test_dtypes_and_head_dims[128-torch.float16]"]))
 PY
+    done
     LIMIT=120 run d128-memcheck compute-sanitizer --tool memcheck --print-limit 8 --error-exitcode 1 \
         python -m pytest -q -p no:cacheprovider "$case[128-torch.float16]"
     save_results
