@@ -116,8 +116,11 @@ def _compare(n, window, gpat, ppat, backend="torch", heads=3, head_dim=8, batch=
     wrt = [hidden, *module.parameters()]
     hf_grads = torch.autograd.grad(ref, wrt, grad_out, allow_unused=True, materialize_grads=True)
     our_grads = torch.autograd.grad(out, wrt, grad_out, allow_unused=True, materialize_grads=True)
+    # the weight gradients sum over every token and reach ~50 at N=129: fp32 rounding of either side's
+    # summation order is ~1e-6 of that, so the bound is relative there (a wrong term is off by O(1))
     for name, a, b in zip(["hidden", *dict(module.named_parameters())], our_grads, hf_grads):
-        torch.testing.assert_close(a, b, atol=5e-5, rtol=0, msg=lambda m, name=name: f"grad of {name}: {m}")
+        msg = lambda m, name=name: f"grad of {name}: {m}"  # noqa: E731
+        torch.testing.assert_close(a, b, atol=5e-5, rtol=1e-5, msg=msg)
 
 
 @pytest.mark.parametrize("n,window,gpat,ppat", _case_list(), ids=lambda x: str(x))
