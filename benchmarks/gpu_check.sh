@@ -315,7 +315,7 @@ stage_fault() {
     # warpgroup (triton-lang/triton#11047, fixed after 3.7.1)
     for kinds in band_dq "band_fwd band_dq band_dkdv"; do
         LIMIT=60 run "d128-4-warps-${kinds// /-}" env CUDA_LAUNCH_BLOCKING=1 LED_KERNELS_AUTOTUNE=0 KINDS="$kinds" \
-            python - <<'PY'
+            CASE="$case[128-torch.float16]" python - <<'PY'
 import os
 import sys
 
@@ -332,8 +332,7 @@ def four_warps(kind, *args, **kwargs):
 
 
 _common.kernel_config = four_warps
-sys.exit(pytest.main(["-q", "-p", "no:cacheprovider",
-                      "tests/ops/test_triton_gpu.py::test_dtypes_and_head_dims[128-torch.float16]"]))
+sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", os.environ["CASE"]]))
 PY
     done
     LIMIT=120 run d128-memcheck compute-sanitizer --tool memcheck --print-limit 8 --error-exitcode 1 \
