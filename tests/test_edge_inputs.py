@@ -588,6 +588,57 @@ def test_nan_stays_in_the_rows_that_attend_it(backend, clean_runs, target, where
 
 
 # ----------------------------------------------------------------------------------------------------
+# second derivatives
+# ----------------------------------------------------------------------------------------------------
+
+
+def _entry_call(entry, gm, pm):
+    """call(q, k, v, backend) of one of the three public functions, q, k, v (B, N, H, D)."""
+    gi = lk.global_indices(gm)
+    if entry == "banded":
+        return lambda q, k, v, be: lk.banded_attention(
+            q, k, v, 3, key_padding_mask=pm, global_idx=gi, backend=be
+        )
+    if entry == "global":
+        return lambda q, k, v, be: lk.global_attention(
+            q[:, : gi.shape[1]], k, v, gi, key_padding_mask=pm, backend=be
+        )
+    return lambda q, k, v, be: lk.longformer_attention(
+        q, k, v, 3, global_idx=gi, key_padding_mask=pm, backend=be
+    )
+
+
+@pytest.mark.parametrize("loss", ["linear", "square"])
+@pytest.mark.parametrize("entry", ["banded", "global", "layer"])
+def test_second_derivatives_are_exact_or_refused(backend, entry, loss):
+    """create_graph=True: the torch backend's second derivatives pass gradgradcheck (float64); the
+    kernel backends, whose backward is first-order only, refuse it with a RuntimeError instead of
+    returning first derivatives without autograd history (a gradient penalty built on them would
+    silently lose its own gradient). Both with an upstream gradient that carries history (a squared
+    loss) and one that does not (a linear loss), where only the saved inputs do."""
+    b, n, h = 1, 9, 1
+    d = 4 if backend == "torch" else 16  # the kernels' smallest head dim; gradcheck's cost grows with d
+    gm, pm = global_mask(b, n, "first"), padding_mask(b, n, "tail")
+    call = _entry_call(entry, gm, pm)
+    dtype = torch.float64 if backend == "torch" else torch.float32
+    q, k, v = (x.to(dtype).requires_grad_() for x in _qkv(b, n, h, d))
+
+    def first_derivatives(q, k, v):
+        out = call(q, k, v, backend)
+        total = out.sum() if loss == "linear" else out.square().sum()
+        return torch.autograd.grad(total, (q, k, v), create_graph=True)
+
+    if backend == "torch":
+        assert torch.autograd.gradcheck(first_derivatives, (q, k, v))
+        return
+    with pytest.raises(RuntimeError, match="first-order only"):
+        first_derivatives(q, k, v)
+    # without create_graph the same backward runs
+    out = call(q, k, v, backend)
+    assert all(torch.isfinite(g).all() for g in torch.autograd.grad(out.square().sum(), (q, k, v)))
+
+
+# ----------------------------------------------------------------------------------------------------
 # determinism
 # ----------------------------------------------------------------------------------------------------
 

@@ -29,6 +29,21 @@ def call_op(op: Any, *args: Any) -> Any:
     return body(*args)
 
 
+def refuse_double_backward(where: str, dout: torch.Tensor, saved: tuple[torch.Tensor, ...]) -> None:
+    """Raise when a backward made of kernels is asked for a differentiable result (``create_graph=True``:
+    second derivatives, a gradient penalty). The kernels' gradients carry no autograd history, so the
+    second-order terms would silently be zero; torch.compile reports double backward itself."""
+    if (
+        torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()
+        and (dout.requires_grad or any(t.requires_grad for t in saved))
+    ):
+        raise RuntimeError(
+            f"{where}: the backward kernels are first-order only, so create_graph=True (second derivatives)"
+            " is not supported; use backend='torch' for higher-order gradients"
+        )
+
+
 def layer_function(fwd_op: Any, bwd_op: Any) -> type[torch.autograd.Function]:
     """The autograd Function of a backend's layer op pair.
 
@@ -36,6 +51,8 @@ def layer_function(fwd_op: Any, bwd_op: Any) -> type[torch.autograd.Function]:
     ``(out, lse, glse, *extra)``; ``bwd_op(dout, q, k, v, q_global, k_global, v_global, out, lse, glse,
     key_flags, global_idx, *extra, window, scale, shared)`` returns the six projections' gradients, the
     global ones as placeholders when ``shared`` (the kernels fold them into q, k, v's)."""
+
+    where = getattr(bwd_op, "_qualname", repr(bwd_op))
 
     class LongformerAttentionFunction(torch.autograd.Function):
         @staticmethod
@@ -51,6 +68,7 @@ def layer_function(fwd_op: Any, bwd_op: Any) -> type[torch.autograd.Function]:
 
         @staticmethod
         def backward(ctx, dout):
+            refuse_double_backward(where, dout, ctx.saved_tensors)
             grads = call_op(
                 bwd_op, rows_last_dim_contiguous(dout), *ctx.saved_tensors, ctx.window, ctx.scale, ctx.shared
             )
@@ -107,4 +125,4 @@ def apply_layer(
     )
 
 
-__all__ = ["apply_layer", "call_op", "global_grads_like", "layer_function"]
+__all__ = ["apply_layer", "call_op", "global_grads_like", "layer_function", "refuse_double_backward"]

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from led_kernels import _extension as ext
 from led_kernels.ops._compiled import prepare_indices, rows_last_dim_contiguous, strides3
+from led_kernels.ops._dispatch import refuse_double_backward
 
 _KIND_BANDED = 0  # AttnKind::kBanded in csrc/include/led_kernels/cpu_attention.h
 _KIND_GLOBAL = 1  # AttnKind::kGlobalRows
@@ -140,6 +141,7 @@ def _banded_setup_context(ctx, inputs, output):
 
 def _banded_backward(ctx, dout, dlse):
     q, k, v, lse, key_flags, global_idx = ctx.saved_tensors
+    refuse_double_backward("led_kernels::cpu_banded_bwd", dout, ctx.saved_tensors)
     dq, dk, dv = torch.ops.led_kernels.cpu_banded_bwd(
         rows_last_dim_contiguous(dout), q, k, v, lse, key_flags, global_idx, ctx.window, ctx.scale
     )
@@ -256,6 +258,7 @@ def _global_setup_context(ctx, inputs, output):
 
 def _global_backward(ctx, dout, dlse):
     q_global, k_global, v_global, lse, global_idx, key_flags = ctx.saved_tensors
+    refuse_double_backward("led_kernels::cpu_global_bwd", dout, ctx.saved_tensors)
     dq, dk, dv = torch.ops.led_kernels.cpu_global_bwd(
         rows_last_dim_contiguous(dout), q_global, k_global, v_global, lse, global_idx, key_flags, ctx.scale
     )

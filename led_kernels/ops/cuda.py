@@ -40,7 +40,7 @@ from torch import Tensor
 
 from led_kernels import _extension as ext
 from led_kernels.ops._compiled import cuda_launch, prepare_indices, rows_last_dim_contiguous, strides3
-from led_kernels.ops._dispatch import apply_layer, global_grads_like, layer_function
+from led_kernels.ops._dispatch import apply_layer, global_grads_like, layer_function, refuse_double_backward
 
 SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16)
@@ -293,6 +293,7 @@ def _banded_setup_context(ctx, inputs, output):
 
 def _banded_backward(ctx, dout, dlse):
     q, k, v, out, lse, key_flags, global_idx = ctx.saved_tensors
+    refuse_double_backward("led_kernels::cuda_banded_bwd", dout, ctx.saved_tensors)
     dq, dk, dv = torch.ops.led_kernels.cuda_banded_bwd(
         rows_last_dim_contiguous(dout), q, k, v, out, lse, key_flags, global_idx, ctx.window, ctx.scale
     )
@@ -384,6 +385,7 @@ def _global_setup_context(ctx, inputs, output):
 
 def _global_backward(ctx, dout, dlse):
     q_global, k_global, v_global, out, lse, global_idx, key_flags = ctx.saved_tensors
+    refuse_double_backward("led_kernels::cuda_global_bwd", dout, ctx.saved_tensors)
     dq, dk, dv = torch.ops.led_kernels.cuda_global_bwd(
         rows_last_dim_contiguous(dout),
         q_global,

@@ -231,6 +231,19 @@ def test_strided_layouts_are_read_in_place_emulated(emulated_cuda_backend):
         assert torch.equal(x, y)
 
 
+@pytest.mark.parametrize("entry", ["ops", "layer"])
+def test_second_derivatives_are_refused_emulated(emulated_cuda_backend, entry):
+    """create_graph=True through the registered ops' autograd and through the layer's Function raises
+    (the backward kernels are first-order only) rather than returning gradients without history."""
+    b, n, h, d, window = 1, 20, 1, 16, 3
+    fused, views = fused_projections(b, n, h, d, dtype=torch.float16)
+    gm, pm = global_mask(b, n, "first"), padding_mask(b, n, "tail")
+    layer = _layer_via_module if entry == "ops" else _layer_one_op
+    out = layer(views, window, gm, pm)
+    with pytest.raises(RuntimeError, match="first-order only"):
+        torch.autograd.grad(out.float().square().sum(), fused, create_graph=True)
+
+
 def test_no_global_slots_emulated(emulated_cuda_backend):
     """G = 0: global_attention returns (B, 0, H, D) and zero key gradients."""
     b, n, h, d = 2, 20, 1, 16

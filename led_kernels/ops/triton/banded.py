@@ -33,7 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-from led_kernels.ops._dispatch import call_op
+from led_kernels.ops._dispatch import call_op, refuse_double_backward
 
 from . import _common
 from ._common import (
@@ -1084,6 +1084,7 @@ class BandedAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         q, k, v, out, lse, key_flags, global_idx, cum_excl, bounds = ctx.saved_tensors
+        refuse_double_backward("led_kernels::triton_banded_bwd", dout, ctx.saved_tensors)
         if dout.stride(-1) != 1:
             dout = dout.contiguous()
         dq, dk, dv = call_op(

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from led_kernels.ops._dispatch import call_op
+from led_kernels.ops._dispatch import call_op, refuse_double_backward
 
 from . import _common
 from ._common import (
@@ -908,6 +908,7 @@ class GlobalAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         q_global, k_global, v_global, out, lse, global_idx, key_flags, cum_pad, bounds = ctx.saved_tensors
+        refuse_double_backward("led_kernels::triton_global_bwd", dout, ctx.saved_tensors)
         if dout.stride(-1) != 1:
             dout = dout.contiguous()
         dq, dk, dv = call_op(
