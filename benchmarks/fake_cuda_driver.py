@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,7 @@ class Recorded:
     grid: tuple[int, int, int]
     function: int  # the loaded kernel's handle: one per compiled kernel
     args: tuple  # the kernel's arguments, constexprs included, in signature order
+    time: float = 0.0  # time.perf_counter() when the launch reached the C launcher
 
 
 #: every launch since the last ``LAUNCHES.clear()``
@@ -39,7 +41,7 @@ class _Launcher:
         self.name = src.fn.__name__ if hasattr(src, "fn") else str(src)
 
     def __call__(self, gx, gy, gz, stream, function, packed_metadata, launch_metadata, enter, exit_, *args):
-        LAUNCHES.append(Recorded(self.name, (gx, gy, gz), function, args))
+        LAUNCHES.append(Recorded(self.name, (gx, gy, gz), function, args, time.perf_counter()))
 
 
 class _Utils:

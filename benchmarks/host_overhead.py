@@ -13,6 +13,12 @@ With ``--triton-launch`` the kernels are compiled for sm_90 and launched through
 launch path (its binder, caches and autotuner, and this backend's cached launches), with only the C
 launcher that would call cuLaunchKernel replaced (``benchmarks.fake_cuda_driver``): Triton's own
 per-launch cost is then included. ``LED_KERNELS_FAST_LAUNCH=0`` compares with Triton's generic path.
+That mode also reports, for the forward, the host time from the call's start to the launch of its
+attention kernel (``MAIN_KERNELS``), before which the GPU has only the small preprocessing kernels to
+run: what a call on an idle GPU waits before its main kernel starts. In the GPU benchmark
+(``benchmarks.measure``) reps are queued back to back, each after an L2 flush, so the host runs ahead
+and shows in no timing while a rep's whole host time stays clearly below its GPU time (flush plus
+kernels); as it nears it, some reps find the GPU waiting (the median grows, the minimum does not).
 
 With ``--backend cuda`` the cuda backend's Python layer (its layer op: key flags, then kernels A and B
 over the same tensors) runs with its compiled kernels replaced by no-ops
@@ -114,6 +120,15 @@ def _as_on_a_gpu() -> None:
                 setattr(module, name, _NoLaunch())
 
 
+#: the forward's attention kernels (kernel A's, with kernel B's key chunks in the layer's launch)
+MAIN_KERNELS = ("_layer_fwd_kernel", "_band_fwd_kernel")
+
+
+def _main_launch(call_launches: list):
+    """The first launch of a forward attention kernel among one call's launches (in order)."""
+    return next(r for r in call_launches if r.name in MAIN_KERNELS)
+
+
 def _aten_calls(fn) -> collections.Counter:
     """aten ops of one call that would launch a kernel on a GPU (views and allocations left out)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -184,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     fused = torch.randn(b, n, 6, h, d, dtype=dtype, requires_grad=True)
     dout = torch.randn(b, n, h, d, dtype=dtype)
     kernels = "triton launches" if args.backend == "triton" else "kernel calls"
-    print(f"{'G':>3} {'mode':8} {'host us':>8} {kernels:>16} {'aten calls':>11}  aten calls by op")
+    to_main = " to main us" if TRITON_LAUNCH else ""
+    print(f"{'G':>3} {'mode':8} {'host us':>8}{to_main} {kernels:>16} {'aten calls':>11}  aten calls by op")
     for g in args.globals:
         mask = torch.zeros(b, n, dtype=torch.bool)
         mask[:, :g] = True
@@ -195,16 +211,26 @@ def main(argv: list[str] | None = None) -> int:
             _NoLaunch.launches = _NoCudaKernels.calls = 0
             if TRITON_LAUNCH:
                 launches.clear()
-            times = []
+            times, before_main = [], []
             for _ in range(args.reps):
+                first = len(launches) if TRITON_LAUNCH else 0
                 t0 = time.perf_counter()
                 fn()
                 times.append((time.perf_counter() - t0) * 1e6)
+                if TRITON_LAUNCH and mode == "fwd":
+                    before_main.append((_main_launch(launches[first:]).time - t0) * 1e6)
             n_launches = count_launches() / args.reps
             calls = _aten_calls(fn)
             by_op = ", ".join(f"{op} {c}" for op, c in calls.most_common())
             host = statistics.median(times)
-            print(f"{g:>3} {mode:8} {host:8.0f} {n_launches:16.0f} {sum(calls.values()):11d}  {by_op}")
+            main = (
+                f" {statistics.median(before_main):10.0f}"
+                if before_main
+                else " " * 11
+                if TRITON_LAUNCH
+                else ""
+            )
+            print(f"{g:>3} {mode:8} {host:8.0f}{main} {n_launches:16.0f} {sum(calls.values()):11d}  {by_op}")
     return 0
 
 
