@@ -163,3 +163,28 @@ def test_layer_forward_is_tuned_per_bucket_of_global_slot_tiles(tmp_path):
     assert result["keys"] == ["HEAD_DIM", "N_BUCKET", "W_BUCKET", "G_BUCKET"]
     # one slot tile (16 global tokens) or two, four: the launcher's bucket of cdiv(G, 16)
     assert result["buckets"] == {"1": 1, "16": 1, "17": 2, "64": 4}
+
+
+def test_host_overhead_reports_the_time_until_the_attention_kernel(tmp_path):
+    """``python -m benchmarks.host_overhead --triton-launch``: through the real launch path (sm_90
+    kernels, cuLaunchKernel faked) a forward without global tokens is 3 launches (key flags, prep,
+    kernel A) and with one is 4 (then the layer kernel and kernel B's combine); the host time until the
+    attention kernel's launch is part of the call's."""
+    pytest.importorskip("triton")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["LED_KERNELS_AUTOTUNE"] = "0"  # fixed configs: fewer kernels to compile
+    args = ["-m", "benchmarks.host_overhead", "--triton-launch", "--globals", "0", "1", "--reps", "5"]
+    proc = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {}
+    for line in proc.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[0].isdigit():
+            rows[(int(fields[0]), fields[1])] = fields[2:]
+    assert set(rows) == {(0, "fwd"), (0, "fwd_bwd"), (1, "fwd"), (1, "fwd_bwd")}, proc.stdout
+    for g, launches in ((0, 3), (1, 4)):
+        host, to_main, n_launches = (float(x) for x in rows[(g, "fwd")][:3])
+        assert 0 < to_main <= host and n_launches == launches, rows[(g, "fwd")]
