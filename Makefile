@@ -10,6 +10,9 @@ TORCH_SPEC  ?= torch==2.13.0
 # The Triton of the GPU machines the benchmarks come from; an unpinned one may be a newer release
 # whose interpreter and compiler the tests have not seen.
 TRITON_SPEC ?= triton==3.6.0
+# pytest-xdist workers for `make test`: one per core, at most 4 (each builds its own copy of the
+# emulated CUDA kernels); TEST_WORKERS=0 runs the suite in one process
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.led-kernels-installed
 SOURCES     := pyproject.toml CMakeLists.txt $(shell find csrc -type f 2>/dev/null)
@@ -30,11 +33,11 @@ lint: install
 	$(PY) -m ruff check .
 
 test: install lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # everything, including the long sweeps marked `slow`
 test-all: install
-	$(PY) -m pytest -q -m "slow or not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "slow or not slow"
 
 bench: install
 	$(PY) -m benchmarks
