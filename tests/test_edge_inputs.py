@@ -638,6 +638,25 @@ def test_second_derivatives_are_exact_or_refused(backend, entry, loss):
     assert all(torch.isfinite(g).all() for g in torch.autograd.grad(out.square().sum(), (q, k, v)))
 
 
+@pytest.mark.parametrize("entry", ["banded", "global", "layer"])
+def test_activation_checkpointing_gives_the_same_gradients(backend, entry):
+    """torch.utils.checkpoint (non-reentrant: a backward may unpack its saved tensors only once) gives
+    the bits of the plain call, outputs and gradients."""
+    from torch.utils.checkpoint import checkpoint
+
+    b, n, h, d = 2, 23, 2, 16
+    gm, pm = global_mask(b, n, "scattered"), padding_mask(b, n, "tail")
+    call = _entry_call(entry, gm, pm)
+    q, k, v = (x.requires_grad_() for x in _qkv(b, n, h, d))
+    results = []
+    for wrap in (False, True):
+        out = checkpoint(call, q, k, v, backend, use_reentrant=False) if wrap else call(q, k, v, backend)
+        dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(3))
+        results.append((out, *torch.autograd.grad(out, (q, k, v), dout)))
+    for x, y in zip(*results):
+        assert torch.equal(x, y)
+
+
 # ----------------------------------------------------------------------------------------------------
 # determinism
 # ----------------------------------------------------------------------------------------------------

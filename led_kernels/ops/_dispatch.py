@@ -29,14 +29,16 @@ def call_op(op: Any, *args: Any) -> Any:
     return body(*args)
 
 
-def refuse_double_backward(where: str, dout: torch.Tensor, saved: tuple[torch.Tensor, ...]) -> None:
+def refuse_double_backward(where: str, dout: torch.Tensor, inputs: tuple[torch.Tensor, ...]) -> None:
     """Raise when a backward made of kernels is asked for a differentiable result (``create_graph=True``:
     second derivatives, a gradient penalty). The kernels' gradients carry no autograd history, so the
-    second-order terms would silently be zero; torch.compile reports double backward itself."""
+    second-order terms would silently be zero; torch.compile reports double backward itself. ``inputs``:
+    the differentiable inputs the backward saved, unpacked by the caller (``ctx.saved_tensors`` may be
+    read only once under activation checkpointing)."""
     if (
         torch.is_grad_enabled()
         and not torch.compiler.is_compiling()
-        and (dout.requires_grad or any(t.requires_grad for t in saved))
+        and (dout.requires_grad or any(t.requires_grad for t in inputs))
     ):
         raise RuntimeError(
             f"{where}: the backward kernels are first-order only, so create_graph=True (second derivatives)"
@@ -68,10 +70,9 @@ def layer_function(fwd_op: Any, bwd_op: Any) -> type[torch.autograd.Function]:
 
         @staticmethod
         def backward(ctx, dout):
-            refuse_double_backward(where, dout, ctx.saved_tensors)
-            grads = call_op(
-                bwd_op, rows_last_dim_contiguous(dout), *ctx.saved_tensors, ctx.window, ctx.scale, ctx.shared
-            )
+            saved = ctx.saved_tensors  # once: a checkpointed forward's tensors unpack only once
+            refuse_double_backward(where, dout, saved[:6])
+            grads = call_op(bwd_op, rows_last_dim_contiguous(dout), *saved, ctx.window, ctx.scale, ctx.shared)
             dq, dk, dv, dqg, dkg, dvg = grads
             if ctx.shared:
                 dqg = dkg = dvg = None

@@ -244,6 +244,28 @@ def test_second_derivatives_are_refused_emulated(emulated_cuda_backend, entry):
         torch.autograd.grad(out.float().square().sum(), fused, create_graph=True)
 
 
+@pytest.mark.parametrize("entry", ["ops", "layer"])
+def test_activation_checkpointing_gives_the_same_gradients_emulated(emulated_cuda_backend, entry):
+    """Non-reentrant torch.utils.checkpoint (saved tensors unpack once) gives the plain call's bits."""
+    from torch.utils.checkpoint import checkpoint
+
+    b, n, h, d, window = 2, 30, 1, 16, 4
+    fused, views = fused_projections(b, n, h, d, dtype=torch.float16)
+    gm, pm = global_mask(b, n, "scattered"), padding_mask(b, n, "tail")
+    layer = _layer_via_module if entry == "ops" else _layer_one_op
+    results = []
+    for wrap in (False, True):
+        out = (
+            checkpoint(layer, views, window, gm, pm, use_reentrant=False)
+            if wrap
+            else layer(views, window, gm, pm)
+        )
+        dout = torch.randn(out.shape, generator=torch.Generator().manual_seed(3)).half()
+        results.append((out, *torch.autograd.grad(out, fused, dout)))
+    for x, y in zip(*results):
+        assert torch.equal(x, y)
+
+
 def test_no_global_slots_emulated(emulated_cuda_backend):
     """G = 0: global_attention returns (B, 0, H, D) and zero key gradients."""
     b, n, h, d = 2, 20, 1, 16
