@@ -223,13 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             calls = _aten_calls(fn)
             by_op = ", ".join(f"{op} {c}" for op, c in calls.most_common())
             host = statistics.median(times)
-            main = (
-                f" {statistics.median(before_main):10.0f}"
-                if before_main
-                else " " * 11
-                if TRITON_LAUNCH
-                else ""
-            )
+            # the column is there only with --triton-launch (to_main), and filled only for the forward
+            main = f" {statistics.median(before_main):10.0f}" if before_main else " " * len(to_main)
             print(f"{g:>3} {mode:8} {host:8.0f}{main} {n_launches:16.0f} {sum(calls.values()):11d}  {by_op}")
     return 0
 

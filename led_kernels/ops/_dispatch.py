@@ -29,19 +29,21 @@ def call_op(op: Any, *args: Any) -> Any:
     return body(*args)
 
 
-def refuse_double_backward(where: str, dout: torch.Tensor, inputs: tuple[torch.Tensor, ...]) -> None:
-    """Raise when a backward made of kernels is asked for a differentiable result (``create_graph=True``:
-    second derivatives, a gradient penalty). The kernels' gradients carry no autograd history, so the
-    second-order terms would silently be zero; torch.compile reports double backward itself. ``inputs``:
-    the differentiable inputs the backward saved, unpacked by the caller (``ctx.saved_tensors`` may be
-    read only once under activation checkpointing)."""
+def refuse_double_backward(bwd_op: Any, dout: torch.Tensor, inputs: tuple[torch.Tensor, ...]) -> None:
+    """Raise when a backward made of kernels (the registered op ``bwd_op``) is asked for a differentiable
+    result (``create_graph=True``: second derivatives, a gradient penalty). The kernels' gradients carry
+    no autograd history, so the second-order terms would silently be zero; torch.compile reports double
+    backward itself. ``inputs``: the differentiable inputs the backward saved, unpacked by the caller
+    (``ctx.saved_tensors`` may be read only once under activation checkpointing)."""
     if (
         torch.is_grad_enabled()
         and not torch.compiler.is_compiling()
         and (dout.requires_grad or any(t.requires_grad for t in inputs))
     ):
+        # a custom_op's name, or a torch.ops packet's
+        name = getattr(bwd_op, "_qualname", None) or getattr(bwd_op, "_qualified_op_name", repr(bwd_op))
         raise RuntimeError(
-            f"{where}: the backward kernels are first-order only, so create_graph=True (second derivatives)"
+            f"{name}: the backward kernels are first-order only, so create_graph=True (second derivatives)"
             " is not supported; use backend='torch' for higher-order gradients"
         )
 
@@ -53,8 +55,6 @@ def layer_function(fwd_op: Any, bwd_op: Any) -> type[torch.autograd.Function]:
     ``(out, lse, glse, *extra)``; ``bwd_op(dout, q, k, v, q_global, k_global, v_global, out, lse, glse,
     key_flags, global_idx, *extra, window, scale, shared)`` returns the six projections' gradients, the
     global ones as placeholders when ``shared`` (the kernels fold them into q, k, v's)."""
-
-    where = getattr(bwd_op, "_qualname", repr(bwd_op))
 
     class LongformerAttentionFunction(torch.autograd.Function):
         @staticmethod
@@ -71,7 +71,7 @@ def layer_function(fwd_op: Any, bwd_op: Any) -> type[torch.autograd.Function]:
         @staticmethod
         def backward(ctx, dout):
             saved = ctx.saved_tensors  # once: a checkpointed forward's tensors unpack only once
-            refuse_double_backward(where, dout, saved[:6])
+            refuse_double_backward(bwd_op, dout, saved[:6])
             grads = call_op(bwd_op, rows_last_dim_contiguous(dout), *saved, ctx.window, ctx.scale, ctx.shared)
             dq, dk, dv, dqg, dkg, dvg = grads
             if ctx.shared:

@@ -141,7 +141,7 @@ def _banded_setup_context(ctx, inputs, output):
 
 def _banded_backward(ctx, dout, dlse):
     q, k, v, lse, key_flags, global_idx = ctx.saved_tensors
-    refuse_double_backward("led_kernels::cpu_banded_bwd", dout, (q, k, v))
+    refuse_double_backward(torch.ops.led_kernels.cpu_banded_bwd, dout, (q, k, v))
     dq, dk, dv = torch.ops.led_kernels.cpu_banded_bwd(
         rows_last_dim_contiguous(dout), q, k, v, lse, key_flags, global_idx, ctx.window, ctx.scale
     )
@@ -258,7 +258,7 @@ def _global_setup_context(ctx, inputs, output):
 
 def _global_backward(ctx, dout, dlse):
     q_global, k_global, v_global, lse, global_idx, key_flags = ctx.saved_tensors
-    refuse_double_backward("led_kernels::cpu_global_bwd", dout, (q_global, k_global, v_global))
+    refuse_double_backward(torch.ops.led_kernels.cpu_global_bwd, dout, (q_global, k_global, v_global))
     dq, dk, dv = torch.ops.led_kernels.cpu_global_bwd(
         rows_last_dim_contiguous(dout), q_global, k_global, v_global, lse, global_idx, key_flags, ctx.scale
     )

@@ -293,7 +293,7 @@ def _banded_setup_context(ctx, inputs, output):
 
 def _banded_backward(ctx, dout, dlse):
     q, k, v, out, lse, key_flags, global_idx = ctx.saved_tensors
-    refuse_double_backward("led_kernels::cuda_banded_bwd", dout, (q, k, v))
+    refuse_double_backward(torch.ops.led_kernels.cuda_banded_bwd, dout, (q, k, v))
     dq, dk, dv = torch.ops.led_kernels.cuda_banded_bwd(
         rows_last_dim_contiguous(dout), q, k, v, out, lse, key_flags, global_idx, ctx.window, ctx.scale
     )
@@ -385,7 +385,7 @@ def _global_setup_context(ctx, inputs, output):
 
 def _global_backward(ctx, dout, dlse):
     q_global, k_global, v_global, out, lse, global_idx, key_flags = ctx.saved_tensors
-    refuse_double_backward("led_kernels::cuda_global_bwd", dout, (q_global, k_global, v_global))
+    refuse_double_backward(torch.ops.led_kernels.cuda_global_bwd, dout, (q_global, k_global, v_global))
     dq, dk, dv = torch.ops.led_kernels.cuda_global_bwd(
         rows_last_dim_contiguous(dout),
         q_global,

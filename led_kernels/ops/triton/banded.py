@@ -1084,7 +1084,7 @@ class BandedAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         q, k, v, out, lse, key_flags, global_idx, cum_excl, bounds = ctx.saved_tensors
-        refuse_double_backward("led_kernels::triton_banded_bwd", dout, (q, k, v))
+        refuse_double_backward(triton_banded_bwd, dout, (q, k, v))
         if dout.stride(-1) != 1:
             dout = dout.contiguous()
         dq, dk, dv = call_op(

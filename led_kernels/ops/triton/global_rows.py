@@ -908,7 +908,7 @@ class GlobalAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         q_global, k_global, v_global, out, lse, global_idx, key_flags, cum_pad, bounds = ctx.saved_tensors
-        refuse_double_backward("led_kernels::triton_global_bwd", dout, (q_global, k_global, v_global))
+        refuse_double_backward(triton_global_bwd, dout, (q_global, k_global, v_global))
         if dout.stride(-1) != 1:
             dout = dout.contiguous()
         dq, dk, dv = call_op(
