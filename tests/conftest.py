@@ -66,12 +66,16 @@ def _nan_poison(request, monkeypatch):
 
 @pytest.fixture(scope="session")
 def cuda_emulator(tmp_path_factory):
-    """The cuda backend's kernels compiled for the CPU emulator of tests/cuda_emu/ (once per process)."""
+    """The cuda backend's kernels compiled for the CPU emulator of tests/cuda_emu/: once per test run,
+    pytest-xdist workers sharing the session's temporary root (each worker loads its own copy)."""
     from cuda_emu import emulated
 
     if emulated.cuda_include_dir() is None:
         pytest.skip("no CUDA toolkit headers (cuda_fp16.h) for the emulated kernels: set CUDA_HOME")
-    return emulated.Emulated(emulated.build(tmp_path_factory.mktemp("cuda_emu")))
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's directory, above each worker's own
+    return emulated.Emulated(emulated.build(root / "cuda_emu"))
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ an access outside them fails the launch.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import shutil
 import subprocess
@@ -36,20 +37,29 @@ def cuda_include_dir() -> Path | None:
 
 
 def build(directory: Path) -> Path:
-    """Compiles the emulated kernels into ``directory``; returns the shared library's path."""
+    """Compiles the emulated kernels into ``directory`` and returns the shared library's path. Processes
+    that share ``directory`` (pytest-xdist workers) build it once: the first takes a lock and the others
+    wait for it, then load the same file."""
     include = cuda_include_dir()
     if include is None:
         raise FileNotFoundError("no CUDA toolkit headers (cuda_fp16.h) found; set CUDA_HOME")
+    directory.mkdir(parents=True, exist_ok=True)
     lib = directory / "libled_emulated_attention.so"
+    partial = directory / "libled_emulated_attention.so.partial"
     cmd = [
-        os.environ.get("CXX", "g++"), "-std=c++17", "-O2", "-g", "-fPIC", "-shared",
+        os.environ.get("CXX", "g++"), "-std=c++17", "-O2", "-fPIC", "-shared",
         "-Wall", "-Wextra", "-Werror", "-DLED_SIMT_EMULATOR",
         f"-I{ROOT / 'csrc' / 'cuda'}", f"-I{ROOT / 'csrc' / 'include'}", f"-I{HERE}", f"-I{include}",
-        str(HERE / "emulated_attention.cpp"), "-o", str(lib),
+        str(HERE / "emulated_attention.cpp"), "-o", str(partial),
     ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"building the emulated kernels failed:\n{' '.join(cmd)}\n{done.stderr}")
+    with open(directory / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if lib.exists():
+            return lib
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"building the emulated kernels failed:\n{' '.join(cmd)}\n{done.stderr}")
+        partial.rename(lib)  # whole or absent, for the processes that look for it later
     return lib
 
 

@@ -757,3 +757,54 @@ def test_rejects_unsupported_head_dim_and_scale():
     q = torch.randn(1, 4, 1, 16, device=DEVICE)
     with pytest.raises(ValueError, match="scale"):
         banded_attention(q, q, q, 1, flags, None, -1.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the interpreter's language patches (_common._install_interpreter_patch_once)
+# ----------------------------------------------------------------------------------------------------
+
+if DEVICE == "cpu":
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _scaled_row_sum(x, scale):
+        # tl.sum is Triton's own jit helper, whose module sees tl.core rather than tl
+        return tl.sum(x * scale, axis=0)
+
+    @triton.jit
+    def _repeated_helper_kernel(X, Out, calls, BLOCK: tl.constexpr):
+        offs = tl.arange(0, BLOCK)
+        x = tl.load(X + offs)
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        for i in range(calls):
+            acc += _scaled_row_sum(x, i + 1.0)
+        tl.store(Out + offs, acc)
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="the interpreter's language patches")
+def test_interpreter_patches_the_language_once_per_launch(monkeypatch):
+    """Inside a launch, jit helpers reuse the launch's patches of ``triton.language`` instead of
+    scanning the language modules again at every call (a helper that sees another module, as
+    ``tl.sum`` does, still patches it); the kernel computes the same, and the launch still undoes its
+    patches."""
+    from triton.runtime import interpreter
+
+    assert getattr(interpreter._patch_lang, "_led_kernels_shim", False)
+    scans = []
+    original = interpreter._patch_builtin
+    monkeypatch.setattr(interpreter, "_patch_builtin", lambda *a: (scans.append(a[0]), original(*a))[1])
+    x = torch.randn(16)
+    # a first launch lets the interpreter add its names to the helpers' modules (then they hold tl too)
+    _repeated_helper_kernel[(1,)](x, torch.empty(16), 1, BLOCK=16)
+    for calls in (1, 7):
+        scans.clear()
+        out = torch.full((16,), float("nan"))
+        _repeated_helper_kernel[(1,)](x, out, calls, BLOCK=16)
+        expected = x.sum() * sum(range(1, calls + 1))
+        torch.testing.assert_close(out, expected.expand(16), rtol=1e-5, atol=1e-5)
+        assert scans, "the launch patched nothing"
+        if calls == 1:
+            once = len(scans)
+    assert len(scans) == once, (once, len(scans))  # 7 helper calls scan no more than 1
+    assert tl.core.is_builtin(tl.dot), "the launch left triton.language patched"

@@ -88,8 +88,67 @@ def _install_interpreter_numpy_shim() -> None:
     _interp._patch_lang_tensor = patched
 
 
+def _install_interpreter_patch_once() -> None:
+    """Triton's interpreter patches the ``triton.language`` modules that a ``@triton.jit`` function sees
+    (``tl``, ``tl.core``) at each launch, and again at every call of a jit helper inside the kernel,
+    though those patches are in place already: a scan of the language modules per helper call, about a
+    third of the interpreter's time on these kernels. Inside a launch, a helper whose modules are
+    patched skips the repeat; a helper that sees a module not patched yet (Triton's own ``tl.sum`` sees
+    ``tl.core``), launches and calls outside a launch patch as before. CPU interpreter only; a Triton
+    without these internals is left alone."""
+    import inspect
+
+    from triton.runtime import interpreter as _interp
+
+    original_patch = getattr(_interp, "_patch_lang", None)
+    executor = getattr(_interp, "GridExecutor", None)
+    scope_type = getattr(_interp, "_LangPatchScope", None)
+    if None in (original_patch, executor, scope_type) or getattr(original_patch, "_led_kernels_shim", False):
+        return
+    original_call = executor.__call__
+    languages = (tl, tl.core)
+    state = {"launches": 0, "patched": set()}  # ids of the language modules patched in this launch
+
+    # per module namespace (held, so that its id is not reused) and its size (the interpreter adds its
+    # own names, ``tl`` among them, to a module's namespace when it first rewrites a function of it): the
+    # language modules it holds
+    seen_by: dict[tuple[int, int], tuple[dict, frozenset]] = {}
+
+    def modules_seen(fn) -> frozenset:
+        # the modules _patch_lang patches for fn. A stale entry would only leave a module unpatched, which
+        # fails loudly at its first builtin ("_semantic argument must be provided")
+        names = fn.__globals__
+        key = (id(names), len(names))
+        if key not in seen_by:
+            seen = frozenset(id(m) for m in names.values() if inspect.ismodule(m) and m in languages)
+            seen_by[key] = (names, seen)
+        return seen_by[key][1]
+
+    def patch_lang(fn):
+        seen = modules_seen(fn)
+        if state["launches"] and seen <= state["patched"]:
+            return scope_type()
+        scope = original_patch(fn)
+        if state["launches"]:
+            state["patched"] |= seen
+        return scope
+
+    def launch(self, *args, **kwargs):
+        state["launches"] += 1
+        try:
+            return original_call(self, *args, **kwargs)
+        finally:
+            state["launches"] -= 1
+            state["patched"] = set()  # the launch undid its patches: the next one patches again
+
+    patch_lang._led_kernels_shim = True
+    _interp._patch_lang = patch_lang
+    executor.__call__ = launch
+
+
 if INTERPRET:
     _install_interpreter_numpy_shim()
+    _install_interpreter_patch_once()
 
 
 # ----------------------------------------------------------------------------------------------------
