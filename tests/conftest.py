@@ -20,6 +20,13 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 # the tests must not autotune
 os.environ.setdefault("LED_KERNELS_AUTOTUNE", "0")
+# pytest-xdist workers share the cores: with each worker's intra-op threads (torch's and the cpu
+# backend's OpenMP) on every core, threads that spin-wait at barriers get preempted, and a test that
+# takes 7 s alone took 62 s under two workers on two cores. The tests that vary the thread count set
+# their own.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 
 def pytest_configure(config):
