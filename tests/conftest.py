@@ -74,7 +74,7 @@ def _nan_poison(request, monkeypatch):
 @pytest.fixture(scope="session")
 def cuda_emulator(tmp_path_factory):
     """The cuda backend's kernels compiled for the CPU emulator of tests/cuda_emu/: once per test run,
-    pytest-xdist workers sharing the session's temporary root (each worker loads its own copy)."""
+    in the run's temporary root, from which every pytest-xdist worker loads the one library."""
     from cuda_emu import emulated
 
     if emulated.cuda_include_dir() is None:
