@@ -25,8 +25,9 @@ os.environ.setdefault("LED_KERNELS_AUTOTUNE", "0")
 # takes 7 s alone took 62 s under two workers on two cores. The tests that vary the thread count set
 # their own.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    from benchmarks.cases import cpu_threads
+
+    torch.set_num_threads(max(1, cpu_threads() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 
 def pytest_configure(config):
