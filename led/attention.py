@@ -5,13 +5,13 @@ Encoder self-attention
 ----------------------
 The parameters are Hugging Face's ``LEDEncoderSelfAttention`` (``query``, ``key``, ``value``,
 ``query_global``, ``key_global``, ``value_global``) so checkpoints load unchanged, but the attention
-itself is two ``led_kernels`` calls on (B, N, H, D) views of the projections:
-
-1. ``banded_attention`` for every row (window plus the global keys, local projections);
-2. ``global_attention`` for the global rows (global projections), whose result overwrites those rows.
+itself is one ``led_kernels.longformer_attention`` call on (B, N, H, D) views of the projections:
+kernel A for every row (window plus the global keys, local projections), kernel B for the global rows
+(global projections), whose result replaces those rows. On the ``triton`` and ``cuda`` backends that
+is the fused layer op (one preprocessing, B's rows written straight into A's output).
 
 ``query_global`` is applied only to the global tokens' hidden states (Hugging Face does the same),
-not to all N tokens. The global token positions are computed once per encoder forward
+not to all N tokens (``q_global_rows``). The global token positions are computed once per encoder forward
 (:class:`GlobalTokens`) and shared by every layer, so the layers do no host synchronisation.
 
 Two deliberate choices:
@@ -98,14 +98,6 @@ class GlobalTokens:
         """x (B, N, ...) -> (B, G, ...): the rows of the global tokens (slot -1 reads row 0)."""
         index = self.gather_index.view(*self.gather_index.shape, *([1] * (x.dim() - 2)))
         return torch.gather(x, 1, index.expand(-1, -1, *x.shape[2:]))
-
-    def overwrite(self, out: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """Copy of out (B, N, ...) with rows (B, G, ...) written at the global positions."""
-        spill = out.new_zeros(out.shape[0], 1, *out.shape[2:])
-        extended = torch.cat([out, spill], dim=1)
-        index = self.scatter_index.view(*self.scatter_index.shape, *([1] * (out.dim() - 2)))
-        extended = extended.scatter(1, index.expand_as(rows), rows)
-        return extended[:, : out.shape[1]]
 
 
 def _safe_softmax(scores: torch.Tensor) -> torch.Tensor:
@@ -239,25 +231,24 @@ class LEDEncoderSelfAttention(nn.Module):
         k = self.key(hidden_states).view(b, n, h, d)
         v = self.value(hidden_states).view(b, n, h, d)
         window = self.one_sided_attn_window_size
-        out = lk.banded_attention(
+        qg = kg = vg = None
+        if glob is not None:
+            qg = self.query_global(glob.gather(hidden_states)).view(b, glob.count, h, d)
+            kg = self.key_global(hidden_states).view(b, n, h, d)
+            vg = self.value_global(hidden_states).view(b, n, h, d)
+        out = lk.longformer_attention(
             q,
             k,
             v,
             window,
             key_padding_mask=key_padding_mask,
             global_idx=None if glob is None else glob.index,
+            q_global_rows=qg,
+            k_global=kg,
+            v_global=vg,
             backend=backend,
         )
-        qg = kg = None
-        if glob is not None:
-            qg = self.query_global(glob.gather(hidden_states)).view(b, glob.count, h, d)
-            kg = self.key_global(hidden_states).view(b, n, h, d)
-            vg = self.value_global(hidden_states).view(b, n, h, d)
-            rows = lk.global_attention(
-                qg, kg, vg, glob.index, key_padding_mask=key_padding_mask, backend=backend
-            )
-            out = glob.overwrite(out, rows)
-        elif torch.is_grad_enabled() and self.query_global.weight.requires_grad:
+        if glob is None and torch.is_grad_enabled() and self.query_global.weight.requires_grad:
             out = out + self._global_params_zero()
         out = out.reshape(b, n, h * d)
 

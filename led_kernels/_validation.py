@@ -105,6 +105,22 @@ def check_global_idx(global_idx, batch: int, n: int, device) -> torch.Tensor:
     return global_idx.to(torch.int32).contiguous()
 
 
+def check_global_rows(rows: torch.Tensor, name: str, like: torch.Tensor, like_name: str, global_idx) -> None:
+    """rows (B, G, H, D): one row per slot of global_idx (B, G), with the B, H and D of like (B, N, H, D)."""
+    b, _, h, d = like.shape
+    if rows.shape[0] != b or rows.shape[2:] != (h, d):
+        raise ValueError(
+            f"{name} must have shape (B, G, H, D) = ({b}, G, {h}, {d}) to match {like_name}, "
+            f"got {tuple(rows.shape)}"
+        )
+    if global_idx is None:
+        raise ValueError(f"{name} needs global_idx (or global_mask): its rows are the global tokens' slots")
+    if global_idx.shape[1] != rows.shape[1]:
+        raise ValueError(
+            f"global_idx has {global_idx.shape[1]} slots but {name} has {rows.shape[1]} rows; they must match"
+        )
+
+
 def _should_check_values(x: torch.Tensor) -> bool:
     if torch.compiler.is_compiling():
         return False

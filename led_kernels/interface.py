@@ -10,7 +10,14 @@ import torch
 
 from led_kernels import _validation as V
 from led_kernels.backends import choose_backend
-from led_kernels.masks import gather_rows, global_indices, key_flags, scatter_rows, valid_global_slots
+from led_kernels.masks import (
+    gather_rows,
+    global_indices,
+    key_flags,
+    rows_at_positions,
+    scatter_rows,
+    valid_global_slots,
+)
 
 
 def _key_flags(impl, batch, n, device, key_padding_mask, global_idx) -> torch.Tensor:
@@ -110,17 +117,8 @@ def global_attention(
     V.check_qkv({"q_global": q_global, "k_global": k_global, "v_global": v_global})
     V.check_same_shape(k_global, "k_global", v_global, "v_global")
     b, n, h, d = k_global.shape
-    if q_global.shape[0] != b or q_global.shape[2:] != (h, d):
-        raise ValueError(
-            f"q_global must have shape (B, G, H, D) = ({b}, G, {h}, {d}) to match k_global, "
-            f"got {tuple(q_global.shape)}"
-        )
     global_idx = V.check_global_idx(global_idx, b, n, k_global.device)
-    if global_idx.shape[1] != q_global.shape[1]:
-        raise ValueError(
-            f"global_idx has {global_idx.shape[1]} slots but q_global has {q_global.shape[1]} rows; "
-            "they must match"
-        )
+    V.check_global_rows(q_global, "q_global", k_global, "k_global", global_idx)
     if key_padding_mask is not None:
         V.check_mask(key_padding_mask, "key_padding_mask", b, n, k_global.device)
     scale = V.check_scale(scale, d)
@@ -144,6 +142,7 @@ def longformer_attention(
     backend: str = "auto",
     global_idx: torch.Tensor | None = None,
     max_global: int | None = None,
+    q_global_rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """A whole Longformer/LED self-attention (exactly Hugging Face's ``LEDEncoderSelfAttention``).
 
@@ -163,9 +162,15 @@ def longformer_attention(
         global_idx: optional precomputed ``global_indices(global_mask)``; pass it to share one
             computation across layers and avoid a host sync (then ``global_mask`` may be omitted).
         max_global: slots for ``global_indices`` when ``global_idx`` is not given (no host sync).
+        q_global_rows: (B, G, H, D) instead of ``q_global``: the global query projection of the global
+            tokens only, row ``s`` for the token at ``global_idx[b, s]`` (as :func:`global_attention`
+            takes it; rows of empty slots are ignored). Hugging Face projects ``query_global`` this way,
+            G rows instead of N. G is ``global_idx.shape[1]``: pass ``global_idx`` (or ``global_mask``
+            with ``max_global = G``).
 
     Returns:
-        (B, N, H, D) in the input dtype, differentiable in all six projections.
+        (B, N, H, D) in the input dtype, differentiable in all six projections (and
+        ``q_global_rows``).
 
     Example::
 
@@ -177,9 +182,13 @@ def longformer_attention(
     """
     projections = {"q_global": q_global, "k_global": k_global, "v_global": v_global}
     tensors = {"q": q, "k": k, "v": v, **{name: x for name, x in projections.items() if x is not None}}
+    if q_global_rows is not None:
+        if q_global is not None:
+            raise ValueError("pass q_global (B, N, H, D) or q_global_rows (B, G, H, D), not both")
+        tensors["q_global_rows"] = q_global_rows
     V.check_qkv(tensors)  # one pass over all of them: this runs on every layer's call
     for name, x in tensors.items():
-        if x is not q:
+        if x is not q and x is not q_global_rows:
             V.check_same_shape(q, "q", x, name)
     b, n, _, d = q.shape
     window = V.check_window(window)
@@ -190,6 +199,8 @@ def longformer_attention(
     elif global_mask is not None:
         V.check_mask(global_mask, "global_mask", b, n, q.device)
         global_idx = global_indices(global_mask, max_global)
+    if q_global_rows is not None:
+        V.check_global_rows(q_global_rows, "q_global_rows", q, "q", global_idx)
     scale = V.check_scale(scale, d)
     impl = choose_backend(backend, q.device, q.dtype, d)
     # a backend that runs the layer as one op (one preprocessing, B's rows written into A's output)
@@ -200,13 +211,17 @@ def longformer_attention(
         global_idx = torch.empty((b, 0), dtype=torch.int32, device=q.device)
     flags = _key_flags(impl, b, n, q.device, key_padding_mask, global_idx)  # once for both halves
     if one_op:
+        if q_global_rows is not None and not no_globals:
+            # the layer kernels read the query rows at the global positions of an (N, D) view
+            q_global = rows_at_positions(q_global_rows, global_idx, valid_global_slots(global_idx, flags), n)
         projections = (None, None, None) if no_globals else (q_global, k_global, v_global)
         return impl.longformer_attention(q, k, v, *projections, window, flags, global_idx, scale)
     out = impl.banded_attention(q, k, v, window, flags, global_idx, scale)
     if global_idx is None:
         return out
-    qg = q if q_global is None else q_global
+    if q_global_rows is None:
+        q_global_rows = gather_rows(q if q_global is None else q_global, global_idx)
     kg = k if k_global is None else k_global
     vg = v if v_global is None else v_global
-    gout = impl.global_attention(gather_rows(qg, global_idx), kg, vg, global_idx, flags, scale)
+    gout = impl.global_attention(q_global_rows, kg, vg, global_idx, flags, scale)
     return scatter_rows(out, gout, global_idx, valid_global_slots(global_idx, flags))

@@ -116,3 +116,16 @@ def scatter_rows(out: torch.Tensor, rows: torch.Tensor, global_idx: torch.Tensor
     extended = torch.cat([out, spill], dim=1)
     extended = extended.scatter(1, target[:, :, None, None].expand_as(rows), rows)
     return extended[:, :n]
+
+
+def rows_at_positions(
+    rows: torch.Tensor, global_idx: torch.Tensor, valid: torch.Tensor, n: int
+) -> torch.Tensor:
+    """rows (B, G, H, D) -> (B, N, H, D) zeros with the rows of valid slots at their positions, for
+    kernels that read global rows in place (differentiable in rows; invalid slots get zero gradient)."""
+    b, g, h, d = rows.shape
+    target = torch.where(valid, global_idx.long(), torch.full_like(global_idx, n, dtype=torch.long))
+    # one write of the (N + 1)-row buffer, then G rows: the scatter is in place on a fresh tensor
+    placed = rows.new_zeros(b, n + 1, h, d)
+    placed.scatter_(1, target[:, :, None, None].expand(b, g, h, d), rows)
+    return placed[:, :n]

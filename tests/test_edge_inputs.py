@@ -252,6 +252,43 @@ def _bad_calls():
             "max_global",
             lambda q, k, v, be: layer(q, k, v, be, global_mask=gm, max_global=2.0),
         ),
+        # the global query rows of the layer (q_global_rows)
+        (
+            "rows-and-q-global",
+            ValueError,
+            r"q_global \(B, N, H, D\) or q_global_rows \(B, G, H, D\), not both",
+            lambda q, k, v, be: layer(q, k, v, be, global_idx=ok_gi, q_global=q, q_global_rows=q[:, :2]),
+        ),
+        (
+            "rows-without-idx",
+            ValueError,
+            "q_global_rows needs global_idx",
+            lambda q, k, v, be: layer(q, k, v, be, q_global_rows=q[:, :2]),
+        ),
+        (
+            "rows-slot-count",
+            ValueError,
+            "global_idx has 2 slots but q_global_rows has 3 rows",
+            lambda q, k, v, be: layer(q, k, v, be, global_idx=ok_gi, q_global_rows=q[:, :3]),
+        ),
+        (
+            "rows-heads",
+            ValueError,
+            r"q_global_rows must have shape \(B, G, H, D\) = \(1, G, 2, 16\)",
+            lambda q, k, v, be: layer(q, k, v, be, global_idx=ok_gi, q_global_rows=q[:, :2, :1]),
+        ),
+        (
+            "rows-3d",
+            ValueError,
+            "q_global_rows must be 4-D",
+            lambda q, k, v, be: layer(q, k, v, be, global_idx=ok_gi, q_global_rows=q[0, :2]),
+        ),
+        (
+            "rows-dtype",
+            TypeError,
+            "q_global_rows has dtype torch.float64",
+            lambda q, k, v, be: layer(q, k, v, be, global_idx=ok_gi, q_global_rows=q[:, :2].double()),
+        ),
         # scale
         (
             "scale-nan",
@@ -451,6 +488,49 @@ def test_fp16_logits_near_1e4(backend):
     torch.testing.assert_close(out.double(), ref, atol=1e-3, rtol=0)
     scale = grad_ref.abs().max().item()
     torch.testing.assert_close(grad.double(), grad_ref.double(), atol=1e-3 * scale, rtol=0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the layer with the global queries given as rows (q_global_rows)
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_global_query_rows_give_the_full_projections_result(backend):
+    """``q_global_rows`` (B, G, H, D) and the (B, N, H, D) ``q_global`` they are the rows of give the same
+    output and gradients, bitwise. Slots that name no global token (-1, or a global token that is
+    padding) are ignored: NaN there reaches nothing and gets gradient 0."""
+    torch.manual_seed(0)
+    b, n, h, d, window = 3, 29, 2, 16, 4
+    fused, views = fused_projections(b, n, h, d)
+    q, k, v, qg, kg, vg = views
+    gm = global_mask(b, n, "scattered")
+    gm[1] = False
+    gm[1, 7] = True  # one global token: element 1 has -1 slots
+    pm = padding_mask(b, n, "tail")
+    gi = lk.global_indices(gm)  # padding is not removed: element 2's last global slots are padding
+    valid = (gi >= 0) & ~torch.gather(pm, 1, gi.long().clamp(min=0))
+    assert (~valid & (gi >= 0)).any() and (gi < 0).any()
+
+    common = dict(global_idx=gi, key_padding_mask=pm, k_global=kg, v_global=vg, backend=backend)
+    full = lk.longformer_attention(q, k, v, window, q_global=qg, **common)
+    rows = torch.gather(qg.detach(), 1, gi.long().clamp(min=0)[:, :, None, None].expand(b, -1, h, d))
+    rows[~valid] = float("nan")
+    rows.requires_grad_()
+    given = lk.longformer_attention(q, k, v, window, q_global_rows=rows, **common)
+    assert torch.equal(given, full)
+
+    dout = torch.randn_like(full)
+    (grad_full,) = torch.autograd.grad(full, fused, dout)
+    grad_given, grad_rows = torch.autograd.grad(given, (fused, rows), dout)
+    q_global_slot = SIX.index("q_global")
+    others = [i for i in range(6) if i != q_global_slot]
+    assert torch.equal(grad_given[:, :, others], grad_full[:, :, others])
+    assert (grad_given[:, :, q_global_slot] == 0).all()  # q_global itself is not used
+    want = torch.gather(
+        grad_full[:, :, q_global_slot], 1, gi.long().clamp(min=0)[:, :, None, None].expand(b, -1, h, d)
+    )
+    assert torch.equal(grad_rows[valid], want[valid])
+    assert (grad_rows[~valid] == 0).all()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -101,6 +101,7 @@ def _lk_forward(
         )
 
     from led_kernels.interface import longformer_attention
+    from led_kernels.masks import gather_rows
 
     if is_index_masked is None and attention_mask is not None:
         is_index_masked = attention_mask < 0
@@ -121,9 +122,12 @@ def _lk_forward(
         return getattr(self, name)(hidden_states).view(b, n, h, d)
 
     q, k, v = project("query"), project("key"), project("value")
-    qg = kg = vg = None
+    qg_rows = kg = vg = None
     if global_idx is not None:  # the global projections are only needed (and only trained) then
-        qg, kg, vg = project("query_global"), project("key_global"), project("value_global")
+        # query_global of the G global tokens only, as Hugging Face does (not of all N)
+        global_states = gather_rows(hidden_states.unsqueeze(2), global_idx).squeeze(2)  # (B, G, E)
+        qg_rows = self.query_global(global_states).view(b, global_idx.shape[1], h, d)
+        kg, vg = project("key_global"), project("value_global")
     out = longformer_attention(
         q,
         k,
@@ -131,7 +135,7 @@ def _lk_forward(
         self.one_sided_attn_window_size,
         key_padding_mask=is_index_masked,
         global_idx=global_idx,
-        q_global=qg,
+        q_global_rows=qg_rows,
         k_global=kg,
         v_global=vg,
         backend=self._lk_backend,
