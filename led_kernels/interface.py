@@ -14,7 +14,6 @@ from led_kernels.masks import (
     gather_rows,
     global_indices,
     key_flags,
-    rows_at_positions,
     scatter_rows,
     valid_global_slots,
 )
@@ -211,11 +210,13 @@ def longformer_attention(
         global_idx = torch.empty((b, 0), dtype=torch.int32, device=q.device)
     flags = _key_flags(impl, b, n, q.device, key_padding_mask, global_idx)  # once for both halves
     if one_op:
-        if q_global_rows is not None and not no_globals:
-            # the layer kernels read the query rows at the global positions of an (N, D) view
-            q_global = rows_at_positions(q_global_rows, global_idx, valid_global_slots(global_idx, flags), n)
-        projections = (None, None, None) if no_globals else (q_global, k_global, v_global)
-        return impl.longformer_attention(q, k, v, *projections, window, flags, global_idx, scale)
+        rows = q_global_rows is not None  # (B, G, H, D) rows: the backend places them at their positions
+        projections = (
+            (None, None, None) if no_globals else (q_global_rows if rows else q_global, k_global, v_global)
+        )
+        return impl.longformer_attention(
+            q, k, v, *projections, window, flags, global_idx, scale, q_global_rows=rows
+        )
     out = impl.banded_attention(q, k, v, window, flags, global_idx, scale)
     if global_idx is None:
         return out

@@ -495,17 +495,28 @@ def test_fp16_logits_near_1e4(backend):
 # ----------------------------------------------------------------------------------------------------
 
 
-def test_global_query_rows_give_the_full_projections_result(backend):
+@pytest.mark.parametrize("layer_backend", [*BACKENDS, "cuda-emulated"])
+def test_global_query_rows_give_the_full_projections_result(request, layer_backend):
     """``q_global_rows`` (B, G, H, D) and the (B, N, H, D) ``q_global`` they are the rows of give the same
     output and gradients, bitwise. Slots that name no global token (-1, or a global token that is
-    padding) are ignored: NaN there reaches nothing and gets gradient 0."""
+    padding) are ignored: NaN there reaches nothing and gets gradient 0. The triton and cuda backends
+    run the layer as one op (the rows placed at their positions); torch and cpu compose kernels A and B."""
+    dtype = torch.float32
+    if layer_backend == "cuda-emulated":  # the cuda kernels on the CPU emulator (tests/cuda_emu)
+        request.getfixturevalue("emulated_cuda_interface")
+        backend, dtype = "cuda", torch.float16
+    else:
+        backend = layer_backend
+        status = lk.available_backends()[backend]
+        if not status.available:
+            pytest.skip(status.reason)
     torch.manual_seed(0)
     b, n, h, d, window = 3, 29, 2, 16, 4
-    fused, views = fused_projections(b, n, h, d)
+    fused, views = fused_projections(b, n, h, d, dtype=dtype)
     q, k, v, qg, kg, vg = views
     gm = global_mask(b, n, "scattered")
     gm[1] = False
-    gm[1, 7] = True  # one global token: element 1 has -1 slots
+    gm[1, [0, 7]] = True  # element 1 has -1 slots, and its row 0 (which they would read) is global
     pm = padding_mask(b, n, "tail")
     gi = lk.global_indices(gm)  # padding is not removed: element 2's last global slots are padding
     valid = (gi >= 0) & ~torch.gather(pm, 1, gi.long().clamp(min=0))

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from led_kernels.masks import gather_rows, rows_at_positions, valid_global_slots
 from led_kernels.ops._compiled import rows_last_dim_contiguous
 
 
@@ -54,29 +55,60 @@ def layer_function(fwd_op: Any, bwd_op: Any) -> type[torch.autograd.Function]:
     ``fwd_op(q, k, v, q_global, k_global, v_global, key_flags, global_idx, window, scale)`` returns
     ``(out, lse, glse, *extra)``; ``bwd_op(dout, q, k, v, q_global, k_global, v_global, out, lse, glse,
     key_flags, global_idx, *extra, window, scale, shared)`` returns the six projections' gradients, the
-    global ones as placeholders when ``shared`` (the kernels fold them into q, k, v's)."""
+    global ones as placeholders when ``shared`` (the kernels fold them into q, k, v's).
+
+    With ``q_global_rows`` the Function's q_global is (B, G, H, D), one row per slot of ``global_idx``: the
+    ops read the global query rows at their positions of an (N, D) view, so each op gets a zero (B, N, H, D)
+    tensor holding the rows there, built anew in the backward rather than kept from the forward (only the
+    G rows are saved), and the gradient of the rows is gathered back from the op's dq_global."""
+
+    def placed(q_rows, key_flags, global_idx, n):
+        return rows_at_positions(q_rows, global_idx, valid_global_slots(global_idx, key_flags), n)
 
     class LongformerAttentionFunction(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, q, k, v, q_global, k_global, v_global, window, key_flags, global_idx, scale, shared):
+        def forward(
+            ctx,
+            q,
+            k,
+            v,
+            q_global,
+            k_global,
+            v_global,
+            window,
+            key_flags,
+            global_idx,
+            scale,
+            shared,
+            q_global_rows,
+        ):
+            saved_q_global = q_global
+            if q_global_rows:
+                q_global = placed(q_global, key_flags, global_idx, q.shape[1])
             out, lse, glse, *extra = call_op(
                 fwd_op, q, k, v, q_global, k_global, v_global, key_flags, global_idx, window, scale
             )
             ctx.save_for_backward(
-                q, k, v, q_global, k_global, v_global, out, lse, glse, key_flags, global_idx, *extra
+                q, k, v, saved_q_global, k_global, v_global, out, lse, glse, key_flags, global_idx, *extra
             )
-            ctx.window, ctx.scale, ctx.shared = window, scale, shared
+            ctx.window, ctx.scale, ctx.shared, ctx.q_global_rows = window, scale, shared, q_global_rows
             return out
 
         @staticmethod
         def backward(ctx, dout):
-            saved = ctx.saved_tensors  # once: a checkpointed forward's tensors unpack only once
+            saved = list(ctx.saved_tensors)  # once: a checkpointed forward's tensors unpack only once
             refuse_double_backward(bwd_op, dout, saved[:6])
+            q_rows, key_flags, global_idx = saved[3], saved[9], saved[10]
+            if ctx.q_global_rows:
+                saved[3] = placed(q_rows, key_flags, global_idx, saved[0].shape[1])
             grads = call_op(bwd_op, rows_last_dim_contiguous(dout), *saved, ctx.window, ctx.scale, ctx.shared)
             dq, dk, dv, dqg, dkg, dvg = grads
             if ctx.shared:
                 dqg = dkg = dvg = None
-            return dq, dk, dv, dqg, dkg, dvg, None, None, None, None, None
+            elif ctx.q_global_rows:
+                valid = valid_global_slots(global_idx, key_flags)[:, :, None, None]
+                dqg = torch.where(valid, gather_rows(dqg, global_idx), 0.0)
+            return dq, dk, dv, dqg, dkg, dvg, None, None, None, None, None, None
 
     return LongformerAttentionFunction
 
@@ -113,17 +145,20 @@ def apply_layer(
     key_flags: torch.Tensor,
     global_idx: torch.Tensor,
     scale: float,
+    q_global_rows: bool = False,
 ) -> torch.Tensor:
     """Runs a :func:`layer_function`. With one projection for both kernels (all three global ones None),
     kernel B's gradients are accumulated into A's in the kernels; when only some global projections are
-    given, the others are the local ones (autograd adds those gradients)."""
+    given, the others are the local ones (autograd adds those gradients). ``q_global_rows``: q_global is
+    (B, G, H, D), a row per slot of global_idx."""
     shared = q_global is None and k_global is None and v_global is None
     q_global = q if q_global is None else q_global
     k_global = k if k_global is None else k_global
     v_global = v if v_global is None else v_global
     return function.apply(
-        q, k, v, q_global, k_global, v_global, int(window), key_flags, global_idx, float(scale), shared
-    )
+        q, k, v, q_global, k_global, v_global, int(window), key_flags, global_idx, float(scale), shared,
+        bool(q_global_rows),
+    )  # fmt: skip
 
 
 __all__ = ["apply_layer", "call_op", "global_grads_like", "layer_function", "refuse_double_backward"]

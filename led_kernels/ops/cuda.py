@@ -533,6 +533,7 @@ def longformer_attention(
     key_flags: Tensor,
     global_idx: Tensor,
     scale: float,
+    q_global_rows: bool = False,
 ) -> Tensor:
     """A whole Longformer/LED layer (kernels A and B), differentiable in all six projections.
 
@@ -547,6 +548,8 @@ def longformer_attention(
             None: one shared projection).
         window, key_flags, scale: as in :func:`banded_attention`.
         global_idx: int32 (B, G) sorted positions then -1 (G may be 0).
+        q_global_rows: q_global is (B, G, H, D), one row per slot of ``global_idx`` (the kernels get them
+            placed at their positions: :func:`led_kernels.ops._dispatch.layer_function`).
 
     Returns:
         (B, N, H, D): kernel A's rows, with the rows of valid global slots replaced by kernel B's.
@@ -558,7 +561,7 @@ def longformer_attention(
     key_flags, global_idx = prepare_indices(key_flags, global_idx)
     return apply_layer(
         LongformerAttentionFunction, q, k, v, q_global, k_global, v_global, window, key_flags, global_idx,
-        scale,
+        scale, q_global_rows,
     )  # fmt: skip
 
 

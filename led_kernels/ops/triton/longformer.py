@@ -349,6 +349,7 @@ def longformer_attention(
     key_flags: torch.Tensor,
     global_idx: torch.Tensor,
     scale: float,
+    q_global_rows: bool = False,
 ) -> torch.Tensor:
     """A whole Longformer/LED layer (kernels A and B), differentiable in all six projections.
 
@@ -357,6 +358,8 @@ def longformer_attention(
         q_global, k_global, v_global: (B, N, H, D) global projections; None means the local one
             (all three None: one shared projection, whose gradients the kernels fold into q, k, v's).
         window, key_flags, global_idx, scale: as in ``banded_attention`` / ``global_attention``.
+        q_global_rows: q_global is (B, G, H, D), one row per slot of ``global_idx`` (the kernels get them
+            placed at their positions: ``led_kernels.ops._dispatch.layer_function``).
 
     Returns:
         (B, N, H, D): kernel A's rows, with the rows of valid global slots replaced by kernel B's.
@@ -365,5 +368,5 @@ def longformer_attention(
     check_scale(scale)
     return apply_layer(
         LongformerAttentionFunction, q, k, v, q_global, k_global, v_global, window, key_flags, global_idx,
-        scale,
+        scale, q_global_rows,
     )  # fmt: skip
