@@ -26,7 +26,11 @@ over the same tensors) runs with its compiled kernels replaced by no-ops
 layer's forward and its backward (kernels A and B in one call each; kernel A's alone without global
 tokens), which are several CUDA launches on a GPU).
 
+With ``--global-rows`` the global queries are given as the G rows of the global tokens
+(``q_global_rows``), as the LED model gives them.
+
     python -m benchmarks.host_overhead [--globals 0 1] [--reps 300] [--triton-launch] [--backend cuda]
+                                       [--global-rows]
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ import torch  # noqa: E402
 
 import led_kernels as lk  # noqa: E402
 from led_kernels import _validation  # noqa: E402
-from led_kernels.ops.triton import _common, banded, global_rows  # noqa: E402
+from led_kernels.ops.triton import _common, banded, global_rows, longformer  # noqa: E402
 
 #: aten ops that launch no kernel: views, metadata, allocations
 _NO_KERNEL = {
@@ -114,7 +118,7 @@ def _as_on_a_gpu() -> None:
     """No kernel runs; global_idx's value checks (done on CPU tensors only: on a GPU they would be a
     host sync) are skipped, as they are for GPU tensors."""
     _validation._should_check_values = lambda x: False
-    for module in (_common, banded, global_rows):
+    for module in (_common, banded, global_rows, longformer):
         for name in dir(module):
             if type(getattr(module, name)).__name__ in ("JITFunction", "InterpretedFunction", "Autotuner"):
                 setattr(module, name, _NoLaunch())
@@ -149,16 +153,28 @@ def _aten_calls(fn) -> collections.Counter:
 
 
 def _calls(
-    fused: torch.Tensor, dout: torch.Tensor, global_idx: torch.Tensor | None, window: int, backend: str
+    fused: torch.Tensor,
+    dout: torch.Tensor,
+    global_idx: torch.Tensor | None,
+    window: int,
+    backend: str,
+    global_rows: bool = False,
 ):
     """The forward and forward+backward of one layer, as the attention benchmark's providers run them
-    (six views of one fused projection)."""
+    (six views of one fused projection); ``global_rows``: as the LED model runs them, with the global
+    queries given as the G rows of the global tokens (``q_global_rows``, gathered outside the call)."""
+    rows = None
+    if global_rows and global_idx is not None:
+        rows = fused[:, : global_idx.shape[1], 3]  # stands in for query_global of the gathered tokens
 
     def forward():
         q, k, v, qg, kg, vg = fused.unbind(2)
+        if rows is not None:
+            qg = None
         return lk.longformer_attention(
-            q, k, v, window, q_global=qg, k_global=kg, v_global=vg, global_idx=global_idx, backend=backend
-        )
+            q, k, v, window, q_global=qg, k_global=kg, v_global=vg, global_idx=global_idx, backend=backend,
+            q_global_rows=rows,
+        )  # fmt: skip
 
     def forward_backward():
         torch.autograd.grad(forward(), fused, dout)
@@ -178,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         help="compile the kernels (sm_90) and time Triton's real launch path, only cuLaunchKernel faked",
     )
     p.add_argument("--backend", choices=("triton", "cuda"), default="triton")
+    p.add_argument(
+        "--global-rows",
+        action="store_true",
+        help="global queries as the G rows of the global tokens (q_global_rows), as the LED model gives them",
+    )
     args = p.parse_args(argv)
     if args.triton_launch != TRITON_LAUNCH:
         p.error("--triton-launch is only honoured when run as python -m benchmarks.host_overhead")
@@ -205,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         mask = torch.zeros(b, n, dtype=torch.bool)
         mask[:, :g] = True
         global_idx = lk.global_indices(mask) if g else None
-        for mode, fn in _calls(fused, dout, global_idx, w, args.backend).items():
+        for mode, fn in _calls(fused, dout, global_idx, w, args.backend, args.global_rows).items():
             for _ in range(20):
                 fn()
             _NoLaunch.launches = _NoCudaKernels.calls = 0

@@ -118,14 +118,19 @@ def scatter_rows(out: torch.Tensor, rows: torch.Tensor, global_idx: torch.Tensor
     return extended[:, :n]
 
 
-def rows_at_positions(
-    rows: torch.Tensor, global_idx: torch.Tensor, valid: torch.Tensor, n: int
-) -> torch.Tensor:
-    """rows (B, G, H, D) -> (B, N, H, D) zeros with the rows of valid slots at their positions, for
-    kernels that read global rows in place (differentiable in rows; invalid slots get zero gradient)."""
+def slot_targets(global_idx: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, G) int64: each slot's position, with -1 (and any index outside [0, N)) sent to N, a spill row."""
+    return global_idx.long().clamp(-1, n) % (n + 1)
+
+
+def place_rows(rows: torch.Tensor, targets: torch.Tensor, n: int) -> torch.Tensor:
+    """rows (B, G, H, D) -> (B, N, H, D) holding row s at position targets[b, s] (:func:`slot_targets`).
+
+    The other positions are left unwritten (``torch.empty``): only for kernels that read the rows of
+    valid global slots alone (the layer ops of the ``triton`` and ``cuda`` backends), so placing the G
+    rows costs one scatter and no fill of N rows.
+    """
     b, g, h, d = rows.shape
-    target = torch.where(valid, global_idx.long(), torch.full_like(global_idx, n, dtype=torch.long))
-    # one write of the (N + 1)-row buffer, then G rows: the scatter is in place on a fresh tensor
-    placed = rows.new_zeros(b, n + 1, h, d)
-    placed.scatter_(1, target[:, :, None, None].expand(b, g, h, d), rows)
+    placed = rows.new_empty(b, n + 1, h, d)
+    placed.scatter_(1, targets[:, :, None, None].expand(b, g, h, d), rows)
     return placed[:, :n]

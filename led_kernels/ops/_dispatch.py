@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from led_kernels.masks import gather_rows, rows_at_positions, valid_global_slots
+from led_kernels.masks import place_rows, slot_targets
 from led_kernels.ops._compiled import rows_last_dim_contiguous
 
 
@@ -57,13 +57,12 @@ def layer_function(fwd_op: Any, bwd_op: Any) -> type[torch.autograd.Function]:
     key_flags, global_idx, *extra, window, scale, shared)`` returns the six projections' gradients, the
     global ones as placeholders when ``shared`` (the kernels fold them into q, k, v's).
 
-    With ``q_global_rows`` the Function's q_global is (B, G, H, D), one row per slot of ``global_idx``: the
-    ops read the global query rows at their positions of an (N, D) view, so each op gets a zero (B, N, H, D)
-    tensor holding the rows there, built anew in the backward rather than kept from the forward (only the
-    G rows are saved), and the gradient of the rows is gathered back from the op's dq_global."""
-
-    def placed(q_rows, key_flags, global_idx, n):
-        return rows_at_positions(q_rows, global_idx, valid_global_slots(global_idx, key_flags), n)
+    With ``q_global_rows`` the Function's q_global is (B, G, H, D), one row per slot of ``global_idx``. The
+    ops read the global query rows at their positions of an (N, D) view, which only valid slots' rows are
+    read from: each op gets the rows placed there in an unfilled (B, N, H, D) tensor, built anew in the
+    backward instead of kept from the forward (only the G rows are saved), and the rows' gradient is
+    gathered from the op's dq_global (whose rows at padded positions the kernels zero; a -1 slot gets 0).
+    """
 
     class LongformerAttentionFunction(torch.autograd.Function):
         @staticmethod
@@ -82,32 +81,35 @@ def layer_function(fwd_op: Any, bwd_op: Any) -> type[torch.autograd.Function]:
             shared,
             q_global_rows,
         ):
-            saved_q_global = q_global
+            n = q.shape[1]
+            saved_q_global, targets = q_global, None
             if q_global_rows:
-                q_global = placed(q_global, key_flags, global_idx, q.shape[1])
+                targets = slot_targets(global_idx, n)
+                q_global = place_rows(q_global, targets, n)
             out, lse, glse, *extra = call_op(
                 fwd_op, q, k, v, q_global, k_global, v_global, key_flags, global_idx, window, scale
             )
             ctx.save_for_backward(
                 q, k, v, saved_q_global, k_global, v_global, out, lse, glse, key_flags, global_idx, *extra
             )
-            ctx.window, ctx.scale, ctx.shared, ctx.q_global_rows = window, scale, shared, q_global_rows
+            ctx.window, ctx.scale, ctx.shared, ctx.targets = window, scale, shared, targets
             return out
 
         @staticmethod
         def backward(ctx, dout):
             saved = list(ctx.saved_tensors)  # once: a checkpointed forward's tensors unpack only once
             refuse_double_backward(bwd_op, dout, saved[:6])
-            q_rows, key_flags, global_idx = saved[3], saved[9], saved[10]
-            if ctx.q_global_rows:
-                saved[3] = placed(q_rows, key_flags, global_idx, saved[0].shape[1])
+            n, targets = saved[0].shape[1], ctx.targets
+            if targets is not None:
+                saved[3] = place_rows(saved[3], targets, n)
             grads = call_op(bwd_op, rows_last_dim_contiguous(dout), *saved, ctx.window, ctx.scale, ctx.shared)
             dq, dk, dv, dqg, dkg, dvg = grads
             if ctx.shared:
                 dqg = dkg = dvg = None
-            elif ctx.q_global_rows:
-                valid = valid_global_slots(global_idx, key_flags)[:, :, None, None]
-                dqg = torch.where(valid, gather_rows(dqg, global_idx), 0.0)
+            elif targets is not None:
+                b, g, h, d = saved[3].shape[0], targets.shape[1], *saved[3].shape[2:]
+                index = targets.clamp(max=n - 1)[:, :, None, None].expand(b, g, h, d)
+                dqg = torch.where((targets < n)[:, :, None, None], torch.gather(dqg, 1, index), 0.0)
             return dq, dk, dv, dqg, dkg, dvg, None, None, None, None, None, None
 
     return LongformerAttentionFunction
