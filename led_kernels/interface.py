@@ -10,13 +10,7 @@ import torch
 
 from led_kernels import _validation as V
 from led_kernels.backends import choose_backend
-from led_kernels.masks import (
-    gather_rows,
-    global_indices,
-    key_flags,
-    scatter_rows,
-    valid_global_slots,
-)
+from led_kernels.masks import gather_rows, global_indices, key_flags, scatter_rows, valid_global_slots
 
 
 def _key_flags(impl, batch, n, device, key_padding_mask, global_idx) -> torch.Tensor:
