@@ -30,7 +30,7 @@ from cases import fused_projections, global_mask, padding_mask
 
 import led_kernels as lk
 from led_kernels import backends
-from led_kernels.masks import GLOBAL, LOCAL, PADDING
+from led_kernels.masks import GLOBAL, LOCAL, PADDING, gather_rows
 
 BACKENDS = ("torch", "cpu", "triton")
 SIX = ("q", "k", "v", "q_global", "k_global", "v_global")
@@ -524,7 +524,7 @@ def test_global_query_rows_give_the_full_projections_result(request, layer_backe
 
     common = dict(global_idx=gi, key_padding_mask=pm, k_global=kg, v_global=vg, backend=backend)
     full = lk.longformer_attention(q, k, v, window, q_global=qg, **common)
-    rows = torch.gather(qg.detach(), 1, gi.long().clamp(min=0)[:, :, None, None].expand(b, -1, h, d))
+    rows = gather_rows(qg.detach(), gi)
     rows[~valid] = float("nan")
     rows.requires_grad_()
     given = lk.longformer_attention(q, k, v, window, q_global_rows=rows, **common)
@@ -537,9 +537,7 @@ def test_global_query_rows_give_the_full_projections_result(request, layer_backe
     others = [i for i in range(6) if i != q_global_slot]
     assert torch.equal(grad_given[:, :, others], grad_full[:, :, others])
     assert (grad_given[:, :, q_global_slot] == 0).all()  # q_global itself is not used
-    want = torch.gather(
-        grad_full[:, :, q_global_slot], 1, gi.long().clamp(min=0)[:, :, None, None].expand(b, -1, h, d)
-    )
+    want = gather_rows(grad_full[:, :, q_global_slot], gi)
     assert torch.equal(grad_rows[valid], want[valid])
     assert (grad_rows[~valid] == 0).all()
 
