@@ -73,6 +73,12 @@ def global_indices(global_mask: torch.Tensor, max_global: int | None = None) -> 
     return out[:, :max_global].contiguous()
 
 
+def slot_targets(global_idx: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, G) int64: each slot's position, with -1 (and any index outside [0, N)) sent to N, a spill row
+    (clamped to [-1, N], then -1 -> N)."""
+    return global_idx.long().clamp(-1, n) % (n + 1)
+
+
 def key_flags(
     batch: int,
     n: int,
@@ -83,10 +89,9 @@ def key_flags(
     """(B, N) int8 per-key flags from the padding mask and the global indices."""
     flags = torch.zeros(batch, n + 1, dtype=torch.int8, device=device)
     if global_idx is not None and global_idx.shape[1] > 0:
-        # -1 and out-of-range slots land in column n, which is cut off (clamp to [-1, n], then -1 -> n);
-        # few ops, since on a GPU each one costs a launch on every layer's call
-        idx = (global_idx.clamp(-1, n) % (n + 1)).long()
-        flags.scatter_(1, idx, GLOBAL)
+        # -1 and out-of-range slots land in column n, which is cut off; few ops, since on a GPU each one
+        # costs a launch on every layer's call
+        flags.scatter_(1, slot_targets(global_idx, n), GLOBAL)
     flags = flags[:, :n]
     if key_padding_mask is not None:
         flags = flags.masked_fill(key_padding_mask, PADDING)
@@ -116,11 +121,6 @@ def scatter_rows(out: torch.Tensor, rows: torch.Tensor, global_idx: torch.Tensor
     extended = torch.cat([out, spill], dim=1)
     extended = extended.scatter(1, target[:, :, None, None].expand_as(rows), rows)
     return extended[:, :n]
-
-
-def slot_targets(global_idx: torch.Tensor, n: int) -> torch.Tensor:
-    """(B, G) int64: each slot's position, with -1 (and any index outside [0, N)) sent to N, a spill row."""
-    return global_idx.long().clamp(-1, n) % (n + 1)
 
 
 def place_rows(rows: torch.Tensor, targets: torch.Tensor, n: int) -> torch.Tensor:

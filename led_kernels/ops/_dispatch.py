@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from led_kernels.masks import place_rows, slot_targets
+from led_kernels.masks import gather_rows, place_rows, slot_targets
 from led_kernels.ops._compiled import rows_last_dim_contiguous
 
 
@@ -107,9 +107,7 @@ def layer_function(fwd_op: Any, bwd_op: Any) -> type[torch.autograd.Function]:
             if ctx.shared:
                 dqg = dkg = dvg = None
             elif targets is not None:
-                b, g, h, d = saved[3].shape[0], targets.shape[1], *saved[3].shape[2:]
-                index = targets.clamp(max=n - 1)[:, :, None, None].expand(b, g, h, d)
-                dqg = torch.where((targets < n)[:, :, None, None], torch.gather(dqg, 1, index), 0.0)
+                dqg = torch.where((targets < n)[:, :, None, None], gather_rows(dqg, targets), 0.0)
             return dq, dk, dv, dqg, dkg, dvg, None, None, None, None, None, None
 
     return LongformerAttentionFunction
