@@ -192,7 +192,7 @@ def _jit_fn(kernel) -> _tt_jit.JITFunction:
 
 
 @contextlib.contextmanager
-def _fake_device(arch: int):
+def fake_device(arch: int):
     """torch.cuda.get_device_properties answers for `arch`; the backend's cached lookups are reset."""
     part, sms, optin, *_ = ARCHS[arch]
     props = types.SimpleNamespace(
@@ -254,7 +254,7 @@ def capture_launches(arch, dtype, batch, seqlen, heads, head_dim, window, global
     step = [""]
     scale = head_dim**-0.5
     dev = torch.device("cuda", 0)
-    with _fake_device(arch), _recording(log, step), FakeTensorMode():
+    with fake_device(arch), _recording(log, step), FakeTensorMode():
         shape = (batch, seqlen, heads, head_dim)
         q, k, v, dout = (torch.empty(shape, dtype=dtype, device=dev) for _ in range(4))
         key_flags = torch.zeros((batch, seqlen), dtype=torch.int8, device=dev)
@@ -302,7 +302,7 @@ def autotune_variants(launch: Launch, arch: int, dtype: torch.dtype) -> list[Lau
     kind = AUTOTUNED_KINDS.get(launch.name)
     if kind is None:
         return []
-    with _fake_device(arch), FakeTensorMode():
+    with fake_device(arch), FakeTensorMode():
         q = torch.empty((1, 16, 1, 16), dtype=dtype, device="cuda:0")
         prune = _common._prune_to_smem(kind)
         configs = prune(_common.autotune_configs(kind), {"Q": q}, HEAD_DIM=launch.kwargs["HEAD_DIM"])

@@ -1,4 +1,6 @@
-"""Test-wide set-up: seeding, NaN-poisoned allocations, the Triton interpreter on CPU-only machines.
+"""Test-wide set-up: seeding, NaN-poisoned allocations, the Triton interpreter on CPU-only machines,
+and under the interpreter a bounds check of every load and store of the Triton kernels
+(``triton_bounds``: a test whose launches touch memory outside their tensor arguments fails).
 
 NaN poisoning: while a test runs, ``torch.empty``/``empty_like``/``Tensor.new_empty`` return
 floating-point tensors filled with NaN, so an output element a kernel forgot to write shows up as NaN
@@ -20,6 +22,11 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 # the tests must not autotune
 os.environ.setdefault("LED_KERNELS_AUTOTUNE", "0")
+BOUNDS_CHECKED = False
+if os.environ.get("TRITON_INTERPRET") == "1":
+    import triton_bounds
+
+    BOUNDS_CHECKED = triton_bounds.install()
 # pytest-xdist workers share the cores: with each worker's intra-op threads (torch's and the cpu
 # backend's OpenMP) on every core, threads that spin-wait at barriers get preempted, and a test that
 # takes 7 s alone took 62 s under two workers on two cores. The tests that vary the thread count set
@@ -41,6 +48,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _triton_bounds():
+    if not BOUNDS_CHECKED:
+        yield
+        return
+    triton_bounds.VIOLATIONS.clear()
+    yield
+    found = list(triton_bounds.VIOLATIONS)
+    triton_bounds.VIOLATIONS.clear()
+    if found:
+        pytest.fail("Triton kernels accessed memory outside their tensors:\n" + triton_bounds.describe(found))
 
 
 @pytest.fixture(autouse=True)

@@ -598,6 +598,44 @@ def test_one_launch_forward_with_gpu_tiles(monkeypatch, request, a_rows):
     _check_fp32(names, (out, grads), (ref, ref_grads))
 
 
+@pytest.mark.skipif(DEVICE != "cpu", reason="a GPU launches its own tiles")
+def test_layer_at_the_h100_tiles_of_head_dim_128(monkeypatch):
+    """The layer at the tiles a 16-bit launch at head dim 128 takes on an H100 (sm_90, as
+    benchmarks.inspect_kernels fakes it): kernel A's forward and dQ 128x64, its dK/dV 64x128, the dQ
+    pass's global-key partials per 64 rows (the smallest autotune candidate's), kernel B's slot and key
+    tiles and the split-KV plan for 132 SMs, the reductions' GPU widths. Under the interpreter's bounds
+    check (conftest), so a load or store outside the tensors fails, as a GPU's illegal memory access
+    would; the tiles are only numbers to the interpreter, so fp32 inputs give exact comparisons."""
+    from benchmarks.inspect_kernels import fake_device
+
+    gpu = torch.device("cuda", 0)
+    kernel_config, smallest_block_m = _common.kernel_config, _common.smallest_block_m
+    target_programs = _common.target_programs
+    monkeypatch.setattr(_common, "kernel_config", lambda kind, d, device, *_: kernel_config(kind, d, gpu, 2))
+    monkeypatch.setattr(_common, "smallest_block_m", lambda kind, d, *_: smallest_block_m(kind, d, gpu, 2))
+    monkeypatch.setattr(_common, "target_programs", lambda device: target_programs(gpu))
+    monkeypatch.setattr(_common, "INTERPRET", False)  # the GPU's widths of the small kernels too
+    n, w, d = 260, 60, 128
+    inputs = _layer_inputs(n, "scattered", "tail", "separate", 1, 5, d)
+    local, glob_proj, gmask, pmask, flags, gi, dout = inputs
+    with fake_device(90):
+        here = local[0].device
+        assert _common.kernel_config("band_fwd", d, here)["BLOCK_M"] == 128
+        assert _common.kernel_config("band_dkdv", d, here)["BLOCK_N"] == 128
+        assert _common.smallest_block_m("band_dq", d, here, 2) == 64
+        leaves = _leaves(*local, *glob_proj)
+        out = longformer_attention(*leaves, w, flags, gi, d**-0.5)
+        grads = torch.autograd.grad(out, leaves, dout)
+    ref_leaves = _leaves64(*local, *glob_proj)
+    ref = oracle.dense_longformer_attention(
+        *ref_leaves[:3], w, key_padding_mask=pmask, global_mask=gmask, q_global=ref_leaves[3],
+        k_global=ref_leaves[4], v_global=ref_leaves[5], scale=d**-0.5,
+    )  # fmt: skip
+    ref_grads = torch.autograd.grad(ref, ref_leaves, dout.double())
+    names = ["layer", "q", "k", "v", "q_global", "k_global", "v_global"]
+    _check_fp32(names, (out, grads), (ref, ref_grads))
+
+
 @pytest.mark.parametrize("proj", ["shared", "separate"])
 @pytest.mark.parametrize("non_finite", [False, True], ids=["finite", "non_finite"])
 @pytest.mark.parametrize("part_rows", [None, 8], ids=["part_rows_tile", "part_rows_8"])
