@@ -208,16 +208,21 @@ def gpu_slug(name: str) -> str:
     return _slugify(low) or "gpu"
 
 
+#: where the benchmarks write their results and logs, relative to the repository
+RESULTS = "benchmarks/results"
+
+
 def git_commit(repo: Path | None = None) -> str:
     """Short hash of HEAD, plus '-dirty' when tracked files differ from it (``git describe --dirty``
-    semantics: untracked files do not count); 'unknown' outside git."""
+    semantics: untracked files do not count) outside ``benchmarks/results/``, where the run itself
+    writes (its log is open before its rows get this); 'unknown' outside git."""
     repo = repo or Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){RESULTS}"],
             cwd=repo,
             capture_output=True,
             text=True,

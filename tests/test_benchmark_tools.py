@@ -179,3 +179,28 @@ def test_host_overhead_of_the_cuda_backend_runs_its_layer_op(monkeypatch, capsys
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
     calls = {(int(r[0]), r[1]): int(r[3]) for r in rows}
     assert calls == {(0, "fwd"): 2, (0, "fwd_bwd"): 3, (1, "fwd"): 2, (1, "fwd_bwd"): 3}
+
+
+def test_commit_is_dirty_for_changed_sources_but_not_for_the_runs_own_results(tmp_path):
+    """Results rows and logs name the commit they were measured at: a run writes its log under
+    benchmarks/results/ before it asks, which must not mark it dirty; a changed source must."""
+    import subprocess
+
+    from benchmarks.cases import git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "cpu-attention.log").write_text("old run\n")
+    (tmp_path / "kernel.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    sha = git_commit(tmp_path)
+    assert len(sha) >= 7 and not sha.endswith("-dirty")
+    (tmp_path / "benchmarks" / "results" / "cpu-attention.log").write_text("old run\nnew run\n")
+    (tmp_path / "untracked.py").write_text("y = 2\n")
+    assert git_commit(tmp_path) == sha
+    (tmp_path / "kernel.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == sha + "-dirty"
