@@ -603,24 +603,35 @@ def _candidate_id(kind, c):
     return f"{kind}-{c.kwargs['BLOCK_M']}x{c.kwargs['BLOCK_N']}-w{c.num_warps}-s{c.num_stages}{regs}"
 
 
-# the fixed configs (CI), then each autotune candidate of kernel A's three heavy kernels in turn (slow)
-H100_TILES = [pytest.param(None, None, id="fixed")] + [
-    pytest.param(kind, c, id=_candidate_id(kind, c), marks=pytest.mark.slow)
-    for kind in ("band_fwd", "band_dq", "band_dkdv")
-    for c in _common.autotune_configs(kind)
+# per GPU (sm_90: H100/H200, sm_80: A100): the fixed configs (CI), then each autotune candidate of
+# kernel A's three heavy kernels in turn (slow)
+GPU_TILES = [
+    pytest.param(
+        arch, kind, c, id=f"sm{arch}-" + ("fixed" if c is None else _candidate_id(kind, c)), marks=marks
+    )
+    for arch in (90, 80)
+    for kind, c, marks in [
+        (None, None, ()),
+        *[
+            (kind, c, pytest.mark.slow)
+            for kind in ("band_fwd", "band_dq", "band_dkdv")
+            for c in _common.autotune_configs(kind)
+        ],
+    ]
 ]
 
 
 @pytest.mark.skipif(DEVICE != "cpu", reason="a GPU launches its own tiles")
-@pytest.mark.parametrize("kind,candidate", H100_TILES)
-def test_layer_at_the_h100_tiles_of_head_dim_128(monkeypatch, kind, candidate):
-    """The layer at the tiles a 16-bit launch at head dim 128 takes on an H100 (sm_90, as
-    benchmarks.inspect_kernels fakes it): kernel A's forward and dQ 128x64, its dK/dV 64x128, the dQ
-    pass's global-key partials per 64 rows (the smallest autotune candidate's), kernel B's slot and key
-    tiles and the split-KV plan for 132 SMs, the reductions' GPU widths; with ``-m slow`` also each
-    autotune candidate that fits the H100 in place of one fixed config. Under the interpreter's bounds
-    check (conftest), so a load or store outside the tensors fails, as a GPU's illegal memory access
-    would; the tiles are only numbers to the interpreter, so fp32 inputs give exact comparisons."""
+@pytest.mark.parametrize("arch,kind,candidate", GPU_TILES)
+def test_layer_at_the_gpu_tiles_of_head_dim_128(monkeypatch, arch, kind, candidate):
+    """The layer at the tiles a 16-bit launch at head dim 128 takes on an H100 (sm_90) or an A100
+    (sm_80), as benchmarks.inspect_kernels fakes them: kernel A's fixed tiles (on sm_90 the forward and
+    dQ 128x64, dK/dV 64x128), the dQ pass's global-key partials per the smallest autotune candidate's
+    rows, kernel B's slot and key tiles and the split-KV plan for the GPU's SMs, the reductions' GPU
+    widths; with ``-m slow`` also each autotune candidate that fits the GPU in place of one fixed config.
+    Under the interpreter's bounds check (conftest), so a load or store outside the tensors fails, as a
+    GPU's illegal memory access would; the tiles are only numbers to the interpreter, so fp32 inputs
+    give exact comparisons."""
     from benchmarks.inspect_kernels import fake_device
 
     gpu = torch.device("cuda", 0)
@@ -634,13 +645,13 @@ def test_layer_at_the_h100_tiles_of_head_dim_128(monkeypatch, kind, candidate):
             cfg.update(candidate.kwargs, num_warps=candidate.num_warps, num_stages=candidate.num_stages)
         return cfg
 
-    with fake_device(90):
+    with fake_device(arch):
         monkeypatch.setattr(_common, "INTERPRET", False)  # the GPU's shared memory and kernel widths
         if candidate is not None:
             bm, bn = candidate.kwargs["BLOCK_M"], candidate.kwargs["BLOCK_N"]
             smem = _common.smem_estimate(kind, bm, bn, candidate.num_stages, _common.block_d(d), 2)
             if smem > _common.smem_budget(gpu):
-                pytest.skip("the candidate does not fit the H100's shared memory: the autotuner drops it")
+                pytest.skip("the candidate does not fit the GPU's shared memory: the autotuner drops it")
         monkeypatch.setattr(_common, "kernel_config", config)
         monkeypatch.setattr(
             _common, "smallest_block_m", lambda k, head_dim, *_: smallest_block_m(k, head_dim, gpu, 2)
@@ -649,10 +660,11 @@ def test_layer_at_the_h100_tiles_of_head_dim_128(monkeypatch, kind, candidate):
         inputs = _layer_inputs(n, "scattered", "tail", "separate", 1, 5, d)
         local, glob_proj, gmask, pmask, flags, gi, dout = inputs
         here = local[0].device
-        if candidate is None:
-            assert _common.kernel_config("band_fwd", d, here)["BLOCK_M"] == 128
-            assert _common.kernel_config("band_dkdv", d, here)["BLOCK_N"] == 128
-        assert _common.smallest_block_m("band_dq", d, here, 2) == 64
+        tiles = {k: _common.kernel_config(k, d, here) for k in ("band_fwd", "band_dq", "band_dkdv")}
+        assert all(min(t["BLOCK_M"], t["BLOCK_N"]) >= 32 for t in tiles.values()), tiles  # not the 16s
+        if arch == 90 and candidate is None:
+            assert (tiles["band_fwd"]["BLOCK_M"], tiles["band_dkdv"]["BLOCK_N"]) == (128, 128), tiles
+        assert _common.smallest_block_m("band_dq", d, here, 2) >= 32
         leaves = _leaves(*local, *glob_proj)
         out = longformer_attention(*leaves, w, flags, gi, d**-0.5)
         grads = torch.autograd.grad(out, leaves, dout)
