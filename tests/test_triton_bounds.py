@@ -65,3 +65,11 @@ def test_a_load_past_the_view_inside_its_storage_is_found(found):
 def test_a_store_past_the_tensor_is_found(found):
     _run(torch.randn(32), torch.empty(16), 32, 17, found)
     assert [(kind, count) for _, kind, _, count, _ in found] == [("store", 1)]
+
+
+def test_a_reinterpreted_tensor_counts_as_an_argument(found):
+    bits = torch.randn(32).to(torch.float16).view(torch.int16)
+    dst = torch.empty(32, dtype=torch.float16)
+    _run(triton.reinterpret(bits, tl.float16), dst, 32, 32, found)  # arrives wrapped, not as a tensor
+    assert found == []
+    assert torch.equal(dst.view(torch.int16), bits)

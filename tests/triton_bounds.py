@@ -33,7 +33,9 @@ def _extent(t: torch.Tensor) -> tuple[int, int] | None:
 
 
 def _set_ranges(name: str, args) -> None:
-    spans = sorted(e for a in args if isinstance(a, torch.Tensor) and (e := _extent(a)) is not None)
+    # a tensor reinterpreted as another dtype (triton.reinterpret) arrives wrapped, with its tensor as .base
+    tensors = [a if isinstance(a, torch.Tensor) else getattr(a, "base", None) for a in args]
+    spans = sorted(e for t in tensors if isinstance(t, torch.Tensor) and (e := _extent(t)) is not None)
     merged: list[list[int]] = []
     for lo, hi in spans:  # overlapping views (q, k and v of one projection) become one range
         if merged and lo <= merged[-1][1]:
