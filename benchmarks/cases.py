@@ -208,8 +208,8 @@ def gpu_slug(name: str) -> str:
     return _slugify(low) or "gpu"
 
 
-#: where the benchmarks write their results and logs, relative to the repository
-RESULTS = "benchmarks/results"
+#: where the benchmarks write their results and logs (the default --out-dir of every benchmark)
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def git_commit(repo: Path | None = None) -> str:
@@ -217,12 +217,13 @@ def git_commit(repo: Path | None = None) -> str:
     semantics: untracked files do not count) outside ``benchmarks/results/``, where the run itself
     writes (its log is open before its rows get this); 'unknown' outside git."""
     repo = repo or Path(__file__).resolve().parent.parent
+    results = RESULTS_DIR.relative_to(RESULTS_DIR.parents[1]).as_posix()  # as git names it in any clone
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){RESULTS}"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){results}"],
             cwd=repo,
             capture_output=True,
             text=True,

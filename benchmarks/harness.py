@@ -49,6 +49,7 @@ from benchmarks.cases import (
     DTYPES,
     MODES,
     OP,
+    RESULTS_DIR,
     Case,
     attention_flops,
     cpu_threads,
@@ -60,9 +61,7 @@ from benchmarks.measure import Measurement, format_measurement, measure
 from benchmarks.providers import PROVIDERS, get_provider
 from benchmarks.worker import RESULT_PREFIX
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_ROOT = PACKAGE_DIR.parent
-DEFAULT_OUT_DIR = PACKAGE_DIR / "results"
+REPO_ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("benchmarks")
 
 
@@ -137,7 +136,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--modes", nargs="+", choices=MODES, help="default: all on GPU, fwd fwd_bwd on CPU")
     p.add_argument("--reps", type=int, help="timed repetitions (median reported)")
     p.add_argument("--warmup", type=int, help="untimed repetitions before timing")
-    p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help="where CSV/PNG/log go")
+    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where CSV/PNG/log go")
     p.add_argument("--quick", action="store_true", help="a small sweep with few reps (smoke test)")
     p.add_argument("--tag", help="suffix of the output file names: <slug>-attention-<tag>.csv")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")

@@ -46,7 +46,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.cases import device_name, device_slug, git_commit
+from benchmarks.cases import RESULTS_DIR, device_name, device_slug, git_commit
 from led.train.presets import PRESETS
 
 OP = "led_train_step"
@@ -63,7 +63,6 @@ LED_BASE = dict(
 )
 RESULT_PREFIX = "TRAIN_STEP_RESULT "
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT_DIR = REPO_ROOT / "benchmarks" / "results"
 log = logging.getLogger("benchmarks.train_step")
 
 
@@ -304,7 +303,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch threads on the CPU (default: torch's)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per (impl, length, checkpointing)")
     p.add_argument("--folder", default=os.path.join(tempfile.gettempdir(), "led-base-16384-random"))
-    p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
+    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--no-write", action="store_true", help="print only; write no CSV/PNG/log")
     p.add_argument("--job", help=argparse.SUPPRESS)
     return p.parse_args(argv)
