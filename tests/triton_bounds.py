@@ -70,10 +70,8 @@ def install() -> bool:
     from triton.runtime import interpreter as interp
 
     executor, builder = getattr(interp, "GridExecutor", None), getattr(interp, "InterpreterBuilder", None)
-    needed = ("_init_args_hst",), ("create_masked_load", "create_masked_store")
-    if executor is None or builder is None or not all(hasattr(executor, n) for n in needed[0]):
-        return False
-    if not all(hasattr(builder, n) for n in needed[1]):
+    hooks = [(executor, "_init_args_hst"), (builder, "create_masked_load"), (builder, "create_masked_store")]
+    if not all(hasattr(owner, name) for owner, name in hooks):
         return False
     if getattr(builder.create_masked_load, "_led_kernels_bounds", False):
         return True
