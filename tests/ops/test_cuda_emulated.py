@@ -748,8 +748,22 @@ def test_layer_forward_refuses_a_bad_value_of_its_switch(emu, monkeypatch):
         emu.attention_layer_fwd(q, k, v, qg, kg, vg, flags, gi, 9, 0.2)
 
 
-@pytest.mark.parametrize("shared", [False, True], ids=["separate", "shared"])
-@pytest.mark.parametrize("case", FUSED_LAYER_CASES, ids=lambda c: "-".join(map(str, c)))
+def _layer_bwd_params():
+    """(backward variant, case, shared projections): every combination at head dim 64; at head dim 128
+    (25-30 s each) each variant once and both projection modes, the other three combinations marked
+    slow (``make test-all``)."""
+    params = []
+    for case in FUSED_LAYER_CASES:
+        for variant in ("mma", "wgmma", "wgmmas"):
+            for shared in (False, True):
+                ci = case[3] < 128 or (variant, shared) in (("mma", True), ("wgmma", False), ("wgmmas", True))
+                marks = () if ci else (pytest.mark.slow,)
+                ids = f"{variant}-{'-'.join(map(str, case))}-{'shared' if shared else 'separate'}"
+                params.append(pytest.param(variant, case, shared, marks=marks, id=ids))
+    return params
+
+
+@pytest.mark.parametrize("bwd_variant,case,shared", _layer_bwd_params(), indirect=["bwd_variant"])
 def test_layer_backward_in_one_call_gives_the_two_kernels_bits(emu, case, shared, bwd_variant, monkeypatch):
     """attention_layer_bwd: both deltas, then kernel B's dQ chunks as extra blocks of kernel A's dQ launch
     (LED_KERNELS_FUSED_BACKWARD=1, the default; mma.sync at head dim 128 keeps two launches), then the rest

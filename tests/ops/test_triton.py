@@ -8,6 +8,7 @@ small; tiles are 16 there, so N up to 100 still covers several tiles, interior t
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import pytest
@@ -681,9 +682,19 @@ def test_layer_at_the_gpu_tiles_of_head_dim_128(monkeypatch, arch, kind, candida
     _check_fp32(names, (out, grads), (ref, ref_grads))
 
 
-@pytest.mark.parametrize("proj", ["shared", "separate"])
-@pytest.mark.parametrize("non_finite", [False, True], ids=["finite", "non_finite"])
-@pytest.mark.parametrize("part_rows", [None, 8], ids=["part_rows_tile", "part_rows_8"])
+def _fold_params():
+    """(part_rows, non_finite, proj): a pairwise cover of the three switches (every pair of values of any
+    two of them) in CI, the other four combinations marked slow (``make test-all``)."""
+    params = []
+    for part_rows, non_finite, proj in itertools.product([None, 8], [False, True], ["shared", "separate"]):
+        pairwise = (part_rows is None) == (non_finite == (proj == "separate"))
+        ids = f"part_rows_{part_rows or 'tile'}-{'non_finite' if non_finite else 'finite'}-{proj}"
+        marks = () if pairwise else (pytest.mark.slow,)
+        params.append(pytest.param(part_rows, non_finite, proj, marks=marks, id=ids))
+    return params
+
+
+@pytest.mark.parametrize("part_rows,non_finite,proj", _fold_params())
 def test_backward_folds_match_the_separate_sweeps(monkeypatch, proj, non_finite, part_rows):
     """With a few global tokens the global keys' dK/dV come out of kernel A's dQ pass and kernel B's dQ
     out of its dK/dV pass (partials, then reductions); with the thresholds at 0 each has a sweep of its
@@ -804,32 +815,6 @@ def test_torch_compile_fullgraph():
     assert torch.equal(loss, loss_e)
     for g, ge in zip(grads, grads_e):
         assert torch.equal(g, ge)
-
-
-def test_registered_ops_pass_opcheck():
-    """Schema, fake (meta) implementations and AOT dispatch of every led_kernels::triton_* op, with
-    strided inputs: what torch.compile relies on."""
-    b, n, h, d = 2, 37, 2, 16
-    q, k, v, flags, gi = _case(b, n, h, d, "scattered", "tail", fused=True, seed=61)
-    ops = torch.ops.led_kernels
-    cum_excl, cum_pad, bounds = ops.triton_prep(flags, gi)
-    out, lse = ops.triton_banded_fwd(q, k, v, flags, gi, cum_excl, bounds, 5, 0.25)
-    qg = torch.randn(b, gi.shape[1], h, d, device=DEVICE)
-    og, lg = ops.triton_global_fwd(qg, k, v, gi, flags, cum_pad, bounds, 0.25)
-    dout = _grad_out(out.shape, out.dtype, strided=True, seed=3)
-    cases = [
-        (ops.triton_prep.default, (flags, gi)),
-        (ops.triton_banded_fwd.default, (q, k, v, flags, gi, cum_excl, bounds, 5, 0.25)),
-        (ops.triton_banded_bwd.default, (dout, q, k, v, out, lse, flags, gi, cum_excl, bounds, 5, 0.25)),
-        (ops.triton_global_fwd.default, (qg, k, v, gi, flags, cum_pad, bounds, 0.25)),
-        (
-            ops.triton_global_bwd.default,
-            (torch.randn_like(og), qg, k, v, og, lg, gi, flags, cum_pad, bounds, 0.25),
-        ),
-    ]
-    for op, args in cases:
-        result = torch.library.opcheck(op, args)
-        assert all(status == "SUCCESS" for status in result.values()), (op, result)
 
 
 def test_rejects_unsupported_head_dim_and_scale():
