@@ -10,17 +10,26 @@ neither read out of bounds nor change the other rows' results.
 
 from __future__ import annotations
 
+import math
+import numbers
+import operator
 import os
 
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 INDEX_DTYPES = (torch.int32, torch.int64)
+# the kernels fold scale * log2(e) into one float32 constant, which must stay finite
+MAX_SCALE = torch.finfo(torch.float32).max / math.log2(math.e)
+# global slots are int32 positions and counts
+MAX_GLOBAL_SLOTS = 2**31 - 1
 
 
 def check_tensor(x, name: str, ndim: int) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.layout != torch.strided:  # the kernels read memory through strides
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {x.layout}")
     if x.dim() != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(x.shape)}")
 
@@ -43,6 +52,12 @@ def check_qkv(tensors: dict[str, torch.Tensor], layout: str = "(B, N, H, D)") ->
             )
         if x.shape[-1] == 0:
             raise ValueError(f"{name} has head_dim 0")
+        # the kernels read raw memory, where a lazily negated view is not negated (not checked while
+        # torch.compile traces: is_neg cannot be traced)
+        if not torch.compiler.is_compiling() and x.is_neg():
+            raise ValueError(
+                f"{name} is a lazily negated view (its neg bit is set); pass {name}.resolve_neg()"
+            )
 
 
 def check_same_shape(a: torch.Tensor, a_name: str, b: torch.Tensor, b_name: str) -> None:
@@ -82,13 +97,39 @@ def check_window(window) -> int:
 
 
 def check_scale(scale, head_dim: int) -> float:
+    """None (1 / sqrt(head_dim)) or a real number in [0, MAX_SCALE]; numpy floats are accepted."""
     if scale is None:
         return head_dim**-0.5
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
         raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
-    if scale != scale or scale in (float("inf"), float("-inf")):
+    try:
+        value = float(scale)
+    except OverflowError:
+        raise ValueError(f"scale must be finite, got {scale}") from None
+    if not math.isfinite(value):
         raise ValueError(f"scale must be finite, got {scale}")
-    return float(scale)
+    if value < 0:
+        # a negative scale turns the softmax into a soft-min: no use in attention, and the kernels'
+        # running maxima assume scale >= 0, so every backend refuses it
+        raise ValueError(f"scale must be >= 0, got {scale}")
+    if value > MAX_SCALE:
+        raise ValueError(f"scale must be at most {MAX_SCALE:.3g} (scale * log2(e) is a float32), got {scale}")
+    return value
+
+
+def check_max_global(max_global) -> int | None:
+    """None or an int in [0, 2**31); integer-like values (numpy ints) are accepted, bools are not."""
+    if max_global is None:
+        return None
+    if isinstance(max_global, bool):
+        raise TypeError(f"max_global must be an int or None, got {max_global!r}")
+    try:
+        value = operator.index(max_global)
+    except TypeError:
+        raise TypeError(f"max_global must be an int or None, got {type(max_global).__name__}") from None
+    if not 0 <= value <= MAX_GLOBAL_SLOTS:
+        raise ValueError(f"max_global must be in [0, {MAX_GLOBAL_SLOTS}] (int32 slots), got {value}")
+    return value
 
 
 def check_global_idx(global_idx, batch: int, n: int, device) -> torch.Tensor:

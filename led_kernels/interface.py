@@ -44,7 +44,7 @@ def banded_attention(
         key_padding_mask: (B, N) bool, True = padding.
         global_idx: (B, G) int32/int64 global positions from :func:`global_indices` (sorted, -1
             padded). Their keys are removed from the band and attended by every row instead.
-        scale: score scale, default ``1 / sqrt(D)``.
+        scale: score scale ``>= 0`` (a real number, numpy scalars too), default ``1 / sqrt(D)``.
         backend: ``"auto"``, ``"torch"``, ``"triton"``, ``"cuda"`` or ``"cpu"``.
 
     Returns:
@@ -60,8 +60,8 @@ def banded_attention(
     V.check_qkv({"q": q, "k": k, "v": v})
     V.check_same_shape(q, "q", k, "k")
     V.check_same_shape(q, "q", v, "v")
-    window = V.check_window(window)
     b, n, _, d = q.shape
+    window = min(V.check_window(window), n)  # w >= N is dense: one value for every backend
     if key_padding_mask is not None:
         V.check_mask(key_padding_mask, "key_padding_mask", b, n, q.device)
     if global_idx is not None:
@@ -94,7 +94,7 @@ def global_attention(
         k_global, v_global: (B, N, H, D) the global projections' keys and values of all tokens.
         global_idx: (B, G) int32/int64 from :func:`global_indices`.
         key_padding_mask: (B, N) bool, True = padding.
-        scale: default ``1 / sqrt(D)``.
+        scale: ``>= 0``, default ``1 / sqrt(D)``.
         backend: as in :func:`banded_attention`.
 
     Returns:
@@ -150,11 +150,12 @@ def longformer_attention(
         key_padding_mask: (B, N) bool, True = padding.
         q_global, k_global, v_global: (B, N, H, D) global projections of all tokens; each defaults
             to q, k, v (one shared projection).
-        scale: default ``1 / sqrt(D)``.
+        scale: ``>= 0``, default ``1 / sqrt(D)``.
         backend: ``"auto"``, ``"torch"``, ``"triton"``, ``"cuda"`` or ``"cpu"``.
         global_idx: optional precomputed ``global_indices(global_mask)``; pass it to share one
             computation across layers and avoid a host sync (then ``global_mask`` may be omitted).
-        max_global: slots for ``global_indices`` when ``global_idx`` is not given (no host sync).
+        max_global: slots for ``global_indices`` when ``global_idx`` is not given (no host sync); an
+            int in ``[0, 2**31)``, which may exceed N.
         q_global_rows: (B, G, H, D) instead of ``q_global``: the global query projection of the global
             tokens only, row ``s`` for the token at ``global_idx[b, s]`` (as :func:`global_attention`
             takes it; rows of empty slots are ignored). Hugging Face projects ``query_global`` this way,
@@ -184,7 +185,7 @@ def longformer_attention(
         if x is not q and x is not q_global_rows:
             V.check_same_shape(q, "q", x, name)
     b, n, _, d = q.shape
-    window = V.check_window(window)
+    window = min(V.check_window(window), n)  # w >= N is dense: one value for every backend
     if key_padding_mask is not None:
         V.check_mask(key_padding_mask, "key_padding_mask", b, n, q.device)
     if global_idx is not None:

@@ -43,15 +43,14 @@ def global_indices(global_mask: torch.Tensor, max_global: int | None = None) -> 
         >>> global_indices(mask, max_global=3)
         tensor([[ 0,  2, -1]], dtype=torch.int32)
     """
-    from led_kernels._validation import check_mask
+    from led_kernels._validation import check_mask, check_max_global
 
     check_mask(global_mask, "global_mask")
-    if max_global is not None and (
-        isinstance(max_global, bool) or not isinstance(max_global, int) or max_global < 0
-    ):
-        raise ValueError(f"max_global must be a non-negative int or None, got {max_global!r}")
+    max_global = check_max_global(max_global)
     batch, n = global_mask.shape
     counts = global_mask.sum(dim=1)
+    if max_global is None and global_mask.device.type == "meta":
+        raise ValueError("global_indices of a meta global_mask needs max_global: its count cannot be read")
     if max_global is None:
         max_global = int(counts.max()) if batch > 0 and n > 0 else 0  # the one host sync
     elif global_mask.device.type == "cpu" and not torch.compiler.is_compiling():

@@ -1,15 +1,18 @@
 """Bad and edge inputs on every backend that runs on CPU (torch, cpu, triton through its interpreter).
 
 - Bad inputs: a clear ``ValueError``/``TypeError`` naming the argument (ranks, shapes, dtypes, devices
-  including a ``meta`` tensor among CPU ones, non-bool masks, windows that are negative, floats,
-  bools or non-integer tensors, global indices outside [-1, N)), unknown backends, and a
-  ``RuntimeError`` naming an unavailable backend. tests/test_interface.py checks the default backend;
-  here every case runs with each backend named explicitly, plus the cases it lacks.
+  including a ``meta`` tensor among CPU ones, non-bool masks, sparse or lazily negated tensors,
+  windows that are negative, floats, bools or non-integer tensors, scales that are negative or past
+  float32, global indices outside [-1, N)), unknown backends, and a ``RuntimeError`` naming an
+  unavailable backend. Windows past N (past int64 too) are dense; numpy scalars are accepted.
+  tests/test_interface.py checks the default backend; here every case runs with each backend named
+  explicitly, plus the cases it lacks.
 - Global indices outside [-1, N) are rejected where the check costs no host synchronisation (CPU
   tensors, eager). Inside a compiled graph the values are not read on the host; there every backend
   treats such an index as -1 (no out-of-bounds read, the same result), which is tested too.
 - Edge values against the dense fp64 oracle, outputs and gradients, never NaN: fully padded batch
-  elements, w = 0, w >= N, every token global, N = 1, and float16 logits near 1e4.
+  elements, w = 0, w >= N, every token global, N = 1, float16 logits near 1e4, float16 products
+  q.k past 65504 whose scaled scores fit, and scale = 0.
 - NaN containment: a NaN row in q, k, v, q_global, k_global or v_global (a local, global or padded
   position, and row 0, which the gather of unused global slots reads) changes exactly the outputs
   that attend it (which come out NaN, never a silent 0) and the gradients that depend on those;
@@ -248,9 +251,15 @@ def _bad_calls():
         ),
         (
             "max-global-float",
-            ValueError,
-            "max_global",
+            TypeError,
+            "max_global must be an int",
             lambda q, k, v, be: layer(q, k, v, be, global_mask=gm, max_global=2.0),
+        ),
+        (
+            "max-global-beyond-int32",
+            ValueError,
+            r"max_global must be in \[0, 2147483647\]",
+            lambda q, k, v, be: layer(q, k, v, be, global_mask=gm, max_global=2**62),
         ),
         # the global query rows of the layer (q_global_rows)
         (
@@ -308,6 +317,43 @@ def _bad_calls():
             "scale must be a float",
             lambda q, k, v, be: banded(q, k, v, be, scale=torch.tensor(0.1)),
         ),
+        (
+            "scale-negative",
+            ValueError,
+            "scale must be >= 0",
+            lambda q, k, v, be: layer(q, k, v, be, scale=-0.25),
+        ),
+        (
+            "scale-beyond-float32",
+            ValueError,
+            "scale must be at most",
+            lambda q, k, v, be: banded(q, k, v, be, scale=1e39),
+        ),
+        (
+            "scale-int-beyond-float",
+            ValueError,
+            "scale must be finite",
+            lambda q, k, v, be: banded(q, k, v, be, scale=10**400),
+        ),
+        # tensors the kernels cannot read as strided memory
+        (
+            "pad-sparse",
+            TypeError,
+            "key_padding_mask must be a dense",
+            lambda q, k, v, be: banded(q, k, v, be, key_padding_mask=gm.to_sparse()),
+        ),
+        (
+            "gi-sparse",
+            TypeError,
+            "global_idx must be a dense",
+            lambda q, k, v, be: layer(q, k, v, be, global_idx=ok_gi.to_sparse()),
+        ),
+        (
+            "k-negated-view",
+            ValueError,
+            "k is a lazily negated view",
+            lambda q, k, v, be: banded(q, torch._neg_view(k), v, be),
+        ),
     ]
 
 
@@ -346,6 +392,32 @@ def test_integer_like_windows_are_accepted(backend):
     ref = lk.banded_attention(q, k, v, 3, backend=backend)
     for window in (np.int64(3), torch.tensor(3), torch.tensor(3, dtype=torch.int32)):
         assert torch.equal(lk.banded_attention(q, k, v, window, backend=backend), ref)
+
+
+def test_windows_past_the_sequence_are_dense(backend):
+    """w >= N is dense attention however large w is (past int64 too): what w = N gives, bitwise."""
+    q, k, v = _qkv()
+    gm = torch.zeros(1, q.shape[1], dtype=torch.bool)
+    gm[0, 3] = True
+    n = q.shape[1]
+    banded = lk.banded_attention(q, k, v, n, backend=backend)
+    layer = lk.longformer_attention(q, k, v, n, global_mask=gm, backend=backend)
+    for window in (n + 5, 2**31, 2**63, 10**30, np.uint64(2**64 - 1)):
+        assert torch.equal(lk.banded_attention(q, k, v, window, backend=backend), banded), window
+        assert torch.equal(lk.longformer_attention(q, k, v, window, global_mask=gm, backend=backend), layer)
+
+
+def test_numpy_scalars_are_accepted(backend):
+    """window, max_global and scale as numpy scalars (as configs read from arrays give them)."""
+    q, k, v = _qkv()
+    gm = torch.zeros(1, q.shape[1], dtype=torch.bool)
+    gm[0, 0] = True
+    want = lk.longformer_attention(q, k, v, 2, global_mask=gm, max_global=2, scale=0.25, backend=backend)
+    for scale in (np.float32(0.25), np.float64(0.25)):
+        out = lk.longformer_attention(
+            q, k, v, np.int32(2), global_mask=gm, max_global=np.int64(2), scale=scale, backend=backend
+        )
+        assert torch.equal(out, want)
 
 
 def test_unknown_and_unavailable_backends(monkeypatch):
@@ -490,6 +562,53 @@ def test_fp16_logits_near_1e4(backend):
     torch.testing.assert_close(grad.double(), grad_ref.double(), atol=1e-3 * scale, rtol=0)
 
 
+def _layer_backend(request, layer_backend: str) -> str:
+    """The backend name to pass; "cuda-emulated" is the cuda backend on the CPU emulator (tests/cuda_emu)."""
+    if layer_backend == "cuda-emulated":
+        request.getfixturevalue("emulated_cuda_interface")
+        return "cuda"
+    status = lk.available_backends()[layer_backend]
+    if not status.available:
+        pytest.skip(status.reason)
+    return layer_backend
+
+
+@pytest.mark.parametrize("layer_backend", [*BACKENDS, "cuda-emulated"])
+def test_fp16_products_beyond_65504_whose_scaled_scores_fit(request, layer_backend):
+    """float16 q.k up to 65536 (past float16's largest value, 65504) at the default scale 1/4: the
+    scaled scores fit, so every backend gives the oracle's answer, with no inf/NaN in values or
+    gradients (the product may not be rounded to float16 before it is scaled; Hugging Face scales q
+    first)."""
+    torch.manual_seed(1)
+    b, n, h, d = 2, 30, 2, 16
+    data = torch.randn(b, n, 6, h, d, dtype=torch.float64)
+    data[:, :, [0, 3]] = 64.0 * data[:, :, [0, 3]].sign()  # q, q_global: +-64
+    data[:, :, [1, 4]] = data[:, :, [0, 3]]  # k = q: each row's own score is 64 * 64 * 16 = 65536
+    gm, pm = global_mask(b, n, "scattered"), padding_mask(b, n, "tail")
+    backend = _layer_backend(request, layer_backend)
+    out, grad, ref, grad_ref = _layer_vs_oracle(backend, (b, n, h, d), 3, gm, pm, torch.float16, data=data)
+    assert (data[:, :, 0] * data[:, :, 1]).sum(-1).max() > torch.finfo(torch.float16).max
+    assert torch.isfinite(out).all() and torch.isfinite(grad).all()
+    torch.testing.assert_close(out.double(), ref, atol=2e-3, rtol=0)
+    scale = grad_ref.abs().max().item()
+    torch.testing.assert_close(grad.double(), grad_ref.double(), atol=1e-3 * scale, rtol=0)
+
+
+@pytest.mark.parametrize("layer_backend", [*BACKENDS, "cuda-emulated"])
+def test_zero_scale_is_uniform_attention(request, layer_backend):
+    """scale = 0: every attended key weighs the same. Outputs and all six gradients against the oracle
+    (those of q, k and their global twins are exactly 0), never NaN; float16 on the cuda kernels."""
+    backend = _layer_backend(request, layer_backend)
+    dtype, tol = (torch.float16, 2e-3) if backend == "cuda" else (torch.float32, 2e-6)
+    b, n = 2, 23
+    gm, pm = global_mask(b, n, "scattered"), padding_mask(b, n, "tail")
+    out, grad, ref, grad_ref = _layer_vs_oracle(backend, (b, n, 2, 16), 3, gm, pm, dtype, scale=0.0)
+    assert torch.isfinite(out).all() and torch.isfinite(grad).all()
+    torch.testing.assert_close(out.double(), ref, atol=tol, rtol=0)
+    torch.testing.assert_close(grad.double(), grad_ref.double(), atol=10 * tol, rtol=0)
+    assert (grad[:, :, [0, 1, 3, 4]] == 0).all()
+
+
 # ----------------------------------------------------------------------------------------------------
 # the layer with the global queries given as rows (q_global_rows)
 # ----------------------------------------------------------------------------------------------------
@@ -501,15 +620,8 @@ def test_global_query_rows_give_the_full_projections_result(request, layer_backe
     output and gradients, bitwise. Slots that name no global token (-1, or a global token that is
     padding) are ignored: NaN there reaches nothing and gets gradient 0. The triton and cuda backends
     run the layer as one op (the rows placed at their positions); torch and cpu compose kernels A and B."""
-    dtype = torch.float32
-    if layer_backend == "cuda-emulated":  # the cuda kernels on the CPU emulator (tests/cuda_emu)
-        request.getfixturevalue("emulated_cuda_interface")
-        backend, dtype = "cuda", torch.float16
-    else:
-        backend = layer_backend
-        status = lk.available_backends()[backend]
-        if not status.available:
-            pytest.skip(status.reason)
+    backend = _layer_backend(request, layer_backend)
+    dtype = torch.float16 if backend == "cuda" else torch.float32
     torch.manual_seed(0)
     b, n, h, d, window = 3, 29, 2, 16, 4
     fused, views = fused_projections(b, n, h, d, dtype=dtype)

@@ -286,6 +286,9 @@ def test_shared_global_indices_notices_in_place_edits():
 def test_patch_errors_repatch_and_unpatch(count_calls):
     with pytest.raises(ValueError, match="no LEDEncoderSelfAttention"):
         lk.patch_hf_model(torch.nn.Linear(2, 2))
+    for call in (lk.patch_hf_model, unpatch_hf_model):
+        with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+            call(None)
     with pytest.raises(ValueError, match="backend"):
         lk.patch_hf_model(_led(), backend="nope")
     model = _led().eval()

@@ -46,6 +46,13 @@ def test_global_indices_errors():
         lk.global_indices(torch.ones(1, 5, dtype=torch.bool), max_global=2)
     with pytest.raises(ValueError, match="max_global"):
         lk.global_indices(torch.ones(1, 5, dtype=torch.bool), max_global=-1)
+    with pytest.raises(TypeError, match="max_global must be an int"):
+        lk.global_indices(torch.ones(1, 5, dtype=torch.bool), max_global=True)
+    # a meta mask has no count to read: max_global must say it
+    meta = torch.ones(1, 5, dtype=torch.bool, device="meta")
+    with pytest.raises(ValueError, match="meta global_mask needs max_global"):
+        lk.global_indices(meta)
+    assert lk.global_indices(meta, max_global=3).shape == (1, 3)
 
 
 # --- validation -------------------------------------------------------------------------------

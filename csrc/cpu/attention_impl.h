@@ -1315,7 +1315,8 @@ Problem make_problem(AttnKind kind, int64_t B, int64_t M, int64_t N, int64_t H, 
   // times a float log2(e).
   pb.scale = static_cast<float>(scale);
   pb.c = static_cast<float>(scale * 1.4426950408889634);
-  pb.dk_mult = static_cast<float>(scale / static_cast<double>(pb.c));
+  // c == 0 (scale 0, or below float's range): the packed queries are 0 and so is dK = scale * dS^T Q
+  pb.dk_mult = pb.c != 0.0f ? static_cast<float>(scale / static_cast<double>(pb.c)) : 0.0f;
   pb.flags = flags;
   pb.gidx = gidx;
   prepare_globals(pb, gpos, gcount);

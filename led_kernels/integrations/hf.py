@@ -143,6 +143,11 @@ def _lk_forward(
     return (out.reshape(b, n, e),)
 
 
+def _check_module(model) -> None:
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module (a transformers model), got {type(model).__name__}")
+
+
 def patch_hf_model(model: torch.nn.Module, backend: str = "auto") -> torch.nn.Module:
     """Run the encoder self-attention of a ``transformers`` LED or Longformer model on led-kernels.
 
@@ -171,6 +176,7 @@ def patch_hf_model(model: torch.nn.Module, backend: str = "auto") -> torch.nn.Mo
         ``model`` itself.
 
     Raises:
+        TypeError: if ``model`` is not a ``torch.nn.Module``.
         ValueError: if ``model`` contains no patchable module.
 
     Example::
@@ -189,6 +195,7 @@ def patch_hf_model(model: torch.nn.Module, backend: str = "auto") -> torch.nn.Mo
     """
     from led_kernels._validation import check_backend_name
 
+    _check_module(model)
     backend = check_backend_name(backend)
     patched = 0
     for module in model.modules():
@@ -206,6 +213,7 @@ def patch_hf_model(model: torch.nn.Module, backend: str = "auto") -> torch.nn.Mo
 
 def unpatch_hf_model(model: torch.nn.Module) -> torch.nn.Module:
     """Undo :func:`patch_hf_model`: restore the original Hugging Face forwards (in place)."""
+    _check_module(model)
     for module in model.modules():
         if "_lk_backend" in module.__dict__:
             del module.__dict__["_lk_backend"]

@@ -9,7 +9,9 @@ O(N·(H·D) + block·(2w + G)) instead of Hugging Face's N x (2w+1) score matric
 
 Precision follows the usual low-precision recipe (and so is the baseline for the kernels' error
 bound): QK^T and PV in the input dtype (fp32 accumulation inside the matmul), scale, masking and
-softmax in float32, probabilities cast to the input dtype before PV.
+softmax in float32, probabilities cast to the input dtype before PV. In float16 the power-of-two
+part of the scale multiplies q before QK^T (exact), so that the float16 scores saturate only where the
+scaled scores would, as in Hugging Face's Longformer, which scales q first.
 
 Non-finite inputs stay where they belong: a row of q, k or v holding a NaN or an inf changes only
 the rows that attend it (they come out NaN); every other row is exactly what it would be without
@@ -19,6 +21,8 @@ and sets the rows that attend one (or whose own query is one) to NaN afterwards 
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -47,6 +51,12 @@ def _attend(q_blk, keys, values, allowed, scale: float, q_bad, kv_bad) -> torch.
     # kv_bad [B, K, H] float: 1 where the original key or value row was not finite (_split_nonfinite);
     # q_bad [B, M, H] bool: the row's own query was not finite and it attends something
     softmax_dtype = torch.promote_types(q_blk.dtype, torch.float32)  # fp32, or fp64 for fp64 inputs
+    if q_blk.dtype == torch.float16 and 0.0 < scale < 1.0:
+        # float16 scores saturate at 65504: the power-of-two part of the scale goes into q before the
+        # product (exact, as is its rounding after it), the rest (in [1, 2)) after it, so the scores
+        # have the bits of scale * (q k^T) and overflow only where the scaled ones would
+        mantissa, exponent = math.frexp(scale)
+        q_blk, scale = q_blk * 2.0 ** (exponent - 1), 2.0 * mantissa
     scores = torch.einsum("bmhd,bkhd->bhmk", q_blk, keys).to(softmax_dtype)
     # in place: neither op's backward needs the scores, and the block's largest tensor is not copied
     scores = scores.mul_(scale).masked_fill_(~allowed[:, None], float("-inf"))
