@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import operator
 import os
 from typing import Any
 
@@ -71,6 +72,23 @@ _GENERIC_DEFAULTS: dict[str, Any] = {
     "return_dict": True,
     "problem_type": None,
 }
+
+
+def _integer(value, name: str) -> int:
+    """An int (numpy ints too); bools, floats and strings are a TypeError that names the field."""
+    if isinstance(value, (bool, str, bytes)):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
+
+
+def _windows(attention_window, layers: int) -> list[int]:
+    """One window per encoder layer from an int or a sequence of ints."""
+    if isinstance(attention_window, (list, tuple)):
+        return [_integer(w, "attention_window") for w in attention_window]
+    return [_integer(attention_window, "attention_window (an int, or a list of one int per layer)")] * layers
 
 
 class LEDConfig:
@@ -209,14 +227,22 @@ class LEDConfig:
         self.pad_to_window_size = bool(pad_to_window_size)
 
         # transformers' LEDEncoder turns an int window into one value per layer (and saves the list).
-        if isinstance(attention_window, int):
-            attention_window = [attention_window] * self.encoder_layers
-        self.attention_window = [int(w) for w in attention_window]
+        self.attention_window = _windows(attention_window, self.encoder_layers)
         self._check_windows()
 
         # 4.x wrote the dtype as torch_dtype, 5.x as dtype; both are only metadata here.
         self.extra: dict[str, Any] = dict(extra)
         self.extra.pop("model_type", None)
+        for name in ("vocab_size", "d_model", "encoder_attention_heads", "decoder_attention_heads"):
+            if _integer(getattr(self, name), name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if (
+            self.pad_token_id is not None
+            and not 0 <= _integer(self.pad_token_id, "pad_token_id") < self.vocab_size
+        ):
+            raise ValueError(
+                f"pad_token_id must be in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}"
+            )
         if self.d_model % self.encoder_attention_heads or self.d_model % self.decoder_attention_heads:
             raise ValueError(
                 f"d_model ({self.d_model}) must be divisible by encoder_attention_heads "

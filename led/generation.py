@@ -21,6 +21,7 @@ legacy generation keys of ``config.json``, else the config's special token ids).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -86,6 +87,22 @@ def _gather_beams(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     # tensor (B, K, ...) indexed along the beam dim by index (B, K')
     index = index.view(*index.shape, *([1] * (tensor.dim() - index.dim())))
     return torch.take_along_dim(tensor, index, dim=1)
+
+
+def _check_search(num_beams, num_return_sequences, length_penalty) -> None:
+    """Beam-search settings that would otherwise fail deep inside (a reshape, a division by zero)."""
+    for name, value in (("num_beams", num_beams), ("num_return_sequences", num_return_sequences)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)):
+        raise ValueError(f"length_penalty must be a finite number, got {length_penalty!r}")
+    if not math.isfinite(length_penalty):
+        raise ValueError(f"length_penalty must be a finite number, got {length_penalty!r}")
+
+
+def _check_token_id(name: str, value, vocab_size: int) -> None:
+    if value is not None and not (isinstance(value, int) and 0 <= value < vocab_size):
+        raise ValueError(f"{name} must be a token id in [0, vocab_size={vocab_size}), got {value!r}")
 
 
 class GenerationMixin:
@@ -213,6 +230,13 @@ class GenerationMixin:
             pick("forced_bos_token_id", forced_bos_token_id),
             pick("forced_eos_token_id", forced_eos_token_id),
         )
+        _check_search(num_beams, num_return_sequences, length_penalty)
+        for name, value in (
+            ("decoder_start_token_id", decoder_start),
+            ("forced_bos_token_id", forced_bos),
+            ("forced_eos_token_id", forced_eos),
+        ):
+            _check_token_id(name, value, self.config.vocab_size)
 
         # encoder, once
         if encoder_outputs is None:
@@ -228,7 +252,20 @@ class GenerationMixin:
         elif not isinstance(encoder_outputs, LEDEncoderBaseModelOutput):
             encoder_outputs = LEDEncoderBaseModelOutput(*tuple(encoder_outputs)[:4])
         hidden = encoder_outputs.last_hidden_state
+        if not isinstance(hidden, torch.Tensor) or hidden.dim() != 3:
+            raise ValueError(
+                "encoder_outputs must start with the encoder's last hidden state (B, N, d_model)"
+            )
         batch, device = hidden.shape[0], hidden.device
+        if decoder_input_ids is not None and (
+            decoder_input_ids.dim() != 2
+            or decoder_input_ids.shape[0] != batch
+            or decoder_input_ids.shape[1] == 0
+        ):
+            raise ValueError(
+                f"decoder_input_ids must be (B, L) with B = {batch} (the inputs' batch) and L >= 1, "
+                f"got shape {tuple(decoder_input_ids.shape)}"
+            )
 
         eos_t = None if eos is None else torch.tensor(eos, dtype=torch.long, device=device).view(-1)
         if pad is None and eos_t is not None:

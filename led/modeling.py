@@ -73,6 +73,33 @@ def shift_tokens_right(
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
+def _check_token_inputs(input_ids, inputs_embeds, d_model: int, masks: dict[str, Any]) -> None:
+    """(B, N) ids or (B, N, d_model) embeddings, and (B, N) masks on their device: a mask of another
+    shape would broadcast (a (B, 1) global mask makes every token global) or index past the sequence."""
+    tokens = input_ids if input_ids is not None else inputs_embeds
+    name = "input_ids" if input_ids is not None else "inputs_embeds"
+    if not isinstance(tokens, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tokens).__name__}")
+    if input_ids is not None and input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be (B, N), got shape {tuple(input_ids.shape)}")
+    if input_ids is None and (inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != d_model):
+        raise ValueError(
+            f"inputs_embeds must be (B, N, d_model={d_model}), got shape {tuple(inputs_embeds.shape)}"
+        )
+    shape = tuple(tokens.shape[:2])
+    for mask_name, mask in masks.items():
+        if mask is None:
+            continue
+        if not isinstance(mask, torch.Tensor):
+            raise TypeError(f"{mask_name} must be a torch.Tensor, got {type(mask).__name__}")
+        if tuple(mask.shape) != shape:
+            raise ValueError(
+                f"{mask_name} must have the shape (B, N) = {shape} of {name}, got {tuple(mask.shape)}"
+            )
+        if mask.device != tokens.device:
+            raise ValueError(f"{mask_name} is on {mask.device} but {name} is on {tokens.device}")
+
+
 def _float_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     # Hugging Face's additive mask: 0 where allowed, finfo.min elsewhere, made once (never summed twice)
     zero = torch.zeros((), dtype=dtype, device=allowed.device)
@@ -280,6 +307,8 @@ class LEDEncoder(nn.Module):
         pad_to_window_size = cfg.pad_to_window_size if pad_to_window_size is None else pad_to_window_size
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        masks = {"attention_mask": attention_mask, "global_attention_mask": global_attention_mask}
+        _check_token_inputs(input_ids, inputs_embeds, cfg.d_model, masks)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         if self.training and cfg.attention_dropout > 0:
@@ -593,10 +622,8 @@ class LEDPreTrainedModel(nn.Module):
 
         if config is None:
             config = LEDConfig.from_pretrained(path, **config_overrides)
-        else:
-            config = config.copy()
-            for key, value in config_overrides.items():
-                setattr(config, key, value)
+        else:  # rebuilt, so that the overrides are converted and checked as the constructor does it
+            config = LEDConfig.from_dict(config.to_dict(), **config_overrides)
         if attn_backend is not None:
             config.attn_backend = attn_backend
         state_dict = ckpt.load_state_dict(path)
@@ -705,6 +732,21 @@ class LEDModel(LEDPreTrainedModel):
             )
         elif not isinstance(encoder_outputs, LEDEncoderBaseModelOutput):
             encoder_outputs = LEDEncoderBaseModelOutput(*tuple(encoder_outputs)[:4])
+        memory = encoder_outputs.last_hidden_state
+        if not isinstance(memory, torch.Tensor) or memory.dim() != 3 or memory.shape[-1] != cfg.d_model:
+            got = tuple(memory.shape) if isinstance(memory, torch.Tensor) else type(memory).__name__
+            raise ValueError(
+                "encoder_outputs must start with the encoder's last hidden state "
+                f"(B, N, d_model={cfg.d_model}), got {got}"
+            )
+        decoder_in = decoder_input_ids if decoder_input_ids is not None else decoder_inputs_embeds
+        if isinstance(decoder_in, torch.Tensor) and (
+            decoder_in.dim() < 2 or decoder_in.shape[0] != memory.shape[0]
+        ):
+            raise ValueError(
+                f"the decoder inputs must be (B, L...) with the encoder's batch B = {memory.shape[0]}, "
+                f"got shape {tuple(decoder_in.shape)}"
+            )
         decoder_outputs = self.decoder(
             input_ids=decoder_input_ids,
             attention_mask=decoder_attention_mask,

@@ -987,6 +987,11 @@ class LEDTokenizer:
         masks = _to_py(attention_mask) if attention_mask is not None else None
         if masks is not None and single:
             masks = [masks]
+        if masks is not None and (
+            len(masks) != len(rows)
+            or any(not isinstance(m, list) or len(m) != len(row) for m, row in zip(masks, rows))
+        ):
+            raise ValueError("attention_mask must have the shape of input_ids (one 0/1 per token)")
         if mode == "span":
             if spans is None:
                 raise ValueError("mode='span' needs spans=(start, end) or one (start, end) per row")
@@ -995,6 +1000,9 @@ class LEDTokenizer:
                 span_list = [span_list] * len(rows)
             if len(span_list) != len(rows):
                 raise ValueError(f"got {len(span_list)} spans for {len(rows)} rows")
+            for span in span_list:
+                if not (isinstance(span, list) and len(span) == 2 and all(isinstance(x, int) for x in span)):
+                    raise TypeError(f"spans must be (start, end) int pairs, got {span!r}")
         sep = self.sep_token_id
         pad_id = self.pad_token_id
         out: list[list[int]] = []

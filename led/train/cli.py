@@ -9,6 +9,7 @@ raise :class:`UsageError` or :class:`led.train.data.DataError`, which ``main`` p
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -59,15 +60,15 @@ def _non_negative_int(text: str) -> int:
 
 def _non_negative_float(text: str) -> float:
     value = float(text)
-    if not value >= 0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    if not (value >= 0 and math.isfinite(value)):  # also rejects nan and inf
+        raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more, got {text}")
     return value
 
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite positive number, got {text}")
     return value
 
 
@@ -264,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         train(args)
-    except (UsageError, DataError) as exc:
+    except (UsageError, DataError, OSError) as exc:  # OSError: a file or folder named by the options
         print(f"led.train: error: {exc}", file=sys.stderr)
         return 2
     return 0

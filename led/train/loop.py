@@ -64,16 +64,22 @@ class Data:
 
 def _model_window(args: argparse.Namespace) -> int:
     """Largest full attention window of the model about to be trained (before building it)."""
-    if args.model:
-        window = led.LEDConfig.from_pretrained(args.model).attention_window
-    else:
-        window = load_config_fields(args.config).get("attention_window", 512)
-    return max(window) if isinstance(window, list) else int(window)
+    try:
+        if args.model:
+            window = led.LEDConfig.from_pretrained(args.model).attention_window
+        else:
+            window = led.LEDConfig.from_dict(load_config_fields(args.config)).attention_window
+    except (ValueError, TypeError, OSError) as exc:
+        raise UsageError(
+            f"--model {args.model}: {exc}" if args.model else f"--config {args.config}: {exc}"
+        ) from exc
+    return max(window)
 
 
 def build_data(args: argparse.Namespace) -> Data:
     """The synthetic task's splits, or the tokenized JSON lines files."""
     if args.task == "synthetic":
+        window = _model_window(args)  # (its own error names the model or config)
         try:
             task = SyntheticTask(
                 max_length=args.max_source_length,
@@ -83,7 +89,7 @@ def build_data(args: argparse.Namespace) -> Data:
                 num_filler=args.synthetic_filler,
                 # facts further apart than the one-sided window: the window around a fact's tokens
                 # never holds another fact, so the binding of a value to its key is unambiguous
-                min_fact_gap=_model_window(args) // 2 + 2,
+                min_fact_gap=window // 2 + 2,
                 seed=args.seed,
             )
         except ValueError as exc:
@@ -151,17 +157,20 @@ def build_model(
             args.model, attn_backend=args.backend, **overrides
         )
     else:
-        config = build_config(
-            args.config,
-            vocab_size=data.vocab_size,
-            max_source_length=args.max_source_length,
-            max_target_length=args.max_target_length,
-            pad_token_id=data.pad_token_id,
-            bos_token_id=data.bos_token_id,
-            eos_token_id=data.eos_token_id,
-            attn_backend=args.backend,
-            **overrides,
-        )
+        try:
+            config = build_config(
+                args.config,
+                vocab_size=data.vocab_size,
+                max_source_length=args.max_source_length,
+                max_target_length=args.max_target_length,
+                pad_token_id=data.pad_token_id,
+                bos_token_id=data.bos_token_id,
+                eos_token_id=data.eos_token_id,
+                attn_backend=args.backend,
+                **overrides,
+            )
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"--config {args.config}: {exc}") from exc
         model = led.LEDForConditionalGeneration(config)
         start_positions_at_zero(model)
     cfg = model.config

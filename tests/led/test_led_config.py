@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from led_testing import hf_config, transformers
 
@@ -74,11 +75,27 @@ def test_hf_alias_names_are_accepted():
         ({"attention_window": [8, 8], "encoder_layers": 3}, "one value per layer"),
         ({"attn_backend": "nope"}, "attn_backend"),
         ({"d_model": 30, "encoder_attention_heads": 4}, "divisible"),
+        ({"encoder_attention_heads": 0}, "encoder_attention_heads must be positive"),
+        ({"d_model": 0}, "d_model must be positive"),
+        ({"vocab_size": 0}, "vocab_size must be positive"),
+        ({"vocab_size": 10, "pad_token_id": 10}, r"pad_token_id must be in \[0, vocab_size=10\)"),
     ],
 )
 def test_invalid_configs_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         led.LEDConfig(**kwargs)
+
+
+@pytest.mark.parametrize("window", ["64", 8.0, [8.7, 8], None, True, [8, "8"]], ids=repr)
+def test_attention_window_must_be_ints(window):
+    """A string is not a list of digits, a float is not cut to an int: a TypeError naming the field."""
+    with pytest.raises(TypeError, match="attention_window"):
+        led.LEDConfig(attention_window=window, encoder_layers=2)
+
+
+def test_attention_window_accepts_numpy_ints():
+    assert led.LEDConfig(attention_window=np.int64(8), encoder_layers=2).attention_window == [8, 8]
+    assert led.LEDConfig(attention_window=(np.int32(4), 8), encoder_layers=2).attention_window == [4, 8]
 
 
 def test_not_an_led_config(tmp_path):

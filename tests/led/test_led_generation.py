@@ -116,3 +116,18 @@ def test_unsupported_requests_raise(tmp_path):
         ours.generate(**model_inputs, num_return_sequences=2)
     with pytest.raises(ValueError, match="max_length"):
         ours.generate(**model_inputs, max_length=1)
+    # settings that would fail deep inside (a reshape of 0 rows, a division by zero, an index past the
+    # vocabulary) or give NaN scores
+    bad = [
+        ({"num_beams": 0}, "num_beams must be an int >= 1"),
+        ({"num_beams": 2.5}, "num_beams must be an int >= 1"),
+        ({"num_beams": 2, "num_return_sequences": 0}, "num_return_sequences must be an int >= 1"),
+        ({"num_beams": 2, "length_penalty": float("nan")}, "length_penalty must be a finite number"),
+        ({"forced_bos_token_id": 999}, r"forced_bos_token_id must be a token id in \[0, vocab_size=100\)"),
+        ({"decoder_start_token_id": -1}, "decoder_start_token_id must be a token id"),
+        ({"decoder_input_ids": torch.zeros(3, 0, dtype=torch.long)}, "decoder_input_ids must be"),
+        ({"decoder_input_ids": torch.zeros(1, 2, dtype=torch.long)}, r"B = 3 \(the inputs' batch\)"),
+    ]
+    for kwargs, match in bad:
+        with pytest.raises(ValueError, match=match):
+            ours.generate(**model_inputs, **kwargs)

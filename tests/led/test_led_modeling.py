@@ -350,3 +350,49 @@ def test_decoder_attention_mask_matches_transformers(tmp_path):
         expected = hf(ids, **kwargs).logits
         got = ours(ids, **kwargs).logits
     assert_close(got, expected)
+
+
+def _tiny(seed: int = 0) -> led.LEDForConditionalGeneration:
+    cfg = led.LEDConfig.from_dict(hf_model().config.to_dict(), attn_backend="torch")
+    torch.manual_seed(seed)
+    return led.LEDForConditionalGeneration(cfg).eval()
+
+
+def test_masks_of_another_shape_raise_instead_of_broadcasting():
+    """A (B, 1) global mask would broadcast (every token global), a shorter one would leave tokens out,
+    a longer one index past the sequence: each is refused by name, before any work."""
+    model = _tiny()
+    ids, mask, glob = inputs(batch=2, n=20)
+    dec = ids[:, :5]
+    for bad in (glob[:, :1], glob[:, :7], torch.cat([glob, glob[:, :2]], 1), glob[:1]):
+        for name in ("global_attention_mask", "attention_mask"):
+            kwargs = {"attention_mask": mask, "global_attention_mask": glob, name: bad}
+            with pytest.raises(ValueError, match=f"{name} must have the shape"):
+                model(ids, decoder_input_ids=dec, **kwargs)
+    with pytest.raises(ValueError, match="input_ids must be"):
+        model(ids[0], decoder_input_ids=dec)
+    with pytest.raises(ValueError, match="inputs_embeds must be"):
+        model(inputs_embeds=torch.randn(2, 20, 7), decoder_input_ids=dec)
+
+
+def test_empty_encoder_outputs_and_decoder_batch_mismatch_raise():
+    model = _tiny()
+    ids, mask, glob = inputs(batch=2, n=20)
+    dec = ids[:, :5]
+    for empty in ((), (None,)):
+        with pytest.raises(ValueError, match="encoder_outputs must start with"):
+            model(encoder_outputs=empty, decoder_input_ids=dec)
+    with pytest.raises(ValueError, match="the encoder's batch B = 2"):
+        model(ids, attention_mask=mask, decoder_input_ids=dec[:1])
+
+
+def test_config_overrides_of_from_pretrained_are_converted(tmp_path):
+    """from_pretrained(path, config=..., attention_window=8): the int becomes one window per layer, as
+    the constructor makes it (it used to stay an int and fail at the first forward)."""
+    _, ours = _pair(tmp_path)
+    model = led.LEDForConditionalGeneration.from_pretrained(tmp_path, config=ours.config, attention_window=8)
+    assert model.config.attention_window == [8] * model.config.encoder_layers
+    ids, mask, glob = inputs(batch=2, n=20)
+    assert torch.isfinite(model(ids, attention_mask=mask, decoder_input_ids=ids[:, :5]).logits).all()
+    with pytest.raises(TypeError, match="attention_window"):
+        led.LEDForConditionalGeneration.from_pretrained(tmp_path, config=ours.config, attention_window="8")

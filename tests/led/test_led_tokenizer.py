@@ -434,6 +434,12 @@ def test_global_attention_mask(folders: dict[str, str]) -> None:
     assert tok.build_global_attention_mask(single) == [1] + [0] * (len(single) - 1)
     with pytest.raises(ValueError):
         tok.build_global_attention_mask([[5, 6, 7]], mode="question")
+    # an attention_mask of another shape is refused (zip would cut the rows short), as are float spans
+    for bad_mask in (enc["attention_mask"][:, :2], enc["attention_mask"][:1]):
+        with pytest.raises(ValueError, match="attention_mask must have the shape of input_ids"):
+            tok.build_global_attention_mask(enc["input_ids"], bad_mask)
+    with pytest.raises(TypeError, match="spans must be"):
+        tok.build_global_attention_mask(enc["input_ids"][:2], spans=(1.0, 3.0))
 
 
 def test_pad_matches_and_pads_global_attention(pair: tuple[LEDTokenizer, object]) -> None:

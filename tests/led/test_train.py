@@ -423,6 +423,8 @@ def test_jsonl_errors_name_the_line_and_field(tmp_path, tokenizer_dir, capsys):
 
 def test_bad_arguments_give_clear_errors(tmp_path, capsys):
     out = ["--output-dir", str(tmp_path / "x")]
+    bad_window = tmp_path / "window.json"
+    bad_window.write_text('{"attention_window": "16", "encoder_layers": 2}')
     checks = [
         (["--config", "tiny", *out], "--task jsonl needs --train-file"),
         (["--config", "nope", "--task", "synthetic", *out], "neither a preset"),
@@ -441,6 +443,12 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys):
         ),
         (["--config", "tiny", "--task", "synthetic", "--resume", *out], "no checkpoint"),
         (["--config", "tiny", "--tokenizer", str(tmp_path), "--train-file", __file__, *out], "--tokenizer"),
+        # non-finite rates would train to NaN weights and exit 0
+        (["--config", "tiny", "--task", "synthetic", "--lr", "inf", *out], "--lr: must be a finite"),
+        (["--config", "tiny", "--task", "synthetic", "--weight-decay", "nan", *out], "--weight-decay"),
+        # a config file whose fields LEDConfig refuses, an output dir that is a file: no traceback
+        (["--config", str(bad_window), "--task", "synthetic", *out], f"--config {bad_window}"),
+        (["--config", "tiny", "--task", "synthetic", "--output-dir", __file__], "led.train: error:"),
     ]
     for argv, expected in checks:
         err = _error(tmp_path, capsys, [*argv, "--no-progress"])
