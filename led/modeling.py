@@ -620,12 +620,12 @@ class LEDPreTrainedModel(nn.Module):
         """
         from led import checkpoint as ckpt
 
+        if attn_backend is not None:  # checked with the other fields
+            config_overrides = {**config_overrides, "attn_backend": attn_backend}
         if config is None:
             config = LEDConfig.from_pretrained(path, **config_overrides)
         else:  # rebuilt, so that the overrides are converted and checked as the constructor does it
             config = LEDConfig.from_dict(config.to_dict(), **config_overrides)
-        if attn_backend is not None:
-            config.attn_backend = attn_backend
         state_dict = ckpt.load_state_dict(path)
         if dtype == "auto":
             dtype = next((t.dtype for t in state_dict.values() if t.is_floating_point()), torch.float32)

@@ -65,6 +65,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**62:  # torch seeds are 64-bit; the runs add epochs and ranks to it
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**62), got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not (value > 0 and math.isfinite(value)):
@@ -179,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--gradient-checkpointing", action="store_true", help="recompute layers in the backward pass"
     )
-    g.add_argument("--seed", type=int, default=42, help="model initialisation, data order, dropout")
+    g.add_argument("--seed", type=_seed, default=42, help="model initialisation, data order, dropout")
 
     g = p.add_argument_group("evaluation, checkpoints, logging")
     g.add_argument("--output-dir", required=True, help="checkpoints, final model and log.jsonl")

@@ -396,3 +396,6 @@ def test_config_overrides_of_from_pretrained_are_converted(tmp_path):
     assert torch.isfinite(model(ids, attention_mask=mask, decoder_input_ids=ids[:, :5]).logits).all()
     with pytest.raises(TypeError, match="attention_window"):
         led.LEDForConditionalGeneration.from_pretrained(tmp_path, config=ours.config, attention_window="8")
+    for config in (None, ours.config):  # a backend name is checked at load, not at the first forward
+        with pytest.raises(ValueError, match="attn_backend must be one of"):
+            led.LEDForConditionalGeneration.from_pretrained(tmp_path, config=config, attn_backend="bogus")

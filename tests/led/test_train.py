@@ -446,6 +446,7 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys):
         # non-finite rates would train to NaN weights and exit 0
         (["--config", "tiny", "--task", "synthetic", "--lr", "inf", *out], "--lr: must be a finite"),
         (["--config", "tiny", "--task", "synthetic", "--weight-decay", "nan", *out], "--weight-decay"),
+        (["--config", "tiny", "--task", "synthetic", "--seed", str(2**70), *out], "--seed: must be in"),
         # a config file whose fields LEDConfig refuses, an output dir that is a file: no traceback
         (["--config", str(bad_window), "--task", "synthetic", *out], f"--config {bad_window}"),
         (["--config", "tiny", "--task", "synthetic", "--output-dir", __file__], "led.train: error:"),
