@@ -97,7 +97,8 @@ def check_window(window) -> int:
 
 
 def check_scale(scale, head_dim: int) -> float:
-    """None (1 / sqrt(head_dim)) or a real number in [0, MAX_SCALE]; numpy floats are accepted."""
+    """None (1 / sqrt(head_dim)) or a real number of magnitude <= MAX_SCALE; numpy floats are accepted.
+    (The triton backend also refuses a negative scale, which its kernels do not support.)"""
     if scale is None:
         return head_dim**-0.5
     if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
@@ -108,12 +109,10 @@ def check_scale(scale, head_dim: int) -> float:
         raise ValueError(f"scale must be finite, got {scale}") from None
     if not math.isfinite(value):
         raise ValueError(f"scale must be finite, got {scale}")
-    if value < 0:
-        # a negative scale turns the softmax into a soft-min: no use in attention, and the kernels'
-        # running maxima assume scale >= 0, so every backend refuses it
-        raise ValueError(f"scale must be >= 0, got {scale}")
-    if value > MAX_SCALE:
-        raise ValueError(f"scale must be at most {MAX_SCALE:.3g} (scale * log2(e) is a float32), got {scale}")
+    if abs(value) > MAX_SCALE:
+        raise ValueError(
+            f"scale must be at most {MAX_SCALE:.3g} in magnitude (scale * log2(e) is a float32), got {scale}"
+        )
     return value
 
 

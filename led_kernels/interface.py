@@ -44,7 +44,8 @@ def banded_attention(
         key_padding_mask: (B, N) bool, True = padding.
         global_idx: (B, G) int32/int64 global positions from :func:`global_indices` (sorted, -1
             padded). Their keys are removed from the band and attended by every row instead.
-        scale: score scale ``>= 0`` (a real number, numpy scalars too), default ``1 / sqrt(D)``.
+        scale: score scale (a real number, numpy scalars too; ``>= 0`` on the ``triton`` backend),
+            default ``1 / sqrt(D)``.
         backend: ``"auto"``, ``"torch"``, ``"triton"``, ``"cuda"`` or ``"cpu"``.
 
     Returns:
@@ -94,7 +95,7 @@ def global_attention(
         k_global, v_global: (B, N, H, D) the global projections' keys and values of all tokens.
         global_idx: (B, G) int32/int64 from :func:`global_indices`.
         key_padding_mask: (B, N) bool, True = padding.
-        scale: ``>= 0``, default ``1 / sqrt(D)``.
+        scale: as in :func:`banded_attention`, default ``1 / sqrt(D)``.
         backend: as in :func:`banded_attention`.
 
     Returns:
@@ -150,7 +151,7 @@ def longformer_attention(
         key_padding_mask: (B, N) bool, True = padding.
         q_global, k_global, v_global: (B, N, H, D) global projections of all tokens; each defaults
             to q, k, v (one shared projection).
-        scale: ``>= 0``, default ``1 / sqrt(D)``.
+        scale: as in :func:`banded_attention`, default ``1 / sqrt(D)``.
         backend: ``"auto"``, ``"torch"``, ``"triton"``, ``"cuda"`` or ``"cpu"``.
         global_idx: optional precomputed ``global_indices(global_mask)``; pass it to share one
             computation across layers and avoid a host sync (then ``global_mask`` may be omitted).

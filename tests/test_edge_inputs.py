@@ -2,8 +2,8 @@
 
 - Bad inputs: a clear ``ValueError``/``TypeError`` naming the argument (ranks, shapes, dtypes, devices
   including a ``meta`` tensor among CPU ones, non-bool masks, sparse or lazily negated tensors,
-  windows that are negative, floats, bools or non-integer tensors, scales that are negative or past
-  float32, global indices outside [-1, N)), unknown backends, and a ``RuntimeError`` naming an
+  windows that are negative, floats, bools or non-integer tensors, scales past float32 (negative ones
+  on triton), global indices outside [-1, N)), unknown backends, and a ``RuntimeError`` naming an
   unavailable backend. Windows past N (past int64 too) are dense; numpy scalars are accepted.
   tests/test_interface.py checks the default backend; here every case runs with each backend named
   explicitly, plus the cases it lacks.
@@ -318,12 +318,6 @@ def _bad_calls():
             lambda q, k, v, be: banded(q, k, v, be, scale=torch.tensor(0.1)),
         ),
         (
-            "scale-negative",
-            ValueError,
-            "scale must be >= 0",
-            lambda q, k, v, be: layer(q, k, v, be, scale=-0.25),
-        ),
-        (
             "scale-beyond-float32",
             ValueError,
             "scale must be at most",
@@ -592,6 +586,20 @@ def test_fp16_products_beyond_65504_whose_scaled_scores_fit(request, layer_backe
     torch.testing.assert_close(out.double(), ref, atol=2e-3, rtol=0)
     scale = grad_ref.abs().max().item()
     torch.testing.assert_close(grad.double(), grad_ref.double(), atol=1e-3 * scale, rtol=0)
+
+
+def test_negative_scale_matches_the_oracle_or_is_refused_by_triton(backend):
+    """A negative scale (a soft-min): the oracle's answer, except on triton, whose kernels refuse it by
+    name (the cuda kernels' own case is tests/ops/test_cuda_emulated.py::test_negative_and_zero_scales)."""
+    b, n = 2, 23
+    gm, pm = global_mask(b, n, "scattered"), padding_mask(b, n, "tail")
+    if backend == "triton":
+        with pytest.raises(ValueError, match="triton backend: scale must be a finite float >= 0"):
+            _layer_vs_oracle(backend, (b, n, 2, 16), 3, gm, pm, scale=-0.25)
+        return
+    out, grad, ref, grad_ref = _layer_vs_oracle(backend, (b, n, 2, 16), 3, gm, pm, scale=-0.25)
+    torch.testing.assert_close(out.double(), ref, atol=2e-6, rtol=0)
+    torch.testing.assert_close(grad.double(), grad_ref.double(), atol=2e-5, rtol=0)
 
 
 @pytest.mark.parametrize("layer_backend", [*BACKENDS, "cuda-emulated"])
