@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from led.outputs import LEDEncoderBaseModelOutput, LEDGenerateOutput, PastKeyValues
+from led.outputs import LEDEncoderBaseModelOutput, LEDGenerateOutput, PastKeyValues, encoder_output
 
 _DEFAULTS: dict[str, Any] = {
     "max_length": 20,
@@ -249,13 +249,9 @@ class GenerationMixin:
                 max_global=max_global,
                 pad_to_window_size=pad_to_window_size,
             )
-        elif not isinstance(encoder_outputs, LEDEncoderBaseModelOutput):
-            encoder_outputs = LEDEncoderBaseModelOutput(*tuple(encoder_outputs)[:4])
+        else:
+            encoder_outputs = encoder_output(encoder_outputs, self.config.d_model)
         hidden = encoder_outputs.last_hidden_state
-        if not isinstance(hidden, torch.Tensor) or hidden.dim() != 3:
-            raise ValueError(
-                "encoder_outputs must start with the encoder's last hidden state (B, N, d_model)"
-            )
         batch, device = hidden.shape[0], hidden.device
         if decoder_input_ids is not None and (
             decoder_input_ids.dim() != 2

@@ -39,6 +39,7 @@ from led.outputs import (
     LEDSeq2SeqQuestionAnsweringModelOutput,
     LEDSeq2SeqSequenceClassifierOutput,
     PastKeyValues,
+    encoder_output,
 )
 
 ACTIVATIONS = {
@@ -730,15 +731,9 @@ class LEDModel(LEDPreTrainedModel):
                 max_global=max_global,
                 pad_to_window_size=pad_to_window_size,
             )
-        elif not isinstance(encoder_outputs, LEDEncoderBaseModelOutput):
-            encoder_outputs = LEDEncoderBaseModelOutput(*tuple(encoder_outputs)[:4])
+        else:
+            encoder_outputs = encoder_output(encoder_outputs, cfg.d_model)
         memory = encoder_outputs.last_hidden_state
-        if not isinstance(memory, torch.Tensor) or memory.dim() != 3 or memory.shape[-1] != cfg.d_model:
-            got = tuple(memory.shape) if isinstance(memory, torch.Tensor) else type(memory).__name__
-            raise ValueError(
-                "encoder_outputs must start with the encoder's last hidden state "
-                f"(B, N, d_model={cfg.d_model}), got {got}"
-            )
         decoder_in = decoder_input_ids if decoder_input_ids is not None else decoder_inputs_embeds
         if isinstance(decoder_in, torch.Tensor) and (
             decoder_in.dim() < 2 or decoder_in.shape[0] != memory.shape[0]

@@ -79,6 +79,22 @@ class LEDEncoderBaseModelOutput(ModelOutput):
     global_attentions: Tensors | None = None
 
 
+def encoder_output(encoder_outputs: Any, d_model: int) -> LEDEncoderBaseModelOutput:
+    """``encoder_outputs`` as given to ``forward``/``generate`` (the output object or Hugging Face's tuple),
+    checked to start with the last hidden state (B, N, d_model): an empty tuple would otherwise run the
+    decoder without cross-attention."""
+    if not isinstance(encoder_outputs, LEDEncoderBaseModelOutput):
+        encoder_outputs = LEDEncoderBaseModelOutput(*tuple(encoder_outputs)[:4])
+    memory = encoder_outputs.last_hidden_state
+    if not isinstance(memory, torch.Tensor) or memory.dim() != 3 or memory.shape[-1] != d_model:
+        got = tuple(memory.shape) if isinstance(memory, torch.Tensor) else type(memory).__name__
+        raise ValueError(
+            f"encoder_outputs must start with the encoder's last hidden state (B, N, d_model={d_model}), "
+            f"got {got}"
+        )
+    return encoder_outputs
+
+
 @dataclass
 class LEDDecoderOutput(ModelOutput):
     """Decoder output (Hugging Face's ``BaseModelOutputWithPastAndCrossAttentions``)."""

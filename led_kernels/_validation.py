@@ -37,6 +37,7 @@ def check_tensor(x, name: str, ndim: int) -> None:
 def check_qkv(tensors: dict[str, torch.Tensor], layout: str = "(B, N, H, D)") -> None:
     """Same dtype/device, float dtype, 4-D, last dimension contiguous."""
     ref_name, ref = next(iter(tensors.items()))
+    tracing = torch.compiler.is_compiling()  # (once per call: this runs on every layer's call)
     for name, x in tensors.items():
         check_tensor(x, name, 4)
         if x.dtype not in FLOAT_DTYPES:
@@ -54,7 +55,7 @@ def check_qkv(tensors: dict[str, torch.Tensor], layout: str = "(B, N, H, D)") ->
             raise ValueError(f"{name} has head_dim 0")
         # the kernels read raw memory, where a lazily negated view is not negated (not checked while
         # torch.compile traces: is_neg cannot be traced)
-        if not torch.compiler.is_compiling() and x.is_neg():
+        if not tracing and x.is_neg():
             raise ValueError(
                 f"{name} is a lazily negated view (its neg bit is set); pass {name}.resolve_neg()"
             )
