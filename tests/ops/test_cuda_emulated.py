@@ -687,9 +687,19 @@ FUSED_LAYER_CASES = [
     (1, 520, 2, 128, 33, "all", "tail"),  # two heads, 2 chunks (the last one short)
 ]
 FWD_VARIANTS = ["rows32", "rows16", "wgmma", "wgmma16", "wgmma16s", "wgmma2g", "wgmma16o"]  # (the fixture's)
-FUSED_LAYER_FWD = [(variant, case) for variant in FWD_VARIANTS for case in FUSED_LAYER_CASES] + [
-    ("rows32", (1, 530, 1, 16, 9, "scattered", "tail")),  # two launches (layer_fusable)
-]
+# at head dim 128 (11-15 s each) `make test` runs the defaults of sm_80 and sm_90a and the three-launch
+# wgmma2g; the other four are marked slow (`make test-all`)
+FWD_AT_128_IN_MAKE_TEST = ("rows32", "wgmma16", "wgmma2g")
+FUSED_LAYER_FWD = [
+    pytest.param(
+        variant,
+        case,
+        id="-".join(map(str, (variant, *case))),
+        marks=() if case[3] < 128 or variant in FWD_AT_128_IN_MAKE_TEST else (pytest.mark.slow,),
+    )
+    for variant in FWD_VARIANTS
+    for case in FUSED_LAYER_CASES
+] + [pytest.param("rows32", (1, 530, 1, 16, 9, "scattered", "tail"), id="rows32-1-530-1-16-9-scattered-tail")]
 
 
 def _layer_in_one_launch(variant: str, d: int) -> bool:
@@ -704,11 +714,7 @@ def _layer_in_one_launch(variant: str, d: int) -> bool:
     return variant != "wgmma2g" and not (variant == "wgmma16s" and d == 64)
 
 
-def _case_id(x) -> str:
-    return x if isinstance(x, str) else "-".join(map(str, x))
-
-
-@pytest.mark.parametrize("variant,case", FUSED_LAYER_FWD, ids=_case_id)
+@pytest.mark.parametrize("variant,case", FUSED_LAYER_FWD)
 def test_layer_forward_in_one_launch_gives_the_two_launches_bits(emu, variant, case, monkeypatch):
     """attention_layer_fwd: kernel B's key chunks as extra blocks of kernel A's launch, then B's combine
     (two launches), give the bits of A's launch then B's (three launches, LED_KERNELS_FUSED_FORWARD=0)
