@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import copy
 import json
-import operator
 import os
 from typing import Any
+
+from led_kernels._validation import as_int
 
 BACKEND_NAMES = ("auto", "torch", "triton", "cuda", "cpu")
 
@@ -76,12 +77,9 @@ _GENERIC_DEFAULTS: dict[str, Any] = {
 
 def _integer(value, name: str) -> int:
     """An int (numpy ints too); bools, floats and strings are a TypeError that names the field."""
-    if isinstance(value, (bool, str, bytes)):
+    if isinstance(value, (str, bytes)):  # (named with their value: "64" reads like an int)
         raise TypeError(f"{name} must be an int, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
+    return as_int(value, name)
 
 
 def _windows(attention_window, layers: int) -> list[int]:

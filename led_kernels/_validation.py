@@ -14,6 +14,7 @@ import math
 import numbers
 import operator
 import os
+import reprlib
 
 import torch
 
@@ -82,16 +83,23 @@ def _mask_meaning(name: str) -> str:
     return "padding" if "padding" in name else "global token"
 
 
+def as_int(value, name: str, expected: str = "an int") -> int:
+    """``value`` as an int. Integer-like values (numpy ints, 0-d integer tensors) are accepted; bools,
+    bool tensors, floats and strings are a TypeError naming ``name`` and what was ``expected``."""
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
+    try:
+        return operator.index(value)
+    except (TypeError, RuntimeError):  # (a tensor of several elements: RuntimeError)
+        got = type(value).__name__
+        if not isinstance(value, torch.Tensor):
+            got += f" {reprlib.repr(value)}"
+        raise TypeError(f"{name} must be {expected}, got {got}") from None
+
+
 def check_window(window) -> int:
-    """An int >= 0; integer-like values (numpy ints, 0-d integer tensors) are accepted, bools are not."""
-    if isinstance(window, bool) or (isinstance(window, torch.Tensor) and window.dtype == torch.bool):
-        raise TypeError(f"window must be an int (one-sided width w), got {window!r}")
-    if not isinstance(window, int):
-        try:
-            window = window.__index__()
-        except (AttributeError, TypeError, RuntimeError):
-            kind = type(window).__name__
-            raise TypeError(f"window must be an int (one-sided width w), got {kind}") from None
+    """An int >= 0 (integer-like values accepted, as by ``as_int``)."""
+    window = as_int(window, "window", "an int (one-sided width w)")
     if window < 0:
         raise ValueError(f"window must be >= 0 (the one-sided width w), got {window}")
     return window
@@ -118,15 +126,10 @@ def check_scale(scale, head_dim: int) -> float:
 
 
 def check_max_global(max_global) -> int | None:
-    """None or an int in [0, 2**31); integer-like values (numpy ints) are accepted, bools are not."""
+    """None or an int in [0, 2**31) (integer-like values accepted, as by ``as_int``)."""
     if max_global is None:
         return None
-    if isinstance(max_global, bool):
-        raise TypeError(f"max_global must be an int or None, got {max_global!r}")
-    try:
-        value = operator.index(max_global)
-    except TypeError:
-        raise TypeError(f"max_global must be an int or None, got {type(max_global).__name__}") from None
+    value = as_int(max_global, "max_global", "an int or None")
     if not 0 <= value <= MAX_GLOBAL_SLOTS:
         raise ValueError(f"max_global must be in [0, {MAX_GLOBAL_SLOTS}] (int32 slots), got {value}")
     return value
