@@ -59,6 +59,25 @@ def _activation(name: str):
     return ACTIVATIONS[name]
 
 
+def _parameter_dtype(dtype) -> torch.dtype | str | None:
+    """``from_pretrained``'s ``dtype``: None, ``"auto"``, or a floating dtype given as a ``torch.dtype``
+    or by name (``"float16"``, ``"torch.bfloat16"``, as ``transformers`` takes it)."""
+    if dtype is None or dtype == "auto":
+        return dtype
+    if isinstance(dtype, str):
+        named = getattr(torch, dtype.removeprefix("torch."), None)
+        if not isinstance(named, torch.dtype):
+            raise ValueError(
+                f"dtype must name a torch floating dtype (e.g. 'bfloat16') or be 'auto', got {dtype!r}"
+            )
+        dtype = named
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype, its name, 'auto' or None, got {type(dtype).__name__}")
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating dtype (the parameters' dtype), got {dtype}")
+    return dtype
+
+
 def shift_tokens_right(
     input_ids: torch.Tensor, pad_token_id: int | None, decoder_start_token_id: int
 ) -> torch.Tensor:
@@ -609,7 +628,8 @@ class LEDPreTrainedModel(nn.Module):
             path: the folder (as written by ``transformers``' or our ``save_pretrained``).
             attn_backend: encoder attention backend; default: the config's (``"auto"``).
             config: use this config instead of the folder's ``config.json``.
-            dtype: parameter dtype (default float32; ``"auto"`` keeps the checkpoint's).
+            dtype: parameter dtype: a floating ``torch.dtype`` or its name (``"bfloat16"``,
+                ``"torch.float16"``); default float32; ``"auto"`` keeps the checkpoint's.
             device: where to put the model.
             strict: raise on missing or unexpected weights instead of warning.
             **config_overrides: config fields to change (e.g. ``num_labels=3``, ``dropout=0.0``).
@@ -621,6 +641,12 @@ class LEDPreTrainedModel(nn.Module):
         """
         from led import checkpoint as ckpt
 
+        dtype = _parameter_dtype(dtype)
+        if device is not None and not isinstance(device, torch.device):
+            try:
+                device = torch.device(device)
+            except (RuntimeError, TypeError) as err:
+                raise ValueError(f"device must be a torch.device or a device string, got {device!r}") from err
         if attn_backend is not None:  # checked with the other fields
             config_overrides = {**config_overrides, "attn_backend": attn_backend}
         if config is None:

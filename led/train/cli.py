@@ -250,6 +250,11 @@ def check_args(args: argparse.Namespace, error: Callable[[str], Any]) -> None:
         error(f"--config {args.config!r}: neither a preset ({', '.join(PRESETS)}) nor a JSON file")
     if args.resume and args.resume != "latest" and not os.path.isdir(args.resume):
         error(f"--resume {args.resume}: no such checkpoint folder")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            error("--device cuda: no CUDA GPU is available here (use --device cpu or auto)")
     if args.lr is None:
         args.lr = 5e-5 if args.model else 1e-3
     if args.eval_batch_size is None:

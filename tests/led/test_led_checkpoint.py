@@ -155,6 +155,31 @@ def test_dtype_and_backend_options(tmp_path):
     assert torch.isfinite(_forward(ours, ids, mask, glob).float()).all()
 
 
+def test_dtype_by_name_and_bad_dtype_or_device(tmp_path):
+    """dtype as transformers takes it (a name, with or without "torch."); a dtype that is not a
+    floating one, or a device that is not one, is refused by name before the weights are read."""
+    hf_model().save_pretrained(tmp_path)
+    load = led.LEDForConditionalGeneration.from_pretrained
+    for name, want in (
+        ("bfloat16", torch.bfloat16),
+        ("torch.float16", torch.float16),
+        ("auto", torch.float32),
+    ):
+        assert load(tmp_path, dtype=name).dtype == want
+    bad = [
+        ({"dtype": "float17"}, ValueError, "dtype must name a torch floating dtype"),
+        ({"dtype": "Tensor"}, ValueError, "dtype must name a torch floating dtype"),
+        ({"dtype": torch.int8}, ValueError, "dtype must be a floating dtype"),
+        ({"dtype": "int64"}, ValueError, "dtype must be a floating dtype"),
+        ({"dtype": 16}, TypeError, "dtype must be a torch.dtype"),
+        ({"device": "gpu0"}, ValueError, "device must be a torch.device or a device string"),
+        ({"device": 1.5}, ValueError, "device must be a torch.device or a device string"),
+    ]
+    for kwargs, error, match in bad:
+        with pytest.raises(error, match=match):
+            load(tmp_path, **kwargs)
+
+
 def test_untied_embeddings_follow_transformers(tmp_path):
     # tie_word_embeddings=False: transformers 5 keeps shared, both embed_tokens and lm_head apart
     hf = hf_model(tie_word_embeddings=False)

@@ -451,6 +451,10 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys):
         (["--config", str(bad_window), "--task", "synthetic", *out], f"--config {bad_window}"),
         (["--config", "tiny", "--task", "synthetic", "--output-dir", __file__], "led.train: error:"),
     ]
+    if not torch.cuda.is_available():  # (a traceback from the device set-up before)
+        checks.append(
+            (["--config", "tiny", "--task", "synthetic", "--device", "cuda", *out], "--device cuda: no")
+        )
     for argv, expected in checks:
         err = _error(tmp_path, capsys, [*argv, "--no-progress"])
         assert expected in err, (argv, err)
