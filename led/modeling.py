@@ -93,7 +93,9 @@ def shift_tokens_right(
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
-def _check_token_inputs(input_ids, inputs_embeds, d_model: int, masks: dict[str, Any]) -> None:
+def _check_token_inputs(
+    input_ids, inputs_embeds, d_model: int, vocab_size: int, masks: dict[str, Any]
+) -> None:
     """(B, N) ids or (B, N, d_model) embeddings, and (B, N) masks on their device: a mask of another
     shape would broadcast (a (B, 1) global mask makes every token global) or index past the sequence."""
     tokens = input_ids if input_ids is not None else inputs_embeds
@@ -102,6 +104,8 @@ def _check_token_inputs(input_ids, inputs_embeds, d_model: int, masks: dict[str,
         raise TypeError(f"{name} must be a torch.Tensor, got {type(tokens).__name__}")
     if input_ids is not None and input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (B, N), got shape {tuple(input_ids.shape)}")
+    if input_ids is not None:
+        _check_token_ids(input_ids, vocab_size, "input_ids")
     if input_ids is None and (inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != d_model):
         raise ValueError(
             f"inputs_embeds must be (B, N, d_model={d_model}), got shape {tuple(inputs_embeds.shape)}"
@@ -118,6 +122,46 @@ def _check_token_inputs(input_ids, inputs_embeds, d_model: int, masks: dict[str,
             )
         if mask.device != tokens.device:
             raise ValueError(f"{mask_name} is on {mask.device} but {name} is on {tokens.device}")
+
+
+def _check_token_ids(ids: torch.Tensor, vocab_size: int, name: str) -> None:
+    """Integer ids inside the vocabulary. The values are checked on CPU tensors only: on a GPU the check
+    would be a host synchronisation (an id past the vocabulary is then the embedding's device assert)."""
+    if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
+        raise TypeError(f"{name} must hold integer token ids, got {ids.dtype}")
+    if ids.numel() and ids.device.type == "cpu" and not torch.compiler.is_compiling():
+        low, high = ids.min().item(), ids.max().item()
+        if low < 0 or high >= vocab_size:
+            bad = low if low < 0 else high
+            raise ValueError(f"{name} holds token id {bad}, outside the vocabulary [0, {vocab_size})")
+
+
+def _vocab_size(embed_tokens: nn.Module, config) -> int:
+    # the embedding's rows (set_input_embeddings may have given another table than the config's)
+    return getattr(embed_tokens, "num_embeddings", config.vocab_size)
+
+
+def _check_decoder_masks(attention_mask, encoder_attention_mask, b: int, s: int, encoder_states) -> None:
+    """The decoder's padding mask covers its past and new tokens ((B, >= past + T), its last past + T
+    columns are read); the cross-attention mask matches the encoder's states (B, S)."""
+    if attention_mask is not None:
+        if not isinstance(attention_mask, torch.Tensor):
+            raise TypeError(
+                f"decoder_attention_mask must be a torch.Tensor, got {type(attention_mask).__name__}"
+            )
+        if attention_mask.dim() != 2 or attention_mask.shape[0] != b or attention_mask.shape[1] < s:
+            got = tuple(attention_mask.shape)
+            raise ValueError(f"decoder_attention_mask must be (B, past + T) = ({b}, {s}), got {got}")
+    if encoder_attention_mask is not None and encoder_states is not None:
+        if not isinstance(encoder_attention_mask, torch.Tensor):
+            kind = type(encoder_attention_mask).__name__
+            raise TypeError(f"the encoder's attention_mask must be a torch.Tensor, got {kind}")
+        want = tuple(encoder_states.shape[:2])
+        if tuple(encoder_attention_mask.shape) != want:
+            raise ValueError(
+                f"the encoder's attention_mask must have the shape (B, S) = {want} of its states, "
+                f"got {tuple(encoder_attention_mask.shape)}"
+            )
 
 
 def _float_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -328,7 +372,7 @@ class LEDEncoder(nn.Module):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         masks = {"attention_mask": attention_mask, "global_attention_mask": global_attention_mask}
-        _check_token_inputs(input_ids, inputs_embeds, cfg.d_model, masks)
+        _check_token_inputs(input_ids, inputs_embeds, cfg.d_model, _vocab_size(self.embed_tokens, cfg), masks)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         if self.training and cfg.attention_dropout > 0:
@@ -437,12 +481,20 @@ class LEDDecoder(nn.Module):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of decoder_input_ids and decoder_inputs_embeds")
         if inputs_embeds is None:
+            if not isinstance(input_ids, torch.Tensor):
+                raise TypeError(f"decoder_input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
+            if input_ids.dim() != 2:
+                raise ValueError(f"decoder_input_ids must be (B, T), got shape {tuple(input_ids.shape)}")
+            _check_token_ids(input_ids, _vocab_size(self.embed_tokens, cfg), "decoder_input_ids")
             inputs_embeds = self.embed_tokens(input_ids)
         if self.gradient_checkpointing and self.training and use_cache:
             use_cache = False  # the cache is incompatible with recomputation (as in Hugging Face)
         b, t = inputs_embeds.shape[:2]
         dtype, device = inputs_embeds.dtype, inputs_embeds.device
         past_length = past_key_values[0][0].shape[2] if past_key_values is not None else 0
+        _check_decoder_masks(
+            attention_mask, encoder_attention_mask, b, past_length + t, encoder_hidden_states
+        )
 
         # masks, once per forward: causal (+ padding) for t > 1, none for single-token steps (as HF)
         self_mask, is_causal = None, False

@@ -375,6 +375,56 @@ def test_masks_of_another_shape_raise_instead_of_broadcasting():
         model(inputs_embeds=torch.randn(2, 20, 7), decoder_input_ids=dec)
 
 
+def test_token_ids_outside_the_vocabulary_or_not_integers_raise():
+    """Ids past the vocabulary (an IndexError from the embedding on the CPU, a device assert on a GPU)
+    or of a float dtype are refused by name; the values are checked on CPU tensors."""
+    model = _tiny()
+    vocab = model.config.vocab_size
+    ids, mask, _ = inputs(batch=2, n=20)
+    dec = ids[:, :5]
+    for bad, match in ((vocab, f"token id {vocab}, outside the vocabulary"), (-1, "token id -1, outside")):
+        wrong = ids.clone()
+        wrong[1, 7] = bad
+        with pytest.raises(ValueError, match=f"input_ids holds {match}"):
+            model(wrong, attention_mask=mask, decoder_input_ids=dec)
+        wrong_dec = dec.clone()
+        wrong_dec[0, -1] = bad
+        with pytest.raises(ValueError, match=f"decoder_input_ids holds {match}"):
+            model(ids, attention_mask=mask, decoder_input_ids=wrong_dec)
+    with pytest.raises(TypeError, match="input_ids must hold integer token ids, got torch.float32"):
+        model(ids.float(), attention_mask=mask, decoder_input_ids=dec)
+    with pytest.raises(TypeError, match="decoder_input_ids must hold integer token ids, got torch.bool"):
+        model(ids, attention_mask=mask, decoder_input_ids=dec > 0)
+    with pytest.raises(ValueError, match="decoder_input_ids must be"):
+        model.get_decoder()(dec[0])
+    with pytest.raises(TypeError, match="decoder_input_ids must be a torch.Tensor"):
+        model.get_decoder()(dec.tolist())
+    # the largest id of the vocabulary is a token
+    edge = ids.clone()
+    edge[0, 3] = vocab - 1
+    assert torch.isfinite(model(edge, attention_mask=mask, decoder_input_ids=dec).logits).all()
+
+
+def test_decoder_masks_of_another_shape_raise():
+    """A decoder mask shorter than its tokens (a broadcast error deep inside before), or of another batch;
+    a cross-attention mask that does not match the encoder's states."""
+    model = _tiny()
+    ids, mask, _ = inputs(batch=2, n=20)
+    dec = ids[:, :5]
+    dec_mask = torch.ones_like(dec)
+    for bad in (dec_mask[:, :3], dec_mask[:1], dec_mask[0]):
+        with pytest.raises(ValueError, match="decoder_attention_mask must be"):
+            model(ids, attention_mask=mask, decoder_input_ids=dec, decoder_attention_mask=bad)
+    encoder_states = model.get_encoder()(ids, attention_mask=mask).last_hidden_state
+    with pytest.raises(ValueError, match="the encoder's attention_mask must have the shape"):
+        model.get_decoder()(dec, encoder_hidden_states=encoder_states, encoder_attention_mask=mask[:, :9])
+    # a longer decoder mask (past + new tokens, as generation keeps it) reads its last columns
+    longer = torch.cat([dec_mask[:, :2], dec_mask], 1)
+    assert torch.isfinite(
+        model(ids, attention_mask=mask, decoder_input_ids=dec, decoder_attention_mask=longer).logits
+    ).all()
+
+
 def test_empty_encoder_outputs_and_decoder_batch_mismatch_raise():
     model = _tiny()
     ids, mask, glob = inputs(batch=2, n=20)
