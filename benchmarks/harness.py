@@ -158,6 +158,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name} must be >= 1")
     if args.warmup is not None and args.warmup < 0:
         p.error("--warmup must be >= 0")
+    for name, low in (("seqlens", 1), ("head_dim", 1), ("window", 0), ("globals", 0)):
+        bad = [v for v in getattr(args, name) or () if v < low]
+        if bad:
+            p.error(f"--{name.replace('_', '-')} must be >= {low}, got {bad[0]}")
+    if not args.job_timeout > 0:  # (also refuses nan)
+        p.error(f"--job-timeout must be > 0 seconds, got {args.job_timeout}")
+    if not 0 <= args.time_budget < float("inf"):
+        p.error(f"--time-budget must be >= 0 seconds (0: off), got {args.time_budget}")
     return args
 
 

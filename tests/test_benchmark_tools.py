@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from benchmarks.harness import parse_args
 from benchmarks.profile_layer import is_sync_warning
 
 
@@ -204,3 +207,22 @@ def test_commit_is_dirty_for_changed_sources_but_not_for_the_runs_own_results(tm
     assert git_commit(tmp_path) == sha
     (tmp_path / "kernel.py").write_text("x = 2\n")
     assert git_commit(tmp_path) == sha + "-dirty"
+
+
+def test_harness_refuses_bad_sizes_before_running(capsys):
+    """Sizes that no case can take are a usage error (exit 2) that names the option, not a traceback
+    from the first case (or a run that writes results)."""
+    for argv, message in (
+        (["--seqlens", "1024", "0"], "--seqlens must be >= 1, got 0"),
+        (["--window", "-1"], "--window must be >= 0, got -1"),
+        (["--globals", "1", "-2"], "--globals must be >= 0, got -2"),
+        (["--head-dim", "0"], "--head-dim must be >= 1, got 0"),
+        (["--job-timeout", "nan"], "--job-timeout must be > 0 seconds"),
+        (["--time-budget", "inf"], "--time-budget must be >= 0 seconds"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            parse_args(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err, argv
+    args = parse_args(["--seqlens", "1", "--window", "0", "--globals", "0", "--time-budget", "0"])
+    assert (args.seqlens, args.window, args.globals, args.time_budget) == ([1], [0], [0], 0.0)
