@@ -47,6 +47,7 @@ import time
 from pathlib import Path
 
 from benchmarks.cases import RESULTS_DIR, device_name, device_slug, git_commit
+from led.configuration import BACKEND_NAMES
 from led.train.presets import PRESETS
 
 OP = "led_train_step"
@@ -306,7 +307,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--no-write", action="store_true", help="print only; write no CSV/PNG/log")
     p.add_argument("--job", help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name, low in (("seqlens", 1), ("target_len", 1), ("warmup", 0), ("reps", 1), ("threads", 0)):
+        values = getattr(args, name)
+        bad = [v for v in (values if isinstance(values, list) else [values]) if v is not None and v < low]
+        if bad:
+            p.error(f"--{name.replace('_', '-')} must be >= {low}, got {bad[0]}")
+    if not 0 < args.timeout < float("inf"):
+        p.error(f"--timeout must be a finite number of seconds > 0, got {args.timeout}")
+    if args.device not in ("auto", "cpu", "cuda"):
+        p.error(f"--device must be auto, cpu or cuda, got {args.device!r}")
+    if args.backend not in BACKEND_NAMES:
+        p.error(f"--backend must be one of {', '.join(BACKEND_NAMES)}, got {args.backend!r}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -226,3 +226,23 @@ def test_harness_refuses_bad_sizes_before_running(capsys):
         assert message in capsys.readouterr().err, argv
     args = parse_args(["--seqlens", "1", "--window", "0", "--globals", "0", "--time-budget", "0"])
     assert (args.seqlens, args.window, args.globals, args.time_budget) == ([1], [0], [0], 0.0)
+
+
+def test_train_step_refuses_bad_options(capsys):
+    """Lengths, counts and the timeout that no run can take, and an unknown device or backend: a usage
+    error naming the option, not a failed row per job (or a run that never reports)."""
+    from benchmarks import train_step
+
+    for argv, message in (
+        (["--seqlens", "4096", "0"], "--seqlens must be >= 1, got 0"),
+        (["--reps", "0"], "--reps must be >= 1, got 0"),
+        (["--warmup", "-1"], "--warmup must be >= 0, got -1"),
+        (["--timeout", "0"], "--timeout must be a finite number of seconds > 0"),
+        (["--device", "gpu"], "--device must be auto, cpu or cuda"),
+        (["--backend", "bogus"], "--backend must be one of"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            train_step.parse_args(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err, argv
+    assert train_step.parse_args(["--seqlens", "1", "--threads", "0", "--backend", "cpu"]).seqlens == [1]
