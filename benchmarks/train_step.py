@@ -315,8 +315,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--{name.replace('_', '-')} must be >= {low}, got {bad[0]}")
     if not 0 < args.timeout < float("inf"):
         p.error(f"--timeout must be a finite number of seconds > 0, got {args.timeout}")
-    if args.device not in ("auto", "cpu", "cuda"):
-        p.error(f"--device must be auto, cpu or cuda, got {args.device!r}")
+    if args.device != "auto":
+        import torch
+
+        try:
+            kind = torch.device(args.device).type
+        except (RuntimeError, ValueError):
+            kind = None
+        if kind not in ("cpu", "cuda"):
+            p.error(f"--device must be auto, cpu or cuda (cuda:N), got {args.device!r}")
+        if kind == "cuda" and not torch.cuda.is_available():
+            p.error(f"--device {args.device}: no CUDA GPU is available here")
     if args.backend not in BACKEND_NAMES:
         p.error(f"--backend must be one of {', '.join(BACKEND_NAMES)}, got {args.backend!r}")
     return args

@@ -343,20 +343,20 @@ class LEDConfig:
     def from_json_file(cls, path: str | os.PathLike, **overrides: Any) -> LEDConfig:
         """Read a ``config.json`` file. A file that is not a JSON object, or whose fields the constructor
         refuses, is a ``ValueError``/``TypeError`` that names the file."""
+        where = os.fspath(path)
         with open(path, encoding="utf-8") as f:
             try:
                 data = json.load(f)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{os.fspath(path)}: not valid JSON ({err})") from None
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ValueError(f"{where}: not valid JSON ({err})") from err
         if not isinstance(data, dict):
-            raise TypeError(
-                f"{os.fspath(path)}: expected a JSON object of config fields, got {type(data).__name__}"
-            )
+            raise TypeError(f"{where}: expected a JSON object of config fields, got {type(data).__name__}")
         try:
             return cls.from_dict(data, **overrides)
         except (TypeError, ValueError) as err:
-            where = os.fspath(path) + (f" with {', '.join(overrides)} given" if overrides else "")
-            raise type(err)(f"{where}: {err}") from err
+            given = f" (or the overrides {', '.join(overrides)})" if overrides else ""
+            err.args = (f"{where}{given}: {err}", *err.args[1:])
+            raise
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> LEDConfig:

@@ -129,7 +129,8 @@ def _check_token_ids(ids: torch.Tensor, vocab_size: int, name: str) -> None:
     would be a host synchronisation (an id past the vocabulary is then the embedding's device assert)."""
     if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
         raise TypeError(f"{name} must hold integer token ids, got {ids.dtype}")
-    if ids.numel() and ids.device.type == "cpu" and not torch.compiler.is_compiling():
+    tracing = torch.compiler.is_compiling() or torch.jit.is_tracing()
+    if ids.numel() and ids.device.type == "cpu" and not tracing:
         low, high = ids.min().item(), ids.max().item()
         if low < 0 or high >= vocab_size:
             bad = low if low < 0 else high
@@ -141,26 +142,34 @@ def _vocab_size(embed_tokens: nn.Module, config) -> int:
     return getattr(embed_tokens, "num_embeddings", config.vocab_size)
 
 
-def _check_decoder_masks(attention_mask, encoder_attention_mask, b: int, s: int, encoder_states) -> None:
-    """The decoder's padding mask covers its past and new tokens ((B, >= past + T), its last past + T
-    columns are read); the cross-attention mask matches the encoder's states (B, S)."""
+def _check_decoder_masks(
+    attention_mask, encoder_attention_mask, b: int, t: int, s: int, encoder_states
+) -> None:
+    """The decoder's padding mask: (B, >= past + T), of which the first past + T columns are read, as
+    transformers reads them (its length is checked only for T > 1: a one-token step reads no mask). The
+    cross-attention mask: (B, S) or (1, S) of the encoder's states."""
     if attention_mask is not None:
         if not isinstance(attention_mask, torch.Tensor):
             raise TypeError(
                 f"decoder_attention_mask must be a torch.Tensor, got {type(attention_mask).__name__}"
             )
-        if attention_mask.dim() != 2 or attention_mask.shape[0] != b or attention_mask.shape[1] < s:
+        if (
+            attention_mask.dim() != 2
+            or attention_mask.shape[0] != b
+            or (t > 1 and attention_mask.shape[1] < s)
+        ):
             got = tuple(attention_mask.shape)
             raise ValueError(f"decoder_attention_mask must be (B, past + T) = ({b}, {s}), got {got}")
     if encoder_attention_mask is not None and encoder_states is not None:
         if not isinstance(encoder_attention_mask, torch.Tensor):
             kind = type(encoder_attention_mask).__name__
             raise TypeError(f"the encoder's attention_mask must be a torch.Tensor, got {kind}")
-        want = tuple(encoder_states.shape[:2])
-        if tuple(encoder_attention_mask.shape) != want:
+        batch, length = encoder_states.shape[:2]
+        shape = tuple(encoder_attention_mask.shape)
+        if len(shape) != 2 or shape[0] not in (batch, 1) or shape[1] != length:
             raise ValueError(
-                f"the encoder's attention_mask must have the shape (B, S) = {want} of its states, "
-                f"got {tuple(encoder_attention_mask.shape)}"
+                f"the encoder's attention_mask must have the shape (B, S) = {(batch, length)} of its states "
+                f"(or (1, S)), got {shape}"
             )
 
 
@@ -493,7 +502,7 @@ class LEDDecoder(nn.Module):
         dtype, device = inputs_embeds.dtype, inputs_embeds.device
         past_length = past_key_values[0][0].shape[2] if past_key_values is not None else 0
         _check_decoder_masks(
-            attention_mask, encoder_attention_mask, b, past_length + t, encoder_hidden_states
+            attention_mask, encoder_attention_mask, b, t, past_length + t, encoder_hidden_states
         )
 
         # masks, once per forward: causal (+ padding) for t > 1, none for single-token steps (as HF)
@@ -505,7 +514,7 @@ class LEDDecoder(nn.Module):
                 s = past_length + t
                 allowed = torch.ones(t, s, dtype=torch.bool, device=device).tril(past_length)[None, None]
                 if attention_mask is not None:
-                    allowed = allowed & attention_mask[:, None, None, -s:].bool()
+                    allowed = allowed & attention_mask[:, None, None, :s].bool()
                 self_mask = _float_mask(allowed, dtype)
         cross_mask = None
         if encoder_hidden_states is not None and encoder_attention_mask is not None:
@@ -681,7 +690,8 @@ class LEDPreTrainedModel(nn.Module):
             attn_backend: encoder attention backend; default: the config's (``"auto"``).
             config: use this config instead of the folder's ``config.json``.
             dtype: parameter dtype: a floating ``torch.dtype`` or its name (``"bfloat16"``,
-                ``"torch.float16"``); default float32; ``"auto"`` keeps the checkpoint's.
+                ``"torch.float16"``); default float32; ``"auto"`` keeps the checkpoint's. Also taken
+                under transformers' older name ``torch_dtype``.
             device: where to put the model.
             strict: raise on missing or unexpected weights instead of warning.
             **config_overrides: config fields to change (e.g. ``num_labels=3``, ``dropout=0.0``).
@@ -693,12 +703,19 @@ class LEDPreTrainedModel(nn.Module):
         """
         from led import checkpoint as ckpt
 
+        if "torch_dtype" in config_overrides:  # transformers' older name, still accepted there
+            torch_dtype = config_overrides.pop("torch_dtype")
+            if dtype is not None:
+                raise ValueError("pass dtype or its older name torch_dtype, not both")
+            dtype = torch_dtype
         dtype = _parameter_dtype(dtype)
         if device is not None and not isinstance(device, torch.device):
             try:
                 device = torch.device(device)
             except (RuntimeError, TypeError) as err:
-                raise ValueError(f"device must be a torch.device or a device string, got {device!r}") from err
+                raise ValueError(
+                    f"device must be a torch.device or a device string, got {device!r} ({err})"
+                ) from err
         if attn_backend is not None:  # checked with the other fields
             config_overrides = {**config_overrides, "attn_backend": attn_backend}
         if config is None:

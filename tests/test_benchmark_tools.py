@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from benchmarks.harness import parse_args
 from benchmarks.profile_layer import is_sync_warning
@@ -239,6 +240,7 @@ def test_train_step_refuses_bad_options(capsys):
         (["--warmup", "-1"], "--warmup must be >= 0, got -1"),
         (["--timeout", "0"], "--timeout must be a finite number of seconds > 0"),
         (["--device", "gpu"], "--device must be auto, cpu or cuda"),
+        (["--device", "xpu"], "--device must be auto, cpu or cuda"),
         (["--backend", "bogus"], "--backend must be one of"),
     ):
         with pytest.raises(SystemExit) as exit_info:
@@ -246,3 +248,10 @@ def test_train_step_refuses_bad_options(capsys):
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err, argv
     assert train_step.parse_args(["--seqlens", "1", "--threads", "0", "--backend", "cpu"]).seqlens == [1]
+    assert train_step.parse_args(["--device", "cpu"]).device == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            train_step.parse_args(["--device", "cuda:1"])
+        assert "--device cuda:1: no CUDA GPU" in capsys.readouterr().err
+    else:
+        assert train_step.parse_args(["--device", "cuda:0"]).device == "cuda:0"

@@ -109,14 +109,16 @@ def test_not_an_led_config(tmp_path):
     [
         ("[1, 2]", TypeError, "expected a JSON object of config fields, got list"),
         ("{not json", ValueError, "not valid JSON"),
+        (b"\xff\xfe{", ValueError, "not valid JSON"),
         ('{"d_model": "big"}', TypeError, "d_model must be an int"),
         ('{"model_type": "bart"}', ValueError, "not an LED config"),
     ],
-    ids=["list", "not-json", "bad-field", "bart"],
+    ids=["list", "not-json", "not-utf8", "bad-field", "bart"],
 )
 def test_bad_config_files_are_named(tmp_path, text, error, match):
     """A config.json that is not a JSON object of valid LED fields: the error names the file."""
-    (tmp_path / "config.json").write_text(text)
+    path = tmp_path / "config.json"
+    path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
     with pytest.raises(error, match=match) as info:
         led.LEDConfig.from_pretrained(tmp_path)
     assert str(tmp_path / "config.json") in str(info.value)
@@ -125,6 +127,6 @@ def test_bad_config_files_are_named(tmp_path, text, error, match):
 def test_bad_override_is_named_as_one(tmp_path):
     led.LEDConfig(encoder_layers=2).save_pretrained(tmp_path)
     with pytest.raises(
-        TypeError, match="config.json with attention_window given: attention_window .* must be an int"
+        TypeError, match=r"config.json \(or the overrides attention_window\): attention_window"
     ):
         led.LEDConfig.from_pretrained(tmp_path, attention_window="8")

@@ -349,7 +349,14 @@ def test_decoder_attention_mask_matches_transformers(tmp_path):
     with torch.no_grad():
         expected = hf(ids, **kwargs).logits
         got = ours(ids, **kwargs).logits
-    assert_close(got, expected)
+        assert_close(got, expected)
+        # a mask longer than the targets: its first columns are read, as transformers reads them
+        longer = torch.cat([dec_mask, torch.zeros_like(dec_mask[:, :3])], 1)
+        longer[0, 0] = 0  # (read: it changes the logits)
+        kwargs["decoder_attention_mask"] = longer
+        expected_longer = hf(ids, **kwargs).logits
+        assert_close(ours(ids, **kwargs).logits, expected_longer)
+    assert not torch.allclose(expected_longer, expected)
 
 
 def _tiny(seed: int = 0) -> led.LEDForConditionalGeneration:
@@ -418,11 +425,18 @@ def test_decoder_masks_of_another_shape_raise():
     encoder_states = model.get_encoder()(ids, attention_mask=mask).last_hidden_state
     with pytest.raises(ValueError, match="the encoder's attention_mask must have the shape"):
         model.get_decoder()(dec, encoder_hidden_states=encoder_states, encoder_attention_mask=mask[:, :9])
-    # a longer decoder mask (past + new tokens, as generation keeps it) reads its last columns
-    longer = torch.cat([dec_mask[:, :2], dec_mask], 1)
-    assert torch.isfinite(
-        model(ids, attention_mask=mask, decoder_input_ids=dec, decoder_attention_mask=longer).logits
-    ).all()
+    with pytest.raises(ValueError, match="the encoder's attention_mask must have the shape"):
+        model.get_decoder()(dec, encoder_hidden_states=encoder_states, encoder_attention_mask=mask[:, None])
+    # a (1, S) cross-attention mask broadcasts over the batch, as in transformers
+    out = model.get_decoder()(dec, encoder_hidden_states=encoder_states, encoder_attention_mask=mask[:1])
+    assert torch.isfinite(out.last_hidden_state).all()
+    # a one-token step with a cache reads no decoder mask (transformers builds none): its length is free
+    step = model.get_decoder()(dec, encoder_hidden_states=encoder_states, use_cache=True)
+    nxt = model.get_decoder()(
+        dec[:, :1], encoder_hidden_states=encoder_states, past_key_values=step.past_key_values,
+        attention_mask=dec_mask,
+    )  # fmt: skip
+    assert torch.isfinite(nxt.last_hidden_state).all()
 
 
 def test_empty_encoder_outputs_and_decoder_batch_mismatch_raise():
