@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from led.outputs import LEDEncoderBaseModelOutput, LEDGenerateOutput, PastKeyValues, encoder_output
+from led_kernels._validation import as_int
 
 _DEFAULTS: dict[str, Any] = {
     "max_length": 20,
@@ -87,6 +88,18 @@ def _gather_beams(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     # tensor (B, K, ...) indexed along the beam dim by index (B, K')
     index = index.view(*index.shape, *([1] * (tensor.dim() - index.dim())))
     return torch.take_along_dim(tensor, index, dim=1)
+
+
+def _check_lengths(**lengths: Any) -> None:
+    """Lengths as ints (None: unset): max_new_tokens >= 1, the others >= 0 (a float was cut to an int
+    silently, a string failed deep inside, a negative minimum or n-gram size was taken as off)."""
+    for name, value in lengths.items():
+        if value is None:
+            continue
+        value = as_int(value, name, "an int or None")
+        low = 1 if name == "max_new_tokens" else 0
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
 def _check_search(num_beams, num_return_sequences, length_penalty) -> None:
@@ -231,6 +244,12 @@ class GenerationMixin:
             pick("forced_eos_token_id", forced_eos_token_id),
         )
         _check_search(num_beams, num_return_sequences, length_penalty)
+        _check_lengths(
+            max_length=max_length, max_new_tokens=max_new_tokens, min_length=min_length,
+            min_new_tokens=min_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size,
+        )  # fmt: skip
+        if early_stopping not in (True, False, "never"):
+            raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
         for name, value in (
             ("decoder_start_token_id", decoder_start),
             ("forced_bos_token_id", forced_bos),

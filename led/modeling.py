@@ -124,6 +124,11 @@ def _check_token_inputs(
             raise ValueError(f"{mask_name} is on {mask.device} but {name} is on {tokens.device}")
 
 
+class TokenIdError(ValueError, IndexError):
+    """A token id outside the vocabulary: a ``ValueError`` naming the argument, and still the
+    ``IndexError`` that the embedding raised for it before the ids were checked."""
+
+
 def _check_token_ids(ids: torch.Tensor, vocab_size: int, name: str) -> None:
     """Integer ids inside the vocabulary. The values are checked on CPU tensors only: on a GPU the check
     would be a host synchronisation (an id past the vocabulary is then the embedding's device assert)."""
@@ -134,7 +139,7 @@ def _check_token_ids(ids: torch.Tensor, vocab_size: int, name: str) -> None:
         low, high = ids.min().item(), ids.max().item()
         if low < 0 or high >= vocab_size:
             bad = low if low < 0 else high
-            raise ValueError(f"{name} holds token id {bad}, outside the vocabulary [0, {vocab_size})")
+            raise TokenIdError(f"{name} holds token id {bad}, outside the vocabulary [0, {vocab_size})")
 
 
 def _vocab_size(embed_tokens: nn.Module, config) -> int:

@@ -127,7 +127,19 @@ def test_unsupported_requests_raise(tmp_path):
         ({"decoder_start_token_id": -1}, "decoder_start_token_id must be a token id"),
         ({"decoder_input_ids": torch.zeros(3, 0, dtype=torch.long)}, "decoder_input_ids must be"),
         ({"decoder_input_ids": torch.zeros(1, 2, dtype=torch.long)}, r"B = 3 \(the inputs' batch\)"),
+        # lengths that were taken as "off" or read as another length
+        ({"max_new_tokens": 0}, "max_new_tokens must be >= 1, got 0"),
+        ({"min_length": -5}, "min_length must be >= 0, got -5"),
+        ({"no_repeat_ngram_size": -1}, "no_repeat_ngram_size must be >= 0, got -1"),
+        ({"early_stopping": "sometimes"}, "early_stopping must be True, False or 'never'"),
     ]
     for kwargs, match in bad:
         with pytest.raises(ValueError, match=match):
+            ours.generate(**model_inputs, **kwargs)
+    # a float was cut to an int, a string failed deep inside
+    for kwargs, match in (
+        ({"max_new_tokens": 2.5}, "max_new_tokens must be an int or None, got float 2.5"),
+        ({"min_new_tokens": "3"}, "min_new_tokens must be an int or None, got str '3'"),
+    ):
+        with pytest.raises(TypeError, match=match):
             ours.generate(**model_inputs, **kwargs)

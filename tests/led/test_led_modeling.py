@@ -394,6 +394,8 @@ def test_token_ids_outside_the_vocabulary_or_not_integers_raise():
         wrong[1, 7] = bad
         with pytest.raises(ValueError, match=f"input_ids holds {match}"):
             model(wrong, attention_mask=mask, decoder_input_ids=dec)
+        with pytest.raises(IndexError):  # (what the embedding raised before: callers may catch it)
+            model(wrong, attention_mask=mask, decoder_input_ids=dec)
         wrong_dec = dec.clone()
         wrong_dec[0, -1] = bad
         with pytest.raises(ValueError, match=f"decoder_input_ids holds {match}"):
