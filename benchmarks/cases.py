@@ -61,6 +61,16 @@ class Case:
         )
 
 
+def check_minimums(error, args, minimums: dict[str, int]) -> None:
+    """Command-line checks: no value of an option (argparse dest -> least value; a list or one value,
+    None unset) below its least value; ``error`` is the parser's ``error`` (exit 2, naming the option)."""
+    for name, low in minimums.items():
+        values = getattr(args, name)
+        for value in values if isinstance(values, list) else [values]:
+            if value is not None and value < low:
+                error(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+
+
 def global_positions(case: Case) -> list[int]:
     """The global token positions used for every batch element: the first ``case.globals`` positions."""
     return list(range(case.globals))

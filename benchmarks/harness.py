@@ -52,6 +52,7 @@ from benchmarks.cases import (
     RESULTS_DIR,
     Case,
     attention_flops,
+    check_minimums,
     cpu_threads,
     device_name,
     device_slug,
@@ -153,15 +154,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="CPU: seconds per measurement; slower calls get fewer reps (at least 3) and no warmup; 0: off",
     )
     args = p.parse_args(argv)
-    for name in ("batch", "heads", "reps"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            p.error(f"--{name} must be >= 1")
-    if args.warmup is not None and args.warmup < 0:
-        p.error("--warmup must be >= 0")
-    for name, low in (("seqlens", 1), ("head_dim", 1), ("window", 0), ("globals", 0)):
-        bad = [v for v in getattr(args, name) or () if v < low]
-        if bad:
-            p.error(f"--{name.replace('_', '-')} must be >= {low}, got {bad[0]}")
+    least = {
+        "batch": 1,
+        "heads": 1,
+        "reps": 1,
+        "warmup": 0,
+        "seqlens": 1,
+        "head_dim": 1,
+        "window": 0,
+        "globals": 0,
+    }
+    check_minimums(p.error, args, least)
     if not args.job_timeout > 0:  # (also refuses nan)
         p.error(f"--job-timeout must be > 0 seconds, got {args.job_timeout}")
     if not 0 <= args.time_budget < float("inf"):

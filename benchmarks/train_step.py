@@ -46,7 +46,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.cases import RESULTS_DIR, device_name, device_slug, git_commit
+from benchmarks.cases import RESULTS_DIR, check_minimums, device_name, device_slug, git_commit
 from led.configuration import BACKEND_NAMES
 from led.train.presets import PRESETS
 
@@ -308,11 +308,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-write", action="store_true", help="print only; write no CSV/PNG/log")
     p.add_argument("--job", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    for name, low in (("seqlens", 1), ("target_len", 1), ("warmup", 0), ("reps", 1), ("threads", 0)):
-        values = getattr(args, name)
-        bad = [v for v in (values if isinstance(values, list) else [values]) if v is not None and v < low]
-        if bad:
-            p.error(f"--{name.replace('_', '-')} must be >= {low}, got {bad[0]}")
+    check_minimums(p.error, args, {"seqlens": 1, "target_len": 1, "warmup": 0, "reps": 1, "threads": 0})
     if not 0 < args.timeout < float("inf"):
         p.error(f"--timeout must be a finite number of seconds > 0, got {args.timeout}")
     if args.device != "auto":
