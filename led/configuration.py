@@ -75,18 +75,11 @@ _GENERIC_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _integer(value, name: str) -> int:
-    """An int (numpy ints too); bools, floats and strings are a TypeError that names the field."""
-    if isinstance(value, (str, bytes)):  # (named with their value: "64" reads like an int)
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    return as_int(value, name)
-
-
 def _windows(attention_window, layers: int) -> list[int]:
     """One window per encoder layer from an int or a sequence of ints."""
     if isinstance(attention_window, (list, tuple)):
-        return [_integer(w, "attention_window") for w in attention_window]
-    return [_integer(attention_window, "attention_window (an int, or a list of one int per layer)")] * layers
+        return [as_int(w, "attention_window") for w in attention_window]
+    return [as_int(attention_window, "attention_window (an int, or a list of one int per layer)")] * layers
 
 
 class LEDConfig:
@@ -232,11 +225,11 @@ class LEDConfig:
         self.extra: dict[str, Any] = dict(extra)
         self.extra.pop("model_type", None)
         for name in ("vocab_size", "d_model", "encoder_attention_heads", "decoder_attention_heads"):
-            if _integer(getattr(self, name), name) <= 0:
+            if as_int(getattr(self, name), name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if (
             self.pad_token_id is not None
-            and not 0 <= _integer(self.pad_token_id, "pad_token_id") < self.vocab_size
+            and not 0 <= as_int(self.pad_token_id, "pad_token_id") < self.vocab_size
         ):
             raise ValueError(
                 f"pad_token_id must be in [0, vocab_size={self.vocab_size}), got {self.pad_token_id}"
