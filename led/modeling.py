@@ -94,18 +94,24 @@ def shift_tokens_right(
 
 
 def _check_token_inputs(
-    input_ids, inputs_embeds, d_model: int, vocab_size: int, masks: dict[str, Any]
+    input_ids,
+    inputs_embeds,
+    d_model: int,
+    vocab_size: int,
+    masks: dict[str, Any],
+    ids_name: str = "input_ids",
 ) -> None:
-    """(B, N) ids or (B, N, d_model) embeddings, and (B, N) masks on their device: a mask of another
-    shape would broadcast (a (B, 1) global mask makes every token global) or index past the sequence."""
+    """(B, N) ids inside the vocabulary or (B, N, d_model) embeddings, and (B, N) masks on their device:
+    a mask of another shape would broadcast (a (B, 1) global mask makes every token global) or index past
+    the sequence. ``ids_name``: the ids' argument, as errors name it."""
     tokens = input_ids if input_ids is not None else inputs_embeds
-    name = "input_ids" if input_ids is not None else "inputs_embeds"
+    name = ids_name if input_ids is not None else "inputs_embeds"
     if not isinstance(tokens, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(tokens).__name__}")
     if input_ids is not None and input_ids.dim() != 2:
-        raise ValueError(f"input_ids must be (B, N), got shape {tuple(input_ids.shape)}")
+        raise ValueError(f"{ids_name} must be (B, N), got shape {tuple(input_ids.shape)}")
     if input_ids is not None:
-        _check_token_ids(input_ids, vocab_size, "input_ids")
+        _check_token_ids(input_ids, vocab_size, ids_name)
     if input_ids is None and (inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != d_model):
         raise ValueError(
             f"inputs_embeds must be (B, N, d_model={d_model}), got shape {tuple(inputs_embeds.shape)}"
@@ -495,11 +501,8 @@ class LEDDecoder(nn.Module):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of decoder_input_ids and decoder_inputs_embeds")
         if inputs_embeds is None:
-            if not isinstance(input_ids, torch.Tensor):
-                raise TypeError(f"decoder_input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
-            if input_ids.dim() != 2:
-                raise ValueError(f"decoder_input_ids must be (B, T), got shape {tuple(input_ids.shape)}")
-            _check_token_ids(input_ids, _vocab_size(self.embed_tokens, cfg), "decoder_input_ids")
+            vocab_size = _vocab_size(self.embed_tokens, cfg)
+            _check_token_inputs(input_ids, None, cfg.d_model, vocab_size, {}, ids_name="decoder_input_ids")
             inputs_embeds = self.embed_tokens(input_ids)
         if self.gradient_checkpointing and self.training and use_cache:
             use_cache = False  # the cache is incompatible with recomputation (as in Hugging Face)
